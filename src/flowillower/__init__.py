@@ -1,0 +1,75 @@
+"""flowillower: a local-first, git-powered experiment tracker with hindsight logging.
+
+    import flowillower as fw
+    fw.init(project="demo")
+    for epoch in fw.loop("epoch", range(10)):
+        fw.log("loss", train_one_epoch())
+
+Importing this package is cheap: pandas, torch and git are only loaded by the functions
+that need them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import args as _args
+from .api import (
+    arg,
+    config,
+    current_run,
+    debug,
+    finish,
+    flush,
+    init,
+    iteration,
+    log,
+    log_artifact,
+    log_image,
+    log_metrics,
+    loop,
+)
+from .errors import FlowillowerError
+from .run import Run
+
+__version__ = "0.1.0"
+
+# Our `--kwargs` pairs leave sys.argv before the script's own parser runs.
+_args.install_from_sys_argv()
+
+# Heavier functions, resolved on first use: name -> "module:attribute".
+_LAZY = {
+    "dataframe": "flowillower.query.dataframe:dataframe",
+    "query": "flowillower.query.sql:query",
+    "runs": "flowillower.query.dataframe:runs",
+    "push": "flowillower.gitops.sync:push_store",
+    "pull": "flowillower.gitops.sync:pull_store",
+    "replay": "flowillower.hindsight.replay:replay",
+    "checkpointing": "flowillower.hindsight.checkpoint:checkpointing",
+    "log_model": "flowillower.model.api:log_model_current",
+    "watch": "flowillower.model.api:watch_current",
+    "unwatch": "flowillower.model.api:unwatch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'flowillower' has no attribute {name!r}")
+    import importlib
+
+    module_name, attr = target.split(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))
+
+
+__all__ = [
+    "init", "log", "log_metrics", "arg", "config", "log_image", "log_artifact", "loop",
+    "iteration", "finish", "flush", "debug", "current_run", "Run", "FlowillowerError",
+    *_LAZY,
+]

@@ -1,0 +1,172 @@
+"""The module-level API: thin functions acting on the current run.
+
+Each function fetches the current run (starting one implicitly when needed) and
+delegates. `fw.debug(True)` turns every call into a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from typing import Any
+
+from . import args as _args
+from .errors import NoActiveRunError
+from .run import Run
+
+_current: Run | None = None
+_debug = False
+# Keyword arguments for the implicit run; `init` fills them, `record_all_ranks` too.
+_defaults: dict[str, Any] = {}
+
+
+def debug(flag: bool = True) -> None:
+    """Turn every flowillower call into a no-op (fitlog's debug switch)."""
+    global _debug
+    _debug = bool(flag)
+
+
+def _rank_settings(record_all_ranks: bool) -> tuple[int, bool, str | None]:
+    from .system import rank
+
+    this_rank = rank()
+    run_id = None
+    if record_all_ranks:
+        # All ranks must agree on one run id without talking to each other.
+        run_id = os.environ.get("FLOWILLOWER_RUN_ID")
+        elastic = os.environ.get("TORCHELASTIC_RUN_ID")
+        if run_id is None and elastic and elastic != "none":
+            run_id = f"dist-{elastic}"
+    return this_rank, record_all_ranks, run_id
+
+
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    config: Any = None,
+    tags: Iterable[str] | None = None,
+    notes: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    *,
+    record_all_ranks: bool = False,
+    snapshot: bool = True,
+) -> Run:
+    """Start a run and make it current. Nothing is written until the first logged value.
+
+    Under torch.distributed (or RANK / LOCAL_RANK set) only rank 0 records unless
+    `record_all_ranks`; then all ranks write into the run named by $FLOWILLOWER_RUN_ID
+    (or the torchelastic run id).
+    """
+    global _current
+    if _current is not None and _current.status is None:
+        _current.finish()
+    this_rank, all_ranks, run_id = _rank_settings(record_all_ranks)
+    _defaults.update(dict(project=project, dir=dir, record_all_ranks=record_all_ranks))
+    run = Run(project, name, None, tags, notes, dir, snapshot=snapshot, rank=this_rank,
+              record_all_ranks=all_ranks, run_id=run_id)
+    if this_rank != 0 and not all_ranks:
+        run.status = "skipped"  # non-zero rank: a silent run that records nothing
+    _current = run
+    if config is not None and run.status is None:
+        run.config(config)
+    return run
+
+
+def current_run(create: bool = True) -> Run:
+    """The current run; with `create`, start one implicitly on first use."""
+    global _current
+    if _current is None or (_current.status is not None and _current.status != "skipped"):
+        if not create:
+            raise NoActiveRunError("no active run: call fw.init() first")
+        init(**{k: v for k, v in _defaults.items() if k in ("project", "dir",
+                                                              "record_all_ranks")})
+    assert _current is not None
+    return _current
+
+
+def _active() -> Run | None:
+    """The current run, or None when this process must not record (debug, other rank)."""
+    if _debug:
+        return None
+    run = current_run()
+    return None if run.status == "skipped" else run
+
+
+def log(name: str, value: Any, step: int | None = None) -> Any:
+    """Log one value and return it (so it can wrap an expression)."""
+    if _debug:
+        return value
+    run = _active()
+    if run is not None:
+        run.log_metrics({name: value}, step)
+    return value
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log several values at once, optionally at an explicit step."""
+    if _debug:
+        return
+    run = _active()
+    if run is not None:
+        run.log_metrics(metrics, step)
+
+
+def arg(name: str, default: Any) -> Any:
+    """A hyper-parameter: `--kwargs name=value` cast to the default's type, else default."""
+    if _debug:
+        return _args.resolve(name, default)
+    run = _active()
+    return run.arg(name, default) if run is not None else _args.resolve(name, default)
+
+
+def config(obj: Any) -> Any:
+    """Record a whole config object (dict, Namespace, dataclass, OmegaConf); returns it."""
+    run = _active()
+    return run.config(obj) if run is not None else obj
+
+
+def log_image(name: str, image: Any, step: int | None = None, caption: str | None = None
+              ) -> None:
+    """Store an image (numpy array, torch tensor, PIL image, figure or path) at a step."""
+    run = _active()
+    if run is not None:
+        run.log_image(name, image, step, caption)
+
+
+def log_artifact(name: str, path: str | os.PathLike[str], step: int | None = None) -> None:
+    """Copy a file or directory into the run."""
+    run = _active()
+    if run is not None:
+        run.log_artifact(name, path, step)
+
+
+def loop(name: str, iterable: Iterable[Any], progress: bool | None = None) -> Iterator[Any]:
+    """Iterate while keying everything logged inside by this loop's index."""
+    run = _active()
+    if run is None:
+        return iter(iterable)
+    return run.loop(name, iterable, progress)
+
+
+def iteration(name: str, index: int):
+    """`with fw.iteration("epoch", e):` for a loop the caller drives itself."""
+    run = _active()
+    return nullcontext() if run is None else run.iteration(name, index)
+
+
+def finish(status: str = "success", notify: str | None = None) -> None:
+    """End the current run (`notify`: a Slack / Discord / Feishu webhook URL)."""
+    if _debug or _current is None or _current.status is not None:
+        return
+    _current.finish(status, notify)
+
+
+def flush() -> None:
+    """Persist everything logged so far right now."""
+    if _current is not None and not _debug:
+        _current.flush()
+
+
+__all__ = ["init", "log", "log_metrics", "arg", "config", "log_image", "log_artifact",
+           "loop", "iteration", "finish", "flush", "debug", "current_run"]

@@ -1,0 +1,117 @@
+"""How a run ends when the script doesn't say: exit, uncaught exception, SIGTERM/SIGINT.
+
+Hooks are installed once, when the first run touches the disk, and they chain to whatever
+handler was there before, so the user's own handlers keep working.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import sys
+import threading
+import urllib.request
+import warnings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .run import Run
+
+_open_runs: list[Run] = []
+_installed = False
+_lock = threading.Lock()
+
+
+def install(run: Run) -> None:
+    """Track `run` so it is finished properly however the interpreter stops."""
+    global _installed
+    with _lock:
+        if run not in _open_runs:
+            _open_runs.append(run)
+        if _installed:
+            return
+        _installed = True
+    atexit.register(_at_exit)
+    previous_hook = sys.excepthook
+
+    def excepthook(exc_type, exc, tb):
+        for open_run in list(_open_runs):
+            try:
+                open_run.fail(exc)
+            except Exception:
+                pass
+        previous_hook(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+    if threading.current_thread() is threading.main_thread():
+        _chain_signal(signal.SIGTERM)
+
+
+def _chain_signal(signum: int) -> None:
+    previous = signal.getsignal(signum)
+
+    def handler(num, frame):
+        for open_run in list(_open_runs):
+            try:
+                open_run.finish("killed", error=f"received {signal.Signals(num).name}")
+            except Exception:
+                pass
+        if callable(previous):
+            previous(num, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        else:  # default action: die by this signal, as the caller expects
+            signal.signal(num, signal.SIG_DFL)
+            os.kill(os.getpid(), num)
+
+    try:
+        signal.signal(signum, handler)
+    except (ValueError, OSError):  # not the main thread or an embedded interpreter
+        pass
+
+
+def _at_exit() -> None:
+    for open_run in list(_open_runs):
+        try:
+            open_run.finish("success")
+        except Exception as exc:  # pragma: no cover - reported, never raised at exit
+            print(f"flowillower: could not finish run {open_run.id}: {exc}", file=sys.stderr)
+
+
+def forget(run: Run) -> None:
+    """Stop tracking a finished run."""
+    with _lock:
+        if run in _open_runs:
+            _open_runs.remove(run)
+
+
+def webhook_payload(url: str, run: Run, summary: dict[str, Any]) -> dict[str, Any]:
+    """A JSON body that Slack, Discord and Feishu/Lark incoming webhooks all accept."""
+    metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in list(summary.get("last", {}).items())[:10])
+    text = (f"flowillower run {run.name} ({run.id}) finished: {summary['status']} "
+            f"after {summary['duration']:.1f}s" + (f"; {metrics}" if metrics else ""))
+    if "feishu" in url or "larksuite" in url:
+        return {"msg_type": "text", "content": {"text": text}}
+    if "discord" in url:
+        return {"content": text}
+    return {"text": text, "run": {"id": run.id, "name": run.name, "status": summary["status"],
+                                  "duration": summary["duration"], "last": summary["last"]}}
+
+
+def post_webhook(url: str, run: Run, summary: dict[str, Any], timeout: float = 5.0) -> bool:
+    """POST the run summary; a failure warns and returns False, it never raises."""
+    try:
+        body = json.dumps(webhook_payload(url, run, summary), default=str).encode()
+        request = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            ok = 200 <= response.status < 300
+        if not ok:
+            warnings.warn(f"flowillower: webhook answered HTTP {response.status}", stacklevel=3)
+        return ok
+    except Exception as exc:
+        warnings.warn(f"flowillower: webhook {url} failed: {exc}", stacklevel=3)
+        return False

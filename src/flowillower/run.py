@@ -1,0 +1,415 @@
+"""The `Run`: validates values, tracks loop context and queues records for the writer.
+
+Nothing touches the disk until the first metric, image or artifact (or a successful
+finish with recorded args), so a script that dies during set-up leaves no run behind.
+The code snapshot and environment are captured in a thread started with the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import args as _args
+from .errors import FlowillowerError, UnsupportedValueError
+from .store.layout import ensure_store, find_store_root, new_run_id, runs_dir
+from .store.writer import FrameWriter, RecordBuffer
+from .values import FLOAT, INT, check_name, normalize
+
+_now = time.time
+_NO_STEP = -1  # stored when a value has neither an explicit step nor a loop around it
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str, allow_nan=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class StepHook:
+    """Handle returned by `Run.on_step`; `.remove()` unregisters the callback."""
+
+    def __init__(self, hooks: list, callback: Callable[[int], None]) -> None:
+        self._hooks, self.callback = hooks, callback
+
+    def remove(self) -> None:
+        if self.callback in self._hooks:
+            self._hooks.remove(self.callback)
+
+
+class Run:
+    """One tracked execution of a script. Usually reached through `fw.*` functions."""
+
+    def __init__(
+        self,
+        project: str | None = None,
+        name: str | None = None,
+        config: Any = None,
+        tags: Iterable[str] | None = None,
+        notes: str | None = None,
+        dir: str | os.PathLike[str] | None = None,
+        *,
+        snapshot: bool = True,
+        rank: int = 0,
+        record_all_ranks: bool = False,
+        run_id: str | None = None,
+        flush_interval: float = 0.5,
+    ) -> None:
+        self.store_root = find_store_root(dir)
+        self.id = run_id or new_run_id()
+        self.project = project or self.store_root.parent.name
+        self.name = name or self.id
+        self.tags = list(tags or [])
+        self.notes = notes or ""
+        self.created = _now()
+        self.rank = rank
+        self.status: str | None = None  # set once finished
+        self.dir = runs_dir(self.store_root) / self.id
+        self._data_file = "data.fwl" if rank == 0 else f"data.rank{rank}.fwl"
+        self._record_all_ranks = record_all_ranks
+        self._flush_interval = flush_interval
+        self._buf = RecordBuffer()
+        self._writer: FrameWriter | None = None
+        self._lock = threading.RLock()  # materialize / finish
+        self._key_ids: dict[tuple[str, str], int] = {}
+        self._metric_ids: dict[str, int] = {}  # hot path: metric name -> key id
+        self._counts: dict[int, int] = {}  # per-key counters for values without a step
+        self._ctx_ids: dict[tuple, int] = {(): 0}
+        self._coords: tuple = ()
+        self._ctx = 0
+        self._step = _NO_STEP
+        self._loop_totals: dict[tuple[str, ...], int] = {}
+        self._depth, self._max_depth = 0, 0
+        self._step_hooks: list[Callable[[int], None]] = []
+        self._recorded_user_values = False
+        self.args: dict[str, Any] = {}
+        self._meta_extra: dict[str, Any] = {}
+        self._setup_done = threading.Event()
+        if snapshot and rank == 0:
+            threading.Thread(target=self._capture_setup, name="flowillower-setup",
+                             daemon=True).start()
+        else:
+            self._meta_extra = {"git": None}
+            self._setup_done.set()
+        if config is not None:
+            self.config(config)
+
+    # -- set-up captured off the training thread -------------------------------------
+    def _capture_setup(self) -> None:
+        from .system import environment
+
+        extra: dict[str, Any] = {}
+        try:
+            extra.update(environment())
+        except Exception as exc:  # never let bookkeeping kill training
+            extra["environment_error"] = repr(exc)
+        try:
+            from .gitops.snapshot import take_snapshot
+
+            source = Path.cwd()
+            extra["git"] = take_snapshot(source, self.store_root / "git")
+        except Exception as exc:
+            extra["git"] = {"snapshot": None, "error": f"{type(exc).__name__}: {exc}"}
+        self._meta_extra = extra
+        self._setup_done.set()
+        with self._lock:
+            if self._writer is not None and self.rank == 0:
+                self._write_meta()
+
+    def _meta(self) -> dict[str, Any]:
+        meta = {
+            "id": self.id, "project": self.project, "name": self.name, "tags": self.tags,
+            "notes": self.notes, "created": self.created, "rank": self.rank,
+            "pid": os.getpid(),
+        }
+        meta.update(self._meta_extra)
+        meta["pid"] = os.getpid()
+        import socket
+
+        meta.setdefault("host", socket.gethostname())
+        return meta
+
+    def _write_meta(self) -> None:
+        _atomic_write_json(self.dir / "run.json", self._meta())
+
+    def _materialize(self) -> None:
+        with self._lock:
+            if self._writer is not None or self.status is not None:
+                return
+            ensure_store(self.store_root)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if self.rank == 0:
+                self._write_meta()
+            self._writer = FrameWriter(self.dir / self._data_file, self._buf,
+                                       self._flush_interval)
+            from . import lifecycle
+
+            lifecycle.install(self)
+
+    # -- keys and contexts -----------------------------------------------------------
+    def _key(self, name: str, role: str) -> int:
+        kid = self._key_ids.get((name, role))
+        if kid is None:
+            check_name(name)
+            kid = len(self._key_ids)
+            self._key_ids[(name, role)] = kid
+            with self._buf.lock:
+                self._buf.keys[kid] = (name, role)
+            if role == "metric":
+                self._metric_ids[name] = kid
+        return kid
+
+    def _enter_ctx(self, coords: tuple) -> int:
+        cid = self._ctx_ids.get(coords)
+        if cid is None:
+            cid = self._ctx_ids[coords] = len(self._ctx_ids)
+            with self._buf.lock:
+                self._buf.contexts[cid] = dict(coords)
+        self._coords, self._ctx = coords, cid
+        return cid
+
+    # -- logging ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.status is not None:
+            raise FlowillowerError(
+                f"run {self.id} is already finished ({self.status}); start a new one with "
+                "fw.init()")
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None,
+                    *, role: str = "metric") -> None:
+        """Log several values at once, optionally at an explicit `step`."""
+        if self.status is not None:
+            self._check_open()
+        t = _now()
+        ctx = self._ctx
+        if step is None:
+            step = self._step
+        elif type(step) is not int:
+            step = int(step)
+        buf = self._buf
+        ids = self._metric_ids if role == "metric" else {}
+        with buf.lock:
+            floats = buf.floats
+            mark = (len(floats), len(buf.ints), len(buf.objects))
+            try:
+                for name, value in metrics.items():
+                    kid = ids.get(name)
+                    if kid is None:
+                        kid = self._key(name, role)
+                    s = step if step != _NO_STEP else self._next_count(kid)
+                    if type(value) is float:
+                        floats.append((kid, ctx, s, t, value))
+                    else:
+                        self._append_slow(kid, name, value, ctx, s, t)
+            except BaseException:
+                # Leave the run as it was before this call: no half-logged dict.
+                del floats[mark[0]:], buf.ints[mark[1]:], buf.objects[mark[2]:]
+                raise
+        if role != "sys":
+            self._recorded_user_values = True
+            if self._writer is None and role == "metric":
+                self._materialize()
+
+    def _next_count(self, kid: int) -> int:
+        count = self._counts.get(kid, 0)
+        self._counts[kid] = count + 1
+        return count
+
+    def _append_slow(self, kid: int, name: str, value: Any, ctx: int, step: int,
+                     t: float) -> None:
+        kind, norm = normalize(name, value)
+        row = (kid, ctx, step, t, norm)
+        if kind == FLOAT:
+            self._buf.floats.append(row)
+        elif kind == INT:
+            self._buf.ints.append(row)
+        else:
+            self._buf.objects.append(row)
+
+    def log(self, name: str, value: Any, step: int | None = None) -> Any:
+        """Log one value and return it unchanged."""
+        self.log_metrics({name: value}, step)
+        return value
+
+    def arg(self, name: str, default: Any) -> Any:
+        """A hyper-parameter: the command-line value (cast to the default's type) or default."""
+        value = _args.resolve(name, default)
+        self.record_args({name: value})
+        return value
+
+    def record_args(self, values: Mapping[str, Any]) -> None:
+        """Record hyper-parameters (run level, outside any loop context)."""
+        for name, value in values.items():
+            normalize(name, value)  # fail before anything is recorded
+        saved = (self._coords, self._ctx, self._step)
+        self._coords, self._ctx, self._step = (), 0, 0
+        try:
+            self.log_metrics(values, role="arg")
+        finally:
+            self._coords, self._ctx, self._step = saved
+        self.args.update(values)
+
+    def config(self, obj: Any) -> Any:
+        """Record a whole config (dict, Namespace, dataclass, OmegaConf); returns it."""
+        flat = _args.flatten_config(obj)
+        bad = {}
+        for key, value in flat.items():
+            try:
+                normalize(key, value)
+            except UnsupportedValueError:
+                bad[key] = repr(value)  # keep a readable trace instead of failing the run
+        self.record_args({k: (bad[k] if k in bad else v) for k, v in flat.items()})
+        return obj
+
+    def log_image(self, name: str, image: Any, step: int | None = None,
+                  caption: str | None = None) -> None:
+        """Store an image (numpy array, PIL image, matplotlib figure or file path)."""
+        from .store.media import save_image
+
+        self._check_open()
+        self._materialize()
+        step = self._step if step is None else int(step)
+        kid = self._key(check_name(name), "metric")
+        if step == _NO_STEP:
+            step = self._next_count(kid)
+        ref = save_image(self.dir, name, image, step)
+        if caption:
+            ref["caption"] = caption
+        with self._buf.lock:
+            self._buf.objects.append((kid, self._ctx, step, _now(), ref))
+        self._recorded_user_values = True
+
+    def log_artifact(self, name: str, path: str | os.PathLike[str],
+                     step: int | None = None) -> None:
+        """Copy a file or directory into the run, addressed by name and step."""
+        from .store.media import save_artifact
+
+        self._check_open()
+        self._materialize()
+        step = self._step if step is None else int(step)
+        kid = self._key(check_name(name), "metric")
+        if step == _NO_STEP:
+            step = self._next_count(kid)
+        ref = save_artifact(self.dir, name, Path(path), step)
+        with self._buf.lock:
+            self._buf.objects.append((kid, self._ctx, step, _now(), ref))
+        self._recorded_user_values = True
+
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        """Store a JSON document inside the run directory (e.g. a model graph)."""
+        self._materialize()
+        path = self.dir / relpath
+        if self.dir.resolve() not in path.resolve().parents:
+            raise FlowillowerError(f"{relpath!r} points outside the run directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(path, obj)
+        return path
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Record a lifecycle event (loop start/end, notes for the planner, ...)."""
+        with self._buf.lock:
+            self._buf.events.append({"event": kind, "time": _now(), **fields})
+
+    # -- loops -----------------------------------------------------------------------
+    def on_step(self, callback: Callable[[int], None]) -> StepHook:
+        """Call `callback(global_step)` at the start of each innermost loop iteration."""
+        self._step_hooks.append(callback)
+        return StepHook(self._step_hooks, callback)
+
+    def loop(self, name: str, iterable: Iterable[Any], progress: bool | None = None
+             ) -> Iterator[Any]:
+        """Iterate `iterable`, keying everything logged inside by this loop's index."""
+        from .loops import run_loop
+
+        return run_loop(self, name, iterable, progress)
+
+    @contextmanager
+    def iteration(self, name: str, index: int):
+        """Context manager for one iteration of a loop the caller drives itself."""
+        from .loops import iteration_scope
+
+        with iteration_scope(self, name, index):
+            yield
+
+    # -- ending ----------------------------------------------------------------------
+    def flush(self) -> None:
+        """Persist everything queued so far (normally the writer does this every 0.5 s)."""
+        if self._writer is not None:
+            self._writer.flush(sync=True)
+
+    def finish(self, status: str = "success", notify: str | None = None,
+               *, error: str | None = None) -> None:
+        """End the run: flush, fsync, write summary.json; optionally post to a webhook."""
+        if status not in ("success", "failed", "killed"):
+            raise ValueError(f"status must be 'success', 'failed' or 'killed', not {status!r}")
+        with self._lock:
+            if self.status is not None:
+                return
+            if self._writer is None:
+                if status != "success" or not self._recorded_user_values:
+                    self.status = status  # nothing worth keeping: leave no directory
+                    return
+                self._materialize()
+            self.status = status
+            end = _now()
+            self.event("finish", status=status, error=error)
+            writer = self._writer
+            assert writer is not None
+            writer.close()
+            from . import lifecycle
+
+            lifecycle.forget(self)
+            self._setup_done.wait(timeout=10)
+            if self.rank == 0:
+                self._write_meta()  # complete meta even if setup finished late
+            names = {kid: name for (name, role), kid in self._key_ids.items()}
+            summary = {
+                "id": self.id, "status": status, "created": self.created, "ended": end,
+                "duration": end - self.created, "error": error,
+                "last": {names[k]: v for k, v in writer.last.items()
+                         if k in names and self._role_of(k) == "metric"},
+                "args": dict(self.args),
+                "unused_kwargs": sorted(set(_args.cli_kwargs) - set(self.args)),
+            }
+            summary_name = "summary.json" if self.rank == 0 else f"summary.rank{self.rank}.json"
+            _atomic_write_json(self.dir / summary_name, summary)
+            if writer.error is not None:
+                warnings.warn(f"flowillower: the writer hit an error: {writer.error!r}",
+                              stacklevel=2)
+        if summary["unused_kwargs"]:
+            warnings.warn("flowillower: --kwargs given but never read by fw.arg(): "
+                          + ", ".join(summary["unused_kwargs"]), stacklevel=2)
+        if notify:
+            from .lifecycle import post_webhook
+
+            post_webhook(notify, self, summary)
+
+    def _role_of(self, kid: int) -> str:
+        for (_, role), k in self._key_ids.items():
+            if k == kid:
+                return role
+        return "metric"
+
+    def fail(self, exc: BaseException) -> None:
+        """Finish as `failed` (or `killed` for KeyboardInterrupt) with the traceback."""
+        status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.finish(status, error=text)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self.fail(exc)
+        else:
+            self.finish()
+

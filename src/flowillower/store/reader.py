@@ -1,0 +1,202 @@
+"""Reading a run directory back: metadata, status and typed value series.
+
+Only readers (query, index, UI, CLI) import numpy; the logging side never does.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .format import iter_frames
+from .layout import pid_alive
+
+# The order of statuses a run goes through; `killed` is inferred for dead writers.
+STATUSES = ("running", "success", "failed", "killed")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, or None when missing or half written."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Series:
+    """All values of one key in one run, in logging order."""
+
+    name: str
+    role: str  # "arg" | "metric" | "sys"
+    ctx: np.ndarray  # index into RunData.ctx_coords
+    step: np.ndarray  # int64
+    time: np.ndarray  # float64, unix seconds
+    values: np.ndarray  # float64, int64 or object
+    replayed: np.ndarray  # bool: produced by a hindsight replay
+    kind: str = "float"  # "float" | "int" | "object"
+
+    def last(self) -> Any:
+        return _py(self.values[-1]) if len(self.values) else None
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass
+class RunData:
+    """Everything recorded in a run's frame files, merged across ranks and replays."""
+
+    loop_names: list[str] = field(default_factory=list)
+    ctx_coords: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), np.int64))
+    series: dict[str, Series] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Collector:
+    """Accumulates decoded frames of several files into global numbering."""
+
+    def __init__(self, wanted: set[str] | None) -> None:
+        self.wanted = wanted
+        self.loop_names: list[str] = []
+        self.coord_index: dict[tuple, int] = {(): 0}
+        self.coords: list[tuple] = [()]
+        self.parts: dict[str, list] = {}
+        self.roles: dict[str, str] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def _global_ctx(self, coords: dict[str, int]) -> int:
+        key = tuple(coords.items())
+        gid = self.coord_index.get(key)
+        if gid is None:
+            for loop in coords:
+                if loop not in self.loop_names:
+                    self.loop_names.append(loop)
+            gid = self.coord_index[key] = len(self.coords)
+            self.coords.append(key)
+        return gid
+
+    def add_file(self, path: Path, replayed: bool) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return
+        keys: dict[int, tuple[str, str]] = {}
+        ctx_map = np.zeros(1, np.int64)  # local ctx id -> global ctx id
+        for frame in iter_frames(data):
+            keys.update(frame.keys)
+            if frame.contexts:
+                top = max(frame.contexts)
+                if top >= len(ctx_map):
+                    ctx_map = np.concatenate([ctx_map, np.zeros(top + 1 - len(ctx_map), np.int64)])
+                for local, coords in frame.contexts.items():
+                    ctx_map[local] = self._global_ctx(coords)
+            for ev in frame.events:
+                self.events.append({**ev, "replayed": replayed} if replayed else ev)
+            for block, kind in ((frame.floats, "float"), (frame.ints, "int")):
+                if block is None:
+                    continue
+                kcol = np.frombuffer(block[0], np.uint32)
+                for kid in np.unique(kcol):
+                    name, role = keys[int(kid)]
+                    if self.wanted is not None and name not in self.wanted:
+                        continue
+                    sel = kcol == kid
+                    self._add(name, role, kind, replayed, ctx_map[np.frombuffer(block[1], np.uint32)[sel]],
+                              np.frombuffer(block[2], np.int64)[sel],
+                              np.frombuffer(block[3], np.float64)[sel],
+                              np.frombuffer(block[4], np.float64 if kind == "float" else np.int64)[sel])
+            if frame.objects:
+                by_key: dict[int, list] = {}
+                for row in frame.objects:
+                    by_key.setdefault(row[0], []).append(row)
+                for kid, rows in by_key.items():
+                    name, role = keys[kid]
+                    if self.wanted is not None and name not in self.wanted:
+                        continue
+                    vals = np.empty(len(rows), object)
+                    vals[:] = [r[4] for r in rows]
+                    self._add(name, role, "object", replayed,
+                              ctx_map[np.array([r[1] for r in rows], np.int64)],
+                              np.array([r[2] for r in rows], np.int64),
+                              np.array([r[3] for r in rows], np.float64), vals)
+
+    def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
+        self.roles.setdefault(name, role)
+        self.parts.setdefault(name, []).append((kind, replayed, ctx, step, time, values))
+
+    def finish(self) -> RunData:
+        coords = np.full((len(self.coords), len(self.loop_names)), -1, np.int64)
+        col = {name: i for i, name in enumerate(self.loop_names)}
+        for gid, key in enumerate(self.coords):
+            for loop, idx in key:
+                coords[gid, col[loop]] = idx
+        series = {}
+        for name, parts in self.parts.items():
+            kinds = {p[0] for p in parts}
+            kind = "object" if "object" in kinds else ("float" if "float" in kinds else "int")
+            if len(parts) == 1:
+                _, rep, ctx, step, time, values = parts[0]
+                replayed = np.full(len(step), rep)
+            else:
+                ctx = np.concatenate([p[2] for p in parts])
+                step = np.concatenate([p[3] for p in parts])
+                time = np.concatenate([p[4] for p in parts])
+                replayed = np.concatenate([np.full(len(p[3]), p[1]) for p in parts])
+                values = np.concatenate([p[5].astype(object if kind == "object" else
+                                                     (np.float64 if kind == "float" else np.int64))
+                                         for p in parts])
+                if replayed.any():  # replayed values slot in by time, like originals
+                    order = np.argsort(time, kind="stable")
+                    ctx, step, time, values, replayed = (a[order] for a in
+                                                         (ctx, step, time, values, replayed))
+            series[name] = Series(name, self.roles[name], ctx, step, time, values, replayed, kind)
+        return RunData(self.loop_names, coords, series, self.events)
+
+
+class RunReader:
+    """Read access to one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+        self.id = self.dir.name
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        return read_json(self.dir / "run.json") or {"id": self.id}
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        return read_json(self.dir / "summary.json")
+
+    def data_files(self) -> list[tuple[Path, bool]]:
+        """The run's frame files with a flag telling replayed ones apart."""
+        files = [(p, False) for p in sorted(self.dir.glob("data*.fwl"))]
+        replays = self.dir / "replays"
+        if replays.is_dir():
+            files += [(p, True) for p in sorted(replays.glob("*.fwl"))]
+        return files
+
+    @property
+    def status(self) -> str:
+        summary = self.summary
+        if summary and summary.get("status"):
+            return summary["status"]
+        meta = self.meta
+        if meta.get("host") == socket.gethostname() and not pid_alive(int(meta.get("pid", 0))):
+            return "killed"
+        return "running"
+
+    def load(self, names: list[str] | set[str] | None = None) -> RunData:
+        """Decode the run's values; `names` restricts which keys are materialised."""
+        collector = _Collector(set(names) if names is not None else None)
+        for path, replayed in self.data_files():
+            collector.add_file(path, replayed)
+        return collector.finish()

@@ -1,0 +1,120 @@
+"""The background writer: the only code that appends to a run's record file.
+
+The training thread appends tuples to in-memory lists under a short lock; this thread
+swaps the lists out every `interval` seconds (and on flush/close), encodes them as one
+frame and appends it with a single write. No per-call file open, fsync or commit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .format import columns, encode_frame, valid_length
+
+
+class RecordBuffer:
+    """In-memory queue of records shared by the training thread and the writer."""
+
+    __slots__ = ("lock", "floats", "ints", "objects", "keys", "contexts", "events")
+
+    def __init__(self) -> None:
+        # Re-entrant: a signal handler on the main thread may flush while log() holds it.
+        self.lock = threading.RLock()
+        self.floats: list = []
+        self.ints: list = []
+        self.objects: list = []
+        self.keys: dict[int, tuple[str, str]] = {}
+        self.contexts: dict[int, dict[str, int]] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def drain(self) -> dict[str, Any] | None:
+        """Take everything queued so far (atomically) or None when empty."""
+        with self.lock:
+            if not (self.floats or self.ints or self.objects or self.keys or self.contexts
+                    or self.events):
+                return None
+            batch = {
+                "floats": self.floats, "ints": self.ints, "objects": self.objects,
+                "keys": self.keys, "contexts": self.contexts, "events": self.events,
+            }
+            self.floats, self.ints, self.objects = [], [], []
+            self.keys, self.contexts, self.events = {}, {}, []
+        return batch
+
+
+class FrameWriter:
+    """Owns one `.fwl` file; persists a `RecordBuffer` from a daemon thread."""
+
+    def __init__(self, path: Path, buffer: RecordBuffer, interval: float = 0.5) -> None:
+        self.path = path
+        self.buffer = buffer
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = False
+        self._io_lock = threading.RLock()  # flush() from a signal handler vs. the loop
+        self._file = self._open(path)
+        self.error: BaseException | None = None
+        self.last: dict[int, Any] = {}  # key id -> last value written
+        # Daemon: interpreter shutdown must reach our atexit hook, which flushes.
+        self._thread = threading.Thread(target=self._loop, name="flowillower-writer", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _open(path: Path):
+        # Appending to a file a killed process left behind: cut a torn last frame first
+        # so the frames we add stay readable.
+        if path.exists():
+            data = path.read_bytes()
+            good = valid_length(data)
+            if good != len(data):
+                with open(path, "r+b") as fh:
+                    fh.truncate(good)
+        return open(path, "ab", buffering=0)
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush(sync=False)
+            except BaseException as exc:  # keep training alive; report at close
+                self.error = exc
+
+    def flush(self, sync: bool = True) -> None:
+        """Write everything queued; with `sync`, also fsync (used on finish)."""
+        with self._io_lock:
+            if self._file is None:
+                return
+            batch = self.buffer.drain()
+            if batch is not None:
+                self._file.write(self._encode(batch))
+            if sync:
+                os.fsync(self._file.fileno())
+
+    def _encode(self, batch: dict[str, Any]) -> bytes:
+        float_cols = columns(batch["floats"], "d") if batch["floats"] else None
+        int_cols = columns(batch["ints"], "q") if batch["ints"] else None
+        # The last value of every key, kept at C speed for the run summary.
+        for cols in (float_cols, int_cols):
+            if cols:
+                self.last.update(zip(cols[0], cols[4]))
+        for row in batch["objects"]:
+            self.last[row[0]] = row[4]
+        return encode_frame(keys=batch["keys"], contexts=batch["contexts"],
+                            events=batch["events"], float_cols=float_cols, int_cols=int_cols,
+                            objects=batch["objects"])
+
+    def close(self) -> None:
+        """Flush, fsync and stop the thread."""
+        self._stop = True
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+        self.flush(sync=True)
+        with self._io_lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
