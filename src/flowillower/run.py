@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 import warnings
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from .values import FLOAT, INT, check_name, normalize
 
 _now = time.time
 _NO_STEP = -1  # stored when a value has neither an explicit step nor a loop around it
+_ONLY_FLOAT = {float}
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
@@ -80,7 +82,8 @@ class Run:
         self._writer: FrameWriter | None = None
         self._lock = threading.RLock()  # materialize / finish
         self._key_ids: dict[tuple[str, str], int] = {}
-        self._metric_ids: dict[str, int] = {}  # hot path: metric name -> key id
+        # Hot path: tuple of names of a log call -> array of key ids, per role.
+        self._signatures: dict[str, dict[tuple, array]] = {"metric": {}, "arg": {}, "sys": {}}
         self._counts: dict[int, int] = {}  # per-key counters for values without a step
         self._ctx_ids: dict[tuple, int] = {(): 0}
         self._coords: tuple = ()
@@ -161,18 +164,14 @@ class Run:
             check_name(name)
             kid = len(self._key_ids)
             self._key_ids[(name, role)] = kid
-            with self._buf.lock:
-                self._buf.keys[kid] = (name, role)
-            if role == "metric":
-                self._metric_ids[name] = kid
+            self._buf.key_defs.append((kid, name, role))
         return kid
 
     def _enter_ctx(self, coords: tuple) -> int:
         cid = self._ctx_ids.get(coords)
         if cid is None:
             cid = self._ctx_ids[coords] = len(self._ctx_ids)
-            with self._buf.lock:
-                self._buf.contexts[cid] = dict(coords)
+            self._buf.ctx_defs.append((cid, dict(coords)))
         self._coords, self._ctx = coords, cid
         return cid
 
@@ -189,50 +188,72 @@ class Run:
         if self.status is not None:
             self._check_open()
         t = _now()
-        ctx = self._ctx
         if step is None:
             step = self._step
         elif type(step) is not int:
             step = int(step)
-        buf = self._buf
-        ids = self._metric_ids if role == "metric" else {}
-        with buf.lock:
-            floats = buf.floats
-            mark = (len(floats), len(buf.ints), len(buf.objects))
-            try:
-                for name, value in metrics.items():
-                    kid = ids.get(name)
-                    if kid is None:
-                        kid = self._key(name, role)
-                    s = step if step != _NO_STEP else self._next_count(kid)
-                    if type(value) is float:
-                        floats.append((kid, ctx, s, t, value))
-                    else:
-                        self._append_slow(kid, name, value, ctx, s, t)
-            except BaseException:
-                # Leave the run as it was before this call: no half-logged dict.
-                del floats[mark[0]:], buf.ints[mark[1]:], buf.objects[mark[2]:]
-                raise
+        kids = self._signatures[role].get(tuple(metrics))
+        # Hot path: known names, all exact floats, a step: two extends and a call row
+        # (its count last: see RecordBuffer).
+        if (kids is not None and step != _NO_STEP
+                and set(map(type, metrics.values())) == _ONLY_FLOAT):
+            buf = self._buf
+            buf.f_key.extend(kids)
+            buf.f_val.extend(metrics.values())
+            buf.c_ctx.append(self._ctx)
+            buf.c_step.append(step)
+            buf.c_time.append(t)
+            buf.c_count.append(len(kids))
+        else:
+            self._log_slow(metrics, step, t, role)
         if role != "sys":
             self._recorded_user_values = True
             if self._writer is None and role == "metric":
                 self._materialize()
 
+    def _log_slow(self, metrics: Mapping[str, Any], step: int, t: float, role: str) -> None:
+        """Validate every value first, then queue them: all or nothing for the call."""
+        ctx = self._ctx
+        rows = []
+        for name, value in metrics.items():
+            kind, norm = normalize(name, value)  # raises before anything is queued
+            rows.append((name, kind, norm))
+        kids = []
+        buf = self._buf
+        shared_floats = 0
+        for name, kind, norm in rows:
+            kid = self._key(name, role)
+            kids.append(kid)
+            s = step if step != _NO_STEP else self._next_count(kid)
+            if kind == FLOAT:
+                buf.f_key.append(kid)
+                buf.f_val.append(norm)
+                if step == _NO_STEP:  # each value has its own step: its own call row
+                    self._append_call(ctx, s, t, 1)
+                else:
+                    shared_floats += 1
+            elif kind == INT:
+                buf.ints.append((kid, ctx, s, t, norm))
+            else:
+                buf.objects.append((kid, ctx, s, t, norm))
+        if shared_floats:  # their (key, value) rows are contiguous: one call row
+            self._append_call(ctx, step, t, shared_floats)
+        signatures = self._signatures[role]
+        if len(signatures) > 4096:  # a script that logs ever-new name sets
+            signatures.clear()
+        signatures[tuple(metrics)] = array("I", kids)
+
+    def _append_call(self, ctx: int, step: int, t: float, count: int) -> None:
+        buf = self._buf
+        buf.c_ctx.append(ctx)
+        buf.c_step.append(step)
+        buf.c_time.append(t)
+        buf.c_count.append(count)  # last: marks the call complete for the writer
+
     def _next_count(self, kid: int) -> int:
         count = self._counts.get(kid, 0)
         self._counts[kid] = count + 1
         return count
-
-    def _append_slow(self, kid: int, name: str, value: Any, ctx: int, step: int,
-                     t: float) -> None:
-        kind, norm = normalize(name, value)
-        row = (kid, ctx, step, t, norm)
-        if kind == FLOAT:
-            self._buf.floats.append(row)
-        elif kind == INT:
-            self._buf.ints.append(row)
-        else:
-            self._buf.objects.append(row)
 
     def log(self, name: str, value: Any, step: int | None = None) -> Any:
         """Log one value and return it unchanged."""
@@ -283,8 +304,7 @@ class Run:
         ref = save_image(self.dir, name, image, step)
         if caption:
             ref["caption"] = caption
-        with self._buf.lock:
-            self._buf.objects.append((kid, self._ctx, step, _now(), ref))
+        self._buf.objects.append((kid, self._ctx, step, _now(), ref))
         self._recorded_user_values = True
 
     def log_artifact(self, name: str, path: str | os.PathLike[str],
@@ -299,8 +319,7 @@ class Run:
         if step == _NO_STEP:
             step = self._next_count(kid)
         ref = save_artifact(self.dir, name, Path(path), step)
-        with self._buf.lock:
-            self._buf.objects.append((kid, self._ctx, step, _now(), ref))
+        self._buf.objects.append((kid, self._ctx, step, _now(), ref))
         self._recorded_user_values = True
 
     def write_json(self, relpath: str, obj: Any) -> Path:
@@ -315,8 +334,7 @@ class Run:
 
     def event(self, kind: str, **fields: Any) -> None:
         """Record a lifecycle event (loop start/end, notes for the planner, ...)."""
-        with self._buf.lock:
-            self._buf.events.append({"event": kind, "time": _now(), **fields})
+        self._buf.events.append({"event": kind, "time": _now(), **fields})
 
     # -- loops -----------------------------------------------------------------------
     def on_step(self, callback: Callable[[int], None]) -> StepHook:

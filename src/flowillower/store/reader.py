@@ -88,36 +88,51 @@ class _Collector:
             data = path.read_bytes()
         except OSError:
             return
+        frames = list(iter_frames(data))
+        # Definitions first, from every frame: the writer may put a definition in the
+        # frame after the first values that use it.
         keys: dict[int, tuple[str, str]] = {}
-        ctx_map = np.zeros(1, np.int64)  # local ctx id -> global ctx id
-        for frame in iter_frames(data):
+        contexts: dict[int, dict[str, int]] = {}
+        for frame in frames:
             keys.update(frame.keys)
-            if frame.contexts:
-                top = max(frame.contexts)
-                if top >= len(ctx_map):
-                    ctx_map = np.concatenate([ctx_map, np.zeros(top + 1 - len(ctx_map), np.int64)])
-                for local, coords in frame.contexts.items():
-                    ctx_map[local] = self._global_ctx(coords)
+            contexts.update(frame.contexts)
+        ctx_map = np.zeros(max(contexts, default=0) + 1, np.int64)  # local -> global id
+        for local in sorted(contexts):
+            ctx_map[local] = self._global_ctx(contexts[local])
+        for frame in frames:
             for ev in frame.events:
                 self.events.append({**ev, "replayed": replayed} if replayed else ev)
-            for block, kind in ((frame.floats, "float"), (frame.ints, "int")):
-                if block is None:
-                    continue
-                kcol = np.frombuffer(block[0], np.uint32)
+            blocks = []
+            if frame.floats is not None and frame.calls is not None:
+                counts = np.frombuffer(frame.calls[3], np.uint32)
+                blocks.append(("float", np.frombuffer(frame.floats[0], np.uint32),
+                               np.repeat(np.frombuffer(frame.calls[0], np.uint32), counts),
+                               np.repeat(np.frombuffer(frame.calls[1], np.int64), counts),
+                               np.repeat(np.frombuffer(frame.calls[2], np.float64), counts),
+                               np.frombuffer(frame.floats[1], np.float64)))
+            if frame.ints is not None:
+                blocks.append(("int", np.frombuffer(frame.ints[0], np.uint32),
+                               np.frombuffer(frame.ints[1], np.uint32),
+                               np.frombuffer(frame.ints[2], np.int64),
+                               np.frombuffer(frame.ints[3], np.float64),
+                               np.frombuffer(frame.ints[4], np.int64)))
+            for kind, kcol, ccol, scol, tcol, vcol in blocks:
                 for kid in np.unique(kcol):
+                    if int(kid) not in keys:  # its definition was in a torn last frame
+                        continue
                     name, role = keys[int(kid)]
                     if self.wanted is not None and name not in self.wanted:
                         continue
                     sel = kcol == kid
-                    self._add(name, role, kind, replayed, ctx_map[np.frombuffer(block[1], np.uint32)[sel]],
-                              np.frombuffer(block[2], np.int64)[sel],
-                              np.frombuffer(block[3], np.float64)[sel],
-                              np.frombuffer(block[4], np.float64 if kind == "float" else np.int64)[sel])
+                    self._add(name, role, kind, replayed, ctx_map[ccol[sel]], scol[sel],
+                              tcol[sel], vcol[sel])
             if frame.objects:
                 by_key: dict[int, list] = {}
                 for row in frame.objects:
                     by_key.setdefault(row[0], []).append(row)
                 for kid, rows in by_key.items():
+                    if kid not in keys:
+                        continue
                     name, role = keys[kid]
                     if self.wanted is not None and name not in self.wanted:
                         continue

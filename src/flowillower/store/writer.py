@@ -1,14 +1,15 @@
 """The background writer: the only code that appends to a run's record file.
 
-The training thread appends tuples to in-memory lists under a short lock; this thread
-swaps the lists out every `interval` seconds (and on flush/close), encodes them as one
-frame and appends it with a single write. No per-call file open, fsync or commit.
+The training thread appends to in-memory arrays (no lock, see `RecordBuffer`); this
+thread takes what is queued every `interval` seconds (and on flush/close), encodes it as
+one frame and appends it with a single write. No per-call file open, fsync or commit.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +17,52 @@ from .format import columns, encode_frame, valid_length
 
 
 class RecordBuffer:
-    """In-memory queue of records shared by the training thread and the writer."""
+    """In-memory queue of records shared by the training thread and the writer.
 
-    __slots__ = ("lock", "floats", "ints", "objects", "keys", "contexts", "events")
+    Lock-free: under the GIL each `append`/`extend`/`del` is atomic, and the training
+    thread appends a call's float values *before* its call row, whose `count` entry is
+    written last. The writer takes `n = len(c_count)` calls and exactly the values they
+    count, so it never sees half a call. Key and context definitions are appended before
+    any value using them; a reader resolves them across the whole file.
+    """
+
+    __slots__ = ("c_ctx", "c_step", "c_time", "c_count", "f_key", "f_val", "ints",
+                 "objects", "key_defs", "ctx_defs", "events")
 
     def __init__(self) -> None:
-        # Re-entrant: a signal handler on the main thread may flush while log() holds it.
-        self.lock = threading.RLock()
-        self.floats: list = []
+        # Float values arrive per log call: one call row, then one (key, value) per value.
+        self.c_ctx, self.c_step = array("I"), array("q")
+        self.c_time, self.c_count = array("d"), array("I")
+        self.f_key, self.f_val = array("I"), array("d")
         self.ints: list = []
         self.objects: list = []
-        self.keys: dict[int, tuple[str, str]] = {}
-        self.contexts: dict[int, dict[str, int]] = {}
+        self.key_defs: list[tuple[int, str, str]] = []
+        self.ctx_defs: list[tuple[int, dict[str, int]]] = []
         self.events: list[dict[str, Any]] = []
 
+    @staticmethod
+    def _take(seq, n: int):
+        head = seq[:n]
+        del seq[:n]
+        return head
+
     def drain(self) -> dict[str, Any] | None:
-        """Take everything queued so far (atomically) or None when empty."""
-        with self.lock:
-            if not (self.floats or self.ints or self.objects or self.keys or self.contexts
-                    or self.events):
-                return None
-            batch = {
-                "floats": self.floats, "ints": self.ints, "objects": self.objects,
-                "keys": self.keys, "contexts": self.contexts, "events": self.events,
-            }
-            self.floats, self.ints, self.objects = [], [], []
-            self.keys, self.contexts, self.events = {}, {}, []
-        return batch
+        """Take everything queued so far, or None when nothing is queued."""
+        take = self._take
+        keys = {k: (name, role) for k, name, role in take(self.key_defs, len(self.key_defs))}
+        contexts = dict(take(self.ctx_defs, len(self.ctx_defs)))
+        events = take(self.events, len(self.events))
+        n = len(self.c_count)  # read first: every call counted here is complete
+        counts = take(self.c_count, n)
+        nv = sum(counts)
+        call_cols = [take(self.c_ctx, n), take(self.c_step, n), take(self.c_time, n), counts]
+        float_cols = [take(self.f_key, nv), take(self.f_val, nv)]
+        ints = take(self.ints, len(self.ints))
+        objects = take(self.objects, len(self.objects))
+        if not (n or ints or objects or keys or contexts or events):
+            return None
+        return {"call_cols": call_cols, "float_cols": float_cols, "ints": ints,
+                "objects": objects, "keys": keys, "contexts": contexts, "events": events}
 
 
 class FrameWriter:
@@ -95,17 +115,18 @@ class FrameWriter:
                 os.fsync(self._file.fileno())
 
     def _encode(self, batch: dict[str, Any]) -> bytes:
-        float_cols = columns(batch["floats"], "d") if batch["floats"] else None
         int_cols = columns(batch["ints"], "q") if batch["ints"] else None
-        # The last value of every key, kept at C speed for the run summary.
-        for cols in (float_cols, int_cols):
-            if cols:
-                self.last.update(zip(cols[0], cols[4]))
+        float_cols = batch["float_cols"]
+        # The last value of every key, kept at C speed for the run summary. (Order across
+        # kinds within one batch is approximate; floats are by far the common case.)
+        if int_cols:
+            self.last.update(zip(int_cols[0], int_cols[4]))
         for row in batch["objects"]:
             self.last[row[0]] = row[4]
+        self.last.update(zip(float_cols[0], float_cols[1]))
         return encode_frame(keys=batch["keys"], contexts=batch["contexts"],
-                            events=batch["events"], float_cols=float_cols, int_cols=int_cols,
-                            objects=batch["objects"])
+                            events=batch["events"], call_cols=batch["call_cols"],
+                            float_cols=float_cols, int_cols=int_cols, objects=batch["objects"])
 
     def close(self) -> None:
         """Flush, fsync and stop the thread."""
