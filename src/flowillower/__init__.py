@@ -39,9 +39,9 @@ _args.install_from_sys_argv()
 
 # Heavier functions, resolved on first use: name -> "module:attribute".
 _LAZY = {
-    "dataframe": "flowillower.query.dataframe:dataframe",
-    "query": "flowillower.query.sql:query",
-    "runs": "flowillower.query.dataframe:runs",
+    "dataframe": "flowillower.queries.dataframe:dataframe",
+    "query": "flowillower.queries.sql:query",
+    "runs": "flowillower.queries.dataframe:runs",
     "push": "flowillower.gitops.sync:push_store",
     "pull": "flowillower.gitops.sync:pull_store",
     "replay": "flowillower.hindsight.replay:replay",
