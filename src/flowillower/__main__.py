@@ -1,0 +1,5 @@
+"""`python -m flowillower` runs the CLI."""
+
+from flowillower.cli import main
+
+main()

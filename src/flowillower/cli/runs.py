@@ -1,0 +1,212 @@
+"""Commands over runs: ls, show, df, rm, gc, reindex."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+
+from .common import (
+    STATUS_STYLE,
+    dir_option,
+    fmt_duration,
+    fmt_time,
+    fmt_value,
+    friendly_errors,
+    json_option,
+    open_store,
+    print_json,
+    print_table,
+)
+
+
+def _varying_args(rows: list[dict], limit: int = 4) -> list[str]:
+    """Args whose value differs between the listed runs: the ones worth a column."""
+    names: dict[str, set[str]] = {}
+    for row in rows:
+        for key, value in row["args"].items():
+            names.setdefault(key, set()).add(json.dumps(value, default=str))
+    varying = [k for k, vals in names.items() if len(vals) > 1 or len(rows) == 1]
+    return varying[:limit]
+
+
+@click.command("ls")
+@click.argument("filter", required=False)
+@click.option("--all", "show_all", is_flag=True, help="Include hidden runs.")
+@click.option("-n", "--limit", type=int, default=50, show_default=True)
+@dir_option
+@json_option
+@friendly_errors
+def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | None,
+               as_json: bool) -> None:
+    """List runs, newest first. FILTER: text, `lr < 0.3 and status == "finished"` or
+    fitlog's ${'hyper-lr':'<0.3'}$."""
+    store = open_store(store_dir)
+    rows = store.runs(filter, include_hidden=show_all)[:limit]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no runs" + (f" match {filter!r}" if filter else ""))
+        return
+    args = _varying_args(rows)
+    metrics = list(dict.fromkeys(m for r in rows for m in r["metrics"]))[:4]
+    headers = ["id", "name", "status", "start", "duration", *args, *metrics]
+    table = []
+    for r in rows:
+        table.append([r["id"], r["name"], r["status"], fmt_time(r["created"]),
+                      fmt_duration(r["duration"]),
+                      *[fmt_value(r["args"].get(a, "")) for a in args],
+                      *[fmt_value(r["metrics"][m]["last"]) if m in r["metrics"] else ""
+                        for m in metrics]])
+    print_table(headers, table, styles={2: lambda s: STATUS_STYLE.get(s, "white")})
+
+
+@click.command("show")
+@click.argument("run")
+@dir_option
+@json_option
+@friendly_errors
+def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
+    """Show one run: metadata, args, metrics, git and environment."""
+    store = open_store(store_dir)
+    run_id = store.resolve(run)
+    row = store.runs(f'id == "{run_id}"')[0]
+    reader = store.reader(run_id)
+    detail = {**row, "meta": reader.meta, "summary": reader.summary}
+    if as_json:
+        print_json(detail)
+        return
+    meta = reader.meta
+    git = meta.get("git") or {}
+    click.echo(click.style(f"{row['name']}  ({run_id})", bold=True))
+    click.echo(f"  status    {row['status']}")
+    click.echo(f"  project   {row['project']}")
+    click.echo(f"  started   {fmt_time(row['created'])}   duration {fmt_duration(row['duration'])}")
+    if row["tags"]:
+        click.echo(f"  tags      {', '.join(row['tags'])}")
+    if row["notes"]:
+        click.echo(f"  notes     {row['notes']}")
+    click.echo(f"  git       head {git.get('head') or '-'} branch {git.get('branch') or '-'}"
+               f" dirty {git.get('dirty')} snapshot {(git.get('snapshot') or '-')[:12]}")
+    click.echo(f"  host      {meta.get('host')}  python {meta.get('python')}  "
+               + " ".join(f"{k} {v}" for k, v in (meta.get("packages") or {}).items()))
+    if row["error"]:
+        click.echo("  error     " + row["error"].strip().splitlines()[-1])
+    if row["args"]:
+        click.echo(click.style("args", bold=True))
+        for key, value in row["args"].items():
+            click.echo(f"  {key} = {value!r}")
+    if row["metrics"]:
+        print_table(["metric", "last", "min", "max", "count"],
+                    [[name, fmt_value(m["last"]), fmt_value(m["min"]) if m["min"] is not None
+                      else "", fmt_value(m["max"]) if m["max"] is not None else "", m["count"]]
+                     for name, m in row["metrics"].items()])
+
+
+@click.command("df")
+@click.argument("names", nargs=-1)
+@click.option("--runs", "runs_filter", default=None, help="Filter selecting the runs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to a .csv or .parquet file instead of printing CSV.")
+@dir_option
+@friendly_errors
+def df_command(names: tuple[str, ...], runs_filter: str | None, output: str | None,
+               store_dir: str | None) -> None:
+    """Export values as a table (CSV or Parquet). No NAMES: one row per run."""
+    from ..queries.dataframe import dataframe
+
+    open_store(store_dir)
+    frame = dataframe(*names, runs=runs_filter, dir=store_dir)
+    if output is None:
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif output.endswith(".parquet"):
+        frame.to_parquet(output, index=False)
+        click.echo(f"wrote {len(frame)} rows to {output}")
+    else:
+        frame.to_csv(output, index=False)
+        click.echo(f"wrote {len(frame)} rows to {output}")
+
+
+@click.command("rm")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--hide", is_flag=True, help="Hide from listings instead of deleting.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@dir_option
+@friendly_errors
+def rm_command(runs: tuple[str, ...], hide: bool, yes: bool, store_dir: str | None) -> None:
+    """Delete (or --hide) runs."""
+    store = open_store(store_dir)
+    ids = [store.resolve(r) for r in runs]
+    if hide:
+        for run_id in ids:
+            store.annotate(run_id, hidden=True)
+        click.echo(f"hid {len(ids)} run(s)")
+        return
+    if not yes:
+        click.confirm(f"delete {len(ids)} run(s) for good: {', '.join(ids)}?", abort=True)
+    for run_id in ids:
+        store.delete(run_id)
+    click.echo(f"deleted {len(ids)} run(s)")
+
+
+@click.command("gc")
+@click.option("--checkpoints", is_flag=True, help="Also delete every run's checkpoints.")
+@dir_option
+@friendly_errors
+def gc_command(checkpoints: bool, store_dir: str | None) -> None:
+    """Reclaim space: drop code snapshots no run uses (and, if asked, checkpoints)."""
+    store = open_store(store_dir)
+    freed = 0
+    if checkpoints:
+        for ckpt in Path(store.root, "runs").glob("*/checkpoints"):
+            freed += sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
+            shutil.rmtree(ckpt, ignore_errors=True)
+    removed = _prune_snapshot_refs(store.root)
+    click.echo(f"freed {freed / 2**20:.1f} MiB of checkpoints; dropped {removed} ref(s) of "
+               "deleted runs and pruned unreachable snapshot objects")
+
+
+def _prune_snapshot_refs(root: Path) -> int:
+    """Delete refs that name runs which no longer exist, then let git prune objects."""
+    import subprocess
+
+    git_dir = root / "git"
+    if not git_dir.is_dir():
+        return 0
+    alive = {p.name for p in (root / "runs").iterdir() if p.is_dir()}
+    refs = subprocess.run(["git", f"--git-dir={git_dir}", "for-each-ref",
+                           "--format=%(refname)", "refs/flowillower/"],
+                          capture_output=True, text=True, check=False).stdout.split()
+    # Code snapshots referenced by a surviving run's run.json must stay.
+    keep = set()
+    for run_json in (root / "runs").glob("*/run.json"):
+        try:
+            keep.add((json.loads(run_json.read_text()).get("git") or {}).get("snapshot"))
+        except ValueError:
+            continue
+    removed = 0
+    for ref in refs:
+        last = ref.rsplit("/", 1)[-1]
+        looks_like_run = last.count("-") >= 2 and last[:8].isdigit()
+        if looks_like_run and last not in alive:
+            subprocess.run(["git", f"--git-dir={git_dir}", "update-ref", "-d", ref], check=False)
+            removed += 1
+        elif not looks_like_run and len(last) == 40 and last not in keep:
+            subprocess.run(["git", f"--git-dir={git_dir}", "update-ref", "-d", ref], check=False)
+            removed += 1
+    subprocess.run(["git", f"--git-dir={git_dir}", "gc", "--prune=now", "--quiet"],
+                   check=False, capture_output=True)
+    return removed
+
+
+@click.command("reindex")
+@dir_option
+@friendly_errors
+def reindex_command(store_dir: str | None) -> None:
+    """Rebuild the index from the run folders (deleting index.sqlite loses nothing)."""
+    store = open_store(store_dir)
+    count = store.index.rebuild()
+    click.echo(f"indexed {count} run(s)")

@@ -1,0 +1,33 @@
+"""`fw.push` / `fw.pull`: share runs (data and code snapshots) through any git remote."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .store.catalog import Store
+
+
+def push(remote: str = "origin", runs: str | None = None, *, include_large: bool = False,
+         dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Publish runs to `remote` (a remote name of your repo, a path or a URL).
+
+    `runs` is a filter selecting what to push (default: all). Checkpoints never travel;
+    large artifacts only with `include_large`.
+    """
+    from .gitops.sync import push as push_runs
+
+    store = Store(dir, must_exist=True)
+    ids = [row["id"] for row in store.runs(runs)] if runs else None
+    return push_runs(store.root, remote, run_ids=ids, include_large=include_large)
+
+
+def pull(remote: str = "origin", *, dir: str | os.PathLike[str] | None = None
+         ) -> dict[str, Any]:
+    """Fetch teammates' runs from `remote`; they appear next to yours."""
+    from .gitops.sync import pull as pull_runs
+
+    store = Store(dir)
+    result = pull_runs(store.root, remote)
+    store.sync()
+    return result

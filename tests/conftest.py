@@ -1,0 +1,65 @@
+"""Shared fixtures: every test gets its own store in a temp dir and a clean API state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import flowillower as fw
+from flowillower import api, args
+
+
+@pytest.fixture(autouse=True)
+def clean_state(tmp_path, monkeypatch):
+    """Fresh module-level state and a private store for each test."""
+    monkeypatch.setenv("FLOWILLOWER_DIR", str(tmp_path / "project"))
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    api._current = None
+    api._debug = False
+    api._defaults.clear()
+    args.cli_kwargs.clear()
+    args.replay_overrides = None
+    yield
+    if api._current is not None and api._current.status is None:
+        api._current.finish()
+    api._current = None
+    api._debug = False
+
+
+@pytest.fixture
+def store_dir(tmp_path) -> Path:
+    return tmp_path / "project" / ".flowillower"
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Run a Python script in a subprocess (the way users run training scripts)."""
+
+    def run(source: str, *argv: str, cwd: Path | None = None, env: dict | None = None,
+            check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        script = (cwd or tmp_path) / "train_script.py"
+        script.write_text(textwrap.dedent(source))
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run([sys.executable, str(script), *argv], cwd=cwd or tmp_path,
+                              env=full_env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+def only_run(store: Path):
+    """The single run directory in a store (fails if there isn't exactly one)."""
+    runs = sorted((store / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+__all__ = ["fw", "only_run"]
