@@ -46,8 +46,23 @@ def runs(runs: str | None = None, *, dir: str | os.PathLike[str] | None = None,
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         return pd.DataFrame(columns=[*_RUN_COLUMNS, "created", "duration", "tags"])
-    return frame.convert_dtypes(convert_string=False, convert_integer=True,
-                                convert_boolean=True, convert_floating=False)
+    return _typed_columns(frame)
+
+
+def _typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give object columns a real dtype when every present value agrees (NaN stays NaN)."""
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        present = [v for v in frame[col] if v is not None and v is not pd.NA]
+        kinds = {type(v) for v in present}
+        if kinds == {bool}:
+            frame[col] = pd.array(frame[col].tolist(), dtype="boolean")
+        elif kinds == {int} and all(-(2**63) <= v < 2**63 for v in present):
+            frame[col] = pd.array(frame[col].tolist(), dtype="Int64")
+        elif kinds and kinds <= {int, float}:
+            frame[col] = frame[col].astype("float64")
+    return frame
 
 
 def _series_frame(series: Series, data: RunData) -> tuple[pd.DataFrame, list[str]]:
