@@ -97,9 +97,12 @@ def log(name: str, value: Any, step: int | None = None) -> Any:
     """Log one value and return it (so it can wrap an expression)."""
     if _debug:
         return value
-    run = _active()
-    if run is not None:
-        run.log_metrics({name: value}, step)
+    run = _current
+    if run is None or run.status is not None:  # the common case skips two calls
+        run = _active()
+        if run is None:
+            return value
+    run.log_metrics({name: value}, step)
     return value
 
 
@@ -107,9 +110,12 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Log several values at once, optionally at an explicit step."""
     if _debug:
         return
-    run = _active()
-    if run is not None:
-        run.log_metrics(metrics, step)
+    run = _current
+    if run is None or run.status is not None:
+        run = _active()
+        if run is None:
+            return
+    run.log_metrics(metrics, step)
 
 
 def arg(name: str, default: Any) -> Any:

@@ -39,10 +39,17 @@ CREATE INDEX IF NOT EXISTS args_name ON args(name);
 """
 
 
-def _signature(run_dir: Path) -> str:
+# What may change in a run folder, and where it shows. Creating summary.json, replays/ or
+# notes/ changes the folder's own mtime; a new replay or note changes its subfolder's;
+# only a live run appends to data.fwl without any folder noticing.
+_FINISHED_PARTS = ("", "replays", "notes")
+_LIVE_PARTS = ("", "replays", "notes", "data.fwl", "run.json")
+
+
+def _signature(run_dir: Path, live: bool = True) -> str:
     """Cheap change detector: a few stats, no reads."""
     parts = []
-    for rel in ("", "summary.json", "data.fwl", "replays", "notes", "run.json"):
+    for rel in (_LIVE_PARTS if live else _FINISHED_PARTS):
         try:
             st = os.stat(run_dir / rel)
             parts.append(f"{st.st_mtime_ns}:{st.st_size}")
@@ -85,6 +92,8 @@ class Index:
         self.root = Path(store_root)
         self.path = self.root / "index.sqlite"
         self._local = threading.local()
+        # Parsed rows of the last run_rows() call, dropped whenever sync changes anything.
+        self._rows_cache: dict[str, dict[str, Any]] | None = None
 
     # -- connection ------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
@@ -114,7 +123,8 @@ class Index:
     def sync(self) -> int:
         """Re-index run directories that changed; drop vanished ones. Returns #updated."""
         conn = self.connect()
-        known = dict(conn.execute("SELECT id, signature FROM runs"))
+        known = {run_id: (sig, status) for run_id, sig, status in
+                 conn.execute("SELECT id, signature, status FROM runs")}
         base = runs_dir(self.root)
         present: set[str] = set()
         updated = 0
@@ -124,14 +134,20 @@ class Index:
                 continue
             present.add(entry.name)
             run_dir = Path(entry.path)
-            sig = _signature(run_dir)
-            if known.get(entry.name) == sig and not self._may_have_died(conn, entry.name):
+            old_sig, old_status = known.get(entry.name, (None, "running"))
+            sig = _signature(run_dir, live=old_status == "running")
+            if old_sig == sig and not (old_status == "running"
+                                       and self._may_have_died(entry.name)):
                 continue
+            if old_status == "running":  # store the short form once it has finished
+                sig = _signature(run_dir, live=RunReader(run_dir).status == "running")
             if not (run_dir / "run.json").exists() and not (run_dir / "data.fwl").exists():
                 continue  # a directory being created right now
             self._index_run(conn, run_dir, sig)
             updated += 1
         gone = set(known) - present
+        if gone or updated:
+            self._rows_cache = None
         if gone:
             conn.execute("BEGIN")
             for run_id in gone:
@@ -140,16 +156,14 @@ class Index:
             conn.execute("COMMIT")
         return updated
 
-    def _may_have_died(self, conn: sqlite3.Connection, run_id: str) -> bool:
+    def _may_have_died(self, run_id: str) -> bool:
         # A running run whose process was killed changes no file: re-check its status.
-        row = conn.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
-        if row is None or row[0] != "running":
-            return False
         return RunReader(runs_dir(self.root) / run_id).status != "running"
 
     def rebuild(self) -> int:
         """Forget everything and index all runs again (`flowillower reindex`)."""
         self.close()
+        self._rows_cache = None
         for suffix in ("", "-wal", "-shm"):
             try:
                 os.remove(str(self.path) + suffix)
@@ -212,22 +226,28 @@ class Index:
     # -- reading ---------------------------------------------------------------------
     def run_rows(self, ids: Iterable[str] | None = None, *, include_hidden: bool = True
                  ) -> list[dict[str, Any]]:
-        """One dict per run: fields, `args` {name: value}, `metrics` {name: stats}."""
-        conn = self.connect()
-        where, params = "", []
+        """One dict per run: fields, `args` {name: value}, `metrics` {name: stats}.
+
+        Rows are cached between syncs that change nothing; callers get copies of the
+        list, and must not mutate the row dicts.
+        """
+        if self._rows_cache is None:
+            self._rows_cache = self._load_rows()
+        rows = self._rows_cache.values()
         if ids is not None:
-            ids = list(ids)
-            where = f" WHERE id IN ({','.join('?' * len(ids))})"
-            params = ids
+            wanted = set(ids)
+            rows = [r for r in rows if r["id"] in wanted]
+        return [r for r in rows if include_hidden or not r["hidden"]]
+
+    def _load_rows(self) -> dict[str, dict[str, Any]]:
+        conn = self.connect()
         cur = conn.execute("SELECT id, project, name, status, created, ended, duration, tags, "
                            "notes, hidden, host, git_head, git_branch, git_dirty, snapshot, "
-                           f"error, loops FROM runs{where} ORDER BY created DESC", params)
+                           "error, loops FROM runs ORDER BY created DESC, id DESC")
         cols = [d[0] for d in cur.description]
         rows = {}
         for rec in cur:
             row = dict(zip(cols, rec))
-            if row["hidden"] and not include_hidden:
-                continue
             row["tags"] = json.loads(row["tags"] or "[]")
             row["loops"] = json.loads(row["loops"] or "[]")
             row["hidden"] = bool(row["hidden"])
@@ -243,7 +263,7 @@ class Index:
                 rows[run_id]["metrics"][name] = {
                     "kind": kind, "count": count, "last": json.loads(last_json), "min": lo,
                     "max": hi, "last_step": last_step, "replayed": bool(replayed)}
-        return list(rows.values())
+        return rows
 
     def resolve(self, ref: str) -> str:
         """A run id from an id, a unique id prefix or a unique run name."""
