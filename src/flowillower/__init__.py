@@ -27,7 +27,10 @@ from .api import (
     log_artifact,
     log_image,
     log_metrics,
+    log_model,
     loop,
+    unwatch,
+    watch,
 )
 from .errors import FlowillowerError
 from .run import Run
@@ -46,9 +49,6 @@ _LAZY = {
     "pull": "flowillower.remote:pull",
     "replay": "flowillower.hindsight.replay:replay",
     "checkpointing": "flowillower.hindsight.checkpoint:checkpointing",
-    "log_model": "flowillower.model.api:log_model_current",
-    "watch": "flowillower.model.api:watch_current",
-    "unwatch": "flowillower.model.api:unwatch",
 }
 
 
@@ -71,5 +71,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "init", "log", "log_metrics", "arg", "config", "log_image", "log_artifact", "loop",
     "iteration", "finish", "flush", "debug", "current_run", "Run", "FlowillowerError",
+    "log_model", "watch", "unwatch",
     *_LAZY,
 ]

@@ -161,6 +161,38 @@ def iteration(name: str, index: int):
     return nullcontext() if run is None else run.iteration(name, index)
 
 
+def log_model(model: Any, example_input: Any = None, **options: Any) -> dict[str, Any] | None:
+    """Record a torch model's module tree and, given an example input, its data-flow graph.
+
+    `example_input` is one tensor or a tuple of positional inputs; options (`kwargs`,
+    `name`, `export`) are described in docs/model.md. Returns the graph document.
+    """
+    run = _active()
+    if run is None:
+        return None
+    from .model.api import log_model as _log_model
+
+    return _log_model(run, model, example_input, **options)
+
+
+def watch(model: Any, every: int = 1,
+          what: Iterable[str] = ("activations", "gradients", "parameters"), **options: Any):
+    """Record activation / gradient / parameter statistics every `every` loop steps."""
+    run = _active()
+    if run is None:
+        return None
+    from .model.api import watch as _watch
+
+    return _watch(model, every=every, what=what, run=run, **options)
+
+
+def unwatch(model: Any) -> bool:
+    """Stop watching `model` (removes every hook flowillower added)."""
+    from .model.api import unwatch as _unwatch
+
+    return _unwatch(model)
+
+
 def finish(status: str = "success", notify: str | None = None) -> None:
     """End the current run (`notify`: a Slack / Discord / Feishu webhook URL)."""
     if _debug or _current is None or _current.status is not None:
@@ -175,4 +207,5 @@ def flush() -> None:
 
 
 __all__ = ["init", "log", "log_metrics", "arg", "config", "log_image", "log_artifact",
-           "loop", "iteration", "finish", "flush", "debug", "current_run"]
+           "loop", "iteration", "finish", "flush", "debug", "current_run", "log_model",
+           "watch", "unwatch"]

@@ -28,6 +28,7 @@ from .values import FLOAT, INT, check_name, normalize
 _now = time.time
 _NO_STEP = -1  # stored when a value has neither an explicit step nor a loop around it
 _ONLY_FLOAT = {float}
+REPLAY_ENV = "FLOWILLOWER_REPLAY"  # path of a replay worker's plan (set by `fw.replay`)
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
@@ -65,6 +66,11 @@ class Run:
         run_id: str | None = None,
         flush_interval: float = 0.5,
     ) -> None:
+        # Inside a hindsight replay worker (see flowillower.hindsight.session) the run
+        # writes to the worker's scratch store and fw.loop follows the replay plan.
+        replay_plan = os.environ.get(REPLAY_ENV) if rank == 0 else None
+        if replay_plan:
+            snapshot = False  # the code is an old snapshot already: nothing to capture
         self.store_root = find_store_root(dir)
         self.id = run_id or new_run_id()
         self.project = project or self.store_root.parent.name
@@ -83,7 +89,8 @@ class Run:
         self._lock = threading.RLock()  # materialize / finish
         self._key_ids: dict[tuple[str, str], int] = {}
         # Hot path: tuple of names of a log call -> array of key ids, per role.
-        self._signatures: dict[str, dict[tuple, array]] = {"metric": {}, "arg": {}, "sys": {}}
+        self._signatures: dict[str, dict[tuple, array]] = {
+            "metric": {}, "arg": {}, "sys": {}, "watch": {}}
         self._counts: dict[int, int] = {}  # per-key counters for values without a step
         self._ctx_ids: dict[tuple, int] = {(): 0}
         self._coords: tuple = ()
@@ -92,6 +99,11 @@ class Run:
         self._loop_totals: dict[tuple[str, ...], int] = {}
         self._depth, self._max_depth = 0, 0
         self._step_hooks: list[Callable[[int], None]] = []
+        # Hindsight: callbacks at loop start / iteration start / loop end, and an optional
+        # function choosing which (index, item) pairs a loop yields (set during a replay).
+        self._loop_hooks: list[Callable[[str, str, int, int], None]] = []
+        self._loop_control: Callable[[str, int, Iterable[Any]], Iterable[tuple[int, Any]]
+                                     ] | None = None
         self._recorded_user_values = False
         self.args: dict[str, Any] = {}
         self._meta_extra: dict[str, Any] = {}
@@ -102,6 +114,10 @@ class Run:
         else:
             self._meta_extra = {"git": None}
             self._setup_done.set()
+        if replay_plan:
+            from .hindsight.session import attach
+
+            attach(self, replay_plan)
         if config is not None:
             self.config(config)
 
@@ -341,6 +357,16 @@ class Run:
         """Call `callback(global_step)` at the start of each innermost loop iteration."""
         self._step_hooks.append(callback)
         return StepHook(self._step_hooks, callback)
+
+    def on_loop(self, callback: Callable[[str, str, int, int], None]) -> StepHook:
+        """Call `callback(event, loop_name, depth, index)` as loops progress.
+
+        `event` is "loop_start" (index 0), "iteration" (index of the iteration starting),
+        "loop_end" (the loop ran out; index = iterations run) or "loop_break" (left by
+        `break` or an exception). Depth 1 is the outermost loop.
+        """
+        self._loop_hooks.append(callback)
+        return StepHook(self._loop_hooks, callback)
 
     def loop(self, name: str, iterable: Iterable[Any], progress: bool | None = None
              ) -> Iterator[Any]:
