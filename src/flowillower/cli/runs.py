@@ -52,7 +52,8 @@ def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | 
         click.echo("no runs" + (f" match {filter!r}" if filter else ""))
         return
     args = _varying_args(rows)
-    metrics = list(dict.fromkeys(m for r in rows for m in r["metrics"]))[:4]
+    metrics = list(dict.fromkeys(m for r in rows for m, stats in r["metrics"].items()
+                                 if stats["role"] == "metric"))[:4]
     headers = ["id", "name", "status", "start", "duration", *args, *metrics]
     table = []
     for r in rows:

@@ -256,12 +256,12 @@ class Index:
         for run_id, name, value_json in conn.execute("SELECT run_id, name, value_json FROM args"):
             if run_id in rows:
                 rows[run_id]["args"][name] = json.loads(value_json)
-        for run_id, name, kind, count, last_json, lo, hi, last_step, replayed in conn.execute(
-                "SELECT run_id, name, kind, count, last_json, min, max, last_step, replayed "
-                "FROM metrics"):
+        for run_id, name, role, kind, count, last_json, lo, hi, last_step, replayed in (
+                conn.execute("SELECT run_id, name, role, kind, count, last_json, min, max, "
+                             "last_step, replayed FROM metrics")):
             if run_id in rows:
                 rows[run_id]["metrics"][name] = {
-                    "kind": kind, "count": count, "last": json.loads(last_json), "min": lo,
+                    "role": role, "kind": kind, "count": count, "last": json.loads(last_json), "min": lo,
                     "max": hi, "last_step": last_step, "replayed": bool(replayed)}
         return rows
 
