@@ -48,6 +48,14 @@ def _begin_iteration(run: Run, path: tuple[str, ...], base: tuple, name: str,
     if run._step_hooks and run._depth >= run._max_depth:
         for hook in list(run._step_hooks):
             hook(total)
+    if run._loop_hooks:
+        _call_loop_hooks(run, "iteration", name, index)
+
+
+def _call_loop_hooks(run: Run, event: str, name: str, index: int) -> None:
+    """Tell `Run.on_loop` callbacks (hindsight checkpoints) where the loops stand."""
+    for hook in list(run._loop_hooks):
+        hook(event, name, run._depth, index)
 
 
 def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
@@ -63,18 +71,32 @@ def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
 
         iterable = tqdm(iterable, desc=name, leave=run._depth == 1, dynamic_ncols=True)
     timing_key = f"time/{name}"
+    # A hindsight replay may pick which (index, item) pairs run; normally all of them.
+    control = run._loop_control
+    pairs = enumerate(iterable) if control is None else control(name, run._depth, iterable)
+    count, completed = 0, False
+    if run._loop_hooks:
+        _call_loop_hooks(run, "loop_start", name, 0)
     try:
         start = _now()
-        for index, item in enumerate(iterable):
+        for index, item in pairs:
             _begin_iteration(run, path, outer.coords, name, index)
             yield item
             end = _now()
             run.log_metrics({timing_key: end - start}, role="sys")
             start = end
+            count += 1
+        completed = True
     finally:
         outer.restore(run)
         run._depth -= 1
         run.event("loop_end", loop=name, depth=run._depth + 1)
+        if run._loop_hooks:  # depth as seen inside the loop, like the other events
+            run._depth += 1
+            try:
+                _call_loop_hooks(run, "loop_end" if completed else "loop_break", name, count)
+            finally:
+                run._depth -= 1
 
 
 @contextmanager

@@ -21,7 +21,13 @@ from typing import Any
 
 from . import args as _args
 from .errors import FlowillowerError, UnsupportedValueError
-from .store.layout import ensure_store, find_store_root, new_run_id, runs_dir
+from .store.layout import (
+    ensure_store,
+    find_store_root,
+    new_run_id,
+    process_start_ticks,
+    runs_dir,
+)
 from .store.writer import FrameWriter, RecordBuffer
 from .values import FLOAT, INT, check_name, normalize
 
@@ -151,6 +157,7 @@ class Run:
         }
         meta.update(self._meta_extra)
         meta["pid"] = os.getpid()
+        meta["pid_start"] = process_start_ticks(os.getpid())
         import socket
 
         meta.setdefault("host", socket.gethostname())

@@ -66,10 +66,24 @@ def git_toplevel(start: Path) -> Path | None:
     return _git_toplevel(start.resolve())
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (zombies count as dead)."""
+def process_start_ticks(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (Linux), to tell reused pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether the process `pid` (started at `start_ticks`, if known) is still running on
+    this host; zombies and a new process that reused the pid count as dead."""
     if pid <= 0:
         return False
+    if start_ticks is not None:
+        current = process_start_ticks(pid)
+        if current is not None and current != start_ticks:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

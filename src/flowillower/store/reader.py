@@ -205,7 +205,8 @@ class RunReader:
         if summary and summary.get("status"):
             return summary["status"]
         meta = self.meta
-        if meta.get("host") == socket.gethostname() and not pid_alive(int(meta.get("pid", 0))):
+        if meta.get("host") == socket.gethostname() and not pid_alive(
+                int(meta.get("pid", 0)), meta.get("pid_start")):
             return "killed"
         return "running"
 
