@@ -62,6 +62,9 @@ def environment() -> dict[str, Any]:
         "executable": sys.executable,
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
+        # The entry script, so a replay knows what to run inside the code snapshot.
+        "script": os.path.abspath(sys.argv[0]) if sys.argv and os.path.isfile(sys.argv[0])
+        else None,
         "packages": package_versions(),
         "gpu": gpu_info(),
     }
