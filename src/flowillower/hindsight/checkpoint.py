@@ -1,0 +1,691 @@
+"""Record side of hindsight logging: `with fw.checkpointing(model=net, optimizer=opt):`.
+
+While the outermost `fw.loop` entered inside the block runs, the registered objects, every
+RNG state and the loop position are captured at the points a replay restores:
+
+* `start` of outer iteration i (what code before the inner loops sees),
+* `inner` after each inner loop of iteration i (what code after that inner loop sees),
+* `final` when the outer loop has run out (what code after the loops sees).
+
+A replay restores `start(i)`, runs the outer body with the inner loops skipped and
+restores `inner(i, m)` where inner loop m would have ended, so the code between the
+loops runs exactly once on exactly the state it saw originally (FlorDB 3.x restored an
+end-of-epoch state and then trained the epoch again: one optimizer step too many).
+
+Iterations are captured whole (start + all inner loops) or not at all; which ones is
+decided at each iteration start so that the time the training thread spends copying
+stays under `max_overhead` (2%) of the loop's wall time. Copies are made on the training
+thread (a consistent snapshot); pickling, de-duplication of unchanged tensors and file
+writes happen in a background thread. Files live in `<run>/checkpoints/` (local only).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import random
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..errors import FlowillowerError
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+CKPT_DIRNAME = "checkpoints"
+MANIFEST = "manifest.jsonl"
+FORMAT_VERSION = 1
+_now = time.perf_counter
+
+
+class CheckpointError(FlowillowerError):
+    """State could not be registered, captured or restored."""
+
+
+# -- capturing and restoring one registered object ----------------------------------------
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def _numpy() -> Any:
+    return sys.modules.get("numpy")
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def copy_tree(x: Any) -> Any:
+    """A deep, independent copy of a state tree; tensors are cloned bit for bit."""
+    if _is_tensor(x):
+        return x.detach().clone()
+    if isinstance(x, (int, float, str, bool, bytes, type(None))):
+        return x
+    if isinstance(x, dict):
+        out = type(x)() if type(x) is not dict else {}
+        for k, v in x.items():
+            out[k] = copy_tree(v)
+        return out
+    if isinstance(x, list):
+        return [copy_tree(v) for v in x]
+    if isinstance(x, tuple) and not hasattr(x, "_fields"):
+        return tuple(copy_tree(v) for v in x)
+    np = _numpy()
+    if np is not None and isinstance(x, np.ndarray):
+        return x.copy()
+    return copy.deepcopy(x)
+
+
+def object_kind(obj: Any) -> str:
+    """How an object's state is captured; raises `CheckpointError` when it can't be."""
+    torch = _torch()
+    np = _numpy()
+    if torch is not None:
+        if isinstance(obj, torch.nn.Module):
+            return "module"
+        if isinstance(obj, torch.Generator):
+            return "torch_generator"
+        if isinstance(obj, torch.Tensor):
+            return "tensor"
+    if callable(getattr(obj, "state_dict", None)) and callable(
+            getattr(obj, "load_state_dict", None)):
+        return "stateful"  # optimizers, LR schedulers, GradScalers, stateful loaders
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            return "ndarray"
+        if isinstance(obj, np.random.Generator):
+            return "np_generator"
+        if isinstance(obj, np.random.RandomState):
+            return "np_randomstate"
+    if isinstance(obj, random.Random):
+        return "random"
+    if isinstance(obj, (dict, list, set, bytearray)):
+        return "container"
+    if isinstance(obj, (int, float, str, bytes, tuple, frozenset, bool, type(None))):
+        raise CheckpointError(
+            f"cannot checkpoint an immutable {type(obj).__name__}: a replay restores state "
+            "in place; register a mutable container (e.g. a dict) holding it instead")
+    if hasattr(obj, "__dict__"):
+        return "object"
+    raise CheckpointError(
+        f"cannot checkpoint {type(obj).__name__}: give it state_dict()/load_state_dict() "
+        "or register a dict holding its state")
+
+
+def capture_object(kind: str, obj: Any) -> Any:
+    """The object's state right now, as an independent copy."""
+    if kind == "module":
+        state = obj.state_dict()
+        return {
+            "state": copy_tree(state),
+            # Per-module versions that load_state_dict consults (e.g. BatchNorm).
+            "metadata": copy.deepcopy(getattr(state, "_metadata", None)),
+            # Gradients and train/eval flags are not in state_dict but code after an inner
+            # loop may read them (a gradient norm, dropout behaviour).
+            "grads": {n: (None if p.grad is None else p.grad.detach().clone())
+                      for n, p in obj.named_parameters()},
+            "training": [m.training for m in obj.modules()],
+        }
+    if kind == "stateful":
+        return copy_tree(obj.state_dict())
+    if kind == "torch_generator":
+        return obj.get_state()
+    if kind in ("tensor", "ndarray"):
+        return copy_tree(obj)
+    if kind == "np_generator":
+        return copy.deepcopy(obj.bit_generator.state)
+    if kind == "np_randomstate":
+        return obj.get_state()
+    if kind == "random":
+        return obj.getstate()
+    if kind == "container":
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    if kind == "object":
+        return pickle.dumps(obj.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+    raise CheckpointError(f"unknown state kind {kind!r}")
+
+
+def restore_object(kind: str, obj: Any, state: Any) -> None:
+    """Put a captured state back into `obj`, in place."""
+    if kind == "module":
+        from collections import OrderedDict
+
+        values = OrderedDict(state["state"])
+        if state.get("metadata") is not None:
+            values._metadata = state["metadata"]  # type: ignore[attr-defined]
+        obj.load_state_dict(values)
+        grads = state["grads"]
+        for name, p in obj.named_parameters():
+            grad = grads.get(name)
+            p.grad = None if grad is None else grad.clone()
+        for m, flag in zip(obj.modules(), state["training"]):
+            m.training = flag
+    elif kind == "stateful":
+        obj.load_state_dict(copy_tree(state))
+    elif kind == "torch_generator":
+        obj.set_state(state)
+    elif kind in ("tensor", "ndarray"):
+        if kind == "tensor":
+            with _torch().no_grad():
+                obj.copy_(state)
+        else:
+            obj[...] = state
+    elif kind == "np_generator":
+        obj.bit_generator.state = copy.deepcopy(state)
+    elif kind == "np_randomstate":
+        obj.set_state(state)
+    elif kind == "random":
+        obj.setstate(state)
+    elif kind == "container":
+        value = pickle.loads(state)
+        if isinstance(obj, dict):
+            obj.clear()
+            obj.update(value)
+        elif isinstance(obj, (list, bytearray)):
+            obj[:] = value
+        else:
+            obj.clear()
+            obj.update(value)
+    elif kind == "object":
+        obj.__dict__.clear()
+        obj.__dict__.update(pickle.loads(state))
+    else:
+        raise CheckpointError(f"unknown state kind {kind!r}")
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global RNG state: python `random`, numpy, torch CPU and CUDA when in use."""
+    state: dict[str, Any] = {"python": random.getstate()}
+    np = _numpy()
+    if np is not None:
+        state["numpy"] = np.random.get_state()
+    torch = _torch()
+    if torch is not None:
+        state["torch"] = torch.get_rng_state()
+        try:
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                state["cuda"] = torch.cuda.get_rng_state_all()
+        except Exception:  # a broken CUDA install must not stop the CPU state
+            pass
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Set the global RNGs back to a `capture_rng()` state."""
+    random.setstate(state["python"])
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+    if "torch" in state:
+        import torch
+
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+class BlobRef(NamedTuple):
+    """A tensor stored in checkpoint file `seq` under `key` (shared by later captures)."""
+
+    seq: int
+    key: str
+
+
+def _file_name(seq: int, use_torch: bool) -> str:
+    return f"c{seq:06d}.{'pt' if use_torch else 'pkl'}"
+
+
+def _bit_equal(a: Any, b: Any) -> bool:
+    """Same dtype, shape and bytes (so -0.0 and 0.0 differ, NaNs with equal bits match)."""
+    if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+        return False
+    if not (a.is_contiguous() and b.is_contiguous()) or a.is_sparse or b.is_sparse:
+        return False
+    torch = _torch()
+    try:
+        return bool(torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+    except (RuntimeError, TypeError):
+        return False
+
+
+class _Job(NamedTuple):
+    seq: int
+    entry: dict[str, Any]  # manifest fields
+    tree: Any  # captured state (None for manifest-only lines)
+    copy_s: float
+
+
+class _BackgroundWriter:
+    """Serialises captures off the training thread, de-duplicating unchanged tensors."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._jobs: list[_Job | None] = []
+        self._cond = threading.Condition()
+        self._busy = False
+        self.error: BaseException | None = None
+        self.write_s = 0.0  # total time spent serialising and writing
+        self.bytes = 0
+        self._last: dict[str, tuple[Any, BlobRef]] = {}  # tensor path -> (tensor, ref)
+        self._manifest = None
+        self._thread = threading.Thread(target=self._loop, name="flowillower-checkpoints",
+                                        daemon=True)
+        self._thread.start()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._jobs) + (1 if self._busy else 0)
+
+    def submit(self, job: _Job | None) -> None:
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify()
+
+    def close(self, timeout: float | None = None) -> None:
+        self.submit(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs:
+                    self._cond.wait()
+                job = self._jobs.pop(0)
+                self._busy = job is not None
+            if job is None:
+                break
+            if self.error is not None:
+                continue  # after a failure only drain: training goes on without checkpoints
+            try:
+                self._write(job)
+            except BaseException as exc:  # disk full, unpicklable state...
+                self.error = exc
+            finally:
+                with self._cond:
+                    self._busy = False
+        if self._manifest is not None:
+            self._manifest.close()
+
+    def _line(self, entry: dict[str, Any]) -> None:
+        if self._manifest is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._manifest = open(self.dir / MANIFEST, "a", encoding="utf-8")
+        self._manifest.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._manifest.flush()
+
+    def _write(self, job: _Job) -> None:
+        if job.tree is None:
+            self._line(job.entry)
+            return
+        t0 = _now()
+        blobs: dict[str, Any] = {}
+        use_torch = _torch() is not None
+        tree = self._dedupe(job.tree, "", job.seq, blobs) if use_torch else job.tree
+        name = _file_name(job.seq, use_torch)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{name}.tmp"
+        payload = {"version": FORMAT_VERSION, "blobs": blobs, "tree": tree}
+        if use_torch:
+            _torch().save(payload, tmp)
+        else:
+            with open(tmp, "wb") as fh:
+                pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self.dir / name)  # whole files only: a kill leaves no torn checkpoint
+        size = (self.dir / name).stat().st_size
+        took = _now() - t0
+        self.write_s += took
+        self.bytes += size
+        self._line({**job.entry, "file": name, "bytes": size, "copy_s": round(job.copy_s, 6),
+                    "write_s": round(took, 6)})
+
+    def _dedupe(self, x: Any, path: str, seq: int, blobs: dict[str, Any]) -> Any:
+        if _is_tensor(x):
+            last = self._last.get(path)
+            if last is not None and _bit_equal(last[0], x):
+                return last[1]
+            ref = BlobRef(seq, path)
+            blobs[path] = x
+            self._last[path] = (x, ref)
+            return ref
+        if isinstance(x, dict):
+            return {k: self._dedupe(v, f"{path}/{k}", seq, blobs) for k, v in x.items()}
+        if isinstance(x, list):
+            return [self._dedupe(v, f"{path}/{i}", seq, blobs) for i, v in enumerate(x)]
+        if isinstance(x, tuple) and not hasattr(x, "_fields"):
+            return tuple(self._dedupe(v, f"{path}/{i}", seq, blobs) for i, v in enumerate(x))
+        return x
+
+
+def _process_start_time() -> float | None:
+    """Unix time this process started (Linux /proc), for the planner's set-up estimate."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+# -- the recorder ---------------------------------------------------------------------------
+
+
+class Recorder:
+    """Captures registered state around the outermost loop entered inside `checkpointing`."""
+
+    def __init__(self, run: Run, objects: dict[str, Any], every: int | None = None,
+                 max_overhead: float = 0.02) -> None:
+        if every is not None and every < 1:
+            raise ValueError("every must be a positive number of iterations")
+        self.run = run
+        self.objects = objects
+        self.kinds = {name: object_kind(obj) for name, obj in objects.items()}
+        self.every = every
+        self.max_overhead = max_overhead
+        self.base_depth = run._depth
+        self.outer: str | None = None
+        self.done = False
+        self.seq = 0
+        self.captures = 0
+        self.checkpointed: list[int] = []
+        self.spent = 0.0  # training-thread seconds spent capturing
+        self._capture_cost = 0.0  # last capture's copy time
+        self._writer: _BackgroundWriter | None = None
+        self._loop_t0 = 0.0
+        self._iter: int | None = None
+        self._iter_t0 = 0.0
+        self._ckpt_iter = False
+        self._inner_t0 = 0.0
+        self._inner_time = 0.0
+        self._n_inner = 0
+        self._last_n_inner = 1
+        self._completed = 0
+
+    @property
+    def directory(self) -> Path:
+        return self.run.dir / CKPT_DIRNAME
+
+    # Called by the run at loop start / iteration start / loop end (see Run.on_loop).
+    def hook(self, event: str, name: str, depth: int, index: int) -> None:
+        if self.done:
+            return
+        rel = depth - self.base_depth
+        if rel == 1:
+            if self.outer is None:
+                if event != "loop_start":
+                    return
+                self._outer_start(name)
+                return
+            if name != self.outer:
+                return
+            if event == "iteration":
+                self._iteration(index)
+            elif event in ("loop_end", "loop_break"):
+                self._outer_end(event == "loop_end")
+        elif rel == 2 and self._iter is not None:
+            if event == "loop_start":
+                self._inner_t0 = _now()
+            elif event in ("loop_end", "loop_break"):
+                self._inner_time += _now() - self._inner_t0
+                if self._ckpt_iter:
+                    self._capture("inner", self._iter, self._n_inner)
+                self._n_inner += 1
+
+    def _outer_start(self, name: str) -> None:
+        self.outer = name
+        self.run._materialize()  # checkpoints live in the run directory
+        self._writer = _BackgroundWriter(self.directory)
+        started = _process_start_time()
+        torch = _torch()
+        self._writer.submit(_Job(-1, {
+            "type": "meta", "version": FORMAT_VERSION, "outer": name,
+            "objects": self.kinds, "time": time.time(),
+            "setup_s": None if started is None else round(time.time() - started, 4),
+            "torch_threads": torch.get_num_threads() if torch is not None else None,
+            "every": self.every, "max_overhead": self.max_overhead,
+        }, None, 0.0))
+        self._loop_t0 = _now()
+
+    def _finish_iteration(self, now: float) -> None:
+        if self._iter is None:
+            return
+        self._writer.submit(_Job(-1, {
+            "type": "iter", "i": self._iter, "t": round(now - self._iter_t0, 6),
+            "inner": round(self._inner_time, 6), "n_inner": self._n_inner,
+            "ckpt": self._ckpt_iter}, None, 0.0))
+        self._completed += 1
+        self._last_n_inner = max(self._n_inner, 0)
+        self._iter = None
+
+    def _should_checkpoint(self, index: int, now: float) -> bool:
+        writer = self._writer
+        if writer is None or writer.error is not None:
+            return False
+        if self.every is not None:
+            return index % self.every == 0
+        if self._completed == 0:
+            return True  # the first iteration is every replay's way in
+        elapsed = now - self._loop_t0
+        per_iter = elapsed / self._completed
+        # Background writing competes for the CPU too: count its share.
+        write_share = writer.write_s / max(1, self.captures) / (os.cpu_count() or 1)
+        cost = (1 + self._last_n_inner) * (self._capture_cost + write_share)
+        if writer.pending() > 1 + self._last_n_inner:
+            return False  # still writing an earlier iteration: never pile up copies
+        return self.spent + cost <= self.max_overhead * (elapsed + per_iter)
+
+    def _iteration(self, index: int) -> None:
+        now = _now()
+        self._finish_iteration(now)
+        self._iter, self._iter_t0 = index, now
+        self._inner_time, self._n_inner = 0.0, 0
+        self._ckpt_iter = self._should_checkpoint(index, now)
+        if self._ckpt_iter:
+            self.checkpointed.append(index)
+            self._capture("start", index, 0)
+
+    def _outer_end(self, completed: bool) -> None:
+        now = _now()
+        if completed:
+            self._finish_iteration(now)
+            self._capture("final", self._completed, 0)
+            self._writer.submit(_Job(-1, {"type": "end", "n": self._completed}, None, 0.0))
+        else:
+            self._iter = None  # the iteration did not finish: no timing, no checkpoint
+            self._writer.submit(_Job(-1, {"type": "abort", "n": self._completed}, None, 0.0))
+        self.done = True
+
+    def _capture(self, kind: str, index: int, m: int) -> None:
+        t0 = _now()
+        run = self.run
+        tree = {
+            "objects": {name: capture_object(self.kinds[name], obj)
+                        for name, obj in self.objects.items()},
+            "rng": capture_rng(),
+            "pos": {"loop_totals": [[list(p), n] for p, n in run._loop_totals.items()],
+                    "step": run._step},
+        }
+        took = _now() - t0
+        self.spent += took
+        self._capture_cost = took
+        self.captures += 1
+        seq, self.seq = self.seq, self.seq + 1
+        self._writer.submit(_Job(seq, {"type": "ckpt", "seq": seq, "kind": kind, "i": index,
+                                       "m": m}, tree, took))
+
+    def close(self) -> None:
+        """Wait for pending writes; warn (never raise) if checkpoints could not be saved."""
+        if self._writer is None:
+            return
+        self._writer.close()
+        if self._writer.error is not None:
+            warnings.warn(f"flowillower: checkpoints could not be written "
+                          f"({self._writer.error!r}); hindsight replay will re-execute",
+                          stacklevel=3)
+
+    def stats(self) -> dict[str, Any]:
+        """Overhead figures: captures, seconds on the training thread, bytes written."""
+        writer = self._writer
+        return {"captures": self.captures, "checkpointed_iterations": list(self.checkpointed),
+                "train_thread_s": self.spent,
+                "write_s": writer.write_s if writer else 0.0,
+                "bytes": writer.bytes if writer else 0}
+
+
+@contextmanager
+def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
+                  **objects: Any) -> Iterator[Recorder | None]:
+    """Register state for hindsight replay: `with fw.checkpointing(model=net, optimizer=opt):`.
+
+    Put the outermost training loop inside the block. Objects may be torch modules,
+    optimizers, LR schedulers, GradScalers (anything with state_dict/load_state_dict),
+    tensors, numpy arrays and generators, `random.Random`, dicts/lists and other picklable
+    objects with a `__dict__`; they are restored in place during a replay. `every` forces
+    a checkpoint every N outer iterations; by default the frequency adapts so capturing
+    costs at most `max_overhead` of the loop's wall time. (`every` and `max_overhead` are
+    reserved names.) Inside a replay worker the objects are handed to the replay instead.
+    """
+    from .. import api
+    from . import session
+
+    run = api._active()  # may start the run, which enters replay mode when asked to
+    active = session.current()
+    if active is not None:
+        with active.registered(objects):
+            yield None
+        return
+    if run is None:  # fw.debug(True) or a non-recording rank
+        yield None
+        return
+    recorder = Recorder(run, objects, every, max_overhead)
+    handle = run.on_loop(recorder.hook)
+    try:
+        yield recorder
+    finally:
+        handle.remove()
+        recorder.close()
+
+
+# -- reading checkpoints back ----------------------------------------------------------------
+
+
+class CheckpointStore:
+    """A run's recorded checkpoints: the manifest and lazy loading of captured states."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir) / CKPT_DIRNAME
+        self.meta: dict[str, Any] | None = None
+        self.entries: dict[tuple[str, int, int], dict[str, Any]] = {}  # (kind, i, m) -> line
+        self.iters: dict[int, dict[str, Any]] = {}
+        self.ended: int | None = None
+        self._cache: dict[int, dict[str, Any]] = {}
+        self._files: dict[int, str] = {}
+        self._read_manifest()
+
+    @property
+    def exists(self) -> bool:
+        return self.meta is not None
+
+    def _read_manifest(self) -> None:
+        try:
+            text = (self.dir / MANIFEST).read_text(encoding="utf-8")
+        except OSError:
+            return
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break  # a torn last line from a killed process
+            kind = entry.get("type")
+            if kind == "meta":
+                if self.meta is not None:
+                    break  # a second recording in the same run: keep the first loop only
+                self.meta = entry
+            elif kind == "ckpt" and (self.dir / entry["file"]).exists():
+                self.entries[(entry["kind"], entry["i"], entry["m"])] = entry
+                self._files[entry["seq"]] = entry["file"]
+            elif kind == "iter":
+                self.iters[entry["i"]] = entry
+            elif kind == "end":
+                self.ended = entry["n"]
+
+    def start(self, i: int) -> dict[str, Any] | None:
+        return self.entries.get(("start", i, 0))
+
+    def final(self) -> dict[str, Any] | None:
+        return self.entries.get(("final", self.ended, 0)) if self.ended is not None else None
+
+    def skippable(self, i: int) -> bool:
+        """Iteration i completed and has start plus every inner-loop-end state."""
+        info = self.iters.get(i)
+        if not info or not info.get("ckpt") or self.start(i) is None:
+            return False
+        return all(("inner", i, m) in self.entries for m in range(info["n_inner"]))
+
+    def _load_file(self, seq: int) -> dict[str, Any]:
+        cached = self._cache.get(seq)
+        if cached is None:
+            path = self.dir / self._files[seq]
+            if path.suffix == ".pt":
+                import torch
+
+                cached = torch.load(path, map_location="cpu", weights_only=False)
+            else:
+                with open(path, "rb") as fh:
+                    cached = pickle.load(fh)
+            self._cache[seq] = cached
+        return cached
+
+    def load(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The state tree of a manifest entry, shared tensors resolved."""
+        return self._resolve(self._load_file(entry["seq"])["tree"])
+
+    def _resolve(self, x: Any) -> Any:
+        if isinstance(x, BlobRef):
+            return self._load_file(x.seq)["blobs"][x.key]
+        if isinstance(x, dict):
+            return {k: self._resolve(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [self._resolve(v) for v in x]
+        if isinstance(x, tuple) and not hasattr(x, "_fields"):
+            return tuple(self._resolve(v) for v in x)
+        return x
+
+    def drop_cache(self, keep: set[int] | None = None) -> None:
+        """Forget loaded files (memory) except the sequence numbers in `keep`."""
+        keep = keep or set()
+        for seq in list(self._cache):
+            if seq not in keep:
+                del self._cache[seq]
+
+
+def restore_state(tree: dict[str, Any], objects: dict[str, Any], kinds: dict[str, str],
+                  run: Run | None) -> None:
+    """Put a captured state back: objects in place, RNGs, and the loop position."""
+    missing = [name for name in tree["objects"] if name not in objects]
+    if missing:
+        raise CheckpointError(
+            f"the replayed code registers no object named {', '.join(missing)} in "
+            "fw.checkpointing(); it must register what the original run registered")
+    for name, state in tree["objects"].items():
+        restore_object(kinds[name], objects[name], state)
+    restore_rng(tree["rng"])
+    if run is not None:
+        run._loop_totals = {tuple(p): n for p, n in tree["pos"]["loop_totals"]}
+        run._step = tree["pos"]["step"]

@@ -1,0 +1,713 @@
+"""`fw.replay` / `flowillower replay`: hindsight values for past runs, fast and exact.
+
+For each selected run lacking some of the named values: take its code snapshot, transplant
+the current script's new `fw.log` statements into it, plan the cheapest correct replay
+from its checkpoints, run the plan in worker processes inside an extracted copy of the old
+code (never the user's working tree), then write the values into the original run as
+`replays/<replay_id>.fwl`, with the loop coordinates they would have had originally. A
+failed or interrupted run gets nothing (files are renamed into place only when complete);
+the other runs go on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import FlowillowerError
+from ..run import REPLAY_ENV
+from ..store.catalog import Store
+from ..store.format import iter_frames
+from ..store.layout import new_run_id
+from ..store.writer import FrameWriter, RecordBuffer
+from .executor import Executor, LocalExecutor, Task, TaskResult
+from .planner import (
+    RunPlan,
+    TaskPlan,
+    analyze,
+    load_run_info,
+    plan_json,
+    plan_run,
+    schedule,
+)
+from .transplant import TransplantError, transplant
+
+
+class ReplayError(FlowillowerError):
+    """A replay could not even start (bad names, no store...)."""
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one run."""
+
+    run_id: str
+    status: str  # replayed | failed | interrupted | skipped | complete
+    names: list[str] = field(default_factory=list)
+    message: str = ""
+    strategy: str = ""
+    code_version: str = ""
+    estimate: float = 0.0
+    seconds: float = 0.0
+    values: dict[str, int] = field(default_factory=dict)
+    replay_file: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReplayReport:
+    """The result of `fw.replay`: one outcome per run looked at."""
+
+    replay_id: str
+    names: list[str]
+    runs: list[RunOutcome]
+    estimate: float = 0.0
+    seconds: float = 0.0
+    interrupted: bool = False
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(r.status in ("replayed", "complete", "skipped")
+                                            for r in self.runs)
+
+    def outcome(self, run_id: str) -> RunOutcome:
+        return next(r for r in self.runs if r.run_id == run_id)
+
+    def __str__(self) -> str:
+        lines = [f"replay {self.replay_id}: {', '.join(self.names)}"]
+        for r in self.runs:
+            head = f"  {r.run_id}  {r.status}"
+            if r.values:
+                head += "  " + ", ".join(f"{k}: {v} values" for k, v in r.values.items())
+            if r.seconds:
+                head += f"  ({r.seconds:.1f}s, estimated {r.estimate:.1f}s)"
+            lines.append(head)
+            for text in [*r.notes, r.message]:
+                if text:
+                    lines += ["      " + t for t in text.splitlines()]
+        if self.interrupted:
+            lines.append("  interrupted: unfinished runs were left without replayed values")
+        lines.append(f"  took {self.seconds:.1f}s (estimated {self.estimate:.1f}s)")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Job:
+    """A run being replayed."""
+
+    outcome: RunOutcome
+    plan: RunPlan | None = None
+    source: str = ""
+    relpath: str = ""
+    snapshot: str = ""
+    placements: list[dict[str, Any]] = field(default_factory=list)
+    diff: str = ""
+    workdir: Path | None = None
+    tree: Path | None = None
+    tasks: list[Task] = field(default_factory=list)
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    started: float = 0.0
+    attempt: int = 0
+    finished: bool = False
+
+
+def _split_names(names: str | Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    out: list[str] = []
+    for item in names:
+        out += [n.strip() for n in str(item).split(",") if n.strip()]
+    if not out:
+        raise ReplayError("name at least one value to replay, e.g. replay('grad_norm')")
+    return list(dict.fromkeys(out))
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
+
+
+class _Replayer:
+    def __init__(self, names: list[str], runs: str | None, workers: int, yes: bool,
+                 dir: str | os.PathLike[str] | None, script: str | os.PathLike[str] | None,
+                 echo: Callable[[str], None], confirm: Callable[[str], bool] | None,
+                 executor: Executor | None) -> None:
+        self.names = names
+        self.filter = runs
+        self.workers = max(1, int(workers))
+        self.yes = yes
+        self.store = Store(dir, must_exist=True)
+        self.script = Path(script).resolve() if script else None
+        self.echo = echo
+        self.confirm = confirm
+        self.executor = executor or LocalExecutor(self.workers)
+        self.replay_id = new_run_id()
+        self.jobs: list[_Job] = []
+        self._progress_shown = 0.0
+        self._progress_text = ""
+
+    # -- selecting runs and planning ----------------------------------------------------------
+    def select(self) -> list[RunOutcome]:
+        outcomes = []
+        for row in self.store.runs(self.filter, include_hidden=False):
+            run_id = row["id"]
+            metrics = row.get("metrics", {})
+            missing = [n for n in self.names if n not in metrics]
+            outcome = RunOutcome(run_id, "complete", missing)
+            if not missing:
+                outcome.message = "already has every value"
+            elif row.get("status") == "running":
+                outcome.status = "skipped"
+                outcome.message = "still running; replay it once it has ended"
+            else:
+                outcome.status = "planned"
+                self.jobs.append(_Job(outcome))
+            outcomes.append(outcome)
+        return outcomes
+
+    def prepare(self, job: _Job) -> None:
+        """Transplant and plan one run; failures are recorded on the outcome."""
+        from ..gitops.snapshot import read_file
+
+        out = job.outcome
+        run_dir = self.store.root / "runs" / out.run_id
+        info = load_run_info(run_dir)
+        meta = info.meta
+        git = meta.get("git") or {}
+        sha = git.get("snapshot")
+        if not sha:
+            reason = git.get("error") or "the run recorded no code snapshot"
+            raise FlowillowerError(f"no code snapshot ({reason}): nothing to replay")
+        job.snapshot = sha
+        root = Path(git.get("root") or meta.get("cwd") or ".")
+        script = meta.get("script")
+        argv = meta.get("argv") or []
+        if not script and argv:
+            script = os.path.join(meta.get("cwd") or "", argv[0])
+        if not script or not script.endswith(".py"):
+            raise FlowillowerError(f"the run was not started from a Python script "
+                                   f"(argv: {argv[:2]}); only scripts can be replayed")
+        rel = os.path.relpath(script, root)
+        if rel.startswith(".."):
+            raise FlowillowerError(f"the script {script} lies outside the snapshot root {root}")
+        job.relpath = rel
+        if self.script is not None:
+            new_path = self.script
+        else:
+            new_path = self.store.root.parent / rel
+        try:
+            new_src = new_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FlowillowerError(f"cannot read the current script {new_path}: {exc}") from None
+        try:
+            old_src = read_file(self.store.git_dir, sha, rel)
+        except Exception as exc:
+            raise FlowillowerError(f"the code snapshot {sha[:10]} is missing {rel} "
+                                   f"({type(exc).__name__}: {exc})") from None
+        if isinstance(old_src, bytes):
+            old_src = old_src.decode("utf-8")
+        result = transplant(old_src, new_src, out.names, label=f"snapshot {sha[:10]}")
+        job.source = result.source
+        job.placements = [
+            {"names": p.names, "line": p.old_line, "from_line": p.new_line, "where": p.where,
+             "renames": p.renames, "helpers": p.helpers} for p in result.placements]
+        job.diff = "".join(difflib.unified_diff(
+            old_src.splitlines(keepends=True), result.source.splitlines(keepends=True),
+            f"a/{rel}", f"b/{rel}"))
+        digest = hashlib.sha256(result.source.encode()).hexdigest()[:12]
+        out.code_version = f"{sha[:10]}+{digest}" if result.changed else sha[:10]
+        statements = analyze(result.source, out.names, info.outer)
+        job.plan = plan_run(info, statements)
+        out.notes += job.plan.notes
+        out.strategy = job.plan.strategy
+        if job.plan.dropped:
+            out.names = [n for n in out.names if n not in job.plan.dropped]
+
+    def plan_all(self) -> float:
+        for job in self.jobs:
+            try:
+                self.prepare(job)
+            except (TransplantError, FlowillowerError) as exc:
+                job.outcome.status = "failed"
+                job.outcome.message = str(exc)
+                job.finished = True
+        live = [j for j in self.jobs if j.plan is not None and j.outcome.names]
+        for job in self.jobs:
+            if job.plan is not None and not job.outcome.names:
+                job.outcome.status = "skipped"
+                job.finished = True
+        estimate = schedule([j.plan for j in live if j.plan], self.workers)
+        for job in live:
+            assert job.plan is not None
+            job.outcome.estimate = job.plan.estimate
+        return estimate
+
+    def describe(self, estimate: float) -> str:
+        lines = [f"hindsight replay of {', '.join(self.names)}  ({self.workers} worker"
+                 f"{'s' if self.workers > 1 else ''})"]
+        for job in self.jobs:
+            out = job.outcome
+            if job.plan is None or job.finished:
+                if out.status in ("failed", "skipped"):
+                    lines.append(f"  {out.run_id}  {out.status}: {out.message}")
+                continue
+            plan = job.plan
+            lines.append(f"  {out.run_id}  code {out.code_version}  "
+                         f"{', '.join(out.names)}")
+            for p in job.placements:
+                extra = f", renamed {p['renames']}" if p["renames"] else ""
+                lines.append(f"      + {', '.join(p['names'])} at line {p['line']} "
+                             f"({p['where']}{extra})")
+            lines.append(f"      strategy: {plan.strategy}")
+            tasks = ", ".join(f"[{t.emit_from},{t.stop})" if t.stop > t.first else
+                              ("after loops" if t.post_loop else "set-up") for t in plan.tasks)
+            lines.append(f"      {len(plan.tasks)} task{'s' if len(plan.tasks) > 1 else ''}"
+                         f" ({tasks}), estimated {_fmt_s(plan.estimate)} of worker time")
+            for note in plan.notes:
+                lines.append(f"      note: {note}")
+        lines.append(f"estimated time: {_fmt_s(estimate)}")
+        return "\n".join(lines)
+
+    # -- running -------------------------------------------------------------------------
+    def materialize(self, job: _Job, base: Path) -> None:
+        """Extract the snapshot, write the transplanted script and the task plans."""
+        from ..gitops.snapshot import checkout_snapshot
+
+        assert job.plan is not None
+        out = job.outcome
+        job.workdir = base / out.run_id
+        tree = job.workdir / "tree"
+        if tree.exists():
+            shutil.rmtree(tree)
+        job.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            checkout_snapshot(self.store.git_dir, job.snapshot, tree)
+        except Exception as exc:
+            raise FlowillowerError(f"cannot extract code snapshot {job.snapshot[:10]}: "
+                                   f"{exc}") from None
+        job.tree = tree
+        (tree / job.relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tree / job.relpath).write_text(job.source, encoding="utf-8")
+        meta = job.plan.info.meta
+        git = meta.get("git") or {}
+        root = Path(git.get("root") or meta.get("cwd") or ".")
+        self._link_skipped(git, root, tree)
+        cwd_rel = os.path.relpath(meta.get("cwd") or root, root)
+        cwd = tree / cwd_rel if not cwd_rel.startswith("..") else tree
+        cwd.mkdir(parents=True, exist_ok=True)
+        script = tree / job.relpath
+        argv = list(meta.get("argv") or [])[1:]
+        import flowillower
+
+        package_parent = str(Path(flowillower.__file__).resolve().parent.parent)
+        job.tasks = []
+        for t in job.plan.tasks:
+            scratch = job.workdir / f"attempt{job.attempt}-task{t.index}"
+            if scratch.exists():
+                shutil.rmtree(scratch)
+            scratch.mkdir(parents=True)
+            plan_path = scratch / "plan.json"
+            plan_path.write_text(plan_json(job.plan, t, scratch, meta.get("project")))
+            env = dict(os.environ)
+            env.pop("FLOWILLOWER_RUN_ID", None)
+            env[REPLAY_ENV] = str(plan_path)
+            env["PYTHONUNBUFFERED"] = "1"
+            env["PYTHONPATH"] = os.pathsep.join(
+                [package_parent, *filter(None, [env.get("PYTHONPATH")])])
+            job.tasks.append(Task(f"{out.run_id}#{job.attempt}.{t.index}",
+                                  [sys.executable, str(script), *argv], cwd, env, scratch,
+                                  t.estimate, {"job": job, "plan": t}))
+
+    @staticmethod
+    def _link_skipped(git: dict[str, Any], root: Path, tree: Path) -> None:
+        """Files too big for the snapshot: link the current copies (read by the script)."""
+        for item in git.get("skipped") or []:
+            rel = item[0] if isinstance(item, (list, tuple)) else str(item)
+            source, target = root / rel, tree / rel
+            if source.exists() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    target.symlink_to(source)
+                except OSError:
+                    pass
+
+    def on_done(self, task: Task, result: TaskResult) -> None:
+        job: _Job = task.meta["job"]
+        job.results[task.id] = result
+        if all(t.id in job.results for t in job.tasks):
+            self.finalize(job)
+
+    def on_tick(self) -> None:
+        now = time.perf_counter()
+        if now - self._progress_shown < 1.0:
+            return
+        self._progress_shown = now
+        parts = []
+        for job in self.jobs:
+            if job.finished or not job.tasks:
+                continue
+            done = total = 0
+            for task in job.tasks:
+                t: TaskPlan = task.meta["plan"]
+                total += max(0, t.stop - t.emit_from)
+                done += _progress(task.scratch)[0]
+            parts.append(f"{job.outcome.run_id[-8:]} {done}/{total}")
+        text = "replaying: " + "  ".join(parts) if parts else ""
+        if text and text != self._progress_text:
+            self._progress_text = text
+            self.echo(text)
+
+    def finalize(self, job: _Job) -> None:
+        """All tasks of a run ended: merge their values into the run, or report why not."""
+        out = job.outcome
+        job.finished = True
+        out.seconds = time.perf_counter() - job.started
+        failures = []
+        for task in job.tasks:
+            result = job.results[task.id]
+            t: TaskPlan = task.meta["plan"]
+            if result.interrupted:
+                out.status = "interrupted"
+                out.message = "interrupted before it finished: no values written"
+                return
+            if result.returncode != 0:
+                failures.append(f"worker {t.index} (iterations {t.emit_from}..{t.stop - 1}) "
+                                f"exited with {_exit_text(result.returncode)}:\n"
+                                + _tail(task.log_path))
+                continue
+            done, marks = _progress(task.scratch)
+            expected = max(0, t.stop - t.emit_from)
+            if done < expected or (job.plan and job.plan.info.outer and "loop_end" not in marks
+                                   and (t.post_loop or t.stop >= job.plan.info.completed)):
+                failures.append(f"worker {t.index} ended after {done} of {expected} iterations"
+                                f" (did the replayed script reach fw.loop("
+                                f"{job.plan.info.outer!r})?)\n" + _tail(task.log_path))
+        if failures:
+            out.status = "failed"
+            out.message = "\n".join(failures) + "\nno values were written for this run"
+            return
+        try:
+            self.merge(job)
+        except Exception as exc:  # never leave half a file behind
+            out.status = "failed"
+            out.message = f"could not write the replayed values: {type(exc).__name__}: {exc}"
+            return
+        out.status = "replayed"
+        empty = [n for n in out.names if not out.values.get(n)]
+        if empty:
+            out.notes.append(f"no values were produced for {', '.join(empty)} (the statement "
+                             "never ran in this run)")
+
+    def merge(self, job: _Job) -> None:
+        """Collect the wanted values of every task and write one replay file atomically."""
+        assert job.plan is not None
+        out = job.outcome
+        run_dir = self.store.root / "runs" / out.run_id
+        outer = job.plan.info.outer
+        wanted = set(out.names)
+        rows: list[tuple] = []
+        for order, task in enumerate(job.tasks):
+            t: TaskPlan = task.meta["plan"]
+            for data_file in sorted((task.scratch / "store" / "runs").glob("*/data*.fwl")):
+                for row in _read_rows(data_file, wanted):
+                    name, role, kind, coords, step, when, value = row
+                    if outer is not None and outer in coords:
+                        if not t.emit_from <= coords[outer] < t.stop:
+                            continue
+                    elif not t.emit_run_level:
+                        continue
+                    rows.append((coords.get(outer, -1) if outer else -1, order, *row))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        times = _original_times(run_dir)
+        counts: dict[str, int] = {}
+        final_rows = []
+        for _i, _o, name, role, kind, coords, step, when, value in rows:
+            when = times.get(tuple(coords.items()), when)
+            final_rows.append((name, role, kind, coords, step, when, value))
+            counts[name] = counts.get(name, 0) + 1
+        event = {
+            "event": "replay", "replay_id": self.replay_id, "names": out.names,
+            "snapshot": job.snapshot, "script": job.relpath, "code_version": out.code_version,
+            "strategy": out.strategy, "placements": job.placements, "patch": job.diff,
+            "workers": len(job.tasks),
+        }
+        replays = run_dir / "replays"
+        replays.mkdir(exist_ok=True)
+        final = replays / f"{self.replay_id}.fwl"
+        tmp = replays / f".{self.replay_id}.fwl.tmp"
+        try:
+            write_frames(tmp, final_rows, [event])
+            os.replace(tmp, final)  # all or nothing: readers only glob *.fwl
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        out.values = counts
+        out.replay_file = str(final)
+
+    # -- the whole thing ------------------------------------------------------------------
+    def run(self) -> ReplayReport:
+        t0 = time.perf_counter()
+        outcomes = self.select()
+        report = ReplayReport(self.replay_id, self.names, outcomes)
+        if not self.jobs:
+            self.echo("nothing to replay: " + ("every selected run already has "
+                      + ", ".join(self.names) if outcomes else "no runs match"))
+            return report
+        estimate = self.plan_all()
+        report.estimate = estimate
+        self.echo(self.describe(estimate))
+        runnable = [j for j in self.jobs if not j.finished]
+        if not runnable:
+            report.seconds = time.perf_counter() - t0
+            return report
+        if not self.yes:
+            ask = self.confirm or _ask
+            if not ask("Replay now? [y/N] "):
+                report.cancelled = True
+                for job in runnable:
+                    job.outcome.status = "skipped"
+                    job.outcome.message = "not confirmed"
+                return report
+        base = Path(tempfile.mkdtemp(prefix="flowillower-replay-"))
+        try:
+            self._execute(runnable, base, report)
+            # Skipping inner loops relies on the code after them not needing their locals;
+            # a run whose skipping replay crashed gets one more try re-executing them.
+            retry = [j for j in runnable if j.outcome.status == "failed" and j.plan
+                     and any(t.skip for t in j.plan.tasks) and not report.interrupted]
+            if retry:
+                for job in retry:
+                    assert job.plan is not None
+                    first_error = job.outcome.message.splitlines()[-2:-1]
+                    job.plan = plan_run(job.plan.info, _force_inner(job.plan))
+                    job.outcome.notes.append(
+                        "replaying with inner loops skipped failed ("
+                        + (first_error[0].strip() if first_error else "error")
+                        + "); re-executed them instead")
+                    job.outcome.strategy = job.plan.strategy
+                    job.attempt += 1
+                    job.finished = False
+                    job.results = {}
+                    job.outcome.status = "planned"
+                    job.outcome.message = ""
+                schedule([j.plan for j in retry if j.plan], self.workers)
+                self._execute(retry, base, report)
+        finally:
+            if not os.environ.get("FLOWILLOWER_KEEP_REPLAY_DIR"):
+                shutil.rmtree(base, ignore_errors=True)
+        report.seconds = time.perf_counter() - t0
+        self.echo(str(report))
+        return report
+
+    def _execute(self, jobs: list[_Job], base: Path, report: ReplayReport) -> None:
+        tasks: list[Task] = []
+        for job in jobs:
+            try:
+                self.materialize(job, base)
+            except FlowillowerError as exc:
+                job.outcome.status = "failed"
+                job.outcome.message = str(exc)
+                job.finished = True
+                continue
+            job.started = time.perf_counter()
+            tasks += job.tasks
+        tasks.sort(key=lambda t: -t.estimate)  # longest first: the best makespan
+        self.executor.run(tasks, self.on_done, self.on_tick)
+        if self.executor.interrupted:
+            report.interrupted = True
+            for job in jobs:
+                if not job.finished:
+                    for task in job.tasks:
+                        job.results.setdefault(task.id, TaskResult(task.id, None, 0.0, True))
+                    self.finalize(job)
+
+
+def _force_inner(plan: RunPlan) -> list:
+    for statement in plan.statements:
+        statement.needs.add("inner")
+    return plan.statements
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        import signal
+
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "  (no output)"
+    tail = text.strip().splitlines()[-lines:]
+    return "\n".join("  | " + line for line in tail) if tail else "  (no output)"
+
+
+def _progress(scratch: Path) -> tuple[int, set[str]]:
+    """(iterations finished, other marks) from a worker's progress file."""
+    try:
+        text = (scratch / "progress").read_text(encoding="utf-8")
+    except OSError:
+        return 0, set()
+    done = 0
+    marks = set()
+    for line in text.splitlines():
+        if line.startswith("iter "):
+            done += 1
+        elif line:
+            marks.add(line)
+    return done, marks
+
+
+def _ask(prompt: str) -> bool:
+    try:
+        answer = input(prompt)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+# -- frame files ------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path, wanted: set[str]) -> list[tuple]:
+    """(name, role, kind, coords, step, time, value) of the wanted metric values in a file."""
+    frames = list(iter_frames(path.read_bytes()))
+    keys: dict[int, tuple[str, str]] = {}
+    contexts: dict[int, dict[str, int]] = {0: {}}
+    for frame in frames:
+        keys.update(frame.keys)
+        contexts.update(frame.contexts)
+    rows: list[tuple] = []
+    for frame in frames:
+        if frame.calls is not None and frame.floats is not None:
+            ctxs, steps, times, counts = frame.calls
+            fkeys, fvals = frame.floats
+            k = 0
+            for c, s, t, n in zip(ctxs, steps, times, counts):
+                for _ in range(n):
+                    name, role = keys.get(fkeys[k], ("", ""))
+                    if name in wanted and role == "metric":
+                        rows.append((name, role, "float", contexts.get(c, {}), s, t, fvals[k]))
+                    k += 1
+        if frame.ints is not None:
+            for kid, c, s, t, v in zip(*frame.ints):
+                name, role = keys.get(kid, ("", ""))
+                if name in wanted and role == "metric":
+                    rows.append((name, role, "int", contexts.get(c, {}), s, t, v))
+        for kid, c, s, t, v in frame.objects:
+            name, role = keys.get(kid, ("", ""))
+            if name in wanted and role == "metric":
+                rows.append((name, role, "object", contexts.get(c, {}), s, t, v))
+    return rows
+
+
+def write_frames(path: Path, rows: list[tuple], events: list[dict[str, Any]]) -> None:
+    """Write (name, role, kind, coords, step, time, value) rows as one frame file."""
+    buf = RecordBuffer()
+    key_ids: dict[tuple[str, str], int] = {}
+    ctx_ids: dict[tuple, int] = {(): 0}
+    for name, role, kind, coords, step, when, value in rows:
+        kid = key_ids.get((name, role))
+        if kid is None:
+            kid = key_ids[(name, role)] = len(key_ids)
+            buf.key_defs.append((kid, name, role))
+        ckey = tuple(coords.items())
+        cid = ctx_ids.get(ckey)
+        if cid is None:
+            cid = ctx_ids[ckey] = len(ctx_ids)
+            buf.ctx_defs.append((cid, dict(coords)))
+        if kind == "float":
+            buf.f_key.append(kid)
+            buf.f_val.append(value)
+            buf.c_ctx.append(cid)
+            buf.c_step.append(int(step))
+            buf.c_time.append(float(when))
+            buf.c_count.append(1)
+        elif kind == "int":
+            buf.ints.append((kid, cid, int(step), float(when), int(value)))
+        else:
+            buf.objects.append((kid, cid, int(step), float(when), value))
+    buf.events.extend(events)
+    if path.exists():
+        path.unlink()
+    writer = FrameWriter(path, buf, interval=3600.0)
+    writer.close()
+    if writer.error is not None:
+        raise writer.error
+
+
+def _original_times(run_dir: Path) -> dict[tuple, float]:
+    """Loop coordinates -> when the original run finished that iteration (from the
+    `time/<loop>` values), so replayed values sit on the run's own timeline."""
+    out: dict[tuple, float] = {}
+    for path in sorted(run_dir.glob("data*.fwl")):
+        try:
+            frames = list(iter_frames(path.read_bytes()))
+        except OSError:
+            continue
+        keys: dict[int, tuple[str, str]] = {}
+        contexts: dict[int, dict[str, int]] = {0: {}}
+        for frame in frames:
+            keys.update(frame.keys)
+            contexts.update(frame.contexts)
+        for frame in frames:
+            if frame.calls is None or frame.floats is None:
+                continue
+            ctxs, _steps, times, counts = frame.calls
+            fkeys = frame.floats[0]
+            k = 0
+            for c, t, n in zip(ctxs, times, counts):
+                for _ in range(n):
+                    name, role = keys.get(fkeys[k], ("", ""))
+                    if role == "sys" and name.startswith("time/"):
+                        out[tuple(contexts.get(c, {}).items())] = t
+                    k += 1
+    return out
+
+
+def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1,
+           yes: bool = False, dir: str | os.PathLike[str] | None = None,
+           script: str | os.PathLike[str] | None = None, *,
+           echo: Callable[[str], None] | None = None,
+           confirm: Callable[[str], bool] | None = None,
+           executor: Executor | None = None) -> ReplayReport:
+    """Fill in values past runs never logged: `fw.replay("grad_norm", runs="lr < 0.01")`.
+
+    `names`: value names (a list or "a,b"); `runs`: a run filter (see `fw.dataframe`);
+    `workers`: processes to run at once (outer iterations are split among them); `yes`:
+    do not ask before starting; `script`: the current script holding the new `fw.log`
+    statements (default: each run's own script in the working tree). Prints the
+    schedule and progress through `echo`. Returns a `ReplayReport`.
+    """
+    wanted = _split_names(names)
+    emit = echo or (lambda text: print(text, file=sys.stderr, flush=True))
+    replayer = _Replayer(wanted, runs, workers, yes, dir, script, emit, confirm, executor)
+    return replayer.run()
+
+
+def report_json(report: ReplayReport) -> str:
+    """The report as JSON (for `flowillower replay --json`)."""
+    return json.dumps({
+        "replay_id": report.replay_id, "names": report.names, "ok": report.ok,
+        "interrupted": report.interrupted, "estimate": report.estimate,
+        "seconds": report.seconds,
+        "runs": [r.__dict__ for r in report.runs],
+    }, indent=2, default=str)

@@ -1,0 +1,206 @@
+"""The replay worker: how a process started by `fw.replay` follows its plan.
+
+`fw.replay` starts the transplanted old script with `$FLOWILLOWER_REPLAY` pointing at a
+JSON plan. When that script's run starts, `Run.__init__` calls `attach`, which
+
+* sends the run's records to a scratch store (the parent merges the wanted values into
+  the original run afterwards; the original run is never written by a worker),
+* makes `fw.arg` return the original run's recorded values,
+* lets the outermost loop yield only the planned iterations, restoring the recorded
+  start-of-iteration state before them,
+* skips inner loops of iterations the plan skips, restoring the state recorded where
+  each inner loop ended, and
+* ends the process right after the outer loop when nothing after the loops is needed.
+
+Plan fields: `run_dir`, `scratch`, `outer` (loop name or null), `first`/`stop` (outer
+iterations to run), `emit_from`, `skip` (iterations whose inner loops are skipped),
+`checkpoints` (bool), `restore_first` (restore start(first)), `post_loop`, `args`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import args as _args
+from ..store.layout import runs_dir
+from .checkpoint import CheckpointError, CheckpointStore, object_kind, restore_state
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+_current: ReplaySession | None = None
+
+
+def current() -> ReplaySession | None:
+    """The replay this process is a worker of, if any."""
+    return _current
+
+
+def attach(run: Run, plan_path: str) -> None:
+    """Put `run` in replay mode (called by `Run.__init__` when $FLOWILLOWER_REPLAY is set)."""
+    global _current
+    if _current is None:
+        plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
+        _current = ReplaySession(plan)
+    _current.bind(run)
+
+
+class ReplayDiverged(CheckpointError):
+    """The replayed code does not follow the loop structure the checkpoints recorded."""
+
+
+class ReplaySession:
+    """State of one replay worker process."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.scratch = Path(plan["scratch"])
+        self.outer: str | None = plan.get("outer")
+        self.first, self.stop = int(plan.get("first", 0)), int(plan.get("stop", 0))
+        self.emit_from = int(plan.get("emit_from", self.first))
+        self.skip = set(plan.get("skip", []))
+        self.post_loop = bool(plan.get("post_loop", True))
+        self.store = CheckpointStore(Path(plan["run_dir"])) if plan.get("checkpoints") else None
+        self.objects: dict[str, Any] = {}
+        self.run: Run | None = None
+        self.outer_depth: int | None = None
+        self.outer_done = False
+        self.cur: int | None = None
+        self.skipping = False
+        self.m = 0
+        self._progress = open(self.scratch / "progress", "a", encoding="utf-8")
+
+    # -- set-up ---------------------------------------------------------------------------
+    def bind(self, run: Run) -> None:
+        run.store_root = self.scratch / "store"
+        run.dir = runs_dir(run.store_root) / run.id
+        run.project = self.plan.get("project") or run.project
+        _args.replay_overrides = dict(self.plan.get("args") or {})
+        run._loop_control = self.control
+        run.on_loop(self.hook)
+        self.run = run
+
+    @contextmanager
+    def registered(self, objects: dict[str, Any]) -> Iterator[None]:
+        """`fw.checkpointing(...)` in the replayed script hands its objects to the replay."""
+        self.objects.update(objects)
+        try:
+            yield
+        finally:
+            for name in objects:
+                self.objects.pop(name, None)
+
+    def mark(self, text: str) -> None:
+        self._progress.write(text + "\n")
+        self._progress.flush()
+
+    # -- restoring --------------------------------------------------------------------------
+    def _restore(self, entry: dict[str, Any] | None, what: str) -> None:
+        if entry is None:
+            raise ReplayDiverged(f"no checkpoint recorded for {what}")
+        assert self.store is not None and self.store.meta is not None
+        kinds = self.store.meta["objects"]
+        if not self.objects and kinds:
+            raise CheckpointError(
+                "the replayed code did not register its state: wrap the outer loop in "
+                "fw.checkpointing(...) as the original run did")
+        for name, kind in kinds.items():
+            obj = self.objects.get(name)
+            if obj is not None and object_kind(obj) != kind:
+                raise CheckpointError(f"checkpointed object {name!r} was a {kind}, the replayed "
+                                      f"code registers a {object_kind(obj)}")
+        restore_state(self.store.load(entry), self.objects, kinds, self.run)
+        # Keep only what later restores of this worker can still share.
+        self.store.drop_cache(keep={entry["seq"]})
+
+    # -- loop control (Run._loop_control) ---------------------------------------------------
+    def control(self, name: str, depth: int, iterable: Iterable[Any]
+                ) -> Iterable[tuple[int, Any]]:
+        if self.outer_depth is None and not self.outer_done and name == self.outer:
+            self.outer_depth = depth
+            return self._outer_pairs(iterable)
+        if (self.outer_depth is not None and depth == self.outer_depth + 1
+                and self.cur is not None and self.skipping):
+            return iter(())  # skipped: its end state comes from the checkpoint
+        return enumerate(iterable)
+
+    def _outer_pairs(self, iterable: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+        first, stop = self.first, self.stop
+        if first >= stop:
+            return
+        if isinstance(iterable, Sequence):  # range, list, tuple: jump straight there
+            for i in range(first, min(stop, len(iterable))):
+                yield i, iterable[i]
+            return
+        for i, item in enumerate(iterable):
+            if i >= stop:
+                break
+            if i >= first:
+                yield i, item
+
+    # -- loop events (Run.on_loop) -------------------------------------------------------
+    def hook(self, event: str, name: str, depth: int, index: int) -> None:
+        if self.outer_depth is None or self.outer_done:
+            return
+        if depth == self.outer_depth and name == self.outer:
+            if event == "iteration":
+                self._iteration(index)
+            elif event in ("loop_end", "loop_break"):
+                self._outer_end(event == "loop_end")
+        elif depth == self.outer_depth + 1 and self.skipping and event in ("loop_end",
+                                                                            "loop_break"):
+            assert self.store is not None and self.cur is not None
+            info = self.store.iters.get(self.cur, {})
+            if self.m >= info.get("n_inner", 0):
+                raise ReplayDiverged(
+                    f"iteration {self.cur} of {self.outer!r} runs more inner loops than the "
+                    f"original run recorded ({info.get('n_inner', 0)})")
+            self._restore(self.store.entries.get(("inner", self.cur, self.m)),
+                          f"the end of inner loop {self.m} in iteration {self.cur}")
+            self.m += 1
+
+    def _iteration(self, i: int) -> None:
+        self._iteration_done()
+        self.cur, self.m = i, 0
+        self.skipping = i in self.skip
+        if self.store is not None and (self.skipping or (
+                i == self.first and self.plan.get("restore_first"))):
+            self._restore(self.store.start(i), f"the start of iteration {i}")
+
+    def _iteration_done(self) -> None:
+        if self.cur is not None:
+            if self.skipping and self.store is not None:
+                expected = self.store.iters.get(self.cur, {}).get("n_inner", 0)
+                if self.m != expected:
+                    raise ReplayDiverged(
+                        f"iteration {self.cur} of {self.outer!r} ran {self.m} inner loops, "
+                        f"the original run recorded {expected}")
+            if self.cur >= self.emit_from:
+                self.mark(f"iter {self.cur}")
+        self.cur = None
+
+    def _outer_end(self, completed: bool) -> None:
+        if completed:
+            self._iteration_done()
+        self.outer_done = True
+        self.skipping = False
+        if not completed:
+            return
+        self.mark("loop_end")
+        if self.post_loop:
+            if self.store is not None and self.plan.get("restore_final"):
+                self._restore(self.store.final(), "the end of the loop")
+            return
+        # Nothing after the loops is wanted: stop here instead of running the rest.
+        self.mark("done")
+        run = self.run
+        if run is not None:
+            run.finish("success")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        raise SystemExit(0)

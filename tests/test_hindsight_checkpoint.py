@@ -1,0 +1,162 @@
+"""Recording checkpoints: what is captured, restored, de-duplicated, and how often."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import flowillower as fw
+from flowillower.hindsight.checkpoint import (
+    CheckpointError,
+    CheckpointStore,
+    capture_object,
+    capture_rng,
+    object_kind,
+    restore_object,
+    restore_rng,
+    restore_state,
+)
+
+torch.set_num_threads(1)
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.count = 0
+        self.history: list[float] = []
+
+
+def _net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                               torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+
+
+def test_objects_round_trip_bit_exact() -> None:
+    torch.manual_seed(0)
+    net = _net()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5)
+    arr = np.arange(5.0)
+    holder, box, rng = Holder(), {"a": [1, 2]}, random.Random(3)
+    gen = torch.Generator().manual_seed(7)
+    npgen = np.random.default_rng(5)
+    objects = {"net": net, "opt": opt, "sched": sched, "arr": arr, "holder": holder,
+               "box": box, "rng": rng, "gen": gen, "npgen": npgen}
+    kinds = {k: object_kind(v) for k, v in objects.items()}
+
+    def train_step() -> None:
+        x = torch.randn(6, 4)
+        loss = net(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+    train_step()
+    net.eval()
+    saved = {k: capture_object(kinds[k], v) for k, v in objects.items()}
+    rng_state = capture_rng()
+    expected = [p.detach().clone() for p in net.parameters()]
+    grads = [p.grad.clone() for p in net.parameters()]
+    # Change everything...
+    net.train()
+    train_step()
+    arr += 1
+    holder.count, box["b"] = 5, 1
+    rng.random()
+    torch.randn(3, generator=gen)
+    npgen.random()
+    random.random()
+    np.random.rand()
+    torch.rand(1)
+    # ...and restore.
+    for k, v in objects.items():
+        restore_object(kinds[k], v, saved[k])
+    restore_rng(rng_state)
+    assert all(torch.equal(a, b) for a, b in zip(expected, net.parameters()))
+    assert all(torch.equal(a, p.grad) for a, p in zip(grads, net.parameters()))
+    assert not net.training and not net[3].training
+    assert sched.last_epoch == 1 and opt.param_groups[0]["lr"] == 0.005
+    assert arr.tolist() == [0, 1, 2, 3, 4] and holder.count == 0 and box == {"a": [1, 2]}
+    first = (rng.random(), torch.randn(1, generator=gen).item(), npgen.random(),
+             random.random(), np.random.rand(), torch.rand(1).item())
+    for k, v in objects.items():
+        restore_object(kinds[k], v, saved[k])
+    restore_rng(rng_state)
+    again = (rng.random(), torch.randn(1, generator=gen).item(), npgen.random(),
+             random.random(), np.random.rand(), torch.rand(1).item())
+    assert first == again
+    with pytest.raises(CheckpointError, match="immutable int"):
+        object_kind(3)
+
+
+def _train(tmp_path: Path, epochs: int, pause: float = 0.0, **kwargs) -> tuple[Path, dict]:
+    torch.manual_seed(1)
+    net = torch.nn.Linear(3, 2)
+    frozen = torch.nn.Linear(3, 2)  # never changes: its tensors are stored once
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    run = fw.init(dir=tmp_path, snapshot=False)
+    with fw.checkpointing(net=net, frozen=frozen, opt=opt, **kwargs) as recorder:
+        for _epoch in fw.loop("epoch", range(epochs)):
+            for _step in fw.loop("step", range(3)):
+                loss = net(torch.randn(4, 3)).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                time.sleep(pause)
+            fw.log("loss", loss.item())
+    stats = recorder.stats()
+    fw.finish()
+    return run.dir, stats
+
+
+def test_recording_start_inner_and_final_states(tmp_path: Path) -> None:
+    run_dir, stats = _train(tmp_path, 3, every=1)
+    store = CheckpointStore(run_dir)
+    assert store.meta["outer"] == "epoch" and store.ended == 3
+    assert [k for k in store.entries if k[0] == "start"] == [("start", i, 0) for i in range(3)]
+    assert all(store.skippable(i) for i in range(3)) and store.final() is not None
+    assert stats["captures"] == 7  # 3 x (start + after the inner loop) + final
+    # State at the end of iteration 0's inner loop == what the restore gives back.
+    net = torch.nn.Linear(3, 2)
+    frozen = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    objects = {"net": net, "frozen": frozen, "opt": opt}
+    inner0 = store.load(store.entries[("inner", 0, 0)])
+    restore_state(inner0, objects, store.meta["objects"], None)
+    start1 = store.load(store.start(1))
+    # Nothing runs between the inner loop's end and the next iteration: same tensors.
+    assert all(torch.equal(a, b) for a, b in zip(
+        inner0["objects"]["net"]["state"].values(), start1["objects"]["net"]["state"].values()))
+    # The frozen module was written once, then referenced.
+    files = sorted((run_dir / "checkpoints").glob("c*.pt"))
+    first = torch.load(files[0], weights_only=False)
+    later = torch.load(files[-1], weights_only=False)
+    assert any(k.startswith("/objects/frozen") for k in first["blobs"])
+    assert not any(k.startswith("/objects/frozen") for k in later["blobs"])
+
+
+def test_adaptive_frequency_keeps_overhead_bounded(tmp_path: Path) -> None:
+    # Iterations of ~0 ms: a 2% budget affords only the first one (and the final state).
+    run_dir, stats = _train(tmp_path, 30)
+    assert stats["checkpointed_iterations"][0] == 0
+    assert len(stats["checkpointed_iterations"]) < 30
+    store = CheckpointStore(run_dir)
+    assert store.final() is not None and store.ended == 30
+    # A generous budget checkpoints every iteration.
+    _run_dir, stats = _train(tmp_path / "b", 10, pause=0.005, max_overhead=10.0)
+    assert stats["checkpointed_iterations"] == list(range(10))
+
+
+def test_killed_recording_keeps_complete_files(tmp_path: Path) -> None:
+    run_dir, _ = _train(tmp_path, 2, every=1)
+    manifest = run_dir / "checkpoints" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text() + '{"type": "ckpt", "se')  # torn line
+    (run_dir / "checkpoints" / ".c000009.pt.tmp").write_bytes(b"partial")
+    store = CheckpointStore(run_dir)
+    assert store.ended == 2 and store.skippable(1)
