@@ -24,7 +24,13 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool,
     from ..remote import push
 
     result = push(remote, runs_filter, include_large=include_large, dir=store_dir)
-    print_json(result) if as_json else click.echo(f"pushed to {remote}: {result}")
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"pushed {result['runs']} run(s) to {result['remote']}")
+    if result.get("rejected"):
+        click.echo(f"{len(result['rejected'])} run(s) changed on the remote too: run "
+                   f"`flowillower pull {remote}` and push again: {', '.join(result['rejected'])}")
 
 
 @click.command("pull")
@@ -37,4 +43,8 @@ def pull_command(remote: str, store_dir: str | None, as_json: bool) -> None:
     from ..remote import pull
 
     result = pull(remote, dir=store_dir)
-    print_json(result) if as_json else click.echo(f"pulled from {remote}: {result}")
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"pulled from {result['remote']}: {result['runs_added']} new run(s), "
+               f"{result['files_added']} new file(s)")

@@ -60,17 +60,31 @@ def commit_run(store_root: Path, run_id: str, include_large: bool = False) -> st
                   cwd=run_dir, env=env, input="\0".join(files).encode())
         tree = store_git(git_dir, ["write-tree"], env=env).stdout.decode().strip()
     ref = RUN_REF_PREFIX + run_id
-    previous = _ref_commit(git_dir, ref)
-    if previous:
-        old_tree = store_git(git_dir, ["rev-parse", previous + "^{tree}"]).stdout.decode().strip()
+    # Parents: our last version and the last version pulled from a remote, minus any that
+    # the other already contains. Pulled files are in the folder, so the tree is the union.
+    parents = [c for c in (_ref_commit(git_dir, ref), _ref_commit(git_dir, INCOMING_PREFIX + run_id))
+               if c]
+    if len(parents) == 2:
+        if parents[0] == parents[1] or _is_ancestor(git_dir, parents[1], parents[0]):
+            parents = parents[:1]
+        elif _is_ancestor(git_dir, parents[0], parents[1]):
+            parents = parents[1:]
+    if len(parents) == 1:
+        old_tree = store_git(git_dir, ["rev-parse", parents[0] + "^{tree}"]).stdout.decode().strip()
         if old_tree == tree:
-            return previous
+            store_git(git_dir, ["update-ref", ref, parents[0]])
+            return parents[0]
     args = ["commit-tree", tree, "-m", f"flowillower run {run_id}"]
-    if previous:
-        args += ["-p", previous]
+    for parent in parents:
+        args += ["-p", parent]
     commit = store_git(git_dir, args).stdout.decode().strip()
     store_git(git_dir, ["update-ref", ref, commit])
     return commit
+
+
+def _is_ancestor(git_dir: Path, maybe_ancestor: str, commit: str) -> bool:
+    return store_git(git_dir, ["merge-base", "--is-ancestor", maybe_ancestor, commit],
+                     check=False).returncode == 0
 
 
 def _snapshot_of(run_dir: Path) -> str | None:
