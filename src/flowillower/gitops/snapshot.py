@@ -9,6 +9,7 @@ commit, on any machine.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -67,6 +68,29 @@ def _submodule_sha(top: Path, path: str, recorded: str) -> str:
     return sha if proc.returncode == 0 and len(sha) == 40 else recorded
 
 
+def _blob_sha(data: bytes) -> str:
+    """The id git gives a blob with this content (hashed here: no process, no write)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _write_missing_blobs(store_git_dir: Path, blobs: dict[str, bytes]) -> int:
+    """Add the blobs the store lacks, all in one pack (1,000 loose files cost ~0.4 s)."""
+    if not blobs:
+        return 0
+    shas = list(blobs)
+    check = store_git(store_git_dir, ["cat-file", "--batch-check"],
+                      input="\n".join(shas).encode() + b"\n").stdout.decode().splitlines()
+    missing = [line.split()[0] for line in check if line.endswith(" missing")]
+    if not missing:
+        return 0
+    stream = bytearray()
+    for sha in missing:
+        data = blobs[sha]
+        stream += b"blob\ndata %d\n" % len(data) + data + b"\n"
+    store_git(store_git_dir, ["fast-import", "--quiet"], input=bytes(stream))
+    return len(missing)
+
+
 def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CAP,
                   message: str = "flowillower code snapshot") -> dict[str, Any]:
     """Snapshot the code around `source_dir` into `store_git_dir`.
@@ -90,44 +114,50 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
         top = source_dir
         files, gitlinks = _walk_files(top), []
     info["root"] = str(top)
-    store_prefix = ".flowillower/"
-    kept: list[str] = []
+    entries: list[tuple[str, str, str]] = []  # (mode, blob sha, path)
+    blobs: dict[str, bytes] = {}
     for rel in files:
-        if rel.startswith(store_prefix) or "/.flowillower/" in rel:
+        if rel.startswith(".flowillower/") or "/.flowillower/" in rel:
             continue
+        path = top / rel
         try:
-            st = os.lstat(top / rel)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                mode, data = "120000", os.readlink(path).encode("utf-8", "surrogateescape")
+            elif not stat.S_ISREG(st.st_mode):
+                continue
+            elif st.st_size > size_cap:
+                info["skipped"].append([rel, st.st_size])
+                continue
+            else:
+                mode = "100755" if st.st_mode & 0o111 else "100644"
+                data = path.read_bytes()
         except OSError:
             continue  # tracked but deleted in the working tree: not part of it
-        if stat.S_ISLNK(st.st_mode):
-            kept.append(rel)
-        elif stat.S_ISREG(st.st_mode):
-            if st.st_size > size_cap:
-                info["skipped"].append([rel, st.st_size])
-            else:
-                kept.append(rel)
+        sha = _blob_sha(data)
+        blobs[sha] = data
+        entries.append((mode, sha, rel))
+    entries += [("160000", _submodule_sha(top, p, sha), p) for p, sha in gitlinks]
+    _write_missing_blobs(store_git_dir, blobs)
     with tempfile.TemporaryDirectory(prefix="fw-snap-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        if kept:
-            store_git(store_git_dir, [f"--work-tree={top}", "update-index", "--add", "-z",
-                                      "--stdin"], cwd=top, env=env,
-                      input=b"\0".join(p.encode("utf-8", "surrogateescape") for p in kept))
-        if gitlinks:
-            lines = "".join(f"160000 {_submodule_sha(top, p, sha)}\t{p}\n" for p, sha in gitlinks)
-            store_git(store_git_dir, ["update-index", "--add", "--index-info"], env=env,
-                      input=lines.encode())
+        if entries:
+            listing = b"".join(f"{mode} {sha}\t".encode() + rel.encode("utf-8", "surrogateescape")
+                               + b"\0" for mode, sha, rel in entries)
+            store_git(store_git_dir, ["update-index", "-z", "--add", "--index-info"], env=env,
+                      input=listing)
         tree = store_git(store_git_dir, ["write-tree"], env=env).stdout.decode().strip()
     commit = store_git(store_git_dir, ["commit-tree", tree, "-m", message]
                        ).stdout.decode().strip()
     store_git(store_git_dir, ["update-ref", SNAPSHOT_REF_PREFIX + commit, commit])
     info["snapshot"] = commit
-    info["files"] = len(kept) + len(gitlinks)
+    info["files"] = len(entries)
     if info["head"]:
         # Same content => same tree id: the code differs from HEAD iff the trees differ.
         head_tree = out(["-C", info["root"], "rev-parse", info["head"] + "^{tree}"])
         info["dirty"] = head_tree != tree or bool(info["skipped"])
     elif in_git:
-        info["dirty"] = bool(kept)  # unborn branch: anything present is uncommitted
+        info["dirty"] = bool(entries)  # unborn branch: anything present is uncommitted
     return info
 
 
