@@ -29,9 +29,9 @@ def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int
     transplanted into it) and its checkpoints, in a temporary directory. The schedule is
     shown first; confirm with y (or pass -y).
     """
-    from ..hindsight.replay import replay, report_json
+    from ..hindsight.replay import report_json, run_replay
 
-    report = replay(list(names), runs=runs_filter, workers=workers, yes=yes, dir=store_dir,
+    report = run_replay(list(names), runs=runs_filter, workers=workers, yes=yes, dir=store_dir,
                     script=script,
                     echo=lambda text: click.echo(text, err=True),
                     confirm=lambda _prompt: click.confirm("Replay now?", default=False,

@@ -12,9 +12,11 @@ restores `inner(i, m)` where inner loop m would have ended, so the code between 
 loops runs exactly once on exactly the state it saw originally (FlorDB 3.x restored an
 end-of-epoch state and then trained the epoch again: one optimizer step too many).
 
-Iterations are captured whole (start + all inner loops) or not at all; which ones is
-decided at each iteration start so that the time the training thread spends copying
-stays under `max_overhead` (2%) of the loop's wall time. Copies are made on the training
+An iteration is skippable when the ends of all its inner loops were captured; the start
+of the next iteration is then reached by running the code after the inner loops, so
+start states are only needed where a replay worker enters (iteration 0, and more when
+the budget allows). Which iterations are captured is decided at each iteration start so
+that capturing stays under `max_overhead` (2%) of the loop's wall time. Copies are made on the training
 thread (a consistent snapshot); pickling, de-duplication of unchanged tensors and file
 writes happen in a background thread. Files live in `<run>/checkpoints/` (local only).
 """
@@ -403,7 +405,8 @@ class Recorder:
         self.done = False
         self.seq = 0
         self.captures = 0
-        self.checkpointed: list[int] = []
+        self.checkpointed: list[int] = []  # iterations whose inner-loop ends were captured
+        self.starts: list[int] = []  # iterations whose start was captured
         self.spent = 0.0  # training-thread seconds spent capturing
         self._capture_cost = 0.0  # last capture's copy time
         self._writer: _BackgroundWriter | None = None
@@ -473,31 +476,44 @@ class Recorder:
         self._last_n_inner = max(self._n_inner, 0)
         self._iter = None
 
-    def _should_checkpoint(self, index: int, now: float) -> bool:
+    def _decide(self, index: int, now: float) -> tuple[bool, bool]:
+        """(capture this iteration's inner-loop ends, capture its start) within budget.
+
+        Inner-loop ends make an iteration skippable; a replay reaches the next iteration's
+        start by running the code after the inner loop, so start states are only needed
+        as entry points for parallel workers: taken when the budget has room left.
+        """
         writer = self._writer
         if writer is None or writer.error is not None:
-            return False
+            return False, False
         if self.every is not None:
-            return index % self.every == 0
+            take = index % self.every == 0
+            return take, take
         if self._completed == 0:
-            return True  # the first iteration is every replay's way in
+            return True, True  # every replay's way in
+        if writer.pending() > 1 + self._last_n_inner:
+            return False, False  # still writing an earlier iteration: never pile up copies
         elapsed = now - self._loop_t0
         per_iter = elapsed / self._completed
         # Background writing competes for the CPU too: count its share.
         write_share = writer.write_s / max(1, self.captures) / (os.cpu_count() or 1)
-        cost = (1 + self._last_n_inner) * (self._capture_cost + write_share)
-        if writer.pending() > 1 + self._last_n_inner:
-            return False  # still writing an earlier iteration: never pile up copies
-        return self.spent + cost <= self.max_overhead * (elapsed + per_iter)
+        one = self._capture_cost + write_share
+        left = self.max_overhead * (elapsed + per_iter) - self.spent
+        take_inner = self._last_n_inner * one <= left
+        if take_inner:
+            left -= self._last_n_inner * one
+        return take_inner, take_inner and one <= left
 
     def _iteration(self, index: int) -> None:
         now = _now()
         self._finish_iteration(now)
         self._iter, self._iter_t0 = index, now
         self._inner_time, self._n_inner = 0.0, 0
-        self._ckpt_iter = self._should_checkpoint(index, now)
+        self._ckpt_iter, take_start = self._decide(index, now)
         if self._ckpt_iter:
             self.checkpointed.append(index)
+        if take_start:
+            self.starts.append(index)
             self._capture("start", index, 0)
 
     def _outer_end(self, completed: bool) -> None:
@@ -543,6 +559,7 @@ class Recorder:
         """Overhead figures: captures, seconds on the training thread, bytes written."""
         writer = self._writer
         return {"captures": self.captures, "checkpointed_iterations": list(self.checkpointed),
+                "start_iterations": list(self.starts),
                 "train_thread_s": self.spent,
                 "write_s": writer.write_s if writer else 0.0,
                 "bytes": writer.bytes if writer else 0}
@@ -632,9 +649,9 @@ class CheckpointStore:
         return self.entries.get(("final", self.ended, 0)) if self.ended is not None else None
 
     def skippable(self, i: int) -> bool:
-        """Iteration i completed and has start plus every inner-loop-end state."""
+        """Iteration i completed and every inner loop's end state was captured."""
         info = self.iters.get(i)
-        if not info or not info.get("ckpt") or self.start(i) is None:
+        if not info or not info.get("ckpt"):
             return False
         return all(("inner", i, m) in self.entries for m in range(info["n_inner"]))
 

@@ -484,7 +484,7 @@ class _Replayer:
             # Skipping inner loops relies on the code after them not needing their locals;
             # a run whose skipping replay crashed gets one more try re-executing them.
             retry = [j for j in runnable if j.outcome.status == "failed" and j.plan
-                     and any(t.skip for t in j.plan.tasks) and not report.interrupted]
+                     and not report.interrupted and _skipping_failed(j)]
             if retry:
                 for job in retry:
                     assert job.plan is not None
@@ -530,6 +530,17 @@ class _Replayer:
                     for task in job.tasks:
                         job.results.setdefault(task.id, TaskResult(task.id, None, 0.0, True))
                     self.finalize(job)
+
+
+def _skipping_failed(job: _Job) -> bool:
+    """A worker crashed (not killed by a signal) after skipping an inner loop."""
+    for task in job.tasks:
+        result = job.results.get(task.id)
+        if result is None or result.ok or result.returncode is None or result.returncode < 0:
+            continue
+        if "skipped" in _progress(task.scratch)[1]:
+            return True
+    return False
 
 
 def _force_inner(plan: RunPlan) -> list:
@@ -695,8 +706,24 @@ def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1
     `workers`: processes to run at once (outer iterations are split among them); `yes`:
     do not ask before starting; `script`: the current script holding the new `fw.log`
     statements (default: each run's own script in the working tree). Prints the
-    schedule and progress through `echo`. Returns a `ReplayReport`.
+    schedule and progress through `echo`. Returns a `ReplayReport`. Ctrl-C stops the
+    workers, leaves unfinished runs without values, prints the report and re-raises
+    KeyboardInterrupt.
     """
+    report = run_replay(names, runs, workers, yes, dir, script, echo=echo, confirm=confirm,
+                        executor=executor)
+    if report.interrupted:
+        raise KeyboardInterrupt
+    return report
+
+
+def run_replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1,
+               yes: bool = False, dir: str | os.PathLike[str] | None = None,
+               script: str | os.PathLike[str] | None = None, *,
+               echo: Callable[[str], None] | None = None,
+               confirm: Callable[[str], bool] | None = None,
+               executor: Executor | None = None) -> ReplayReport:
+    """`replay` that returns the report even when interrupted (used by the CLI)."""
     wanted = _split_names(names)
     emit = echo or (lambda text: print(text, file=sys.stderr, flush=True))
     replayer = _Replayer(wanted, runs, workers, yes, dir, script, emit, confirm, executor)

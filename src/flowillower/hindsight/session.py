@@ -7,7 +7,7 @@ JSON plan. When that script's run starts, `Run.__init__` calls `attach`, which
   the original run afterwards; the original run is never written by a worker),
 * makes `fw.arg` return the original run's recorded values,
 * lets the outermost loop yield only the planned iterations, restoring the recorded
-  start-of-iteration state before them,
+  start-of-iteration state before the first of them,
 * skips inner loops of iterations the plan skips, restoring the state recorded where
   each inner loop ended, and
 * ends the process right after the outer loop when nothing after the loops is needed.
@@ -73,6 +73,7 @@ class ReplaySession:
         self.cur: int | None = None
         self.skipping = False
         self.m = 0
+        self._marked_skip = False
         self._progress = open(self.scratch / "progress", "a", encoding="utf-8")
 
     # -- set-up ---------------------------------------------------------------------------
@@ -126,6 +127,9 @@ class ReplaySession:
             return self._outer_pairs(iterable)
         if (self.outer_depth is not None and depth == self.outer_depth + 1
                 and self.cur is not None and self.skipping):
+            if not self._marked_skip:
+                self._marked_skip = True
+                self.mark("skipped")  # a crash after this may come from skipping
             return iter(())  # skipped: its end state comes from the checkpoint
         return enumerate(iterable)
 
@@ -168,8 +172,9 @@ class ReplaySession:
         self._iteration_done()
         self.cur, self.m = i, 0
         self.skipping = i in self.skip
-        if self.store is not None and (self.skipping or (
-                i == self.first and self.plan.get("restore_first"))):
+        # Only where the worker enters: later iterations start from the state the code
+        # after the previous inner loops left, exactly as in the original run.
+        if self.store is not None and i == self.first and self.plan.get("restore_first"):
             self._restore(self.store.start(i), f"the start of iteration {i}")
 
     def _iteration_done(self) -> None:

@@ -1,0 +1,197 @@
+"""Hindsight logging: record overhead and replay speed, against the naive baselines.
+
+Measured in one go on a CPU training script (an MLP, one torch thread, 20 epochs):
+
+1. record overhead: the same loop with and without `fw.checkpointing` (runs alternate,
+   median of each; the recorder's own training-thread time is shown too);
+2. replaying an outer-loop statement over the 20-epoch run vs re-running the run;
+3. replaying an inner-loop statement with 1 and with 2 workers;
+4. the planner's estimate against each measured replay time.
+
+Run: python benchmarks/bench_hindsight.py [--epochs 20] [--steps 120] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+SCRIPT = '''
+import contextlib, json, time
+import torch
+import flowillower as fw
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+epochs = fw.arg("epochs", 20)
+steps = fw.arg("steps", 120)
+width = fw.arg("width", 512)
+batch = fw.arg("batch", 256)
+use_ckpt = fw.arg("ckpt", 1)
+net = torch.nn.Sequential(
+    torch.nn.Linear(128, width), torch.nn.ReLU(), torch.nn.Linear(width, width), torch.nn.ReLU(),
+    torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 10))
+opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+X = torch.randn(4096, 128)
+Y = torch.randint(0, 10, (4096,))
+ctx = (fw.checkpointing(model=net, optimizer=opt, scheduler=sched) if use_ckpt
+       else contextlib.nullcontext())
+t0 = time.perf_counter()
+with ctx as recorder:
+    for epoch in fw.loop("epoch", range(epochs)):
+        net.train()
+        perm = torch.randperm(4096)
+        for step in fw.loop("step", range(steps)):
+            start = (step * batch) % 4096
+            idx = perm[start:start + batch]
+            loss = torch.nn.functional.cross_entropy(net(X[idx]), Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            # INNER
+            fw.log("loss", loss.item())
+        # OUTER
+        sched.step()
+loop_s = time.perf_counter() - t0
+print(json.dumps({"loop_s": loop_s, "stats": recorder.stats() if recorder else None}))
+'''
+
+OUTER_STATEMENT = 'fw.log("wnorm", sum(p.norm().item() for p in net.parameters()))'
+INNER_STATEMENT = 'fw.log("gnorm", net[0].weight.grad.norm().item())'
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWILLOWER_")}
+    src = Path(__file__).resolve().parent.parent / "src"
+    env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def train(root: Path, *kwargs: str) -> tuple[float, float, dict]:
+    """(process wall time, loop wall time, recorder stats) of one training run."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "train.py", "--kwargs", *kwargs], cwd=root,
+                         env=_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, info["loop_s"], info["stats"] or {}
+
+
+def timed_replay(root: Path, names: str, workers: int) -> tuple[float, float, str]:
+    """(seconds, planner estimate, strategy) of one replay, run in a fresh process."""
+    code = textwrap.dedent(f"""
+        import json, time, flowillower as fw
+        t0 = time.perf_counter()
+        r = fw.replay({names!r}, workers={workers}, yes=True, echo=lambda s: None)
+        print(json.dumps({{"s": time.perf_counter() - t0, "est": r.estimate, "ok": r.ok,
+                          "strategy": r.runs[0].strategy if r.runs else "",
+                          "report": str(r)}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=_env(),
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    if not info["ok"]:
+        raise SystemExit(info["report"])
+    return info["s"], info["est"], info["strategy"]
+
+
+def drop_replays(root: Path) -> None:
+    for replays in (root / ".flowillower" / "runs").glob("*/replays"):
+        shutil.rmtree(replays)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=120, help="inner iterations per epoch")
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="record runs per variant (alternating)")
+    args, _unknown = parser.parse_known_args()
+    base = Path(tempfile.mkdtemp(prefix="fw-bench-hindsight-"))
+    try:
+        root = base / "proj"
+        root.mkdir()
+        _git(root, "init", "-q")
+        (root / "train.py").write_text(SCRIPT)
+        kw = [f"epochs={args.epochs}", f"steps={args.steps}", f"width={args.width}"]
+        plain, ckpt, walls, stats = [], [], [], {}
+        for _ in range(args.repeats):  # alternate so drift hits both variants alike
+            _w, loop_s, _ = train(root, *kw, "ckpt=0")
+            plain.append(loop_s)
+            wall, loop_s, stats = train(root, *kw, "ckpt=1")
+            ckpt.append(loop_s)
+            walls.append(wall)
+        # Keep only the last checkpointed run to replay; the plain runs would be replayed
+        # too (re-executed from scratch) and blur the figures.
+        runs = sorted((root / ".flowillower" / "runs").iterdir())
+        keep = max((r for r in runs if (r / "checkpoints").is_dir()), key=lambda r: r.name)
+        for run in runs:
+            if run != keep:
+                shutil.rmtree(run)
+        t_plain, t_ckpt = statistics.median(plain), statistics.median(ckpt)
+        rerun = statistics.median(walls)
+
+        new = SCRIPT.replace("        # OUTER", "        " + OUTER_STATEMENT).replace(
+            "            # INNER", "            " + INNER_STATEMENT)
+        (root / "train.py").write_text(new)
+        outer_s, outer_est, outer_strategy = timed_replay(root, "wnorm", 1)
+        drop_replays(root)
+        outer2_s, outer2_est, _ = timed_replay(root, "wnorm", 2)
+        drop_replays(root)
+        inner1_s, inner1_est, inner_strategy = timed_replay(root, "gnorm", 1)
+        drop_replays(root)
+        inner2_s, inner2_est, _ = timed_replay(root, "gnorm", 2)
+
+        overhead = (t_ckpt - t_plain) / t_plain
+        self_overhead = stats.get("train_thread_s", 0.0) / t_ckpt
+        rows = [
+            ("training loop, no checkpointing (baseline)", f"{t_plain:.1f} s", ""),
+            ("training loop, fw.checkpointing", f"{t_ckpt:.1f} s",
+             f"{overhead:+.2%} wall (bound 2%)"),
+            ("  of which copying on the training thread", f"{stats.get('train_thread_s', 0):.3f} s",
+             f"{self_overhead:.2%}; {len(stats.get('checkpointed_iterations', []))}/"
+             f"{args.epochs} epochs checkpointed, {stats.get('bytes', 0) / 1e6:.0f} MB"),
+            ("re-running the run (naive replay baseline)", f"{rerun:.1f} s", ""),
+            ("replay outer-loop statement, 1 worker", f"{outer_s:.1f} s",
+             f"{rerun / outer_s:.1f}x faster than re-running; estimate {outer_est:.1f} s "
+             f"({outer_est / outer_s - 1:+.0%})"),
+            ("replay outer-loop statement, 2 workers", f"{outer2_s:.1f} s",
+             f"estimate {outer2_est:.1f} s ({outer2_est / outer2_s - 1:+.0%})"),
+            ("replay inner-loop statement, 1 worker", f"{inner1_s:.1f} s",
+             f"estimate {inner1_est:.1f} s ({inner1_est / inner1_s - 1:+.0%})"),
+            ("replay inner-loop statement, 2 workers", f"{inner2_s:.1f} s",
+             f"{inner1_s / inner2_s:.2f}x vs 1 worker; estimate {inner2_est:.1f} s "
+             f"({inner2_est / inner2_s - 1:+.0%})"),
+        ]
+        print(f"hindsight benchmark: {args.epochs} epochs x {args.steps} steps, MLP width "
+              f"{args.width}, 1 torch thread, {os.cpu_count()} CPUs")
+        print(f"outer strategy: {outer_strategy}\ninner strategy: {inner_strategy}")
+        width = max(len(r[0]) for r in rows)
+        for label, value, note in rows:
+            print(f"  {label:<{width}}  {value:>9}  {note}")
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
