@@ -98,3 +98,31 @@ def test_help_lists_commands():
     for command in ("ls", "show", "diff", "checkout", "push", "pull", "df", "rm", "gc",
                     "reindex", "model"):
         assert command in out
+
+
+def test_gc_drops_snapshots_of_deleted_runs_and_checkpoints(tmp_path, monkeypatch, store_dir):
+    from tests.gitrepos import make_repo
+
+    repo = make_repo(tmp_path, "main")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("FLOWILLOWER_DIR", str(repo))
+    shas = []
+    for width in (64, 128):
+        (repo / "lib" / "model.py").write_text(f"WIDTH = {width}\n")
+        run = fw.init()
+        fw.log("x", 1.0)
+        fw.finish()
+        (run.dir / "checkpoints").mkdir()
+        (run.dir / "checkpoints" / "c.bin").write_bytes(b"\0" * 4096)
+        shas.append((run.id, json.loads((run.dir / "run.json").read_text())["git"]["snapshot"]))
+    git_dir = repo / ".flowillower" / "git"
+
+    def has(sha):
+        return subprocess.run(["git", f"--git-dir={git_dir}", "cat-file", "-e", sha]).returncode == 0
+
+    assert has(shas[0][1]) and has(shas[1][1])
+    cli("rm", "-y", shas[0][0])
+    out = cli("gc", "--checkpoints").stdout
+    assert "dropped 1 ref" in out
+    assert not has(shas[0][1]) and has(shas[1][1])
+    assert not list((repo / ".flowillower" / "runs").glob("*/checkpoints"))
