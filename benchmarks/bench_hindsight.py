@@ -8,7 +8,7 @@ Measured in one go on a CPU training script (an MLP, one torch thread, 20 epochs
 3. replaying an inner-loop statement with 1 and with 2 workers;
 4. the planner's estimate against each measured replay time.
 
-Run: python benchmarks/bench_hindsight.py [--epochs 20] [--steps 120] [--repeats 1]
+Run: python benchmarks/bench_hindsight.py [--epochs 20] [--steps 160] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import flowillower as fw
 torch.set_num_threads(1)
 torch.manual_seed(0)
 epochs = fw.arg("epochs", 20)
-steps = fw.arg("steps", 120)
+steps = fw.arg("steps", 160)
 width = fw.arg("width", 512)
 batch = fw.arg("batch", 256)
 use_ckpt = fw.arg("ckpt", 1)
@@ -93,14 +93,16 @@ def train(root: Path, *kwargs: str) -> tuple[float, float, dict]:
     return wall, info["loop_s"], info["stats"] or {}
 
 
-def timed_replay(root: Path, names: str, workers: int) -> tuple[float, float, str]:
-    """(seconds, planner estimate, strategy) of one replay, run in a fresh process."""
+def timed_replay(root: Path, names: str, workers: int) -> tuple[float, float, str, int]:
+    """(seconds, planner estimate, strategy, worker processes) of one replay, run in a
+    fresh process."""
     code = textwrap.dedent(f"""
         import json, time, flowillower as fw
         t0 = time.perf_counter()
         r = fw.replay({names!r}, workers={workers}, yes=True, echo=lambda s: None)
         print(json.dumps({{"s": time.perf_counter() - t0, "est": r.estimate, "ok": r.ok,
                           "strategy": r.runs[0].strategy if r.runs else "",
+                          "tasks": r.runs[0].tasks if r.runs else 0,
                           "report": str(r)}}))
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=_env(),
@@ -110,7 +112,7 @@ def timed_replay(root: Path, names: str, workers: int) -> tuple[float, float, st
     info = json.loads(out.stdout.strip().splitlines()[-1])
     if not info["ok"]:
         raise SystemExit(info["report"])
-    return info["s"], info["est"], info["strategy"]
+    return info["s"], info["est"], info["strategy"], info["tasks"]
 
 
 def drop_replays(root: Path) -> None:
@@ -121,10 +123,10 @@ def drop_replays(root: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=120, help="inner iterations per epoch")
+    parser.add_argument("--steps", type=int, default=160, help="inner iterations per epoch")
     parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="record runs per variant (alternating)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="record runs per variant (order A B B A ...: drift cancels)")
     args, _unknown = parser.parse_known_args()
     base = Path(tempfile.mkdtemp(prefix="fw-bench-hindsight-"))
     try:
@@ -134,12 +136,15 @@ def main() -> int:
         (root / "train.py").write_text(SCRIPT)
         kw = [f"epochs={args.epochs}", f"steps={args.steps}", f"width={args.width}"]
         plain, ckpt, walls, stats = [], [], [], {}
-        for _ in range(args.repeats):  # alternate so drift hits both variants alike
-            _w, loop_s, _ = train(root, *kw, "ckpt=0")
-            plain.append(loop_s)
-            wall, loop_s, stats = train(root, *kw, "ckpt=1")
-            ckpt.append(loop_s)
-            walls.append(wall)
+        for k in range(args.repeats):  # A B, B A, ...: a linear drift hits both alike
+            for variant in ("ckpt=0", "ckpt=1") if k % 2 == 0 else ("ckpt=1", "ckpt=0"):
+                wall, loop_s, run_stats = train(root, *kw, variant)
+                if variant == "ckpt=0":
+                    plain.append(loop_s)
+                else:
+                    ckpt.append(loop_s)
+                    walls.append(wall)
+                    stats = run_stats
         # Keep only the last checkpointed run to replay; the plain runs would be replayed
         # too (re-executed from scratch) and blur the figures.
         runs = sorted((root / ".flowillower" / "runs").iterdir())
@@ -153,13 +158,13 @@ def main() -> int:
         new = SCRIPT.replace("        # OUTER", "        " + OUTER_STATEMENT).replace(
             "            # INNER", "            " + INNER_STATEMENT)
         (root / "train.py").write_text(new)
-        outer_s, outer_est, outer_strategy = timed_replay(root, "wnorm", 1)
+        outer_s, outer_est, outer_strategy, _ = timed_replay(root, "wnorm", 1)
         drop_replays(root)
-        outer2_s, outer2_est, _ = timed_replay(root, "wnorm", 2)
+        outer2_s, outer2_est, _, outer2_tasks = timed_replay(root, "wnorm", 2)
         drop_replays(root)
-        inner1_s, inner1_est, inner_strategy = timed_replay(root, "gnorm", 1)
+        inner1_s, inner1_est, inner_strategy, _ = timed_replay(root, "gnorm", 1)
         drop_replays(root)
-        inner2_s, inner2_est, _ = timed_replay(root, "gnorm", 2)
+        inner2_s, inner2_est, _, inner2_tasks = timed_replay(root, "gnorm", 2)
 
         overhead = (t_ckpt - t_plain) / t_plain
         self_overhead = stats.get("train_thread_s", 0.0) / t_ckpt
@@ -175,11 +180,14 @@ def main() -> int:
              f"{rerun / outer_s:.1f}x faster than re-running; estimate {outer_est:.1f} s "
              f"({outer_est / outer_s - 1:+.0%})"),
             ("replay outer-loop statement, 2 workers", f"{outer2_s:.1f} s",
-             f"estimate {outer2_est:.1f} s ({outer2_est / outer2_s - 1:+.0%})"),
+             f"{outer2_tasks} process(es): " + ("not split, start-up dominates; " if
+                                               outer2_tasks == 1 else "")
+             + f"estimate {outer2_est:.1f} s ({outer2_est / outer2_s - 1:+.0%})"),
             ("replay inner-loop statement, 1 worker", f"{inner1_s:.1f} s",
              f"estimate {inner1_est:.1f} s ({inner1_est / inner1_s - 1:+.0%})"),
             ("replay inner-loop statement, 2 workers", f"{inner2_s:.1f} s",
-             f"{inner1_s / inner2_s:.2f}x vs 1 worker; estimate {inner2_est:.1f} s "
+             f"{inner1_s / inner2_s:.2f}x vs 1 worker ({inner2_tasks} processes); "
+             f"estimate {inner2_est:.1f} s "
              f"({inner2_est / inner2_s - 1:+.0%})"),
         ]
         print(f"hindsight benchmark: {args.epochs} epochs x {args.steps} steps, MLP width "

@@ -259,3 +259,90 @@ def test_analysis_follows_helper_functions() -> None:
     assert infos["helper_outer"].place == "outer"
     assert infos["setup"].place == "pre"
     assert infos["after"].place == "post"
+
+
+def test_new_imports_and_helper_functions_come_along() -> None:
+    old = src('''
+        import flowillower as fw
+        net = build()
+        for epoch in fw.loop("epoch", range(3)):
+            train(net)
+        ''')
+    new = src('''
+        import math
+        import flowillower as fw
+
+        def norm(m):
+            return math.sqrt(sum(float((p * p).sum()) for p in m.parameters()))
+
+        model = build()
+        for epoch in fw.loop("epoch", range(3)):
+            train(model)
+            fw.log("norm", norm(model))
+        ''')
+    result = transplant(old, new, ["norm"])
+    tree = ast.parse(result.source)
+    kinds = [type(s).__name__ for s in tree.body]
+    assert kinds == ["Import", "Import", "FunctionDef", "Assign", "For"]
+    assert ast.unparse(tree.body[-1].body[-1]) == "fw.log('norm', norm(net))"
+    assert "carried math, norm" in result.placements[-1].where
+
+
+def test_comprehension_variables_are_not_free_names() -> None:
+    old = 'import flowillower as fw\nnet = make()\nfor e in fw.loop("epoch", range(2)):\n    train(net)\n'
+    new = old + '    fw.log("w", sum(p.norm() for p in net.parameters()))\n'
+    assert "fw.log('w', sum((p.norm() for p in net.parameters())))" in transplant(
+        old, new, ["w"]).source
+
+
+def _fake_run(tmp_path, n: int, iter_s: float, setup_s: float, starts: list[int]):
+    """A RunInfo with a hand-written checkpoint manifest (no training needed)."""
+    import json
+
+    from flowillower.hindsight.checkpoint import CheckpointStore
+    from flowillower.hindsight.planner import RunInfo
+
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir(parents=True)
+    lines = [{"type": "meta", "outer": "epoch", "objects": {}, "setup_s": setup_s}]
+    seq = 0
+    for i in range(n):
+        for kind in (["start"] if i in starts else []) + ["inner"]:
+            (ckpt / f"c{seq:06d}.pt").write_bytes(b"")
+            lines.append({"type": "ckpt", "seq": seq, "kind": kind, "i": i, "m": 0,
+                          "file": f"c{seq:06d}.pt", "bytes": 1000})
+            seq += 1
+        lines.append({"type": "iter", "i": i, "t": iter_s, "inner": iter_s * 0.9,
+                      "n_inner": 1, "ckpt": True})
+    (ckpt / f"c{seq:06d}.pt").write_bytes(b"")
+    lines.append({"type": "ckpt", "seq": seq, "kind": "final", "i": n, "m": 0,
+                  "file": f"c{seq:06d}.pt", "bytes": 1000})
+    lines.append({"type": "end", "n": n})
+    (ckpt / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    store = CheckpointStore(tmp_path)
+    return RunInfo("run", tmp_path, {}, None, "success", {}, "epoch", n, True,
+                   [iter_s] * n, [iter_s * 0.9] * n, setup_s, 0.0, store, set())
+
+
+def test_planner_strategies_estimates_and_splits(tmp_path) -> None:
+    from flowillower.hindsight.planner import StatementInfo, plan_run, schedule
+
+    outer = [StatementInfo(["w"], 5, "outer")]
+    inner = [StatementInfo(["g"], 7, "inner", {"inner"})]
+    info = _fake_run(tmp_path / "a", 20, 1.0, 20.0, starts=[0, 5, 10, 15])
+    plan = plan_run(info, outer)
+    assert "inner loops skipped via checkpoints" in plan.strategy
+    assert plan.tasks[0].skip == list(range(20))
+    # 20 s set-up + 20 x (0.1 s outside the inner loop + 2 restores) + exit
+    assert 22.0 < plan.estimate < 22.5
+    assert schedule([plan], 2) == plan.estimate and len(plan.tasks) == 1  # set-up dominates
+    info = _fake_run(tmp_path / "b", 20, 1.0, 2.0, starts=[0, 5, 10, 15])
+    plan = plan_run(info, inner)
+    assert "re-executed from the nearest checkpoint" in plan.strategy
+    total = schedule([plan], 2)
+    assert [(t.first, t.stop) for t in plan.tasks] == [(0, 10), (10, 20)]
+    assert plan.tasks[1].restore_first and 12.0 < total < 12.5
+    carried = [StatementInfo(["b"], 9, "outer", {"carried"})]
+    plan = plan_run(info, carried)
+    schedule([plan], 2)
+    assert len(plan.tasks) == 1 and "in order from the first iteration" in plan.strategy

@@ -613,6 +613,7 @@ class CheckpointStore:
         self.ended: int | None = None
         self._cache: dict[int, dict[str, Any]] = {}
         self._files: dict[int, str] = {}
+        self.last_used: set[int] = set()  # files the last `load` read
         self._read_manifest()
 
     @property
@@ -671,10 +672,12 @@ class CheckpointStore:
 
     def load(self, entry: dict[str, Any]) -> dict[str, Any]:
         """The state tree of a manifest entry, shared tensors resolved."""
+        self.last_used = {entry["seq"]}
         return self._resolve(self._load_file(entry["seq"])["tree"])
 
     def _resolve(self, x: Any) -> Any:
         if isinstance(x, BlobRef):
+            self.last_used.add(x.seq)
             return self._load_file(x.seq)["blobs"][x.key]
         if isinstance(x, dict):
             return {k: self._resolve(v) for k, v in x.items()}

@@ -60,6 +60,7 @@ class RunOutcome:
     estimate: float = 0.0
     seconds: float = 0.0
     values: dict[str, int] = field(default_factory=dict)
+    tasks: int = 0  # worker processes used
     replay_file: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -250,6 +251,7 @@ class _Replayer:
         for job in live:
             assert job.plan is not None
             job.outcome.estimate = job.plan.estimate
+            job.outcome.tasks = len(job.plan.tasks)
         return estimate
 
     def describe(self, estimate: float) -> str:
@@ -495,6 +497,7 @@ class _Replayer:
                         + (first_error[0].strip() if first_error else "error")
                         + "); re-executed them instead")
                     job.outcome.strategy = job.plan.strategy
+                    job.outcome.tasks = len(job.plan.tasks)
                     job.attempt += 1
                     job.finished = False
                     job.results = {}

@@ -116,8 +116,8 @@ class ReplaySession:
                 raise CheckpointError(f"checkpointed object {name!r} was a {kind}, the replayed "
                                       f"code registers a {object_kind(obj)}")
         restore_state(self.store.load(entry), self.objects, kinds, self.run)
-        # Keep only what later restores of this worker can still share.
-        self.store.drop_cache(keep={entry["seq"]})
+        # Keep only the files this state came from: later states mostly share them.
+        self.store.drop_cache(keep=self.store.last_used)
 
     # -- loop control (Run._loop_control) ---------------------------------------------------
     def control(self, name: str, depth: int, iterable: Iterable[Any]

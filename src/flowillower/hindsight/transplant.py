@@ -217,9 +217,17 @@ def align(new: list[ast.stmt], old: list[ast.stmt]) -> dict[int, int]:
 
 
 def names_read(node: ast.AST) -> set[str]:
-    """Variables a statement or expression reads (not counting names it binds first)."""
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
-            and isinstance(n.ctx, ast.Load)}
+    """Variables a statement or expression reads from its scope (names bound by its own
+    comprehensions and lambdas excluded)."""
+    loads, local = set(), set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+            loads.add(n.id)
+        elif isinstance(n, ast.comprehension):
+            local |= _target_names(n.target)
+        elif isinstance(n, ast.Lambda):
+            local |= {a.arg for a in ast.walk(n.args) if isinstance(a, ast.arg)}
+    return loads - local
 
 
 def _target_names(target: ast.AST) -> set[str]:
@@ -591,6 +599,7 @@ class _Transplanter:
         present: list[str] = []
         old_bound_all = names_bound(self.old_tree)
         seen_units: set[int] = set()
+        carried_defs: dict[int, ast.stmt] = {}
         for stmt, loc, logged in self.targets():
             spot = self.place(stmt, loc)
             if spot.how == "present":
@@ -604,25 +613,71 @@ class _Transplanter:
             mapping = self._rename_map(nodes, old_bound_all)
             renamed = [_Rename(mapping).visit(copy.deepcopy(n)) for n in nodes]
             self._last_mapping = mapping
-            self._check_names(renamed, stmt, loc, spot)
+            defs = [d for d in self._module_defs(renamed, old_bound_all)
+                    if id(d) not in carried_defs]
+            for d in defs:
+                carried_defs[id(d)] = d
+            extra = set().union(*(names_bound(d, descend=False) for d in carried_defs.values())
+                                ) if carried_defs else set()
+            self._check_names(renamed, stmt, loc, spot, extra)
             line, col = self._insertion_point(spot)
             where = ("at the start of its block" if spot.anchor is None else
                      f"{spot.how} `{_short(spot.anchor)}` (old line {spot.anchor.lineno})")
             insertions.append(_Insertion(line, col, renamed, spot, Placement(
                 list(logged), stmt.lineno, line + 1, where, mapping, len(spot.helpers))))
+        if carried_defs:
+            insertions.append(self._module_insertion(list(carried_defs.values())))
         source = self._apply(insertions)
         return TransplantResult(source, [i.placement for i in insertions], present,
                                 bool(insertions))
 
+    def _module_defs(self, nodes: list[ast.stmt], old_bound: set[str]) -> list[ast.stmt]:
+        """New top-level imports and function/class definitions `nodes` need that the old
+        version lacks (e.g. `import numpy as np` or a helper function added since)."""
+        needed = set().union(*(names_read(n) for n in nodes)) - old_bound - _BUILTINS
+        found: list[ast.stmt] = []
+        handled: set[str] = set()
+        while needed:
+            name = needed.pop()
+            handled.add(name)
+            for top in self.new_tree.body:
+                if not isinstance(top, (ast.Import, ast.ImportFrom, ast.FunctionDef,
+                                        ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
+                if name in names_bound(top, descend=False) and all(t is not top for t in found):
+                    found.append(top)
+                    if not isinstance(top, (ast.Import, ast.ImportFrom)):
+                        inner = names_read(top) - names_bound(top) - old_bound - _BUILTINS
+                        needed |= inner - handled
+                    break
+        return [d for d in self.new_tree.body if any(d is f for f in found)]  # new order
+
+    def _module_insertion(self, defs: list[ast.stmt]) -> _Insertion:
+        """Carried imports/definitions go right after the old version's imports."""
+        body = self.old_tree.body
+        imports = [s for s in body if isinstance(s, (ast.Import, ast.ImportFrom))]
+        if imports:
+            spot = _Spot(body, imports[-1], "after", [], None, defs[0])
+        else:
+            first = 1 if (body and isinstance(body[0], ast.Expr)
+                          and isinstance(body[0].value, ast.Constant)) else 0
+            anchor = body[first] if first < len(body) else body[-1]
+            spot = _Spot(body, anchor, "before" if first < len(body) else "after", [], None,
+                         defs[0])
+        line, col = self._insertion_point(spot)
+        names = sorted(set().union(*(names_bound(d, descend=False) for d in defs)))
+        return _Insertion(line, col, defs, spot, Placement(
+            [], defs[0].lineno, line + 1, f"module level: carried {', '.join(names)}"))
+
     def _check_names(self, nodes: list[ast.stmt], stmt: ast.stmt, loc: _Loc,
-                     spot: _Spot) -> None:
+                     spot: _Spot, extra: set[str]) -> None:
         """Every name read must be bound at the insertion point of the old version.
 
         A name the current script itself only has from an earlier loop iteration (read
         before it is assigned in the loop body) may be loop-carried in the old one too.
         """
         available = available_names(self.old_tree, self.old_alias, spot.block, spot.anchor,
-                                    spot.how)
+                                    spot.how) | extra
         new_available = available_names(self.new_tree, self.new_alias, loc.block,
                                         loc.block[loc.index], "before")
         needed: set[str] = set()
