@@ -43,6 +43,14 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _default_name(run_id: str) -> str:
+    """`<script>-<4 hex>`: readable in tables, unique enough next to the start time."""
+    import sys
+
+    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else ""
+    return f"{script or 'run'}-{run_id[-4:]}"
+
+
 class StepHook:
     """Handle returned by `Run.on_step`; `.remove()` unregisters the callback."""
 
@@ -80,7 +88,7 @@ class Run:
         self.store_root = find_store_root(dir)
         self.id = run_id or new_run_id()
         self.project = project or self.store_root.parent.name
-        self.name = name or self.id
+        self.name = name or _default_name(self.id)
         self.tags = list(tags or [])
         self.notes = notes or ""
         self.created = _now()
