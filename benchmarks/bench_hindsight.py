@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 SCRIPT = '''
-import contextlib, json, time
+import contextlib, json, resource, time
 import torch
 import flowillower as fw
 
@@ -46,7 +46,10 @@ X = torch.randn(4096, 128)
 Y = torch.randint(0, 10, (4096,))
 ctx = (fw.checkpointing(model=net, optimizer=opt, scheduler=sched) if use_ckpt
        else contextlib.nullcontext())
-t0 = time.perf_counter()
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads, the writer included
+    return usage.ru_utime + usage.ru_stime
+t0, c0 = time.perf_counter(), cpu()
 with ctx as recorder:
     for epoch in fw.loop("epoch", range(epochs)):
         net.train()
@@ -62,8 +65,9 @@ with ctx as recorder:
             fw.log("loss", loss.item())
         # OUTER
         sched.step()
-loop_s = time.perf_counter() - t0
-print(json.dumps({"loop_s": loop_s, "stats": recorder.stats() if recorder else None}))
+loop_s, cpu_s = time.perf_counter() - t0, cpu() - c0
+print(json.dumps({"loop_s": loop_s, "cpu_s": cpu_s,
+                  "stats": recorder.stats() if recorder else None}))
 '''
 
 OUTER_STATEMENT = 'fw.log("wnorm", sum(p.norm().item() for p in net.parameters()))'
@@ -81,8 +85,8 @@ def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
 
-def train(root: Path, *kwargs: str) -> tuple[float, float, dict]:
-    """(process wall time, loop wall time, recorder stats) of one training run."""
+def train(root: Path, *kwargs: str) -> tuple[float, float, float, dict]:
+    """(process wall time, loop wall time, loop CPU time, recorder stats) of one run."""
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "train.py", "--kwargs", *kwargs], cwd=root,
                          env=_env(), capture_output=True, text=True)
@@ -90,7 +94,7 @@ def train(root: Path, *kwargs: str) -> tuple[float, float, dict]:
     if out.returncode:
         raise SystemExit(out.stderr)
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    return wall, info["loop_s"], info["stats"] or {}
+    return wall, info["loop_s"], info["cpu_s"], info["stats"] or {}
 
 
 def timed_replay(root: Path, names: str, workers: int) -> tuple[float, float, str, int]:
@@ -135,16 +139,20 @@ def main() -> int:
         _git(root, "init", "-q")
         (root / "train.py").write_text(SCRIPT)
         kw = [f"epochs={args.epochs}", f"steps={args.steps}", f"width={args.width}"]
-        plain, ckpt, walls, stats = [], [], [], {}
+        plain, ckpt, plain_cpu, ckpt_cpu, walls, stats = [], [], [], [], [], {}
+        load_before = os.getloadavg()[0]
         for k in range(args.repeats):  # A B, B A, ...: a linear drift hits both alike
             for variant in ("ckpt=0", "ckpt=1") if k % 2 == 0 else ("ckpt=1", "ckpt=0"):
-                wall, loop_s, run_stats = train(root, *kw, variant)
+                wall, loop_s, cpu_s, run_stats = train(root, *kw, variant)
                 if variant == "ckpt=0":
                     plain.append(loop_s)
+                    plain_cpu.append(cpu_s)
                 else:
                     ckpt.append(loop_s)
+                    ckpt_cpu.append(cpu_s)
                     walls.append(wall)
                     stats = run_stats
+        load_after = os.getloadavg()[0]
         # Keep only the last checkpointed run to replay; the plain runs would be replayed
         # too (re-executed from scratch) and blur the figures.
         runs = sorted((root / ".flowillower" / "runs").iterdir())
@@ -152,7 +160,9 @@ def main() -> int:
         for run in runs:
             if run != keep:
                 shutil.rmtree(run)
-        t_plain, t_ckpt = statistics.median(plain), statistics.median(ckpt)
+        # The fastest of each variant: the run least disturbed by other load.
+        t_plain, t_ckpt = min(plain), min(ckpt)
+        c_plain, c_ckpt = min(plain_cpu), min(ckpt_cpu)
         rerun = statistics.median(walls)
 
         new = SCRIPT.replace("        # OUTER", "        " + OUTER_STATEMENT).replace(
@@ -167,11 +177,13 @@ def main() -> int:
         inner2_s, inner2_est, _, inner2_tasks = timed_replay(root, "gnorm", 2)
 
         overhead = (t_ckpt - t_plain) / t_plain
+        cpu_overhead = (c_ckpt - c_plain) / c_plain
         self_overhead = stats.get("train_thread_s", 0.0) / t_ckpt
         rows = [
             ("training loop, no checkpointing (baseline)", f"{t_plain:.1f} s", ""),
             ("training loop, fw.checkpointing", f"{t_ckpt:.1f} s",
-             f"{overhead:+.2%} wall (bound 2%)"),
+             f"{overhead:+.2%} wall (bound 2%); {cpu_overhead:+.2%} CPU time "
+             f"({c_plain:.1f} -> {c_ckpt:.1f} s)"),
             ("  of which copying on the training thread", f"{stats.get('train_thread_s', 0):.3f} s",
              f"{self_overhead:.2%}; {len(stats.get('checkpointed_iterations', []))}/"
              f"{args.epochs} epochs checkpointed, {stats.get('bytes', 0) / 1e6:.0f} MB"),
@@ -193,6 +205,10 @@ def main() -> int:
         print(f"hindsight benchmark: {args.epochs} epochs x {args.steps} steps, MLP width "
               f"{args.width}, 1 torch thread, {os.cpu_count()} CPUs")
         print(f"outer strategy: {outer_strategy}\ninner strategy: {inner_strategy}")
+        print(f"load average {load_before:.2f} before, {load_after:.2f} after the record runs "
+              f"(min of {args.repeats} runs per variant; all loop times: "
+              f"{', '.join(f'{t:.1f}' for t in plain)} s without, "
+              f"{', '.join(f'{t:.1f}' for t in ckpt)} s with)")
         width = max(len(r[0]) for r in rows)
         for label, value, note in rows:
             print(f"  {label:<{width}}  {value:>9}  {note}")

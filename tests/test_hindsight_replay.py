@@ -80,8 +80,8 @@ def quiet(_text: str) -> None:
 
 
 def no_setup_cost(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiny test runs: make the planner believe a worker starts for free, so it splits
-    the outer iterations among the workers."""
+    """Tiny test runs on a shared machine: make the planner believe a worker starts for
+    free and has a core of its own, so it splits the outer iterations among workers."""
     original = planner.load_run_info
 
     def patched(run_dir: Path) -> planner.RunInfo:
@@ -89,11 +89,12 @@ def no_setup_cost(monkeypatch: pytest.MonkeyPatch) -> None:
         info.setup_s = 0.0
         return info
 
+    from flowillower.hindsight import replay as replay_module
+
     monkeypatch.setattr(planner, "load_run_info", patched)
     monkeypatch.setattr(planner, "PROCESS_EXIT_S", 0.0)
     monkeypatch.setattr(planner, "SPLIT_GAIN", 0.999)
-    from flowillower.hindsight import replay as replay_module
-
+    monkeypatch.setattr(replay_module, "effective_workers", lambda n: n)
     monkeypatch.setattr(replay_module, "load_run_info", patched)
 
 
@@ -401,3 +402,27 @@ def test_cli_confirmation_and_json(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     payload = json.loads(done.output[done.output.index("{\n"):])
     assert payload["ok"] and payload["runs"][0]["values"] == {"wmax": 2}
+
+
+def test_script_without_fw_loop_is_re_executed(tmp_path: Path) -> None:
+    old = '''
+        import numpy as np
+        import flowillower as fw
+
+        w = np.zeros(3)
+        for e in range(3):
+            with fw.iteration("epoch", e):
+                w += e
+                fw.log("loss", float(w.sum()))
+    '''
+    root = make_project(tmp_path / "proj")
+    run_script(root, "train.py", old)
+    new = old.replace('fw.log("loss", float(w.sum()))',
+                      'fw.log("loss", float(w.sum()))\n                fw.log("w0", float(w[0]))')
+    (root / "train.py").write_text(textwrap.dedent(new).lstrip())
+    report = fw.replay("w0", dir=root, yes=True, echo=quiet)
+    assert report.ok, str(report)
+    assert "no fw.loop" in report.runs[0].strategy
+    (run_id,) = run_ids(root / ".flowillower")
+    assert values(root / ".flowillower" / "runs" / run_id, "w0") == {
+        ((0,), 0): 0.0, ((1,), 1): 1.0, ((2,), 2): 3.0}

@@ -514,7 +514,7 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
     def iter_cost(i: int, skip: bool) -> float:
         if skip:
             n_inner = store.iters.get(i, {}).get("n_inner", 0)
-            return max(0.0, times[i] - inner[i]) + restore * (1 + n_inner)
+            return max(0.0, times[i] - inner[i]) + restore * n_inner
         return times[i]
 
     def task(first: int, stop: int, emit_from: int, skip: list[int], post_loop: bool,
@@ -530,6 +530,13 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
         return TaskPlan(info.run_id, first, stop, emit_from, sorted(skip), restore_first,
                         post_loop, restore_final, run_level, cost)
 
+    if info.outer is None:
+        strategy = "re-executed from the start (the run recorded no fw.loop)"
+        whole = task(0, 0, 0, [], True, True)
+        duration = (info.summary or {}).get("duration")
+        if duration:
+            whole.estimate = max(whole.estimate, float(duration) + PROCESS_EXIT_S)
+        return RunPlan(info, statements, strategy, [whole], notes, False, dropped)
     if not loopwork:
         if post and not (store.exists and store.final() is not None):
             # No final state recorded: the loop has to run to get there.
@@ -596,7 +603,7 @@ def _split(plan: RunPlan, t: TaskPlan) -> tuple[TaskPlan, TaskPlan] | None:
     def body(i: int) -> float:
         if i in skip:
             n_inner = store.iters.get(i, {}).get("n_inner", 0)
-            return max(0.0, info.iter_times[i] - info.inner_times[i]) + restore * (1 + n_inner)
+            return max(0.0, info.iter_times[i] - info.inner_times[i]) + restore * n_inner
         return info.iter_times[i]
 
     total = sum(body(i) for i in range(t.first, t.stop))
@@ -624,9 +631,24 @@ def _split(plan: RunPlan, t: TaskPlan) -> tuple[TaskPlan, TaskPlan] | None:
     return a, b
 
 
+def effective_workers(workers: int) -> int:
+    """Workers that will really run side by side: no more than the cores other
+    processes leave free (from the load average), at least one."""
+    import os
+
+    workers = max(1, int(workers))
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        busy = 0.0
+    free = max(1, int(cores - busy + 0.5))
+    return max(1, min(workers, free))
+
+
 def schedule(plans: list[RunPlan], workers: int) -> float:
     """Split outer iterations among `workers` while that shortens the replay; return the
-    estimated wall time."""
+    estimated wall time. Pass `effective_workers(n)` to account for a busy machine."""
     workers = max(1, workers)
     while True:
         tasks = [(p, t) for p in plans for t in p.tasks]

@@ -35,6 +35,7 @@ from .planner import (
     RunPlan,
     TaskPlan,
     analyze,
+    effective_workers,
     load_run_info,
     plan_json,
     plan_run,
@@ -205,11 +206,14 @@ class _Replayer:
         if self.script is not None:
             new_path = self.script
         else:
-            new_path = self.store.root.parent / rel
+            # The script as it is now: where the run found it, else in this project.
+            candidates = [root / rel, self.store.root.parent / rel, Path.cwd() / rel]
+            new_path = next((c for c in candidates if c.is_file()), candidates[0])
         try:
             new_src = new_path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise FlowillowerError(f"cannot read the current script {new_path}: {exc}") from None
+            raise FlowillowerError(f"cannot read the current script {new_path}: {exc}; pass "
+                                   "script= (--script) to name it") from None
         try:
             old_src = read_file(self.store.git_dir, sha, rel)
         except Exception as exc:
@@ -242,12 +246,19 @@ class _Replayer:
                 job.outcome.status = "failed"
                 job.outcome.message = str(exc)
                 job.finished = True
+            except Exception as exc:  # a damaged run must not stop the others
+                job.outcome.status = "failed"
+                job.outcome.message = f"could not plan this run: {type(exc).__name__}: {exc}"
+                job.finished = True
         live = [j for j in self.jobs if j.plan is not None and j.outcome.names]
         for job in self.jobs:
             if job.plan is not None and not job.outcome.names:
                 job.outcome.status = "skipped"
+                job.outcome.message = "nothing left that this run can replay"
                 job.finished = True
-        estimate = schedule([j.plan for j in live if j.plan], self.workers)
+        # Plan for the cores actually free: on a busy machine a second worker mostly
+        # waits, and splitting would only pay the set-up twice.
+        estimate = schedule([j.plan for j in live if j.plan], effective_workers(self.workers))
         for job in live:
             assert job.plan is not None
             job.outcome.estimate = job.plan.estimate
@@ -503,7 +514,7 @@ class _Replayer:
                     job.results = {}
                     job.outcome.status = "planned"
                     job.outcome.message = ""
-                schedule([j.plan for j in retry if j.plan], self.workers)
+                schedule([j.plan for j in retry if j.plan], effective_workers(self.workers))
                 self._execute(retry, base, report)
         finally:
             if not os.environ.get("FLOWILLOWER_KEEP_REPLAY_DIR"):
