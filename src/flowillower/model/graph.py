@@ -19,6 +19,7 @@ nodes. `collapse()` derives the module-level view (the default) or any depth fro
 from __future__ import annotations
 
 import dataclasses
+import gc
 import inspect
 import threading
 import time
@@ -164,6 +165,7 @@ class _Recorder(TorchFunctionMode):
         self.truncated = False
         self.busy = False  # set while our own hook code runs: don't record its tensor calls
         self.recording = False
+        self.internal_error: str | None = None
         info = {m["path"]: m for m in tree["modules"]}
         self.params = {p: m["params"] for p, m in info.items()}
         self.series: dict[str, list[str]] = {}
@@ -202,6 +204,8 @@ class _Recorder(TorchFunctionMode):
         if self._full():
             return None
         group = self.stack[-1] if self.stack else None
+        if group is not None and group["id"] is None:
+            return None
         nid = f"o{self.n_ops}"
         self.n_ops += 1
         self.nodes.append({
@@ -233,18 +237,21 @@ class _Recorder(TorchFunctionMode):
         if self.busy or not self.recording:
             return out
         # Inside this handler the mode is off, so `.shape` etc. below aren't re-intercepted.
-        outs: list = []
-        _flat(out, outs)
-        name, mutates = _op_name(func)
-        if not outs and mutates and args and isinstance(args[0], _Tensor):
-            outs = [args[0]]  # x[i] = v, x += 1: the mutated tensor is the output
-        if not outs:
-            return out  # size(), dim(), .dtype, .grad_fn: metadata, not data flow
-        ins: list = []
-        _flat(args, ins)
-        if kwargs:
-            _flat(kwargs, ins)
-        self.add_op(name, ins, outs)
+        try:
+            outs: list = []
+            _flat(out, outs)
+            name, mutates = _op_name(func)
+            if not outs and mutates and args and isinstance(args[0], _Tensor):
+                outs = [args[0]]  # x[i] = v, x += 1: the mutated tensor is the output
+            if not outs:
+                return out  # size(), dim(), .dtype, .grad_fn: metadata, not data flow
+            ins: list = []
+            _flat(args, ins)
+            if kwargs:
+                _flat(kwargs, ins)
+            self.add_op(name, ins, outs)
+        except Exception as exc:  # recording must never break the model's forward
+            self.internal_error = self.internal_error or _format_error(exc)
         return out
 
     # -- module hooks ------------------------------------------------------------------
@@ -253,6 +260,9 @@ class _Recorder(TorchFunctionMode):
             return
         self.busy = True
         try:
+            if self._full():  # keep the stack balanced for post_hook, record nothing
+                self.stack.append({"id": None, "path": path})
+                return
             k = self.calls.get(path, 0)
             self.calls[path] = k + 1
             parent = self.stack[-1] if self.stack else None
@@ -287,7 +297,7 @@ class _Recorder(TorchFunctionMode):
                 if top["path"] == path:
                     node = top
                     break
-            if node is None:
+            if node is None or node["id"] is None:
                 return
             outs: list = []
             _flat(output, outs)
@@ -409,6 +419,10 @@ def capture_graph(model: Any, example_input: Any = None, *,
     rec = _Recorder(tree, max_nodes)
     modes = [(m, m.training) for m in model.modules()]
     handles = []
+    # The probe allocates thousands of small dicts: with torch loaded a full collection
+    # takes ~0.1 s, so pause the cyclic GC (the recorder creates no cycles) while probing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for path, module in model.named_modules():
             handles.append(module.register_forward_pre_hook(
@@ -445,15 +459,25 @@ def capture_graph(model: Any, example_input: Any = None, *,
             h.remove()
         for module, training in modes:
             module.training = training
+        if gc_was_enabled:
+            gc.enable()
     graph["nodes"] = rec.nodes
     graph["edges"] = rec.edges
     graph["truncated"] = rec.truncated
+    if rec.internal_error:
+        graph["internal_error"] = rec.internal_error
     rec.keep.clear()
     graph["seconds"] = round(time.perf_counter() - t0, 4)
     return graph
 
 
 def _bind(method: Any, path: str) -> Any:
-    def hook(*a: Any) -> Any:
-        return method(path, *a)
+    rec = method.__self__
+
+    def hook(*a: Any) -> None:
+        try:
+            method(path, *a)
+        except Exception as exc:  # recording must never break the model's forward
+            rec.busy = False
+            rec.internal_error = rec.internal_error or _format_error(exc)
     return hook

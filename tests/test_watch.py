@@ -1,0 +1,353 @@
+"""Watcher statistics against values computed directly with torch (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from flowillower.model import (  # noqa: E402
+    Watcher,
+    activation_stats,
+    capture_graph,
+    unwatch,
+    watch,
+    watcher_of,
+)
+from flowillower.model.keys import ACT_STATS  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _torch_setup() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.metrics: list[tuple[dict, int | None]] = []
+        self.hooks: list = []
+
+    def write_json(self, relpath: str, obj: Any) -> None:  # pragma: no cover - unused here
+        pass
+
+    def log_metrics(self, values: dict, step: int | None = None) -> None:
+        json.dumps(values)  # what the run stores must be JSON-able
+        self.metrics.append((dict(values), step))
+
+    def on_step(self, callback):
+        self.hooks.append(callback)
+        hooks = self.hooks
+
+        class Handle:
+            def remove(self) -> None:
+                if callback in hooks:
+                    hooks.remove(callback)
+        return Handle()
+
+    def loop(self, n: int):
+        """What fw.loop does for the watcher: on_step(global step) before each iteration."""
+        for i in range(n):
+            for hook in list(self.hooks):
+                hook(i)
+            yield i
+
+
+class Injector(nn.Module):
+    """Returns its input with a NaN, two +inf and a -inf written in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        y.view(-1)[:4] = torch.tensor([float("nan"), float("inf"), float("inf"), -float("inf")])
+        return y
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 3))
+
+
+def capture_outputs(model: nn.Module) -> tuple[dict[str, list], list]:
+    outs: dict[str, list] = {}
+    handles = []
+    for path, m in model.named_modules():
+        def hook(mod, args, out, path=path):
+            outs.setdefault(path, []).append(out.detach().clone())
+        handles.append(m.register_forward_hook(hook))
+    return outs, handles
+
+
+def check_stats(stats: dict, prefix: str, t: torch.Tensor, sample: int = 4096) -> None:
+    x = t.double()
+    finite = x[torch.isfinite(x)]
+    assert stats[f"{prefix}/nan"] == float(torch.isnan(x).sum())
+    assert stats[f"{prefix}/inf"] == float(torch.isinf(x).sum())
+    assert stats[f"{prefix}/zeros"] == pytest.approx(float((x == 0).double().mean()))
+    if finite.numel() == x.numel():
+        assert stats[f"{prefix}/mean"] == pytest.approx(float(x.mean()), rel=1e-5, abs=1e-6)
+        assert stats[f"{prefix}/std"] == pytest.approx(float(x.std()), rel=1e-4)
+        assert stats[f"{prefix}/norm"] == pytest.approx(float(x.norm()), rel=1e-5)
+        assert stats[f"{prefix}/min"] == pytest.approx(float(x.min()))
+        assert stats[f"{prefix}/max"] == pytest.approx(float(x.max()))
+    hist = stats[f"{prefix}/hist"]
+    n = t.numel()
+    stride = -(-n // sample)
+    expected_sample = t.reshape(-1)[::stride]
+    assert len(hist["counts"]) == 32
+    assert sum(hist["counts"]) == expected_sample.numel()
+    clean = torch.nan_to_num(expected_sample.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    assert hist["counts"] == [int(c) for c in torch.histc(clean, 32).tolist()]
+    assert hist["min"] <= float(clean.min()) and hist["max"] >= float(clean.max())
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    loss = model(x).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+# -- activation statistics ------------------------------------------------------------
+def test_activation_stats_match_torch_for_every_module() -> None:
+    model = nn.Sequential(nn.Linear(6, 300), nn.ReLU(), Injector(), nn.Linear(300, 2))
+    outs, handles = capture_outputs(model)
+    w = Watcher(model, modules="all", what=("activations",))
+    w.on_step(0)
+    x = torch.randn(40, 6)  # 12,000 activations per layer: a strided histogram sample
+    model(x)
+    w.flush()
+    for h in handles:
+        h.remove()
+    (step, stats), = w.records
+    assert step == 0
+    for path, prefix in (("0", "act/0"), ("1", "act/1"), ("2", "act/2"), ("3", "act/3"),
+                         ("", "act/(root)")):
+        check_stats(stats, prefix, outs[path][0])
+    assert stats["act/2/nan"] == 1.0 and stats["act/2/inf"] == 3.0
+    assert math.isnan(stats["act/2/mean"])
+    assert 0.3 < stats["act/1/zeros"] < 0.7  # ReLU kills about half
+    assert set(stats) == {f"act/{p}/{s}" for p in ("0", "1", "2", "3", "(root)")
+                          for s in ACT_STATS}
+    unwatch(model)
+
+
+def test_activation_stats_edge_cases() -> None:
+    big = torch.randn(1000, dtype=torch.float64) * 1e-3 + 1e4  # |mean| >> std
+    st = activation_stats(big)
+    assert st["std"] == pytest.approx(float(big.std()), rel=1e-6)
+    assert st["mean"] == pytest.approx(float(big.mean()), rel=1e-12)
+    f32 = (torch.randn(5000) * 0.01 + 100.0).float()
+    assert activation_stats(f32)["std"] == pytest.approx(float(f32.double().std()), rel=1e-3)
+    one = activation_stats(torch.tensor([2.5]))
+    assert one["mean"] == 2.5 and one["std"] == 0.0 and one["norm"] == 2.5
+    assert sum(one["hist"]["counts"]) == 1
+    assert activation_stats(torch.zeros(0)) is None
+    const = activation_stats(torch.zeros(10))
+    assert const["zeros"] == 1.0 and const["std"] == 0.0
+    assert const["hist"]["min"] < 0 < const["hist"]["max"]
+    half = torch.randn(64, 8).to(torch.bfloat16)
+    st = activation_stats(half)
+    assert st["mean"] == pytest.approx(float(half.float().mean()), rel=1e-4, abs=1e-5)
+    ints = activation_stats(torch.tensor([0, 1, 2, 3]))
+    assert ints["mean"] == 1.5 and ints["zeros"] == 0.25
+    small = activation_stats(torch.randn(100), sample=16, bins=8)
+    assert len(small["hist"]["counts"]) == 8 and sum(small["hist"]["counts"]) == 15
+
+
+# -- parameters and gradients ----------------------------------------------------------
+def test_gradient_and_parameter_norms_and_update_ratio() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    w = Watcher(model, every=1)
+    x = torch.randn(16, 6)
+    w.on_step(0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_step(model, opt, x)
+    grads = {n: p.grad.norm().item() for n, p in model.named_parameters()}
+    w.on_step(1)  # emits step 0
+    (step, stats), = w.records
+    assert step == 0
+    for name, p in model.named_parameters():
+        assert stats[f"grad/{name}/norm"] == pytest.approx(grads[name], rel=1e-6)
+        assert stats[f"param/{name}/norm"] == pytest.approx(before[name].norm().item(), rel=1e-6)
+        # parameters <= 4,096 entries: the ratio is exact
+        ratio = ((p.detach() - before[name]).norm() / before[name].norm()).item()
+        assert stats[f"param/{name}/update_ratio"] == pytest.approx(ratio, rel=1e-5)
+    w.close()
+
+
+def test_update_ratio_of_a_large_parameter_uses_a_sample() -> None:
+    model = nn.Linear(128, 128)  # 16,384 weights > 4,096
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    w = Watcher(model, every=1)
+    w.on_step(0)
+    before = model.weight.detach().clone()
+    train_step(model, opt, torch.randn(8, 128))
+    w.close()
+    (_, stats), = w.records
+    exact = ((model.weight.detach() - before).norm() / before.norm()).item()
+    assert stats["param/weight/update_ratio"] == pytest.approx(exact, rel=0.25)
+    assert stats["param/weight/norm"] == pytest.approx(before.norm().item(), rel=1e-6)
+
+
+def test_gradient_accumulation_records_first_pass_and_accumulated_gradient() -> None:
+    model = mlp()
+    outs, handles = capture_outputs(model)
+    w = Watcher(model, every=1)
+    w.on_step(0)
+    x1, x2 = torch.randn(4, 6), torch.randn(4, 6)
+    model(x1).sum().backward()
+    model(x2).sum().backward()
+    w.flush()
+    for h in handles:
+        h.remove()
+    (_, stats), = w.records
+    check_stats(stats, "act/0", outs["0"][0])  # the first pass only
+    assert "act/0#1/mean" not in stats
+    assert stats["grad/0.weight/norm"] == pytest.approx(model[0].weight.grad.norm().item(),
+                                                       rel=1e-6)
+    w.close()
+
+
+def test_module_called_twice_gets_one_series_per_call_matching_the_graph() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared = nn.Linear(5, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.shared(torch.tanh(self.shared(x)))
+
+    model = Twice()
+    x = torch.randn(3, 5)
+    graph = capture_graph(model, x)
+    w = Watcher(model)
+    w.on_step(0)
+    model(x)
+    w.close()
+    (_, stats), = w.records
+    assert stats["act/shared/mean"] != stats["act/shared#1/mean"]
+    linked = {s for n in graph["nodes"] for s in n["series"]}
+    # every key the watcher wrote is linked from a graph node (grads: no backward here)
+    assert set(stats) <= linked
+
+
+# -- scheduling and hooks --------------------------------------------------------------
+def count_hooks(model: nn.Module) -> int:
+    n = 0
+    for m in model.modules():
+        n += len(m._forward_hooks) + len(m._forward_pre_hooks)
+    for p in model.parameters():
+        n += len(getattr(p, "_post_accumulate_grad_hooks", None) or {})
+    return n
+
+
+def test_every_n_and_should_record_and_no_hooks_on_unwatched_steps() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    w = Watcher(model, every=3)
+    for step in range(7):
+        w.on_step(step)
+        assert (count_hooks(model) > 0) == (step % 3 == 0)  # unwatched: no hooks at all
+        train_step(model, opt, torch.randn(2, 6))
+    w.close()
+    assert [s for s, _ in w.records] == [0, 3, 6]
+
+    w = Watcher(model, should_record=lambda s: s in (1, 2))
+    for step in range(4):
+        w.set_step(step)
+        train_step(model, opt, torch.randn(2, 6))
+    w.close()
+    assert [s for s, _ in w.records] == [1, 2]
+
+
+def test_watching_twice_does_not_double_hooks_and_unwatch_removes_all() -> None:
+    model = mlp()
+    w1 = watch(model, every=1)
+    w1.on_step(0)
+    w2 = watch(model, every=1)
+    assert w1.closed and watcher_of(model) is w2
+    w2.on_step(0)
+    assert len(model[0]._forward_hooks) == 1
+    assert len(model[0].weight._post_accumulate_grad_hooks) == 1
+    single = count_hooks(model)
+    w3 = watch(model, every=1)
+    w3.step(0)
+    assert count_hooks(model) == single
+    model(torch.randn(2, 6)).sum().backward()
+    assert unwatch(model) is True
+    assert count_hooks(model) == 0
+    assert watcher_of(model) is None and unwatch(model) is False
+    assert len(w3.records) == 1  # unwatch flushed the pending step
+
+
+def test_watch_with_a_run_logs_through_log_metrics_driven_by_on_step() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = FakeRun()
+    watch(model, every=2, run=run)
+    assert len(run.hooks) == 1
+    for _ in run.loop(5):
+        train_step(model, opt, torch.randn(4, 6))
+    unwatch(model)
+    assert run.hooks == []  # the step hook is gone too
+    assert [step for _, step in run.metrics] == [0, 2, 4]
+    values, _ = run.metrics[0]
+    assert {"act/0/mean", "act/1/zeros", "act/2/hist", "grad/0.weight/norm",
+            "param/2.bias/norm", "param/2.bias/update_ratio"} <= set(values)
+    assert all(isinstance(v, float) for k, v in values.items() if not k.endswith("/hist"))
+    assert set(values["act/2/hist"]) == {"min", "max", "counts"}
+
+
+def test_parameter_norm_at_most_every_param_every_steps_and_pause() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    w = Watcher(model, every=1, param_every=3)
+    for step in range(7):
+        w.on_step(step)
+        train_step(model, opt, torch.randn(2, 6))
+    w.pause()
+    assert count_hooks(model) == 0
+    with_norm = [s for s, st in w.records if "param/0.weight/norm" in st]
+    assert with_norm == [0, 3, 6]
+    assert all("param/0.weight/update_ratio" in st and "grad/0.weight/norm" in st
+               for _, st in w.records)
+    w.on_step(7)  # watched again after a pause
+    assert count_hooks(model) > 0
+    w.close()
+
+
+def test_a_watched_model_dropped_without_unwatch_is_freed() -> None:
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    w = Watcher(model, modules="all")
+    w.on_step(0)  # hooks attached
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None and w.model is None
+    w.on_step(1)  # harmless afterwards
+    w.close()
+
+
+def test_auto_step_counts_forward_passes() -> None:
+    model = mlp()
+    w = Watcher(model, every=2, auto_step=True, what=("activations",))
+    for _ in range(5):
+        model(torch.randn(2, 6))
+    w.close()
+    assert [s for s, _ in w.records] == [0, 2, 4]
+    assert count_hooks(model) == 0
+
+
+def test_unknown_target_and_bad_every_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        Watcher(mlp(), what=("weights",))
+    with pytest.raises(ValueError):
+        Watcher(mlp(), every=0)
