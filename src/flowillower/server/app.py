@@ -1,0 +1,110 @@
+"""`create_app(store_root, token=None)`: the Starlette application behind `flowillower ui`.
+
+Request path (datasette's shape): route table (`Api.endpoints`) -> view (`Api` method,
+off the event loop) -> store wrapper (`StoreView`, `SeriesCache`). The front end is
+static files; `/` serves its shell with the CSRF token in a meta tag.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import __version__
+from .api import Api
+from .routing import ApiError, json_response, make_route, openapi_schema
+from .security import GuardMiddleware
+from .store_view import StoreView
+
+STATIC_DIR = Path(__file__).parent / "static"
+# The UI runs only our own scripts; inline styles are allowed for uPlot's positioning.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'; form-action 'none'")
+
+
+def render_index(mode: str = "live", token: str = "") -> str:
+    """The HTML shell with the data mode (live API / static files) and token filled in."""
+    text = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    return (text.replace("{{mode}}", html.escape(mode, quote=True))
+            .replace("{{token}}", html.escape(token, quote=True))
+            .replace("{{version}}", html.escape(__version__, quote=True)))
+
+
+class _Headers:
+    """Adds security headers to every response (pure ASGI: no task per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapped(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                if b"content-security-policy" not in names:
+                    headers.append((b"content-security-policy", CSP.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.append((b"referrer-policy", b"no-referrer"))
+                if scope["path"].startswith("/api/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapped)
+
+
+def create_app(store_root: str | os.PathLike[str], token: str | None = None, *,
+               loopback_only: bool = True, sync_interval: float = 0.5) -> Starlette:
+    """The UI application over the store at `store_root`.
+
+    `token`: required on every request when set (give one whenever the server listens on
+    a non-loopback interface). `loopback_only`: refuse Host headers that are not
+    localhost (DNS-rebinding defence); turn off when serving other interfaces.
+    """
+    view = StoreView(store_root, interval=sync_interval)
+    api = Api(view, token)
+    endpoints = api.endpoints()
+    schema = openapi_schema(endpoints, __version__)
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(render_index("live", token or ""))
+
+    async def openapi(request: Request) -> Response:
+        return json_response(schema)
+
+    async def not_found(request: Request) -> Response:
+        return ApiError(404, f"no endpoint {request.url.path}; see /api/openapi.json"
+                        ).response()
+
+    routes = [Route("/", index), Route("/index.html", index),
+              Route("/api/openapi.json", openapi),
+              *[make_route(ep) for ep in endpoints],
+              Route("/api/{rest:path}", not_found,
+                    methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+              Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        detail = getattr(exc, "detail", "error")
+        return json_response({"error": str(detail), "status": status}, status)
+
+    app = Starlette(routes=routes, exception_handlers={405: method_not_allowed,
+                                                       404: method_not_allowed})
+    app.state.view = view
+    app.state.api = api
+    app.add_middleware(GuardMiddleware, token=token, loopback_only=loopback_only)
+    app.add_middleware(_Headers)
+    return app

@@ -1,0 +1,52 @@
+// Router: hash routes (work on any static host), one module per page.
+import { clear, h } from "./dom.js";
+import { MODE } from "./api.js";
+import { selection } from "./state.js";
+
+const PAGES = {
+  "": () => import("./runs.js"),
+  charts: () => import("./charts.js"),
+  compare: () => import("./compare.js"),
+  run: () => import("./run.js"),
+  model: () => import("./model.js"),
+};
+
+let current = null;  // the page's cleanup function
+
+export function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const [path, qs] = raw.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return { page: parts[0] || "", args: parts.slice(1), params: new URLSearchParams(qs || "") };
+}
+
+async function route() {
+  const { page, args, params } = parseHash();
+  const load = PAGES[page] || PAGES[""];
+  document.querySelectorAll("nav a").forEach((a) => {
+    a.classList.toggle("active", (a.dataset.page === "runs" ? "" : a.dataset.page) === page);
+  });
+  if (current) { try { current(); } catch (e) { console.error(e); } current = null; }
+  const root = clear(document.getElementById("view"));
+  try {
+    const mod = await load();
+    current = (await mod.render(root, { args, params })) || null;
+  } catch (err) {
+    console.error(err);
+    root.append(h("p", { class: "error", text: `Could not show this page: ${err.message}` }));
+  }
+}
+
+function showSelection() {
+  const n = selection.size();
+  const el = document.getElementById("sel-info");
+  clear(el);
+  if (n) el.append(`${n} selected · `, h("a", { href: "#/charts", text: "chart them" }));
+}
+
+document.getElementById("mode-info").textContent =
+  MODE === "static" ? "static export (read-only)" : "";
+selection.onChange(showSelection);
+showSelection();
+window.addEventListener("hashchange", route);
+route();

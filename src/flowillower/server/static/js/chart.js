@@ -1,0 +1,261 @@
+// One chart: one metric, several runs overlaid (uPlot). Fetches the server's
+// downsampled series, re-fetches at full resolution for a zoomed window, and follows
+// running runs by asking only for points after each run's cursor.
+import { api } from "./api.js";
+import { color, copyButton, fmtDuration, fmtNum, h } from "./dom.js";
+
+const LIVE_REFETCH_FACTOR = 3;  // re-downsample once live tails triple the points
+
+// EMA with TensorBoard's debiasing, skipping gaps (null / non-finite).
+export function ema(y, alpha) {
+  if (!alpha) return y;
+  const out = new Array(y.length);
+  let acc = 0, n = 0;
+  for (let i = 0; i < y.length; i++) {
+    const v = y[i];
+    if (v === null || v === undefined || !Number.isFinite(v)) { out[i] = null; continue; }
+    acc = acc * alpha + (1 - alpha) * v;
+    n += 1;
+    out[i] = acc / (1 - alpha ** n);
+  }
+  return out;
+}
+
+// Align per-run (x, y) arrays on the union of their x values (uPlot's data layout).
+export function join(list) {
+  if (!list.length) return [[]];
+  const first = list[0].x;
+  if (list.every((r) => r.x === first)) return [first, ...list.map((r) => r.y)];
+  let total = 0;
+  list.forEach((r) => { total += r.x.length; });
+  const all = new Float64Array(total);
+  let o = 0;
+  list.forEach((r) => { all.set(r.x, o); o += r.x.length; });
+  all.sort();
+  const xs = [];
+  for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[i - 1]) xs.push(all[i]);
+  const ys = list.map((r) => {
+    const col = new Array(xs.length).fill(null);
+    for (let i = 0; i < r.x.length; i++) {
+      let lo = 0, hi = xs.length - 1;
+      const v = r.x[i];
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid] < v) lo = mid + 1; else hi = mid; }
+      col[lo] = r.y[i];
+    }
+    return col;
+  });
+  return [xs, ...ys];
+}
+
+export class Chart {
+  // runs: [{id, name}], opts: {x, smooth, log, points, height, onMissing}
+  constructor(key, runs, opts = {}) {
+    this.key = key;
+    this.runs = runs;
+    this.opts = { x: "step", smooth: 0, log: false, height: 220, ...opts };
+    this.el = h("div", { class: "chart", dataset: { key } });
+    this.title = h("h3", { text: key });
+    this.plotEl = h("div", { class: "plot" });
+    this.legendEl = h("div");
+    this.missingEl = h("div", { class: "missing" });
+    this.el.append(this.title, this.plotEl, this.legendEl, this.missingEl);
+    this.u = null;
+    this.data = null;   // per run: {run, x, y, replayed, cursor, last, min, max, missing}
+    this.zoom = null;   // [x0, x1] when zoomed
+    this.loaded = false;
+    this.hiddenSeries = new Set();
+  }
+
+  pointsWanted() {
+    const w = this.plotEl.clientWidth || this.el.clientWidth || 600;
+    return Math.max(200, Math.min(4000, Math.round(w)));
+  }
+
+  async load() {
+    this.loaded = true;
+    const params = { run: this.runs.map((r) => r.id), key: this.key, x: this.opts.x,
+      points: this.pointsWanted() };
+    if (this.zoom) { params.x0 = this.zoom[0]; params.x1 = this.zoom[1]; }
+    let res;
+    try { res = await api.get("series", params); } catch (e) {
+      this.plotEl.replaceChildren(h("p", { class: "error", text: e.message }));
+      return;
+    }
+    this.data = res.runs.map((r) => {
+      const x = res.x || r.x || [];
+      return { ...r, x, y: r.y || [], replayed: r.replayed || [] };
+    });
+    this.sampled = res.sampled;
+    this.draw(true);
+  }
+
+  async liveTick() {
+    if (!this.data || this.zoom) return;
+    const res = await api.get("series", { run: this.runs.map((r) => r.id), key: this.key,
+      x: this.opts.x, points: this.pointsWanted(), after: this.data.map((d) => d.cursor || 0) });
+    let added = 0, total = 0;
+    res.runs.forEach((r, i) => {
+      const d = this.data[i];
+      if (!d || r.missing) return;
+      if (r.reset) { this.data[i] = { ...r, replayed: r.replayed || [] }; added += r.x.length; return; }
+      if (r.x && r.x.length) {
+        const base = d.x.length;
+        d.x = Array.from(d.x).concat(r.x);  // unshare the grid before appending
+        d.y = Array.from(d.y).concat(r.y);
+        d.replayed = d.replayed.concat((r.replayed || []).map((j) => j + base));
+        added += r.x.length;
+      }
+      Object.assign(d, { cursor: r.cursor, count: r.count, last: r.last, min: r.min, max: r.max,
+        missing: false, replay: undefined });
+      total += d.x.length;
+    });
+    if (!added) return;
+    if (total > LIVE_REFETCH_FACTOR * this.pointsWanted() * Math.max(1, this.runs.length)) {
+      await this.load();
+      return;
+    }
+    this.draw(false);
+  }
+
+  uplotData() {
+    const present = this.data.filter((d) => !d.missing && d.kind !== "object");
+    const joined = join(present.map((d) => ({ x: d.x, y: d.y })));
+    return { present, joined };
+  }
+
+  draw(resetScales) {
+    const { present, joined } = this.uplotData();
+    const alpha = this.opts.smooth;
+    const showRaw = alpha > 0 && present.length <= 20;
+    const data = [joined[0]];
+    const series = [{ label: this.axisLabel() }];
+    const runIndex = new Map(this.runs.map((r, i) => [r.id, i]));
+    const fix = (y) => (this.opts.log ? y.map((v) => (v > 0 ? v : null)) : y);
+    present.forEach((d, k) => {
+      const y = fix(joined[k + 1]);
+      const c = color(runIndex.get(d.run) ?? k);
+      const name = this.runs[runIndex.get(d.run)]?.name || d.run;
+      const idx = this.replayedIndices(d, joined[0]);
+      if (showRaw) {
+        data.push(y);
+        series.push({ label: `${name} (raw)`, stroke: c, alpha: 0.25, width: 1, spanGaps: true,
+          points: { show: false } });
+      }
+      data.push(alpha ? ema(y, alpha) : y);
+      series.push({ label: name, stroke: c, width: 1.5, spanGaps: true, runId: d.run,
+        points: { show: false, size: 7, width: 2, fill: "#fff", stroke: "#8a4fd1",
+          filter: () => (idx.length ? idx : null) } });
+    });
+    this.seriesRuns = series.map((s) => s.runId);
+    const width = this.plotEl.clientWidth || 600;
+    const opts = {
+      width, height: this.opts.height, series, legend: { show: false },
+      scales: { x: { time: this.opts.x === "time" }, y: this.opts.log ? { distr: 3 } : {} },
+      axes: [{ values: this.opts.x === "rel" ? (u, vals) => vals.map((v) => fmtDuration(v)) : undefined },
+        { size: 60, values: (u, vals) => vals.map((v) => fmtNum(v, 3)) }],
+      cursor: { drag: { x: true, y: false, setScale: false } },
+      hooks: {
+        setSelect: [(u) => {
+          if (u.select.width < 4) return;
+          const x0 = u.posToVal(u.select.left, "x");
+          const x1 = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          this.zoom = [x0, x1];
+          this.load().then(() => this.u?.setScale("x", { min: x0, max: x1 }));
+        }],
+        setCursor: [(u) => this.showCursor(u)],
+      },
+    };
+    if (this.u && this.u.series.length === series.length && !resetScales) {
+      this.u.setData(data, !this.zoom);
+    } else {
+      if (this.u) this.u.destroy();
+      this.plotEl.replaceChildren();
+      // uPlot is a global from vendor/uPlot.iife.min.js (no bundler, no CDN).
+      this.u = new window.uPlot(opts, data, this.plotEl);
+      this.u.over.addEventListener("dblclick", () => { if (this.zoom) { this.zoom = null; this.load(); } });
+      this.hiddenSeries.forEach((i) => i < this.u.series.length && this.u.setSeries(i, { show: false }));
+      if (this.zoom) this.u.setScale("x", { min: this.zoom[0], max: this.zoom[1] });
+    }
+    this.drawLegend(present);
+    this.drawMissing();
+  }
+
+  replayedIndices(d, xs) {
+    if (!d.replayed || !d.replayed.length) return [];
+    if (xs === d.x) return d.replayed;
+    // Map the run's own indices onto the joined x array.
+    const pos = new Map();
+    xs.forEach((v, i) => pos.set(v, i));
+    return d.replayed.map((j) => pos.get(d.x[j])).filter((i) => i !== undefined);
+  }
+
+  axisLabel() {
+    return { step: "step", time: "time", rel: "elapsed" }[this.opts.x] || this.opts.x;
+  }
+
+  drawLegend(present) {
+    const rows = [];
+    const byRun = new Map(this.runs.map((r, i) => [r.id, i]));
+    this.cursorCells = new Map();
+    present.forEach((d, k) => {
+      const i = byRun.get(d.run) ?? k;
+      const run = this.runs[i] || { id: d.run, name: d.run };
+      const seriesIdx = this.seriesRuns.indexOf(d.run);
+      const cur = h("td", { class: "num" });
+      this.cursorCells.set(seriesIdx, cur);
+      const tr = h("tr", { class: this.hiddenSeries.has(seriesIdx) ? "off" : "", title: "click to hide / show" },
+        h("td", null, h("span", { class: "swatch", style: { background: color(i) } }),
+          h("a", { href: `#/run/${encodeURIComponent(run.id)}`, text: run.name })),
+        cur, h("td", { class: "num", text: fmtNum(d.last) }), h("td", { class: "num", text: fmtNum(d.min) }),
+        h("td", { class: "num", text: fmtNum(d.max) }),
+        h("td", null, d.replayed && d.replayed.length ? h("span", { class: "replayed", text: "↺ replayed", title: "circled points come from a hindsight replay" }) : ""));
+      tr.addEventListener("click", (e) => {
+        if (e.target.tagName === "A") return;
+        const show = this.hiddenSeries.has(seriesIdx);
+        if (show) this.hiddenSeries.delete(seriesIdx); else this.hiddenSeries.add(seriesIdx);
+        this.u.setSeries(seriesIdx, { show });
+        tr.classList.toggle("off", !show);
+      });
+      rows.push(tr);
+    });
+    const head = h("tr", { class: "muted" }, h("td", { text: this.sampled ? "run (downsampled; drag to zoom)" : "run" }),
+      h("td", { class: "num", text: "cursor" }), h("td", { class: "num", text: "last" }),
+      h("td", { class: "num", text: "min" }), h("td", { class: "num", text: "max" }), h("td"));
+    const shown = rows.slice(0, 12);
+    const table = h("table", { class: "legend" }, head, shown);
+    const parts = [table];
+    if (rows.length > 12) {
+      const more = h("details", { class: "legend-more" }, h("summary", { text: `${rows.length - 12} more runs` }),
+        h("table", { class: "legend" }, rows.slice(12)));
+      parts.push(more);
+    }
+    this.legendEl.replaceChildren(...parts);
+  }
+
+  showCursor(u) {
+    const idx = u.cursor.idx;
+    if (!this.cursorCells) return;
+    for (const [si, td] of this.cursorCells) {
+      const v = idx === null || idx === undefined || si < 0 ? null : u.data[si]?.[idx];
+      td.textContent = v === null || v === undefined ? "" : fmtNum(v);
+    }
+  }
+
+  drawMissing() {
+    const missing = this.data.filter((d) => d.missing);
+    if (!missing.length) { this.missingEl.replaceChildren(); return; }
+    const names = new Map(this.runs.map((r) => [r.id, r.name]));
+    const items = missing.slice(0, 5).map((d) => h("div", null,
+      `not logged by ${names.get(d.run) || d.run} — fill it in hindsight: `,
+      h("code", { text: d.replay }), " ", copyButton(d.replay)));
+    if (missing.length > 5) items.push(h("div", { text: `… and ${missing.length - 5} more runs` }));
+    this.missingEl.replaceChildren(...items);
+  }
+
+  resize() {
+    if (this.u) this.u.setSize({ width: this.plotEl.clientWidth || 600, height: this.opts.height });
+  }
+
+  destroy() { if (this.u) this.u.destroy(); this.u = null; }
+}

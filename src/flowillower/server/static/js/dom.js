@@ -1,0 +1,107 @@
+// DOM and formatting helpers. Every piece of data goes through textContent or an
+// attribute, never innerHTML: run names, notes and args holding HTML stay text.
+
+export function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  if (props) {
+    for (const [k, v] of Object.entries(props)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "text") el.textContent = v;
+      else if (k === "style" && typeof v === "object") Object.assign(el.style, v);
+      else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(el.dataset, v);
+      else if (k in el && typeof v !== "string") el[k] = v;
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "text") el.textContent = v;
+    else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) el.setAttribute(k, String(v));
+  }
+  for (const c of children) if (c) el.append(c);
+  return el;
+}
+
+export function clear(el) { while (el.firstChild) el.firstChild.remove(); return el; }
+
+export function fmtNum(v, digits = 4) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "string") return v;  // "NaN", "inf" from the server
+  if (typeof v === "boolean") return String(v);
+  if (typeof v !== "number") return fmtValue(v);
+  if (Number.isInteger(v) && Math.abs(v) < 1e9) return String(v);
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(digits - 1);
+  return String(Number(v.toPrecision(digits)));
+}
+
+export function fmtValue(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number") return fmtNum(v);
+  if (typeof v === "object") {
+    if (v["$media"]) return `<${v["$media"]}>`;
+    return JSON.stringify(v);
+  }
+  return String(v);
+}
+
+export function fmtTime(ts) {
+  if (!ts) return "";
+  const d = new Date(ts * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+export function fmtDuration(s) {
+  if (s === null || s === undefined || typeof s !== "number") return "";
+  if (s < 1) return `${(s * 1000).toFixed(0)}ms`;
+  s = Math.round(s);
+  const hh = Math.floor(s / 3600), mm = Math.floor((s % 3600) / 60), ss = s % 60;
+  if (hh) return `${hh}h${String(mm).padStart(2, "0")}m`;
+  if (mm) return `${mm}m${String(ss).padStart(2, "0")}s`;
+  return `${ss}s`;
+}
+
+export function debounce(fn, ms) {
+  let t = null;
+  return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
+}
+
+// A stable colour per run (by position in the selection), readable on white.
+const PALETTE = ["#2f6fdb", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#0c8599",
+  "#a61e4d", "#5c940d", "#d9480f", "#1864ab", "#862e9c", "#087f5b", "#e67700", "#495057"];
+export function color(i) {
+  if (i < PALETTE.length) return PALETTE[i];
+  const hue = (i * 137.508) % 360;
+  return `hsl(${hue.toFixed(0)}, 62%, 45%)`;
+}
+
+export function statusBadge(status) {
+  return h("span", { class: `status ${status || ""}`, text: status || "?" });
+}
+
+export function copyButton(text) {
+  return h("button", { text: "copy", title: "copy to clipboard", onclick: async (e) => {
+    try { await navigator.clipboard.writeText(text); e.target.textContent = "copied"; }
+    catch { e.target.textContent = "select it"; }
+  } });
+}

@@ -1,0 +1,178 @@
+// The run page: args, metrics, environment, git and code snapshot (with a diff against
+// another run), images with a step slider, artifacts, histograms.
+import { api, runPath } from "./api.js";
+import { clear, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
+import { heatmap } from "./heatmap.js";
+import { selection } from "./state.js";
+
+function kv(obj, keys) {
+  const shown = (keys || Object.keys(obj)).filter((k) => obj[k] !== undefined && obj[k] !== null && obj[k] !== "");
+  if (!shown.length) return h("p", { class: "muted", text: "nothing recorded" });
+  return h("table", { class: "kv" }, shown.map((k) =>
+    h("tr", null, h("td", { text: k }), h("td", { text: fmtValue(obj[k]) }))));
+}
+
+function card(title, ...body) { return h("section", { class: "card" }, h("h2", { text: title }), ...body); }
+
+export async function render(root, { args }) {
+  const ref = args[0];
+  let d;
+  try { d = await api.get(runPath(ref)); } catch (e) {
+    root.append(h("p", { class: "error", text: e.message }), h("a", { href: "#/", text: "← runs" }));
+    return null;
+  }
+  const row = d.run, meta = d.meta || {}, id = row.id;
+  const selBox = h("input", { type: "checkbox", checked: selection.has(id) });
+  selBox.addEventListener("change", () => selection.toggle(id, selBox.checked));
+  const head = h("div", null,
+    h("a", { href: "#/", text: "← runs" }),
+    h("h1", { class: "run-name", text: row.name }),
+    h("div", { class: "toolbar" }, statusBadge(row.status), h("span", { class: "mono muted", text: id }),
+      h("span", { text: `started ${fmtTime(row.created)}` }), h("span", { text: `ran ${fmtDuration(row.duration)}` }),
+      row.project ? h("span", { class: "muted", text: `project ${row.project}` }) : null,
+      (row.tags || []).map((t) => h("span", { class: "chip", text: t })),
+      h("label", null, selBox, " selected"),
+      h("a", { href: `#/charts?runs=${encodeURIComponent(id)}`, text: "charts" }),
+      d.models.map((m) => h("a", { href: `#/model/${encodeURIComponent(id)}${m ? `?name=${encodeURIComponent(m)}` : ""}`,
+        text: m ? `model ${m}` : "model graph" }))));
+  root.append(head);
+  if (row.error) root.append(card("Error", h("pre", { class: "code", text: row.error })));
+
+  const grid = h("div", { class: "cols" });
+  root.append(grid);
+
+  // Notes (editable) and visibility.
+  const notes = h("textarea", { rows: 3, style: { width: "100%" }, value: row.notes || "", readOnly: api.readonly });
+  const saved = h("span", { class: "muted" });
+  const noteCard = card("Notes", notes, saved);
+  if (!api.readonly) {
+    noteCard.append(" ",
+      h("button", { text: "Save note", onclick: async () => {
+        try { await api.patch(runPath(id), { notes: notes.value }); saved.textContent = "saved"; }
+        catch (e) { saved.textContent = e.message; }
+      } }), " ",
+      h("button", { text: row.hidden ? "Unhide run" : "Hide run", onclick: async (e) => {
+        row.hidden = !row.hidden;
+        await api.patch(runPath(id), { hidden: row.hidden });
+        e.target.textContent = row.hidden ? "Unhide run" : "Hide run";
+      } }));
+  }
+  grid.append(noteCard);
+
+  grid.append(card(`Args (${Object.keys(row.args).length})`, kv(row.args, Object.keys(row.args).sort())));
+
+  const watch = (k) => /^(act|grad|param)\//.test(k);
+  const chartKeys = [...d.keys.chart.filter((k) => !watch(k)), ...d.keys.chart.filter(watch)];
+  const metricRows = chartKeys.map((k) => {
+    const s = row.metrics[k];
+    return h("tr", null, h("td", null, h("a", { href: `#/charts?runs=${encodeURIComponent(id)}&m=${encodeURIComponent(k)}`, text: k })),
+      h("td", { class: "num", text: fmtNum(s.last) }), h("td", { class: "num", text: fmtNum(s.min) }),
+      h("td", { class: "num", text: fmtNum(s.max) }), h("td", { class: "num", text: s.count }),
+      h("td", null, s.replayed ? h("span", { class: "replayed", text: "↺ replayed" }) : ""));
+  });
+  grid.append(card(`Metrics (${d.keys.chart.length})`, h("div", { style: { maxHeight: "320px", overflow: "auto" } },
+    h("table", { class: "kv legend" }, h("tr", { class: "muted" }, h("td", { text: "key" }), h("td", { text: "last" }),
+      h("td", { text: "min" }), h("td", { text: "max" }), h("td", { text: "count" }), h("td")), metricRows))));
+
+  const env = { host: meta.host, user: meta.user, python: meta.python, platform: meta.platform,
+    executable: meta.executable, cwd: meta.cwd, argv: (meta.argv || []).join(" "),
+    gpu: meta.gpu ? JSON.stringify(meta.gpu) : "none", pid: meta.pid };
+  const pk = meta.packages || {};
+  grid.append(card("Environment", kv(env),
+    h("details", null, h("summary", { text: `packages (${Object.keys(pk).length})` }), kv(pk, Object.keys(pk).sort()))));
+
+  const git = meta.git || {};
+  const gitCard = card("Git and code", kv({ head: git.head, branch: git.branch, dirty: git.dirty,
+    snapshot: git.snapshot, root: git.root, skipped: (git.skipped || []).map((s) => s[0]).join(", ") || undefined,
+    error: git.error }));
+  grid.append(gitCard);
+  if (d.snapshot) codeBrowser(gitCard, id);
+
+  for (const key of d.keys.image) grid.append(await imageCard(id, key));
+  for (const key of d.keys.artifact) grid.append(await artifactCard(id, key));
+  for (const key of d.keys.hist.slice(0, 12)) {
+    const c = card(`Histogram ${key}`, h("p", { class: "muted", text: "loading…" }));
+    grid.append(c);
+    api.get(runPath(id, "/hist"), { key, points: 300 }).then((data) => c.lastChild.replaceWith(heatmap(data)))
+      .catch((e) => { c.lastChild.textContent = e.message; });
+  }
+  return null;
+}
+
+async function imageCard(id, key) {
+  const c = card(`Images: ${key}`);
+  let items = [];
+  try { items = (await api.get(runPath(id, "/media"), { key })).items; } catch (e) {
+    c.append(h("p", { class: "error", text: e.message }));
+    return c;
+  }
+  if (!items.length) { c.append(h("p", { class: "muted", text: "no images" })); return c; }
+  const img = h("img", { alt: key });
+  const label = h("div", { class: "muted" });
+  const slider = h("input", { type: "range", min: 0, max: items.length - 1, value: items.length - 1, "aria-label": "step" });
+  const show = () => {
+    const it = items[Number(slider.value)];
+    img.src = api.fileUrl(id, it.path);
+    label.textContent = `step ${it.step}${it.caption ? ` · ${it.caption}` : ""}${it.replayed ? " · ↺ replayed" : ""}` +
+      ` · ${Number(slider.value) + 1}/${items.length}`;
+  };
+  slider.addEventListener("input", show);
+  show();
+  c.append(h("div", { class: "media" }, img, slider, label));
+  return c;
+}
+
+async function artifactCard(id, key) {
+  const c = card(`Artifacts: ${key}`);
+  try {
+    const { items } = await api.get(runPath(id, "/media"), { key });
+    c.append(h("table", { class: "kv" }, items.map((it) => h("tr", null,
+      h("td", { text: `step ${it.step}` }),
+      h("td", null, it.dir || it.exported === false ? h("span", { text: `${it.path} (${fmtNum(it.bytes)} bytes${it.dir ? ", folder" : ", not exported"})` })
+        : h("a", { href: api.fileUrl(id, it.path), download: "", text: it.path.split("/").pop() }),
+      ` ${fmtNum(it.bytes)} B`)))));
+  } catch (e) { c.append(h("p", { class: "error", text: e.message })); }
+  return c;
+}
+
+function codeBrowser(container, id) {
+  const files = h("div", { class: "files" }, h("span", { class: "muted", text: "loading files…" }));
+  const view = h("pre", { class: "code", hidden: true });
+  const other = h("input", { type: "text", placeholder: "other run id or name", "aria-label": "diff against run" });
+  const diffOut = h("pre", { class: "code diff", hidden: true });
+  const diffBtn = h("button", { text: "Diff", onclick: async () => {
+    diffOut.hidden = false;
+    diffOut.textContent = "…";
+    try {
+      const res = await api.get("diff", { a: other.value.trim(), b: id });
+      renderDiff(diffOut, res.diff || "(no differences)");
+    } catch (e) { diffOut.textContent = e.message; }
+  } });
+  container.append(h("h2", { text: "Code snapshot" }), files, view,
+    h("div", { class: "toolbar" }, "diff against ", other, diffBtn), diffOut);
+  if (api.readonly) {
+    files.textContent = "The code snapshot is browsable with `flowillower ui`.";
+    diffBtn.disabled = true;
+    return;
+  }
+  api.get(runPath(id, "/code")).then((res) => {
+    clear(files);
+    res.files.forEach((f) => files.append(h("button", { type: "button", text: f, onclick: async () => {
+      view.hidden = false;
+      try {
+        const r = await api.get(runPath(id, "/code/file"), { path: f });
+        view.textContent = r.binary ? `(binary file, ${r.size} bytes)` : r.text;
+      } catch (err) { view.textContent = err.message; }
+    } })));
+  }).catch((e) => { files.textContent = e.message; });
+}
+
+function renderDiff(pre, text) {
+  clear(pre);
+  for (const line of text.split("\n")) {
+    const cls = line.startsWith("+") && !line.startsWith("+++") ? "add"
+      : line.startsWith("-") && !line.startsWith("---") ? "del" : line.startsWith("@@") ? "hunk" : "";
+    pre.append(cls ? h("span", { class: cls, text: line }) : `${line}\n`);
+  }
+}
+

@@ -1,0 +1,354 @@
+// The runs table: server-side filter / sort / group, virtual scrolling over pages of
+// rows fetched on demand (10,000 runs cost what the visible 30 rows cost).
+import { api, runPath } from "./api.js";
+import { clear, debounce, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
+import { prefs, selection, setPrefs } from "./state.js";
+
+const ROW = 28;       // px, must match --row in app.css
+const PAGE = 200;     // rows per request
+const NUMERIC = (k) => /^(last|best|min|max|count):/.test(k) || k === "duration";
+
+export async function render(root, { params }) {
+  const st = {
+    q: params.get("q") ?? prefs("q", ""),
+    sort: prefs("sort", "created"), desc: prefs("desc", true),
+    group: prefs("group", ""), hidden: prefs("hidden", false),
+    colPrefs: prefs("columns", { order: [], shown: [], hidden: [] }),
+    columns: [], matched: 0, total: 0, pages: new Map(), inflight: new Set(),
+    epoch: 0, cellKeys: null,
+  };
+
+  const search = h("input", { type: "search", class: "search", value: st.q, spellcheck: false,
+    placeholder: "filter: words · lr < 0.01 and status == \"success\" · ${'hyper-lr':'<0.01'}$",
+    "aria-label": "filter runs" });
+  const err = h("div", { class: "error", role: "alert" });
+  const count = h("span", { class: "muted" });
+  const groupSel = h("select", { title: "group rows by an arg" });
+  const hiddenBox = h("input", { type: "checkbox", checked: st.hidden });
+  const folded = h("div", { class: "folded" });
+  const actions = h("span");
+  const table = h("table", { class: "runs" });
+  const wrap = h("div", { class: "table-wrap" }, table);
+  const colBtn = h("button", { text: "Columns", title: "show, hide and reorder columns" });
+
+  root.append(
+    h("div", { class: "toolbar" }, h("div", { class: "grow" }, search), count, colBtn,
+      h("label", null, "group by ", groupSel),
+      h("label", { title: "also list runs you hid" }, hiddenBox, " hidden"), actions),
+    err, folded, wrap);
+
+  // -- columns -----------------------------------------------------------------------
+  function visibleColumns() {
+    const cp = st.colPrefs;
+    let cols = st.columns.filter((c) => {
+      if (cp.hidden.includes(c.key)) return false;
+      if (cp.shown.includes(c.key)) return true;
+      return c.visible && !c.constant;
+    });
+    const rank = new Map(cp.order.map((k, i) => [k, i]));
+    cols = cols.map((c, i) => [c, rank.has(c.key) ? rank.get(c.key) : 1000 + i])
+      .sort((a, b) => a[1] - b[1]).map(([c]) => c);
+    return cols;
+  }
+  function savePrefs() { setPrefs("columns", st.colPrefs); }
+  function wantedKeys() {
+    return visibleColumns().filter((c) => c.group !== "run").map((c) => c.key);
+  }
+
+  // -- data --------------------------------------------------------------------------
+  function queryParams(page) {
+    const p = { q: st.q, sort: st.sort, desc: st.desc, offset: page * PAGE, limit: PAGE,
+      group: st.group, hidden: st.hidden };
+    if (st.cellKeys) p.col = st.cellKeys.length ? st.cellKeys : ["name"];
+    return p;
+  }
+
+  async function fetchPage(page, epoch) {
+    if (st.pages.has(page) || st.inflight.has(page)) return;
+    st.inflight.add(page);
+    try {
+      const data = await api.get("runs", queryParams(page));
+      if (epoch !== st.epoch) return;
+      st.pages.set(page, data.rows);
+      st.matched = data.matched;
+      st.total = data.total;
+      if (page === 0 || !st.columns.length) st.columns = data.columns;
+      draw();
+    } catch (e) {
+      if (epoch === st.epoch) { err.textContent = e.message; st.matched = 0; draw(); }
+    } finally { st.inflight.delete(page); }
+  }
+
+  async function reload() {
+    st.epoch += 1;
+    st.pages.clear();
+    st.inflight.clear();
+    err.textContent = "";
+    setPrefs("q", st.q); setPrefs("sort", st.sort); setPrefs("desc", st.desc);
+    setPrefs("group", st.group); setPrefs("hidden", st.hidden);
+    const epoch = st.epoch;
+    await fetchPage(0, epoch);
+    // The first answer tells which columns exist; ask again if we need other cells.
+    const want = wantedKeys();
+    const got = st.pages.get(0)?.[0]?.cells;
+    if (got && want.some((k) => !(k in got))) {
+      st.cellKeys = want;
+      st.epoch += 1; st.pages.clear();
+      await fetchPage(0, st.epoch);
+    } else if (!st.cellKeys) {
+      st.cellKeys = want;
+    }
+    wrap.scrollTop = 0;
+    draw();
+  }
+
+  // -- drawing -----------------------------------------------------------------------
+  function rowAt(i) {
+    const page = st.pages.get(Math.floor(i / PAGE));
+    return page ? page[i % PAGE] : undefined;
+  }
+
+  function cellFor(row, col) {
+    const k = col.key;
+    if (k === "status") return h("td", null, statusBadge(row.status));
+    if (k === "name") {
+      return h("td", { title: row.id }, h("a", { href: `#/run/${encodeURIComponent(row.id)}`,
+        text: row.name || row.id }));
+    }
+    if (k === "created") return h("td", { text: fmtTime(row.created) });
+    if (k === "duration") return h("td", { class: "num", text: fmtDuration(row.duration) });
+    if (k === "tags") return h("td", null, (row.tags || []).map((t) => h("span", { class: "chip", text: t })));
+    if (k === "notes") return noteCell(row);
+    if (k === "git_branch") return h("td", { text: row.git_branch || "" });
+    if (col.group === "run") return h("td", { text: fmtValue(row[k]) });
+    const v = row.cells?.[k];
+    const td = h("td", { class: NUMERIC(k) || typeof v === "number" ? "num" : "",
+      text: NUMERIC(k) ? fmtNum(v) : fmtValue(v), title: typeof v === "object" ? "" : String(v ?? "") });
+    if (col.metric && (row.replayed || []).includes(col.metric)) {
+      td.classList.add("replayed");
+      td.append(h("span", { class: "replayed-mark", text: "↺", title: "includes values from a hindsight replay" }));
+    }
+    return td;
+  }
+
+  function noteCell(row) {
+    const td = h("td", { class: "note", text: row.notes || "", title: api.readonly ? row.notes : "click to edit the note" });
+    if (api.readonly) return td;
+    td.addEventListener("click", () => {
+      if (td.querySelector("input")) return;
+      const input = h("input", { type: "text", value: row.notes || "" });
+      clear(td).append(input);
+      input.focus();
+      let done = false;
+      const finish = async (save) => {
+        if (done) return; done = true;
+        const text = input.value;
+        td.textContent = save ? text : row.notes || "";
+        if (save && text !== (row.notes || "")) {
+          try { await api.patch(runPath(row.id), { notes: text }); row.notes = text; }
+          catch (e) { err.textContent = `note not saved: ${e.message}`; td.textContent = row.notes || ""; }
+        }
+      };
+      input.addEventListener("keydown", (e) => {
+        if (e.key === "Enter") finish(true);
+        if (e.key === "Escape") finish(false);
+      });
+      input.addEventListener("blur", () => finish(true));
+    });
+    return td;
+  }
+
+  let dragKey = null;
+  function header(cols) {
+    const all = h("input", { type: "checkbox", title: "select all loaded rows" });
+    all.addEventListener("change", () => {
+      const ids = [];
+      for (const rows of st.pages.values()) rows.forEach((r) => ids.push(r.id));
+      const cur = new Set(selection.ids());
+      ids.forEach((id) => (all.checked ? cur.add(id) : cur.delete(id)));
+      selection.set([...cur]);
+    });
+    const ths = [h("th", { style: { width: "28px" } }, all)];
+    if (st.group) ths.push(h("th", { text: `group: ${st.group.replace(/^arg:/, "")}` }));
+    for (const c of cols) {
+      const th = h("th", { draggable: "true", title: `${c.key} — click to sort, drag to reorder`,
+        class: st.sort === c.key ? `sorted ${st.desc ? "" : "asc"}` : "" },
+      c.label, c.group !== "run" ? h("span", { class: "grp", text: c.group }) : null);
+      th.addEventListener("click", () => {
+        if (st.sort === c.key) st.desc = !st.desc;
+        else { st.sort = c.key; st.desc = !(c.key === "name" || c.key.startsWith("arg:")); }
+        reload();
+      });
+      th.addEventListener("dragstart", (e) => { dragKey = c.key; e.dataTransfer.effectAllowed = "move"; });
+      th.addEventListener("dragover", (e) => { e.preventDefault(); th.classList.add("drag-over"); });
+      th.addEventListener("dragleave", () => th.classList.remove("drag-over"));
+      th.addEventListener("drop", (e) => {
+        e.preventDefault();
+        th.classList.remove("drag-over");
+        if (!dragKey || dragKey === c.key) return;
+        const order = visibleColumns().map((x) => x.key).filter((k) => k !== dragKey);
+        order.splice(order.indexOf(c.key), 0, dragKey);
+        st.colPrefs.order = order;
+        savePrefs();
+        draw();
+      });
+      ths.push(th);
+    }
+    return h("thead", null, h("tr", null, ths));
+  }
+
+  function draw() {
+    const cols = visibleColumns();
+    const n = st.matched;
+    count.textContent = `${n.toLocaleString()} of ${st.total.toLocaleString()} runs`;
+    drawFolded();
+    drawActions();
+    const top = wrap.scrollTop;
+    const first = Math.max(0, Math.floor(top / ROW) - 10);
+    const last = Math.min(n, first + Math.ceil((wrap.clientHeight || 600) / ROW) + 30);
+    for (let p = Math.floor(first / PAGE); p <= Math.floor(Math.max(first, last - 1) / PAGE); p++) {
+      if (p * PAGE < n) fetchPage(p, st.epoch);
+    }
+    const width = cols.length + 1 + (st.group ? 1 : 0);
+    const body = h("tbody");
+    body.append(h("tr", { class: "spacer" }, h("td", { colspan: width, style: { height: `${first * ROW}px` } })));
+    let prevGroup;
+    for (let i = first; i < last; i++) {
+      const row = rowAt(i);
+      if (!row) {
+        body.append(h("tr", null, h("td", { colspan: width, class: "muted", text: "…" })));
+        continue;
+      }
+      const sel = selection.has(row.id);
+      const box = h("input", { type: "checkbox", checked: sel, "aria-label": `select ${row.name}` });
+      box.addEventListener("change", () => selection.toggle(row.id, box.checked));
+      const before = i > 0 ? rowAt(i - 1) : undefined;
+      const groupStart = st.group && (!before || fmtValue(before.group) !== fmtValue(row.group));
+      const tr = h("tr", { class: [sel ? "selected" : "", row.hidden ? "hidden-run" : "",
+        groupStart && i > 0 ? "group-start" : ""].join(" "), dataset: { id: row.id } },
+      h("td", null, box),
+      st.group ? h("td", { class: "group-cell", text: groupStart ? fmtValue(row.group) : "" }) : null,
+      cols.map((c) => cellFor(row, c)));
+      body.append(tr);
+      prevGroup = row.group;
+    }
+    void prevGroup;
+    body.append(h("tr", { class: "spacer" }, h("td", { colspan: width, style: { height: `${Math.max(0, n - last) * ROW}px` } })));
+    clear(table).append(header(cols), body);
+    if (!n && !err.textContent) {
+      body.append(h("tr", null, h("td", { colspan: width, class: "muted",
+        text: st.total ? "No run matches this filter." : "No runs yet: log one with fw.init() / fw.log()." })));
+    }
+  }
+
+  function drawFolded() {
+    clear(folded);
+    const consts = st.columns.filter((c) => c.constant && c.group !== "run" && !st.colPrefs.shown.includes(c.key));
+    if (!consts.length) return;
+    folded.append("Same in every listed run: ");
+    consts.forEach((c) => {
+      const val = c.value !== undefined ? fmtValue(c.value) : "";
+      folded.append(h("span", { class: "chip", title: "constant column (folded); show it from Columns" },
+        c.group === "metrics" ? `${c.label}` : h("b", { text: c.label }), val ? `=${val}` : ""));
+    });
+  }
+
+  function drawActions() {
+    clear(actions);
+    const n = selection.size();
+    const chart = h("button", { class: "primary", text: `Chart ${n} selected`, disabled: !n,
+      onclick: () => { location.hash = "#/charts"; } });
+    const clearBtn = h("button", { text: "Clear", disabled: !n, onclick: () => selection.clear() });
+    actions.append(chart, " ", clearBtn);
+    if (!api.readonly) {
+      actions.append(" ",
+        h("button", { text: "Hide", disabled: !n, title: "hide the selected runs", onclick: () => bulk({ hidden: true }) }),
+        " ",
+        h("button", { text: "Unhide", disabled: !n, onclick: () => bulk({ hidden: false }) }),
+        " ",
+        h("button", { class: "danger", text: "Delete", disabled: !n, onclick: deleteSelected }));
+    }
+  }
+
+  async function bulk(body) {
+    try {
+      for (const id of selection.ids()) await api.patch(runPath(id), body);
+    } catch (e) { err.textContent = e.message; }
+    reload();
+  }
+
+  async function deleteSelected() {
+    const ids = selection.ids();
+    if (!ids.length || !confirm(`Delete ${ids.length} run(s) for good? This cannot be undone.`)) return;
+    for (const id of ids) {
+      try { await api.del(runPath(id)); } catch (e) { err.textContent = e.message; }
+    }
+    selection.clear();
+    reload();
+  }
+
+  // -- columns menu ------------------------------------------------------------------
+  let menu = null;
+  function toggleMenu() {
+    if (menu) { menu.remove(); menu = null; return; }
+    menu = h("div", { class: "menu" });
+    const vis = new Set(visibleColumns().map((c) => c.key));
+    for (const group of ["run", "args", "metrics"]) {
+      const cols = st.columns.filter((c) => c.group === group);
+      if (!cols.length) continue;
+      menu.append(h("h4", { text: group }));
+      for (const c of cols) {
+        const box = h("input", { type: "checkbox", checked: vis.has(c.key) });
+        box.addEventListener("change", () => {
+          const cp = st.colPrefs;
+          cp.shown = cp.shown.filter((k) => k !== c.key);
+          cp.hidden = cp.hidden.filter((k) => k !== c.key);
+          (box.checked ? cp.shown : cp.hidden).push(c.key);
+          savePrefs();
+          st.cellKeys = wantedKeys();
+          reload();
+        });
+        menu.append(h("label", null, box, ` ${c.label}`, c.constant ? h("span", { class: "muted", text: " (constant)" }) : ""));
+      }
+    }
+    menu.append(h("button", { text: "Reset columns", onclick: () => {
+      st.colPrefs = { order: [], shown: [], hidden: [] }; savePrefs(); st.cellKeys = null; toggleMenu(); reload();
+    } }));
+    const r = colBtn.getBoundingClientRect();
+    Object.assign(menu.style, { left: `${r.left}px`, top: `${r.bottom + window.scrollY + 4}px` });
+    document.body.append(menu);
+  }
+  colBtn.addEventListener("click", (e) => { e.stopPropagation(); toggleMenu(); });
+  const closeMenu = (e) => { if (menu && !menu.contains(e.target)) { menu.remove(); menu = null; } };
+  document.addEventListener("click", closeMenu);
+
+  // -- events ------------------------------------------------------------------------
+  const onSearch = debounce(() => { st.q = search.value.trim(); reload(); }, 300);
+  search.addEventListener("input", onSearch);
+  search.addEventListener("keydown", (e) => { if (e.key === "Enter") { st.q = search.value.trim(); reload(); } });
+  hiddenBox.addEventListener("change", () => { st.hidden = hiddenBox.checked; reload(); });
+  groupSel.addEventListener("change", () => { st.group = groupSel.value; reload(); });
+  let ticking = false;
+  wrap.addEventListener("scroll", () => {
+    if (ticking) return;
+    ticking = true;
+    requestAnimationFrame(() => { ticking = false; draw(); });
+  });
+  const offSel = selection.onChange(draw);
+
+  await reload();
+  // The group-by choices are the args of the listed runs.
+  groupSel.append(h("option", { value: "", text: "—" }));
+  st.columns.filter((c) => c.group === "args").forEach((c) => {
+    groupSel.append(h("option", { value: c.key, text: c.label, selected: c.key === st.group }));
+  });
+
+  // Follow running runs: refresh the visible page every few seconds.
+  const timer = setInterval(() => {
+    if (document.hidden || api.readonly || document.activeElement?.closest?.("td.note")) return;
+    const running = [...st.pages.values()].some((rows) => rows.some((r) => r.status === "running"));
+    if (running) { st.pages.clear(); draw(); }
+  }, 5000);
+
+  return () => { clearInterval(timer); offSel(); document.removeEventListener("click", closeMenu); if (menu) menu.remove(); };
+}

@@ -1,0 +1,369 @@
+"""The server's window on a store: run rows kept fresh off the request path.
+
+Syncing the index stats every run directory (10,000 runs: ~0.1-0.3 s), so requests never
+wait for it: a single worker thread re-syncs when a request finds the rows older than
+`interval` seconds and requests answer from the rows of the previous sync meanwhile
+(stale by at most one sync). Only the very first request, and requests right after an
+edit, wait. Derived results (filtered lists, column facts, sort orders) are cached per
+generation of the rows, so scrolling a 10,000-row table re-sorts nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import FilterSyntaxError, RunNotFoundError
+from ..store.catalog import Store
+from ..store.layout import runs_dir
+from .routing import ApiError
+
+Row = dict[str, Any]
+
+RUN_FIELDS = ("name", "status", "created", "duration", "tags", "notes", "id", "host",
+              "git_branch", "project")
+# Field columns a fresh table shows; the user picks others from the column menu.
+DEFAULT_FIELDS = ("status", "name", "created", "duration", "tags", "notes")
+_STAT_PREFIXES = ("last", "best", "min", "max", "count")
+# Statistic series of `fw.watch` are many per run: listed, but hidden by default.
+_WATCH_PREFIXES = ("act/", "grad/", "param/")
+_LOWER_IS_BETTER = re.compile(r"loss|err|ppl|perplex|mse|mae|nll|wer|cer|latency|time|"
+                              r"regret|dist|div", re.I)
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}$")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a metric's best value is its minimum (losses, errors) or maximum."""
+    return bool(_LOWER_IS_BETTER.search(metric))
+
+
+def _metric_best(stats: dict[str, Any], name: str) -> Any:
+    return stats.get("min") if lower_is_better(name) else stats.get("max")
+
+
+def cell(row: Row, key: str) -> Any:
+    """The value of a table column (`name`, `arg:lr`, `last:loss`, `best:acc`...)."""
+    if key in RUN_FIELDS or key == "hidden":
+        return row.get(key)
+    kind, _, name = key.partition(":")
+    if kind == "arg":
+        return row["args"].get(name)
+    stats = row["metrics"].get(name)
+    if stats is None or kind not in _STAT_PREFIXES:
+        return None
+    if kind == "best":
+        return _metric_best(stats, name)
+    return stats.get(kind)
+
+
+def _sort_key(value: Any) -> tuple:
+    """Total order over mixed values: numbers < strings < others; missing sorts last."""
+    if value is None:
+        return (3, 0, "")
+    if isinstance(value, bool):
+        return (0, float(value), "")
+    if isinstance(value, (int, float)):
+        return (0, value, "") if not math.isnan(value) else (2, 0, "")
+    if isinstance(value, str):
+        return (1, 0, value.lower())
+    return (2, 0, str(value))
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return repr(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return value
+
+
+def _is_chartable(stats: dict[str, Any]) -> bool:
+    return stats.get("kind") in ("float", "int")
+
+
+class StoreView:
+    """Cached run rows of one store plus the table / points queries over them."""
+
+    def __init__(self, store_root: str | Path, interval: float = 0.5) -> None:
+        self.store = Store(store_root)
+        self.root = self.store.root
+        self.interval = interval
+        self.generation = 0
+        self._rows: list[Row] | None = None
+        self._by_id: dict[str, Row] = {}
+        self._count = -1
+        self._last_sync = 0.0
+        self._syncs = 0
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._wanted = 0  # sync requests; the worker serves them in order
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    # -- keeping fresh -----------------------------------------------------------------
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            # One long-lived thread: the index keeps one sqlite connection per thread.
+            self._worker = threading.Thread(target=self._work, name="flowillower-ui-sync",
+                                            daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._wanted <= self._syncs:
+                    self._cond.wait()
+                target = self._wanted
+            try:
+                self._sync_once()
+                self._error = None
+            except BaseException as exc:  # reported to the waiting request
+                self._error = exc
+            with self._cond:
+                self._syncs = max(self._syncs, target)
+                self._last_sync = time.monotonic()
+                self._cond.notify_all()
+
+    def _sync_once(self) -> None:
+        updated = self.store.sync()
+        conn = self.store.index.connect()
+        count = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        if updated or count != self._count or self._rows is None:
+            rows = self.store.index.run_rows()
+            self._by_id = {r["id"]: r for r in rows}
+            self._rows = rows
+            self._count = count
+            self.generation += 1
+            with self._cache_lock:
+                self._cache.clear()
+
+    def refresh(self, wait: bool = False) -> None:
+        """Make sure rows are at most `interval` old; `wait` blocks for a fresh sync."""
+        self._ensure_worker()
+        with self._cond:
+            stale = time.monotonic() - self._last_sync >= self.interval
+            if self._rows is None or wait:
+                if self._rows is None and not wait and self._wanted > self._syncs:
+                    target = self._wanted  # join the first sync already asked for
+                else:  # a sync in flight may have started before an edit: one more
+                    target = self._wanted = max(self._wanted, self._syncs) + 1
+                self._cond.notify_all()
+                while self._syncs < target:
+                    self._cond.wait(timeout=60)
+                if self._error is not None and self._rows is None:
+                    raise self._error
+            elif stale and self._wanted <= self._syncs:
+                self._wanted = self._syncs + 1
+                self._cond.notify_all()
+
+    def rows(self) -> list[Row]:
+        self.refresh()
+        return self._rows or []
+
+    def row(self, run_id: str) -> Row | None:
+        self.refresh()
+        return self._by_id.get(run_id)
+
+    # -- run references ----------------------------------------------------------------
+    def resolve(self, ref: str) -> str:
+        """A known run id from an id, unique prefix or name; ApiError(404/400) otherwise.
+
+        Never builds a path from `ref` before it is known to be a run id, so `..` or
+        `/etc` can't reach the file system.
+        """
+        if not ref or len(ref) > 200 or "/" in ref or "\\" in ref or "\x00" in ref:
+            raise ApiError(400, f"{ref[:60]!r} is not a run id")
+        self.refresh()
+        if ref in self._by_id:
+            return ref
+        try:
+            run_id = self.store.index.resolve(ref)
+        except RunNotFoundError as exc:
+            raise ApiError(404, str(exc)) from None
+        if not _RUN_ID.match(run_id) or ".." in run_id:
+            raise ApiError(400, f"{ref[:60]!r} is not a run id")
+        return run_id
+
+    def run_dir(self, ref: str) -> Path:
+        run_id = self.resolve(ref)
+        path = runs_dir(self.root) / run_id
+        if not path.is_dir():
+            raise ApiError(404, f"run {run_id} has no directory (deleted?)")
+        return path
+
+    # -- cached derived results --------------------------------------------------------
+    def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        key = (self.generation, *key)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = compute()
+        with self._cache_lock:
+            self._cache[key] = value
+            while len(self._cache) > 64:
+                self._cache.popitem(last=False)
+        return value
+
+    def filtered(self, q: str | None, hidden: bool) -> list[Row]:
+        """Rows matching filter `q` (plain text, expression or fitlog syntax)."""
+        rows = self.rows()
+        q = (q or "").strip()
+
+        def compute() -> list[Row]:
+            base = rows if hidden else [r for r in rows if not r.get("hidden")]
+            if not q:
+                return base
+            from ..queries.filters import parse_filter
+
+            try:
+                predicate = parse_filter(q)
+                return [r for r in base if predicate(r)]
+            except FilterSyntaxError as exc:
+                raise ApiError(400, f"bad filter: {exc}", "q") from None
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ApiError(400, f"bad filter {q[:80]!r}: {exc}", "q") from None
+
+        return self._cached(("filter", q, hidden), compute)
+
+    def columns(self, q: str | None, hidden: bool) -> list[dict[str, Any]]:
+        """Every column of the matched runs, with constant ones flagged (to fold)."""
+        rows = self.filtered(q, hidden)
+
+        def compute() -> list[dict[str, Any]]:
+            arg_vals: dict[str, set] = {}
+            arg_count: dict[str, int] = {}
+            metric_last: dict[str, set] = {}
+            metric_count: dict[str, int] = {}
+            replayed: set[str] = set()
+            for r in rows:
+                for name, value in r["args"].items():
+                    vals = arg_vals.setdefault(name, set())
+                    if len(vals) < 2:
+                        vals.add(_hashable(value))
+                    arg_count[name] = arg_count.get(name, 0) + 1
+                for name, stats in r["metrics"].items():
+                    if not _is_chartable(stats):
+                        continue
+                    vals = metric_last.setdefault(name, set())
+                    if len(vals) < 2:
+                        vals.add(_hashable(stats.get("last")))
+                    metric_count[name] = metric_count.get(name, 0) + 1
+                    if stats.get("replayed"):
+                        replayed.add(name)
+            n = len(rows)
+            cols: list[dict[str, Any]] = []
+            for f in RUN_FIELDS:
+                cols.append({"key": f, "label": f.replace("git_", ""), "group": "run",
+                             "constant": False, "visible": f in DEFAULT_FIELDS})
+            for name in sorted(arg_vals):
+                constant = n > 1 and len(arg_vals[name]) == 1 and arg_count[name] == n
+                col = {"key": f"arg:{name}", "label": name, "group": "args",
+                       "constant": constant, "count": arg_count[name], "visible": True}
+                if constant:
+                    col["value"] = next(r["args"][name] for r in rows if name in r["args"])
+                cols.append(col)
+            metric_names = sorted(metric_count, key=lambda m: (m.startswith(_WATCH_PREFIXES),
+                                                                -metric_count[m], m))
+            shown = 0
+            for name in metric_names:
+                watch = name.startswith(_WATCH_PREFIXES)
+                visible = not watch and shown < 12
+                shown += visible
+                constant = n > 1 and len(metric_last[name]) == 1 and metric_count[name] == n
+                for stat in ("last", "best"):
+                    cols.append({"key": f"{stat}:{name}", "label": f"{name} ({stat})",
+                                 "group": "metrics", "metric": name, "stat": stat,
+                                 "constant": constant and stat == "last", "visible": visible,
+                                 "count": metric_count[name], "replayed": name in replayed,
+                                 "goal": "min" if lower_is_better(name) else "max"})
+            return cols
+
+        return self._cached(("columns", (q or "").strip(), hidden), compute)
+
+    def ordered(self, q: str | None, hidden: bool, sort: str, desc: bool,
+                group: str | None) -> list[Row]:
+        rows = self.filtered(q, hidden)
+
+        def compute() -> list[Row]:
+            out = sorted(rows, key=lambda r: _sort_key(cell(r, sort)), reverse=desc)
+            if desc:  # missing values last in both directions
+                out = [r for r in out if cell(r, sort) is not None] + \
+                      [r for r in out if cell(r, sort) is None]
+            if group:
+                out.sort(key=lambda r: _sort_key(cell(r, group)))  # stable: keeps `sort`
+            return out
+
+        return self._cached(("order", (q or "").strip(), hidden, sort, desc, group), compute)
+
+    # -- queries -----------------------------------------------------------------------
+    def table(self, q: str | None = None, sort: str = "created", desc: bool = True,
+              offset: int = 0, limit: int = 100, group: str | None = None,
+              cols: list[str] | None = None, hidden: bool = False) -> dict[str, Any]:
+        """One page of the runs table (the `/api/runs` answer)."""
+        columns = self.columns(q, hidden)
+        known = {c["key"] for c in columns}
+        for key in [sort, group, *(cols or [])]:
+            if key and key not in known and not self._valid_key(key):
+                raise ApiError(400, f"unknown column {key!r}; see `columns` in the answer "
+                               "for the available ones", "sort")
+        rows = self.ordered(q, hidden, sort, desc, group)
+        wanted = cols or [c["key"] for c in columns
+                          if c["visible"] and not c["constant"] and c["group"] != "run"]
+        page = rows[offset:offset + limit]
+        out_rows = []
+        for r in page:
+            out = {k: r.get(k) for k in ("id", "name", "status", "created", "duration",
+                                         "tags", "notes", "hidden", "host", "git_branch",
+                                         "project")}
+            out["cells"] = {k: cell(r, k) for k in wanted}
+            out["replayed"] = sorted(m for m, s in r["metrics"].items() if s.get("replayed"))
+            if group:
+                out["group"] = cell(r, group)
+            out_rows.append(out)
+        result: dict[str, Any] = {
+            "generation": self.generation, "total": len(self._rows or []),
+            "matched": len(rows), "offset": offset, "limit": limit, "sort": sort,
+            "desc": desc, "group": group, "columns": columns, "rows": out_rows,
+        }
+        if group:
+            counts: dict[Any, int] = {}
+            for r in rows:
+                key = _hashable(cell(r, group))
+                counts[key] = counts.get(key, 0) + 1
+            result["groups"] = [{"value": k, "count": v} for k, v in
+                                list(counts.items())[:500]]
+        return result
+
+    @staticmethod
+    def _valid_key(key: str) -> bool:
+        kind, sep, name = key.partition(":")
+        return bool(sep and name) and kind in ("arg", *_STAT_PREFIXES)
+
+    def points(self, dims: list[str], q: str | None = None, hidden: bool = False,
+               limit: int = 10000) -> dict[str, Any]:
+        """Columnar values of some columns for every matched run (scatter, parallel axes)."""
+        for key in dims:
+            if key not in RUN_FIELDS and not self._valid_key(key):
+                raise ApiError(400, f"unknown column {key!r}", "dim")
+        rows = self.filtered(q, hidden)[:limit]
+        return {"generation": self.generation, "matched": len(rows),
+                "ids": [r["id"] for r in rows], "names": [r["name"] for r in rows],
+                "status": [r["status"] for r in rows],
+                "dims": {k: [cell(r, k) for r in rows] for k in dims}}
+
+    def chart_keys(self, run_id: str) -> list[str]:
+        """Metric names of a run worth decoding together (charts ask for them next)."""
+        row = self._by_id.get(run_id)
+        if not row:
+            return []
+        names = [m for m, s in row["metrics"].items()
+                 if _is_chartable(s) and not m.startswith(_WATCH_PREFIXES)]
+        return names[:64]
