@@ -183,6 +183,11 @@ def watch(model: Any, every: int = 1,
         return None
     from .model.api import watch as _watch
 
+    def sink(stats: dict[str, Any], step: int) -> None:
+        # Their own role keeps per-module statistics out of the runs table's metrics.
+        run.log_at_step(stats, step, role="watch")
+
+    options.setdefault("sink", sink)
     return _watch(model, every=every, what=what, run=run, **options)
 
 

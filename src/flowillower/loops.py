@@ -46,6 +46,11 @@ def _begin_iteration(run: Run, path: tuple[str, ...], base: tuple, name: str,
     run._loop_totals[path] = total + 1
     run._step = total  # global iteration count of this loop: the default x-axis
     if run._step_hooks and run._depth >= run._max_depth:
+        # Hooks may report a step's results later (gradients exist only after backward):
+        # remember which loop context each recent step had.
+        run._step_contexts[total] = run._ctx
+        if len(run._step_contexts) > 64:
+            del run._step_contexts[next(iter(run._step_contexts))]
         for hook in list(run._step_hooks):
             hook(total)
     if run._loop_hooks:

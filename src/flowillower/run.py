@@ -113,6 +113,7 @@ class Run:
         self._loop_totals: dict[tuple[str, ...], int] = {}
         self._depth, self._max_depth = 0, 0
         self._step_hooks: list[Callable[[int], None]] = []
+        self._step_contexts: dict[int, int] = {}  # recent global step -> loop context id
         # Hindsight: callbacks at loop start / iteration start / loop end, and an optional
         # function choosing which (index, item) pairs a loop yields (set during a replay).
         self._loop_hooks: list[Callable[[str, str, int, int], None]] = []
@@ -280,6 +281,20 @@ class Run:
         buf.c_step.append(step)
         buf.c_time.append(t)
         buf.c_count.append(count)  # last: marks the call complete for the writer
+
+    def log_at_step(self, values: Mapping[str, Any], step: int, *, role: str = "metric"
+                    ) -> None:
+        """Log values that belong to an earlier step of the innermost loop (a step hook
+        reporting after the fact), keyed by that step's loop coordinates."""
+        ctx = self._step_contexts.get(step)
+        if ctx is None:
+            self.log_metrics(values, step, role=role)
+            return
+        saved, self._ctx = self._ctx, ctx
+        try:
+            self.log_metrics(values, step, role=role)
+        finally:
+            self._ctx = saved
 
     def _next_count(self, kid: int) -> int:
         count = self._counts.get(kid, 0)

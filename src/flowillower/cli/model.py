@@ -31,8 +31,4 @@ def model_command(run: str, depth: int | None, store_dir: str | None, as_json: b
         return
     from ..model.summary import format_summary
 
-    kwargs = {"depth": depth} if depth is not None else {}
-    try:
-        click.echo(format_summary(graph.get("tree", {}), graph, **kwargs))
-    except TypeError:  # a summary without depth support
-        click.echo(format_summary(graph.get("tree", {}), graph))
+    click.echo(format_summary(graph.get("tree", {}), graph, max_depth=depth))
