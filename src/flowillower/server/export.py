@@ -1,0 +1,215 @@
+"""`export_site(store_root, out_dir, runs_filter=None)`: the UI as a static site.
+
+The same front end, told by a meta tag to read data files instead of the API (see
+`static/js/local.js`). Layout of the output::
+
+    index.html                     the shell (mode "static")
+    static/                        the front end and vendored libraries
+    data/index.json                run rows (what the runs table filters and sorts)
+    data/runs/<id>/run.json        the run page's data (as /api/runs/<id>)
+    data/runs/<id>/series.json     every chartable key, downsampled to `points` values
+    data/runs/<id>/hist.json       histogram series (model page heat maps)
+    data/runs/<id>/media.json      images / artifacts per key
+    data/runs/<id>/media/...       image files; artifacts/... up to a size cap
+    data/runs/<id>/model/...       model graphs
+
+Works from any static host and from `python -m http.server`. Nothing is fetched from a
+CDN; series are downsampled (min/max buckets) so 1,000 runs stay a few tens of MB.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import StoreError
+from ..store.catalog import Store
+from ..store.index import latest_annotation
+from ..store.layout import runs_dir
+from ..store.reader import RunReader, read_json
+from .api import classify
+from .app import STATIC_DIR, render_index
+from .downsample import json_floats, minmax_indices
+from .routing import sanitize
+from .series import Loaded, hist_series
+
+MARKER = "data/index.json"
+_WATCH = ("act/", "grad/", "param/")
+
+
+def _dump(path: Path, obj: Any) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(sanitize(obj), separators=(",", ":"), default=str)
+    path.write_text(text, encoding="utf-8")
+    return len(text)
+
+
+def _prepare(out: Path) -> None:
+    """Create `out`, or clear a previous export there; never clobber other files."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise StoreError(f"{out} is not empty and holds no earlier export; pick a new or "
+                             "empty directory")
+        for name in ("data", "static", "index.html"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _loop_changes(data: Any, names: list[str]) -> dict[str, list[list[int]]]:
+    """Per loop: [[first step, loop index], ...] where the loop index changes.
+
+    Enough for the browser to place values at fractional loop positions (epoch 2.5)
+    without shipping a coordinate per value.
+    """
+    out: dict[str, list[list[int]]] = {}
+    if not data.loop_names:
+        return out
+    steps, ctxs = [], []
+    for name in names:
+        s = data.series[name]
+        steps.append(s.step)
+        ctxs.append(s.ctx)
+    if not steps:
+        return out
+    step = np.concatenate(steps)
+    ctx = np.concatenate(ctxs)
+    order = np.argsort(step, kind="stable")
+    step, ctx = step[order], ctx[order]
+    for col, loop in enumerate(data.loop_names):
+        coord = data.ctx_coords[ctx, col]
+        ok = coord >= 0
+        if not ok.any():
+            continue
+        s, c = step[ok], coord[ok]
+        change = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        out[loop] = [[int(s[i]), int(c[i])] for i in change[:100000]]
+    return out
+
+
+def _series_doc(data: Any, created: float | None, points: int) -> dict[str, Any]:
+    keys = [n for n, s in data.series.items() if s.role != "arg" and s.kind != "object"
+            and s.role != "sys"]
+    doc: dict[str, Any] = {"created": created, "loops": _loop_changes(data, keys), "series": {}}
+    t0 = created or 0.0
+    for name in keys:
+        s = data.series[name]
+        y = s.values.astype(np.float64)
+        n_points = points // 3 if name.startswith(_WATCH) else points
+        keep = minmax_indices(y, max(4, n_points))
+        finite = y[np.isfinite(y)]
+        entry: dict[str, Any] = {
+            "count": len(y), "step": s.step[keep].tolist(),
+            "t": json_floats(s.time[keep] - t0, 9), "y": json_floats(y[keep], 6),
+            "last": float(y[-1]) if len(y) else None,
+            "min": float(finite.min()) if len(finite) else None,
+            "max": float(finite.max()) if len(finite) else None,
+        }
+        if s.replayed.any():
+            entry["replayed"] = np.flatnonzero(s.replayed[keep]).tolist()
+        doc["series"][name] = entry
+    return doc
+
+
+def _copy_media(run_dir: Path, dest: Path, data: Any, keys: dict[str, list[str]],
+                max_artifact_bytes: int, media: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in ("image", "artifact"):
+        for key in keys[kind]:
+            s = data.series.get(key)
+            if s is None:
+                continue
+            items = []
+            for i, value in enumerate(s.values):
+                if not isinstance(value, dict) or "path" not in value:
+                    continue
+                rel = str(value["path"])
+                src = (run_dir / rel).resolve()
+                item = {"step": int(s.step[i]), "time": float(s.time[i]),
+                        "replayed": bool(s.replayed[i]),
+                        **{k: value.get(k) for k in ("$media", "path", "caption", "width",
+                                                     "height", "bytes", "dir")}}
+                inside = run_dir.resolve() in src.parents
+                size = int(value.get("bytes") or 0)
+                copy = (media and inside and src.is_file() and not value.get("dir")
+                        and (kind == "image" or size <= max_artifact_bytes))
+                if copy:
+                    target = dest / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, target)
+                item["exported"] = bool(copy)
+                items.append(item)
+            out[key] = items
+    return out
+
+
+def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | None = None,
+                *, points: int = 300, include_hidden: bool = False, media: bool = True,
+                max_artifact_bytes: int = 20 * 2**20) -> dict[str, Any]:
+    """Write the static UI site for the runs matching `runs_filter` into `out_dir`.
+
+    Returns ``{"runs", "bytes", "seconds", "out"}``. `points`: values kept per series
+    (min/max buckets); `media`: copy images and artifacts (artifacts up to
+    `max_artifact_bytes` each).
+    """
+    t0 = time.perf_counter()
+    store = Store(store_root, must_exist=True)
+    rows = store.runs(runs_filter, include_hidden=include_hidden)
+    out = Path(out_dir)
+    _prepare(out)
+    shutil.copytree(STATIC_DIR, out / "static",
+                    ignore=shutil.ignore_patterns("index.html", "*.map"))
+    (out / "index.html").write_text(render_index("static"), encoding="utf-8")
+    (out / ".nojekyll").write_text("")  # GitHub Pages: serve static/ as is
+    base = runs_dir(store.root)
+    for row in rows:
+        run_dir = base / row["id"]
+        dest = out / "data" / "runs" / row["id"]
+        reader = RunReader(run_dir)
+        data = reader.load()
+        keys: dict[str, list[str]] = {"chart": [], "image": [], "artifact": [], "hist": [],
+                                      "other": []}
+        for name, stats in sorted(row["metrics"].items()):
+            keys[classify(stats)].append(name)
+        meta = read_json(run_dir / "run.json") or {}
+        models = []
+        if (run_dir / "model").is_dir():
+            for graph in sorted((run_dir / "model").rglob("graph.json")):
+                rel = graph.relative_to(run_dir)
+                if len(rel.parts) in (2, 3):
+                    target = dest / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(graph, target)
+                    models.append("" if len(rel.parts) == 2 else rel.parts[1])
+        _dump(dest / "run.json", {
+            "run": row, "meta": meta, "summary": read_json(run_dir / "summary.json"),
+            "annotations": latest_annotation(run_dir), "keys": keys, "models": models,
+            "snapshot": None, "static": True})
+        _dump(dest / "series.json", _series_doc(data, row.get("created"), points))
+        if keys["hist"]:
+            hists = {}
+            for key in keys["hist"]:
+                s = data.series.get(key)
+                hists[key] = {"run": row["id"], "key": key,
+                              **hist_series(Loaded(s, data.loop_names, data.ctx_coords), 100)}
+            _dump(dest / "hist.json", hists)
+        if keys["image"] or keys["artifact"]:
+            _dump(dest / "media.json", _copy_media(run_dir, dest, data, keys,
+                                                   max_artifact_bytes, media))
+    _dump(out / MARKER, {"version": __version__, "exported": time.time(),
+                         "filter": runs_filter, "runs": rows})
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
+            "out": str(out)}
