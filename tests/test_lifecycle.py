@@ -188,3 +188,20 @@ def test_failing_webhook_warns_and_never_raises():
     with pytest.warns(UserWarning, match="webhook"):
         fw.finish(notify="http://127.0.0.1:9/unreachable")
     assert run.status == "success"
+
+
+def test_forked_child_cannot_end_the_parents_run(store_dir):
+    run = fw.init()
+    fw.log("x", 1.0)
+    pid = os.fork()
+    if pid == 0:  # a DataLoader-style worker killed by SIGTERM, or exiting normally
+        try:
+            run.finish("killed")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert not (run.dir / "summary.json").exists()
+    fw.log("x", 2.0)
+    fw.finish()
+    reader = RunReader(run.dir)
+    assert reader.status == "success" and reader.load().series["x"].values.tolist() == [1.0, 2.0]

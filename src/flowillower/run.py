@@ -92,6 +92,9 @@ class Run:
         self.tags = list(tags or [])
         self.notes = notes or ""
         self.created = _now()
+        # A forked child (e.g. a DataLoader worker) inherits this object; only the process
+        # that created the run may finish it.
+        self._owner_pid = os.getpid()
         self.rank = rank
         self.status: str | None = None  # set once finished
         self.dir = runs_dir(self.store_root) / self.id
@@ -424,6 +427,8 @@ class Run:
         """End the run: flush, fsync, write summary.json; optionally post to a webhook."""
         if status not in ("success", "failed", "killed"):
             raise ValueError(f"status must be 'success', 'failed' or 'killed', not {status!r}")
+        if os.getpid() != self._owner_pid:
+            return  # a forked child dying must not end its parent's run
         with self._lock:
             if self.status is not None:
                 return
