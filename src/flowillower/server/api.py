@@ -20,7 +20,7 @@ from ..store.reader import read_json
 from .routing import ApiError, Endpoint, P
 from .security import safe_run_file
 from .series import SeriesCache, chart_series, hist_series
-from .store_view import StoreView
+from .store_view import StoreView, is_watch
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
@@ -75,6 +75,7 @@ class Api:
         if not run:
             raise ApiError(400, "give at least one run= id", "run")
         runs, counts, loops = [], {}, {}
+        watch: set[str] = set()
         for ref in dict.fromkeys(run):
             row = self.view.row(self.view.resolve(ref))
             if row is None:
@@ -86,8 +87,9 @@ class Api:
             for name, stats in row["metrics"].items():
                 if classify(stats) == "chart":
                     counts[name] = counts.get(name, 0) + 1
-        metrics = [{"name": n, "runs": c, "watch": n.startswith(("act/", "grad/", "param/"))}
-                   for n, c in sorted(counts.items())]
+                    if is_watch(name, stats):
+                        watch.add(name)
+        metrics = [{"name": n, "runs": c, "watch": n in watch} for n, c in sorted(counts.items())]
         return {"runs": runs, "metrics": metrics, "loops": list(loops)}
 
     # -- one run -----------------------------------------------------------------------

@@ -92,8 +92,7 @@ def create_app(store_root: str | os.PathLike[str], token: str | None = None, *,
     routes = [Route("/", index), Route("/index.html", index),
               Route("/api/openapi.json", openapi),
               *[make_route(ep) for ep in endpoints],
-              Route("/api/{rest:path}", not_found,
-                    methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+              Route("/api/{rest:path}", not_found),
               Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:

@@ -169,4 +169,4 @@ def _log_watch_stats(run: Run, step: int, rng: random.Random) -> None:
         if n_params:
             stats[f"grad/{path}.weight/norm"] = 1.0 / (1 + step / 50) + 0.01 * rng.random()
             stats[f"param/{path}.weight/norm"] = 3.0 + step / 500
-    run.log_metrics(stats, step)
+    run.log_metrics(stats, step, role="watch")  # as fw.watch records them

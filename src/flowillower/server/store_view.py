@@ -87,6 +87,11 @@ def _is_chartable(stats: dict[str, Any]) -> bool:
     return stats.get("kind") in ("float", "int")
 
 
+def is_watch(name: str, stats: dict[str, Any] | None = None) -> bool:
+    """Per-module statistics of `fw.watch` (role "watch", or their key prefixes)."""
+    return bool(stats and stats.get("role") == "watch") or name.startswith(_WATCH_PREFIXES)
+
+
 class StoreView:
     """Cached run rows of one store plus the table / points queries over them."""
 
@@ -243,6 +248,7 @@ class StoreView:
             metric_last: dict[str, set] = {}
             metric_count: dict[str, int] = {}
             replayed: set[str] = set()
+            watch: set[str] = set()
             for r in rows:
                 for name, value in r["args"].items():
                     vals = arg_vals.setdefault(name, set())
@@ -258,6 +264,8 @@ class StoreView:
                     metric_count[name] = metric_count.get(name, 0) + 1
                     if stats.get("replayed"):
                         replayed.add(name)
+                    if is_watch(name, stats):
+                        watch.add(name)
             n = len(rows)
             cols: list[dict[str, Any]] = []
             for f in RUN_FIELDS:
@@ -270,12 +278,10 @@ class StoreView:
                 if constant:
                     col["value"] = next(r["args"][name] for r in rows if name in r["args"])
                 cols.append(col)
-            metric_names = sorted(metric_count, key=lambda m: (m.startswith(_WATCH_PREFIXES),
-                                                                -metric_count[m], m))
+            metric_names = sorted(metric_count, key=lambda m: (m in watch, -metric_count[m], m))
             shown = 0
             for name in metric_names:
-                watch = name.startswith(_WATCH_PREFIXES)
-                visible = not watch and shown < 12
+                visible = name not in watch and shown < 12
                 shown += visible
                 constant = n > 1 and len(metric_last[name]) == 1 and metric_count[name] == n
                 for stat in ("last", "best"):
@@ -283,7 +289,8 @@ class StoreView:
                                  "group": "metrics", "metric": name, "stat": stat,
                                  "constant": constant and stat == "last", "visible": visible,
                                  "count": metric_count[name], "replayed": name in replayed,
-                                 "goal": "min" if lower_is_better(name) else "max"})
+                                 "goal": "min" if lower_is_better(name) else "max",
+                                 "watch": name in watch})
             return cols
 
         return self._cached(("columns", (q or "").strip(), hidden), compute)
@@ -365,5 +372,5 @@ class StoreView:
         if not row:
             return []
         names = [m for m, s in row["metrics"].items()
-                 if _is_chartable(s) and not m.startswith(_WATCH_PREFIXES)]
+                 if _is_chartable(s) and not is_watch(m, s)]
         return names[:64]
