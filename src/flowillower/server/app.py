@@ -7,8 +7,10 @@ static files; `/` serves its shell with the CSRF token in a meta tag.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -100,8 +102,13 @@ def create_app(store_root: str | os.PathLike[str], token: str | None = None, *,
         detail = getattr(exc, "detail", "error")
         return json_response({"error": str(detail), "status": status}, status)
 
-    app = Starlette(routes=routes, exception_handlers={405: method_not_allowed,
-                                                       404: method_not_allowed})
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        view.prime()  # index the store while the browser is still loading the page
+        yield
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={405: method_not_allowed, 404: method_not_allowed})
     app.state.view = view
     app.state.api = api
     app.add_middleware(GuardMiddleware, token=token, loopback_only=loopback_only)

@@ -104,6 +104,7 @@ class StoreView:
         self._by_id: dict[str, Row] = {}
         self._count = -1
         self._last_sync = 0.0
+        self._gap = interval
         self._syncs = 0
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -126,6 +127,7 @@ class StoreView:
                 while self._wanted <= self._syncs:
                     self._cond.wait()
                 target = self._wanted
+            started = time.monotonic()
             try:
                 self._sync_once()
                 self._error = None
@@ -134,6 +136,8 @@ class StoreView:
             with self._cond:
                 self._syncs = max(self._syncs, target)
                 self._last_sync = time.monotonic()
+                # A big store takes a while to stat: keep syncing to a third of the time.
+                self._gap = max(self.interval, 3 * (self._last_sync - started))
                 self._cond.notify_all()
 
     def _sync_once(self) -> None:
@@ -153,7 +157,7 @@ class StoreView:
         """Make sure rows are at most `interval` old; `wait` blocks for a fresh sync."""
         self._ensure_worker()
         with self._cond:
-            stale = time.monotonic() - self._last_sync >= self.interval
+            stale = time.monotonic() - self._last_sync >= self._gap
             if self._rows is None or wait:
                 if self._rows is None and not wait and self._wanted > self._syncs:
                     target = self._wanted  # join the first sync already asked for
@@ -165,6 +169,14 @@ class StoreView:
                 if self._error is not None and self._rows is None:
                     raise self._error
             elif stale and self._wanted <= self._syncs:
+                self._wanted = self._syncs + 1
+                self._cond.notify_all()
+
+    def prime(self) -> None:
+        """Start the first sync now (server start-up) without waiting for it."""
+        self._ensure_worker()
+        with self._cond:
+            if self._wanted <= self._syncs:
                 self._wanted = self._syncs + 1
                 self._cond.notify_all()
 

@@ -179,6 +179,8 @@ export class Chart {
     }
     this.drawLegend(present);
     this.drawMissing();
+    // How many runs are drawn: tests and the benchmark wait on it.
+    this.el.dataset.drawn = String(present.length);
   }
 
   replayedIndices(d, xs) {
