@@ -129,6 +129,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=160, help="inner iterations per epoch")
     parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--replay-only", action="store_true",
+                        help="one recorded run, no overhead comparison (quicker)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="record runs per variant (order A B B A ...: drift cancels)")
     args, _unknown = parser.parse_known_args()
@@ -141,8 +143,12 @@ def main() -> int:
         kw = [f"epochs={args.epochs}", f"steps={args.steps}", f"width={args.width}"]
         plain, ckpt, plain_cpu, ckpt_cpu, walls, stats = [], [], [], [], [], {}
         load_before = os.getloadavg()[0]
-        for k in range(args.repeats):  # A B, B A, ...: a linear drift hits both alike
-            for variant in ("ckpt=0", "ckpt=1") if k % 2 == 0 else ("ckpt=1", "ckpt=0"):
+        order = [("ckpt=0", "ckpt=1") if k % 2 == 0 else ("ckpt=1", "ckpt=0")
+                 for k in range(args.repeats)]  # A B, B A, ...: a linear drift hits both alike
+        if args.replay_only:
+            order = [("ckpt=1",)]
+        for variants in order:
+            for variant in variants:
                 wall, loop_s, cpu_s, run_stats = train(root, *kw, variant)
                 if variant == "ckpt=0":
                     plain.append(loop_s)
@@ -161,8 +167,8 @@ def main() -> int:
             if run != keep:
                 shutil.rmtree(run)
         # The fastest of each variant: the run least disturbed by other load.
-        t_plain, t_ckpt = min(plain), min(ckpt)
-        c_plain, c_ckpt = min(plain_cpu), min(ckpt_cpu)
+        t_ckpt, c_ckpt = min(ckpt), min(ckpt_cpu)
+        t_plain, c_plain = (min(plain), min(plain_cpu)) if plain else (t_ckpt, c_ckpt)
         rerun = statistics.median(walls)
 
         new = SCRIPT.replace("        # OUTER", "        " + OUTER_STATEMENT).replace(
