@@ -475,3 +475,15 @@ def test_code_snapshot_and_diff(tmp_path, monkeypatch):
         assert c.get(f"/api/runs/{ids[0]}/code/file", params={"path": "nope.py"}
                      ).status_code == 404
         assert c.get("/api/diff", params={"a": ids[0], "b": "nope"}).status_code == 404
+
+
+def test_series_also_decodes_the_next_keys_in_one_pass(demo):
+    root, ids = demo
+    with TestClient(create_app(root), base_url=LOCAL) as c:
+        cache = c.app.state.api.series_cache
+        ok(c.get("/api/series", params={"run": ids, "key": "train/loss",
+                                        "also": ["val/acc", "val/loss"]}))
+        assert cache.decodes == len(ids)
+        ok(c.get("/api/series", params={"run": ids, "key": "val/acc"}))
+        ok(c.get("/api/series", params={"run": ids, "key": "val/loss"}))
+        assert cache.decodes == len(ids)  # served from the same decode

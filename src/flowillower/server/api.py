@@ -134,7 +134,7 @@ class Api:
         return {"ok": True, "deleted": run_id}
 
     def series(self, run: list[str], key: str, x: str, points: int, x0: float | None,
-               x1: float | None, after: list[int]) -> dict[str, Any]:
+               x1: float | None, after: list[int], also: list[str]) -> dict[str, Any]:
         if not run:
             raise ApiError(400, "give at least one run= id", "run")
         if after and len(after) != len(run):
@@ -147,7 +147,7 @@ class Api:
             run_dir = self.view.run_dir(ref)
             run_id = run_dir.name
             names = [key] + ([other_key] if other_key else [])
-            got = self.series_cache.get(run_dir, names, self.view.chart_keys(run_id))
+            got = self.series_cache.get(run_dir, names, also[:64])
             row = self.view.row(run_id) or {}
             items.append((run_id, got[key], got.get(other_key) if other_key else None,
                           row.get("created")))
@@ -294,7 +294,10 @@ class Api:
                          P("x0", "number", description="zoom window start (full resolution)"),
                          P("x1", "number", description="zoom window end"),
                          P("after", "integer", many=True, minimum=0, maximum=10**12,
-                           description="per-run cursor: only points after it (live)")],
+                           description="per-run cursor: only points after it (live)"),
+                         P("also", many=True, max_length=500,
+                           description="keys the client asks for next: decoded in the "
+                                       "same pass over each run file")],
                      tag="series"),
             Endpoint("GET", "/api/runs/{run}", self.run,
                      "A run: args, metrics, environment, git, keys, models", [run]),

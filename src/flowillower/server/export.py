@@ -208,8 +208,8 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
         if keys["image"] or keys["artifact"]:
             _dump(dest / "media.json", _copy_media(run_dir, dest, data, keys,
                                                    max_artifact_bytes, media))
-    _dump(out / MARKER, {"version": __version__, "exported": time.time(),
-                         "filter": runs_filter, "runs": rows})
+    # No timestamp: the same runs export to the same bytes (a redeploy pushes nothing).
+    _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows})
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
             "out": str(out)}

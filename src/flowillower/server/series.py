@@ -85,9 +85,8 @@ class SeriesCache:
             have = entry.items if entry is not None else {}
             missing = [n for n in names if n not in have]
             if missing:
-                wanted = set(missing)
-                if entry is None:  # first decode of this version: take the chart keys too
-                    wanted.update(prefetch)
+                # One decode for the keys the next requests will ask for as well.
+                wanted = set(missing) | {n for n in prefetch if n not in have}
                 data = RunReader(run_dir).load(sorted(wanted))
                 self.decodes += 1
                 items = dict(have)
@@ -163,13 +162,28 @@ def _snap(x: np.ndarray, y: np.ndarray, lo: float, width: float, nb: int
     if len(finite) == 0:
         return (np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
     b = np.clip(((x[finite] - lo) / width).astype(np.int64), 0, nb - 1)
-    order = np.lexsort((y[finite], b))  # by bucket, then value
-    bo = b[order]
-    starts = np.flatnonzero(np.r_[True, bo[1:] != bo[:-1]])
-    ends = np.r_[starts[1:], len(bo)] - 1
-    i_min = finite[order[starts]]
-    i_max = finite[order[ends]]
-    buckets = bo[starts]
+    yf = y[finite]
+    if len(b) < 2 or bool((b[1:] >= b[:-1]).all()):
+        # x ascending (steps, time): buckets are contiguous runs, no sort needed.
+        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+        seg = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(b)]))
+        lo_v = np.minimum.reduceat(yf, starts)
+        hi_v = np.maximum.reduceat(yf, starts)
+        pos = np.arange(len(b))
+        # First position per segment holding its min / max (a later one never wins).
+        at_min = np.where(yf == lo_v[seg], pos, len(b))
+        at_max = np.where(yf == hi_v[seg], pos, len(b))
+        i_min = finite[np.minimum.reduceat(at_min, starts)]
+        i_max = finite[np.minimum.reduceat(at_max, starts)]
+        buckets = b[starts]
+    else:
+        order = np.lexsort((yf, b))  # by bucket, then value
+        bo = b[order]
+        starts = np.flatnonzero(np.r_[True, bo[1:] != bo[:-1]])
+        ends = np.r_[starts[1:], len(bo)] - 1
+        i_min = finite[order[starts]]
+        i_max = finite[order[ends]]
+        buckets = bo[starts]
     min_first = x[i_min] <= x[i_max]
     first = np.where(min_first, i_min, i_max)
     second = np.where(min_first, i_max, i_min)
@@ -177,8 +191,7 @@ def _snap(x: np.ndarray, y: np.ndarray, lo: float, width: float, nb: int
     src = np.concatenate([first, second])
     same = i_min == i_max  # one point in the bucket: one slot
     keep = np.concatenate([np.ones(len(first), bool), ~same])
-    slots, src = slots[keep], src[keep]
-    return slots, y[src], src
+    return slots[keep], y[src[keep]], src[keep]
 
 
 def _stats(y: np.ndarray) -> dict[str, Any]:

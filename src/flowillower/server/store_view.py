@@ -377,12 +377,3 @@ class StoreView:
                 "ids": [r["id"] for r in rows], "names": [r["name"] for r in rows],
                 "status": [r["status"] for r in rows],
                 "dims": {k: [cell(r, k) for r in rows] for k in dims}}
-
-    def chart_keys(self, run_id: str) -> list[str]:
-        """Metric names of a run worth decoding together (charts ask for them next)."""
-        row = self._by_id.get(run_id)
-        if not row:
-            return []
-        names = [m for m, s in row["metrics"].items()
-                 if _is_chartable(s) and not is_watch(m, s)]
-        return names[:64]

@@ -60,11 +60,10 @@ export async function render(root, { params }) {
     const metrics = info.metrics.filter((m) => (opts.watch || !m.watch) && (!text || m.name.toLowerCase().includes(text)));
     if (!metrics.length) grid.append(h("p", { class: "muted", text: "No metric matches." }));
     observer = new IntersectionObserver((entries) => {
-      entries.forEach((e) => {
-        if (!e.isIntersecting) return;
-        const chart = charts.find((c) => c.el === e.target);
-        if (chart && !chart.loaded) chart.load();
-      });
+      const due = entries.filter((e) => e.isIntersecting)
+        .map((e) => charts.find((c) => c.el === e.target)).filter((c) => c && !c.loaded);
+      const keys = due.map((c) => c.key);  // decoded together: one pass per run file
+      due.forEach((c) => c.load(keys));
     }, { rootMargin: "300px" });
     for (const m of metrics.slice(0, 400)) {
       const chart = new Chart(m.name, runs, { x: opts.x, smooth: opts.smooth, log: opts.log });
@@ -78,7 +77,7 @@ export async function render(root, { params }) {
     charts.forEach((c) => {
       Object.assign(c.opts, { x: opts.x, smooth: opts.smooth, log: opts.log });
       if (!c.loaded) return;
-      if (refetch) { c.zoom = null; c.load(); } else if (c.data) c.draw(true);
+      if (refetch) { c.zoom = null; c.load(charts.filter((o) => o.loaded).map((o) => o.key)); } else if (c.data) c.draw(true);
     });
   }
 

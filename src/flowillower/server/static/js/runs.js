@@ -235,6 +235,7 @@ export async function render(root, { params }) {
     void prevGroup;
     body.append(h("tr", { class: "spacer" }, h("td", { colspan: width, style: { height: `${Math.max(0, n - last) * ROW}px` } })));
     clear(table).append(header(cols), body);
+    if (rowAt(first) && !performance.getEntriesByName("fw:rows").length) performance.mark("fw:rows");
     if (!n && !err.textContent) {
       body.append(h("tr", null, h("td", { colspan: width, class: "muted",
         text: st.total ? "No run matches this filter." : "No runs yet: log one with fw.init() / fw.log()." })));
