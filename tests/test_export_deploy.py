@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from flowillower.cli import main as cli
 from flowillower.errors import GitError, StoreError
-from flowillower.server.deploy import deploy, readme, resolve_target
 from flowillower.server.demo import make_demo_store
+from flowillower.server.deploy import deploy, readme, resolve_target
 from flowillower.server.export import export_site
 
 
