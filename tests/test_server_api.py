@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
 import subprocess
 import time
 import warnings
@@ -487,3 +488,71 @@ def test_series_also_decodes_the_next_keys_in_one_pass(demo):
         ok(c.get("/api/series", params={"run": ids, "key": "val/acc"}))
         ok(c.get("/api/series", params={"run": ids, "key": "val/loss"}))
         assert cache.decodes == len(ids)  # served from the same decode
+
+
+def _write_replay(run_dir: Path, key: str, steps: list[int], values: list[float]) -> None:
+    """A hindsight replay's output file, as the replay writer leaves it."""
+    import numpy as np
+
+    from flowillower.store.format import encode_frame
+
+    n = len(steps)
+    frame = encode_frame(
+        keys={0: (key, "metric")},
+        call_cols=[np.zeros(n, np.uint32), np.array(steps, np.int64),
+                   np.full(n, time.time()), np.ones(n, np.uint32)],
+        float_cols=[np.zeros(n, np.uint32), np.array(values, np.float64)])
+    (run_dir / "replays").mkdir(exist_ok=True)
+    (run_dir / "replays" / "r1.fwl").write_bytes(frame)
+
+
+def test_replayed_values_are_marked(fresh):
+    root, ids, c = fresh
+    _write_replay(root / "runs" / ids[0], "grad_norm", [0, 10, 20], [3.0, 2.0, 1.0])
+    _write_replay(root / "runs" / ids[1], "train/loss", [5], [9.0])
+    c.get("/api/runs")
+    time.sleep(0.2)
+    table = ok(c.get("/api/runs", params={"q": "grad_norm.count == 3"}))
+    assert [r["id"] for r in table["rows"]] == [ids[0]]
+    assert table["rows"][0]["replayed"] == ["grad_norm"]
+    col = next(x for x in table["columns"] if x["key"] == "last:grad_norm")
+    assert col["replayed"]
+    s = ok(c.get("/api/series", params={"run": ids[:2], "key": "grad_norm"}))
+    assert s["runs"][0]["replayed"] == [0, 1, 2]
+    assert s["runs"][1]["missing"] and "flowillower replay grad_norm --runs" in s["runs"][1][
+        "replay"]
+    mixed = ok(c.get("/api/series", params={"run": ids[1], "key": "train/loss"}))
+    r = mixed["runs"][0]
+    assert r["count"] == 61 and len(r["replayed"]) == 1 and r["y"][r["replayed"][0]] == 9.0
+
+
+def test_ui_command_serves_with_a_token_beyond_loopback(demo, tmp_path):
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "flowillower", "ui", "--no-browser",
+                             "--host", "0.0.0.0", "--port", str(port), "--dir", str(demo[0])],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("token=" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        token = next(line for line in lines if "token=" in line).split("token=")[1].strip()
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                r = httpx.get(f"{base}/api/info")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert r.status_code == 401
+        assert httpx.get(f"{base}/api/info", params={"token": token}).json()["runs"] == 6
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -39,7 +39,7 @@ def store(tmp_path_factory):
     names = ["alpha", "beta", "gamma", "delta", XSS]
     ids = make_demo_store(root, runs=5, steps=200, names=names)
     live = Run("demo", "live-run", dir=root, snapshot=False)
-    live.record_args({"lr": 0.5})
+    live.record_args({"lr": 0.5, "comment": "<script>window.__pwned=2</script>"})
     for step in range(20):
         live.log_metrics({"train/loss": 1.0}, step)
     live.flush()
@@ -115,6 +115,7 @@ def test_table_lists_runs_and_shows_html_as_text(page, server):
     assert {"alpha", "beta", "gamma", "delta", "live-run", XSS} == set(names)
     assert page.evaluate("window.__pwned") is None and not page.dialogs
     assert page.locator("table.runs img").count() == 0  # the payload stayed text
+    assert page.locator("td", has_text="<script>window.__pwned=2</script>").count() == 1
     assert page.locator("table.runs th", has_text="lr").count() >= 1
     page.screenshot(path=str(SHOTS / "flowillower-ui-table.png"))
 

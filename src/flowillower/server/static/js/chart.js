@@ -2,7 +2,7 @@
 // downsampled series, re-fetches at full resolution for a zoomed window, and follows
 // running runs by asking only for points after each run's cursor.
 import { api } from "./api.js";
-import { color, copyButton, fmtDuration, fmtNum, h } from "./dom.js";
+import { color, copyButton, fmtDuration, fmtNum, h, loadScript } from "./dom.js";
 
 const LIVE_REFETCH_FACTOR = 3;  // re-downsample once live tails triple the points
 
@@ -77,6 +77,7 @@ export class Chart {
     const params = { run: this.runs.map((r) => r.id), key: this.key, x: this.opts.x,
       points: this.pointsWanted(), also: also.filter((k) => k !== this.key).slice(0, 32) };
     if (this.zoom) { params.x0 = this.zoom[0]; params.x1 = this.zoom[1]; }
+    const lib = window.uPlot ? null : loadScript("static/vendor/uPlot.iife.min.js");
     let res;
     try { res = await api.get("series", params); } catch (e) {
       this.plotEl.replaceChildren(h("p", { class: "error", text: e.message }));
@@ -87,6 +88,7 @@ export class Chart {
       return { ...r, x, y: r.y || [], replayed: r.replayed || [] };
     });
     this.sampled = res.sampled;
+    await lib;
     this.draw(true);
   }
 

@@ -105,3 +105,18 @@ export function copyButton(text) {
     catch { e.target.textContent = "select it"; }
   } });
 }
+
+// Vendored libraries are classic scripts, loaded on the first page that needs them.
+const scripts = new Map();
+export function loadScript(src) {
+  if (!scripts.has(src)) {
+    scripts.set(src, new Promise((resolve, reject) => {
+      const el = document.createElement("script");
+      el.src = src;
+      el.onload = resolve;
+      el.onerror = () => reject(new Error(`could not load ${src}`));
+      document.head.append(el);
+    }));
+  }
+  return scripts.get(src);
+}

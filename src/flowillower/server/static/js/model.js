@@ -3,7 +3,7 @@
 // activation / gradient statistics over steps (curves and a histogram heat map).
 import { api, runPath } from "./api.js";
 import { Chart } from "./chart.js";
-import { clear, copyButton, fmtNum, h, svg } from "./dom.js";
+import { clear, copyButton, fmtNum, h, loadScript, svg } from "./dom.js";
 import { heatmap } from "./heatmap.js";
 
 const MAX_NODES = 800;  // dagre slows down (and overflows its stack) on huge graphs
@@ -69,7 +69,8 @@ export async function render(root, { args, params }) {
   const name = params.get("name") || "";
   let graph, run;
   try {
-    [graph, run] = await Promise.all([api.get(runPath(id, "/model"), name ? { name } : {}), api.get(runPath(id))]);
+    [graph, run] = await Promise.all([api.get(runPath(id, "/model"), name ? { name } : {}), api.get(runPath(id)),
+      window.dagre ? null : loadScript("static/vendor/dagre.min.js")]);
   } catch (e) {
     root.append(h("p", { class: "error", text: e.message }), h("a", { href: `#/run/${encodeURIComponent(id)}`, text: "← run" }));
     return null;
