@@ -344,11 +344,21 @@ export async function render(root, { params }) {
     groupSel.append(h("option", { value: c.key, text: c.label, selected: c.key === st.group }));
   });
 
-  // Follow running runs: refresh the visible page every few seconds.
-  const timer = setInterval(() => {
+  // Follow running runs: re-fetch the loaded pages every few seconds, swap them in whole.
+  const timer = setInterval(async () => {
     if (document.hidden || api.readonly || document.activeElement?.closest?.("td.note")) return;
     const running = [...st.pages.values()].some((rows) => rows.some((r) => r.status === "running"));
-    if (running) { st.pages.clear(); draw(); }
+    if (!running) return;
+    const epoch = st.epoch;
+    for (const p of [...st.pages.keys()]) {
+      try {
+        const data = await api.get("runs", queryParams(p));
+        if (epoch !== st.epoch) return;
+        st.pages.set(p, data.rows);
+        st.matched = data.matched;
+      } catch { return; }
+    }
+    draw();
   }, 5000);
 
   return () => { clearInterval(timer); offSel(); document.removeEventListener("click", closeMenu); if (menu) menu.remove(); };
