@@ -80,8 +80,8 @@ def quiet(_text: str) -> None:
 
 
 def no_setup_cost(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiny test runs on a shared machine: make the planner believe a worker starts for
-    free and has a core of its own, so it splits the outer iterations among workers."""
+    """Tiny test runs: make the planner believe a worker starts for free, so it splits
+    the outer iterations among the workers."""
     original = planner.load_run_info
 
     def patched(run_dir: Path) -> planner.RunInfo:
@@ -94,7 +94,6 @@ def no_setup_cost(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(planner, "load_run_info", patched)
     monkeypatch.setattr(planner, "PROCESS_EXIT_S", 0.0)
     monkeypatch.setattr(planner, "SPLIT_GAIN", 0.999)
-    monkeypatch.setattr(replay_module, "effective_workers", lambda n: n)
     monkeypatch.setattr(replay_module, "load_run_info", patched)
 
 

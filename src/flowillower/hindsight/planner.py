@@ -631,47 +631,9 @@ def _split(plan: RunPlan, t: TaskPlan) -> tuple[TaskPlan, TaskPlan] | None:
     return a, b
 
 
-def _busy_cores(sample_s: float = 0.2) -> float:
-    """Cores other processes keep busy right now (Linux /proc/stat over `sample_s`).
-
-    The load average would lag by a minute and count replays that just finished."""
-    import time
-
-    def read() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    try:
-        total0, idle0 = read()
-        time.sleep(sample_s)
-        total1, idle1 = read()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    import os
-
-    cores = os.cpu_count() or 1
-    elapsed = total1 - total0
-    return 0.0 if elapsed <= 0 else cores * (1 - (idle1 - idle0) / elapsed)
-
-
-def effective_workers(workers: int) -> int:
-    """Workers that will really run side by side: no more than the cores other
-    processes leave free, at least one."""
-    import os
-
-    workers = max(1, int(workers))
-    if workers == 1:
-        return 1
-    cores = os.cpu_count() or 1
-    free = max(1, int(cores - _busy_cores() + 0.5))
-    return max(1, min(workers, free))
-
-
 def schedule(plans: list[RunPlan], workers: int) -> float:
     """Split outer iterations among `workers` while that shortens the replay; return the
-    estimated wall time. Pass `effective_workers(n)` to account for a busy machine."""
+    estimated wall time."""
     workers = max(1, workers)
     while True:
         tasks = [(p, t) for p in plans for t in p.tasks]

@@ -35,7 +35,6 @@ from .planner import (
     RunPlan,
     TaskPlan,
     analyze,
-    effective_workers,
     load_run_info,
     plan_json,
     plan_run,
@@ -256,9 +255,7 @@ class _Replayer:
                 job.outcome.status = "skipped"
                 job.outcome.message = "nothing left that this run can replay"
                 job.finished = True
-        # Plan for the cores actually free: on a busy machine a second worker mostly
-        # waits, and splitting would only pay the set-up twice.
-        estimate = schedule([j.plan for j in live if j.plan], effective_workers(self.workers))
+        estimate = schedule([j.plan for j in live if j.plan], self.workers)
         for job in live:
             assert job.plan is not None
             job.outcome.estimate = job.plan.estimate
@@ -514,7 +511,7 @@ class _Replayer:
                     job.results = {}
                     job.outcome.status = "planned"
                     job.outcome.message = ""
-                schedule([j.plan for j in retry if j.plan], effective_workers(self.workers))
+                schedule([j.plan for j in retry if j.plan], self.workers)
                 self._execute(retry, base, report)
         finally:
             if not os.environ.get("FLOWILLOWER_KEEP_REPLAY_DIR"):
