@@ -62,3 +62,23 @@ def test_resolve_by_prefix_suffix_and_name(store_dir):
     assert store.resolve(run.id[:15]) == run.id
     assert store.resolve(run.id[-8:]) == run.id
     assert store.resolve("unique-name") == run.id
+
+
+def test_index_keeps_value_types(store_dir):
+    import math
+
+    values = {"flag": True, "off": False, "big": 2**70, "neg": -3, "text": "5", "half": 0.5,
+              "list": [1, "a"], "none": None, "nan": float("nan"), "inf": float("-inf")}
+    run = fw.init()
+    run.record_args(values)
+    fw.log_metrics({f"m_{k}": v for k, v in values.items()})
+    fw.finish()
+    [row] = Store(store_dir).runs()
+    metrics = {k[2:]: m["last"] for k, m in row["metrics"].items()}
+    for source in (row["args"], metrics):
+        for key, expected in values.items():
+            got = source[key]
+            if key == "nan":
+                assert math.isnan(got)
+            else:
+                assert got == expected and type(got) is type(expected), (key, got)

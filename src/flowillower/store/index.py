@@ -46,12 +46,14 @@ _FINISHED_PARTS = ("", "replays", "notes")
 _LIVE_PARTS = ("", "replays", "notes", "data.fwl", "run.json")
 
 
-def _signature(run_dir: Path, live: bool = True) -> str:
-    """Cheap change detector: a few stats, no reads."""
+def _signature(run_dir: str | Path, live: bool = True) -> str:
+    """Cheap change detector: a few stats, no reads (plain strings: pathlib costs more
+    than the stat itself at 10,000 runs)."""
     parts = []
+    base = os.fspath(run_dir)
     for rel in (_LIVE_PARTS if live else _FINISHED_PARTS):
         try:
-            st = os.stat(run_dir / rel)
+            st = os.stat(base + "/" + rel if rel else base)
             parts.append(f"{st.st_mtime_ns}:{st.st_size}")
         except OSError:
             parts.append("-")
@@ -73,6 +75,22 @@ def _sql_value(value: Any) -> Any:
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, allow_nan=True)
+
+
+_JSON_WORDS = {"true": True, "false": False, "null": None}
+
+
+def _decode(value: Any, value_json: str) -> Any:
+    """A stored value: the typed SQL column when it is exact, JSON otherwise (bools,
+    NaN, huge ints, lists). Skipping json.loads halves loading 10,000 runs."""
+    first = value_json[:1]
+    if first in ("[", "{") or value is None:
+        return _JSON_WORDS[value_json] if value_json in _JSON_WORDS else json.loads(value_json)
+    if isinstance(value, str) and first != '"':  # an int too big for SQLite
+        return json.loads(value_json)
+    if value_json in _JSON_WORDS:
+        return _JSON_WORDS[value_json]
+    return value
 
 
 def latest_annotation(run_dir: Path) -> dict[str, Any]:
@@ -133,12 +151,12 @@ class Index:
             if not entry.is_dir() or entry.name.startswith("."):
                 continue
             present.add(entry.name)
-            run_dir = Path(entry.path)
             old_sig, old_status = known.get(entry.name, (None, "running"))
-            sig = _signature(run_dir, live=old_status == "running")
+            sig = _signature(entry.path, live=old_status == "running")
             if old_sig == sig and not (old_status == "running"
                                        and self._may_have_died(entry.name)):
                 continue
+            run_dir = Path(entry.path)
             if old_status == "running":  # store the short form once it has finished
                 sig = _signature(run_dir, live=RunReader(run_dir).status == "running")
             if not (run_dir / "run.json").exists() and not (run_dir / "data.fwl").exists():
@@ -253,15 +271,17 @@ class Index:
             row["hidden"] = bool(row["hidden"])
             row["args"], row["metrics"] = {}, {}
             rows[row["id"]] = row
-        for run_id, name, value_json in conn.execute("SELECT run_id, name, value_json FROM args"):
+        for run_id, name, value, value_json in conn.execute(
+                "SELECT run_id, name, value, value_json FROM args"):
             if run_id in rows:
-                rows[run_id]["args"][name] = json.loads(value_json)
-        for run_id, name, role, kind, count, last_json, lo, hi, last_step, replayed in (
-                conn.execute("SELECT run_id, name, role, kind, count, last_json, min, max, "
-                             "last_step, replayed FROM metrics")):
+                rows[run_id]["args"][name] = _decode(value, value_json)
+        for run_id, name, role, kind, count, last, last_json, lo, hi, last_step, replayed in (
+                conn.execute("SELECT run_id, name, role, kind, count, last, last_json, min, "
+                             "max, last_step, replayed FROM metrics")):
             if run_id in rows:
                 rows[run_id]["metrics"][name] = {
-                    "role": role, "kind": kind, "count": count, "last": json.loads(last_json), "min": lo,
+                    "role": role, "kind": kind, "count": count,
+                    "last": _decode(last, last_json), "min": lo,
                     "max": hi, "last_step": last_step, "replayed": bool(replayed)}
         return rows
 
