@@ -170,7 +170,8 @@ def restore_object(kind: str, obj: Any, state: Any) -> None:
         grads = state["grads"]
         for name, p in obj.named_parameters():
             grad = grads.get(name)
-            p.grad = None if grad is None else grad.clone()
+            # Checkpoints load on the CPU: put gradients back where the parameter lives.
+            p.grad = None if grad is None else grad.to(p.device, copy=True)
         for m, flag in zip(obj.modules(), state["training"]):
             m.training = flag
     elif kind == "stateful":
