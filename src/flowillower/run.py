@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import args as _args
+from . import lifecycle
 from .errors import FlowillowerError, UnsupportedValueError
 from .store.layout import (
     ensure_store,
@@ -33,7 +34,7 @@ from .values import FLOAT, INT, check_name, normalize
 
 _now = time.time
 _NO_STEP = -1  # stored when a value has neither an explicit step nor a loop around it
-_ONLY_FLOAT = {float}
+_is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
 REPLAY_ENV = "FLOWILLOWER_REPLAY"  # path of a replay worker's plan (set by `fw.replay`)
 
 
@@ -188,8 +189,6 @@ class Run:
                 self._write_meta()
             self._writer = FrameWriter(self.dir / self._data_file, self._buf,
                                        self._flush_interval)
-            from . import lifecycle
-
             lifecycle.install(self)
 
     # -- keys and contexts -----------------------------------------------------------
@@ -228,13 +227,13 @@ class Run:
         elif type(step) is not int:
             step = int(step)
         kids = self._signatures[role].get(tuple(metrics))
-        # Hot path: known names, all exact floats, a step: two extends and a call row
-        # (its count last: see RecordBuffer).
-        if (kids is not None and step != _NO_STEP
-                and set(map(type, metrics.values())) == _ONLY_FLOAT):
+        values = metrics.values()
+        # Hot path: known names, all floats, a step: two extends and a call row (its
+        # count last: see RecordBuffer).
+        if kids is not None and step != _NO_STEP and all(map(_is_float, values)):
             buf = self._buf
             buf.f_key.extend(kids)
-            buf.f_val.extend(metrics.values())
+            buf.f_val.extend(values)
             buf.c_ctx.append(self._ctx)
             buf.c_step.append(step)
             buf.c_time.append(t)
@@ -443,8 +442,6 @@ class Run:
             writer = self._writer
             assert writer is not None
             writer.close()
-            from . import lifecycle
-
             lifecycle.forget(self)
             self._setup_done.wait(timeout=10)
             if self.rank == 0:

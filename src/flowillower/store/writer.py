@@ -123,10 +123,22 @@ class FrameWriter:
             self.last.update(zip(int_cols[0], int_cols[4]))
         for row in batch["objects"]:
             self.last[row[0]] = row[4]
-        self.last.update(zip(float_cols[0], float_cols[1]))
+        self._update_last(*float_cols)
         return encode_frame(keys=batch["keys"], contexts=batch["contexts"],
                             events=batch["events"], call_cols=batch["call_cols"],
                             float_cols=float_cols, int_cols=int_cols, objects=batch["objects"])
+
+    def _update_last(self, keys: array, values: array) -> None:
+        # Walk back from the end until every key of the batch is seen: keys interleave,
+        # so this touches a handful of rows instead of building 60k Python objects.
+        remaining = set(keys)
+        i = len(keys) - 1
+        while remaining and i >= 0:
+            key = keys[i]
+            if key in remaining:
+                self.last[key] = values[i]
+                remaining.discard(key)
+            i -= 1
 
     def close(self) -> None:
         """Flush, fsync and stop the thread."""
