@@ -1,0 +1,171 @@
+"""Sharing runs through a git remote: a teammate pulls them (code included), replays
+fast-forward, pushes from two machines never conflict, and nothing leaks or is lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowillower.errors import GitError
+from flowillower.gitops.snapshot import checkout_snapshot, list_files, take_snapshot
+from flowillower.gitops.sync import LARGE_ARTIFACT, pull, push
+from tests.conftest_git import (
+    bare_remote,
+    fingerprint,
+    git,
+    isolate_home,
+    make_repo,
+    make_run,
+    status,
+    store_ref,
+    tree_files,
+)
+
+RUN_A = "20261123-120000-aaaaaaaa"
+RUN_B = "20261123-120500-bbbbbbbb"
+REF = "refs/flowillower/runs/"
+
+
+@pytest.fixture
+def alice(tmp_path, monkeypatch):
+    """Alice's project (a dirty repo, no git identity) with two finished runs."""
+    isolate_home(monkeypatch, tmp_path)
+    repo = make_repo(tmp_path, "dirty")
+    store = repo / ".flowillower"
+    snap = take_snapshot(repo, store / "git")
+    make_run(store, RUN_A, snap, {"artifacts/model/w.bin": b"weights",
+                                  "notes/2026.json": b'{"notes": "hi"}'})
+    make_run(store, RUN_B, snap)
+    return repo
+
+
+def test_teammate_pulls_runs_and_their_code(alice, tmp_path):
+    remote = bare_remote(tmp_path / "remote.git")
+    before, status_before = fingerprint(alice), status(alice)
+    result = push(alice / ".flowillower", str(remote))
+    assert (result["runs"], result["pushed"], result["rejected"]) == (2, 2, [])
+    assert fingerprint(alice) == before and status(alice) == status_before
+    assert git(remote, "for-each-ref", "--format=%(refname)", REF).split() == [
+        REF + RUN_A, REF + RUN_B]
+
+    bob = tmp_path / "bob" / ".flowillower"  # a fresh store on another machine
+    got = pull(bob, f"file://{remote}")
+    assert (got["runs_added"], got["runs_updated"]) == (2, 0)
+    for run_id in (RUN_A, RUN_B):
+        mine = tree_files(alice / ".flowillower/runs" / run_id, skip=("checkpoints",))
+        assert tree_files(bob / "runs" / run_id) == mine  # identical, checkpoints stay home
+    assert not (bob / "runs" / RUN_A / "checkpoints").exists()
+    assert (bob / ".gitignore").exists()
+    # The teammate can check out the code of a pulled run.
+    import json
+
+    sha = json.loads((bob / "runs" / RUN_A / "run.json").read_text())["git"]["snapshot"]
+    code = checkout_snapshot(bob / "git", sha, tmp_path / "bob-code")
+    assert (code / "lib" / "model.py").read_text() == "WIDTH = 128  # changed\n"
+    assert sorted(list_files(bob / "git", sha)) == sorted(
+        list_files(alice / ".flowillower/git", sha))
+    # Pulling again brings nothing new; pushing again sends nothing.
+    assert pull(bob, str(remote))["files_added"] == 0
+    again = push(alice / ".flowillower", str(remote))
+    assert (again["pushed"], again["up_to_date"]) == (0, 2)
+
+
+def test_new_replay_fast_forwards(alice, tmp_path):
+    remote = bare_remote(tmp_path / "remote.git")
+    push(alice / ".flowillower", str(remote))
+    old = git(remote, "rev-parse", REF + RUN_A).strip()
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, str(remote))
+
+    replay = alice / ".flowillower/runs" / RUN_A / "replays" / "r1.fwl"
+    replay.parent.mkdir()
+    replay.write_bytes(b"FWL1 replayed values")
+    result = push(alice / ".flowillower", str(remote), run_ids=[RUN_A])
+    assert (result["pushed"], result["rejected"]) == (1, [])
+    new = git(remote, "rev-parse", REF + RUN_A).strip()
+    assert new != old
+    assert git(remote, "rev-parse", new + "^1").strip() == old  # parent: the old version
+    got = pull(bob, str(remote))
+    assert (got["runs_added"], got["runs_updated"], got["files_added"]) == (0, 1, 1)
+    assert (bob / "runs" / RUN_A / "replays" / "r1.fwl").read_bytes() == b"FWL1 replayed values"
+    # The same run pushed back from the teammate's machine is the same commit: a no-op.
+    assert push(bob, str(remote))["rejected"] == []
+    assert git(remote, "rev-parse", REF + RUN_A).strip() == new
+
+
+def test_two_machines_add_files_to_one_run(alice, tmp_path):
+    remote = bare_remote(tmp_path / "remote.git")
+    push(alice / ".flowillower", str(remote))
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, str(remote))
+    for store, name in ((alice / ".flowillower", "a.fwl"), (bob, "b.fwl")):
+        folder = store / "runs" / RUN_A / "replays"
+        folder.mkdir()
+        (folder / name).write_bytes(name.encode())
+    assert push(alice / ".flowillower", str(remote))["rejected"] == []
+    assert push(bob, str(remote))["rejected"] == [RUN_A]  # pull first
+    pull(bob, str(remote))
+    assert push(bob, str(remote))["rejected"] == []  # both versions as parents, no merge
+    pull(alice / ".flowillower", str(remote))
+    for store in (alice / ".flowillower", bob):
+        assert sorted(p.name for p in (store / "runs" / RUN_A / "replays").iterdir()) == [
+            "a.fwl", "b.fwl"]
+
+
+def test_pull_adds_but_never_overwrites(alice, tmp_path):
+    remote = bare_remote(tmp_path / "remote.git")
+    run = alice / ".flowillower/runs" / RUN_A
+    data = run / "data.fwl"
+    head = data.read_bytes()
+    data.write_bytes(head[:20])  # pushed while the run was still writing
+    push(alice / ".flowillower", str(remote))
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, str(remote))
+    data.write_bytes(head)  # the run went on
+    push(alice / ".flowillower", str(remote))
+    (bob / "runs" / RUN_A / "run.json").write_text('{"edited": "by bob"}')
+    pull(bob, str(remote))
+    assert (bob / "runs" / RUN_A / "data.fwl").read_bytes() == head  # grown record file
+    assert (bob / "runs" / RUN_A / "run.json").read_text() == '{"edited": "by bob"}'
+    # A record file that is not a prefix of the remote one is left alone.
+    (bob / "runs" / RUN_B / "data.fwl").write_bytes(b"XX")
+    pull(bob, str(remote))
+    assert (bob / "runs" / RUN_B / "data.fwl").read_bytes() == b"XX"
+
+
+def test_large_artifacts_stay_unless_asked(alice, tmp_path, monkeypatch):
+    import flowillower.gitops.sync as sync
+
+    monkeypatch.setattr(sync, "LARGE_ARTIFACT", 4)  # "weights" (7 bytes) counts as large
+    assert LARGE_ARTIFACT == 50 * 2**20
+    remote = bare_remote(tmp_path / "remote.git")
+    result = push(alice / ".flowillower", str(remote))
+    assert result["skipped_large"] == [[RUN_A, "artifacts/model/w.bin", 7]]
+    files = store_ref(remote, "ls-tree", "-r", "--name-only", REF + RUN_A).split()
+    assert "artifacts/model/w.bin" not in files and "checkpoints/epoch1.pt" not in files
+    assert push(alice / ".flowillower", str(remote), include_large=True)["pushed"] == 1
+    files = store_ref(remote, "ls-tree", "-r", "--name-only", REF + RUN_A).split()
+    assert "artifacts/model/w.bin" in files and "checkpoints/epoch1.pt" not in files
+
+
+def test_remote_by_name_is_read_from_the_users_repo(alice, tmp_path):
+    remote = bare_remote(tmp_path / "remote.git")
+    git(alice, "remote", "add", "origin", str(remote))
+    before = fingerprint(alice)
+    assert push(alice / ".flowillower", "origin")["pushed"] == 2
+    assert pull(alice / ".flowillower", "origin")["files_added"] == 0
+    assert fingerprint(alice) == before  # no remote, ref or config added to their repo
+    with pytest.raises(GitError, match="no git remote named 'upstream'"):
+        push(alice / ".flowillower", "upstream")
+
+
+def test_errors_are_clear_and_hide_credentials(alice, tmp_path):
+    with pytest.raises(GitError, match="push to .* failed") as err:
+        push(alice / ".flowillower", "https://alice:s3cret-token@127.0.0.1:9/runs.git")
+    assert "s3cret-token" not in str(err.value)
+    with pytest.raises(GitError, match="fetching runs from"):
+        pull(alice / ".flowillower", str(tmp_path / "missing.git"))
+    with pytest.raises(GitError, match="no run"):
+        push(alice / ".flowillower", str(bare_remote(tmp_path / "r.git")),
+             run_ids=["20990101-000000-deadbeef"])
+    config = (alice / ".flowillower" / "git" / "config").read_text()
+    assert "s3cret" not in config and "remote" not in config  # nothing stored
