@@ -82,5 +82,6 @@ def fingerprint(repo: Path) -> dict[str, str]:
         prints[rel] = hashlib.sha1(path.read_bytes()).hexdigest()
     if (repo / ".git").exists():
         prints["<stash>"] = git(repo, "stash", "list")
-        prints["<status>"] = git(repo, "status", "--porcelain", "--untracked-files=all")
+        prints["<status>"] = git(repo, "--no-optional-locks", "status", "--porcelain",
+                                 "--untracked-files=all")
     return prints
