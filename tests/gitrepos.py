@@ -1,21 +1,12 @@
-"""Real git repositories in every state the snapshot must survive, and a fingerprint of
-everything of the user's that must stay byte-identical."""
+"""Projects whose `train.py` logs a value in every repo state, for end-to-end tests that
+run the script (tests/conftest_git.py's dirty state rewrites train.py, so it can't run)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
 from pathlib import Path
 
-ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def git(repo: Path, *args: str, identity: bool = True) -> str:
-    env = {**os.environ, **(ENV if identity else {})}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True, env=env).stdout
+# One `git` runner and one fingerprint for all git tests (the stricter one: all of .git).
+from tests.conftest_git import fingerprint, git
 
 
 def _base_files(repo: Path) -> None:
@@ -67,21 +58,4 @@ def make_repo(tmp: Path, state: str) -> Path:
 STATES = ["non-git", "empty", "main", "master", "detached", "submodule", "dirty", "stash"]
 
 
-def fingerprint(repo: Path) -> dict[str, str]:
-    """Hashes of HEAD, index, config, refs, stash list and every working-tree file."""
-    prints: dict[str, str] = {}
-    for path in sorted(repo.rglob("*")):
-        rel = path.relative_to(repo).as_posix()
-        if rel.startswith(".flowillower") or not path.is_file():
-            continue
-        if rel.startswith(".git/") and not (rel in (".git/HEAD", ".git/index", ".git/config",
-                                                    ".git/packed-refs")
-                                            or rel.startswith(".git/refs/")
-                                            or rel.startswith(".git/logs/")):
-            continue
-        prints[rel] = hashlib.sha1(path.read_bytes()).hexdigest()
-    if (repo / ".git").exists():
-        prints["<stash>"] = git(repo, "stash", "list")
-        prints["<status>"] = git(repo, "--no-optional-locks", "status", "--porcelain",
-                                 "--untracked-files=all")
-    return prints
+__all__ = ["STATES", "fingerprint", "git", "make_repo"]
