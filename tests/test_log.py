@@ -175,3 +175,31 @@ def test_image_from_pil_and_matplotlib(store_dir):
     for key in ("pil", "fig"):
         ref = data.series[key].values[0]
         assert (run_dir / ref["path"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_image_from_encoded_bytes(store_dir):
+    """PNG / GIF bytes are stored as they are, with their own size; other bytes are refused."""
+    import io
+
+    from PIL import Image
+
+    from flowillower.errors import UnsupportedValueError
+
+    png, gif = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (7, 3), "blue").save(png, format="PNG")
+    frames = [Image.new("RGB", (9, 5), c) for c in ("red", "green")]
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    fw.init()
+    fw.log_image("png", png.getvalue())
+    fw.log_image("anim", gif.getvalue())
+    with pytest.raises(UnsupportedValueError, match="not PNG, GIF"):
+        fw.log_image("junk", b"hello world, not an image")
+    fw.finish()
+    run_dir = only_run(store_dir)
+    data = RunReader(run_dir).load()
+    ref = data.series["png"].values[0]
+    assert (ref["width"], ref["height"]) == (7, 3) and ref["path"].endswith(".png")
+    assert (run_dir / ref["path"]).read_bytes() == png.getvalue()
+    ref = data.series["anim"].values[0]
+    assert (ref["width"], ref["height"]) == (9, 5) and ref["path"].endswith(".gif")
+    assert "junk" not in data.series

@@ -340,7 +340,7 @@ class Run:
 
     def log_image(self, name: str, image: Any, step: int | None = None,
                   caption: str | None = None) -> None:
-        """Store an image (numpy array, PIL image, matplotlib figure or file path)."""
+        """Store an image (array, PIL image, matplotlib figure, encoded bytes or file path)."""
         from .store.media import save_image
 
         self._check_open()

@@ -261,7 +261,16 @@ def _bit_equal(a: Any, b: Any) -> bool:
         return False
     torch = _torch()
     try:
-        return bool(torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+        a8, b8 = a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)
+        if a8.device.type == "cpu":
+            # numpy, not torch.equal: this runs on the writer thread, and a torch op there
+            # that goes parallel starts a second OpenMP team; libgomp then has more threads
+            # than cores and stops spinning between parallel regions, which made a small
+            # CPU training loop twice as slow (benchmarks/bench_demo.py).
+            import numpy as np
+
+            return bool(np.array_equal(a8.numpy(), b8.numpy()))
+        return bool(torch.equal(a8, b8))
     except (RuntimeError, TypeError):
         return False
 
@@ -420,6 +429,7 @@ class Recorder:
         self._n_inner = 0
         self._last_n_inner = 1
         self._completed = 0
+        self._share: float | None = None  # see _write_share
 
     @property
     def directory(self) -> Path:
@@ -496,14 +506,29 @@ class Recorder:
             return False, False  # still writing an earlier iteration: never pile up copies
         elapsed = now - self._loop_t0
         per_iter = elapsed / self._completed
-        # Background writing competes for the CPU too: count its share.
-        write_share = writer.write_s / max(1, self.captures) / (os.cpu_count() or 1)
-        one = self._capture_cost + write_share
-        left = self.max_overhead * (elapsed + per_iter) - self.spent
+        # Background writing competes for the CPU too: charge its share, both for the next
+        # capture and for every write so far (the copies alone undercount the cost).
+        share = self._write_share()
+        write_one = writer.write_s / max(1, self.captures) * share
+        one = self._capture_cost + write_one
+        left = self.max_overhead * (elapsed + per_iter) - self.spent - writer.write_s * share
         take_inner = self._last_n_inner * one <= left
         if take_inner:
             left -= self._last_n_inner * one
         return take_inner, take_inner and one <= left
+
+    def _write_share(self) -> float:
+        """How much of the writer thread's time comes out of the training loop's wall time.
+
+        When torch's threads already use every core, all of it: the writer preempts a
+        worker of each parallel region and the whole region waits for it. Otherwise it
+        runs on a free core and costs the loop its GIL share, counted as half.
+        """
+        if self._share is None:
+            torch = _torch()
+            threads = torch.get_num_threads() if torch is not None else 1
+            self._share = 1.0 if threads >= (os.cpu_count() or 1) else 0.5
+        return self._share
 
     def _iteration(self, index: int) -> None:
         now = _now()

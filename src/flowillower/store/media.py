@@ -53,9 +53,27 @@ def _png_from_array(array: Any) -> tuple[bytes, int, int]:
     return png, width, height
 
 
+def _encoded_image(data: bytes) -> tuple[bytes, str, int | None, int | None]:
+    """Already-encoded PNG / GIF / JPEG / WebP bytes, recognised by their signature."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return data, "png", width, height
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return data, "gif", width, height
+    if data.startswith(b"\xff\xd8\xff"):
+        return data, "jpg", None, None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return data, "webp", None, None
+    raise UnsupportedValueError("image bytes are not PNG, GIF, JPEG or WebP (unknown "
+                                "signature); pass the encoded file's bytes or an array")
+
+
 def image_bytes(image: Any) -> tuple[bytes, str, int | None, int | None]:
     """(file bytes, extension, width, height) for a supported image object."""
     module = type(image).__module__
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _encoded_image(bytes(image))
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -78,7 +96,7 @@ def image_bytes(image: Any) -> tuple[bytes, str, int | None, int | None]:
         return png, "png", width, height
     raise UnsupportedValueError(
         f"cannot log image of type {module}.{type(image).__name__}; pass a numpy array, "
-        "torch tensor, PIL image, matplotlib figure or a file path")
+        "torch tensor, PIL image, matplotlib figure, encoded PNG/GIF/JPEG bytes or a path")
 
 
 def save_image(run_dir: Path, name: str, image: Any, step: int) -> dict[str, Any]:

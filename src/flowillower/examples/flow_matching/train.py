@@ -1,0 +1,168 @@
+"""Train a flow-matching model on a 2-D point cloud, tracked end to end with flowillower.
+
+    flowillower demo train training.n_epochs=500 training.learning_rate=0.005
+    python -m flowillower.examples.flow_matching.train data.name=moons   # the same
+
+What gets recorded: the whole resolved configuration; the loss at every step and per
+epoch; energy and Chamfer distances between generated and target points after each epoch;
+comparison / trajectory / vector-field pictures every `visualization.image_every` epochs
+and at the end, with a GIF of the final sampling; the model's data-flow graph
+(`fw.log_model`) and its activation / gradient statistics every `tracking.watch_every`
+steps (`fw.watch`); checkpoints for hindsight replay (`fw.checkpointing`); the weights.
+
+This file is the script `flowillower replay` transplants new `fw.log` lines into, so the
+training loop lives here, in plain sight, and the helpers live in sibling modules.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import flowillower as fw
+from flowillower.examples.flow_matching import plots
+from flowillower.examples.flow_matching.config import Config, ConfigError, parse_overrides, to_dict
+from flowillower.examples.flow_matching.data import make_dataset
+from flowillower.examples.flow_matching.metrics import chamfer_distance, energy_distance
+from flowillower.examples.flow_matching.model import (
+    VelocityNet,
+    flow_matching_loss,
+    integrate,
+    noise,
+    velocity_grid,
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is cuda when available, else cpu; an unavailable device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"training.device={name}: CUDA is not available on this machine; "
+                          "use training.device=cpu (or auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("training.device=mps: MPS is not available on this machine")
+    return torch.device(name)
+
+
+def pictures(model: VelocityNet, cfg: Config, target: torch.Tensor, x0: torch.Tensor,
+             n_steps: int, sampler: str, title: str) -> dict[str, bytes]:
+    """Comparison, trajectory and vector-field PNGs of the model as it is now."""
+    times = sorted(cfg.visualization.times)
+    generated, frames = integrate(model, x0, n_steps, sampler, keep=times)
+    device = next(model.parameters()).device
+    fields = [(t, *(a.numpy() for a in velocity_grid(model, t, cfg.visualization.grid_size,
+                                                       device=device))) for t in times]
+    target_np = target.cpu().numpy()
+    return {
+        "comparison": plots.comparison(target_np, generated.cpu().numpy(), title),
+        "trajectory": plots.trajectory({t: f.numpy() for t, f in frames.items()}, target_np,
+                                       title),
+        "vector_field": plots.vector_field(fields, target_np, title),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train with `key=value` overrides; return the process exit code."""
+    try:
+        cfg = parse_overrides(sys.argv[1:] if argv is None else argv)
+        device = resolve_device(cfg.training.device)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg.training.device = str(device)  # record what was used, not "auto"
+    if not cfg.tracking.enabled:
+        fw.debug(True)  # the same loop with every flowillower call turned into a no-op
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    run = fw.init(project=cfg.tracking.project, name=cfg.tracking.name or None,
+                  config=to_dict(cfg), tags=["demo", cfg.data.name])
+
+    torch.manual_seed(cfg.training.seed)
+    points = make_dataset(cfg.data.name, cfg.data.n_samples, cfg.data.noise, cfg.training.seed)
+    data = torch.from_numpy(points).to(device)
+    model = VelocityNet(cfg.model.data_dim, cfg.model.time_embed_dim,
+                        cfg.model.hidden_dims).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.training.learning_rate)
+    if cfg.tracking.log_model:
+        fw.log_model(model, (data[:4], torch.zeros(4, 1, device=device)))
+    watcher = fw.watch(model, every=cfg.tracking.watch_every) if cfg.tracking.watch_every else None
+
+    # Fixed noise and target points, so the distance curves measure the model, not the draw.
+    eval_x0 = noise(cfg.evaluation.n_samples, cfg.model.data_dim, cfg.training.seed + 1, device)
+    eval_target = data[:cfg.evaluation.n_samples]
+    batch_size = cfg.training.batch_size
+    n_batches = math.ceil(len(data) / batch_size)
+    n_epochs = cfg.training.n_epochs
+    started = time.perf_counter()
+    with fw.checkpointing(model=model, optimizer=optimizer):
+        for epoch in fw.loop("epoch", range(n_epochs)):
+            order = torch.randperm(len(data), device=device)
+            total = 0.0
+            for batch in fw.loop("batch", range(n_batches)):
+                x1 = data[order[batch * batch_size:(batch + 1) * batch_size]]
+                loss = flow_matching_loss(model, x1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += fw.log("loss", loss.item())
+            epoch_loss = fw.log("epoch_loss", total / n_batches)
+            last = epoch + 1 == n_epochs
+            if watcher is not None:
+                watcher.pause()  # sampling below is not training: keep it out of the statistics
+            if cfg.evaluation.every and ((epoch + 1) % cfg.evaluation.every == 0 or last):
+                generated, _ = integrate(model, eval_x0, cfg.evaluation.n_steps,
+                                         cfg.evaluation.sampler)
+                fw.log("energy_distance", energy_distance(generated, eval_target))
+                fw.log("chamfer_distance", chamfer_distance(generated, eval_target))
+            every = cfg.visualization.image_every
+            if cfg.tracking.enabled and every and (epoch + 1) % every == 0 and not last:
+                # The cheap evaluation sampler: the same picture the distances measure.
+                for name, png in pictures(model, cfg, eval_target, eval_x0,
+                                          cfg.evaluation.n_steps, cfg.evaluation.sampler,
+                                          f"epoch {epoch + 1}").items():
+                    fw.log_image(name, png)
+            interval = cfg.training.log_interval
+            if interval and ((epoch + 1) % interval == 0 or last):
+                print(f"epoch {epoch + 1:4d}/{n_epochs}  loss {epoch_loss:.4f}  "
+                      f"{time.perf_counter() - started:6.1f}s", flush=True)
+
+    if watcher is not None:
+        watcher.pause()
+    # Final pictures with the full sampler; the distances at its quality go in as well.
+    final_x0 = noise(cfg.visualization.n_samples, cfg.model.data_dim, cfg.training.seed + 2,
+                     device)
+    target = data[:cfg.visualization.n_samples]
+    if cfg.tracking.enabled:
+        title = (f"{cfg.data.name}, {n_epochs} epochs, lr {cfg.training.learning_rate:g}, "
+                 f"{cfg.visualization.sampler} x {cfg.visualization.n_sampling_steps}")
+        for name, png in pictures(model, cfg, target, final_x0,
+                                  cfg.visualization.n_sampling_steps,
+                                  cfg.visualization.sampler, title).items():
+            fw.log_image(name, png)
+    generated, frames = integrate(model, final_x0, cfg.visualization.n_sampling_steps,
+                                  cfg.visualization.sampler,
+                                  keep=[i / 25 for i in range(26)])
+    fw.log("final_energy_distance", energy_distance(generated, target))
+    fw.log("final_chamfer_distance", chamfer_distance(generated, target))
+    if cfg.tracking.enabled:
+        if cfg.visualization.gif:
+            fw.log_image("flow_gif", plots.gif([frames[t].numpy() for t in sorted(frames)],
+                                               target.cpu().numpy()))
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "velocity_net.pt"
+            torch.save(model.state_dict(), weights)
+            fw.log_artifact("velocity_net", weights)
+    fw.finish()
+    if cfg.tracking.enabled:
+        print(f"run {run.id} ({run.name}) recorded in {run.store_root}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
