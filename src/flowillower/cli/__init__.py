@@ -33,7 +33,8 @@ def _add_optional_commands() -> None:
 
     for module, names in (("flowillower.cli.replay", ("replay_command",)),
                           ("flowillower.cli.ui", ("ui_command", "export_command",
-                                                  "deploy_command"))):
+                                                  "deploy_command")),
+                          ("flowillower.examples.flow_matching.cli", ("demo_command",))):
         try:
             mod = importlib.import_module(module)
         except ImportError:

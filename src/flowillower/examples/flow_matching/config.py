@@ -22,6 +22,7 @@ from ...errors import FlowillowerError
 
 DATASETS = ("trex", "moons", "spirals", "checkerboard", "gaussians")
 SAMPLERS = ("euler", "midpoint")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 class ConfigError(FlowillowerError, ValueError):
@@ -53,6 +54,7 @@ class TrainingConfig:
     n_epochs: int = 300
     batch_size: int = 256
     learning_rate: float = 0.003
+    lr_schedule: str = "cosine"  # cosine (decays to 0 over n_epochs) | constant
     seed: int = 42
     device: str = "auto"  # auto = cuda when available, else cpu
     log_interval: int = 50  # print a progress line every N epochs (0: never)
@@ -63,7 +65,7 @@ class TrainingConfig:
 class EvaluationConfig:
     """The sample-quality metrics logged after each epoch."""
 
-    every: int = 1  # epochs between evaluations (0: only at the end)
+    every: int = 1  # epochs between evaluations (0: none; the final_* distances remain)
     n_samples: int = 512
     n_steps: int = 6  # ODE steps of the cheap per-epoch sampler
     sampler: str = "midpoint"
@@ -212,6 +214,8 @@ def validate(cfg: Config) -> list[str]:
     need(cfg.training.batch_size >= 1, "training.batch_size", "must be >= 1")
     need(0 < cfg.training.learning_rate < float("inf"), "training.learning_rate",
          "must be a positive number")
+    need(cfg.training.lr_schedule in LR_SCHEDULES, "training.lr_schedule",
+         f"choose one of {', '.join(LR_SCHEDULES)}")
     need(cfg.training.log_interval >= 0, "training.log_interval", "must be >= 0")
     need(cfg.training.threads >= 0, "training.threads", "must be >= 0 (0: torch's default)")
     need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.training.device) is not None,

@@ -59,12 +59,15 @@ def integrate(model: nn.Module, x0: torch.Tensor, n_steps: int = 100, method: st
     model.eval()
     x = x0.clone()
     h = 1.0 / n_steps
-    wanted = {round(t * n_steps): t for t in (keep or ())}
+    wanted: dict[int, list[float]] = {}
+    for t in keep or ():
+        wanted.setdefault(round(t * n_steps), []).append(t)
     frames: dict[float, torch.Tensor] = {}
     ones = torch.ones(len(x), 1, device=x.device, dtype=x.dtype)
     for i in range(n_steps + 1):
         if i in wanted:
-            frames[wanted[i]] = x.detach().cpu().clone()
+            snapshot = x.detach().cpu().clone()
+            frames.update((t, snapshot) for t in wanted[i])
         if i == n_steps:
             break
         t = ones * (i * h)

@@ -38,6 +38,9 @@ from flowillower.examples.flow_matching.model import (
 )
 
 
+GIF_FRAMES = 25  # frames of the final sampling GIF after the first, evenly spaced in t
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is cuda when available, else cpu; an unavailable device is a clear error."""
     if name == "auto":
@@ -50,19 +53,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pictures(model: VelocityNet, cfg: Config, target: torch.Tensor, x0: torch.Tensor,
-             n_steps: int, sampler: str, title: str) -> dict[str, bytes]:
-    """Comparison, trajectory and vector-field PNGs of the model as it is now."""
+def pictures(model: VelocityNet, cfg: Config, target: torch.Tensor, generated: torch.Tensor,
+             frames: dict[float, torch.Tensor], title: str) -> dict[str, bytes]:
+    """Comparison, trajectory and vector-field PNGs of the model as it is now.
+
+    `generated` and `frames` come from `integrate(..., keep=cfg.visualization.times)`.
+    """
     times = sorted(cfg.visualization.times)
-    generated, frames = integrate(model, x0, n_steps, sampler, keep=times)
     device = next(model.parameters()).device
     fields = [(t, *(a.numpy() for a in velocity_grid(model, t, cfg.visualization.grid_size,
                                                        device=device))) for t in times]
     target_np = target.cpu().numpy()
     return {
         "comparison": plots.comparison(target_np, generated.cpu().numpy(), title),
-        "trajectory": plots.trajectory({t: f.numpy() for t, f in frames.items()}, target_np,
-                                       title),
+        "trajectory": plots.trajectory({t: frames[t].numpy() for t in times}, target_np, title),
         "vector_field": plots.vector_field(fields, target_np, title),
     }
 
@@ -89,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     model = VelocityNet(cfg.model.data_dim, cfg.model.time_embed_dim,
                         cfg.model.hidden_dims).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.training.learning_rate)
+    n_epochs = cfg.training.n_epochs
+    # A constant rate leaves the samples wandering between epochs; decaying it settles them.
+    if cfg.training.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if cfg.tracking.log_model:
         fw.log_model(model, (data[:4], torch.zeros(4, 1, device=device)))
     watcher = fw.watch(model, every=cfg.tracking.watch_every) if cfg.tracking.watch_every else None
@@ -98,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_target = data[:cfg.evaluation.n_samples]
     batch_size = cfg.training.batch_size
     n_batches = math.ceil(len(data) / batch_size)
-    n_epochs = cfg.training.n_epochs
     started = time.perf_counter()
-    with fw.checkpointing(model=model, optimizer=optimizer):
+    with fw.checkpointing(model=model, optimizer=optimizer, scheduler=scheduler):
         for epoch in fw.loop("epoch", range(n_epochs)):
             order = torch.randperm(len(data), device=device)
             total = 0.0
@@ -112,21 +121,25 @@ def main(argv: list[str] | None = None) -> int:
                 optimizer.step()
                 total += fw.log("loss", loss.item())
             epoch_loss = fw.log("epoch_loss", total / n_batches)
+            fw.log("lr", scheduler.get_last_lr()[0])
+            scheduler.step()
             last = epoch + 1 == n_epochs
             if watcher is not None:
                 watcher.pause()  # sampling below is not training: keep it out of the statistics
-            if cfg.evaluation.every and ((epoch + 1) % cfg.evaluation.every == 0 or last):
-                generated, _ = integrate(model, eval_x0, cfg.evaluation.n_steps,
-                                         cfg.evaluation.sampler)
+            every = cfg.visualization.image_every
+            images_now = cfg.tracking.enabled and every and (epoch + 1) % every == 0 and not last
+            if images_now or (cfg.evaluation.every and
+                              ((epoch + 1) % cfg.evaluation.every == 0 or last)):
+                generated, frames = integrate(model, eval_x0, cfg.evaluation.n_steps,
+                                              cfg.evaluation.sampler,
+                                              keep=cfg.visualization.times)
                 fw.log("energy_distance", energy_distance(generated, eval_target))
                 fw.log("chamfer_distance", chamfer_distance(generated, eval_target))
-            every = cfg.visualization.image_every
-            if cfg.tracking.enabled and every and (epoch + 1) % every == 0 and not last:
-                # The cheap evaluation sampler: the same picture the distances measure.
-                for name, png in pictures(model, cfg, eval_target, eval_x0,
-                                          cfg.evaluation.n_steps, cfg.evaluation.sampler,
-                                          f"epoch {epoch + 1}").items():
-                    fw.log_image(name, png)
+                if images_now:
+                    # Drawn from the evaluation samples: the picture the distances measure.
+                    for name, png in pictures(model, cfg, eval_target, generated, frames,
+                                              f"epoch {epoch + 1}").items():
+                        fw.log_image(name, png)
             interval = cfg.training.log_interval
             if interval and ((epoch + 1) % interval == 0 or last):
                 print(f"epoch {epoch + 1:4d}/{n_epochs}  loss {epoch_loss:.4f}  "
@@ -138,22 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     final_x0 = noise(cfg.visualization.n_samples, cfg.model.data_dim, cfg.training.seed + 2,
                      device)
     target = data[:cfg.visualization.n_samples]
+    gif_times = [i / GIF_FRAMES for i in range(GIF_FRAMES + 1)]
+    generated, frames = integrate(model, final_x0, cfg.visualization.n_sampling_steps,
+                                  cfg.visualization.sampler,
+                                  keep=[*cfg.visualization.times, *gif_times])
+    energy = fw.log("final_energy_distance", energy_distance(generated, target))
+    chamfer = fw.log("final_chamfer_distance", chamfer_distance(generated, target))
+    print(f"samples: energy distance {energy:.5f}, Chamfer distance {chamfer:.5f}", flush=True)
     if cfg.tracking.enabled:
         title = (f"{cfg.data.name}, {n_epochs} epochs, lr {cfg.training.learning_rate:g}, "
                  f"{cfg.visualization.sampler} x {cfg.visualization.n_sampling_steps}")
-        for name, png in pictures(model, cfg, target, final_x0,
-                                  cfg.visualization.n_sampling_steps,
-                                  cfg.visualization.sampler, title).items():
-            fw.log_image(name, png)
-    generated, frames = integrate(model, final_x0, cfg.visualization.n_sampling_steps,
-                                  cfg.visualization.sampler,
-                                  keep=[i / 25 for i in range(26)])
-    fw.log("final_energy_distance", energy_distance(generated, target))
-    fw.log("final_chamfer_distance", chamfer_distance(generated, target))
-    if cfg.tracking.enabled:
+        # At the last epoch's step, after the pictures taken during training.
+        for name, png in pictures(model, cfg, target, generated, frames, title).items():
+            fw.log_image(name, png, step=n_epochs - 1)
         if cfg.visualization.gif:
-            fw.log_image("flow_gif", plots.gif([frames[t].numpy() for t in sorted(frames)],
-                                               target.cpu().numpy()))
+            fw.log_image("flow_gif", plots.gif([frames[t].numpy() for t in gif_times],
+                                               target.cpu().numpy()), step=n_epochs - 1)
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / "velocity_net.pt"
             torch.save(model.state_dict(), weights)
