@@ -411,3 +411,15 @@ def test_replay_grad_norm_into_demo_runs_bit_for_bit(tmp_path):
     assert len(replayed.values) == 20
     assert np.array_equal(replayed.values, fresh.values)
     assert np.array_equal(replayed.step, fresh.step)
+
+
+def test_demo_docs_python_example_runs(tmp_path, monkeypatch, capsys):
+    """docs/demo.md's 'From Python' example runs as written."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "demo.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+              if b.startswith("import")]
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/demo.md", "exec"), {})
+    assert "bytes of PNG" in capsys.readouterr().out

@@ -238,12 +238,40 @@ class Run:
             buf.c_step.append(step)
             buf.c_time.append(t)
             buf.c_count.append(len(kids))
+        elif kids is not None and step != _NO_STEP:
+            self._log_known(kids, metrics, step, t)
         else:
             self._log_slow(metrics, step, t, role)
         if role != "sys":
             self._recorded_user_values = True
             if self._writer is None and role == "metric":
                 self._materialize()
+
+    def _log_known(self, kids: array, metrics: Mapping[str, Any], step: int, t: float) -> None:
+        """Known names at a step, not all floats (e.g. `fw.watch` statistics with their
+        histograms): floats go straight in, only the others are normalized, all of them
+        before anything is queued (all or nothing, as in `_log_slow`)."""
+        f_keys: list[int] = []
+        f_vals: list[float] = []
+        others = []
+        for kid, (name, value) in zip(kids, metrics.items()):
+            if _is_float(value):
+                f_keys.append(kid)
+                f_vals.append(value)
+                continue
+            kind, norm = normalize(name, value)  # raises before anything is queued
+            if kind == FLOAT:
+                f_keys.append(kid)
+                f_vals.append(norm)
+            else:
+                others.append((kid, kind, norm))
+        buf, ctx = self._buf, self._ctx
+        for kid, kind, norm in others:
+            (buf.ints if kind == INT else buf.objects).append((kid, ctx, step, t, norm))
+        if f_keys:
+            buf.f_key.extend(f_keys)
+            buf.f_val.extend(f_vals)
+            self._append_call(ctx, step, t, len(f_keys))
 
     def _log_slow(self, metrics: Mapping[str, Any], step: int, t: float, role: str) -> None:
         """Validate every value first, then queue them: all or nothing for the call."""

@@ -71,8 +71,13 @@ def _torch(name: str, value: Any) -> tuple[int, Any]:
     return normalize(name, value.detach().cpu().item())
 
 
+_PLAIN_NUMBERS = {int, float}
+
+
 def _json_value(name: str, value: Any) -> Any:
     def convert(obj: Any) -> Any:
+        if type(obj) is list and set(map(type, obj)) <= _PLAIN_NUMBERS:
+            return list(obj)  # e.g. histogram counts: nothing to convert, element by element
         if isinstance(obj, (list, tuple)):
             out = [convert(v) for v in obj]
             return tuple(out) if isinstance(obj, tuple) else out
