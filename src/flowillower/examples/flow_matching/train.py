@@ -37,7 +37,6 @@ from flowillower.examples.flow_matching.model import (
     velocity_grid,
 )
 
-
 GIF_FRAMES = 25  # frames of the final sampling GIF after the first, evenly spaced in t
 
 
