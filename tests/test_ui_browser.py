@@ -65,27 +65,7 @@ def server(store):
     thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    pg.errors = []
-    pg.dialogs = []
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
-    pg.set_default_timeout(10000)
-    yield pg
-    context.close()
-    assert not pg.errors, pg.errors
+# The `browser` and `page` fixtures live in tests/conftest.py (the demo tests use them too).
 
 
 def rows(pg) -> list[str]:

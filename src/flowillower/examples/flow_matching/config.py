@@ -93,7 +93,6 @@ class TrackingConfig:
     project: str = "flow-matching"
     name: str = ""  # run name ("" : flowillower's default)
     watch_every: int = 10  # fw.watch statistics every N steps (0: off)
-    checkpoint: bool = True  # fw.checkpointing for hindsight replay
     log_model: bool = True  # the model graph in the UI's model page
 
 

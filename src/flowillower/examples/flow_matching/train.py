@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_target = data[:cfg.evaluation.n_samples]
     batch_size = cfg.training.batch_size
     n_batches = math.ceil(len(data) / batch_size)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     with fw.checkpointing(model=model, optimizer=optimizer, scheduler=scheduler):
         for epoch in fw.loop("epoch", range(n_epochs)):
             order = torch.randperm(len(data), device=device)
@@ -146,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                     # Drawn from the evaluation samples: the picture the distances measure.
                     for name, png in pictures(model, cfg, eval_target, generated, frames,
                                               f"epoch {epoch + 1}").items():
-                        fw.log_image(name, png)
+                        fw.log_image(name, png, caption=f"epoch {epoch + 1}")
             interval = cfg.training.log_interval
             if interval and ((epoch + 1) % interval == 0 or last):
                 print(f"epoch {epoch + 1:4d}/{n_epochs}  loss {epoch_loss:.4f}  "
-                      f"{time.perf_counter() - started:6.1f}s", flush=True)
+                      f"{time.perf_counter() - started:6.1f}s  "
+                      f"(cpu {time.process_time() - started_cpu:.1f}s)", flush=True)
 
     if watcher is not None:
         watcher.pause()
@@ -169,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         title = (f"{cfg.data.name}, {n_epochs} epochs, lr {cfg.training.learning_rate:g}, "
                  f"{cfg.visualization.sampler} x {cfg.visualization.n_sampling_steps}")
         # At the last epoch's step, after the pictures taken during training.
+        caption = f"after training ({cfg.visualization.sampler} x {cfg.visualization.n_sampling_steps})"
         for name, png in pictures(model, cfg, target, generated, frames, title).items():
-            fw.log_image(name, png, step=n_epochs - 1)
+            fw.log_image(name, png, step=n_epochs - 1, caption=caption)
         if cfg.visualization.gif:
             fw.log_image("flow_gif", plots.gif([frames[t].numpy() for t in gif_times],
-                                               target.cpu().numpy()), step=n_epochs - 1)
+                                               target.cpu().numpy()), step=n_epochs - 1,
+                         caption=caption)
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / "velocity_net.pt"
             torch.save(model.state_dict(), weights)
