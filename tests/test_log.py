@@ -203,3 +203,20 @@ def test_image_from_encoded_bytes(store_dir):
     ref = data.series["anim"].values[0]
     assert (ref["width"], ref["height"]) == (9, 5) and ref["path"].endswith(".gif")
     assert "junk" not in data.series
+
+
+def test_image_after_the_loop_does_not_overwrite_one_inside(store_dir):
+    """Outside any loop an image gets the step after the key's last one, not 0 again."""
+    import numpy as np
+
+    fw.init()
+    for epoch in fw.loop("epoch", range(3)):
+        fw.log_image("samples", np.full((2, 2), epoch * 50, np.uint8))
+    fw.log_image("samples", np.full((2, 2), 255, np.uint8))  # after the loop, no step
+    fw.log_image("samples", np.full((2, 2), 254, np.uint8))
+    fw.finish()
+    run_dir = only_run(store_dir)
+    series = RunReader(run_dir).load().series["samples"]
+    assert list(series.step) == [0, 1, 2, 3, 4]
+    paths = [ref["path"] for ref in series.values]
+    assert len(set(paths)) == 5  # five files, none overwritten

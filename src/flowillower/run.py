@@ -110,6 +110,7 @@ class Run:
         self._signatures: dict[str, dict[tuple, array]] = {
             "metric": {}, "arg": {}, "sys": {}, "watch": {}}
         self._counts: dict[int, int] = {}  # per-key counters for values without a step
+        self._media_next: dict[int, int] = {}  # per media key: one past its highest step
         self._ctx_ids: dict[tuple, int] = {(): 0}
         self._coords: tuple = ()
         self._ctx = 0
@@ -326,6 +327,15 @@ class Run:
         finally:
             self._ctx = saved
 
+    def _media_step(self, kid: int, step: int) -> int:
+        """The step of an image / artifact: a file is named by it, so one logged without a
+        step (outside any loop) comes after every step the key already has, instead of
+        counting from 0 and overwriting the file of a value logged inside a loop."""
+        if step == _NO_STEP:
+            step = max(self._next_count(kid), self._media_next.get(kid, 0))
+        self._media_next[kid] = max(self._media_next.get(kid, 0), step + 1)
+        return step
+
     def _next_count(self, kid: int) -> int:
         count = self._counts.get(kid, 0)
         self._counts[kid] = count + 1
@@ -375,8 +385,7 @@ class Run:
         self._materialize()
         step = self._step if step is None else int(step)
         kid = self._key(check_name(name), "metric")
-        if step == _NO_STEP:
-            step = self._next_count(kid)
+        step = self._media_step(kid, step)
         ref = save_image(self.dir, name, image, step)
         if caption:
             ref["caption"] = caption
@@ -392,8 +401,7 @@ class Run:
         self._materialize()
         step = self._step if step is None else int(step)
         kid = self._key(check_name(name), "metric")
-        if step == _NO_STEP:
-            step = self._next_count(kid)
+        step = self._media_step(kid, step)
         ref = save_artifact(self.dir, name, Path(path), step)
         self._buf.objects.append((kid, self._ctx, step, _now(), ref))
         self._recorded_user_values = True

@@ -84,6 +84,7 @@ def demo_command() -> None:
 
     Settings are Hydra-style KEY=VALUE overrides, e.g.
 
+    \b
         flowillower demo train training.n_epochs=500 model.hidden_dims=[256,512,512,256]
 
     See `flowillower demo keys` for every setting and its default.
