@@ -91,4 +91,8 @@ def test_model_page_has_stats_on_watched_layers(page, demo_server):
     page.goto(f"{url}#/model/{ids['lr-0.001']}")
     page.wait_for_selector("svg g.node")
     assert page.locator("svg g.node").count() >= 3
+    page.locator("svg g.node", has_text="net.3").click()  # a watched SiLU
+    page.wait_for_selector(".detail h3:has-text('net.3')")
+    assert "SiLU" in page.text_content(".detail")
+    page.wait_for_selector(".detail .chart[data-drawn]:not([data-drawn='0']) canvas")
     page.screenshot(path=str(SHOTS / "flowillower-demo-model.png"), full_page=True)

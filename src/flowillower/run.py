@@ -332,7 +332,7 @@ class Run:
         step (outside any loop) comes after every step the key already has, instead of
         counting from 0 and overwriting the file of a value logged inside a loop."""
         if step == _NO_STEP:
-            step = max(self._next_count(kid), self._media_next.get(kid, 0))
+            step = self._media_next.get(kid, 0)
         self._media_next[kid] = max(self._media_next.get(kid, 0), step + 1)
         return step
 

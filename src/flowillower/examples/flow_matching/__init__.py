@@ -9,9 +9,9 @@ one concern each so the training script stays short enough to read and to replay
 | `data` | T-Rex, moons, spirals, checkerboard and Gaussian-mixture point clouds | numpy |
 | `model` | the velocity network, the flow-matching loss, Euler / midpoint sampling | torch |
 | `metrics` | energy and Chamfer distances between point clouds | torch |
-| `plots` | comparison, trajectory and vector-field PNGs, an animated GIF | matplotlib, pillow |
+| `plots` | comparison, trajectory and vector-field PNGs, an animated GIF | pillow |
 | `train` | the training script itself (what `flowillower replay` transplants into) | all |
-| `visualize` | plots from a finished run's saved weights | all |
+| `visualize` | a model's pictures (shared with `train`); pictures of a finished run | all |
 | `cli` | `flowillower demo train / visualize / all / quickstart` | click |
 
 Nothing here is imported by `import flowillower`.

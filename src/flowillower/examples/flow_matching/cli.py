@@ -1,6 +1,6 @@
 """`flowillower demo ...`: train, visualize and tour the flow-matching showcase.
 
-Importing this module is cheap (click only): torch, matplotlib and omegaconf are loaded by
+Importing this module is cheap (click only): torch, Pillow and omegaconf are loaded by
 the commands that need them, so `flowillower --help` stays fast.
 """
 
@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ import click
 from ...cli.common import dir_option, friendly_errors
 
 TRAIN_SCRIPT = Path(__file__).with_name("train.py")
-NEEDS = ("torch", "matplotlib", "PIL", "omegaconf")
+NEEDS = ("torch", "PIL", "omegaconf")  # the `demo` extra
 
 
 def _check_dependencies() -> None:
@@ -58,21 +59,30 @@ def _run_training(overrides: list[str], store_dir: str | None) -> str:
     """Train in a child process (output streams through); return the new run's id."""
     from ...store.catalog import Store
 
-    before = {row["id"] for row in Store(store_dir).runs()} if _has_store(store_dir) else set()
+    store = Store(store_dir)
+    before = {row["id"] for row in store.runs()} if (store.root / "runs").is_dir() else set()
     code = subprocess.call(_train_command(overrides), env=_env(store_dir))
     if code:
         raise click.exceptions.Exit(code)
-    new = [row["id"] for row in Store(store_dir).runs() if row["id"] not in before]
+    new = [row["id"] for row in store.runs() if row["id"] not in before]
     if not new:
         raise click.ClickException("training finished but recorded no run (tracking.enabled="
                                    "false?)")
     return new[0]
 
 
-def _has_store(store_dir: str | None) -> bool:
-    from ...store.catalog import Store
+def _write_pictures(run_ref: str | None, overrides: Sequence[str], store_dir: str | None,
+                    out_dir: str | None = None) -> None:
+    """`visualize` a run and say which files it wrote; bad settings are usage errors."""
+    from .config import ConfigError
+    from .visualize import visualize
 
-    return (Store(store_dir).root / "runs").is_dir()
+    try:
+        paths = visualize(run_ref, overrides, store_dir, out_dir)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    for path in paths:
+        click.echo(f"wrote {path}")
 
 
 overrides_argument = click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
@@ -114,15 +124,7 @@ def visualize_command(overrides: tuple[str, ...], run_ref: str | None, out_dir: 
                       store_dir: str | None) -> None:
     """Draw a trained run: comparison, trajectory and vector-field PNGs, and a GIF."""
     _check_dependencies()
-    from .config import ConfigError
-    from .visualize import visualize
-
-    try:
-        paths = visualize(run_ref, overrides, store_dir, out_dir)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    for path in paths:
-        click.echo(f"wrote {path}")
+    _write_pictures(run_ref, overrides, store_dir, out_dir)
 
 
 @demo_command.command("all", context_settings={"ignore_unknown_options": True})
@@ -134,24 +136,17 @@ def all_command(overrides: tuple[str, ...], store_dir: str | None) -> None:
     _check_dependencies()
     _validate(overrides)
     run_id = _run_training(list(overrides), store_dir)
-    from .visualize import visualize
-
-    vis = [o for o in overrides if o.startswith("visualization.")]
-    for path in visualize(run_id, vis, store_dir):
-        click.echo(f"wrote {path}")
+    _write_pictures(run_id, [o for o in overrides if o.startswith("visualization.")], store_dir)
 
 
 @demo_command.command("keys")
 def keys_command() -> None:
     """Every setting with its default value."""
-    from .config import Config, all_keys
+    from .config import Config, all_keys, lookup
 
     defaults = Config()
     for key in all_keys():
-        value = defaults
-        for part in key.split("."):
-            value = getattr(value, part)
-        click.echo(f"{key}={value!r}")
+        click.echo(f"{key}={lookup(defaults, key)!r}")
 
 
 @demo_command.command("quickstart", context_settings={"ignore_unknown_options": True})
@@ -185,9 +180,9 @@ def quickstart_command(ctx: click.Context, overrides: tuple[str, ...], lrs: str,
         raise click.BadParameter("give at least one learning rate", param_hint="--lrs")
     common = [f"training.n_epochs={epochs}", f"visualization.image_every={max(1, epochs // 5)}",
               f"training.log_interval={max(1, epochs // 4)}", *overrides]
-    jobs = [[*common, f"training.learning_rate={lr}", f"tracking.name=lr-{lr:g}"]
-            for lr in rates]
-    for job in jobs:
+    jobs = {f"lr-{lr:g}": [*common, f"training.learning_rate={lr}", f"tracking.name=lr-{lr:g}"]
+            for lr in rates}
+    for job in jobs.values():
         _validate(tuple(job))
     cores = os.cpu_count() or 1
     width = max(1, min(len(jobs), cores)) if parallel else 1
@@ -210,22 +205,22 @@ def quickstart_command(ctx: click.Context, overrides: tuple[str, ...], lrs: str,
     ctx.invoke(ui_command, port=port, store_dir=store_dir, no_browser=no_browser)
 
 
-def _train_many(jobs: list[list[str]], width: int, threads: int,
+def _train_many(jobs: dict[str, list[str]], width: int, threads: int,
                 store_dir: str | None) -> list[str]:
-    """Run the training jobs, `width` at a time; lines are prefixed with the run's name."""
+    """Run the training jobs (label -> overrides), `width` at a time; their output lines
+    are prefixed with the label."""
     import threading
 
     failed: list[str] = []
     lock = threading.Lock()
-    pending = list(jobs)
+    pending = list(jobs.items())
 
     def worker() -> None:
         while True:
             with lock:
                 if not pending:
                     return
-                job = pending.pop(0)
-            label = next(o.split("=", 1)[1] for o in job if o.startswith("tracking.name="))
+                label, job = pending.pop(0)
             proc = subprocess.Popen(_train_command([*job, f"training.threads={threads}"]),
                                     env=_env(store_dir, threads), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, bufsize=1)

@@ -126,7 +126,8 @@ def all_keys(cfg: Any = None, prefix: str = "") -> list[str]:
     return keys
 
 
-def _lookup(cfg: Config, key: str) -> Any:
+def lookup(cfg: Config, key: str) -> Any:
+    """The value of a dotted key, e.g. `lookup(cfg, "training.seed")`."""
     value: Any = cfg
     for part in key.split("."):
         value = getattr(value, part)
@@ -172,7 +173,7 @@ def parse_overrides(overrides: Sequence[str], base: Config | None = None) -> Con
         try:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([f"{key}={raw}"]))
         except (OmegaConfBaseException, yaml.YAMLError) as exc:
-            expected = type(_lookup(Config(), key)).__name__
+            expected = type(lookup(Config(), key)).__name__
             detail = str(exc).splitlines()[0].replace("AnyNode", "a single value")
             problems.append(f"{key}={raw}: expected {_type_word(expected)} ({detail})")
     if problems:
@@ -200,7 +201,7 @@ def validate(cfg: Config) -> list[str]:
 
     def need(ok: bool, key: str, text: str) -> None:
         if not ok:
-            problems.append(f"{key}={_lookup(cfg, key)!r}: {text}")
+            problems.append(f"{key}={lookup(cfg, key)!r}: {text}")
 
     need(cfg.data.name in DATASETS, "data.name", f"choose one of {', '.join(DATASETS)}")
     need(cfg.data.n_samples >= 2, "data.n_samples", "needs at least 2 points")

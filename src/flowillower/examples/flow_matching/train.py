@@ -26,7 +26,7 @@ import torch
 
 import flowillower as fw
 from flowillower.examples.flow_matching import plots
-from flowillower.examples.flow_matching.config import Config, ConfigError, parse_overrides, to_dict
+from flowillower.examples.flow_matching.config import ConfigError, parse_overrides, to_dict
 from flowillower.examples.flow_matching.data import make_dataset
 from flowillower.examples.flow_matching.metrics import chamfer_distance, energy_distance
 from flowillower.examples.flow_matching.model import (
@@ -34,10 +34,8 @@ from flowillower.examples.flow_matching.model import (
     flow_matching_loss,
     integrate,
     noise,
-    velocity_grid,
 )
-
-GIF_FRAMES = 25  # frames of the final sampling GIF after the first, evenly spaced in t
+from flowillower.examples.flow_matching.visualize import GIF_TIMES, pictures
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,24 +48,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("training.device=mps: MPS is not available on this machine")
     return torch.device(name)
-
-
-def pictures(model: VelocityNet, cfg: Config, target: torch.Tensor, generated: torch.Tensor,
-             frames: dict[float, torch.Tensor], title: str) -> dict[str, bytes]:
-    """Comparison, trajectory and vector-field PNGs of the model as it is now.
-
-    `generated` and `frames` come from `integrate(..., keep=cfg.visualization.times)`.
-    """
-    times = sorted(cfg.visualization.times)
-    device = next(model.parameters()).device
-    fields = [(t, *(a.numpy() for a in velocity_grid(model, t, cfg.visualization.grid_size,
-                                                       device=device))) for t in times]
-    target_np = target.cpu().numpy()
-    return {
-        "comparison": plots.comparison(target_np, generated.cpu().numpy(), title),
-        "trajectory": plots.trajectory({t: frames[t].numpy() for t in times}, target_np, title),
-        "vector_field": plots.vector_field(fields, target_np, title),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,10 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     final_x0 = noise(cfg.visualization.n_samples, cfg.model.data_dim, cfg.training.seed + 2,
                      device)
     target = data[:cfg.visualization.n_samples]
-    gif_times = [i / GIF_FRAMES for i in range(GIF_FRAMES + 1)]
     generated, frames = integrate(model, final_x0, cfg.visualization.n_sampling_steps,
                                   cfg.visualization.sampler,
-                                  keep=[*cfg.visualization.times, *gif_times])
+                                  keep=[*cfg.visualization.times, *GIF_TIMES])
     energy = fw.log("final_energy_distance", energy_distance(generated, target))
     chamfer = fw.log("final_chamfer_distance", chamfer_distance(generated, target))
     print(f"samples: energy distance {energy:.5f}, Chamfer distance {chamfer:.5f}", flush=True)
@@ -177,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, png in pictures(model, cfg, target, generated, frames, title).items():
             fw.log_image(name, png, step=n_epochs - 1, caption=caption)
         if cfg.visualization.gif:
-            fw.log_image("flow_gif", plots.gif([frames[t].numpy() for t in gif_times],
+            fw.log_image("flow_gif", plots.gif([frames[t].numpy() for t in GIF_TIMES],
                                                target.cpu().numpy()), step=n_epochs - 1,
                          caption=caption)
         with tempfile.TemporaryDirectory() as tmp:

@@ -20,6 +20,29 @@ from .config import Config, ConfigError, from_dict, parse_overrides
 
 PROJECT = "flow-matching"
 GIF_FRAMES = 25  # GIF frames after the first, evenly spaced in t
+GIF_TIMES = [i / GIF_FRAMES for i in range(GIF_FRAMES + 1)]
+
+
+def pictures(model: Any, cfg: Config, target: Any, generated: Any, frames: dict[float, Any],
+             title: str) -> dict[str, bytes]:
+    """Comparison, trajectory and vector-field PNGs of `model` as it is now.
+
+    `generated` and `frames` come from `integrate(..., keep=cfg.visualization.times)`;
+    used by the training script (during and after training) and by `visualize`.
+    """
+    from . import plots
+    from .model import velocity_grid
+
+    times = sorted(cfg.visualization.times)
+    device = next(model.parameters()).device
+    fields = [(t, *(a.numpy() for a in velocity_grid(model, t, cfg.visualization.grid_size,
+                                                       device=device))) for t in times]
+    target_np = target.cpu().numpy()
+    return {
+        "comparison": plots.comparison(target_np, generated.cpu().numpy(), title),
+        "trajectory": plots.trajectory({t: frames[t].numpy() for t in times}, target_np, title),
+        "vector_field": plots.vector_field(fields, target_np, title),
+    }
 
 
 def find_run(store: Any, ref: str | None, project: str = PROJECT) -> str:
@@ -68,7 +91,7 @@ def visualize(run: str | None = None, overrides: Sequence[str] = (),
     from . import plots
     from .data import make_dataset
     from .metrics import chamfer_distance, energy_distance
-    from .model import VelocityNet, integrate, noise, velocity_grid
+    from .model import VelocityNet, integrate, noise
 
     wrong = [o for o in overrides if not o.lstrip("+~").startswith("visualization.")]
     if wrong:
@@ -84,23 +107,15 @@ def visualize(run: str | None = None, overrides: Sequence[str] = (),
     target = torch.from_numpy(make_dataset(cfg.data.name, cfg.data.n_samples, cfg.data.noise,
                                            cfg.training.seed))[:vis.n_samples]
     x0 = noise(vis.n_samples, cfg.model.data_dim, cfg.training.seed + 2)
-    gif_times = [i / GIF_FRAMES for i in range(GIF_FRAMES + 1)]
     generated, frames = integrate(model, x0, vis.n_sampling_steps, vis.sampler,
-                                  keep=[*vis.times, *gif_times])
-    fields = [(t, *(a.numpy() for a in velocity_grid(model, t, vis.grid_size)))
-              for t in sorted(vis.times)]
+                                  keep=[*vis.times, *GIF_TIMES])
     title = (f"{meta.get('name', run_id)}: {vis.sampler} x {vis.n_sampling_steps}, "
              f"energy distance {energy_distance(generated, target):.4f}, "
              f"Chamfer {chamfer_distance(generated, target):.4f}")
-    target_np = target.numpy()
-    files = {
-        "comparison.png": plots.comparison(target_np, generated.numpy(), title),
-        "trajectory.png": plots.trajectory({t: frames[t].numpy() for t in vis.times},
-                                           target_np, title),
-        "vector_field.png": plots.vector_field(fields, target_np, title),
-    }
+    files = {f"{name}.png": png for name, png in
+             pictures(model, cfg, target, generated, frames, title).items()}
     if vis.gif:
-        files["flow.gif"] = plots.gif([frames[t].numpy() for t in gif_times], target_np)
+        files["flow.gif"] = plots.gif([frames[t].numpy() for t in GIF_TIMES], target.numpy())
     out = Path(output_dir or vis.output_dir) / (meta.get("name") or run_id)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
