@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -93,15 +94,25 @@ def check_stats(stats: dict, prefix: str, t: torch.Tensor, sample: int = 4096) -
         assert stats[f"{prefix}/norm"] == pytest.approx(float(x.norm()), rel=1e-5)
         assert stats[f"{prefix}/min"] == pytest.approx(float(x.min()))
         assert stats[f"{prefix}/max"] == pytest.approx(float(x.max()))
-    hist = stats[f"{prefix}/hist"]
-    n = t.numel()
-    stride = -(-n // sample)
-    expected_sample = t.reshape(-1)[::stride]
-    assert len(hist["counts"]) == 32
-    assert sum(hist["counts"]) == expected_sample.numel()
-    clean = torch.nan_to_num(expected_sample.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    assert hist["counts"] == [int(c) for c in torch.histc(clean, 32).tolist()]
-    assert hist["min"] <= float(clean.min()) and hist["max"] >= float(clean.max())
+    check_hist(stats[f"{prefix}/hist"], t, sample)
+
+
+def check_hist(hist: dict, t: torch.Tensor, sample: int = 4096, bins: int = 32) -> None:
+    """A histogram of the strided sample's finite values over the tensor's finite range."""
+    flat = t.detach().float().reshape(-1)
+    finite = flat[torch.isfinite(flat)]
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    assert hist["min"] == pytest.approx(lo) and hist["max"] == pytest.approx(hi)
+    stride = -(-flat.numel() // sample)
+    picked = flat[::stride]
+    picked = picked[torch.isfinite(picked)].double().numpy()
+    expected, _ = np.histogram(picked, bins=bins, range=(lo, hi))
+    assert len(hist["counts"]) == bins
+    assert sum(hist["counts"]) == len(picked)
+    # float32 against float64 bin edges: a value on an edge may land one bin over
+    assert np.abs(np.array(hist["counts"]) - expected).max() <= 1
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
@@ -156,6 +167,109 @@ def test_activation_stats_edge_cases() -> None:
     assert ints["mean"] == 1.5 and ints["zeros"] == 0.25
     small = activation_stats(torch.randn(100), sample=16, bins=8)
     assert len(small["hist"]["counts"]) == 8 and sum(small["hist"]["counts"]) == 15
+
+
+class Odd(nn.Module):
+    """Outputs for the deferred path: a constant, bf16 values, all-negative, NaN / inf."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "const":
+            return torch.full_like(x, 0.5)
+        if self.kind == "bf16":
+            return x.to(torch.bfloat16)
+        return -x.abs() - 1.0
+
+
+def test_statistics_deferred_to_the_end_of_the_pass_equal_those_taken_in_the_hook() -> None:
+    """From the second watched step, outputs are reduced together at the pass's end."""
+    model = nn.Sequential(nn.Linear(6, 300), nn.ReLU(), Odd("const"), nn.Linear(300, 70),
+                          Odd("neg"), Injector(), nn.Linear(70, 2), Odd("bf16"))
+    outs, handles = capture_outputs(model)
+    w = Watcher(model, modules="all", what=("activations",))
+    for step in range(3):
+        for v in outs.values():
+            v.clear()
+        w.on_step(step)
+        model(torch.randn(40, 6) * (step + 1))
+        w.flush()
+        _, stats = w.records[-1]
+        for path, captured in outs.items():
+            prefix = f"act/{path or '(root)'}"
+            alone = activation_stats(captured[0])
+            for stat in ACT_STATS:
+                got, want = stats[f"{prefix}/{stat}"], alone[stat]
+                if stat in ("mean", "std", "norm") and not math.isnan(want):
+                    assert got == pytest.approx(want, rel=1e-6), (step, prefix, stat)
+                else:
+                    assert got == want or (math.isnan(got) and math.isnan(want)), (step, prefix)
+            check_stats(stats, prefix, captured[0])
+    assert w._learned and not w._eager  # steps 1 and 2 took the deferred path
+    assert stats["act/2/std"] == 0.0 and stats["act/4/max"] < -1.0
+    assert stats["act/5/nan"] == 1.0 and stats["act/5/inf"] == 3.0
+    for h in handles:
+        h.remove()
+    unwatch(model)
+
+
+def test_an_output_modified_in_place_later_in_the_pass_keeps_its_own_statistics() -> None:
+    class Flip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inplace = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.neg_() if self.inplace else -x
+
+    model = nn.Sequential(nn.Linear(4, 50), nn.ReLU(inplace=True), nn.Linear(50, 50), Flip())
+    outs, handles = capture_outputs(model)  # clones at hook time: before any later change
+    w = Watcher(model, modules="leaves", what=("activations",))
+    seen = []
+    for step in range(5):
+        model[3].inplace = step >= 3  # the second Linear's output is overwritten from step 3
+        for v in outs.values():
+            v.clear()
+        w.on_step(step)
+        with torch.no_grad():
+            model(torch.randn(30, 4))
+        w.flush()
+        _, stats = w.records[-1]
+        seen.append("act/2/mean" in stats)
+        check_stats(stats, "act/0", outs["0"][0])  # the pre-ReLU values, every step
+        if "act/2/mean" in stats:
+            check_stats(stats, "act/2", outs["2"][0])
+    # Step 3 deferred Linear 2 and found it changed: that step's statistics are dropped
+    # (never the overwritten values), and from step 4 on it is reduced in its hook.
+    assert seen == [True, True, True, False, True]
+    assert w._eager == {"act/0", "act/2"}
+    assert any("modified in place" in e for e in w.errors)
+    for h in handles:
+        h.remove()
+    unwatch(model)
+
+
+def test_gradient_norms_survive_zeroing_gradients_right_after_the_step() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    w = Watcher(model, every=1)
+    w.on_step(0)
+    loss = model(torch.randn(8, 6)).pow(2).mean()
+    loss.backward()
+    grads = {n: p.grad.norm().item() for n, p in model.named_parameters()}
+    opt.step()
+    opt.zero_grad(set_to_none=True)  # before the watcher's next on_step
+    w.on_step(1)
+    (_, stats), = w.records
+    for name, value in grads.items():
+        assert stats[f"grad/{name}/norm"] == pytest.approx(value, rel=1e-6)
+    w.on_step(2)  # a watched step without any backward: no gradient norms at all
+    with torch.no_grad():
+        model(torch.randn(8, 6))
+    w.close()
+    assert not any(k.startswith("grad/") for k in w.records[-1][1])
 
 
 # -- parameters and gradients ----------------------------------------------------------
@@ -273,7 +387,8 @@ def test_watching_twice_does_not_double_hooks_and_unwatch_removes_all() -> None:
     assert w1.closed and watcher_of(model) is w2
     w2.on_step(0)
     assert len(model[0]._forward_hooks) == 1
-    assert len(model[0].weight._post_accumulate_grad_hooks) == 1
+    assert len(model._forward_hooks) == 1  # the end-of-pass hook; no per-parameter hooks
+    assert not model[0].weight._post_accumulate_grad_hooks
     single = count_hooks(model)
     w3 = watch(model, every=1)
     w3.step(0)
@@ -314,8 +429,9 @@ def test_parameter_norm_at_most_every_param_every_steps_and_pause() -> None:
     assert count_hooks(model) == 0
     with_norm = [s for s, st in w.records if "param/0.weight/norm" in st]
     assert with_norm == [0, 3, 6]
-    assert all("param/0.weight/update_ratio" in st and "grad/0.weight/norm" in st
-               for _, st in w.records)
+    with_ratio = [s for s, st in w.records if "param/0.weight/update_ratio" in st]
+    assert with_ratio == [0, 3, 6]  # weight statistics share the param_every schedule
+    assert all("grad/0.weight/norm" in st for _, st in w.records)
     w.on_step(7)  # watched again after a pause
     assert count_hooks(model) > 0
     w.close()

@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 from .graph import _flat
@@ -32,7 +33,17 @@ Sink = Callable[[dict[str, Any], int], None]
 
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FAST = (torch.float32, torch.float64)
+_DEFER_MAX = 1 << 22  # elements: larger outputs are reduced in their hook (memory, and the
+# fixed cost that deferring saves is small next to theirs)
 _SCRATCH_MAX = 1 << 22  # elements; larger activations use a temporary instead
+
+
+def _version_of(tensor: Any) -> int | None:
+    """The tensor's in-place version counter; None where it has none (inference mode)."""
+    try:
+        return tensor._version
+    except (RuntimeError, AttributeError):
+        return None
 
 
 def _first_float(output: Any) -> Any:
@@ -56,12 +67,25 @@ def activation_stats(tensor: Any, sample: int = 4096, bins: int = 32,
     """Statistics of one tensor: mean, std, min, max, norm, zeros, nan, inf, hist.
 
     ``std`` is the unbiased standard deviation (``torch.std``'s default; 0 for a single
-    element), ``norm`` the L2
-    norm, ``zeros`` the fraction of exact zeros, ``nan`` / ``inf`` counts. ``hist`` is
-    ``{"min", "max", "counts"}``: a ``bins``-bin histogram over the range of a strided
-    sample of at most ``sample`` elements (non-finite sample values counted as 0).
-    Returns None for an empty tensor. ``scratch``: a dict the caller keeps between calls,
-    holding a reused work buffer (see `_norm_into` for why reuse matters).
+    element), ``norm`` the L2 norm, ``zeros`` the fraction of exact zeros, ``nan`` /
+    ``inf`` counts. ``hist`` is ``{"min", "max", "counts"}``: a ``bins``-bin histogram of
+    a strided sample of at most ``sample`` elements over the range [min, max] of the whole
+    tensor (of its finite values; a constant v gives [v - 1, v + 1]); non-finite sample
+    values are not counted. Returns None for an empty tensor. ``scratch``: a dict the
+    caller keeps between calls, holding a reused work buffer (a large temporary allocated
+    and freed every call fragments glibc's heap and adds page faults to CPU training).
+    """
+    reduced = _reductions(tensor, scratch)
+    if reduced is None:
+        return None
+    flat, values = reduced
+    return _assemble(flat, values.tolist(), sample, bins)
+
+
+def _reductions(tensor: Any, scratch: dict | None = None) -> tuple[Any, Any] | None:
+    """(flat float view, tensor [sum, sum of squares, min, max, non-zeros]) of `tensor`.
+
+    Kept on the tensor's device: the caller crosses one or many of them to Python at once.
     """
     x = tensor.detach()
     if x.dtype not in _FAST:
@@ -73,51 +97,102 @@ def activation_stats(tensor: Any, sample: int = 4096, bins: int = 32,
     total = flat.sum()
     sq = torch.dot(flat, flat)  # sum of squares: norm, and std together with the sum
     mn, mx = torch.aminmax(flat)
-    # |x|.sign().sum() counts non-zeros ~10x faster than count_nonzero on ReLU outputs
-    # (whose branchy kernel mispredicts on half-zero data); NaN makes it NaN (rare path).
+    # Non-zeros as the sum of (x != 0) written as floats into a reused buffer: ~2x faster
+    # than count_nonzero (whose branchy kernel mispredicts on half-zero ReLU outputs).
     if scratch is not None and n <= _SCRATCH_MAX:
         key = (x.device, x.dtype)
         buf = scratch.get(key)
         if buf is None or buf.numel() < n:
             buf = scratch[key] = torch.empty(n, device=x.device, dtype=x.dtype)
-        absx = torch.abs(flat, out=buf[:n])
+        nnz = torch.ne(flat, 0, out=buf[:n]).sum()
     else:
-        absx = flat.abs()
-    nnz = absx.sign_().sum()
+        nnz = torch.count_nonzero(flat).to(x.dtype)
+    return flat, torch.stack((total, sq, mn, mx, nnz))
+
+
+def _assemble(flat: Any, values: list[float], sample: int, bins: int,
+              hists: list | None = None) -> dict[str, Any]:
+    """The statistics of `flat` from its `_reductions` values (rare paths read it again).
+
+    The histogram's counts are computed here, or, given `hists`, left for the caller to
+    fill in for many tensors at once: ``(picked, lo, hi, hist dict)`` is appended to it.
+    """
+    n = flat.numel()
+    total_v, sq_v, min_v, max_v, nnz_v = values
     stride = -(-n // sample)
-    s = flat[::stride] if stride > 1 else flat
-    # histc rejects a non-finite range; NaN / inf are counted separately anyway.
-    s = torch.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0)
-    smin, smax = torch.aminmax(s)
-    hist = torch.histc(s, bins)
-    vals = torch.cat((torch.stack((total, sq, mn, mx, nnz, smin, smax)),
-                      hist)).tolist()  # the one crossing to Python
-    total_v, sq_v, min_v, max_v, nnz_v, lo, hi = vals[:7]
-    if lo == hi:  # histc widens a degenerate range by 1 on each side
-        lo, hi = lo - 1.0, hi + 1.0
+    picked = flat[::stride] if stride > 1 else flat
     nan_c = inf_c = 0.0
     mean_v = total_v / n
     if not (math.isfinite(total_v) and math.isfinite(sq_v)):
-        # Rare path (a second crossing): a non-finite sum means NaN / inf may be present.
+        # Rare path: a non-finite sum means NaN / inf may be present. Count them, and
+        # take the histogram over the finite values only.
         nan_c, inf_c, nnz_v = (float(v) for v in torch.stack(
             (torch.isnan(flat).sum(), torch.isinf(flat).sum(),
              torch.count_nonzero(flat))).tolist())
         centered = math.nan
+        finite = flat[torch.isfinite(flat)]
+        lo, hi = ((-1.0, 1.0) if finite.numel() == 0 else
+                  tuple(float(v) for v in torch.stack(torch.aminmax(finite)).tolist()))
+        picked = picked[torch.isfinite(picked)]
     else:
+        lo, hi = min_v, max_v
         centered = sq_v - total_v * mean_v  # sum((x - mean)^2), from one pass
         if centered < 1e-3 * sq_v:
             # |mean| >> std: the subtraction lost digits (float32 sums); redo it in two
             # passes. Rare for activations, so it costs a second crossing only then.
             centered = torch.linalg.vector_norm(flat - mean_v).item() ** 2
+    if lo == hi:  # what torch.histc does with a degenerate range
+        lo, hi = lo - 1.0, hi + 1.0
     std_v = math.sqrt(max(centered, 0.0) / (n - 1)) if n > 1 else 0.0
     if centered != centered:
         std_v = math.nan
     norm_v = math.sqrt(sq_v) if sq_v == sq_v and sq_v >= 0 else math.nan
+    hist: dict[str, Any] = {"min": lo, "max": hi}
+    if hists is None:
+        hist["counts"] = _hist_counts(picked, lo, hi, bins)
+    else:
+        hists.append((picked, lo, hi, hist))
     return {
         "mean": mean_v, "std": std_v, "min": min_v, "max": max_v, "norm": norm_v,
-        "zeros": (n - nnz_v) / n, "nan": nan_c, "inf": inf_c,
-        "hist": {"min": lo, "max": hi, "counts": [int(c) for c in vals[7:]]},
+        "zeros": (n - nnz_v) / n, "nan": nan_c, "inf": inf_c, "hist": hist,
     }
+
+
+def _fill_hists(hists: list, bins: int) -> None:
+    """The counts of many `_assemble` histograms; CPU ones in one numpy pass over all."""
+    cpu = [h for h in hists if h[0].device.type == "cpu" and h[0].numel()]
+    for picked, lo, hi, hist in hists:
+        if not (picked.device.type == "cpu" and picked.numel()):
+            hist["counts"] = _hist_counts(picked, lo, hi, bins)
+    if not cpu:
+        return
+    sizes = [h[0].numel() for h in cpu]
+    values = np.concatenate([h[0].numpy() for h in cpu])
+    lows = np.repeat(np.array([h[1] for h in cpu], dtype=values.dtype), sizes)
+    scales = np.repeat(np.array([bins / (h[2] - h[1]) for h in cpu], dtype=values.dtype), sizes)
+    idx = ((values - lows) * scales).astype(np.intp)  # >= 0: lo is each tensor's minimum
+    np.minimum(idx, bins - 1, out=idx)
+    idx += np.repeat(np.arange(len(cpu)) * bins, sizes)
+    counts = np.bincount(idx, minlength=len(cpu) * bins).tolist()
+    for i, (_, _, _, hist) in enumerate(cpu):
+        hist["counts"] = counts[i * bins:(i + 1) * bins]
+
+
+def _hist_counts(picked: Any, lo: float, hi: float, bins: int) -> list[int]:
+    """Counts of `picked` (finite values in [lo, hi]) in `bins` equal bins; hi in the last.
+
+    On the CPU in numpy: a histogram of a few thousand values is ~1 us per numpy call
+    against tens of microseconds for `torch.histc` on a small tensor.
+    """
+    if picked.numel() == 0:
+        return [0] * bins
+    if picked.device.type != "cpu":
+        return [int(c) for c in torch.histc(picked, bins, lo, hi).tolist()]
+    values = picked.numpy()
+    pos = (values - lo) * (bins / (hi - lo))  # >= 0: lo is the minimum
+    idx = pos.astype(np.intp)
+    np.minimum(idx, bins - 1, out=idx)
+    return np.bincount(idx, minlength=bins).tolist()
 
 
 def _select(model: Any, modules: Any) -> list[tuple[str, Any]]:
@@ -149,8 +224,9 @@ class Watcher:
     itself (weights snapshotted at its ``on_step``, compared at the next one, i.e. after
     the optimizer step), computed on a fixed sample of <= ``sample`` entries per
     parameter (exact for smaller parameters). ``param/<param>/norm`` is the exact norm
-    when the gradient arrives (before the update); being a full pass over the weights
-    it is recorded on watched steps at most once every ``param_every`` steps.
+    when the gradient arrives (before the update). Both describe the weights, which
+    change slowly, and cost a few ops per parameter: they are recorded on watched steps
+    at most once every ``param_every`` steps.
 
     ``modules``: ``"leaves"`` (default), ``"all"``, an iterable of module paths or a
     ``callable(path, module) -> bool``. ``auto_step=True`` counts forward passes of
@@ -198,9 +274,15 @@ class Watcher:
         self._grads: dict[str, Any] = {}
         self._samples: _Samples | None = None
         self._pnorm: dict[str, Any] = {}
-        self._gbuf: dict[str, Any] = {}  # reused 0-d result tensors, see _norm_into
+        self._want_grads = "gradients" in what or "parameters" in what
+        # Outputs whose statistics wait for the end of the pass (key, tensor, version),
+        # and what the first watched pass learns: which outputs are modified in place.
+        self._deferred: list[tuple[str, Any, int]] = []
+        self._probes: list[tuple[str, Any, int]] = []
+        self._eager: set[str] = set()
+        self._learned = False
+        self._queued = False  # a backward-end callback is queued
         self._scratch: dict[Any, Any] = {}  # reused work buffers of activation_stats
-        self._pbuf: dict[str, Any] = {}
         self._on_close: list[Callable[[], None]] = []
         self._key_cache: dict[str, list[tuple[str, str]]] = {}
         self._auto: Any = None
@@ -280,13 +362,9 @@ class Watcher:
         add = self._handles.append
         for path, module in self._targets:
             add((module or model).register_forward_hook(self._act_hook(path)))
-        # Registered last on the root so that the root's own statistics come first.
+        # Registered last on the root so that the root's own statistics come first. It
+        # also hooks the output's gradient, which is how the end of backward is found.
         add(model.register_forward_hook(self._end_pass))
-        if (("gradients" in self.what or "parameters" in self.what)
-                and hasattr(torch.Tensor, "register_post_accumulate_grad_hook")):
-            for name, p in self._params:
-                if p.requires_grad:
-                    add(p.register_post_accumulate_grad_hook(self._grad_hook(name)))
         self._attached = True
 
     def _detach(self) -> None:
@@ -297,6 +375,46 @@ class Watcher:
 
     def _end_pass(self, module: Any, args: Any, output: Any) -> None:
         self._pass_done = True
+        self._reduce_deferred()
+        if not self._want_grads or not torch.is_grad_enabled():
+            return
+        # Gradient (and weight) norms are taken once backward has finished, with one
+        # `_foreach_norm` over all parameters: a gradient hook on the model's output queues
+        # that on the autograd engine. (A hook per parameter cost ~10 us each, 14 of them
+        # a third of a watched step of the demo's MLP.) Every pass of the step hooks its
+        # output, so with gradient accumulation the last backward wins: the accumulated
+        # gradient the optimizer sees.
+        found: list[Any] = []
+        _flat(output, found)
+        for t in found:
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                t.register_hook(self._output_grad)
+
+    def _output_grad(self, grad: Any) -> None:
+        if self._queued or self._active is None:
+            return
+        try:
+            torch.autograd.Variable._execution_engine.queue_callback(self._backward_done)
+            self._queued = True
+        except Exception as exc:  # a torch without the engine callback: no grad norms
+            self._note_error("gradient norms", exc)
+
+    def _backward_done(self) -> None:
+        """At the end of backward: the norms of all gradients (and weights), on device."""
+        self._queued = False
+        if self._active is None:
+            return
+        try:
+            named = [(n, p) for n, p in self._params
+                     if p.grad is not None and not p.grad.is_sparse]
+            if "gradients" in self.what:
+                self._grads = dict(zip([n for n, _ in named],
+                                       _norms([p.grad.detach() for _, p in named])))
+            if self._want_pnorm:
+                self._pnorm = dict(zip([n for n, _ in named],
+                                       _norms([p.detach() for _, p in named])))
+        except Exception as exc:  # an exotic tensor subclass: skip, don't break training
+            self._note_error("gradient norms", exc)
 
     def _act_hook(self, path: str) -> Callable[..., None]:
         calls = self._calls
@@ -308,57 +426,94 @@ class Watcher:
             calls[path] = k + 1
             if k >= self.max_calls:
                 return
+            key = act_prefix(path, k)
             try:
                 t = _first_float(output)
-                stats = (activation_stats(t, self.sample, self.bins, self._scratch)
-                         if t is not None else None)
+                if t is None:
+                    return
+                version = _version_of(t) if t.numel() <= _DEFER_MAX else None
+                if self._learned and version is not None and key not in self._eager:
+                    # Reduced with the pass's other outputs at its end (see _reduce_deferred)
+                    self._deferred.append((key, t, version))
+                    return
+                stats = activation_stats(t, self.sample, self.bins, self._scratch)
+                if not self._learned and version is not None:
+                    self._probes.append((key, t, version))
             except Exception as exc:  # statistics must never break the user's training
                 self._note_error(path, exc)
                 return
             if stats is not None:
-                self._acts[act_prefix(path, k)] = stats
+                self._acts[key] = stats
         return hook
+
+    def _reduce_deferred(self) -> None:
+        """Statistics of the outputs deferred during the pass, computed back to back.
+
+        Why defer: between two module calls the forward pass evicts the caches the
+        statistics ops run from, so each module's first op is slow (~45 us more per module
+        on the demo's MLP); run together, only the first pays. The numbers are the same:
+        an output is only deferred once a first watched pass has shown that nothing
+        modifies it in place (its version counter unchanged at the pass's end); one that
+        is found modified later loses that step's statistics and is computed in its hook
+        from then on.
+        """
+        if not self._learned:
+            for key, t, version in self._probes:
+                if t._version != version:
+                    self._eager.add(key)  # e.g. a Linear followed by ReLU(inplace=True)
+            self._probes = []
+            self._learned = True
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return
+        try:
+            batch = []
+            for key, t, version in deferred:
+                if t._version != version:
+                    self._eager.add(key)
+                    self._note_error(key, RuntimeError("output modified in place after the "
+                                                       "module; computed in its hook from now"))
+                    continue
+                reduced = _reductions(t, self._scratch)
+                if reduced is not None:
+                    batch.append((key, *reduced))
+            if not batch:
+                return
+            if len({v.device for _, _, v in batch}) == 1:
+                stacked = torch.stack([v.double() for _, _, v in batch]).tolist()
+            else:
+                stacked = [v.tolist() for _, _, v in batch]
+            hists: list = []
+            for (key, flat, _), values in zip(batch, stacked):
+                self._acts[key] = _assemble(flat, values, self.sample, self.bins, hists)
+            _fill_hists(hists, self.bins)
+        except Exception as exc:  # statistics must never break the user's training
+            self._note_error("activations", exc)
 
     def _note_error(self, where: str, exc: BaseException) -> None:
         if len(self.errors) < 20:
             self.errors.append(f"{where or '(root)'}: {type(exc).__name__}: {exc}")
-
-    def _grad_hook(self, name: str) -> Callable[[Any], None]:
-        grads = "gradients" in self.what
-        params = "parameters" in self.what
-
-        def hook(p: Any) -> None:
-            if self._active is None or p.grad is None or p.grad.is_sparse:
-                return
-            # Norms stay on the device until the step is flushed. A later micro-batch
-            # overwrites them with the accumulated gradient, which the optimizer sees.
-            try:
-                if grads:
-                    self._grads[name] = _norm_into(self._gbuf, name, p.grad.detach())
-                if params and self._want_pnorm:
-                    # Here, not at step start: backward has just read this weight, so it
-                    # is likely still in cache (measurably cheaper on CPU, 10M model).
-                    self._pnorm[name] = _norm_into(self._pbuf, name, p.detach())
-            except Exception as exc:  # e.g. an exotic tensor subclass: skip, don't break
-                self._note_error(name, exc)
-        return hook
 
     # -- steps ---------------------------------------------------------------------------
     def _begin(self, step: int) -> None:
         self._active = step
         self._acts = {}
         self._calls.clear()
+        self._deferred = []
+        self._probes = []
         self._pass_done = False
         self._grads = {}
         self._pnorm = {}
+        self._queued = False
         last = self._last_pnorm_step
-        # A parameter norm is a full pass over the weights (as costly as the gradient
-        # norms) and changes slowly: record it at most once per `param_every` steps.
+        # Weight norms and update ratios change slowly and cost a few ops per parameter
+        # (a norm is a full pass over the weights, as costly as all gradient norms):
+        # record them at most once per `param_every` steps.
         self._want_pnorm = "parameters" in self.what and (
             last is None or step - last >= self.param_every or step < last)
         if self._want_pnorm:
             self._last_pnorm_step = step
-        if "parameters" in self.what:
+        if self._want_pnorm:
             # A sample (<= `sample` entries) is enough for |dw|/|w| and avoids copying the
             # whole model every watched step.
             if self._samples is None or not self._samples.valid():
@@ -370,6 +525,7 @@ class Watcher:
         step = self._active
         if step is None:
             return
+        self._reduce_deferred()  # a pass that did not reach the root's end (an exception)
         self._active = None
         stats: dict[str, Any] = {}
         keys = self._key_cache
@@ -444,9 +600,12 @@ class _Samples:
         with torch.no_grad():
             if self.snap is None:
                 self.snap = [v.clone() for v in self.views]
-            else:  # reuse the buffers (see _norm_into)
-                for buf, v in zip(self.snap, self.views):
-                    buf.copy_(v)
+            else:  # reuse the buffers: no allocations between the optimizer's temporaries
+                try:
+                    torch._foreach_copy_(self.snap, self.views)  # one dispatch for all
+                except (AttributeError, RuntimeError, TypeError):  # private API moved
+                    for buf, v in zip(self.snap, self.views):
+                        buf.copy_(v)
         self.snapped = True
 
     def norms(self) -> tuple[list[Any], list[Any]] | None:
@@ -457,7 +616,7 @@ class _Samples:
         if self.snap is None or not self.snapped or not self.valid():
             return None
         with torch.no_grad():
-            # In place in the snapshot buffers (no new allocations, see _norm_into); the
+            # In place in the snapshot buffers (no new allocations); the
             # snapshot is spent afterwards. foreach: one dispatch for all parameters.
             try:
                 den = list(torch._foreach_norm(self.snap))
@@ -470,19 +629,20 @@ class _Samples:
                 return [torch.linalg.vector_norm(s) for s in self.snap], den
 
 
-def _norm_into(buffers: dict[str, Any], name: str, tensor: Any) -> Any:
-    """`vector_norm(tensor)` written into a 0-d tensor reused from step to step.
+def _norms(tensors: list[Any]) -> list[Any]:
+    """L2 norms as 0-d tensors on each tensor's device: one `_foreach_norm` when it can.
 
-    Why: results that live from backward until the next step, freshly allocated each
-    step, sit between the optimizer's multi-MB temporaries in glibc's heap and fragment
-    it, adding page faults to CPU training (see docs/model.md, "Cost"). Reused buffers
-    leave the allocator's pattern closer to an unwatched step.
+    Half / bf16 / integer tensors get their norm in float32 (a half norm overflows).
     """
-    out = buffers.get(name)
-    want = torch.float32 if tensor.dtype not in _FAST else tensor.dtype
-    if out is None or out.device != tensor.device or out.dtype != want:
-        out = buffers[name] = torch.empty((), device=tensor.device, dtype=want)
-    return torch.linalg.vector_norm(tensor, dtype=want, out=out)
+    if not tensors:
+        return []
+    if all(t.dtype in _FAST for t in tensors):
+        try:
+            return list(torch._foreach_norm(tensors))
+        except (AttributeError, RuntimeError, TypeError):  # private API moved
+            pass
+    return [torch.linalg.vector_norm(t, dtype=t.dtype if t.dtype in _FAST else torch.float32)
+            for t in tensors]
 
 
 def _param_sample(p: Any, size: int) -> Any:
