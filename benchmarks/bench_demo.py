@@ -13,7 +13,15 @@ up and imports excluded, final pictures excluded: the loop only):
 `--breakdown` adds the intermediate arms (no watch and no pictures; watch only) to show
 where the cost goes. Bar: tracked throughput >= 95% of untracked.
 
-Run: python benchmarks/bench_demo.py [--epochs 300] [--repeats 2] [--breakdown]
+`--side-by-side` runs each tracked arm at the same time as an untracked run, each process
+pinned to its own core with one torch thread, swapping the cores every repeat (the way
+`flowillower demo quickstart` trains its two runs). This box's speed drifts by 10-50%
+over tens of seconds, which one-after-the-other runs cannot tell from tracking cost;
+two runs side by side see the same drift, so their ratio is steady to ~1%. The tracked
+run's background threads (checkpoint and metric writers) are pinned with it, so their
+cost stays in its own time.
+
+Run: python benchmarks/bench_demo.py [--epochs 300] [--repeats 3] [--breakdown] [--side-by-side]
 """
 
 from __future__ import annotations
@@ -34,16 +42,28 @@ SCRIPT = "flowillower.examples.flow_matching.train"
 LINE = re.compile(r"epoch\s+(\d+)/(\d+)\s+loss\s+([\d.]+)\s+([\d.]+)s\s+\(cpu ([\d.]+)s\)")
 
 
-def run_once(store: str, overrides: list[str]) -> tuple[float, float, float]:
-    """(loop wall seconds, loop CPU seconds of all threads, final epoch loss) of one run."""
+def start(store: str, overrides: list[str], core: int | None = None) -> subprocess.Popen:
+    """Start one training run (pinned to `core` when given)."""
     env = dict(os.environ, FLOWILLOWER_DIR=store)
-    proc = subprocess.run([sys.executable, "-m", SCRIPT, *overrides], env=env,
-                          capture_output=True, text=True, check=False)
-    matches = LINE.findall(proc.stdout)
+    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    return subprocess.Popen([sys.executable, "-m", SCRIPT, *overrides], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=pin)
+
+
+def result(proc: subprocess.Popen) -> tuple[float, float, float]:
+    """(loop wall seconds, loop CPU seconds of all threads, final epoch loss) of a run."""
+    out, err = proc.communicate()
+    matches = LINE.findall(out)
     if proc.returncode or not matches:
-        sys.exit(f"training failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        sys.exit(f"training failed ({proc.returncode}):\n{out}\n{err}")
     _, _, loss, seconds, cpu = matches[-1]
     return float(seconds), float(cpu), float(loss)
+
+
+def run_once(store: str, overrides: list[str]) -> tuple[float, float, float]:
+    """One run on its own (torch's threads as configured)."""
+    return result(start(store, overrides))
 
 
 def main() -> int:
@@ -53,7 +73,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run each tracked arm at the same time as an untracked run, "
+                             "each pinned to its own core with 1 torch thread (swapping "
+                             "cores every repeat): the box's drift then hits both alike")
     args = parser.parse_args()
+    if args.side_by_side:
+        if len(os.sched_getaffinity(0)) < 2:
+            sys.exit("--side-by-side needs 2 cores")
+        args.threads = 1
 
     common = [f"training.n_epochs={args.epochs}", f"training.log_interval={args.epochs}",
               f"training.threads={args.threads}"]
@@ -74,6 +102,19 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
+            if args.side_by_side:
+                cores = sorted(os.sched_getaffinity(0))[:2]
+                for name in names[1:]:
+                    a, b = (cores if r % 2 == 0 else cores[::-1])
+                    procs = {names[0]: start(os.path.join(tmp, "u"), common + arms[names[0]], a),
+                             name: start(os.path.join(tmp, "t"), common + arms[name], b)}
+                    for arm, proc in procs.items():
+                        w, c, loss = result(proc)
+                        wall[arm].append(w)
+                        cpu[arm].append(c)
+                        losses[arm] = loss
+                        print(f"  {arm:32s} {w:7.2f} s wall {c:7.2f} s cpu", flush=True)
+                continue
             order = names if r % 2 == 0 else names[::-1]  # ABBA: drift hits both arms alike
             for name in order:
                 w, c, loss = run_once(os.path.join(tmp, "store"), common + arms[name])
@@ -83,8 +124,9 @@ def main() -> int:
                 print(f"  {name:32s} {w:7.2f} s wall {c:7.2f} s cpu", flush=True)
 
     base = names[0]
-    table = Table(title=f"demo training loop, {args.epochs} epochs x 40 steps, torch threads "
-                        f"{args.threads or 'default'} ({args.repeats} runs per arm, "
+    mode = "side by side, 1 core each, " if args.side_by_side else ""
+    table = Table(title=f"demo training loop, {args.epochs} epochs x 40 steps, {mode}torch "
+                        f"threads {args.threads or 'default'} ({args.repeats} runs per arm, "
                         f"load {os.getloadavg()[0]:.1f})")
     for col in ("arm", "wall s (min)", "all runs", "epochs/s", "throughput vs untracked: "
                 "min / median of pairs", "cpu s (min)", "cpu vs untracked", "final loss"):
@@ -93,7 +135,12 @@ def main() -> int:
     for name in names:
         best = min(wall[name])
         # Each repeat's runs ran back to back: their ratio cancels slow drifts of the box.
-        pairs = statistics.median(b / t for b, t in zip(wall[base], wall[name]))
+        if args.side_by_side and name != base:  # untracked runs in arm order per repeat
+            k = names.index(name) - 1
+            partner = wall[base][k::len(names) - 1]
+        else:
+            partner = wall[base]
+        pairs = statistics.median(b / t for b, t in zip(partner, wall[name]))
         summary[name] = (min(wall[base]) / best, pairs, min(cpu[base]) / min(cpu[name]))
         table.add_row(name, f"{best:.2f}", " ".join(f"{t:.1f}" for t in wall[name]),
                       f"{args.epochs / best:.2f}",

@@ -14,6 +14,7 @@ import flowillower as fw
 from flowillower.hindsight.checkpoint import (
     CheckpointError,
     CheckpointStore,
+    _bit_equal,
     capture_object,
     capture_rng,
     object_kind,
@@ -160,3 +161,20 @@ def test_killed_recording_keeps_complete_files(tmp_path: Path) -> None:
     (run_dir / "checkpoints" / ".c000009.pt.tmp").write_bytes(b"partial")
     store = CheckpointStore(run_dir)
     assert store.ended == 2 and store.skippable(1)
+
+
+def test_unchanged_tensor_detection_is_bit_exact_beyond_the_first_bytes() -> None:
+    a = torch.randn(5000)  # 20,000 bytes: past the 4,096-byte first look
+    b = a.clone()
+    assert _bit_equal(a, b)
+    b[-1] = torch.nextafter(b[-1], torch.tensor(float("inf")))  # differs in the last ulp only
+    assert not _bit_equal(a, b)
+    z, nz = torch.zeros(3000), torch.zeros(3000)
+    nz[2999] = -0.0
+    assert not _bit_equal(z, nz)  # -0.0 and 0.0 differ in their bits
+    assert not _bit_equal(a, a.double()) and not _bit_equal(a, a[:10])
+
+
+def test_the_writers_cpu_time_is_measured_for_the_budget(tmp_path: Path) -> None:
+    _, stats = _train(tmp_path, 4, every=1)
+    assert 0 < stats["write_cpu_s"] <= stats["write_s"] + 0.05  # CPU time within wall time
