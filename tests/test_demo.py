@@ -134,6 +134,7 @@ def test_overrides_parse_into_typed_config():
     (["visualization.times=[0,2]"], r"times in \[0, 1\]"),
     (["training.device=tpu"], r"use auto, cpu, cuda"),
     (["tracking.name='unclosed"], r"tracking\.name='unclosed: expected a string"),
+    (["tracking.checkpoint_overhead=1.5"], r"checkpoint_overhead=1\.5: must be a fraction"),
 ])
 def test_bad_overrides_fail_clearly(overrides, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -94,6 +94,11 @@ class TrackingConfig:
     name: str = ""  # run name ("" : flowillower's default)
     watch_every: int = 10  # fw.watch statistics every N steps (0: off)
     log_model: bool = True  # the model graph in the UI's model page
+    # fw.checkpointing's time budget (fraction of the loop's time). The library's default
+    # is 0.02; this net's epochs are short and each capture writes 2.3 MB, whose kernel
+    # writeback the budget cannot see, so the demo asks for less. A replay of an inner-
+    # loop value re-runs every step anyway: checkpoints are its parallel entry points.
+    checkpoint_overhead: float = 0.005
 
 
 @dataclass
@@ -239,6 +244,8 @@ def validate(cfg: Config) -> list[str]:
     need(cfg.visualization.output_dir.strip() != "", "visualization.output_dir",
          "must name a directory")
     need(cfg.tracking.watch_every >= 0, "tracking.watch_every", "must be >= 0 (0: off)")
+    need(0 < cfg.tracking.checkpoint_overhead < 1, "tracking.checkpoint_overhead",
+         "must be a fraction in (0, 1), e.g. 0.02")
     need(cfg.tracking.project.strip() != "", "tracking.project", "must not be empty")
     return problems
 
