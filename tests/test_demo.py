@@ -424,3 +424,9 @@ def test_demo_docs_python_example_runs(tmp_path, monkeypatch, capsys):
     for block in blocks:
         exec(compile(block, "docs/demo.md", "exec"), {})
     assert "bytes of PNG" in capsys.readouterr().out
+
+
+def test_every_setting_is_documented():
+    """docs/demo.md's settings table names every key `flowillower demo keys` prints."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "demo.md").read_text()
+    assert [key for key in all_keys() if f"`{key}`" not in text] == []
