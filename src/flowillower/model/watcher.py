@@ -4,13 +4,14 @@ Cost model (see docs/model.md and benchmarks/bench_model.py):
 
 * Hooks are attached only for watched steps and removed otherwise: a module with no hooks
   takes PyTorch's fast call path, so unwatched steps cost nothing.
-* Per module call, a handful of reductions (`sum`, `dot`, `aminmax`, a non-zero count,
-  a 32-bin `histc` on a strided sample of <= 4,096 elements) are stacked
-  into one tensor that crosses to Python with a single `.tolist()`; NaN / inf counts are
-  computed only when a statistic is non-finite (a finite sum rules them out).
-* Gradient norms are computed in a post-accumulate-grad hook and stay on the device until
-  the step is flushed; parameter norms and update ratios likewise; all of them cross to
-  Python in one `.tolist()` per device per step.
+* Per module output, four reductions (`sum`, `dot`, `aminmax`, a non-zero count) stacked
+  into one tensor; NaN / inf counts only when the sum is non-finite (a finite sum rules
+  them out). After the first watched pass, outputs that nothing modifies in place are
+  reduced back to back at the end of the forward pass (warm caches), crossing to Python
+  in one `.tolist()` for all of them; histograms are then binned in numpy on the CPU.
+* Gradient norms (and weight norms every `param_every` steps) are one `_foreach_norm`
+  each, queued on the autograd engine to run when backward ends; they stay on the device
+  until the step is flushed, like the update ratios, and all cross in one `.tolist()`.
 """
 
 from __future__ import annotations
