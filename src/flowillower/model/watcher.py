@@ -76,11 +76,26 @@ def activation_stats(tensor: Any, sample: int = 4096, bins: int = 32,
     caller keeps between calls, holding a reused work buffer (a large temporary allocated
     and freed every call fragments glibc's heap and adds page faults to CPU training).
     """
-    reduced = _reductions(tensor, scratch)
-    if reduced is None:
-        return None
-    flat, values = reduced
-    return _assemble(flat, values.tolist(), sample, bins)
+    return _stats_of([tensor], sample, bins, scratch)[0]
+
+
+def _stats_of(tensors: list[Any], sample: int, bins: int,
+              scratch: dict | None = None) -> list[dict[str, Any] | None]:
+    """`activation_stats` of several tensors: their reductions back to back, one crossing
+    to Python per device, and one histogram pass over all the CPU ones."""
+    reduced = [_reductions(t, scratch) for t in tensors]
+    present = [r[1] for r in reduced if r is not None]
+    if not present:
+        return [None] * len(tensors)
+    if len({v.device for v in present}) == 1:
+        crossed = iter(torch.stack([v.double() for v in present]).tolist())
+    else:
+        crossed = iter([v.tolist() for v in present])
+    hists: list = []
+    out = [None if r is None else _assemble(r[0], next(crossed), sample, bins, hists)
+           for r in reduced]
+    _fill_hists(hists, bins)
+    return out
 
 
 def _reductions(tensor: Any, scratch: dict | None = None) -> tuple[Any, Any] | None:
@@ -112,11 +127,11 @@ def _reductions(tensor: Any, scratch: dict | None = None) -> tuple[Any, Any] | N
 
 
 def _assemble(flat: Any, values: list[float], sample: int, bins: int,
-              hists: list | None = None) -> dict[str, Any]:
+              hists: list) -> dict[str, Any]:
     """The statistics of `flat` from its `_reductions` values (rare paths read it again).
 
-    The histogram's counts are computed here, or, given `hists`, left for the caller to
-    fill in for many tensors at once: ``(picked, lo, hi, hist dict)`` is appended to it.
+    The histogram's counts are left for `_fill_hists`: ``(picked, lo, hi, hist dict)`` is
+    appended to `hists`.
     """
     n = flat.numel()
     total_v, sq_v, min_v, max_v, nnz_v = values
@@ -149,10 +164,7 @@ def _assemble(flat: Any, values: list[float], sample: int, bins: int,
         std_v = math.nan
     norm_v = math.sqrt(sq_v) if sq_v == sq_v and sq_v >= 0 else math.nan
     hist: dict[str, Any] = {"min": lo, "max": hi}
-    if hists is None:
-        hist["counts"] = _hist_counts(picked, lo, hi, bins)
-    else:
-        hists.append((picked, lo, hi, hist))
+    hists.append((picked, lo, hi, hist))
     return {
         "mean": mean_v, "std": std_v, "min": min_v, "max": max_v, "norm": norm_v,
         "zeros": (n - nnz_v) / n, "nan": nan_c, "inf": inf_c, "hist": hist,
@@ -160,11 +172,19 @@ def _assemble(flat: Any, values: list[float], sample: int, bins: int,
 
 
 def _fill_hists(hists: list, bins: int) -> None:
-    """The counts of many `_assemble` histograms; CPU ones in one numpy pass over all."""
-    cpu = [h for h in hists if h[0].device.type == "cpu" and h[0].numel()]
+    """The counts of `_assemble` histograms: CPU ones binned in numpy, all in one pass.
+
+    (A histogram of a few thousand values is ~1 us per numpy call against tens of
+    microseconds for `torch.histc` on a small tensor.) A value at hi goes in the last bin.
+    """
+    cpu = []
     for picked, lo, hi, hist in hists:
-        if not (picked.device.type == "cpu" and picked.numel()):
-            hist["counts"] = _hist_counts(picked, lo, hi, bins)
+        if picked.numel() == 0:
+            hist["counts"] = [0] * bins
+        elif picked.device.type == "cpu":
+            cpu.append((picked, lo, hi, hist))
+        else:
+            hist["counts"] = [int(c) for c in torch.histc(picked, bins, lo, hi).tolist()]
     if not cpu:
         return
     sizes = [h[0].numel() for h in cpu]
@@ -177,23 +197,6 @@ def _fill_hists(hists: list, bins: int) -> None:
     counts = np.bincount(idx, minlength=len(cpu) * bins).tolist()
     for i, (_, _, _, hist) in enumerate(cpu):
         hist["counts"] = counts[i * bins:(i + 1) * bins]
-
-
-def _hist_counts(picked: Any, lo: float, hi: float, bins: int) -> list[int]:
-    """Counts of `picked` (finite values in [lo, hi]) in `bins` equal bins; hi in the last.
-
-    On the CPU in numpy: a histogram of a few thousand values is ~1 us per numpy call
-    against tens of microseconds for `torch.histc` on a small tensor.
-    """
-    if picked.numel() == 0:
-        return [0] * bins
-    if picked.device.type != "cpu":
-        return [int(c) for c in torch.histc(picked, bins, lo, hi).tolist()]
-    values = picked.numpy()
-    pos = (values - lo) * (bins / (hi - lo))  # >= 0: lo is the minimum
-    idx = pos.astype(np.intp)
-    np.minimum(idx, bins - 1, out=idx)
-    return np.bincount(idx, minlength=bins).tolist()
 
 
 def _select(model: Any, modules: Any) -> list[tuple[str, Any]]:
@@ -468,26 +471,18 @@ class Watcher:
         if not deferred:
             return
         try:
-            batch = []
+            live = []
             for key, t, version in deferred:
                 if t._version != version:
                     self._eager.add(key)
                     self._note_error(key, RuntimeError("output modified in place after the "
                                                        "module; computed in its hook from now"))
-                    continue
-                reduced = _reductions(t, self._scratch)
-                if reduced is not None:
-                    batch.append((key, *reduced))
-            if not batch:
-                return
-            if len({v.device for _, _, v in batch}) == 1:
-                stacked = torch.stack([v.double() for _, _, v in batch]).tolist()
-            else:
-                stacked = [v.tolist() for _, _, v in batch]
-            hists: list = []
-            for (key, flat, _), values in zip(batch, stacked):
-                self._acts[key] = _assemble(flat, values, self.sample, self.bins, hists)
-            _fill_hists(hists, self.bins)
+                else:
+                    live.append((key, t))
+            for (key, _), stats in zip(live, _stats_of([t for _, t in live], self.sample,
+                                                       self.bins, self._scratch)):
+                if stats is not None:
+                    self._acts[key] = stats
         except Exception as exc:  # statistics must never break the user's training
             self._note_error("activations", exc)
 
@@ -514,7 +509,6 @@ class Watcher:
             last is None or step - last >= self.param_every or step < last)
         if self._want_pnorm:
             self._last_pnorm_step = step
-        if self._want_pnorm:
             # A sample (<= `sample` entries) is enough for |dw|/|w| and avoids copying the
             # whole model every watched step.
             if self._samples is None or not self._samples.valid():
