@@ -14,8 +14,9 @@ up and imports excluded, final pictures excluded: the loop only):
 where the cost goes. Bar: tracked throughput >= 95% of untracked.
 
 `--side-by-side` runs each tracked arm at the same time as an untracked run, each process
-pinned to its own core with one torch thread, swapping the cores every repeat (the way
-`flowillower demo quickstart` trains its two runs). This box's speed drifts by 10-50%
+pinned to its own core with one torch thread (the way `flowillower demo quickstart` trains
+its two runs), swapping the cores every repeat and the start order every other repeat
+(an A/A test showed the run started second ~1% slower). This box's speed drifts by 10-50%
 over tens of seconds, which one-after-the-other runs cannot tell from tracking cost;
 two runs side by side see the same drift, so their ratio is steady to ~1%. The tracked
 run's background threads (checkpoint and metric writers) are pinned with it, so their
@@ -106,8 +107,11 @@ def main() -> int:
                 cores = sorted(os.sched_getaffinity(0))[:2]
                 for name in names[1:]:
                     a, b = (cores if r % 2 == 0 else cores[::-1])
-                    procs = {names[0]: start(os.path.join(tmp, "u"), common + arms[names[0]], a),
-                             name: start(os.path.join(tmp, "t"), common + arms[name], b)}
+                    pair = [(names[0], "u", a), (name, "t", b)]
+                    if r % 4 >= 2:  # the one started second runs ~1% slower: alternate
+                        pair.reverse()
+                    procs = {arm: start(os.path.join(tmp, store), common + arms[arm], core)
+                             for arm, store, core in pair}
                     for arm, proc in procs.items():
                         w, c, loss = result(proc)
                         wall[arm].append(w)

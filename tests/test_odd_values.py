@@ -58,6 +58,11 @@ CASES = [
     ("fraction", "v", Fraction(1, 3), UnsupportedValueError),
     ("set", "v", {1, 2}, UnsupportedValueError),
     ("huge dict", "v", {str(i): "x" * 100 for i in range(2000)}, UnsupportedValueError),
+    # The JSON size limit (64 KiB) is exact whatever shortcut measures it:
+    ("long list, short numbers", "v", [1] * 20_000, [1] * 20_000),  # 60,002 bytes
+    ("long list over the limit", "v", [0.1] * 20_000, UnsupportedValueError),
+    ("huge ints over the limit", "v", [10**4000] * 20, UnsupportedValueError),
+    ("escapes over the limit", "v", ["\x01" * 12_000], UnsupportedValueError),  # \u0001
     ("empty name", "", 1.0, InvalidNameError),
     ("blank name", "   ", 1.0, InvalidNameError),
     ("non-string name", 42, 1.0, InvalidNameError),

@@ -72,29 +72,58 @@ def _torch(name: str, value: Any) -> tuple[int, Any]:
 
 
 _PLAIN_NUMBERS = {int, float}
+_NUMBER_CHARS = 24  # the longest JSON of a float or an int64 ("-1.2345678901234567e-308")
 
 
 def _json_value(name: str, value: Any) -> Any:
+    # Converted and measured in one walk: `bound` is an upper bound of the JSON size, so
+    # the exact (costly) json.dumps only runs for values that may be over the limit.
+    bound = 0
+
     def convert(obj: Any) -> Any:
-        if type(obj) is list and set(map(type, obj)) <= _PLAIN_NUMBERS:
-            return list(obj)  # e.g. histogram counts: nothing to convert, element by element
+        nonlocal bound
+        types = set(map(type, obj)) if type(obj) is list else None
+        if types is not None and types <= _PLAIN_NUMBERS:
+            # e.g. histogram counts: nothing to convert, element by element
+            bound += 2 + len(obj) * (_NUMBER_CHARS + 2)
+            if int in types and (
+                    any(type(v) is int and not -_INT64 <= v < _INT64 for v in obj)
+                    if float in types else obj and not -_INT64 <= min(obj) <= max(obj) < _INT64):
+                bound += MAX_OBJECT_BYTES  # a huge int: let json.dumps measure it
+            return list(obj)
         if isinstance(obj, (list, tuple)):
+            bound += 2 + 2 * len(obj)
             out = [convert(v) for v in obj]
             return tuple(out) if isinstance(obj, tuple) else out
         if isinstance(obj, dict):
-            return {str(k): convert(v) for k, v in obj.items()}
-        if obj is None or isinstance(obj, (bool, str, float, int)):
+            bound += 2 + 4 * len(obj)
+            converted = {}
+            for k, v in obj.items():
+                key = str(k)
+                bound += 2 + 6 * len(key)  # every character escaped at worst (\uXXXX)
+                converted[key] = convert(v)
+            return converted
+        if isinstance(obj, str):
+            bound += 2 + 6 * len(obj)
+            return obj
+        if obj is None or isinstance(obj, (bool, float)):
+            bound += _NUMBER_CHARS
+            return obj
+        if isinstance(obj, int):
+            bound += _NUMBER_CHARS if -_INT64 <= obj < _INT64 else len(str(obj))
             return obj
         kind, norm = normalize(name, obj)
+        bound += MAX_OBJECT_BYTES  # not measured here: json.dumps below
         return norm
 
     converted = convert(value)
-    size = len(json.dumps(converted, default=str))
-    if size > MAX_OBJECT_BYTES:
-        raise UnsupportedValueError(
-            f"cannot log {name!r}: value is {size} bytes of JSON (limit {MAX_OBJECT_BYTES}); "
-            "save it with fw.log_artifact instead"
-        )
+    if bound > MAX_OBJECT_BYTES:
+        size = len(json.dumps(converted, default=str))
+        if size > MAX_OBJECT_BYTES:
+            raise UnsupportedValueError(
+                f"cannot log {name!r}: value is {size} bytes of JSON (limit "
+                f"{MAX_OBJECT_BYTES}); save it with fw.log_artifact instead"
+            )
     return converted
 
 
