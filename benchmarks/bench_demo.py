@@ -22,12 +22,25 @@ two runs side by side see the same drift, so their ratio is steady to ~1%. The t
 run's background threads (checkpoint and metric writers) are pinned with it, so their
 cost stays in its own time.
 
-Run: python benchmarks/bench_demo.py [--epochs 300] [--repeats 3] [--breakdown] [--side-by-side]
+`--same-process` measures both arms in one process, alternating epochs (A B, B A, ...):
+two identical models, one trained by the demo's loop untracked, the other by the same
+loop with full tracking (the demo's `fw.watch`, `fw.checkpointing` with the demo's budget,
+`fw.loop` / `fw.log`, pictures every 50 epochs, the model graph). Each arm's time is its
+epochs' CPU time on the training thread; the tracked arm is also charged the CPU time of
+every other thread of the process (checkpoint and metric writers). Drift cancels within
+each ~0.2 s pair of epochs. What this cannot see: effects of tracking on the process as a
+whole (heap and cache state), which the untracked epochs share; the side-by-side numbers
+include them, and the box's noise.
+
+Run: python benchmarks/bench_demo.py [--epochs 300] [--repeats 3] [--breakdown]
+     [--side-by-side] [--same-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import re
 import statistics
@@ -67,6 +80,149 @@ def run_once(store: str, overrides: list[str]) -> tuple[float, float, float]:
     return result(start(store, overrides))
 
 
+def same_process(epochs: int, image_every: int, store: str) -> dict[str, float]:
+    """Untracked and tracked epochs of the demo's loop, alternating, in this process.
+
+    The loop body is `train.py`'s (kept in step with it by hand): the untracked model runs
+    it with plain `range` and no flowillower call, the tracked one with `fw.loop`, `fw.log`,
+    the demo's watcher, checkpoints and pictures.
+    """
+    os.environ["FLOWILLOWER_DIR"] = store
+    import torch
+
+    import flowillower as fw
+    from flowillower.examples.flow_matching.config import parse_overrides, to_dict
+    from flowillower.examples.flow_matching.data import make_dataset
+    from flowillower.examples.flow_matching.metrics import chamfer_distance, energy_distance
+    from flowillower.examples.flow_matching.model import (
+        VelocityNet,
+        flow_matching_loss,
+        integrate,
+        noise,
+    )
+    from flowillower.examples.flow_matching.train import watch
+    from flowillower.examples.flow_matching.visualize import pictures
+
+    torch.set_num_threads(1)
+    cfg = parse_overrides([f"training.n_epochs={epochs}",
+                           f"visualization.image_every={image_every}"])
+    fw.init(project="bench-demo", config=to_dict(cfg))
+    data = torch.from_numpy(make_dataset(cfg.data.name, cfg.data.n_samples, cfg.data.noise,
+                                         cfg.training.seed))
+
+    def build():
+        torch.manual_seed(cfg.training.seed)
+        model = VelocityNet(cfg.model.data_dim, cfg.model.time_embed_dim, cfg.model.hidden_dims)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.training.learning_rate)
+        return model, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+
+    plain, tracked = build(), build()
+    fw.log_model(tracked[0], (data[:4], torch.zeros(4, 1)))
+    watcher = watch(tracked[0], cfg.tracking.watch_every)
+    eval_x0 = noise(cfg.evaluation.n_samples, cfg.model.data_dim, cfg.training.seed + 1, "cpu")
+    eval_target = data[:cfg.evaluation.n_samples]
+    batch_size = cfg.training.batch_size
+    n_batches = math.ceil(len(data) / batch_size)
+
+    def epoch(arm, on: bool, index: int) -> float:
+        model, optimizer, scheduler = arm
+        order = torch.randperm(len(data))
+        total = 0.0
+        for batch in fw.loop("batch", range(n_batches)) if on else range(n_batches):
+            x1 = data[order[batch * batch_size:(batch + 1) * batch_size]]
+            loss = flow_matching_loss(model, x1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += fw.log("loss", loss.item()) if on else loss.item()
+        if on:
+            fw.log("epoch_loss", total / n_batches)
+            fw.log("lr", scheduler.get_last_lr()[0])
+        scheduler.step()
+        if on:
+            watcher.pause()
+        generated, frames = integrate(model, eval_x0, cfg.evaluation.n_steps,
+                                      cfg.evaluation.sampler, keep=cfg.visualization.times)
+        energy = energy_distance(generated, eval_target)
+        chamfer = chamfer_distance(generated, eval_target)
+        if on:
+            fw.log("energy_distance", energy)
+            fw.log("chamfer_distance", chamfer)
+            if image_every and (index + 1) % image_every == 0 and index + 1 != epochs:
+                for name, png in pictures(model, cfg, eval_target, generated, frames,
+                                          f"epoch {index + 1}").items():
+                    fw.log_image(name, png, caption=f"epoch {index + 1}")
+        return total / n_batches
+
+    cpu = {"untracked": 0.0, "tracked": 0.0}
+    wall = {"untracked": 0.0, "tracked": 0.0}
+    pairs = []
+    losses = {}
+    rng = {name: torch.get_rng_state() for name in cpu}
+    # The other threads' CPU = the process's minus this thread's (threads that have ended,
+    # like the checkpoint writer after the block, still count in the process's).
+    process0, main0 = time.process_time(), time.thread_time()
+    # The checkpoint budget is a share of the outer loop's time, which here holds both
+    # arms' epochs: half the demo's share is the demo's budget for the tracked epochs.
+    with fw.checkpointing(model=tracked[0], optimizer=tracked[1], scheduler=tracked[2],
+                          max_overhead=cfg.tracking.checkpoint_overhead / 2):
+        for index in fw.loop("epoch", range(epochs)):
+            took = {}
+            for name in (("untracked", "tracked") if index % 2 == 0 else
+                         ("tracked", "untracked")):
+                torch.set_rng_state(rng[name])  # each arm its own stream: same draws
+                c0, w0 = time.thread_time(), time.perf_counter()
+                losses[name] = epoch(tracked if name == "tracked" else plain,
+                                     name == "tracked", index)
+                took[name] = time.thread_time() - c0
+                rng[name] = torch.get_rng_state()
+                cpu[name] += took[name]
+                wall[name] += time.perf_counter() - w0
+            pairs.append(took["untracked"] / took["tracked"])
+    fw.finish()
+    background = (time.process_time() - process0) - (time.thread_time() - main0)
+    return {"untracked_cpu": cpu["untracked"], "tracked_cpu": cpu["tracked"],
+            "background_cpu": background, "untracked_wall": wall["untracked"],
+            "tracked_wall": wall["tracked"], "median_pair": statistics.median(pairs),
+            "untracked_loss": losses["untracked"], "tracked_loss": losses["tracked"]}
+
+
+def main_same_process(args: argparse.Namespace) -> int:
+    """`--same-process`: each repeat in a fresh process (this script, pinned to one core)."""
+    table = Table(title=f"demo training loop, {args.epochs} epochs x 40 steps, both arms in "
+                        "one process alternating epochs, 1 torch thread, 1 core")
+    for col in ("repeat", "untracked cpu s", "tracked cpu s", "+ other threads s",
+                "throughput vs untracked (all cpu)", "median of epoch pairs",
+                "by wall time", "final loss (both)"):
+        table.add_column(col, justify="right")
+    shares = []
+    t0 = time.perf_counter()
+    core = sorted(os.sched_getaffinity(0))[-1]
+    for r in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run(
+                [sys.executable, __file__, "--_worker", "--epochs", str(args.epochs),
+                 "--image-every", str(args.image_every), "--store", tmp],
+                capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+        if out.returncode:
+            sys.exit(f"worker failed:\n{out.stdout}\n{out.stderr}")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        share = res["untracked_cpu"] / (res["tracked_cpu"] + res["background_cpu"])
+        shares.append(share)
+        same = "yes" if res["untracked_loss"] == res["tracked_loss"] else "NO"
+        print(f"  repeat {r + 1}: tracked throughput {share:.1%} of untracked", flush=True)
+        table.add_row(str(r + 1), f"{res['untracked_cpu']:.2f}", f"{res['tracked_cpu']:.2f}",
+                      f"{res['background_cpu']:.2f}", f"{share:.1%}",
+                      f"{res['median_pair']:.1%}",
+                      f"{res['untracked_wall'] / res['tracked_wall']:.1%}",
+                      f"{res['tracked_loss']:.4f} ({same})")
+    Console(width=160).print(table)
+    print(f"tracked throughput = {statistics.median(shares):.1%} of untracked (median of "
+          f"{args.repeats} runs, all CPU charged; bar: >= 95%); total "
+          f"{time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=300)
@@ -78,7 +234,16 @@ def main() -> int:
                         help="run each tracked arm at the same time as an untracked run, "
                              "each pinned to its own core with 1 torch thread (swapping "
                              "cores every repeat): the box's drift then hits both alike")
+    parser.add_argument("--same-process", action="store_true",
+                        help="both arms in one process, alternating epochs (see above)")
+    parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args._worker:
+        print(json.dumps(same_process(args.epochs, args.image_every, args.store)))
+        return 0
+    if args.same_process:
+        return main_same_process(args)
     if args.side_by_side:
         if len(os.sched_getaffinity(0)) < 2:
             sys.exit("--side-by-side needs 2 cores")

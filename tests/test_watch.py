@@ -169,6 +169,35 @@ def test_activation_stats_edge_cases() -> None:
     assert len(small["hist"]["counts"]) == 8 and sum(small["hist"]["counts"]) == 15
 
 
+def test_cpu_numpy_path_and_device_path_give_the_same_statistics(monkeypatch) -> None:
+    """CPU float tensors are reduced in numpy; other devices in torch. Both must agree
+    (forced here by making the numpy path refuse, as it does for a conjugate view)."""
+    from flowillower.model import watcher as W
+
+    cases = [torch.randn(256, 64), torch.relu(torch.randn(300, 7)), torch.full((50,), 3.0),
+             torch.randn(1000, dtype=torch.float64) * 1e-3 + 1e4, torch.tensor([2.5]),
+             Injector()(torch.randn(40, 6)), torch.randn(64, 8).to(torch.bfloat16)]
+    grads = [torch.randn(128, 66), torch.randn(7), torch.zeros(3), torch.full((4,), 1e30)]
+    via_numpy = [W._stats_of([t], 1024, 32, {})[0] for t in cases]
+    numpy_norms = W._norms(grads)
+    assert all(isinstance(v, float) for v in numpy_norms)
+
+    def refuse(*args):
+        raise TypeError("no numpy here")
+
+    monkeypatch.setattr(W, "_numpy_reductions", refuse)
+    monkeypatch.setattr(W.np, "dot", refuse)
+    via_torch = [W._stats_of([t], 1024, 32, {})[0] for t in cases]
+    torch_norms = [float(v) for v in W._norms(grads)]
+    for a, b in zip(via_numpy, via_torch):
+        for stat in ("mean", "std", "min", "max", "norm", "zeros", "nan", "inf"):
+            assert a[stat] == pytest.approx(b[stat], rel=1e-5, nan_ok=True), stat
+        assert a["hist"] == b["hist"]
+    assert numpy_norms[:3] == pytest.approx(torch_norms[:3], rel=1e-6)
+    # |g|^2 = 4e60 overflows float32: the device path says inf, the CPU path redoes it
+    assert numpy_norms[3] == pytest.approx(2e30, rel=1e-6) and torch_norms[3] == math.inf
+
+
 class Odd(nn.Module):
     """Outputs for the deferred path: a constant, bf16 values, all-negative, NaN / inf."""
 

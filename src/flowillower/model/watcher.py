@@ -83,7 +83,8 @@ def _stats_of(tensors: list[Any], sample: int, bins: int,
               scratch: dict | None = None) -> list[dict[str, Any] | None]:
     """`activation_stats` of several tensors: their reductions back to back, one crossing
     to Python per device, and one histogram pass over all the CPU ones."""
-    reduced = [_reductions(t, scratch) for t in tensors]
+    with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN are counted, not warned
+        reduced = [_reductions(t, scratch) for t in tensors]
     # CPU float tensors arrive as Python floats already (numpy); the others as a tensor
     # of their five reductions each, crossed together.
     present = [r[1] for r in reduced if r is not None and not isinstance(r[1], list)]
@@ -672,12 +673,14 @@ def _norms(tensors: list[Any]) -> list[Any]:
            for t in tensors):
         try:
             out = []
-            for t in tensors:
-                a = t.numpy().reshape(-1)
-                sq = float(np.dot(a, a))
-                # A float32 sum of squares overflows long before the norm does.
-                out.append(math.sqrt(sq) if sq != math.inf else
-                           float(torch.linalg.vector_norm(t, dtype=torch.float64)))
+            with np.errstate(over="ignore"):
+                for t in tensors:
+                    a = t.numpy().reshape(-1)
+                    sq = float(np.dot(a, a))
+                    # A float32 sum of squares overflows long before the norm does (and
+                    # `_foreach_norm` returns inf then): redo those in float64.
+                    out.append(math.sqrt(sq) if sq != math.inf else
+                               float(torch.linalg.vector_norm(t, dtype=torch.float64)))
             return out
         except (RuntimeError, TypeError):  # e.g. a conjugate view: torch below
             pass

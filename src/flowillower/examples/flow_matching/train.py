@@ -36,6 +36,7 @@ from flowillower.examples.flow_matching.model import (
     noise,
 )
 from flowillower.examples.flow_matching.visualize import GIF_TIMES, pictures
+from flowillower.model.watcher import Watcher
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,6 +49,18 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("training.device=mps: MPS is not available on this machine")
     return torch.device(name)
+
+
+def watch(model: VelocityNet, every: int) -> Watcher:
+    """`fw.watch` as the demo uses it (benchmarks/bench_demo.py reuses it).
+
+    Activations after each SiLU and at the output (a Linear's output is the next SiLU's
+    input: watching both doubles the cost of a watched step for little), a 1,024-point
+    histogram sample, weight norms and update ratios every 50 steps.
+    """
+    return fw.watch(model, every=every, sample=1024, param_every=50,
+                    modules=lambda path, module: isinstance(module, torch.nn.SiLU)
+                    or path == f"net.{len(model.net) - 1}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,15 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if cfg.tracking.log_model:
         fw.log_model(model, (data[:4], torch.zeros(4, 1, device=device)))
-    watcher = None
-    if cfg.tracking.watch_every:
-        # Activations after each SiLU and at the output (a Linear's output is the next
-        # SiLU's input: watching both doubles the cost of a watched step for little), a
-        # 1,024-point histogram sample, weight norms every 50 steps: a watched step of this
-        # small net then costs ~1.4 ms instead of ~2.6 ms (benchmarks/bench_demo.py).
-        watcher = fw.watch(model, every=cfg.tracking.watch_every, sample=1024, param_every=50,
-                           modules=lambda path, module: isinstance(module, torch.nn.SiLU)
-                           or path == f"net.{len(model.net) - 1}")
+    watcher = watch(model, cfg.tracking.watch_every) if cfg.tracking.watch_every else None
 
     # Fixed noise and target points, so the distance curves measure the model, not the draw.
     eval_x0 = noise(cfg.evaluation.n_samples, cfg.model.data_dim, cfg.training.seed + 1, device)
