@@ -80,7 +80,8 @@ def run_once(store: str, overrides: list[str]) -> tuple[float, float, float]:
     return result(start(store, overrides))
 
 
-def same_process(epochs: int, image_every: int, store: str) -> dict[str, float]:
+def same_process(epochs: int, image_every: int, store: str,
+                 overrides: list[str]) -> dict[str, float]:
     """Untracked and tracked epochs of the demo's loop, alternating, in this process.
 
     The loop body is `train.py`'s (kept in step with it by hand): the untracked model runs
@@ -105,7 +106,7 @@ def same_process(epochs: int, image_every: int, store: str) -> dict[str, float]:
 
     torch.set_num_threads(1)
     cfg = parse_overrides([f"training.n_epochs={epochs}",
-                           f"visualization.image_every={image_every}"])
+                           f"visualization.image_every={image_every}", *overrides])
     fw.init(project="bench-demo", config=to_dict(cfg))
     data = torch.from_numpy(make_dataset(cfg.data.name, cfg.data.n_samples, cfg.data.noise,
                                          cfg.training.seed))
@@ -202,7 +203,8 @@ def main_same_process(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             out = subprocess.run(
                 [sys.executable, __file__, "--_worker", "--epochs", str(args.epochs),
-                 "--image-every", str(args.image_every), "--store", tmp],
+                 "--image-every", str(args.image_every), "--store", tmp,
+                 *(f"--set={o}" for o in args.set)],
                 capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
         if out.returncode:
             sys.exit(f"worker failed:\n{out.stdout}\n{out.stderr}")
@@ -226,6 +228,9 @@ def main_same_process(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a demo setting for every arm, e.g. "
+                             "--set tracking.checkpoint_overhead=0.0025 (repeatable)")
     parser.add_argument("--image-every", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -240,7 +245,7 @@ def main() -> int:
     parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
-        print(json.dumps(same_process(args.epochs, args.image_every, args.store)))
+        print(json.dumps(same_process(args.epochs, args.image_every, args.store, args.set)))
         return 0
     if args.same_process:
         return main_same_process(args)
@@ -249,7 +254,7 @@ def main() -> int:
             sys.exit("--side-by-side needs 2 cores")
         args.threads = 1
 
-    common = [f"training.n_epochs={args.epochs}", f"training.log_interval={args.epochs}",
+    common = [*args.set, f"training.n_epochs={args.epochs}", f"training.log_interval={args.epochs}",
               f"training.threads={args.threads}"]
     arms: dict[str, list[str]] = {
         "untracked (fw.debug)": ["tracking.enabled=false"],
