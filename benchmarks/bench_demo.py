@@ -119,7 +119,9 @@ def same_process(epochs: int, image_every: int, store: str,
 
     plain, tracked = build(), build()
     fw.log_model(tracked[0], (data[:4], torch.zeros(4, 1)))
-    watcher = watch(tracked[0], cfg.tracking.watch_every)
+    every = cfg.tracking.watch_every
+    watcher = watch(tracked[0], every) if every else None
+    image_every = cfg.visualization.image_every  # --set may have changed it
     eval_x0 = noise(cfg.evaluation.n_samples, cfg.model.data_dim, cfg.training.seed + 1, "cpu")
     eval_target = data[:cfg.evaluation.n_samples]
     batch_size = cfg.training.batch_size
@@ -140,7 +142,7 @@ def same_process(epochs: int, image_every: int, store: str,
             fw.log("epoch_loss", total / n_batches)
             fw.log("lr", scheduler.get_last_lr()[0])
         scheduler.step()
-        if on:
+        if on and watcher is not None:
             watcher.pause()
         generated, frames = integrate(model, eval_x0, cfg.evaluation.n_steps,
                                       cfg.evaluation.sampler, keep=cfg.visualization.times)
