@@ -178,3 +178,22 @@ def test_unchanged_tensor_detection_is_bit_exact_beyond_the_first_bytes() -> Non
 def test_the_writers_cpu_time_is_measured_for_the_budget(tmp_path: Path) -> None:
     _, stats = _train(tmp_path, 4, every=1)
     assert 0 < stats["write_cpu_s"] <= stats["write_s"] + 0.05  # CPU time within wall time
+
+
+def test_cpu_training_charges_the_writer_twice() -> None:
+    """On CPU training the writer's work slows the training thread after it about as much
+    again (caches): the budget charges its CPU time twice there, once for device state."""
+    from types import SimpleNamespace
+
+    from flowillower.hindsight.checkpoint import Recorder, _has_device_tensor
+
+    assert not _has_device_tensor({"a": [torch.zeros(2)], "b": (1, "x")})
+    assert _has_device_tensor({"a": [torch.zeros(2), {"c": torch.empty(2, device="meta")}]})
+    recorder = Recorder(SimpleNamespace(_depth=0), {}, max_overhead=0.01)
+    recorder._writer = SimpleNamespace(error=None, pending=lambda: 0, write_cpu_s=0.04)
+    # 10 iterations of 1 s: a budget of 0.11 s; two captures so far, their writes 0.04 s.
+    recorder._completed, recorder._loop_t0, recorder.captures = 10, 0.0, 2
+    recorder._cpu_state = False
+    assert recorder._decide(10, 10.0) == (True, True)  # 0.04 charged: room for two more
+    recorder._cpu_state = True
+    assert recorder._decide(10, 10.0) == (False, False)  # 0.08 charged: none

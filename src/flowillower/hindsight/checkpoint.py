@@ -253,6 +253,17 @@ def _file_name(seq: int, use_torch: bool) -> str:
     return f"c{seq:06d}.{'pt' if use_torch else 'pkl'}"
 
 
+def _has_device_tensor(x: Any) -> bool:
+    """Whether a captured tree holds a tensor that is not on the CPU."""
+    if _is_tensor(x):
+        return x.device.type != "cpu"
+    if isinstance(x, dict):
+        return any(_has_device_tensor(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return any(_has_device_tensor(v) for v in x)
+    return False
+
+
 def _bit_equal(a: Any, b: Any) -> bool:
     """Same dtype, shape and bytes (so -0.0 and 0.0 differ, NaNs with equal bits match)."""
     if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
@@ -426,6 +437,7 @@ class Recorder:
         self.starts: list[int] = []  # iterations whose start was captured
         self.spent = 0.0  # training-thread seconds spent capturing
         self._capture_cost = 0.0  # last capture's copy time
+        self._cpu_state = False  # every captured tensor on the CPU (set at the first capture)
         self._writer: _BackgroundWriter | None = None
         self._loop_t0 = 0.0
         self._iter: int | None = None
@@ -518,7 +530,11 @@ class Recorder:
         # training process (`demo quickstart` runs two), and when torch's threads use
         # every core the writer preempts a worker of each parallel region. Its waits on
         # the disk cost the loop nothing and are not charged.
-        written = writer.write_cpu_s
+        # On CPU training the writer's work also slows the training thread after it, by
+        # about as much again (its serialisation of the copies evicts the training's caches:
+        # measured on the demo, a same-process A/B with and without the writes): charge it
+        # twice there. A GPU's kernels don't share those caches.
+        written = writer.write_cpu_s * (2.0 if self._cpu_state else 1.0)
         write_one = written / max(1, self.captures)
         one = self._capture_cost + write_one
         left = self.max_overhead * (elapsed + per_iter) - self.spent - written
@@ -561,6 +577,8 @@ class Recorder:
                     "step": run._step},
         }
         took = _now() - t0
+        if self.captures == 0:
+            self._cpu_state = not _has_device_tensor(tree)
         self.spent += took
         self._capture_cost = took
         self.captures += 1
