@@ -528,12 +528,10 @@ class Recorder:
         # time, for the next capture and for every write so far (the copies alone
         # undercount the cost). All of it: a core that looks free may run another
         # training process (`demo quickstart` runs two), and when torch's threads use
-        # every core the writer preempts a worker of each parallel region. Its waits on
-        # the disk cost the loop nothing and are not charged.
-        # On CPU training the writer's work also slows the training thread after it, by
-        # about as much again (its serialisation of the copies evicts the training's caches:
-        # measured on the demo, a same-process A/B with and without the writes): charge it
-        # twice there. A GPU's kernels don't share those caches.
+        # every core the writer preempts a worker of each parallel region. Twice on CPU
+        # training: its serialisation also evicts the training's caches, which slowed the
+        # training thread after it by up to as much again (docs/hindsight.md). Its waits
+        # on the disk cost the loop nothing and are not charged.
         written = writer.write_cpu_s * (2.0 if self._cpu_state else 1.0)
         write_one = written / max(1, self.captures)
         one = self._capture_cost + write_one

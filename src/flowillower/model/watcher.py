@@ -4,14 +4,17 @@ Cost model (see docs/model.md and benchmarks/bench_model.py):
 
 * Hooks are attached only for watched steps and removed otherwise: a module with no hooks
   takes PyTorch's fast call path, so unwatched steps cost nothing.
-* Per module output, four reductions (`sum`, `dot`, `aminmax`, a non-zero count) stacked
-  into one tensor; NaN / inf counts only when the sum is non-finite (a finite sum rules
-  them out). After the first watched pass, outputs that nothing modifies in place are
-  reduced back to back at the end of the forward pass (warm caches), crossing to Python
-  in one `.tolist()` for all of them; histograms are then binned in numpy on the CPU.
-* Gradient norms (and weight norms every `param_every` steps) are one `_foreach_norm`
-  each, queued on the autograd engine to run when backward ends; they stay on the device
-  until the step is flushed, like the update ratios, and all cross in one `.tolist()`.
+* Per module output, five reductions (sum, sum of squares, min, max, non-zeros); NaN /
+  inf counts only when the sum is non-finite (a finite sum rules them out). After the
+  first watched pass, outputs that nothing modifies in place are reduced back to back at
+  the end of the forward pass (warm caches). CPU float outputs are reduced in numpy on a
+  zero-copy view (a numpy call costs a fraction of a torch op) and give Python floats;
+  outputs on other devices are reduced there and cross in one `.tolist()`. Histograms
+  are binned in numpy on the CPU.
+* Gradient norms (and weight norms every `param_every` steps) are taken when backward
+  ends (queued on the autograd engine): a numpy dot per CPU parameter, one
+  `_foreach_norm` elsewhere, whose results stay on the device until the step is flushed,
+  like the update ratios, and cross in one `.tolist()`.
 """
 
 from __future__ import annotations
@@ -128,11 +131,9 @@ def _reductions(tensor: Any, scratch: dict | None = None) -> tuple[Any, Any] | N
     # Non-zeros as the sum of (x != 0) written as floats into a reused buffer: ~2x faster
     # than count_nonzero (whose branchy kernel mispredicts on half-zero ReLU outputs).
     if scratch is not None and n <= _SCRATCH_MAX:
-        key = (x.device, x.dtype)
-        buf = scratch.get(key)
-        if buf is None or buf.numel() < n:
-            buf = scratch[key] = torch.empty(n, device=x.device, dtype=x.dtype)
-        nnz = torch.ne(flat, 0, out=buf[:n]).sum()
+        buf = _scratch(scratch, (x.device, x.dtype), n,
+                       lambda: torch.empty(n, device=x.device, dtype=x.dtype))
+        nnz = torch.ne(flat, 0, out=buf).sum()
     else:
         nnz = torch.count_nonzero(flat).to(x.dtype)
     return flat, torch.stack((total, sq, mn, mx, nnz))
@@ -145,16 +146,21 @@ def _numpy_reductions(flat: Any, n: int, scratch: dict | None) -> list[float]:
     faster); the rest reads the same memory through a zero-copy numpy view.
     """
     a = flat.numpy()
-    if scratch is not None and n <= _SCRATCH_MAX:
-        mask = scratch.get("np_bool")
-        if mask is None or mask.size < n:
-            mask = scratch["np_bool"] = np.empty(n, dtype=bool)
-        mask = mask[:n]
-    else:
-        mask = np.empty(n, dtype=bool)
+    mask = (_scratch(scratch, "np_bool", n, lambda: np.empty(n, dtype=bool))
+            if scratch is not None and n <= _SCRATCH_MAX else np.empty(n, dtype=bool))
     np.not_equal(a, 0, out=mask)  # into bools, then counted: ~4x faster than on floats
     return [flat.sum().item(), float(np.dot(a, a)), float(a.min()), float(a.max()),
             float(np.count_nonzero(mask))]
+
+
+def _scratch(scratch: dict, key: Any, n: int, make: Callable[[], Any]) -> Any:
+    """The first `n` elements of the work buffer `scratch[key]`, (re)made by `make()`
+    when missing or too small. Reused: a large temporary allocated and freed every call
+    fragments glibc's heap and adds page faults to CPU training."""
+    buf = scratch.get(key)
+    if buf is None or len(buf) < n:
+        buf = scratch[key] = make()
+    return buf[:n]
 
 
 def _assemble(flat: Any, values: list[float], sample: int, bins: int,
@@ -417,9 +423,9 @@ class Watcher:
         self._reduce_deferred()
         if not self._want_grads or not torch.is_grad_enabled():
             return
-        # Gradient (and weight) norms are taken once backward has finished, with one
-        # `_foreach_norm` over all parameters: a gradient hook on the model's output queues
-        # that on the autograd engine. (A hook per parameter cost ~10 us each, 14 of them
+        # Gradient (and weight) norms are taken once backward has finished, over all
+        # parameters at once (`_norms`): a gradient hook on the model's output queues that
+        # on the autograd engine. (A hook per parameter cost ~10 us each, 14 of them
         # a third of a watched step of the demo's MLP.) Every pass of the step hooks its
         # output, so with gradient accumulation the last backward wins: the accumulated
         # gradient the optimizer sees.
@@ -439,7 +445,7 @@ class Watcher:
             self._note_error("gradient norms", exc)
 
     def _backward_done(self) -> None:
-        """At the end of backward: the norms of all gradients (and weights), on device."""
+        """At the end of backward: the norms of all gradients (and weights), see `_norms`."""
         self._queued = False
         if self._active is None:
             return

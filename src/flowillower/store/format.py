@@ -83,16 +83,20 @@ class Frame:
 def _encode_obj(value: Any) -> Any:
     """JSON-encodable form of a value, keeping what plain JSON would lose."""
     kind = type(value)
-    # Exact types first, most common first (the writer thread encodes every logged
-    # object, e.g. each `fw.watch` histogram); subclasses take the general path below.
+    # The commonest exact types first: the writer thread encodes every logged object
+    # (e.g. each `fw.watch` histogram); subclasses take the general path below.
     if kind is float:
         return value if value - value == 0 else {"$float": repr(value)}
     if kind is str or kind is bool or value is None:
         return value
-    if kind is int:
-        return value if -(2**53) < value < 2**53 else {"$int": str(value)}
-    if kind is list:
-        # Plain number lists (e.g. histogram counts): nothing to tag when every float is
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**53) < value < 2**53:
+        return {"$int": str(value)}
+    if isinstance(value, tuple):
+        return {"$tuple": [_encode_obj(v) for v in value]}
+    if isinstance(value, list):
+        # Plain number lists (e.g. histogram counts) need no tag when every float is
         # finite (a finite sum says so) and every int fits a double.
         kinds = set(map(type, value))
         if kinds == {int}:
@@ -103,18 +107,8 @@ def _encode_obj(value: Any) -> Any:
             if total - total == 0:
                 return value
         return [_encode_obj(v) for v in value]
-    if kind is dict:
-        return {k if type(k) is str else str(k): _encode_obj(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"$float": repr(value)}
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**53) < value < 2**53:
-        return {"$int": str(value)}
-    if isinstance(value, tuple):
-        return {"$tuple": [_encode_obj(v) for v in value]}
-    if isinstance(value, list):
-        return [_encode_obj(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _encode_obj(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k): _encode_obj(v) for k, v in value.items()}
     return value
 
 
