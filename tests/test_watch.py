@@ -399,6 +399,10 @@ def test_every_n_and_should_record_and_no_hooks_on_unwatched_steps() -> None:
         train_step(model, opt, torch.randn(2, 6))
     w.close()
     assert [s for s, _ in w.records] == [0, 3, 6]
+    # Re-attached hooks (steps 3 and 6) record every module like the first attach.
+    first = {k for k in w.records[0][1] if k.startswith("act/")}
+    assert first and all({k for k in r if k.startswith("act/")} == first for _, r in w.records)
+    assert count_hooks(model) == 0
 
     w = Watcher(model, should_record=lambda s: s in (1, 2))
     for step in range(4):

@@ -19,14 +19,17 @@ Cost model (see docs/model.md and benchmarks/bench_model.py):
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..values import Checked
 from .graph import _flat
 from .keys import ACT_STATS, act_prefix
 
@@ -40,6 +43,8 @@ _FAST = (torch.float32, torch.float64)
 _DEFER_MAX = 1 << 22  # elements: larger outputs are reduced in their hook (memory, and the
 # fixed cost that deferring saves is small next to theirs)
 _SCRATCH_MAX = 1 << 22  # elements; larger activations use a temporary instead
+_CHECKED_BINS = 1024  # histograms up to this many bins are logged without re-validation
+_act_values = itemgetter(*ACT_STATS)
 
 
 def _version_of(tensor: Any) -> int | None:
@@ -200,7 +205,8 @@ def _assemble(flat: Any, values: list[float], sample: int, bins: int,
     if centered != centered:
         std_v = math.nan
     norm_v = math.sqrt(sq_v) if sq_v == sq_v and sq_v >= 0 else math.nan
-    hist: dict[str, Any] = {"min": lo, "max": hi}
+    # Built here from floats and ints: small ones skip `fw.log`'s value checks (Checked).
+    hist: dict[str, Any] = (Checked if bins <= _CHECKED_BINS else dict)(min=lo, max=hi)
     hists.append((picked, lo, hi, hist))
     return {
         "mean": mean_v, "std": std_v, "min": min_v, "max": max_v, "norm": norm_v,
@@ -224,16 +230,25 @@ def _fill_hists(hists: list, bins: int) -> None:
             hist["counts"] = [int(c) for c in torch.histc(picked, bins, lo, hi).tolist()]
     if not cpu:
         return
-    sizes = [h[0].numel() for h in cpu]
-    values = np.concatenate([h[0].numpy() for h in cpu])
-    lows = np.repeat(np.array([h[1] for h in cpu], dtype=values.dtype), sizes)
-    scales = np.repeat(np.array([bins / (h[2] - h[1]) for h in cpu], dtype=values.dtype), sizes)
-    idx = ((values - lows) * scales).astype(np.intp)  # >= 0: lo is each tensor's minimum
+    sizes = tuple(h[0].numel() for h in cpu)
+    values = np.concatenate([h[0].numpy() for h in cpu])  # a new array: changed in place
+    values -= np.repeat(np.array([h[1] for h in cpu], dtype=values.dtype), sizes)
+    values *= np.repeat(np.array([bins / (h[2] - h[1]) for h in cpu], dtype=values.dtype),
+                        sizes)
+    idx = values.astype(np.intp)  # >= 0: lo is each tensor's minimum
     np.minimum(idx, bins - 1, out=idx)
-    idx += np.repeat(np.arange(len(cpu)) * bins, sizes)
+    idx += _bin_offsets(sizes, bins)
     counts = np.bincount(idx, minlength=len(cpu) * bins).tolist()
     for i, (_, _, _, hist) in enumerate(cpu):
         hist["counts"] = counts[i * bins:(i + 1) * bins]
+
+
+@functools.lru_cache(maxsize=64)
+def _bin_offsets(sizes: tuple[int, ...], bins: int) -> Any:
+    """Each sample's first bin in `_fill_hists`'s joint bincount (the same every step)."""
+    offsets = np.repeat(np.arange(len(sizes)) * bins, sizes)
+    offsets.flags.writeable = False  # shared between calls
+    return offsets
 
 
 def _select(model: Any, modules: Any) -> list[tuple[str, Any]]:
@@ -306,7 +321,10 @@ class Watcher:
         self._targets = [(p, None if m is model else m)
                          for p, m in (_select(model, modules) if "activations" in what else [])]
         self._params = [(n, p) for n, p in model.named_parameters()]
+        self._grad_keys = [(n, f"grad/{n}/norm") for n, _ in self._params]
         self._handles: list[Any] = []
+        # (module hook dict, handle id, hook) of the registered hooks, for `_attach`.
+        self._parked: list[tuple[Any, int, Callable[..., None]]] = []
         self._hook_fns: dict[str, Callable[..., None]] = {}
         self._attached = False
         self._active: int | None = None  # the watched step being collected
@@ -326,7 +344,7 @@ class Watcher:
         self._queued = False  # a backward-end callback is queued
         self._scratch: dict[Any, Any] = {}  # reused work buffers of activation_stats
         self._on_close: list[Callable[[], None]] = []
-        self._key_cache: dict[str, list[tuple[str, str]]] = {}
+        self._key_cache: dict[str, list[str]] = {}
         self._auto: Any = None
         self._auto_count = 0
         previous = _REGISTRY.get(model)
@@ -374,7 +392,7 @@ class Watcher:
             self._finish()
         finally:
             self.closed = True
-            self._detach()
+            self._unhook()
             if self._auto is not None:
                 self._auto.remove()
                 self._auto = None
@@ -401,6 +419,14 @@ class Watcher:
         model = self.model
         if model is None:
             return
+        if self._parked:
+            # Hooks registered by an earlier watched step are put back into the modules'
+            # hook dicts under their own handle ids: what `register_forward_hook` does,
+            # without making a handle each time (a tenth of a watched step's cost).
+            for hooks, hook_id, fn in self._parked:
+                hooks[hook_id] = fn
+            self._attached = True
+            return
         add = self._handles.append
         for path, module in self._targets:
             hook = self._hook_fns.get(path)
@@ -411,12 +437,30 @@ class Watcher:
         # also hooks the output's gradient, which is how the end of backward is found.
         add(model.register_forward_hook(self._end_pass))
         self._attached = True
+        try:
+            parked = [(h.hooks_dict_ref(), h.id) for h in self._handles]
+            self._parked = [(hooks, hook_id, hooks[hook_id]) for hooks, hook_id in parked]
+        except (AttributeError, KeyError, TypeError):  # handles changed shape: re-register
+            self._parked = []
 
     def _detach(self) -> None:
+        if self._parked:
+            if self._attached:
+                for hooks, hook_id, _ in self._parked:
+                    hooks.pop(hook_id, None)
+        else:
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+        self._attached = False
+
+    def _unhook(self) -> None:
+        """Remove every hook for good (close)."""
+        self._detach()
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        self._attached = False
+        self._parked = []
 
     def _end_pass(self, module: Any, args: Any, output: Any) -> None:
         self._pass_done = True
@@ -463,6 +507,8 @@ class Watcher:
 
     def _act_hook(self, path: str) -> Callable[..., None]:
         calls = self._calls
+        first_key = act_prefix(path, 0)
+        plain = torch.Tensor
 
         def hook(module: Any, args: Any, output: Any) -> None:
             if self._pass_done or self._active is None:
@@ -471,9 +517,11 @@ class Watcher:
             calls[path] = k + 1
             if k >= self.max_calls:
                 return
-            key = act_prefix(path, k)
+            key = first_key if k == 0 else act_prefix(path, k)
             try:
-                t = _first_float(output)
+                # The usual output is one float tensor: skip the search through containers.
+                t = (output if type(output) is plain and output.is_floating_point()
+                     else _first_float(output))
                 if t is None:
                     return
                 version = _version_of(t) if t.numel() <= _DEFER_MAX else None
@@ -568,16 +616,16 @@ class Watcher:
         for prefix, st in self._acts.items():
             names_ = keys.get(prefix)
             if names_ is None:
-                names_ = keys[prefix] = [(f"{prefix}/{stat}", stat) for stat in ACT_STATS]
-            for key, stat in names_:
-                stats[key] = st[stat]
+                names_ = keys[prefix] = [f"{prefix}/{stat}" for stat in ACT_STATS]
+            stats.update(zip(names_, _act_values(st)))
         names: list[str] = []
         tensors: list[Any] = []
         if "gradients" in self.what:
-            for name, _ in self._params:
-                g = self._grads.get(name)
+            grads = self._grads
+            for name, key in self._grad_keys:
+                g = grads.get(name)
                 if g is not None:
-                    names.append(f"grad/{name}/norm")
+                    names.append(key)
                     tensors.append(g)
         samples = self._samples
         ratio_keys: list[str] = []
