@@ -20,7 +20,9 @@ its two runs), swapping the cores every repeat and the start order every other r
 over tens of seconds, which one-after-the-other runs cannot tell from tracking cost;
 two runs side by side see the same drift, so their ratio is steady to ~1%. The tracked
 run's background threads (checkpoint and metric writers) are pinned with it, so their
-cost stays in its own time.
+cost stays in its own time. The two cores need not be equally fast (one was ~7% slower
+than the other for a whole afternoon): the summary's core-balanced figure cancels that
+(`core_balanced`), the plain median of pairs does not.
 
 `--same-process` measures both arms in one process, alternating epochs (A B, B A, ...):
 two identical models, one trained by the demo's loop untracked, the other by the same
@@ -73,6 +75,19 @@ def result(proc: subprocess.Popen) -> tuple[float, float, float]:
         sys.exit(f"training failed ({proc.returncode}):\n{out}\n{err}")
     _, _, loss, seconds, cpu = matches[-1]
     return float(seconds), float(cpu), float(loss)
+
+
+def core_balanced(ratios: list[float]) -> tuple[float, float]:
+    """(throughput ratio, core effect) of side-by-side pairs, the cores' speeds cancelled.
+
+    Pair r ran the tracked arm on the second core when r is even, on the first when odd
+    (and each core hosts each start order equally often). When the cores differ in
+    speed by a factor c, even pairs read ratio * c and odd ones ratio / c, so their
+    medians' geometric mean is the ratio (a crossover design), and the square root of
+    their quotient is c. A plain median of a two-humped set lands between the humps.
+    """
+    even, odd = statistics.median(ratios[0::2]), statistics.median(ratios[1::2])
+    return math.sqrt(even * odd), math.sqrt(even / odd)
 
 
 def run_once(store: str, overrides: list[str]) -> tuple[float, float, float]:
@@ -308,6 +323,7 @@ def main() -> int:
                 "min / median of pairs", "cpu s (min)", "cpu vs untracked", "final loss"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     summary = {}
+    balanced: dict[str, tuple[float, float]] = {}
     for name in names:
         best = min(wall[name])
         # Each repeat's runs ran back to back: their ratio cancels slow drifts of the box.
@@ -316,13 +332,19 @@ def main() -> int:
             partner = wall[base][k::len(names) - 1]
         else:
             partner = wall[base]
-        pairs = statistics.median(b / t for b, t in zip(partner, wall[name]))
+        ratios = [b / t for b, t in zip(partner, wall[name])]
+        pairs = statistics.median(ratios)
+        if args.side_by_side and name != base and len(ratios) >= 2:
+            balanced[name] = core_balanced(ratios)
         summary[name] = (min(wall[base]) / best, pairs, min(cpu[base]) / min(cpu[name]))
         table.add_row(name, f"{best:.2f}", " ".join(f"{t:.1f}" for t in wall[name]),
                       f"{args.epochs / best:.2f}",
                       f"{summary[name][0]:.1%} / {pairs:.1%}", f"{min(cpu[name]):.2f}",
                       f"{summary[name][2]:.1%}", f"{losses[name]:.4f}")
     Console(width=160).print(table)
+    for name, (ratio, core_effect) in balanced.items():
+        print(f"{name}: core-balanced throughput {ratio:.1%} of untracked (the run on the "
+              f"second core was {core_effect:.1%} as fast as on the first, both arms alike)")
     by_min, by_pairs, by_cpu = summary["tracked: full"]
     print(f"tracked throughput = {by_min:.1%} of untracked by best times, {by_pairs:.1%} by "
           f"paired runs, {by_cpu:.1%} by CPU time (bar: >= 95%); total "

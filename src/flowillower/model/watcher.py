@@ -494,14 +494,17 @@ class Watcher:
         if self._active is None:
             return
         try:
-            named = [(n, p) for n, p in self._params
-                     if p.grad is not None and not p.grad.is_sparse]
+            names, grads, params = [], [], []
+            for n, p in self._params:
+                g = p.grad
+                if g is not None and not g.is_sparse:
+                    names.append(n)
+                    grads.append(g.detach() if g.requires_grad else g)  # (create_graph)
+                    params.append(p)
             if "gradients" in self.what:
-                self._grads = dict(zip([n for n, _ in named],
-                                       _norms([p.grad.detach() for _, p in named])))
+                self._grads = dict(zip(names, _norms(grads)))
             if self._want_pnorm:
-                self._pnorm = dict(zip([n for n, _ in named],
-                                       _norms([p.detach() for _, p in named])))
+                self._pnorm = dict(zip(names, _norms([p.detach() for p in params])))
         except Exception as exc:  # an exotic tensor subclass: skip, don't break training
             self._note_error("gradient norms", exc)
 
