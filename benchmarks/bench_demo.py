@@ -21,7 +21,7 @@ over tens of seconds, which one-after-the-other runs cannot tell from tracking c
 two runs side by side see the same drift, so their ratio is steady to ~1%. The tracked
 run's background threads (checkpoint and metric writers) are pinned with it, so their
 cost stays in its own time. The two cores need not be equally fast (one was ~7% slower
-than the other for a whole afternoon): the summary's core-balanced figure cancels that
+than the other throughout a 12-pair run): the summary's core-balanced figure cancels that
 (`core_balanced`), the plain median of pairs does not.
 
 `--same-process` measures both arms in one process, alternating epochs (A B, B A, ...):
