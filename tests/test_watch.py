@@ -412,6 +412,31 @@ def test_every_n_and_should_record_and_no_hooks_on_unwatched_steps() -> None:
     assert [s for s, _ in w.records] == [1, 2]
 
 
+def test_the_users_own_hooks_live_alongside_the_re_attached_ones() -> None:
+    """Watched steps put the watcher's hooks back by handle id: a hook the user adds or
+    removes in between keeps working and is never touched by attach, detach or close."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    w = Watcher(model, every=2)
+    seen: list[int] = []
+    w.on_step(0)
+    train_step(model, opt, torch.randn(4, 6))
+    user = model[1].register_forward_hook(lambda m, a, out: seen.append(out.shape[0]))
+    for step in range(1, 5):
+        w.on_step(step)
+        assert len(model[1]._forward_hooks) == (2 if step % 2 == 0 else 1)
+        train_step(model, opt, torch.randn(4, 6))
+    assert seen == [4, 4, 4, 4]  # every step, watched or not
+    user.remove()
+    w.on_step(6)
+    assert len(model[1]._forward_hooks) == 1  # the watcher's alone
+    train_step(model, opt, torch.randn(4, 6))
+    w.close()
+    assert count_hooks(model) == 0
+    assert [s for s, _ in w.records] == [0, 2, 4, 6]
+    assert all("act/1/mean" in r for _, r in w.records)
+
+
 def test_watching_twice_does_not_double_hooks_and_unwatch_removes_all() -> None:
     model = mlp()
     w1 = watch(model, every=1)
