@@ -197,3 +197,49 @@ def test_cpu_training_charges_the_writer_twice() -> None:
     assert recorder._decide(10, 10.0) == (True, True)  # 0.04 charged: room for two more
     recorder._cpu_state = True
     assert recorder._decide(10, 10.0) == (False, False)  # 0.08 charged: none
+
+
+def test_sizes_parse_with_decimal_and_binary_units() -> None:
+    from flowillower.hindsight.checkpoint import parse_size
+
+    assert parse_size(1024) == 1024 and parse_size("1024") == 1024
+    assert parse_size("500MB") == 500_000_000 and parse_size("1.5 GB") == 1_500_000_000
+    assert parse_size("2GiB") == 2 * 2**30 and parse_size("3kib") == 3072
+    assert parse_size("10k") == 10_000 and parse_size("7 b") == 7 and parse_size(".5KiB") == 512
+    assert parse_size("1e9") == 10**9 and parse_size("2.5e3 KB") == 2_500_000
+    for bad in ("lots", "5 XB", "-3MB", "", "e9", -1, float("nan"), float("inf"), True,
+                [1]):
+        with pytest.raises(ValueError, match="size"):
+            parse_size(bad)
+    with pytest.raises(ValueError, match="size"):  # before anything is recorded
+        with fw.checkpointing(max_disk="plenty", w=np.zeros(2)):
+            pass
+
+
+def test_recording_stops_before_the_disk_fills(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever max_disk says, a capture that would leave less than the free-space floor
+    is not written: recording stops with a warning and a manifest line."""
+    import flowillower.hindsight.checkpoint as ck
+
+    total = 100 * 2**30
+    free = {"bytes": total}
+    monkeypatch.setattr(ck, "_free_bytes", lambda path: (free["bytes"], total))
+    floor = max(ck.FREE_FLOOR_BYTES, int(ck.FREE_FLOOR_SHARE * total))  # 5 GiB here
+    original = ck.Recorder._capture
+
+    def capture_then_fill(self, kind, index, m):  # the disk fills up during epoch 2
+        if index >= 2:
+            free["bytes"] = floor + 10
+        original(self, kind, index, m)
+
+    monkeypatch.setattr(ck.Recorder, "_capture", capture_then_fill)
+    with pytest.warns(UserWarning, match="checkpoints stopped at iteration 2.*bytes free"):
+        run_dir, stats = _train(tmp_path, 5, every=1)
+    assert stats["checkpointed_iterations"] == [0, 1] and stats["start_iterations"] == [0, 1]
+    assert "bytes free" in stats["stopped"] and stats["captures"] == 4
+    store = CheckpointStore(run_dir)
+    assert [i for i in range(5) if store.skippable(i)] == [0, 1]
+    assert store.final() is None and store.ended == 5  # the loop itself ran to the end
+    manifest = (run_dir / "checkpoints" / "manifest.jsonl").read_text()
+    assert '"type":"stopped"' in manifest and '"i":2' in manifest

@@ -324,6 +324,36 @@ def test_run_without_checkpoints_is_re_executed(tmp_path: Path) -> None:
         ref / ".flowillower" / "runs" / ref_id, "wmax")
 
 
+def test_run_whose_checkpoints_hit_max_disk_replays_exactly(tmp_path: Path) -> None:
+    """Recording stops at the disk budget (with a warning); the replay restores what was
+    recorded and re-executes the rest, bit-identical to running the new script."""
+    capped = OLD_NP.replace("with fw.checkpointing(w=w, rng=rng, state=state):",
+                            'with fw.checkpointing(w=w, rng=rng, state=state, every=1, '
+                            'max_disk=fw.arg("max_disk", "40kB")):')
+    root = make_project(tmp_path / "proj")
+    proc = run_script(root, "train.py", capped, "epochs=6")
+    assert "checkpoints stopped at iteration" in proc.stderr and "max_disk=40,000" in proc.stderr
+    (run_id,) = run_ids(root / ".flowillower")
+    ckpt_dir = root / ".flowillower" / "runs" / run_id / "checkpoints"
+    files = list(ckpt_dir.glob("c*"))
+    assert 0 < len(files) < 13  # unbounded, every=1 over 6 epochs writes 13
+    assert sum(f.stat().st_size for f in files) <= 40_000
+    from flowillower.hindsight.checkpoint import CheckpointStore
+
+    store = CheckpointStore(ckpt_dir.parent)
+    skippable = [i for i in range(6) if store.skippable(i)]
+    assert skippable and skippable == list(range(len(skippable))) and len(skippable) < 6
+    ref = make_project(tmp_path / "ref")
+    run_script(ref, "train.py", _new_np(capped), "epochs=6", "max_disk=1GB")
+    (root / "train.py").write_text(textwrap.dedent(_new_np(capped)).lstrip())
+    report = fw.replay("wmax", dir=root, yes=True, echo=quiet)
+    assert report.ok, str(report)
+    (ref_id,) = run_ids(ref / ".flowillower")
+    got = values(root / ".flowillower" / "runs" / run_id, "wmax")
+    assert sorted(got) == [((e,), e) for e in range(6)]
+    assert got == values(ref / ".flowillower" / "runs" / ref_id, "wmax")
+
+
 def test_failures_are_reported_and_other_runs_go_on(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj")
     run_script(root, "train.py", OLD_NP, "epochs=2")  # never reaches epoch 2

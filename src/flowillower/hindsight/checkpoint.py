@@ -19,6 +19,10 @@ the budget allows). Which iterations are captured is decided at each iteration s
 that capturing stays under `max_overhead` (2%) of the loop's wall time. Copies are made on the training
 thread (a consistent snapshot); pickling, de-duplication of unchanged tensors and file
 writes happen in a background thread. Files live in `<run>/checkpoints/` (local only).
+Disk use is bounded too: by `max_disk` when given, and always by a floor of free space
+(`FREE_FLOOR_BYTES` or `FREE_FLOOR_SHARE` of the disk, whichever is larger); once a
+capture would cross either, recording stops with a warning and replays re-execute the
+iterations after it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import json
 import os
 import pickle
 import random
+import re
+import shutil
 import sys
 import threading
 import time
@@ -46,6 +52,41 @@ CKPT_DIRNAME = "checkpoints"
 MANIFEST = "manifest.jsonl"
 FORMAT_VERSION = 1
 _now = time.perf_counter
+# Checkpoints never fill the disk: a capture is only taken while at least this much
+# stays free after it (the larger of the two).
+FREE_FLOOR_BYTES = 1 << 30
+FREE_FLOOR_SHARE = 0.05
+_SIZE = re.compile(r"\s*((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*([kmgt]i?b?|b)?\s*",
+                   re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from a number or a size such as ``"500MB"``, ``"2 GiB"``, ``"1.5GB"``, ``"1e9"``.
+
+    Decimal units (kB, MB, GB, TB) are powers of 1000, binary ones (KiB ... TiB) of 1024.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"a size must be a number of bytes or a string like '2GB', "
+                         f"not {value!r}")
+    if isinstance(value, (int, float)):
+        if value != value or value < 0 or value == float("inf"):
+            raise ValueError(f"a size must be a finite number of bytes >= 0, not {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        if match:
+            unit = (match.group(2) or "").lower().removesuffix("b")
+            return int(float(match.group(1)) * _UNITS[unit])
+    raise ValueError(f"a size must be a number of bytes or a string like '500MB' or "
+                     f"'2GiB', not {value!r}")
+
+
+def _free_bytes(path: Path) -> tuple[int, int]:
+    """(free, total) bytes of the file system holding `path`."""
+    usage = shutil.disk_usage(path)
+    return usage.free, usage.total
 
 
 class CheckpointError(FlowillowerError):
@@ -264,6 +305,22 @@ def _has_device_tensor(x: Any) -> bool:
     return False
 
 
+def _tree_bytes(x: Any) -> int:
+    """Bytes a captured tree takes at most on disk (tensors, arrays and pickled bytes;
+    de-duplication of unchanged tensors can only make the file smaller)."""
+    if _is_tensor(x):
+        return x.nelement() * x.element_size()
+    if isinstance(x, dict):
+        return sum(_tree_bytes(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return sum(_tree_bytes(v) for v in x)
+    if isinstance(x, (bytes, bytearray, str)):
+        return len(x)
+    if isinstance(x, (int, float)) or x is None:
+        return 8
+    return getattr(x, "nbytes", 64)  # numpy arrays; a small allowance for the rest
+
+
 def _bit_equal(a: Any, b: Any) -> bool:
     """Same dtype, shape and bytes (so -0.0 and 0.0 differ, NaNs with equal bits match)."""
     if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
@@ -296,6 +353,7 @@ class _Job(NamedTuple):
     entry: dict[str, Any]  # manifest fields
     tree: Any  # captured state (None for manifest-only lines)
     copy_s: float
+    size: int = 0  # `_tree_bytes` of the tree: the most it can add on disk
 
 
 class _BackgroundWriter:
@@ -310,6 +368,7 @@ class _BackgroundWriter:
         self.write_s = 0.0  # total time spent serialising and writing
         self.write_cpu_s = 0.0  # of which the writer thread was on a CPU
         self.bytes = 0
+        self.sizes_done = 0  # `_Job.size` of the captures handled so far (written or not)
         self._last: dict[str, tuple[Any, BlobRef]] = {}  # tensor path -> (tensor, ref)
         self._manifest = None
         self._thread = threading.Thread(target=self._loop, name="flowillower-checkpoints",
@@ -339,12 +398,14 @@ class _BackgroundWriter:
             if job is None:
                 break
             if self.error is not None:
+                self.sizes_done += job.size
                 continue  # after a failure only drain: training goes on without checkpoints
             try:
                 self._write(job)
             except BaseException as exc:  # disk full, unpicklable state...
                 self.error = exc
             finally:
+                self.sizes_done += job.size
                 with self._cond:
                     self._busy = False
         if self._manifest is not None:
@@ -420,7 +481,7 @@ class Recorder:
     """Captures registered state around the outermost loop entered inside `checkpointing`."""
 
     def __init__(self, run: Run, objects: dict[str, Any], every: int | None = None,
-                 max_overhead: float = 0.02) -> None:
+                 max_overhead: float = 0.02, max_disk: int | str | None = None) -> None:
         if every is not None and every < 1:
             raise ValueError("every must be a positive number of iterations")
         self.run = run
@@ -428,6 +489,9 @@ class Recorder:
         self.kinds = {name: object_kind(obj) for name, obj in objects.items()}
         self.every = every
         self.max_overhead = max_overhead
+        self.max_disk = None if max_disk is None else parse_size(max_disk)
+        self.stopped: str | None = None  # why recording stopped early (disk), if it did
+        self._sizes = 0  # `_tree_bytes` of every capture submitted
         self.base_depth = run._depth
         self.outer: str | None = None
         self.done = False
@@ -490,7 +554,7 @@ class Recorder:
             "objects": self.kinds, "time": time.time(),
             "setup_s": None if started is None else round(time.time() - started, 4),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
-            "every": self.every, "max_overhead": self.max_overhead,
+            "every": self.every, "max_overhead": self.max_overhead, "max_disk": self.max_disk,
         }, None, 0.0))
         self._loop_t0 = _now()
 
@@ -513,7 +577,7 @@ class Recorder:
         as entry points for parallel workers: taken when the budget has room left.
         """
         writer = self._writer
-        if writer is None or writer.error is not None:
+        if writer is None or writer.error is not None or self.stopped is not None:
             return False, False
         if self.every is not None:
             take = index % self.every == 0
@@ -565,6 +629,8 @@ class Recorder:
         self.done = True
 
     def _capture(self, kind: str, index: int, m: int) -> None:
+        if self.stopped is not None:
+            return
         t0 = _now()
         run = self.run
         tree = {
@@ -574,15 +640,58 @@ class Recorder:
             "pos": {"loop_totals": [[list(p), n] for p, n in run._loop_totals.items()],
                     "step": run._step},
         }
+        size = _tree_bytes(tree)
         took = _now() - t0
+        self.spent += took
+        reason = self._disk_refusal(size)
+        if reason is not None:
+            self._stop(reason, kind, index)
+            return
         if self.captures == 0:
             self._cpu_state = not _has_device_tensor(tree)
-        self.spent += took
         self._capture_cost = took
         self.captures += 1
+        self._sizes += size
         seq, self.seq = self.seq, self.seq + 1
         self._writer.submit(_Job(seq, {"type": "ckpt", "seq": seq, "kind": kind, "i": index,
-                                       "m": m}, tree, took))
+                                       "m": m}, tree, took, size))
+
+    def _disk_refusal(self, size: int) -> str | None:
+        """Why a capture of `size` bytes must not be written (None: it may be).
+
+        Counted at most: what is on disk plus the full size of the captures still
+        queued (de-duplication only ever writes less).
+        """
+        writer = self._writer
+        queued = max(0, self._sizes - writer.sizes_done)
+        if self.max_disk is not None and writer.bytes + queued + size > self.max_disk:
+            return (f"its checkpoints would pass max_disk={self.max_disk:,} bytes "
+                    f"({writer.bytes + queued:,} written or queued, the next one up to "
+                    f"{size:,})")
+        try:
+            free, total = _free_bytes(self.run.dir)
+        except OSError:
+            return None  # cannot tell: the writer's own errors still stop it cleanly
+        floor = max(FREE_FLOOR_BYTES, int(FREE_FLOOR_SHARE * total))
+        if free - queued - size < floor:
+            return (f"the disk would have less than {floor:,} bytes free "
+                    f"({free:,} free, the next checkpoint up to {size:,})")
+        return None
+
+    def _stop(self, reason: str, kind: str, index: int) -> None:
+        """Stop recording for good: the current iteration no longer counts as captured."""
+        self.stopped = reason
+        if kind == "start" and self.starts and self.starts[-1] == index:
+            self.starts.pop()
+        if kind in ("start", "inner") and self._iter == index:
+            self._ckpt_iter = False  # its manifest line says so; a replay re-executes it
+            if self.checkpointed and self.checkpointed[-1] == index:
+                self.checkpointed.pop()
+        self._writer.submit(_Job(-1, {"type": "stopped", "i": index, "kind": kind,
+                                      "reason": reason}, None, 0.0))
+        warnings.warn(f"flowillower: checkpoints stopped at iteration {index} of loop "
+                      f"{self.outer!r}: {reason}. Replays re-execute the iterations after "
+                      "it.", stacklevel=2)
 
     def close(self) -> None:
         """Wait for pending writes; warn (never raise) if checkpoints could not be saved."""
@@ -602,11 +711,12 @@ class Recorder:
                 "train_thread_s": self.spent,
                 "write_s": writer.write_s if writer else 0.0,
                 "write_cpu_s": writer.write_cpu_s if writer else 0.0,
-                "bytes": writer.bytes if writer else 0}
+                "bytes": writer.bytes if writer else 0, "stopped": self.stopped}
 
 
 @contextmanager
 def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
+                  max_disk: int | str | None = None,
                   **objects: Any) -> Iterator[Recorder | None]:
     """Register state for hindsight replay: `with fw.checkpointing(model=net, optimizer=opt):`.
 
@@ -615,12 +725,17 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
     tensors, numpy arrays and generators, `random.Random`, dicts/lists and other picklable
     objects with a `__dict__`; they are restored in place during a replay. `every` forces
     a checkpoint every N outer iterations; by default the frequency adapts so capturing
-    costs at most `max_overhead` of the loop's wall time. (`every` and `max_overhead` are
-    reserved names.) Inside a replay worker the objects are handed to the replay instead.
+    costs at most `max_overhead` of the loop's wall time. `max_disk` caps the bytes the
+    run's checkpoints take (a number or a size like ``"20GB"``); whatever it is, recording
+    stops before the disk would have less than 1 GiB or 5% free. (`every`,
+    `max_overhead` and `max_disk` are reserved names.) Inside a replay worker the objects
+    are handed to the replay instead.
     """
     from .. import api
     from . import session
 
+    if max_disk is not None:
+        parse_size(max_disk)  # a bad value fails here, in a replay or debug run too
     run = api._active()  # may start the run, which enters replay mode when asked to
     active = session.current()
     if active is not None:
@@ -630,7 +745,7 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
     if run is None:  # fw.debug(True) or a non-recording rank
         yield None
         return
-    recorder = Recorder(run, objects, every, max_overhead)
+    recorder = Recorder(run, objects, every, max_overhead, max_disk)
     handle = run.on_loop(recorder.hook)
     try:
         yield recorder
