@@ -225,7 +225,9 @@ def test_recording_stops_before_the_disk_fills(tmp_path: Path,
     total = 100 * 2**30
     free = {"bytes": total}
     monkeypatch.setattr(ck, "_free_bytes", lambda path: (free["bytes"], total))
-    floor = max(ck.FREE_FLOOR_BYTES, int(ck.FREE_FLOOR_SHARE * total))  # 5 GiB here
+    floor = ck.free_floor(total)
+    assert floor == 2 * 2**30  # 2% of 100 GiB
+    assert ck.free_floor(10 * 2**30) == 2**30 and ck.free_floor(2**42) == 10 * 2**30
     original = ck.Recorder._capture
 
     def capture_then_fill(self, kind, index, m):  # the disk fills up during epoch 2

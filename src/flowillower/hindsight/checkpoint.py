@@ -20,9 +20,9 @@ that capturing stays under `max_overhead` (2%) of the loop's wall time. Copies a
 thread (a consistent snapshot); pickling, de-duplication of unchanged tensors and file
 writes happen in a background thread. Files live in `<run>/checkpoints/` (local only).
 Disk use is bounded too: by `max_disk` when given, and always by a floor of free space
-(`FREE_FLOOR_BYTES` or `FREE_FLOOR_SHARE` of the disk, whichever is larger); once a
-capture would cross either, recording stops with a warning and replays re-execute the
-iterations after it.
+(`free_floor`: 2% of the disk, at least 1 GiB, at most 10 GiB); once a capture would
+cross either, recording stops with a warning and replays re-execute the iterations
+after it.
 """
 
 from __future__ import annotations
@@ -52,10 +52,17 @@ CKPT_DIRNAME = "checkpoints"
 MANIFEST = "manifest.jsonl"
 FORMAT_VERSION = 1
 _now = time.perf_counter
-# Checkpoints never fill the disk: a capture is only taken while at least this much
-# stays free after it (the larger of the two).
-FREE_FLOOR_BYTES = 1 << 30
-FREE_FLOOR_SHARE = 0.05
+# Checkpoints never fill the disk: a capture is only taken while at least `free_floor`
+# stays free after it: 2% of the disk, at least 1 GiB and at most 10 GiB (on a large,
+# nearly full disk a share alone would refuse tens of GB of free space).
+FREE_FLOOR_MIN = 1 << 30
+FREE_FLOOR_SHARE = 0.02
+FREE_FLOOR_MAX = 10 << 30
+
+
+def free_floor(total: int) -> int:
+    """Bytes that must stay free on a disk of `total` bytes after a capture."""
+    return min(max(FREE_FLOOR_MIN, int(FREE_FLOOR_SHARE * total)), FREE_FLOOR_MAX)
 _SIZE = re.compile(r"\s*((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*([kmgt]i?b?|b)?\s*",
                    re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -672,7 +679,7 @@ class Recorder:
             free, total = _free_bytes(self.run.dir)
         except OSError:
             return None  # cannot tell: the writer's own errors still stop it cleanly
-        floor = max(FREE_FLOOR_BYTES, int(FREE_FLOOR_SHARE * total))
+        floor = free_floor(total)
         if free - queued - size < floor:
             return (f"the disk would have less than {floor:,} bytes free "
                     f"({free:,} free, the next checkpoint up to {size:,})")
@@ -727,7 +734,8 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
     a checkpoint every N outer iterations; by default the frequency adapts so capturing
     costs at most `max_overhead` of the loop's wall time. `max_disk` caps the bytes the
     run's checkpoints take (a number or a size like ``"20GB"``); whatever it is, recording
-    stops before the disk would have less than 1 GiB or 5% free. (`every`,
+    stops before the disk would have less than 2% free (at least 1 GiB, at most 10 GiB
+    kept). (`every`,
     `max_overhead` and `max_disk` are reserved names.) Inside a replay worker the objects
     are handed to the replay instead.
     """
