@@ -183,7 +183,8 @@ def same_process(epochs: int, image_every: int, store: str,
     # The checkpoint budget is a share of the outer loop's time, which here holds both
     # arms' epochs: half the demo's share is the demo's budget for the tracked epochs.
     with fw.checkpointing(model=tracked[0], optimizer=tracked[1], scheduler=tracked[2],
-                          max_overhead=cfg.tracking.checkpoint_overhead / 2):
+                          max_overhead=cfg.tracking.checkpoint_overhead / 2,
+                          max_disk=cfg.tracking.checkpoint_disk.strip() or None):
         for index in fw.loop("epoch", range(epochs)):
             took = {}
             for name in (("untracked", "tracked") if index % 2 == 0 else

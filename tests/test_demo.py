@@ -135,6 +135,7 @@ def test_overrides_parse_into_typed_config():
     (["training.device=tpu"], r"use auto, cpu, cuda"),
     (["tracking.name='unclosed"], r"tracking\.name='unclosed: expected a string"),
     (["tracking.checkpoint_overhead=1.5"], r"checkpoint_overhead=1\.5: must be a fraction"),
+    (["tracking.checkpoint_disk=lots"], r"checkpoint_disk='lots': must be a size like 500MB"),
 ])
 def test_bad_overrides_fail_clearly(overrides, expected):
     with pytest.raises(ConfigError, match=expected):
@@ -277,6 +278,10 @@ def test_training_records_everything(trained):
     assert (run_dir / "model" / "graph.json").is_file()
     assert any(name.startswith("act/") for name in data.series)  # fw.watch statistics
     assert (run_dir / "checkpoints" / "manifest.jsonl").is_file()
+    from flowillower.hindsight.checkpoint import CheckpointStore
+
+    meta = CheckpointStore(run_dir).meta  # the demo's budgets reach fw.checkpointing
+    assert meta["max_overhead"] == 0.005 and meta["max_disk"] == 10**9
     weights = next((run_dir / "artifacts").glob("velocity_net-*/*/velocity_net.pt"))
     state = torch.load(weights, weights_only=True)
     assert state["net.0.weight"].shape == (128, 2 + 64)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import FlowillowerError
+from ...hindsight.checkpoint import parse_size
 
 DATASETS = ("trex", "moons", "spirals", "checkerboard", "gaussians")
 SAMPLERS = ("euler", "midpoint")
@@ -99,6 +100,9 @@ class TrackingConfig:
     # writeback the budget cannot see, so the demo asks for less. A replay of an inner-
     # loop value re-runs every step anyway: checkpoints are its parallel entry points.
     checkpoint_overhead: float = 0.005
+    # fw.checkpointing's disk budget for the run ("" : only the library's free-space floor).
+    # 300 epochs write ~70-140 MB; the cap keeps a long run from writing gigabytes.
+    checkpoint_disk: str = "1GB"
 
 
 @dataclass
@@ -247,6 +251,12 @@ def validate(cfg: Config) -> list[str]:
     need(0 < cfg.tracking.checkpoint_overhead < 1, "tracking.checkpoint_overhead",
          "must be a fraction in (0, 1), e.g. 0.02")
     need(cfg.tracking.project.strip() != "", "tracking.project", "must not be empty")
+    if cfg.tracking.checkpoint_disk.strip():
+        try:
+            parse_size(cfg.tracking.checkpoint_disk)
+        except ValueError:
+            need(False, "tracking.checkpoint_disk",
+                 "must be a size like 500MB or 2GiB (or '' for no cap)")
     return problems
 
 

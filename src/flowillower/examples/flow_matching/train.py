@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     # A smaller time budget than the library's 2% (tracking.checkpoint_overhead, see
     # config.py): this net's epochs are short, so captures would be frequent.
     with fw.checkpointing(model=model, optimizer=optimizer, scheduler=scheduler,
-                          max_overhead=cfg.tracking.checkpoint_overhead):
+                          max_overhead=cfg.tracking.checkpoint_overhead,
+                          max_disk=cfg.tracking.checkpoint_disk.strip() or None):
         for epoch in fw.loop("epoch", range(n_epochs)):
             order = torch.randperm(len(data), device=device)
             total = 0.0
