@@ -99,10 +99,10 @@ def _json_value(name: str, value: Any) -> Any:
         if types is not None and types <= _PLAIN_NUMBERS:
             # e.g. histogram counts: nothing to convert, element by element
             bound += 2 + len(obj) * (_NUMBER_CHARS + 2)
-            if int in types and (
-                    any(type(v) is int and not -_INT64 <= v < _INT64 for v in obj)
-                    if float in types else obj and not -_INT64 <= min(obj) <= max(obj) < _INT64):
-                bound += MAX_OBJECT_BYTES  # a huge int: let json.dumps measure it
+            if int in types:
+                ints = obj if float not in types else [v for v in obj if type(v) is int]
+                if not -_INT64 <= min(ints) <= max(ints) < _INT64:
+                    bound += MAX_OBJECT_BYTES  # a huge int: let json.dumps measure it
             return list(obj)
         if isinstance(obj, (list, tuple)):
             bound += 2 + 2 * len(obj)

@@ -63,6 +63,8 @@ FREE_FLOOR_MAX = 10 << 30
 def free_floor(total: int) -> int:
     """Bytes that must stay free on a disk of `total` bytes after a capture."""
     return min(max(FREE_FLOOR_MIN, int(FREE_FLOOR_SHARE * total)), FREE_FLOOR_MAX)
+
+
 _SIZE = re.compile(r"\s*((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*([kmgt]i?b?|b)?\s*",
                    re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -301,31 +303,34 @@ def _file_name(seq: int, use_torch: bool) -> str:
     return f"c{seq:06d}.{'pt' if use_torch else 'pkl'}"
 
 
+def _tree_stats(x: Any) -> tuple[int, bool]:
+    """(bytes a captured tree takes at most on disk, whether it holds a tensor that is not
+    on the CPU), in one walk. Tensors, arrays and pickled bytes count their size (de-
+    duplication of unchanged tensors can only make the file smaller), scalars 8 bytes."""
+    if _is_tensor(x):
+        return x.nelement() * x.element_size(), x.device.type != "cpu"
+    if isinstance(x, dict):
+        x = x.values()
+    elif not isinstance(x, (list, tuple)):
+        if isinstance(x, (bytes, bytearray, str)):
+            return len(x), False
+        if isinstance(x, (int, float)) or x is None:
+            return 8, False
+        return getattr(x, "nbytes", 64), False  # numpy arrays; an allowance for the rest
+    size, device = 0, False
+    for v in x:
+        if type(v) is int or type(v) is float:  # e.g. the 625 ints of Python's RNG state
+            size += 8
+            continue
+        v_size, v_device = _tree_stats(v)
+        size += v_size
+        device = device or v_device
+    return size, device
+
+
 def _has_device_tensor(x: Any) -> bool:
     """Whether a captured tree holds a tensor that is not on the CPU."""
-    if _is_tensor(x):
-        return x.device.type != "cpu"
-    if isinstance(x, dict):
-        return any(_has_device_tensor(v) for v in x.values())
-    if isinstance(x, (list, tuple)):
-        return any(_has_device_tensor(v) for v in x)
-    return False
-
-
-def _tree_bytes(x: Any) -> int:
-    """Bytes a captured tree takes at most on disk (tensors, arrays and pickled bytes;
-    de-duplication of unchanged tensors can only make the file smaller)."""
-    if _is_tensor(x):
-        return x.nelement() * x.element_size()
-    if isinstance(x, dict):
-        return sum(_tree_bytes(v) for v in x.values())
-    if isinstance(x, (list, tuple)):
-        return sum(_tree_bytes(v) for v in x)
-    if isinstance(x, (bytes, bytearray, str)):
-        return len(x)
-    if isinstance(x, (int, float)) or x is None:
-        return 8
-    return getattr(x, "nbytes", 64)  # numpy arrays; a small allowance for the rest
+    return _tree_stats(x)[1]
 
 
 def _bit_equal(a: Any, b: Any) -> bool:
@@ -360,7 +365,7 @@ class _Job(NamedTuple):
     entry: dict[str, Any]  # manifest fields
     tree: Any  # captured state (None for manifest-only lines)
     copy_s: float
-    size: int = 0  # `_tree_bytes` of the tree: the most it can add on disk
+    size: int = 0  # `_tree_stats` bytes of the tree: the most it can add on disk
 
 
 class _BackgroundWriter:
@@ -498,7 +503,7 @@ class Recorder:
         self.max_overhead = max_overhead
         self.max_disk = None if max_disk is None else parse_size(max_disk)
         self.stopped: str | None = None  # why recording stopped early (disk), if it did
-        self._sizes = 0  # `_tree_bytes` of every capture submitted
+        self._sizes = 0  # `_tree_stats` bytes of every capture submitted
         self.base_depth = run._depth
         self.outer: str | None = None
         self.done = False
@@ -647,7 +652,7 @@ class Recorder:
             "pos": {"loop_totals": [[list(p), n] for p, n in run._loop_totals.items()],
                     "step": run._step},
         }
-        size = _tree_bytes(tree)
+        size, on_device = _tree_stats(tree)
         took = _now() - t0
         self.spent += took
         reason = self._disk_refusal(size)
@@ -655,7 +660,7 @@ class Recorder:
             self._stop(reason, kind, index)
             return
         if self.captures == 0:
-            self._cpu_state = not _has_device_tensor(tree)
+            self._cpu_state = not on_device
         self._capture_cost = took
         self.captures += 1
         self._sizes += size
