@@ -77,6 +77,18 @@ def result(proc: subprocess.Popen) -> tuple[float, float, float]:
     return float(seconds), float(cpu), float(loss)
 
 
+def demo_step(model, optimizer, x1):
+    """One batch of `train.py`'s loop (kept in step with it by hand), both arms alike:
+    the flow-matching loss, zero_grad, backward, optimizer step. Returns the loss."""
+    from flowillower.examples.flow_matching.model import flow_matching_loss
+
+    loss = flow_matching_loss(model, x1)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def core_balanced(ratios: list[float]) -> tuple[float, float]:
     """(throughput ratio, core effect) of side-by-side pairs, the cores' speeds cancelled.
 
@@ -110,12 +122,7 @@ def same_process(epochs: int, image_every: int, store: str,
     from flowillower.examples.flow_matching.config import parse_overrides, to_dict
     from flowillower.examples.flow_matching.data import make_dataset
     from flowillower.examples.flow_matching.metrics import chamfer_distance, energy_distance
-    from flowillower.examples.flow_matching.model import (
-        VelocityNet,
-        flow_matching_loss,
-        integrate,
-        noise,
-    )
+    from flowillower.examples.flow_matching.model import VelocityNet, integrate, noise
     from flowillower.examples.flow_matching.train import watch
     from flowillower.examples.flow_matching.visualize import pictures
 
@@ -147,11 +154,8 @@ def same_process(epochs: int, image_every: int, store: str,
         order = torch.randperm(len(data))
         total = 0.0
         for batch in fw.loop("batch", range(n_batches)) if on else range(n_batches):
-            x1 = data[order[batch * batch_size:(batch + 1) * batch_size]]
-            loss = flow_matching_loss(model, x1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = demo_step(model, optimizer, data[order[batch * batch_size:
+                                                          (batch + 1) * batch_size]])
             total += fw.log("loss", loss.item()) if on else loss.item()
         if on:
             fw.log("epoch_loss", total / n_batches)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 
+from bench_demo import demo_step  # the same training step as the whole-demo benchmark
 from rich.console import Console
 from rich.table import Table
 
@@ -33,7 +34,7 @@ def measure(epochs: int, every: int) -> tuple[dict, dict]:
     import flowillower as fw
     from flowillower.examples.flow_matching.config import parse_overrides
     from flowillower.examples.flow_matching.data import make_dataset
-    from flowillower.examples.flow_matching.model import VelocityNet, flow_matching_loss
+    from flowillower.examples.flow_matching.model import VelocityNet
     from flowillower.examples.flow_matching.train import watch
 
     torch.set_num_threads(1)
@@ -63,11 +64,8 @@ def measure(epochs: int, every: int) -> tuple[dict, dict]:
             order = torch.randperm(len(data))
             start = last = time.thread_time()
             for batch in fw.loop("batch", range(n_batches)) if on else range(n_batches):
-                x1 = data[order[batch * batch_size:(batch + 1) * batch_size]]
-                loss = flow_matching_loss(model, x1)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                loss = demo_step(model, optimizer,
+                                 data[order[batch * batch_size:(batch + 1) * batch_size]])
                 if on:
                     fw.log("loss", loss.item())
                 else:
