@@ -22,6 +22,7 @@ from typing import Any
 from . import args as _args
 from . import lifecycle
 from .errors import FlowillowerError, UnsupportedValueError
+from .store.buffer import RecordBuffer
 from .store.layout import (
     ensure_store,
     find_store_root,
@@ -29,7 +30,7 @@ from .store.layout import (
     process_start_ticks,
     runs_dir,
 )
-from .store.writer import FrameWriter, RecordBuffer
+from .store.writer import FrameWriter
 from .values import FLOAT, INT, check_name, normalize
 
 _now = time.time

@@ -26,10 +26,11 @@ from typing import Any
 
 from ..errors import FlowillowerError
 from ..run import REPLAY_ENV
+from ..store.buffer import RecordBuffer
 from ..store.catalog import Store
 from ..store.format import iter_frames
 from ..store.layout import new_run_id
-from ..store.writer import FrameWriter, RecordBuffer
+from ..store.writer import FrameWriter
 from .executor import Executor, LocalExecutor, Task, TaskResult
 from .planner import (
     RunPlan,
