@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -62,7 +65,25 @@ def only_run(store: Path):
     return runs[0]
 
 
-__all__ = ["fw", "only_run"]
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "") -> T:
+    """Poll `predicate` until it returns something truthy and return that; fail after
+    `timeout` seconds. Tests wait on a condition, never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for "
+                                 f"{what or getattr(predicate, '__name__', predicate)}")
+        time.sleep(interval)
+
+
+__all__ = ["fw", "only_run", "wait_for"]
 
 
 # -- a real browser: Debian's chromium driven by Playwright (tests skip without them) --------

@@ -20,6 +20,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 from flowillower.run import Run
 from flowillower.server.app import create_app
 from flowillower.server.demo import make_demo_store
+from tests.conftest import wait_for
 
 LOCAL = "http://127.0.0.1:8686"
 WRITE = {"X-Flowillower-Token": ""}  # the header the UI sends on changes (CSRF defence)
@@ -52,6 +53,16 @@ def fresh(tmp_path):
 def ok(response):
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def poll(c, path: str, params: dict, until, what: str) -> dict:
+    """The first 200 answer of `path` whose JSON satisfies `until` (the server picks up
+    files on its next sync: wait for it instead of sleeping a fixed time)."""
+    def attempt():
+        r = c.get(path, params=params)
+        return r.json() if r.status_code == 200 and until(r.json()) else None
+
+    return wait_for(attempt, timeout=10, what=what)
 
 
 # -- runs table --------------------------------------------------------------------------
@@ -196,9 +207,9 @@ def test_live_cursor_returns_only_new_points(fresh):
     for step in range(50):
         run.log_metrics({"loss": 1.0 / (step + 1)}, step)
     run.flush()
-    time.sleep(0.1)
     rid = run.id
-    first = ok(c.get("/api/series", params={"run": rid, "key": "loss"}))
+    first = poll(c, "/api/series", {"run": rid, "key": "loss"},
+                 lambda d: d["runs"] and d["runs"][0]["cursor"] >= 50, "the first 50 points")
     cursor = first["runs"][0]["cursor"]
     assert cursor == 50 and len(first["runs"][0]["x"]) == 50
     for step in range(50, 55):
@@ -218,11 +229,9 @@ def test_new_runs_appear_while_serving(fresh):
     root, ids, c = fresh
     assert ok(c.get("/api/runs"))["matched"] == 3
     make_demo_store(root, runs=1, steps=10, model=False, media=False, names=["late"], seed=9)
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        if ok(c.get("/api/runs"))["matched"] == 4:
-            break
-        time.sleep(0.1)
+    poll(c, "/api/runs", {}, lambda d: d["matched"] >= 4, "the new run in the table")
+    table = ok(c.get("/api/runs", params={"q": "late"}))
+    assert table["matched"] == 1 and table["rows"][0]["name"] == "late"
     assert ok(c.get("/api/runs"))["matched"] == 4
 
 
@@ -233,9 +242,8 @@ def test_nan_values_stay_valid_json(fresh):
     run.log_metrics({"loss": math.nan}, 1)
     run.log_metrics({"loss": math.inf}, 2)
     run.finish()
-    c.get("/api/runs")
-    time.sleep(0.1)
-    table = ok(c.get("/api/runs", params={"q": "nan-run", "col": ["last:loss"]}))
+    table = poll(c, "/api/runs", {"q": "nan-run", "col": ["last:loss"]},
+                 lambda d: d["rows"] and d["rows"][0]["status"] != "running", "the finished run")
     assert table["rows"][0]["cells"]["last:loss"] == "inf"
     data = ok(c.get("/api/series", params={"run": run.id, "key": "loss"}))
     assert data["runs"][0]["y"] == [1.0, None, None]
@@ -510,8 +518,9 @@ def test_replayed_values_are_marked(fresh):
     root, ids, c = fresh
     _write_replay(root / "runs" / ids[0], "grad_norm", [0, 10, 20], [3.0, 2.0, 1.0])
     _write_replay(root / "runs" / ids[1], "train/loss", [5], [9.0])
-    c.get("/api/runs")
-    time.sleep(0.2)
+    poll(c, "/api/runs", {"col": ["count:train/loss"]},
+         lambda d: 61 in [r["cells"].get("count:train/loss") for r in d["rows"]],
+         "both replay files indexed")
     table = ok(c.get("/api/runs", params={"q": "grad_norm.count == 3"}))
     assert [r["id"] for r in table["rows"]] == [ids[0]]
     assert table["rows"][0]["replayed"] == ["grad_norm"]
@@ -545,12 +554,13 @@ def test_ui_command_serves_with_a_token_beyond_loopback(demo, tmp_path):
             lines.append(line)
         token = next(line for line in lines if "token=" in line).split("token=")[1].strip()
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+        def answer():
             try:
-                r = httpx.get(f"{base}/api/info")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+                return httpx.get(f"{base}/api/info")
+            except httpx.TransportError:  # not listening yet
+                return None
+
+        r = wait_for(answer, timeout=10, what="the server to listen")
         assert r.status_code == 401
         assert httpx.get(f"{base}/api/info", params={"token": token}).json()["runs"] == 6
     finally:
