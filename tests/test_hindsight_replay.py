@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 import flowillower as fw
 from flowillower.hindsight import planner
 from flowillower.store.reader import RunReader
+from tests.conftest import wait_for
 
 PY = sys.executable
 
@@ -175,6 +175,7 @@ OUTER_NAMES = ["w_start", "grad_norm", "lr_after", "final_w"]
 
 @pytest.fixture(scope="module")
 def torch_project(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    pytest.importorskip("torch")  # the scripts train a torch model
     base = tmp_path_factory.mktemp("torch")
     root = make_project(base / "proj")
     # The reference: the new script run from scratch with the same args, elsewhere
@@ -274,7 +275,12 @@ OLD_NP = '''
                 state["t"] += 1
             fw.log("loss", float(w.sum()))
             if epoch == fw.arg("die_at", -1):
-                time.sleep(1.0)  # let the run record its code snapshot first
+                # kill -9 once the run has recorded its code snapshot (replay needs it)
+                meta = fw.current_run().dir / "run.json"
+                deadline = time.time() + 30
+                while time.time() < deadline and '"snapshot"' not in (
+                        meta.read_text() if meta.exists() else ""):
+                    time.sleep(0.01)
                 os.kill(os.getpid(), 9)
     fw.log("end", 1.0)
 '''
@@ -398,12 +404,13 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     scratch.mkdir()
     proc = subprocess.Popen([PY, "-c", code], cwd=root, env=_env(TMPDIR=str(scratch)),
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:  # wait until a worker runs
-        time.sleep(0.1)
-        if list(scratch.glob("flowillower-replay-*/*/attempt0-task0/progress")):
-            break
-    time.sleep(0.5)
+
+    def in_slow_epoch() -> bool:
+        # "skipped": the worker restored epoch 0's inner loop and runs the slow statement
+        return any("skipped" in p.read_text().split("\n") for p in
+                   scratch.glob("flowillower-replay-*/*/attempt0-task0/progress"))
+
+    wait_for(in_slow_epoch, timeout=30, what="a replay worker inside the slow epoch")
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert "interrupted" in err, err
