@@ -158,7 +158,11 @@ def rm_command(runs: tuple[str, ...], hide: bool, yes: bool, store_dir: str | No
 @dir_option
 @friendly_errors
 def gc_command(checkpoints: bool, store_dir: str | None) -> None:
-    """Reclaim space: drop code snapshots no run uses (and, if asked, checkpoints)."""
+    """Reclaim space: drop code snapshots no run uses (and, if asked, checkpoints).
+
+    Objects and code refs written in the last two hours are kept: a run that is starting
+    right now may not have named its snapshot yet.
+    """
     store = open_store(store_dir)
     freed = 0
     if checkpoints:
@@ -167,40 +171,15 @@ def gc_command(checkpoints: bool, store_dir: str | None) -> None:
             shutil.rmtree(ckpt, ignore_errors=True)
     removed = _prune_snapshot_refs(store.root)
     click.echo(f"freed {freed / 2**20:.1f} MiB of checkpoints; dropped {removed} ref(s) of "
-               "deleted runs and pruned unreachable snapshot objects")
+               "deleted runs and unused snapshots and pruned objects unreachable for over "
+               "two hours")
 
 
 def _prune_snapshot_refs(root: Path) -> int:
-    """Delete refs that name runs which no longer exist, then let git prune objects."""
-    import subprocess
+    """Delete refs of runs that no longer exist and of unused snapshots; prune (safely)."""
+    from ..gitops.maintenance import collect_garbage
 
-    git_dir = root / "git"
-    if not git_dir.is_dir():
-        return 0
-    alive = {p.name for p in (root / "runs").iterdir() if p.is_dir()}
-    refs = subprocess.run(["git", f"--git-dir={git_dir}", "for-each-ref",
-                           "--format=%(refname)", "refs/flowillower/"],
-                          capture_output=True, text=True, check=False).stdout.split()
-    # Code snapshots referenced by a surviving run's run.json must stay.
-    keep = set()
-    for run_json in (root / "runs").glob("*/run.json"):
-        try:
-            keep.add((json.loads(run_json.read_text()).get("git") or {}).get("snapshot"))
-        except ValueError:
-            continue
-    removed = 0
-    for ref in refs:
-        last = ref.rsplit("/", 1)[-1]
-        looks_like_run = last.count("-") >= 2 and last[:8].isdigit()
-        if looks_like_run and last not in alive:
-            subprocess.run(["git", f"--git-dir={git_dir}", "update-ref", "-d", ref], check=False)
-            removed += 1
-        elif not looks_like_run and len(last) == 40 and last not in keep:
-            subprocess.run(["git", f"--git-dir={git_dir}", "update-ref", "-d", ref], check=False)
-            removed += 1
-    subprocess.run(["git", f"--git-dir={git_dir}", "gc", "--prune=now", "--quiet"],
-                   check=False, capture_output=True)
-    return removed
+    return len(collect_garbage(root)["refs_removed"])
 
 
 @click.command("reindex")

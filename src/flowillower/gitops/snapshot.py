@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from .maintenance import store_lock, touch_ref
 from .repo import (
     FIXED_DATE,
     IDENTITY,
@@ -448,21 +449,26 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
     trailer = f"\n\nhead: {info['head'] or '-'}\nbranch: {info['branch'] or '-'}"
     commit, commit_body = _commit_object(tree, message + trailer)
     blobs = {e.sha for e in col.entries if e.origin != "link"}
-    missing = _missing(store_git_dir, blobs | set(trees) | {commit})
-    if missing:
-        _write_blobs(store_git_dir, root, col, missing)
-        if col.changed_while_reading:
-            # a file changed between hashing and writing: its new content was written
-            tree, trees = _tree_objects(col.entries)
-            commit, commit_body = _commit_object(tree, message + trailer)
-            missing |= set(trees) | {commit}
-        for sha, body in trees.items():
-            if sha in missing:
-                _write_loose(store_git_dir, b"tree", sha, body)
-        if commit in missing:
-            _write_loose(store_git_dir, b"commit", commit, commit_body)
-    if not (store_git_dir / SNAPSHOT_REF_PREFIX / commit).exists():
-        store_git(store_git_dir, ["update-ref", SNAPSHOT_REF_PREFIX + commit, commit])
+    # Shared lock from "which objects are there?" to the ref: `gc` cannot prune an object
+    # found present (perhaps unreachable) before the ref makes it reachable.
+    with store_lock(store_git_dir):
+        missing = _missing(store_git_dir, blobs | set(trees) | {commit})
+        if missing:
+            _write_blobs(store_git_dir, root, col, missing)
+            if col.changed_while_reading:
+                # a file changed between hashing and writing: its new content was written
+                tree, trees = _tree_objects(col.entries)
+                commit, commit_body = _commit_object(tree, message + trailer)
+                missing |= set(trees) | {commit}
+            for sha, body in trees.items():
+                if sha in missing:
+                    _write_loose(store_git_dir, b"tree", sha, body)
+            if commit in missing:
+                _write_loose(store_git_dir, b"commit", commit, commit_body)
+        ref = SNAPSHOT_REF_PREFIX + commit
+        if not (store_git_dir / ref).exists():
+            store_git(store_git_dir, ["update-ref", ref, commit])
+        touch_ref(store_git_dir, ref, commit)  # new or reused: fresh for gc's grace period
     info["snapshot"] = commit
     info["files"] = len(col.entries)
     info["skipped"] = col.skipped
