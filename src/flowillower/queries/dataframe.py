@@ -11,22 +11,48 @@ last / min / max of each metric.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..errors import RunNotFoundError
 from ..store.catalog import Store
 from ..store.reader import RunData, RunReader, Series
 
 _RUN_COLUMNS = ["run_id", "run_name", "project", "status"]
 
 
-def runs(runs: str | None = None, *, dir: str | os.PathLike[str] | None = None,
+RunSelection = str | Sequence[str] | None
+
+
+def _select(store: Store, runs: RunSelection, include_hidden: bool) -> list[dict[str, Any]]:
+    """Index rows (newest first) of a filter string, or of a list of run references
+    resolved by the store's resolver (paths, `..` and the like raise
+    `InvalidRunRefError`; explicitly named runs are included even when hidden)."""
+    if runs is None or isinstance(runs, str):
+        return store.runs(runs, include_hidden=include_hidden)
+    ids = {store.resolve(ref) for ref in runs}
+    return [row for row in store.runs(include_hidden=True, sync=False) if row["id"] in ids]
+
+
+def _run_reader(store: Store, run_id: str) -> RunReader | None:
+    """A reader of the run's folder, None if it vanished since the index saw it."""
+    try:
+        return RunReader(store.run_dir(run_id))
+    except RunNotFoundError:
+        return None
+
+
+def runs(runs: RunSelection = None, *, dir: str | os.PathLike[str] | None = None,
          include_hidden: bool = False) -> pd.DataFrame:
-    """One row per run: fields, args, and `<metric>`, `<metric>.min`, `<metric>.max`."""
+    """One row per run: fields, args, and `<metric>`, `<metric>.min`, `<metric>.max`.
+
+    `runs`: a filter string, or a list of run ids / id prefixes / names.
+    """
     store = Store(dir)
-    rows = store.runs(runs, include_hidden=include_hidden)
+    rows = _select(store, runs, include_hidden)
     records = []
     for row in rows:
         record: dict[str, Any] = {
@@ -134,20 +160,25 @@ def _run_frame(reader: RunReader, names: list[str]) -> pd.DataFrame:
         drop=True)
 
 
-def dataframe(*names: str, runs: str | None = None,
+def dataframe(*names: str, runs: RunSelection = None,
               dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Values across runs. See the module docstring for the shape.
 
     `names`: value names (metrics, args or replayed values); none -> one row per run.
-    `runs`: a filter (fitlog syntax, expression or text) selecting the runs.
+    `runs`: a filter (fitlog syntax, expression or text) selecting the runs, or a list
+    of run ids / id prefixes / names (anything else, e.g. a path, raises
+    `InvalidRunRefError`).
     """
     if not names:
         return globals()["runs"](runs, dir=dir)
     store = Store(dir)
-    rows = store.runs(runs, include_hidden=False)
+    rows = _select(store, runs, include_hidden=False)
     frames = []
     for row in reversed(rows):  # oldest first, like a lab notebook
-        frame = _run_frame(RunReader(store.root / "runs" / row["id"]), list(names))
+        reader = _run_reader(store, row["id"])
+        if reader is None:
+            continue
+        frame = _run_frame(reader, list(names))
         if not frame.empty:
             frames.append(frame)
     if not frames:

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import StoreError
+from ..errors import RunNotFoundError, StoreError
 from ..store.catalog import Store
 from ..store.index import latest_annotation
 from ..store.layout import runs_dir
 from ..store.reader import RunReader, read_json
+from ..store.resolve import run_path
 from .api import classify
 from .app import STATIC_DIR, render_index
 from .downsample import json_floats, minmax_indices
@@ -174,8 +175,13 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     (out / "index.html").write_text(render_index("static"), encoding="utf-8")
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve static/ as is
     base = runs_dir(store.root)
+    kept = []
     for row in rows:
-        run_dir = base / row["id"]
+        try:  # the store's resolver: a real run folder inside runs/, never a link
+            run_dir = run_path(base, row["id"])
+        except RunNotFoundError:
+            continue  # deleted since the index saw it
+        kept.append(row)
         dest = out / "data" / "runs" / row["id"]
         reader = RunReader(run_dir)
         data = reader.load()
@@ -209,6 +215,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
             _dump(dest / "media.json", _copy_media(run_dir, dest, data, keys,
                                                    max_artifact_bytes, media))
     # No timestamp: the same runs export to the same bytes (a redeploy pushes nothing).
+    rows = kept
     _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows})
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,

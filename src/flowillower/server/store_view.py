@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import FilterSyntaxError, RunNotFoundError
 from ..store.catalog import Store
 from ..store.layout import runs_dir
+from ..store.resolve import InvalidRunRefError, check_ref, run_path
 from .routing import ApiError
 
 Row = dict[str, Any]
@@ -35,7 +36,6 @@ _STAT_PREFIXES = ("last", "best", "min", "max", "count")
 _WATCH_PREFIXES = ("act/", "grad/", "param/")
 _LOWER_IS_BETTER = re.compile(r"loss|err|ppl|perplex|mse|mae|nll|wer|cer|latency|time|"
                               r"regret|dist|div", re.I)
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}$")
 
 
 def lower_is_better(metric: str) -> bool:
@@ -192,28 +192,32 @@ class StoreView:
     def resolve(self, ref: str) -> str:
         """A known run id from an id, unique prefix or name; ApiError(404/400) otherwise.
 
-        Never builds a path from `ref` before it is known to be a run id, so `..` or
-        `/etc` can't reach the file system.
+        Checked by the store's resolver (`store.resolve.check_ref`) before anything else,
+        so `..`, `/etc` or a NUL byte never reach the file system; lookups answer from
+        the cached rows and the index (no sync on the request path).
         """
-        if not ref or len(ref) > 200 or "/" in ref or "\\" in ref or "\x00" in ref:
-            raise ApiError(400, f"{ref[:60]!r} is not a run id")
+        try:
+            check_ref(ref)
+        except InvalidRunRefError as exc:
+            raise ApiError(400, str(exc)) from None
         self.refresh()
         if ref in self._by_id:
             return ref
         try:
-            run_id = self.store.index.resolve(ref)
+            return self.store.index.resolve(ref)
         except RunNotFoundError as exc:
             raise ApiError(404, str(exc)) from None
-        if not _RUN_ID.match(run_id) or ".." in run_id:
-            raise ApiError(400, f"{ref[:60]!r} is not a run id")
-        return run_id
 
     def run_dir(self, ref: str) -> Path:
+        """The run's folder, checked to be a real run directly inside `runs/` (not a
+        symlink, not deleted since the last sync)."""
         run_id = self.resolve(ref)
-        path = runs_dir(self.root) / run_id
-        if not path.is_dir():
-            raise ApiError(404, f"run {run_id} has no directory (deleted?)")
-        return path
+        try:
+            return run_path(runs_dir(self.root), run_id)
+        except InvalidRunRefError as exc:
+            raise ApiError(400, str(exc)) from None
+        except RunNotFoundError as exc:
+            raise ApiError(404, f"run {run_id}: {exc} (deleted?)") from None
 
     # -- cached derived results --------------------------------------------------------
     def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:

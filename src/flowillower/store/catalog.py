@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunNotFoundError, StoreError
+from ..errors import StoreError
 from .index import Index
 from .layout import find_store_root, runs_dir
 from .reader import RunReader
+from .resolve import check_ref, run_path
 
 
 class Store:
@@ -46,14 +47,29 @@ class Store:
         return rows
 
     def resolve(self, ref: str) -> str:
-        """Run id from an id, unique prefix, unique random suffix or unique name."""
-        if (runs_dir(self.root) / ref).is_dir():
+        """Run id from an id, unique prefix, unique random suffix or unique name.
+
+        The one door to a run (see `store.resolve`): paths, `..`, empty or hidden
+        references, symlinks and folders that hold no run raise `InvalidRunRefError` /
+        `RunNotFoundError`; the id returned always names a real run folder in `runs/`.
+        """
+        check_ref(ref)
+        runs = runs_dir(self.root)
+        if os.path.lexists(runs / ref):
+            # An entry of that exact name: a run, or a clear error about why it is not one
+            # (a symlink, a folder without run files), never a lookup that could match
+            # some other run by name.
+            run_path(runs, ref)
             return ref
         self.sync()
-        return self.index.resolve(ref)
+        run_id = self.index.resolve(ref)
+        run_path(runs, run_id)  # the index is a cache: the folder may be gone or swapped
+        return run_id
 
     def run_dir(self, ref: str) -> Path:
-        return runs_dir(self.root) / self.resolve(ref)
+        """`runs/<id>` of the run `ref` names, checked to be a real run folder inside
+        `runs/` (never a symlink, never outside)."""
+        return run_path(runs_dir(self.root), self.resolve(ref))
 
     def reader(self, ref: str) -> RunReader:
         return RunReader(self.run_dir(ref))
@@ -75,15 +91,25 @@ class Store:
         return fields
 
     def delete(self, ref: str) -> str:
-        """Remove a run folder for good (its code snapshot is collected by `gc`)."""
+        """Remove a run folder for good (its code snapshot is collected by `gc`).
+
+        The boundary is checked again right before the move, and links are never
+        followed: what is moved is the run folder itself, into the store's trash.
+        """
         run_id = self.resolve(ref)
-        target = runs_dir(self.root) / run_id
-        if not target.is_dir():
-            raise RunNotFoundError(f"no run {run_id}")
+        runs = runs_dir(self.root)
+        trash_root = self.root / ".trash"
+        trash_root.mkdir(exist_ok=True)
+        # A unique name: a previous delete that could not finish never blocks this one.
+        trash = trash_root / f"{run_id}-{secrets.token_hex(4)}"
+        target = run_path(runs, run_id)  # re-checked right before the move
         # Move aside first so a half-finished delete never leaves a half-run behind.
-        trash = self.root / ".trash" / run_id
-        trash.parent.mkdir(exist_ok=True)
+        # os.replace renames the entry itself: were it swapped for a link since the
+        # check, the link moves, not what it points to.
         os.replace(target, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        if trash.is_symlink():
+            trash.unlink()
+        else:
+            shutil.rmtree(trash, ignore_errors=True)  # rmtree never follows links
         self.sync()
         return run_id

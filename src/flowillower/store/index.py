@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RunNotFoundError
 from .layout import runs_dir
 from .reader import RunReader, read_json
 
@@ -148,7 +149,8 @@ class Index:
         updated = 0
         entries = sorted(os.scandir(base), key=lambda e: e.name) if base.is_dir() else []
         for entry in entries:
-            if not entry.is_dir() or entry.name.startswith("."):
+            # Never a symlink: a link in runs/ may lead anywhere on disk (store boundary).
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             present.add(entry.name)
             old_sig, old_status = known.get(entry.name, (None, "running"))
@@ -286,19 +288,22 @@ class Index:
         return rows
 
     def resolve(self, ref: str) -> str:
-        """A run id from an id, a unique id prefix or a unique run name."""
-        from ..errors import RunNotFoundError
+        """A run id from an id, a unique id prefix, a unique random suffix or a unique
+        run name. Only looks up the index: callers check `ref` (`resolve.check_ref`)
+        and the folder (`resolve.run_path`) before touching the file system."""
+        from .resolve import ambiguous
 
         conn = self.connect()
         exact = conn.execute("SELECT id FROM runs WHERE id=?", (ref,)).fetchone()
         if exact:
             return exact[0]
-        matches = [r[0] for r in conn.execute(
-            "SELECT id FROM runs WHERE id LIKE ? OR id LIKE ? OR name=?",
-            (ref.replace("%", "") + "%", "%-" + ref.replace("%", "") + "%", ref))]
+        # `%` and `_` are LIKE wildcards: escape them so they only match themselves.
+        pattern = ref.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        matches = conn.execute(
+            "SELECT id, name FROM runs WHERE id LIKE ? ESCAPE '!' OR id LIKE ? ESCAPE '!' "
+            "OR name=? ORDER BY id", (pattern + "%", "%-" + pattern + "%", ref)).fetchall()
         if len(matches) == 1:
-            return matches[0]
+            return matches[0][0]
         if not matches:
             raise RunNotFoundError(f"no run matches {ref!r}; `flowillower ls` lists the runs")
-        raise RunNotFoundError(f"{ref!r} matches {len(matches)} runs ({', '.join(matches[:5])}"
-                               "...); give more of the id")
+        raise ambiguous(ref, [(run_id, name) for run_id, name in matches])

@@ -1,0 +1,92 @@
+"""The store boundary: from a user's run reference to a run folder inside `runs/`.
+
+Every command and API that takes a run reference goes through here (via
+`Store.resolve` / `Store.run_dir`), so a reference can never name anything but a run:
+not `..`, not an absolute path, not a symlink that leads out of `runs/`, not the trash,
+not a folder that holds no run. A path is only ever built from a reference after
+`check_ref` accepted it as a plain name, and is only handed out after `run_path` saw a
+real run folder directly inside `runs/`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import RunNotFoundError
+
+MAX_REF_LENGTH = 200
+# Files that make a folder a run (a run being created has neither for a moment).
+RUN_MARKERS = ("run.json", "data.fwl")
+
+
+class InvalidRunRefError(RunNotFoundError):
+    """A run reference that cannot name a run: a path, `..`, empty, hidden, too long."""
+
+
+def check_ref(ref: object) -> str:
+    """`ref` itself when it can name a run (id, prefix, suffix or name), else
+    InvalidRunRefError saying why. Nothing touches the file system here."""
+    if not isinstance(ref, str):
+        raise InvalidRunRefError(f"a run reference must be a string, not {type(ref).__name__}")
+    shown = repr(ref[:60])
+    if not ref.strip():
+        raise InvalidRunRefError("empty run reference; give a run id, id prefix or name "
+                                 "(`flowillower ls` lists them)")
+    if "\x00" in ref:
+        raise InvalidRunRefError(f"{shown} contains a NUL byte; it is not a run reference")
+    if "/" in ref or "\\" in ref or (os.altsep and os.altsep in ref):
+        raise InvalidRunRefError(f"{shown} is a path, not a run: give a run id, id prefix "
+                                 "or name (`flowillower ls` lists them)")
+    if ref.startswith("."):  # `.`, `..`, and hidden entries such as the trash
+        raise InvalidRunRefError(f"{shown} is not a run: give a run id, id prefix or name")
+    if len(ref) > MAX_REF_LENGTH:
+        raise InvalidRunRefError(f"{shown}... is longer than {MAX_REF_LENGTH} characters; "
+                                 "not a run reference")
+    return ref
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` is a real run folder: a directory (not a symlink) holding a run."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return any((path / marker).is_file() for marker in RUN_MARKERS)
+
+
+def run_path(runs: Path, run_id: str) -> Path:
+    """`runs/<run_id>`, checked: `run_id` a plain name, the folder a real run directly
+    inside `runs` (after resolving every link), not a symlink. RunNotFoundError /
+    InvalidRunRefError otherwise."""
+    check_ref(run_id)
+    path = runs / run_id
+    if path.is_symlink():
+        raise InvalidRunRefError(f"runs/{run_id} is a symbolic link; flowillower never "
+                                 "follows links out of its runs folder (remove it yourself)")
+    if not path.is_dir():
+        raise RunNotFoundError(f"no run {run_id!r}; `flowillower ls` lists the runs")
+    if path.resolve().parent != runs.resolve():
+        raise InvalidRunRefError(f"runs/{run_id} leads outside the runs folder")
+    if not is_run_folder(path):
+        raise RunNotFoundError(f"runs/{run_id} is not a run (no {' or '.join(RUN_MARKERS)})")
+    return path
+
+
+def try_run_path(runs: Path, ref: str) -> Path | None:
+    """`run_path(runs, ref)` when `ref` is the id of a run there, else None (no raise)."""
+    try:
+        return run_path(runs, ref)
+    except RunNotFoundError:
+        return None
+
+
+def ambiguous(ref: str, candidates: list[tuple[str, str]]) -> RunNotFoundError:
+    """The error for a reference matching several runs, listing (id, name) of each."""
+    shown = ", ".join(f"{run_id} ({name})" if name and name != run_id else run_id
+                      for run_id, name in candidates[:10])
+    more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+    return RunNotFoundError(f"{ref!r} matches {len(candidates)} runs: {shown}{more}; give "
+                            "more of the id")
+
+
+__all__ = ["InvalidRunRefError", "check_ref", "is_run_folder", "run_path", "try_run_path",
+           "ambiguous", "RUN_MARKERS"]
