@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import flowillower as fw
 from flowillower.hindsight.checkpoint import (
@@ -22,6 +21,8 @@ from flowillower.hindsight.checkpoint import (
     restore_rng,
     restore_state,
 )
+
+torch = pytest.importorskip("torch")  # the optional [torch] extra
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import flowillower as fw
+
+torch = pytest.importorskip("torch")  # the optional [torch] extra
 
 
 def test_watch_and_log_model_in_a_training_loop(store_dir):
