@@ -15,8 +15,9 @@ columns (key id, value). Int values keep their type in their own block of full r
 (key, context, step, time, value). The header JSON holds new key and context
 definitions, lifecycle events, JSON-typed values (bools, strings, lists, ...) and the
 row counts. Columns are stored one after another so the compressor sees long runs of
-similar bytes. A reader stops at the first truncated or corrupt frame: a process killed
-mid-write loses only that frame.
+similar bytes. A reader skips a damaged frame (bad magic, length or checksum) and resumes
+at the next intact one; a torn tail ends the file quietly: a process killed mid-write
+loses only that frame.
 """
 
 from __future__ import annotations
@@ -205,35 +206,53 @@ def decode_payload(payload: bytes) -> Frame:
     return frame
 
 
+def _frame_end(buf: memoryview, offset: int) -> int | None:
+    """End offset of an intact frame (magic, length, checksum) at `offset`, else None."""
+    end = len(buf)
+    if offset + _FRAME_HEAD.size > end:
+        return None
+    magic, _codec, length, crc = _FRAME_HEAD.unpack_from(buf, offset)
+    start = offset + _FRAME_HEAD.size
+    if magic != MAGIC or start + length > end or zlib.crc32(buf[start : start + length]) != crc:
+        return None
+    return start + length
+
+
+def frame_spans(data: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of every intact frame. After a damaged stretch (bad magic, length or
+    checksum) the scan resumes at the next magic that starts an intact frame, so one
+    corrupt frame in mid-file costs only itself; a torn tail yields nothing."""
+    buf = memoryview(data)
+    offset = 0
+    while offset + _FRAME_HEAD.size <= len(buf):
+        stop = _frame_end(buf, offset)
+        if stop is None:
+            offset = data.find(MAGIC, offset + 1)
+            if offset < 0:
+                return
+            continue
+        yield offset, stop
+        offset = stop
+
+
 def iter_frames(data: bytes) -> Iterator[Frame]:
-    """Yield the frames of a file's bytes, stopping quietly at a damaged tail."""
-    offset, end = 0, len(data)
-    while offset + _FRAME_HEAD.size <= end:
-        magic, codec, length, crc = _FRAME_HEAD.unpack_from(data, offset)
-        start = offset + _FRAME_HEAD.size
-        if magic != MAGIC or start + length > end:
-            return
-        payload = data[start : start + length]
-        if zlib.crc32(payload) != crc:
-            return
+    """Yield the intact frames of a file's bytes, skipping damaged ones (see
+    `frame_spans`); a frame whose checksum holds but whose payload does not decode is
+    skipped too."""
+    for start, stop in frame_spans(data):
+        codec = data[start + 3 : start + 4]
+        payload = data[start + _FRAME_HEAD.size : stop]
         try:
-            raw = _decompress(codec, payload)
-        except Exception:  # zlib.error / zstd.ZstdError: a damaged frame ends the file
-            return
-        try:
-            yield decode_payload(raw)
-        except (ValueError, struct.error):
-            return
-        offset = start + length
+            frame = decode_payload(_decompress(codec, payload))
+        except Exception:  # zlib.error / zstd.ZstdError / ValueError / struct.error
+            continue
+        yield frame
 
 
 def valid_length(data: bytes) -> int:
-    """Number of leading bytes that form whole, intact frames (to truncate a torn tail)."""
-    offset, end = 0, len(data)
-    while offset + _FRAME_HEAD.size <= end:
-        magic, _codec, length, crc = _FRAME_HEAD.unpack_from(data, offset)
-        start = offset + _FRAME_HEAD.size
-        if magic != MAGIC or start + length > end or zlib.crc32(data[start : start + length]) != crc:
-            break
-        offset = start + length
-    return offset
+    """End of the last intact frame: what a writer keeps when it reopens a file (a torn
+    tail is cut; a damaged frame followed by intact ones stays, readers skip it)."""
+    end = 0
+    for _start, stop in frame_spans(data):
+        end = stop
+    return end

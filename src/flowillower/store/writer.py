@@ -1,84 +1,341 @@
 """The background writer: the only code that appends to a run's record file.
 
-The training thread appends to in-memory arrays (no lock, see `RecordBuffer`); this
-thread takes what is queued every `interval` seconds (and on flush/close), encodes it as
-one frame and appends it with a single write. No per-call file open, fsync or commit.
+The training thread appends to in-memory arrays (see `RecordBuffer`); this thread takes
+what is queued every `interval` seconds (and on flush/close), encodes it as one frame
+and writes it at the end of the last good frame. No per-call file open, fsync or commit.
+
+A failed write (full disk, I/O error, read-only file system) loses nothing: the drained
+batches stay pending and are retried at every flush, the file is cut back to its last
+good frame, and stderr says so once when it starts and once when writing resumes. Only
+past `max_pending_bytes` are the oldest values dropped, counted exactly in `dropped`;
+key and context definitions and events are never dropped (later frames need them).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 import threading
 from array import array
+from collections import deque
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from .buffer import RecordBuffer
 from .format import columns, encode_frame, valid_length
 
+DEFAULT_MAX_PENDING = 256 * 2**20
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
+          "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
+          "tib": 2**40}
+_KEY_VALUE = itemgetter(0, 4)  # (key, ctx, step, time, value) -> (key, value)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `"268435456"`, `"300MB"` (10**6), `"1GiB"` or `"1G"` (2**30)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (write e.g. 300MB, 1GiB or 268435456)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def max_pending_from_env() -> int:
+    """The pending-data bound: $FLOWILLOWER_MAX_BUFFER, else 256 MiB."""
+    text = os.environ.get("FLOWILLOWER_MAX_BUFFER", "").strip()
+    if not text:
+        return DEFAULT_MAX_PENDING
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        _say(f"flowillower: ignoring FLOWILLOWER_MAX_BUFFER: {exc}; using 256 MiB")
+        return DEFAULT_MAX_PENDING
+
+
+def _say(line: str) -> None:
+    """One line on stderr; never raises (this runs on the writer thread and at exit)."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _rough_size(value: Any, depth: int = 0) -> int:
+    """Approximate memory of a logged object: sizes of its first 64 items, extrapolated."""
+    size = sys.getsizeof(value, 64)
+    if depth < 3 and isinstance(value, (list, tuple, dict)) and value:
+        items = list(value.items() if isinstance(value, dict) else value)
+        sample = items[:64]
+        sub = sum(_rough_size(v, depth + 1) for v in sample)
+        size += sub * len(items) // len(sample)
+    return size
+
+
+class _Pending:
+    """One drained batch waiting for the disk, with its encoded frame once made."""
+
+    __slots__ = ("batch", "frame", "size")
+
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.batch = batch
+        self.frame: bytes | None = None
+        self.size: int | None = None  # measured only when the disk fails (hot path free)
+
+    @property
+    def values(self) -> int:
+        batch = self.batch
+        return len(batch["float_cols"][0]) + len(batch["ints"]) + len(batch["objects"])
+
+    def measure(self) -> int:
+        batch = self.batch
+        size = sum(len(col) * col.itemsize for col in (*batch["call_cols"], *batch["float_cols"]))
+        size += 150 * len(batch["ints"])  # list slot, 5-tuple, boxed numbers
+        size += sum(150 + _rough_size(row[4]) for row in batch["objects"])
+        size += 200 * (len(batch["keys"]) + len(batch["contexts"]) + len(batch["events"]))
+        self.size = size + (len(self.frame) if self.frame is not None else 0)
+        return self.size
+
+    def strip(self, what: tuple[str, ...] = ("floats", "ints", "objects")) -> int:
+        """Remove value columns (never definitions); return how many values went."""
+        batch, before = self.batch, self.values
+        if "floats" in what:
+            batch["call_cols"] = [array("I"), array("q"), array("d"), array("I")]
+            batch["float_cols"] = [array("I"), array("d")]
+        if "ints" in what:
+            batch["ints"] = []
+        if "objects" in what:
+            batch["objects"] = []
+        self.frame = None
+        return before - self.values
+
+    def merge_into(self, later: _Pending) -> None:
+        """Hand this (value-less) batch's definitions and events to the next batch."""
+        batch, nxt = self.batch, later.batch
+        nxt["keys"] = {**batch["keys"], **nxt["keys"]}
+        nxt["contexts"] = {**batch["contexts"], **nxt["contexts"]}
+        nxt["events"] = batch["events"] + nxt["events"]
+        later.frame = None
+        later.size = None
+
 
 class FrameWriter:
-    """Owns one `.fwl` file; persists a `RecordBuffer` from a daemon thread."""
+    """Owns one `.fwl` file; persists a `RecordBuffer` from a daemon thread.
 
-    def __init__(self, path: Path, buffer: RecordBuffer, interval: float = 0.5) -> None:
+    `error` is the exception behind values that were lost (None when nothing was);
+    `failure` is the I/O error of an outage still in progress; `dropped` counts the
+    values lost (past `max_pending_bytes`, unencodable, or unwritable at close).
+    """
+
+    def __init__(self, path: Path, buffer: RecordBuffer, interval: float = 0.5,
+                 max_pending_bytes: int | None = None) -> None:
         self.path = path
         self.buffer = buffer
         self.interval = interval
+        self.max_pending_bytes = (max_pending_from_env() if max_pending_bytes is None
+                                  else max_pending_bytes)
         self._wake = threading.Event()
         self._stop = False
         self._io_lock = threading.RLock()  # flush() from a signal handler vs. the loop
-        self._file = self._open(path)
+        self._busy = False  # a flush is under way (a signal handler may re-enter)
+        self._fd: int | None
+        self._fd, self._end = self._open(path)  # _end: offset after the last good frame
+        self._torn = False  # bytes past _end may be left from a failed write
+        self._pending: deque[_Pending] = deque()
         self.error: BaseException | None = None
+        self.failure: OSError | None = None
+        self.dropped = 0
+        self._told: set[str] = set()  # kinds of loss already reported on stderr
+        self._caught_up = [0, 0]  # frames, values written since the outage began
         self.last: dict[int, Any] = {}  # key id -> last value written
         # Daemon: interpreter shutdown must reach our atexit hook, which flushes.
         self._thread = threading.Thread(target=self._loop, name="flowillower-writer", daemon=True)
         self._thread.start()
 
     @staticmethod
-    def _open(path: Path):
-        # Appending to a file a killed process left behind: cut a torn last frame first
-        # so the frames we add stay readable.
-        if path.exists():
-            data = path.read_bytes()
-            good = valid_length(data)
-            if good != len(data):
-                with open(path, "r+b") as fh:
-                    fh.truncate(good)
-        return open(path, "ab", buffering=0)
+    def _open(path: Path) -> tuple[int, int]:
+        # No O_APPEND: every frame is written at the end of the last good one, so bytes
+        # left by a failed write are overwritten even if cutting them off failed.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        size = os.fstat(fd).st_size
+        good = 0
+        if size:
+            # Appending to a file a killed process left behind: cut a torn last frame so
+            # the frames we add stay readable (damage before good frames is skipped by
+            # readers, and kept).
+            good = valid_length(path.read_bytes())
+            if good != size:
+                os.ftruncate(fd, good)
+        return fd, good
 
     def _loop(self) -> None:
-        while not self._stop:
+        while True:
             self._wake.wait(self.interval)
             self._wake.clear()
+            if self._stop:  # close() does the final flush itself: exit without waiting
+                return
             try:
                 self.flush(sync=False)
-            except BaseException as exc:  # keep training alive; report at close
-                self.error = exc
+            except BaseException as exc:  # keep training alive, but say it now
+                self._lost_to(exc, 0, "the writer thread failed")
 
     def flush(self, sync: bool = True) -> None:
-        """Write everything queued; with `sync`, also fsync (used on finish)."""
+        """Write everything queued; with `sync`, also fsync. A failing disk does not
+        raise: the values stay pending for the next flush (see the class docstring)."""
         with self._io_lock:
-            if self._file is None:
+            if self._fd is None or self._busy:
                 return
-            batch = self.buffer.drain()
-            if batch is not None:
-                self._file.write(self._encode(batch))
-            if sync:
-                os.fsync(self._file.fileno())
+            self._busy = True
+            try:
+                batch = self.buffer.drain()
+                if batch is not None:
+                    self._pending.append(_Pending(batch))
+                if self._write_pending() and sync:
+                    self._sync()
+                if self._pending:
+                    self._bound()
+            finally:
+                self._busy = False
 
-    def _encode(self, batch: dict[str, Any]) -> bytes:
+    def _write_pending(self) -> bool:
+        """Write pending frames oldest first; True when none is left."""
+        while self._pending:
+            item = self._pending[0]
+            if item.frame is None:
+                item.frame = self._encode_or_salvage(item)
+                if item.frame is None:
+                    self._pending.popleft()
+                    continue
+            try:
+                self._append(item.frame)
+            except OSError as exc:
+                self._failed(exc)
+                return False
+            self._pending.popleft()
+            self._remember_last(item.batch)
+            self._caught_up[0] += 1
+            self._caught_up[1] += item.values
+        if self.failure is not None:
+            frames, values = self._caught_up
+            _say(f"flowillower: writing {self.path} resumed: caught up {frames} frame(s), "
+                 f"{values} value(s)" + (f"; {self.dropped} value(s) were dropped"
+                                         if self.dropped else ""))
+            self.failure = None
+        return True
+
+    def _append(self, data: bytes) -> None:
+        fd = self._fd
+        assert fd is not None
+        if self._torn:  # a torn frame must never stay in the middle of the file
+            os.ftruncate(fd, self._end)
+            self._torn = False
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                n = os.pwrite(fd, view[done:], self._end + done)
+                if n <= 0:
+                    raise OSError(f"short write of {self.path} ({done} of {len(data)} bytes)")
+                done += n
+        except BaseException:
+            self._torn = True
+            try:
+                os.ftruncate(fd, self._end)
+                self._torn = False
+            except OSError:
+                pass  # retried before the next write, which starts at _end anyway
+            raise
+        self._end += done
+
+    def _sync(self) -> None:
+        try:
+            os.fsync(self._fd)  # type: ignore[arg-type]
+        except OSError as exc:  # written, but maybe not durable: nothing left to retry
+            self._lost_to(exc, 0, "fsync failed")
+
+    def _failed(self, exc: OSError) -> None:
+        if self.failure is None:  # first failure of this outage: say it now, once
+            self._caught_up = [0, 0]
+            waiting = sum(item.values for item in self._pending)
+            _say(f"flowillower: cannot write {self.path}: {exc}; keeping {waiting} value(s) "
+                 f"in memory and retrying at every flush (limit {self.max_pending_bytes} "
+                 "bytes, FLOWILLOWER_MAX_BUFFER)")
+        self.failure = exc
+
+    def _bound(self) -> None:
+        """Past `max_pending_bytes`, drop the oldest values, keeping their definitions."""
+        total = sum(item.size if item.size is not None else item.measure()
+                    for item in self._pending)
+        dropped = 0
+        while total > self.max_pending_bytes:
+            idx = next((i for i, item in enumerate(self._pending) if item.values), None)
+            if idx is None:
+                break
+            item = self._pending[idx]
+            total -= item.size or 0
+            dropped += item.strip()
+            if idx + 1 < len(self._pending):
+                later = self._pending[idx + 1]
+                total -= later.size or 0
+                item.merge_into(later)
+                del self._pending[idx]
+                total += later.measure()
+            else:
+                total += item.measure()
+        if dropped:
+            self._lost_to(self.failure or MemoryError("pending data over its bound"), dropped,
+                          f"pending data over {self.max_pending_bytes} bytes")
+
+    def _lost_to(self, exc: BaseException, count: int, why: str) -> None:
+        """Record `count` lost values (or a failure that may lose some); say it the
+        first time this `why` happens, the exact total is said at close."""
+        self.dropped += count
+        if self.error is None:
+            self.error = exc
+        if why not in self._told:
+            self._told.add(why)
+            what = f"{count} value(s) dropped" if count else "values may be lost"
+            _say(f"flowillower: {self.path}: {why} ({exc!r}); {what}; "
+                 "the exact total is reported at finish")
+
+    def _encode_or_salvage(self, item: _Pending) -> bytes | None:
+        """The batch's frame; if encoding fails, the frame without what failed: first
+        JSON values, then events, then every value (definitions always stay)."""
+        try:
+            return self._encode(item.batch)
+        except Exception as exc:  # e.g. a value json cannot encode: say it now
+            error = exc
+        for columns_, events in ((("objects",), False), (("objects",), True),
+                                 (("floats", "ints", "objects"), True)):
+            lost = item.strip(columns_)
+            if events:
+                item.batch["events"] = []
+            self._lost_to(error, lost, "could not encode a frame")
+            try:
+                return self._encode(item.batch)
+            except Exception as exc:
+                error = exc
+        return None
+
+    @staticmethod
+    def _encode(batch: dict[str, Any]) -> bytes:
         int_cols = columns(batch["ints"], "q") if batch["ints"] else None
-        float_cols = batch["float_cols"]
-        # The last value of every key, kept at C speed for the run summary. (Order across
-        # kinds within one batch is approximate; floats are by far the common case.)
-        if int_cols:
-            self.last.update(zip(int_cols[0], int_cols[4]))
-        for row in batch["objects"]:
-            self.last[row[0]] = row[4]
-        self._update_last(*float_cols)
         return encode_frame(keys=batch["keys"], contexts=batch["contexts"],
                             events=batch["events"], call_cols=batch["call_cols"],
-                            float_cols=float_cols, int_cols=int_cols, objects=batch["objects"])
+                            float_cols=batch["float_cols"], int_cols=int_cols,
+                            objects=batch["objects"])
+
+    def _remember_last(self, batch: dict[str, Any]) -> None:
+        # The last value of every key, kept at C speed for the run summary. (Order across
+        # kinds within one batch is approximate; floats are by far the common case.)
+        if batch["ints"]:
+            self.last.update(map(_KEY_VALUE, batch["ints"]))
+        for row in batch["objects"]:
+            self.last[row[0]] = row[4]
+        self._update_last(*batch["float_cols"])
 
     def _update_last(self, keys: array, values: array) -> None:
         # Walk back from the end until every key of the batch is seen: keys interleave,
@@ -93,13 +350,27 @@ class FrameWriter:
             i -= 1
 
     def close(self) -> None:
-        """Flush, fsync and stop the thread."""
+        """Final flush and fsync, done here; the thread is woken and exits at once."""
         self._stop = True
         self._wake.set()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5)
-        self.flush(sync=True)
+            self._thread.join(timeout=5)  # returns when a flush under way ends
         with self._io_lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            if self._fd is None or self._busy:  # re-entered mid-flush by a signal handler:
+                return  # the interrupted flush finishes the write
+            self.flush(sync=True)
+            if self._pending:  # the disk still fails: these values die with the process
+                lost = sum(item.values for item in self._pending)
+                self._pending.clear()
+                self.dropped += lost
+                self.error = self.error or self.failure
+                if self._torn:
+                    try:
+                        os.ftruncate(self._fd, self._end)
+                    except OSError:
+                        pass
+            if self.dropped:
+                _say(f"flowillower: {self.path}: {self.dropped} value(s) could not be "
+                     f"recorded ({self.error!r})")
+            os.close(self._fd)
+            self._fd = None

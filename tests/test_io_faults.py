@@ -1,0 +1,346 @@
+"""No silent loss on I/O errors (issue 13, item 3): a full disk, failing and short
+writes, a bounded pending buffer, and readers that skip a corrupt frame in mid-file."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import subprocess
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowillower as fw
+from flowillower.store.format import frame_spans
+from flowillower.store.reader import RunReader
+from flowillower.store.writer import DEFAULT_MAX_PENDING, FrameWriter, parse_size
+
+
+def value(i: int) -> float:
+    """A value per step that compresses badly (frames stay large)."""
+    return math.sin(i) * 1e3 + i
+
+
+class Batches:
+    """The writer's source: hands out prepared batches in `RecordBuffer.drain()` shape."""
+
+    def __init__(self) -> None:
+        self.queue: list[dict[str, Any]] = []
+
+    def put(self, start: int, n: int, *, define: bool = False,
+            events: list[dict[str, Any]] | None = None, objects: list | None = None) -> None:
+        """Queue steps start..start+n of key 0 ("loss"), one float call per step."""
+        steps = range(start, start + n)
+        self.queue.append({
+            "call_cols": [array("I", [0] * n), array("q", steps),
+                          array("d", [1000.0 + s for s in steps]), array("I", [1] * n)],
+            "float_cols": [array("I", [0] * n), array("d", map(value, steps))],
+            "ints": [], "objects": objects or [],
+            "keys": {0: ("loss", "metric"), 1: ("note", "metric")} if define else {},
+            "contexts": {}, "events": events or []})
+
+    def drain(self) -> dict[str, Any] | None:
+        return self.queue.pop(0) if self.queue else None
+
+
+class Faults:
+    """`os.pwrite` / `os.ftruncate` wrappers that fail for one file only."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+        self.path = str(path)
+        self.code: int | None = None
+        self.mode = "raise"  # | "short" (returns half, then raises) | "partial" (writes half, raises)
+        self.truncate_fails = False
+        self.writes_failed = 0
+        self._halfway = False
+        real_pwrite, real_ftruncate = os.pwrite, os.ftruncate
+
+        def pwrite(fd: int, data, offset: int) -> int:
+            if self.code is None or not self._ours(fd):
+                return real_pwrite(fd, data, offset)
+            if self.mode != "raise" and not self._halfway and len(data) > 1:
+                half = real_pwrite(fd, bytes(data[: len(data) // 2]), offset)
+                if self.mode == "short":
+                    self._halfway = True
+                    return half
+            self._halfway = False
+            self.writes_failed += 1
+            raise OSError(self.code, os.strerror(self.code), self.path)
+
+        def ftruncate(fd: int, length: int) -> None:
+            if self.code is not None and self.truncate_fails and self._ours(fd):
+                raise OSError(errno.EIO, os.strerror(errno.EIO), self.path)
+            real_ftruncate(fd, length)
+
+        monkeypatch.setattr(os, "pwrite", pwrite)
+        monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+    def _ours(self, fd: int) -> bool:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}") == self.path
+        except OSError:
+            return False
+
+
+def assert_whole_frames(path: Path) -> None:
+    """The file is a gapless sequence of intact frames: nothing torn, anywhere."""
+    data = path.read_bytes()
+    spans = list(frame_spans(data))
+    assert spans, "no frame in the file"
+    assert spans[0][0] == 0 and spans[-1][1] == len(data)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def loss_values(run_dir: Path) -> tuple[list[int], list[float]]:
+    series = RunReader(run_dir).load(["loss"]).series["loss"]
+    return series.step.tolist(), series.values.tolist()
+
+
+# -- (b) injected faults ----------------------------------------------------------------------
+
+FAULTS = [(errno.ENOSPC, "raise", False), (errno.EIO, "raise", False),
+          (errno.EROFS, "raise", False), (errno.ENOSPC, "short", False),
+          (errno.ENOSPC, "partial", False), (errno.ENOSPC, "short", True)]
+
+
+@pytest.mark.parametrize(("code", "mode", "truncate_fails"), FAULTS,
+                         ids=["ENOSPC", "EIO", "EROFS", "short-write", "partial-write",
+                              "short-write-and-truncate-fails"])
+def test_failed_writes_are_kept_retried_and_reported_once(tmp_path, monkeypatch, capsys,
+                                                         code, mode, truncate_fails):
+    path = tmp_path / "data.fwl"
+    source = Batches()
+    writer = FrameWriter(path, source, interval=3600.0)  # flushes only when told
+    faults = Faults(monkeypatch, path)
+    source.put(0, 100, define=True)
+    writer.flush()
+    faults.code, faults.mode, faults.truncate_fails = code, mode, truncate_fails
+
+    source.put(100, 100)
+    writer.flush(sync=False)
+    err = capsys.readouterr().err
+    assert faults.writes_failed == 1
+    assert err.count("\n") == 1, err  # at the first failure, one line
+    assert str(path) in err and os.strerror(code) in err
+    assert writer.failure is not None and writer.failure.errno == code
+    if not truncate_fails:  # cut back to the last good frame at once
+        assert_whole_frames(path)
+
+    for start in (200, 300):  # every flush retries; none repeats the warning
+        source.put(start, 100)
+        writer.flush()
+    # (with the cut failing too, a retry fails at the cut and never writes past torn bytes)
+    assert faults.writes_failed == (1 if truncate_fails else 3)
+    assert capsys.readouterr().err == ""
+
+    faults.code = None
+    source.put(400, 100)
+    writer.flush()
+    err = capsys.readouterr().err
+    assert "resumed" in err and "4 frame(s), 400 value(s)" in err and err.count("\n") == 1
+    assert writer.failure is None
+    writer.close()
+    assert_whole_frames(path)
+    assert writer.dropped == 0 and writer.error is None
+    steps, values = loss_values(tmp_path)
+    assert steps == list(range(500))
+    assert values == [value(i) for i in range(500)]
+
+
+def test_close_on_a_failing_disk_counts_what_is_lost(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "data.fwl"
+    source = Batches()
+    writer = FrameWriter(path, source, interval=3600.0)
+    source.put(0, 10, define=True)
+    writer.flush()
+    Faults(monkeypatch, path).code = errno.EIO
+    source.put(10, 25)
+    writer.close()
+    assert writer.dropped == 25
+    assert isinstance(writer.error, OSError) and writer.error.errno == errno.EIO
+    assert "25 value(s) could not be recorded" in capsys.readouterr().err
+    assert loss_values(tmp_path)[0] == list(range(10))
+
+
+def test_an_unencodable_value_is_reported_at_once_and_the_rest_kept(tmp_path, capsys):
+    path = tmp_path / "data.fwl"
+    source = Batches()
+    writer = FrameWriter(path, source, interval=3600.0)
+    source.put(0, 50, define=True, objects=[(1, 0, 0, 1000.0, object())],
+               events=[{"event": "start", "time": 1000.0}])
+    writer.flush()
+    err = capsys.readouterr().err
+    assert "could not encode" in err and "TypeError" in err and err.count("\n") == 1
+    assert writer.dropped == 1 and isinstance(writer.error, TypeError)
+    source.put(50, 50)
+    writer.close()
+    assert loss_values(tmp_path) == (list(range(100)), [value(i) for i in range(100)])
+    assert [e["event"] for e in RunReader(tmp_path).load().events] == ["start"]
+
+
+# -- (c) the bounded buffer ------------------------------------------------------------------
+
+def test_past_the_bound_the_oldest_values_are_dropped_and_counted(tmp_path, monkeypatch,
+                                                                 capsys):
+    path = tmp_path / "data.fwl"
+    source = Batches()
+    writer = FrameWriter(path, source, interval=3600.0, max_pending_bytes=10_000)
+    faults = Faults(monkeypatch, path)
+    faults.code = errno.ENOSPC  # failing from the very first frame
+    # The first batch defines the key and carries an event: both must survive its values.
+    source.put(0, 100, define=True, events=[{"event": "start", "time": 1000.0}])
+    writer.flush()
+    for start in range(100, 1000, 100):
+        source.put(start, 100)
+        writer.flush()
+    dropped = writer.dropped
+    assert 0 < dropped < 1000 and dropped % 100 == 0  # whole oldest batches went
+    err = capsys.readouterr().err
+    assert "over 10000 bytes" in err and err.count("dropped") == 1
+
+    faults.code = None
+    writer.close()
+    err = capsys.readouterr().err
+    assert f"{dropped} value(s) were dropped" in err  # the exact total, when resuming
+    assert f"{dropped} value(s) could not be recorded" in err  # ... and at the end
+    assert writer.dropped == dropped
+    steps, values = loss_values(tmp_path)
+    assert steps == list(range(dropped, 1000))  # everything kept is there, newest last
+    assert values == [value(i) for i in steps]
+    assert [e["event"] for e in RunReader(tmp_path).load().events] == ["start"]
+
+
+@pytest.mark.parametrize(("text", "size"), [("300MB", 300_000_000), ("1GiB", 2**30),
+                                            ("268435456", 268435456), ("1.5k", 1536),
+                                            ("64 MiB", 64 * 2**20)])
+def test_the_bound_comes_from_flowillower_max_buffer(tmp_path, monkeypatch, text, size):
+    assert parse_size(text) == size
+    monkeypatch.setenv("FLOWILLOWER_MAX_BUFFER", text)
+    writer = FrameWriter(tmp_path / "data.fwl", Batches())
+    writer.close()
+    assert writer.max_pending_bytes == size
+
+
+def test_a_bad_flowillower_max_buffer_is_said_and_the_default_used(tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("FLOWILLOWER_MAX_BUFFER", "lots")
+    writer = FrameWriter(tmp_path / "data.fwl", Batches())
+    writer.close()
+    assert writer.max_pending_bytes == DEFAULT_MAX_PENDING == 256 * 2**20
+    assert "FLOWILLOWER_MAX_BUFFER" in capsys.readouterr().err
+
+
+# -- (d) reading past a corrupt frame ------------------------------------------------------
+
+def three_frames(tmp_path: Path) -> tuple[Path, list[tuple[int, int]]]:
+    path = tmp_path / "data.fwl"
+    source = Batches()
+    writer = FrameWriter(path, source, interval=3600.0)
+    for start in (0, 100, 200):
+        source.put(start, 100, define=start == 0)
+        writer.flush()
+    writer.close()
+    spans = list(frame_spans(path.read_bytes()))
+    assert len(spans) == 3
+    return path, spans
+
+
+@pytest.mark.parametrize("where", ["magic", "length", "checksum", "payload"])
+def test_the_reader_skips_a_corrupt_frame_in_mid_file(tmp_path, where):
+    path, spans = three_frames(tmp_path)
+    start, stop = spans[1]
+    offset = {"magic": start, "length": start + 5, "checksum": start + 9,
+              "payload": (start + stop) // 2}[where]
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    steps, values = loss_values(tmp_path)
+    expected = list(range(100)) + list(range(200, 300))
+    assert steps == expected and values == [value(i) for i in expected]
+
+
+def test_reopening_cuts_only_a_torn_tail_not_frames_after_a_corrupt_one(tmp_path):
+    path, spans = three_frames(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[(spans[1][0] + spans[1][1]) // 2] ^= 0xFF  # frame 2 damaged in the middle
+    good_end = len(data)
+    torn = bytes(data[spans[2][0] : spans[2][0] + 20])  # half a frame at the tail
+    path.write_bytes(bytes(data) + torn)
+
+    source = Batches()
+    writer = FrameWriter(path, source, interval=3600.0)
+    assert path.stat().st_size == good_end  # the tail went, frame 3 stayed
+    source.put(300, 100)
+    writer.close()
+    expected = list(range(100)) + list(range(200, 400))
+    assert loss_values(tmp_path) == (expected, [value(i) for i in expected])
+
+
+# -- (a) a real full disk -----------------------------------------------------------------
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs, unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        fw.finish()  # a run left open by a failed test must not write after the unmount
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the disk to the last byte with a ballast file."""
+    ballast = disk / "ballast"
+    with open(ballast, "wb", buffering=0) as fh:
+        for size in (65536, 4096, 256, 1):
+            try:
+                while fh.write(b"\xa5" * size):
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    return ballast
+
+
+def test_a_full_disk_loses_nothing_and_says_so_while_it_happens(tiny_disk, capsys):
+    run = fw.init(project="disk", dir=str(tiny_disk / "store"), snapshot=False)
+    fw.log_metrics({"loss": value(0)}, step=0)
+    run.flush()  # the run exists on disk: run.json and the first frame
+    data_file = next(run.dir.glob("data*.fwl"))
+    ballast = fill(tiny_disk)
+    err, step = "", 1
+    deadline = time.monotonic() + 20
+    while "cannot write" not in err:  # log on until a write fails: warned right then
+        for _ in range(2000):
+            fw.log_metrics({"loss": value(step)}, step=step)
+            step += 1
+        run.flush()
+        err += capsys.readouterr().err
+        assert time.monotonic() < deadline, "the full disk never failed a write"
+    assert err.count("\n") == 1, err
+    assert str(data_file) in err and os.strerror(errno.ENOSPC) in err
+    for _ in range(5):  # well past the first failure, still full, still quiet
+        for _ in range(10_000):
+            fw.log_metrics({"loss": value(step)}, step=step)
+            step += 1
+        run.flush()
+    assert "cannot write" not in capsys.readouterr().err
+
+    ballast.unlink()
+    fw.finish()
+    assert "resumed" in capsys.readouterr().err
+    steps, values = loss_values(run.dir)
+    assert len(steps) == step
+    assert steps == list(range(step)) and values == [value(i) for i in range(step)]
