@@ -3,11 +3,15 @@ fast-forward, pushes from two machines never conflict, and nothing leaks or is l
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+import flowillower as fw
 from flowillower.errors import GitError
 from flowillower.gitops.snapshot import checkout_snapshot, list_files, take_snapshot
-from flowillower.gitops.sync import LARGE_ARTIFACT, pull, push
+from flowillower.gitops.sync import pull, push
+from flowillower.store.reader import RunReader
 from tests.conftest_git import (
     bare_remote,
     fingerprint,
@@ -56,8 +60,6 @@ def test_teammate_pulls_runs_and_their_code(alice, tmp_path):
     assert not (bob / "runs" / RUN_A / "checkpoints").exists()
     assert (bob / ".gitignore").exists()
     # The teammate can check out the code of a pulled run.
-    import json
-
     sha = json.loads((bob / "runs" / RUN_A / "run.json").read_text())["git"]["snapshot"]
     code = checkout_snapshot(bob / "git", sha, tmp_path / "bob-code")
     assert (code / "lib" / "model.py").read_text() == "WIDTH = 128  # changed\n"
@@ -135,16 +137,29 @@ def test_pull_adds_but_never_overwrites(alice, tmp_path):
 def test_large_artifacts_stay_unless_asked(alice, tmp_path, monkeypatch):
     import flowillower.gitops.sync as sync
 
-    monkeypatch.setattr(sync, "LARGE_ARTIFACT", 4)  # "weights" (7 bytes) counts as large
-    assert LARGE_ARTIFACT == 50 * 2**20
     remote = bare_remote(tmp_path / "remote.git")
-    result = push(alice / ".flowillower", str(remote))
+    # Under the limit (7 bytes against 50 MiB): pushed like any other file.
+    assert push(alice / ".flowillower", str(remote))["skipped_large"] == []
+    assert "artifacts/model/w.bin" in store_ref(remote, "ls-tree", "-r", "--name-only",
+                                                REF + RUN_A).split()
+
+    other = bare_remote(tmp_path / "other.git")
+    monkeypatch.setattr(sync, "LARGE_ARTIFACT", 4)  # "weights" (7 bytes) counts as large
+    result = push(alice / ".flowillower", str(other))
     assert result["skipped_large"] == [[RUN_A, "artifacts/model/w.bin", 7]]
-    files = store_ref(remote, "ls-tree", "-r", "--name-only", REF + RUN_A).split()
+    files = store_ref(other, "ls-tree", "-r", "--name-only", REF + RUN_A).split()
     assert "artifacts/model/w.bin" not in files and "checkpoints/epoch1.pt" not in files
-    assert push(alice / ".flowillower", str(remote), include_large=True)["pushed"] == 1
-    files = store_ref(remote, "ls-tree", "-r", "--name-only", REF + RUN_A).split()
+    assert "notes/2026.json" in files and "data.fwl" in files  # the rest went
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, str(other))
+    assert not (bob / "runs" / RUN_A / "artifacts").exists()
+    assert (bob / "runs" / RUN_A / "notes" / "2026.json").read_bytes() == b'{"notes": "hi"}'
+
+    assert push(alice / ".flowillower", str(other), include_large=True)["pushed"] == 1
+    files = store_ref(other, "ls-tree", "-r", "--name-only", REF + RUN_A).split()
     assert "artifacts/model/w.bin" in files and "checkpoints/epoch1.pt" not in files
+    assert pull(bob, str(other))["files_added"] == 1  # the artifact, byte for byte
+    assert (bob / "runs" / RUN_A / "artifacts" / "model" / "w.bin").read_bytes() == b"weights"
 
 
 def test_remote_by_name_is_read_from_the_users_repo(alice, tmp_path):
@@ -169,3 +184,37 @@ def test_errors_are_clear_and_hide_credentials(alice, tmp_path):
              run_ids=["20990101-000000-deadbeef"])
     config = (alice / ".flowillower" / "git" / "config").read_text()
     assert "s3cret" not in config and "remote" not in config  # nothing stored
+
+
+def test_pulled_run_reads_back_the_same_values(alice, tmp_path, monkeypatch):
+    """A real run (loops, args, text) pushed through a bare remote: the teammate reads the
+    very values, steps and summary that were logged, not just the same file names."""
+    monkeypatch.chdir(alice)
+    monkeypatch.setenv("FLOWILLOWER_DIR", str(alice))
+    run = fw.init(project="shared", name="sweep-3")
+    fw.arg("lr", 0.01)
+    for epoch in fw.loop("epoch", range(3)):
+        for step in fw.loop("step", range(4)):
+            fw.log("loss", 1 / (1 + 4 * epoch + step))
+        fw.log("acc", 0.5 + epoch / 10)
+    fw.log("comment", "résumé: converged")
+    fw.finish()
+    remote = bare_remote(tmp_path / "remote.git")
+    assert push(alice / ".flowillower", str(remote), run_ids=[run.id])["pushed"] == 1
+
+    bob = tmp_path / "bob" / ".flowillower"
+    assert pull(bob, str(remote))["runs_added"] == 1
+    theirs = RunReader(bob / "runs" / run.id)
+    assert theirs.status == "success" and theirs.meta["name"] == "sweep-3"
+    data = theirs.load().series
+    assert data["loss"].values.tolist() == [1 / (1 + i) for i in range(12)]
+    assert data["acc"].values.tolist() == [0.5, 0.6, 0.7]
+    assert data["comment"].last() == "résumé: converged"
+    assert theirs.summary == RunReader(run.dir).summary
+    frame = fw.dataframe("lr", "loss", "acc", dir=bob)
+    assert frame["run_id"].unique().tolist() == [run.id]
+    assert frame[["epoch", "step"]].values.tolist() == [[e, s] for e in range(3)
+                                                        for s in range(4)]
+    assert frame["loss"].tolist() == [1 / (1 + i) for i in range(12)]
+    assert frame["acc"].tolist() == [a for a in (0.5, 0.6, 0.7) for _ in range(4)]
+    assert (frame["lr"] == 0.01).all()
