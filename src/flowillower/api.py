@@ -51,12 +51,15 @@ def init(
     *,
     record_all_ranks: bool = False,
     snapshot: bool = True,
+    max_buffer: int | str | None = None,
 ) -> Run:
     """Start a run and make it current. Nothing is written until the first logged value.
 
     Under torch.distributed (or RANK / LOCAL_RANK set) only rank 0 records unless
     `record_all_ranks`; then all ranks write into the run named by $FLOWILLOWER_RUN_ID
-    (or the torchelastic run id).
+    (or the torchelastic run id). `max_buffer` (bytes, or a size like "300MB") bounds
+    the values held in memory while the disk cannot be written; past it values are
+    dropped and counted in summary.json (`dropped_values`).
     """
     global _current
     if _current is not None and _current.status is None:
@@ -64,7 +67,7 @@ def init(
     this_rank, all_ranks, run_id = _rank_settings(record_all_ranks)
     _defaults.update(dict(project=project, dir=dir, record_all_ranks=record_all_ranks))
     run = Run(project, name, None, tags, notes, dir, snapshot=snapshot, rank=this_rank,
-              record_all_ranks=all_ranks, run_id=run_id)
+              record_all_ranks=all_ranks, run_id=run_id, max_buffer=max_buffer)
     if this_rank != 0 and not all_ranks:
         run.status = "skipped"  # non-zero rank: a silent run that records nothing
     _current = run

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .run import Run
+    from .threadstate import ThreadState
 
 _now = time.perf_counter
 
@@ -28,64 +29,74 @@ def _wants_progress(progress: bool | None) -> bool:
 
 
 class _Frame:
-    """State saved when a loop starts and restored when it ends."""
+    """A thread's loop position saved when a loop starts and restored when it ends."""
 
     __slots__ = ("coords", "ctx", "step")
 
-    def __init__(self, run: Run) -> None:
-        self.coords, self.ctx, self.step = run._coords, run._ctx, run._step
+    def __init__(self, st: ThreadState) -> None:
+        self.coords, self.ctx, self.step = st.coords, st.ctx, st.step
 
-    def restore(self, run: Run) -> None:
-        run._coords, run._ctx, run._step = self.coords, self.ctx, self.step
+    def restore(self, st: ThreadState) -> None:
+        st.coords, st.ctx, st.step = self.coords, self.ctx, self.step
 
 
-def _begin_iteration(run: Run, path: tuple[str, ...], base: tuple, name: str,
-                     index: int) -> None:
-    run._enter_ctx(base + ((name, index),))
-    total = run._loop_totals.get(path, 0)
-    run._loop_totals[path] = total + 1
-    run._step = total  # global iteration count of this loop: the default x-axis
-    if run._step_hooks and run._depth >= run._max_depth:
+def _begin_iteration(run: Run, st: ThreadState, path: tuple[str, ...], base: tuple,
+                     name: str, index: int) -> None:
+    run._enter_ctx(st, base + ((name, index),))
+    total = st.loop_totals.get(path, 0)
+    st.loop_totals[path] = total + 1
+    st.step = total  # global iteration count of this loop: the default x-axis
+    if st.step_hooks and st.depth >= st.max_depth:
         # Hooks may report a step's results later (gradients exist only after backward):
         # remember which loop context each recent step had.
-        run._step_contexts[total] = run._ctx
-        if len(run._step_contexts) > 64:
-            del run._step_contexts[next(iter(run._step_contexts))]
-        for hook in list(run._step_hooks):
+        st.step_contexts[total] = st.ctx
+        if len(st.step_contexts) > 64:
+            del st.step_contexts[next(iter(st.step_contexts))]
+        for hook in list(st.step_hooks):
             hook(total)
-    if run._loop_hooks:
-        _call_loop_hooks(run, "iteration", name, index)
+    if st.loop_hooks:
+        _call_loop_hooks(st, "iteration", name, index)
 
 
-def _call_loop_hooks(run: Run, event: str, name: str, index: int) -> None:
+def _call_loop_hooks(st: ThreadState, event: str, name: str, index: int) -> None:
     """Tell `Run.on_loop` callbacks (hindsight checkpoints) where the loops stand."""
-    for hook in list(run._loop_hooks):
-        hook(event, name, run._depth, index)
+    for hook in list(st.loop_hooks):
+        hook(event, name, st.depth, index)
+
+
+def _loop_event(run: Run, st: ThreadState, kind: str, name: str, depth: int) -> None:
+    # Loops of other threads than the run's creator say so: the hindsight planner
+    # follows the training loop.
+    if st.thread is None:
+        run.event(kind, loop=name, depth=depth)
+    else:
+        run.event(kind, loop=name, depth=depth, thread=st.thread)
 
 
 def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
              ) -> Iterator[Any]:
     """Generator behind `Run.loop`."""
-    outer = _Frame(run)
+    st = run._state()  # the thread iterating: a generator runs where it is advanced
+    outer = _Frame(st)
     path = tuple(n for n, _ in outer.coords) + (name,)
-    run._depth += 1
-    run._max_depth = max(run._max_depth, run._depth)
-    run.event("loop_start", loop=name, depth=run._depth)
+    st.depth += 1
+    st.max_depth = max(st.max_depth, st.depth)
+    _loop_event(run, st, "loop_start", name, st.depth)
     if _wants_progress(progress):
         from tqdm.auto import tqdm
 
-        iterable = tqdm(iterable, desc=name, leave=run._depth == 1, dynamic_ncols=True)
+        iterable = tqdm(iterable, desc=name, leave=st.depth == 1, dynamic_ncols=True)
     timing_key = f"time/{name}"
     # A hindsight replay may pick which (index, item) pairs run; normally all of them.
-    control = run._loop_control
-    pairs = enumerate(iterable) if control is None else control(name, run._depth, iterable)
+    control = st.loop_control
+    pairs = enumerate(iterable) if control is None else control(name, st.depth, iterable)
     count, completed = 0, False
-    if run._loop_hooks:
-        _call_loop_hooks(run, "loop_start", name, 0)
+    if st.loop_hooks:
+        _call_loop_hooks(st, "loop_start", name, 0)
     try:
         start = _now()
         for index, item in pairs:
-            _begin_iteration(run, path, outer.coords, name, index)
+            _begin_iteration(run, st, path, outer.coords, name, index)
             yield item
             end = _now()
             run.log_metrics({timing_key: end - start}, role="sys")
@@ -93,29 +104,30 @@ def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
             count += 1
         completed = True
     finally:
-        outer.restore(run)
-        run._depth -= 1
-        run.event("loop_end", loop=name, depth=run._depth + 1)
-        if run._loop_hooks:  # depth as seen inside the loop, like the other events
-            run._depth += 1
+        outer.restore(st)
+        st.depth -= 1
+        _loop_event(run, st, "loop_end", name, st.depth + 1)
+        if st.loop_hooks:  # depth as seen inside the loop, like the other events
+            st.depth += 1
             try:
-                _call_loop_hooks(run, "loop_end" if completed else "loop_break", name, count)
+                _call_loop_hooks(st, "loop_end" if completed else "loop_break", name, count)
             finally:
-                run._depth -= 1
+                st.depth -= 1
 
 
 @contextmanager
 def iteration_scope(run: Run, name: str, index: int):
     """One iteration of a loop driven by the caller (`with fw.iteration("epoch", e):`)."""
-    outer = _Frame(run)
+    st = run._state()
+    outer = _Frame(st)
     path = tuple(n for n, _ in outer.coords) + (name,)
-    run._depth += 1
-    run._max_depth = max(run._max_depth, run._depth)
-    _begin_iteration(run, path, outer.coords, name, int(index))
+    st.depth += 1
+    st.max_depth = max(st.max_depth, st.depth)
+    _begin_iteration(run, st, path, outer.coords, name, int(index))
     start = _now()
     try:
         yield
         run.log_metrics({f"time/{name}": _now() - start}, role="sys")
     finally:
-        outer.restore(run)
-        run._depth -= 1
+        outer.restore(st)
+        st.depth -= 1

@@ -22,7 +22,7 @@ from typing import Any
 from . import args as _args
 from . import lifecycle
 from .errors import FlowillowerError, UnsupportedValueError
-from .store.buffer import RecordBuffer
+from .store.buffer import BufferSet
 from .store.layout import (
     ensure_store,
     find_store_root,
@@ -31,10 +31,12 @@ from .store.layout import (
     runs_dir,
 )
 from .store.writer import FrameWriter
+from .threadstate import NO_STEP as _NO_STEP
+from .threadstate import ThreadState, ThreadStates
 from .values import FLOAT, INT, check_name, normalize
 
 _now = time.time
-_NO_STEP = -1  # stored when a value has neither an explicit step nor a loop around it
+_CTX_CACHE = 1024  # loop coordinates remembered for reuse; older ones get a new id
 _is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
 REPLAY_ENV = "FLOWILLOWER_REPLAY"  # path of a replay worker's plan (set by `fw.replay`)
 
@@ -45,12 +47,54 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from a number or a size such as "300MB", "2 GiB" or "1e9" (kB/MB/GB are
+    powers of 1000, KiB/MiB/GiB of 1024)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value >= 0 and value != float("inf"):
+            return int(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().removesuffix("b").rstrip()
+        digits = text.rstrip("kmgti")
+        unit = text[len(digits):]
+        try:
+            if unit in _SIZE_UNITS and float(digits) >= 0:
+                return int(float(digits) * _SIZE_UNITS[unit])
+        except ValueError:
+            pass
+    raise ValueError(f"a size must be a number of bytes >= 0 or a string like '300MB', "
+                     f"not {value!r}")
+
+
+def _writer_options(max_buffer: int | None) -> dict[str, Any]:
+    """`max_pending_bytes` for the writer, when it takes one (its bounded pending buffer)."""
+    if max_buffer is None:
+        return {}
+    code = FrameWriter.__init__.__code__
+    if "max_pending_bytes" not in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]:
+        warnings.warn("flowillower: this writer has no pending-buffer bound; max_buffer is "
+                      "ignored", stacklevel=4)
+        return {}
+    return {"max_pending_bytes": max_buffer}
+
+
 def _default_name(run_id: str) -> str:
     """`<script>-<4 hex>`: readable in tables, unique enough next to the start time."""
     import sys
 
     script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else ""
     return f"{script or 'run'}-{run_id[-4:]}"
+
+
+def _append_call(buf: Any, ctx: int, step: int, t: float, count: int) -> None:
+    buf.c_ctx.append(ctx)
+    buf.c_step.append(step)
+    buf.c_time.append(t)
+    buf.c_count.append(count)  # last: marks the call complete for the writer
 
 
 class StepHook:
@@ -81,6 +125,7 @@ class Run:
         record_all_ranks: bool = False,
         run_id: str | None = None,
         flush_interval: float = 0.5,
+        max_buffer: int | str | None = None,
     ) -> None:
         # Inside a hindsight replay worker (see flowillower.hindsight.session) the run
         # writes to the worker's scratch store and fw.loop follows the replay plan.
@@ -103,29 +148,31 @@ class Run:
         self._data_file = "data.fwl" if rank == 0 else f"data.rank{rank}.fwl"
         self._record_all_ranks = record_all_ranks
         self._flush_interval = flush_interval
-        self._buf = RecordBuffer()
+        # Bytes of values the writer may hold while it cannot write (None: its default).
+        self._max_buffer = None if max_buffer is None else parse_size(max_buffer)
+        # Any thread may log: each has its own buffer and loop position (ThreadState,
+        # found through a threading.local on the hot path); the writer drains them all.
+        self._buffers = BufferSet()
+        self._threads = ThreadStates(self._buffers)
+        self._local = self._threads.local
         self._writer: FrameWriter | None = None
         self._lock = threading.RLock()  # materialize / finish
+        # Shared by all threads and changed only under this lock (slow paths): key ids,
+        # context ids, per-key counters and media steps.
+        self._defs_lock = threading.Lock()
         self._key_ids: dict[tuple[str, str], int] = {}
+        self._key_roles: dict[int, str] = {}
         # Hot path: tuple of names of a log call -> array of key ids, per role.
         self._signatures: dict[str, dict[tuple, array]] = {
             "metric": {}, "arg": {}, "sys": {}, "watch": {}}
         self._counts: dict[int, int] = {}  # per-key counters for values without a step
         self._media_next: dict[int, int] = {}  # per media key: one past its highest step
-        self._ctx_ids: dict[tuple, int] = {(): 0}
-        self._coords: tuple = ()
-        self._ctx = 0
-        self._step = _NO_STEP
-        self._loop_totals: dict[tuple[str, ...], int] = {}
-        self._depth, self._max_depth = 0, 0
-        self._step_hooks: list[Callable[[int], None]] = []
-        self._step_contexts: dict[int, int] = {}  # recent global step -> loop context id
-        # Hindsight: callbacks at loop start / iteration start / loop end, and an optional
-        # function choosing which (index, item) pairs a loop yields (set during a replay).
-        self._loop_hooks: list[Callable[[str, str, int, int], None]] = []
-        self._loop_control: Callable[[str, int, Iterable[Any]], Iterable[tuple[int, Any]]
-                                     ] | None = None
-        self._recorded_user_values = False
+        # Recent loop coordinates -> context id. Bounded (an id per inner iteration would
+        # grow forever); ids come from a counter, so a re-entered coordinate may get a
+        # new id, which readers merge by coordinates.
+        self._ctx_ids: dict[tuple, int] = {}
+        self._next_ctx = 1  # 0 is run level
+        self._recorded_user_values = False  # before the run is on disk: args were recorded
         self.args: dict[str, Any] = {}
         self._meta_extra: dict[str, Any] = {}
         self._setup_done = threading.Event()
@@ -189,8 +236,8 @@ class Run:
             self.dir.mkdir(parents=True, exist_ok=True)
             if self.rank == 0:
                 self._write_meta()
-            self._writer = FrameWriter(self.dir / self._data_file, self._buf,
-                                       self._flush_interval)
+            self._writer = FrameWriter(self.dir / self._data_file, self._buffers,
+                                       self._flush_interval, **_writer_options(self._max_buffer))
             lifecycle.install(self)
 
     # -- keys and contexts -----------------------------------------------------------
@@ -198,18 +245,63 @@ class Run:
         kid = self._key_ids.get((name, role))
         if kid is None:
             check_name(name)
-            kid = len(self._key_ids)
-            self._key_ids[(name, role)] = kid
-            self._buf.key_defs.append((kid, name, role))
+            with self._defs_lock:  # two threads defining one name get one id
+                kid = self._key_ids.get((name, role))
+                if kid is None:
+                    kid = len(self._key_ids)  # keys are never forgotten
+                    self._buffers.key_defs.append((kid, name, role))  # before any value
+                    self._key_roles[kid] = role
+                    self._key_ids[(name, role)] = kid
         return kid
 
-    def _enter_ctx(self, coords: tuple) -> int:
-        cid = self._ctx_ids.get(coords)
-        if cid is None:
-            cid = self._ctx_ids[coords] = len(self._ctx_ids)
-            self._buf.ctx_defs.append((cid, dict(coords)))
-        self._coords, self._ctx = coords, cid
+    def _enter_ctx(self, st: ThreadState, coords: tuple) -> int:
+        """Make `coords` the calling thread's loop context; returns its id."""
+        with self._defs_lock:
+            cid = self._ctx_ids.get(coords)
+            if cid is None:
+                cid, self._next_ctx = self._next_ctx, self._next_ctx + 1
+                self._buffers.ctx_defs.append((cid, dict(coords)))
+                if len(self._ctx_ids) >= _CTX_CACHE:
+                    del self._ctx_ids[next(iter(self._ctx_ids))]  # the oldest
+                self._ctx_ids[coords] = cid
+        st.coords, st.ctx = coords, cid
         return cid
+
+    def _state(self) -> ThreadState:
+        """The calling thread's logging state (made on its first call)."""
+        try:
+            return self._local.state
+        except AttributeError:
+            return self._threads.create()
+
+    # The calling thread's loop position, for hindsight checkpoints (save / restore).
+    @property
+    def _step(self) -> int:
+        return self._state().step
+
+    @_step.setter
+    def _step(self, value: int) -> None:
+        self._state().step = value
+
+    @property
+    def _depth(self) -> int:
+        return self._state().depth
+
+    @property
+    def _loop_totals(self) -> dict[tuple[str, ...], int]:
+        return self._state().loop_totals
+
+    @_loop_totals.setter
+    def _loop_totals(self, value: dict[tuple[str, ...], int]) -> None:
+        self._state().loop_totals = value
+
+    @property
+    def _loop_control(self):
+        return self._state().loop_control
+
+    @_loop_control.setter
+    def _loop_control(self, control) -> None:
+        self._state().loop_control = control
 
     # -- logging ---------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -224,32 +316,44 @@ class Run:
         if self.status is not None:
             self._check_open()
         t = _now()
+        try:  # this thread's buffer and loop position
+            st = self._local.state
+        except AttributeError:
+            st = self._threads.create()
         if step is None:
-            step = self._step
+            step = st.step
         elif type(step) is not int:
             step = int(step)
         kids = self._signatures[role].get(tuple(metrics))
         values = metrics.values()
         # Hot path: known names, all floats, a step: two extends and a call row (its
-        # count last: see RecordBuffer).
+        # count last: see RecordBuffer) in this thread's own buffer.
         if kids is not None and step != _NO_STEP and all(map(_is_float, values)):
-            buf = self._buf
+            buf = st.buf
             buf.f_key.extend(kids)
             buf.f_val.extend(values)
-            buf.c_ctx.append(self._ctx)
+            buf.c_ctx.append(st.ctx)
             buf.c_step.append(step)
             buf.c_time.append(t)
             buf.c_count.append(len(kids))
         elif kids is not None and step != _NO_STEP:
-            self._log_known(kids, metrics, step, t)
+            self._log_known(st, kids, metrics, step, t)
         else:
-            self._log_slow(metrics, step, t, role)
+            self._log_slow(st, metrics, step, t, role)
+        if self._writer is None:  # until the run is on disk
+            self._first_values(role)
+
+    def _first_values(self, role: str) -> None:
+        """Any value but an arg puts the run on disk (timings and `fw.watch` statistics
+        too: a kill -9 then loses ~1 s at most); args alone wait for a successful finish,
+        so a script dying in set-up leaves nothing behind."""
         if role != "sys":
             self._recorded_user_values = True
-            if self._writer is None and role == "metric":
-                self._materialize()
+        if role != "arg":
+            self._materialize()
 
-    def _log_known(self, kids: array, metrics: Mapping[str, Any], step: int, t: float) -> None:
+    def _log_known(self, st: ThreadState, kids: array, metrics: Mapping[str, Any], step: int,
+                   t: float) -> None:
         """Known names at a step, not all floats (e.g. `fw.watch` statistics with their
         histograms): floats go straight in, only the others are normalized, all of them
         before anything is queued (all or nothing, as in `_log_slow`)."""
@@ -267,23 +371,24 @@ class Run:
                 f_vals.append(norm)
             else:
                 others.append((kid, kind, norm))
-        buf, ctx = self._buf, self._ctx
+        buf, ctx = st.buf, st.ctx
         for kid, kind, norm in others:
             (buf.ints if kind == INT else buf.objects).append((kid, ctx, step, t, norm))
         if f_keys:
             buf.f_key.extend(f_keys)
             buf.f_val.extend(f_vals)
-            self._append_call(ctx, step, t, len(f_keys))
+            _append_call(buf, ctx, step, t, len(f_keys))
 
-    def _log_slow(self, metrics: Mapping[str, Any], step: int, t: float, role: str) -> None:
+    def _log_slow(self, st: ThreadState, metrics: Mapping[str, Any], step: int, t: float,
+                  role: str) -> None:
         """Validate every value first, then queue them: all or nothing for the call."""
-        ctx = self._ctx
+        ctx = st.ctx
         rows = []
         for name, value in metrics.items():
             kind, norm = normalize(name, value)  # raises before anything is queued
             rows.append((name, kind, norm))
         kids = []
-        buf = self._buf
+        buf = st.buf
         shared_floats = 0
         for name, kind, norm in rows:
             kid = self._key(name, role)
@@ -293,7 +398,7 @@ class Run:
                 buf.f_key.append(kid)
                 buf.f_val.append(norm)
                 if step == _NO_STEP:  # each value has its own step: its own call row
-                    self._append_call(ctx, s, t, 1)
+                    _append_call(buf, ctx, s, t, 1)
                 else:
                     shared_floats += 1
             elif kind == INT:
@@ -301,45 +406,41 @@ class Run:
             else:
                 buf.objects.append((kid, ctx, s, t, norm))
         if shared_floats:  # their (key, value) rows are contiguous: one call row
-            self._append_call(ctx, step, t, shared_floats)
+            _append_call(buf, ctx, step, t, shared_floats)
         signatures = self._signatures[role]
         if len(signatures) > 4096:  # a script that logs ever-new name sets
             signatures.clear()
         signatures[tuple(metrics)] = array("I", kids)
 
-    def _append_call(self, ctx: int, step: int, t: float, count: int) -> None:
-        buf = self._buf
-        buf.c_ctx.append(ctx)
-        buf.c_step.append(step)
-        buf.c_time.append(t)
-        buf.c_count.append(count)  # last: marks the call complete for the writer
-
     def log_at_step(self, values: Mapping[str, Any], step: int, *, role: str = "metric"
                     ) -> None:
         """Log values that belong to an earlier step of the innermost loop (a step hook
         reporting after the fact), keyed by that step's loop coordinates."""
-        ctx = self._step_contexts.get(step)
+        st = self._state()
+        ctx = st.step_contexts.get(step)
         if ctx is None:
             self.log_metrics(values, step, role=role)
             return
-        saved, self._ctx = self._ctx, ctx
+        saved, st.ctx = st.ctx, ctx
         try:
             self.log_metrics(values, step, role=role)
         finally:
-            self._ctx = saved
+            st.ctx = saved
 
     def _media_step(self, kid: int, step: int) -> int:
         """The step of an image / artifact: a file is named by it, so one logged without a
         step (outside any loop) comes after every step the key already has, instead of
         counting from 0 and overwriting the file of a value logged inside a loop."""
-        if step == _NO_STEP:
-            step = self._media_next.get(kid, 0)
-        self._media_next[kid] = max(self._media_next.get(kid, 0), step + 1)
+        with self._defs_lock:
+            if step == _NO_STEP:
+                step = self._media_next.get(kid, 0)
+            self._media_next[kid] = max(self._media_next.get(kid, 0), step + 1)
         return step
 
     def _next_count(self, kid: int) -> int:
-        count = self._counts.get(kid, 0)
-        self._counts[kid] = count + 1
+        with self._defs_lock:  # threads logging one key without a step: distinct steps
+            count = self._counts.get(kid, 0)
+            self._counts[kid] = count + 1
         return count
 
     def log(self, name: str, value: Any, step: int | None = None) -> Any:
@@ -357,12 +458,13 @@ class Run:
         """Record hyper-parameters (run level, outside any loop context)."""
         for name, value in values.items():
             normalize(name, value)  # fail before anything is recorded
-        saved = (self._coords, self._ctx, self._step)
-        self._coords, self._ctx, self._step = (), 0, 0
+        st = self._state()
+        saved = (st.coords, st.ctx, st.step)
+        st.coords, st.ctx, st.step = (), 0, 0
         try:
             self.log_metrics(values, role="arg")
         finally:
-            self._coords, self._ctx, self._step = saved
+            st.coords, st.ctx, st.step = saved
         self.args.update(values)
 
     def config(self, obj: Any) -> Any:
@@ -384,13 +486,14 @@ class Run:
 
         self._check_open()
         self._materialize()
-        step = self._step if step is None else int(step)
+        st = self._state()
+        step = st.step if step is None else int(step)
         kid = self._key(check_name(name), "metric")
         step = self._media_step(kid, step)
         ref = save_image(self.dir, name, image, step)
         if caption:
             ref["caption"] = caption
-        self._buf.objects.append((kid, self._ctx, step, _now(), ref))
+        st.buf.objects.append((kid, st.ctx, step, _now(), ref))
         self._recorded_user_values = True
 
     def log_artifact(self, name: str, path: str | os.PathLike[str],
@@ -400,11 +503,12 @@ class Run:
 
         self._check_open()
         self._materialize()
-        step = self._step if step is None else int(step)
+        st = self._state()
+        step = st.step if step is None else int(step)
         kid = self._key(check_name(name), "metric")
         step = self._media_step(kid, step)
         ref = save_artifact(self.dir, name, Path(path), step)
-        self._buf.objects.append((kid, self._ctx, step, _now(), ref))
+        st.buf.objects.append((kid, st.ctx, step, _now(), ref))
         self._recorded_user_values = True
 
     def write_json(self, relpath: str, obj: Any) -> Path:
@@ -419,23 +523,27 @@ class Run:
 
     def event(self, kind: str, **fields: Any) -> None:
         """Record a lifecycle event (loop start/end, notes for the planner, ...)."""
-        self._buf.events.append({"event": kind, "time": _now(), **fields})
+        self._buffers.events.append({"event": kind, "time": _now(), **fields})
 
     # -- loops -----------------------------------------------------------------------
     def on_step(self, callback: Callable[[int], None]) -> StepHook:
-        """Call `callback(global_step)` at the start of each innermost loop iteration."""
-        self._step_hooks.append(callback)
-        return StepHook(self._step_hooks, callback)
+        """Call `callback(global_step)` at the start of each innermost loop iteration of
+        the calling thread's loops."""
+        hooks = self._state().step_hooks
+        hooks.append(callback)
+        return StepHook(hooks, callback)
 
     def on_loop(self, callback: Callable[[str, str, int, int], None]) -> StepHook:
         """Call `callback(event, loop_name, depth, index)` as loops progress.
 
         `event` is "loop_start" (index 0), "iteration" (index of the iteration starting),
         "loop_end" (the loop ran out; index = iterations run) or "loop_break" (left by
-        `break` or an exception). Depth 1 is the outermost loop.
+        `break` or an exception). Depth 1 is the outermost loop. Only the calling
+        thread's loops are reported.
         """
-        self._loop_hooks.append(callback)
-        return StepHook(self._loop_hooks, callback)
+        hooks = self._state().loop_hooks
+        hooks.append(callback)
+        return StepHook(hooks, callback)
 
     def loop(self, name: str, iterable: Iterable[Any], progress: bool | None = None
              ) -> Iterator[Any]:
@@ -480,18 +588,24 @@ class Run:
             assert writer is not None
             writer.close()
             lifecycle.forget(self)
+            # run.json is complete when finish returns (code snapshot included): this
+            # waits only when the run was shorter than its set-up.
             self._setup_done.wait(timeout=10)
             if self.rank == 0:
                 self._write_meta()  # complete meta even if setup finished late
             names = {kid: name for (name, role), kid in self._key_ids.items()}
+            roles = self._key_roles
             summary = {
                 "id": self.id, "status": status, "created": self.created, "ended": end,
                 "duration": end - self.created, "error": error,
                 "last": {names[k]: v for k, v in writer.last.items()
-                         if k in names and self._role_of(k) == "metric"},
+                         if k in names and roles.get(k) == "metric"},
                 "args": dict(self.args),
                 "unused_kwargs": sorted(set(_args.cli_kwargs) - set(self.args)),
             }
+            dropped = getattr(writer, "dropped", 0)
+            if dropped:  # values past the writer's memory bound (max_buffer)
+                summary["dropped_values"] = dropped
             summary_name = "summary.json" if self.rank == 0 else f"summary.rank{self.rank}.json"
             _atomic_write_json(self.dir / summary_name, summary)
             if writer.error is not None:
@@ -504,12 +618,6 @@ class Run:
             from .lifecycle import post_webhook
 
             post_webhook(notify, self, summary)
-
-    def _role_of(self, kid: int) -> str:
-        for (_, role), k in self._key_ids.items():
-            if k == kid:
-                return role
-        return "metric"
 
     def fail(self, exc: BaseException) -> None:
         """Finish as `failed` (or `killed` for KeyboardInterrupt) with the traceback."""
