@@ -20,8 +20,51 @@ dir_option = click.option("--dir", "store_dir", type=click.Path(file_okay=False)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+# Third-party modules of pyproject's extras: which extra brings each one.
+EXTRA_OF_MODULE = {"torch": "torch", "PIL": "media", "matplotlib": "media",
+                   "pyarrow": "parquet", "omegaconf": "demo"}
+# flowillower's required dependencies: missing means a broken installation.
+CORE_MODULES = frozenset({"numpy", "pandas", "click", "rich", "tqdm", "starlette", "uvicorn",
+                          "zstandard"})
+
+
+def missing_module(exc: ImportError) -> str | None:
+    """The third-party top-level module whose absence caused `exc`, or None when `exc`
+    is not a missing dependency (e.g. flowillower's own module failed: a bug)."""
+    name = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not name:
+        return None
+    top = name.split(".", 1)[0]
+    return None if top == "flowillower" else top
+
+
+def install_hint(module: str, command: str | None = None, extra: str | None = None
+                 ) -> str | None:
+    """What to install when `module` is missing (None for a module no extra brings)."""
+    what = f"`flowillower {command}`" if command else "this command"
+    extra = extra or EXTRA_OF_MODULE.get(module)
+    if extra:
+        return (f"{what} needs {module}, which is not installed: "
+                f"pip install 'flowillower[{extra}]'")
+    if module in CORE_MODULES:
+        return (f"{what} needs {module}, a dependency of flowillower that is missing: "
+                "reinstall it (pip install --force-reinstall flowillower)")
+    return None
+
+
+def command_name() -> str | None:
+    """The running subcommand as typed after `flowillower` (e.g. `demo train`)."""
+    ctx = click.get_current_context(silent=True)
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names)) or None
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn our errors into a one-line message and exit code 1 (no traceback)."""
+    """Turn our errors into a one-line message and exit code 1 (no traceback); a missing
+    optional dependency says which extra to install."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -29,6 +72,12 @@ def friendly_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except FlowillowerError as exc:
             raise click.ClickException(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            module = missing_module(exc)
+            hint = install_hint(module, command_name()) if module else None
+            if hint is None:  # flowillower's own module or an unknown one: not an extra
+                raise
+            raise click.ClickException(hint) from None
 
     return wrapper
 

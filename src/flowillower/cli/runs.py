@@ -15,6 +15,7 @@ from .common import (
     fmt_time,
     fmt_value,
     friendly_errors,
+    install_hint,
     json_option,
     open_store,
     print_json,
@@ -117,8 +118,15 @@ def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
 def df_command(names: tuple[str, ...], runs_filter: str | None, output: str | None,
                store_dir: str | None) -> None:
     """Export values as a table (CSV or Parquet). No NAMES: one row per run."""
+    import importlib.util
+
     from ..queries.dataframe import dataframe
 
+    if output is not None and output.endswith(".parquet") and not any(
+            importlib.util.find_spec(engine) for engine in ("pyarrow", "fastparquet")):
+        # pandas would fail only after the whole query, with an ImportError of its own.
+        raise click.ClickException(install_hint("pyarrow", "df -o FILE.parquet")
+                                   or "writing Parquet needs pyarrow")
     open_store(store_dir)
     frame = dataframe(*names, runs=runs_filter, dir=store_dir)
     if output is None:
