@@ -13,7 +13,14 @@ from .common import dir_option, friendly_errors
               help="Only runs matching this filter (fitlog syntax, expression or text).")
 @click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Worker processes; outer iterations are split among them.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask before replaying.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Do not ask before replaying (never implies --trust).")
+@click.option("--trust", "trust_all", is_flag=True,
+              help="Also replay runs from elsewhere (pulled, or recorded on another host): "
+                   "their code runs on this machine.")
+@click.option("--trust-author", "trust_authors", multiple=True, metavar="NAME",
+              help="Also replay runs from elsewhere whose recorded author is NAME "
+                   "(repeatable).")
 @click.option("--script", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The script with the new fw.log statements (default: each run's own "
                    "script in the working tree).")
@@ -21,18 +28,22 @@ from .common import dir_option, friendly_errors
 @dir_option
 @friendly_errors
 def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int, yes: bool,
-                   script: str | None, as_json: bool, store_dir: str | None) -> None:
+                   trust_all: bool, trust_authors: tuple[str, ...], script: str | None,
+                   as_json: bool, store_dir: str | None) -> None:
     """Compute values past runs never logged, as if they had been logged originally.
 
     Add `fw.log("NAME", ...)` to your script, then `flowillower replay NAME`: every
     matching run lacking NAME is replayed from its own code snapshot (the new statement
     transplanted into it) and its checkpoints, in a temporary directory. The schedule is
-    shown first; confirm with y (or pass -y).
+    shown first, with each run's author and host; confirm with y (or pass -y).
+
+    Runs from elsewhere (pulled from a remote, or recorded on another host) are left out:
+    replaying runs their code here. Pass --trust, or --trust-author NAME, to include them.
     """
     from ..hindsight.replay import report_json, run_replay
 
     report = run_replay(list(names), runs=runs_filter, workers=workers, yes=yes, dir=store_dir,
-                    script=script,
+                    script=script, trust=True if trust_all else list(trust_authors),
                     echo=lambda text: click.echo(text, err=True),
                     confirm=lambda _prompt: click.confirm("Replay now?", default=False,
                                                           err=True))

@@ -28,29 +28,44 @@ after it.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import pickle
 import random
 import re
 import shutil
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from ..errors import FlowillowerError
+from . import ledger
+from .capture_budget import CaptureBudget
+from .ckpt_files import (
+    CKPT_DIRNAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    BackgroundWriter,
+    BlobRef,
+    CheckpointError,
+    WriteJob,
+    bit_equal,
+    is_tensor,
+    torch_module,
+)
+from .ckpt_store import CheckpointStore
 
 if TYPE_CHECKING:
     from ..run import Run
 
-CKPT_DIRNAME = "checkpoints"
-MANIFEST = "manifest.jsonl"
-FORMAT_VERSION = 1
+# Where these lived before the files were split: callers import them from here.
+__all__ = ["CKPT_DIRNAME", "MANIFEST", "BlobRef", "CheckpointError", "CheckpointStore",
+           "Recorder", "capture_object", "capture_rng", "checkpointing", "copy_tree",
+           "free_floor", "object_kind", "parse_size", "restore_object", "restore_rng",
+           "restore_state"]
+
 _now = time.perf_counter
 # Checkpoints never fill the disk: a capture is only taken while at least `free_floor`
 # stays free after it: 2% of the disk, at least 1 GiB and at most 10 GiB (on a large,
@@ -98,45 +113,70 @@ def _free_bytes(path: Path) -> tuple[int, int]:
     return usage.free, usage.total
 
 
-class CheckpointError(FlowillowerError):
-    """State could not be registered, captured or restored."""
-
-
 # -- capturing and restoring one registered object ----------------------------------------
 
 
-def _torch() -> Any:
-    return sys.modules.get("torch")
+_torch = torch_module
 
 
 def _numpy() -> Any:
     return sys.modules.get("numpy")
 
 
-def _is_tensor(x: Any) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(x, torch.Tensor)
+_is_tensor = is_tensor
+_bit_equal = bit_equal  # kept under its old name for callers of this module
 
 
-def copy_tree(x: Any) -> Any:
-    """A deep, independent copy of a state tree; tensors are cloned bit for bit."""
+def _copy_tensor(t: Any, host: list[Any] | None) -> Any:
+    t = t.detach()
+    if t.device.type in ("cpu", "meta"):
+        return t.clone()
+    # Device state goes straight to host memory: a clone on the device would hold a second
+    # copy of the model in GPU memory until the writer got to it. non_blocking allocates
+    # pinned memory and returns at once; the writer waits for the copies to land.
+    out = t.to("cpu", non_blocking=True)
+    if host is not None:
+        host.append(t)
+    return out
+
+
+def copy_tree(x: Any, host: list[Any] | None = None) -> Any:
+    """A deep, independent copy of a state tree; tensors are copied bit for bit.
+
+    CPU tensors are cloned; tensors on an accelerator are copied to host memory with
+    `.to("cpu", non_blocking=True)` and their source tensors appended to `host` (when
+    given): the copies are only complete once the device's queue has run that far
+    (see `_copies_landed`).
+    """
     if _is_tensor(x):
-        return x.detach().clone()
+        return _copy_tensor(x, host)
     if isinstance(x, (int, float, str, bool, bytes, type(None))):
         return x
     if isinstance(x, dict):
         out = type(x)() if type(x) is not dict else {}
         for k, v in x.items():
-            out[k] = copy_tree(v)
+            out[k] = copy_tree(v, host)
         return out
     if isinstance(x, list):
-        return [copy_tree(v) for v in x]
+        return [copy_tree(v, host) for v in x]
     if isinstance(x, tuple) and not hasattr(x, "_fields"):
-        return tuple(copy_tree(v) for v in x)
+        return tuple(copy_tree(v, host) for v in x)
     np = _numpy()
     if np is not None and isinstance(x, np.ndarray):
         return x.copy()
     return copy.deepcopy(x)
+
+
+def _copies_landed(sources: list[Any]) -> Any:
+    """Something whose `.synchronize()` returns once the host copies of `sources` are
+    complete: a CUDA event recorded after them (the training thread does not wait)."""
+    torch = _torch()
+    if any(getattr(t, "is_cuda", False) for t in sources):
+        event = torch.cuda.Event()
+        event.record()
+        return event
+    device = next(iter({t.device.type for t in sources}))
+    return getattr(torch, device)  # torch.mps / torch.xpu: .synchronize() waits for all
 
 
 def object_kind(obj: Any) -> str:
@@ -175,26 +215,27 @@ def object_kind(obj: Any) -> str:
         "or register a dict holding its state")
 
 
-def capture_object(kind: str, obj: Any) -> Any:
-    """The object's state right now, as an independent copy."""
+def capture_object(kind: str, obj: Any, host: list[Any] | None = None) -> Any:
+    """The object's state right now, as an independent copy (in host memory; device
+    tensors copied are appended to `host`, see `copy_tree`)."""
     if kind == "module":
         state = obj.state_dict()
         return {
-            "state": copy_tree(state),
+            "state": copy_tree(state, host),
             # Per-module versions that load_state_dict consults (e.g. BatchNorm).
             "metadata": copy.deepcopy(getattr(state, "_metadata", None)),
             # Gradients and train/eval flags are not in state_dict but code after an inner
             # loop may read them (a gradient norm, dropout behaviour).
-            "grads": {n: (None if p.grad is None else p.grad.detach().clone())
+            "grads": {n: (None if p.grad is None else copy_tree(p.grad, host))
                       for n, p in obj.named_parameters()},
             "training": [m.training for m in obj.modules()],
         }
     if kind == "stateful":
-        return copy_tree(obj.state_dict())
+        return copy_tree(obj.state_dict(), host)
     if kind == "torch_generator":
         return obj.get_state()
     if kind in ("tensor", "ndarray"):
-        return copy_tree(obj)
+        return copy_tree(obj, host)
     if kind == "np_generator":
         return copy.deepcopy(obj.bit_generator.state)
     if kind == "np_randomstate":
@@ -292,17 +333,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 # -- files ---------------------------------------------------------------------------------
 
 
-class BlobRef(NamedTuple):
-    """A tensor stored in checkpoint file `seq` under `key` (shared by later captures)."""
-
-    seq: int
-    key: str
-
-
-def _file_name(seq: int, use_torch: bool) -> str:
-    return f"c{seq:06d}.{'pt' if use_torch else 'pkl'}"
-
-
 def _tree_stats(x: Any) -> tuple[int, bool]:
     """(bytes a captured tree takes at most on disk, whether it holds a tensor that is not
     on the CPU), in one walk. Tensors, arrays and pickled bytes count their size (de-
@@ -333,147 +363,6 @@ def _has_device_tensor(x: Any) -> bool:
     return _tree_stats(x)[1]
 
 
-def _bit_equal(a: Any, b: Any) -> bool:
-    """Same dtype, shape and bytes (so -0.0 and 0.0 differ, NaNs with equal bits match)."""
-    if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
-        return False
-    if not (a.is_contiguous() and b.is_contiguous()) or a.is_sparse or b.is_sparse:
-        return False
-    torch = _torch()
-    try:
-        a8, b8 = a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)
-        if a8.device.type == "cpu":
-            # numpy, not torch.equal: this runs on the writer thread, and a torch op there
-            # that goes parallel starts a second OpenMP team; libgomp then has more threads
-            # than cores and stops spinning between parallel regions, which made a small
-            # CPU training loop twice as slow (benchmarks/bench_demo.py).
-            import numpy as np
-
-            a_np, b_np = a8.numpy(), b8.numpy()
-            # Training state almost always differs in its first bytes: look there first
-            # instead of comparing (and allocating a mask for) the whole tensor.
-            head = min(len(a_np), 4096)
-            return bool(np.array_equal(a_np[:head], b_np[:head])
-                        and np.array_equal(a_np[head:], b_np[head:]))
-        return bool(torch.equal(a8, b8))
-    except (RuntimeError, TypeError):
-        return False
-
-
-class _Job(NamedTuple):
-    seq: int
-    entry: dict[str, Any]  # manifest fields
-    tree: Any  # captured state (None for manifest-only lines)
-    copy_s: float
-    size: int = 0  # `_tree_stats` bytes of the tree: the most it can add on disk
-
-
-class _BackgroundWriter:
-    """Serialises captures off the training thread, de-duplicating unchanged tensors."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self._jobs: list[_Job | None] = []
-        self._cond = threading.Condition()
-        self._busy = False
-        self.error: BaseException | None = None
-        self.write_s = 0.0  # total time spent serialising and writing
-        self.write_cpu_s = 0.0  # of which the writer thread was on a CPU
-        self.bytes = 0
-        self.sizes_done = 0  # `_Job.size` of the captures handled so far (written or not)
-        self._last: dict[str, tuple[Any, BlobRef]] = {}  # tensor path -> (tensor, ref)
-        self._manifest = None
-        self._thread = threading.Thread(target=self._loop, name="flowillower-checkpoints",
-                                        daemon=True)
-        self._thread.start()
-
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._jobs) + (1 if self._busy else 0)
-
-    def submit(self, job: _Job | None) -> None:
-        with self._cond:
-            self._jobs.append(job)
-            self._cond.notify()
-
-    def close(self, timeout: float | None = None) -> None:
-        self.submit(None)
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs:
-                    self._cond.wait()
-                job = self._jobs.pop(0)
-                self._busy = job is not None
-            if job is None:
-                break
-            if self.error is not None:
-                self.sizes_done += job.size
-                continue  # after a failure only drain: training goes on without checkpoints
-            try:
-                self._write(job)
-            except BaseException as exc:  # disk full, unpicklable state...
-                self.error = exc
-            finally:
-                self.sizes_done += job.size
-                with self._cond:
-                    self._busy = False
-        if self._manifest is not None:
-            self._manifest.close()
-
-    def _line(self, entry: dict[str, Any]) -> None:
-        if self._manifest is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._manifest = open(self.dir / MANIFEST, "a", encoding="utf-8")
-        self._manifest.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        self._manifest.flush()
-
-    def _write(self, job: _Job) -> None:
-        if job.tree is None:
-            self._line(job.entry)
-            return
-        t0, cpu0 = _now(), time.thread_time()
-        blobs: dict[str, Any] = {}
-        use_torch = _torch() is not None
-        tree = self._dedupe(job.tree, "", job.seq, blobs) if use_torch else job.tree
-        name = _file_name(job.seq, use_torch)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{name}.tmp"
-        payload = {"version": FORMAT_VERSION, "blobs": blobs, "tree": tree}
-        if use_torch:
-            _torch().save(payload, tmp)
-        else:
-            with open(tmp, "wb") as fh:
-                pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.dir / name)  # whole files only: a kill leaves no torn checkpoint
-        size = (self.dir / name).stat().st_size
-        took = _now() - t0
-        self.write_s += took
-        self.write_cpu_s += time.thread_time() - cpu0
-        self.bytes += size
-        self._line({**job.entry, "file": name, "bytes": size, "copy_s": round(job.copy_s, 6),
-                    "write_s": round(took, 6)})
-
-    def _dedupe(self, x: Any, path: str, seq: int, blobs: dict[str, Any]) -> Any:
-        if _is_tensor(x):
-            last = self._last.get(path)
-            if last is not None and _bit_equal(last[0], x):
-                return last[1]
-            ref = BlobRef(seq, path)
-            blobs[path] = x
-            self._last[path] = (x, ref)
-            return ref
-        if isinstance(x, dict):
-            return {k: self._dedupe(v, f"{path}/{k}", seq, blobs) for k, v in x.items()}
-        if isinstance(x, list):
-            return [self._dedupe(v, f"{path}/{i}", seq, blobs) for i, v in enumerate(x)]
-        if isinstance(x, tuple) and not hasattr(x, "_fields"):
-            return tuple(self._dedupe(v, f"{path}/{i}", seq, blobs) for i, v in enumerate(x))
-        return x
-
-
 def _process_start_time() -> float | None:
     """Unix time this process started (Linux /proc), for the planner's set-up estimate."""
     try:
@@ -493,9 +382,14 @@ class Recorder:
     """Captures registered state around the outermost loop entered inside `checkpointing`."""
 
     def __init__(self, run: Run, objects: dict[str, Any], every: int | None = None,
-                 max_overhead: float = 0.02, max_disk: int | str | None = None) -> None:
+                 max_overhead: float = 0.02, max_disk: int | str | None = None,
+                 max_memory: int | str | None = None, when_behind: str | None = None) -> None:
         if every is not None and every < 1:
             raise ValueError("every must be a positive number of iterations")
+        # Checkpoints the user asked for (`every=`) are waited for by default; adaptive
+        # ones are only worth taking when they cost nothing, so they are skipped.
+        self.budget = CaptureBudget(None if max_memory is None else parse_size(max_memory),
+                                    when_behind or ("wait" if every else "skip"))
         self.run = run
         self.objects = objects
         self.kinds = {name: object_kind(obj) for name, obj in objects.items()}
@@ -514,7 +408,7 @@ class Recorder:
         self.spent = 0.0  # training-thread seconds spent capturing
         self._capture_cost = 0.0  # last capture's copy time
         self._cpu_state = False  # every captured tensor on the CPU (set at the first capture)
-        self._writer: _BackgroundWriter | None = None
+        self._writer: BackgroundWriter | None = None
         self._loop_t0 = 0.0
         self._iter: int | None = None
         self._iter_t0 = 0.0
@@ -558,27 +452,33 @@ class Recorder:
     def _outer_start(self, name: str) -> None:
         self.outer = name
         self.run._materialize()  # checkpoints live in the run directory
-        self._writer = _BackgroundWriter(self.directory)
+        try:
+            digests = ledger.ledger_path(self.run.store_root, self.run.id)
+        except ValueError:
+            digests = None  # not a run id: nothing recorded, so replay never loads them
+        self._writer = BackgroundWriter(self.directory, digests)
         started = _process_start_time()
         torch = _torch()
-        self._writer.submit(_Job(-1, {
+        self._writer.submit(WriteJob(-1, {
             "type": "meta", "version": FORMAT_VERSION, "outer": name,
             "objects": self.kinds, "time": time.time(),
             "setup_s": None if started is None else round(time.time() - started, 4),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
             "every": self.every, "max_overhead": self.max_overhead, "max_disk": self.max_disk,
+            "max_memory": self.budget.max_memory, "when_behind": self.budget.when_behind,
         }, None, 0.0))
         self._loop_t0 = _now()
 
     def _finish_iteration(self, now: float) -> None:
         if self._iter is None:
             return
-        self._writer.submit(_Job(-1, {
+        self._writer.submit(WriteJob(-1, {
             "type": "iter", "i": self._iter, "t": round(now - self._iter_t0, 6),
             "inner": round(self._inner_time, 6), "n_inner": self._n_inner,
             "ckpt": self._ckpt_iter}, None, 0.0))
         self._completed += 1
         self._last_n_inner = max(self._n_inner, 0)
+        self.budget.max_inner = max(self.budget.max_inner, self._n_inner)
         self._iter = None
 
     def _decide(self, index: int, now: float) -> tuple[bool, bool]:
@@ -596,8 +496,6 @@ class Recorder:
             return take, take
         if self._completed == 0:
             return True, True  # every replay's way in
-        if writer.pending() > 1 + self._last_n_inner:
-            return False, False  # still writing an earlier iteration: never pile up copies
         elapsed = now - self._loop_t0
         per_iter = elapsed / self._completed
         # Background writing competes for the CPU too: charge the writer thread's CPU
@@ -623,6 +521,10 @@ class Recorder:
         self._iter, self._iter_t0 = index, now
         self._inner_time, self._n_inner = 0.0, 0
         self._ckpt_iter, take_start = self._decide(index, now)
+        if (self._ckpt_iter or take_start) and not self._room(index, "iteration"):
+            # The writer is behind (same rule for every= and adaptive captures): never
+            # pile up copies. Not checkpointed: a replay re-executes this iteration.
+            self._ckpt_iter = take_start = False
         if self._ckpt_iter:
             self.checkpointed.append(index)
         if take_start:
@@ -633,26 +535,44 @@ class Recorder:
         now = _now()
         if completed:
             self._finish_iteration(now)
-            self._capture("final", self._completed, 0)
-            self._writer.submit(_Job(-1, {"type": "end", "n": self._completed}, None, 0.0))
+            # The final state is never skipped: `close` waits for the writer anyway.
+            if self._room(self._completed, "final", wait=True):
+                self._capture("final", self._completed, 0)
+            self._writer.submit(WriteJob(-1, {"type": "end", "n": self._completed}, None, 0.0))
         else:
             self._iter = None  # the iteration did not finish: no timing, no checkpoint
-            self._writer.submit(_Job(-1, {"type": "abort", "n": self._completed}, None, 0.0))
+            self._writer.submit(WriteJob(-1, {"type": "abort", "n": self._completed}, None, 0.0))
         self.done = True
+
+    def _note(self, entry: dict[str, Any]) -> None:
+        self._writer.submit(WriteJob(-1, entry, None, 0.0))
+
+    def _room(self, index: int, kind: str, wait: bool = False) -> bool:
+        """Whether a capture may be taken now (see `capture_budget`); waiting counts as
+        time spent on the training thread."""
+        ok, waited = self.budget.make_room(self._writer, self._note, index=index, kind=kind,
+                                           inner=self._last_n_inner, wait=wait)
+        self.spent += waited
+        return ok
 
     def _capture(self, kind: str, index: int, m: int) -> None:
         if self.stopped is not None:
             return
+        if kind != "final" and not self._room(index, kind):
+            self._drop(kind, index)  # its manifest line says so; a replay re-executes
+            return
         t0 = _now()
         run = self.run
+        host: list[Any] = []  # device tensors copied to host memory (in flight)
         tree = {
-            "objects": {name: capture_object(self.kinds[name], obj)
+            "objects": {name: capture_object(self.kinds[name], obj, host)
                         for name, obj in self.objects.items()},
             "rng": capture_rng(),
             "pos": {"loop_totals": [[list(p), n] for p, n in run._loop_totals.items()],
                     "step": run._step},
         }
-        size, on_device = _tree_stats(tree)
+        ready = _copies_landed(host) if host else None
+        size = _tree_stats(tree)[0]
         took = _now() - t0
         self.spent += took
         reason = self._disk_refusal(size)
@@ -660,13 +580,14 @@ class Recorder:
             self._stop(reason, kind, index)
             return
         if self.captures == 0:
-            self._cpu_state = not on_device
+            self._cpu_state = not host
         self._capture_cost = took
         self.captures += 1
         self._sizes += size
         seq, self.seq = self.seq, self.seq + 1
-        self._writer.submit(_Job(seq, {"type": "ckpt", "seq": seq, "kind": kind, "i": index,
-                                       "m": m}, tree, took, size))
+        self._writer.submit(WriteJob(seq, {"type": "ckpt", "seq": seq, "kind": kind, "i": index,
+                                           "m": m}, tree, took, size, ready))
+        self.budget.taken(self._writer, size)
 
     def _disk_refusal(self, size: int) -> str | None:
         """Why a capture of `size` bytes must not be written (None: it may be).
@@ -690,16 +611,23 @@ class Recorder:
                     f"({free:,} free, the next checkpoint up to {size:,})")
         return None
 
-    def _stop(self, reason: str, kind: str, index: int) -> None:
-        """Stop recording for good: the current iteration no longer counts as captured."""
-        self.stopped = reason
+    def _drop(self, kind: str, index: int) -> None:
+        """A `kind` capture of the current iteration was not taken: without its start it
+        is no entry point, without an inner-loop end it is not skippable."""
         if kind == "start" and self.starts and self.starts[-1] == index:
             self.starts.pop()
-        if kind in ("start", "inner") and self._iter == index:
+        if kind == "inner" and self._iter == index:
             self._ckpt_iter = False  # its manifest line says so; a replay re-executes it
             if self.checkpointed and self.checkpointed[-1] == index:
                 self.checkpointed.pop()
-        self._writer.submit(_Job(-1, {"type": "stopped", "i": index, "kind": kind,
+
+    def _stop(self, reason: str, kind: str, index: int) -> None:
+        """Stop recording for good: the current iteration no longer counts as captured."""
+        self.stopped = reason
+        self._drop(kind, index)
+        if kind == "start":
+            self._drop("inner", index)
+        self._writer.submit(WriteJob(-1, {"type": "stopped", "i": index, "kind": kind,
                                       "reason": reason}, None, 0.0))
         warnings.warn(f"flowillower: checkpoints stopped at iteration {index} of loop "
                       f"{self.outer!r}: {reason}. Replays re-execute the iterations after "
@@ -723,12 +651,17 @@ class Recorder:
                 "train_thread_s": self.spent,
                 "write_s": writer.write_s if writer else 0.0,
                 "write_cpu_s": writer.write_cpu_s if writer else 0.0,
-                "bytes": writer.bytes if writer else 0, "stopped": self.stopped}
+                "bytes": writer.bytes if writer else 0, "stopped": self.stopped,
+                "skipped": self.budget.skipped, "waited": self.budget.waited,
+                "waited_s": self.budget.waited_s, "peak_held": self.budget.peak_held,
+                "peak_held_bytes": self.budget.peak_held_bytes,
+                "held_bound": self.budget.bound()}
 
 
 @contextmanager
 def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
-                  max_disk: int | str | None = None,
+                  max_disk: int | str | None = None, max_memory: int | str | None = None,
+                  when_behind: str | None = None,
                   **objects: Any) -> Iterator[Recorder | None]:
     """Register state for hindsight replay: `with fw.checkpointing(model=net, optimizer=opt):`.
 
@@ -740,15 +673,23 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
     costs at most `max_overhead` of the loop's wall time. `max_disk` caps the bytes the
     run's checkpoints take (a number or a size like ``"20GB"``); whatever it is, recording
     stops before the disk would have less than 2% free (at least 1 GiB, at most 10 GiB
-    kept). (`every`,
-    `max_overhead` and `max_disk` are reserved names.) Inside a replay worker the objects
-    are handed to the replay instead.
+    kept). Captures wait in host memory (GPU state is copied there, never cloned on the
+    device) until a background thread has written them: `max_memory` caps those bytes
+    (default a fifth of RAM, at least 1 GiB). `every=` and adaptive captures obey the same
+    bound on what the writer may hold (see `capture_budget`); past it the training thread
+    waits (`when_behind="wait"`, the default with `every`) or the capture is skipped
+    (`"skip"`, the default otherwise: a replay re-executes those iterations). (`every`, `max_overhead`,
+    `max_disk`, `max_memory` and `when_behind` are reserved names.) Inside a replay worker
+    the objects are handed to the replay instead.
     """
     from .. import api
     from . import session
 
-    if max_disk is not None:
-        parse_size(max_disk)  # a bad value fails here, in a replay or debug run too
+    # Bad values fail here, in a replay or debug run too.
+    for size in (max_disk, max_memory):
+        if size is not None:
+            parse_size(size)
+    CaptureBudget(0, when_behind or "skip")
     run = api._active()  # may start the run, which enters replay mode when asked to
     active = session.current()
     if active is not None:
@@ -758,7 +699,7 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
     if run is None:  # fw.debug(True) or a non-recording rank
         yield None
         return
-    recorder = Recorder(run, objects, every, max_overhead, max_disk)
+    recorder = Recorder(run, objects, every, max_overhead, max_disk, max_memory, when_behind)
     handle = run.on_loop(recorder.hook)
     try:
         yield recorder
@@ -768,99 +709,6 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
 
 
 # -- reading checkpoints back ----------------------------------------------------------------
-
-
-class CheckpointStore:
-    """A run's recorded checkpoints: the manifest and lazy loading of captured states."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.dir = Path(run_dir) / CKPT_DIRNAME
-        self.meta: dict[str, Any] | None = None
-        self.entries: dict[tuple[str, int, int], dict[str, Any]] = {}  # (kind, i, m) -> line
-        self.iters: dict[int, dict[str, Any]] = {}
-        self.ended: int | None = None
-        self._cache: dict[int, dict[str, Any]] = {}
-        self._files: dict[int, str] = {}
-        self.last_used: set[int] = set()  # files the last `load` read
-        self._read_manifest()
-
-    @property
-    def exists(self) -> bool:
-        return self.meta is not None
-
-    def _read_manifest(self) -> None:
-        try:
-            text = (self.dir / MANIFEST).read_text(encoding="utf-8")
-        except OSError:
-            return
-        for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                break  # a torn last line from a killed process
-            kind = entry.get("type")
-            if kind == "meta":
-                if self.meta is not None:
-                    break  # a second recording in the same run: keep the first loop only
-                self.meta = entry
-            elif kind == "ckpt" and (self.dir / entry["file"]).exists():
-                self.entries[(entry["kind"], entry["i"], entry["m"])] = entry
-                self._files[entry["seq"]] = entry["file"]
-            elif kind == "iter":
-                self.iters[entry["i"]] = entry
-            elif kind == "end":
-                self.ended = entry["n"]
-
-    def start(self, i: int) -> dict[str, Any] | None:
-        return self.entries.get(("start", i, 0))
-
-    def final(self) -> dict[str, Any] | None:
-        return self.entries.get(("final", self.ended, 0)) if self.ended is not None else None
-
-    def skippable(self, i: int) -> bool:
-        """Iteration i completed and every inner loop's end state was captured."""
-        info = self.iters.get(i)
-        if not info or not info.get("ckpt"):
-            return False
-        return all(("inner", i, m) in self.entries for m in range(info["n_inner"]))
-
-    def _load_file(self, seq: int) -> dict[str, Any]:
-        cached = self._cache.get(seq)
-        if cached is None:
-            path = self.dir / self._files[seq]
-            if path.suffix == ".pt":
-                import torch
-
-                cached = torch.load(path, map_location="cpu", weights_only=False)
-            else:
-                with open(path, "rb") as fh:
-                    cached = pickle.load(fh)
-            self._cache[seq] = cached
-        return cached
-
-    def load(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """The state tree of a manifest entry, shared tensors resolved."""
-        self.last_used = {entry["seq"]}
-        return self._resolve(self._load_file(entry["seq"])["tree"])
-
-    def _resolve(self, x: Any) -> Any:
-        if isinstance(x, BlobRef):
-            self.last_used.add(x.seq)
-            return self._load_file(x.seq)["blobs"][x.key]
-        if isinstance(x, dict):
-            return {k: self._resolve(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [self._resolve(v) for v in x]
-        if isinstance(x, tuple) and not hasattr(x, "_fields"):
-            return tuple(self._resolve(v) for v in x)
-        return x
-
-    def drop_cache(self, keep: set[int] | None = None) -> None:
-        """Forget loaded files (memory) except the sequence numbers in `keep`."""
-        keep = keep or set()
-        for seq in list(self._cache):
-            if seq not in keep:
-                del self._cache[seq]
 
 
 def restore_state(tree: dict[str, Any], objects: dict[str, Any], kinds: dict[str, str],

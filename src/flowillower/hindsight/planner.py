@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointStore
+from .ckpt_store import CheckpointStore
 from .transplant import (
     _COMPOUND,
     _containers,
@@ -374,6 +374,10 @@ class RunInfo:
     teardown_s: float
     store: CheckpointStore
     present: set[str]  # value names the run already has
+    # Checkpoint files this machine has no record of writing (never loaded), and files
+    # whose size differs from what it wrote (replay refuses the run).
+    unrecorded: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
 
 
 def _outer_from_events(events: list[dict[str, Any]]) -> str | None:
@@ -392,6 +396,7 @@ def load_run_info(run_dir: Path) -> RunInfo:
     meta = reader.meta
     summary = reader.summary
     store = CheckpointStore(run_dir)
+    unrecorded, changed = store.keep_recorded()
     outer = store.meta["outer"] if store.exists else _outer_from_events(data.events)
     args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
     present = {name for name, s in data.series.items() if s.role == "metric"}
@@ -434,7 +439,7 @@ def load_run_info(run_dir: Path) -> RunInfo:
         iter_times = iter_times[:store.ended]
     return RunInfo(reader.id, Path(run_dir), meta, summary, reader.status, args, outer,
                    len(iter_times), loop_ended, iter_times, inner_times, float(setup),
-                   float(teardown), store, present)
+                   float(teardown), store, present, unrecorded, changed)
 
 
 # -- tasks and the schedule ----------------------------------------------------------------------
@@ -488,6 +493,10 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
     """Choose the cheapest correct way to get the statements' values for one run."""
     notes: list[str] = []
     dropped: list[str] = []
+    if info.unrecorded:
+        notes.append(f"{len(info.unrecorded)} checkpoint file(s) were not written on this "
+                     "machine (no local record of them): not loaded; the iterations they "
+                     "cover are re-executed")
     places = {s.place for s in statements}
     needs = set().union(*(s.needs for s in statements)) if statements else set()
     n = info.completed
@@ -552,8 +561,9 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
             tasks = [task(0, 0, 0, [], False, True)]
         return RunPlan(info, statements, strategy, tasks, notes, store.exists, dropped)
     if not has_ckpt:
-        notes.append("no checkpoints recorded (the script has no fw.checkpointing around its "
-                     "loop): falling back to re-executing the run from the start")
+        if not info.unrecorded:
+            notes.append("no checkpoints recorded (the script has no fw.checkpointing around "
+                         "its loop): falling back to re-executing the run from the start")
         strategy = "re-executed from the start (no checkpoints)"
         tasks = [task(0, n, 0, [], post, True)]
         return RunPlan(info, statements, strategy, tasks, notes, False, dropped)

@@ -42,6 +42,7 @@ from .planner import (
     schedule,
 )
 from .transplant import TransplantError, transplant
+from .trust import Origin, TrustArg, TrustPolicy, left_out_summary, origin
 
 
 class ReplayError(FlowillowerError):
@@ -64,6 +65,7 @@ class RunOutcome:
     tasks: int = 0  # worker processes used
     replay_file: str | None = None
     notes: list[str] = field(default_factory=list)
+    origin: str = ""  # author@host, and how the run came here when not made here
 
 
 @dataclass
@@ -143,8 +145,10 @@ class _Replayer:
     def __init__(self, names: list[str], runs: str | None, workers: int, yes: bool,
                  dir: str | os.PathLike[str] | None, script: str | os.PathLike[str] | None,
                  echo: Callable[[str], None], confirm: Callable[[str], bool] | None,
-                 executor: Executor | None) -> None:
+                 executor: Executor | None, trust: TrustArg = False) -> None:
         self.names = names
+        self.trust = TrustPolicy(trust)
+        self.left_out: list[Origin] = []  # runs from elsewhere, not trusted
         self.filter = runs
         self.workers = max(1, int(workers))
         self.yes = yes
@@ -172,18 +176,35 @@ class _Replayer:
                 outcome.status = "skipped"
                 outcome.message = "still running; replay it once it has ended"
             else:
-                outcome.status = "planned"
-                self.jobs.append(_Job(outcome))
+                self._admit(outcome)
             outcomes.append(outcome)
         return outcomes
+
+    def _admit(self, outcome: RunOutcome) -> None:
+        """Plan a run only if it was made here or the user trusts where it came from:
+        replaying executes its code (`-y` never implies trust)."""
+        run = origin(self.store.root, self.store.run_dir(outcome.run_id))
+        outcome.origin = run.describe()
+        if self.trust.allows(run):
+            outcome.status = "planned"
+            self.jobs.append(_Job(outcome))
+            return
+        outcome.status = "skipped"
+        outcome.message = self.trust.refusal(run)
+        self.left_out.append(run)
 
     def prepare(self, job: _Job) -> None:
         """Transplant and plan one run; failures are recorded on the outcome."""
         from ..gitops.snapshot import read_file
 
         out = job.outcome
-        run_dir = self.store.root / "runs" / out.run_id
-        info = load_run_info(run_dir)
+        info = load_run_info(self.store.run_dir(out.run_id))
+        if info.changed:
+            path = info.store.dir / info.changed[0]
+            raise FlowillowerError(
+                f"refusing to load checkpoint {path}: its size differs from what this "
+                f"machine wrote ({len(info.changed)} file(s) changed since); delete the run's "
+                "checkpoints/ folder to replay it by re-executing")
         meta = info.meta
         git = meta.get("git") or {}
         sha = git.get("snapshot")
@@ -273,7 +294,7 @@ class _Replayer:
                     lines.append(f"  {out.run_id}  {out.status}: {out.message}")
                 continue
             plan = job.plan
-            lines.append(f"  {out.run_id}  code {out.code_version}  "
+            lines.append(f"  {out.run_id}  by {out.origin}  code {out.code_version}  "
                          f"{', '.join(out.names)}")
             for p in job.placements:
                 extra = f", renamed {p['renames']}" if p["renames"] else ""
@@ -344,6 +365,8 @@ class _Replayer:
         """Files too big for the snapshot: link the current copies (read by the script)."""
         for item in git.get("skipped") or []:
             rel = item[0] if isinstance(item, (list, tuple)) else str(item)
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                continue  # run.json is data: a link is only ever made inside the tree
             source, target = root / rel, tree / rel
             if source.exists() and not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -423,7 +446,7 @@ class _Replayer:
         """Collect the wanted values of every task and write one replay file atomically."""
         assert job.plan is not None
         out = job.outcome
-        run_dir = self.store.root / "runs" / out.run_id
+        run_dir = self.store.run_dir(out.run_id)
         outer = job.plan.info.outer
         wanted = set(out.names)
         rows: list[tuple] = []
@@ -470,6 +493,8 @@ class _Replayer:
         t0 = time.perf_counter()
         outcomes = self.select()
         report = ReplayReport(self.replay_id, self.names, outcomes)
+        if self.left_out:
+            self.echo(left_out_summary(self.left_out))
         if not self.jobs:
             self.echo("nothing to replay: " + ("every selected run already has "
                       + ", ".join(self.names) if outcomes else "no runs match"))
@@ -711,19 +736,22 @@ def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1
            script: str | os.PathLike[str] | None = None, *,
            echo: Callable[[str], None] | None = None,
            confirm: Callable[[str], bool] | None = None,
-           executor: Executor | None = None) -> ReplayReport:
+           executor: Executor | None = None, trust: TrustArg = False) -> ReplayReport:
     """Fill in values past runs never logged: `fw.replay("grad_norm", runs="lr < 0.01")`.
 
     `names`: value names (a list or "a,b"); `runs`: a run filter (see `fw.dataframe`);
     `workers`: processes to run at once (outer iterations are split among them); `yes`:
     do not ask before starting; `script`: the current script holding the new `fw.log`
-    statements (default: each run's own script in the working tree). Prints the
-    schedule and progress through `echo`. Returns a `ReplayReport`. Ctrl-C stops the
+    statements (default: each run's own script in the working tree). `trust`: runs
+    that came from elsewhere (pulled, or recorded on another host) are left out unless
+    trusted: True (all of them) or author names (runs whose recorded authors are all
+    among them); their code would run on this machine. Prints the schedule (with each
+    run's author and host) and progress through `echo`. Returns a `ReplayReport`. Ctrl-C stops the
     workers, leaves unfinished runs without values, prints the report and re-raises
     KeyboardInterrupt.
     """
     report = run_replay(names, runs, workers, yes, dir, script, echo=echo, confirm=confirm,
-                        executor=executor)
+                        executor=executor, trust=trust)
     if report.interrupted:
         raise KeyboardInterrupt
     return report
@@ -734,11 +762,12 @@ def run_replay(names: str | Iterable[str], runs: str | None = None, workers: int
                script: str | os.PathLike[str] | None = None, *,
                echo: Callable[[str], None] | None = None,
                confirm: Callable[[str], bool] | None = None,
-               executor: Executor | None = None) -> ReplayReport:
+               executor: Executor | None = None, trust: TrustArg = False) -> ReplayReport:
     """`replay` that returns the report even when interrupted (used by the CLI)."""
     wanted = _split_names(names)
     emit = echo or (lambda text: print(text, file=sys.stderr, flush=True))
-    replayer = _Replayer(wanted, runs, workers, yes, dir, script, emit, confirm, executor)
+    replayer = _Replayer(wanted, runs, workers, yes, dir, script, emit, confirm, executor,
+                         trust)
     return replayer.run()
 
 
