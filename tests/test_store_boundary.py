@@ -284,3 +284,18 @@ def test_server_routes_refuse_paths_and_links(project, client):
         r = client.delete(f"/api/runs/{ref}", headers=write)
         assert 400 <= r.status_code < 500, (ref, r.status_code, r.text)
     assert listing(project["tmp"]) == before
+
+
+def test_push_refuses_path_like_references(project, tmp_path):
+    """`fw.push(runs=[...])` resolves each reference through the store: a path is an
+    error before anything is committed or sent."""
+    from flowillower.remote import push
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    before = listing(project["tmp"])
+    for ref in ("../../src", "evil", "..", str(project["proj"] / "src")):
+        with pytest.raises(RunNotFoundError):
+            push(str(remote), runs=[project["ids"][0], ref], dir=project["proj"])
+    assert git(remote, "for-each-ref") == ""
+    assert listing(project["tmp"]) == before

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from .store.catalog import Store
 
 
-def push(remote: str = "origin", runs: str | None = None, *, include_large: bool = False,
-         dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
+         include_large: bool = False, dir: str | os.PathLike[str] | None = None
+         ) -> dict[str, Any]:
     """Publish runs to `remote` (a remote name of your repo, a path or a URL).
 
-    `runs` is a filter selecting what to push (default: all). Checkpoints never travel;
-    large artifacts only with `include_large`.
+    `runs` is a filter selecting what to push (default: all) or a list of run ids /
+    prefixes / names (a path or `..` raises `InvalidRunRefError`). Checkpoints never
+    travel; large artifacts only with `include_large`.
     """
     from .gitops.sync import push as push_runs
 
     store = Store(dir, must_exist=True)
-    ids = [row["id"] for row in store.runs(runs)] if runs else None
+    if runs is None or isinstance(runs, str):
+        ids = [row["id"] for row in store.runs(runs)] if runs else None
+    else:  # explicit references: the store's resolver, never a path
+        ids = list(dict.fromkeys(store.resolve(ref) for ref in runs))
     return push_runs(store.root, remote, run_ids=ids, include_large=include_large)
 
 
