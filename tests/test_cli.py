@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -93,11 +96,72 @@ def test_no_store_is_a_clear_error(tmp_path, monkeypatch):
     assert proc.returncode == 1 and "no flowillower store" in proc.stderr
 
 
-def test_help_lists_commands():
+# Every command a user can type: the start of its help's first line (its docstring) and
+# options that only it offers. A command missing from `--help` or showing another
+# command's help fails below.
+COMMANDS = {
+    "checkout": ("Write RUN's code snapshot into DEST", ["--dir"]),
+    "demo": ("The showcase: flow matching from noise", []),
+    "deploy": ("Push the static UI to TARGET", ["--site", "--runs", "--branch", "--message"]),
+    "df": ("Export values as a table (CSV or Parquet)", ["--runs", "--output", "--dir"]),
+    "diff": ("Show how two runs differ", ["--code / --no-code", "--dir"]),
+    "export": ("Write the UI as a static site to OUT_DIR",
+               ["--runs", "--points", "--hidden", "--no-media"]),
+    "gc": ("Reclaim space: drop code snapshots", ["--checkpoints", "--dir"]),
+    "ls": ("List runs, newest first", ["--all", "--limit", "--json", "--dir"]),
+    "model": ("Print the module tree of the model", ["--depth", "--json", "--dir"]),
+    "pull": ("Fetch runs others pushed to REMOTE", ["--json", "--dir"]),
+    "push": ("Publish runs (data + code snapshots) to REMOTE",
+             ["--runs", "--include-large", "--json", "--dir"]),
+    "reindex": ("Rebuild the index from the run folders", ["--dir"]),
+    "replay": ("Compute values past runs never logged",
+               ["--runs", "--workers", "--yes", "--script", "--json"]),
+    "rm": ("Delete (or --hide) runs", ["--hide", "--yes", "--dir"]),
+    "show": ("Show one run: metadata, args, metrics", ["--json", "--dir"]),
+    "ui": ("Serve the web UI", ["--port", "--host", "--no-browser", "--token", "--demo"]),
+}
+
+
+def _listing(help_text: str) -> dict[str, str]:
+    """{command: its one-line summary} from the Commands section of a group's help."""
+    section = help_text.split("\nCommands:\n", 1)[1]
+    return {m[1]: " ".join(m[2].split()) for m in
+            re.finditer(r"^  (\S+)\s+(\S.*)$", section, re.M)}
+
+
+def test_help_lists_every_command_with_its_own_summary():
     out = cli("--help").stdout
-    for command in ("ls", "show", "diff", "checkout", "push", "pull", "df", "rm", "gc",
-                    "reindex", "model"):
-        assert command in out
+    assert out.startswith("Usage: ") and "\nCommands:\n" in out
+    listed = _listing(out)
+    assert sorted(listed) == sorted(COMMANDS)  # none missing, none unexpected
+    for command, (summary, _options) in COMMANDS.items():
+        assert listed[command].startswith(summary), (command, listed[command])
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_command_has_its_own_help(command):
+    from click.testing import CliRunner
+
+    from flowillower.cli import main
+
+    result = CliRunner().invoke(main, [command, "--help"], prog_name="flowillower")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert re.match(rf"Usage: flowillower {command} \[OPTIONS\]", lines[0]), lines[0]
+    description = " ".join(result.output.split("\n\n", 1)[1].split())
+    summary, options = COMMANDS[command]
+    assert description.startswith(summary), description[:120]
+    for other, (other_summary, _) in COMMANDS.items():
+        assert other == command or other_summary not in description, other
+    for option in options:
+        assert re.search(rf"^  (-\w, )?{re.escape(option)}\b", result.output, re.M), option
+    assert re.search(r"^  -h, --help\b", result.output, re.M)
+
+
+def test_demo_lists_its_own_commands():
+    listed = _listing(cli("demo", "--help").stdout)
+    assert sorted(listed) == ["all", "keys", "quickstart", "train", "visualize"]
+    assert listed["train"].startswith("Train one model and record it as a run")
 
 
 def test_gc_drops_snapshots_of_deleted_runs_and_checkpoints(tmp_path, monkeypatch, store_dir):
@@ -122,7 +186,16 @@ def test_gc_drops_snapshots_of_deleted_runs_and_checkpoints(tmp_path, monkeypatc
 
     assert has(shas[0][1]) and has(shas[1][1])
     cli("rm", "-y", shas[0][0])
+    # Fresh snapshots stay (a run starting now may be about to name one) ...
     out = cli("gc", "--checkpoints").stdout
-    assert "dropped 1 ref" in out
-    assert not has(shas[0][1]) and has(shas[1][1])
+    assert "dropped 0 ref" in out
+    assert has(shas[0][1]) and has(shas[1][1])
     assert not list((repo / ".flowillower" / "runs").glob("*/checkpoints"))
+    # ... and once they are past the grace period (two hours), the deleted run's goes.
+    old = time.time() - 3 * 3600
+    for path in [*(git_dir / "refs").rglob("*"), *(git_dir / "objects").rglob("*")]:
+        if path.is_file():
+            os.utime(path, (old, old))
+    assert "dropped 1 ref" in cli("gc").stdout
+    assert not has(shas[0][1]) and has(shas[1][1])
+    assert json.loads(cli("ls", "--json").stdout)[0]["id"] == shas[1][0]
