@@ -130,6 +130,16 @@ def test_every_command_refuses_every_bad_reference(project):
     assert (project["proj"] / "src" / "pkg" / "core.py").read_text() == "VALUE = 1\n"
 
 
+def test_rm_of_a_good_and_a_bad_reference_deletes_neither(project):
+    """All references are resolved before anything is deleted."""
+    before = listing(project["tmp"])
+    for bad in ("../../src", "evil", "notarun"):
+        result = CliRunner().invoke(main, ["rm", project["ids"][0], bad, "-y", "--dir",
+                                           str(project["proj"])])
+        assert result.exit_code == 1 and "deleted" not in result.output, result.output
+    assert listing(project["tmp"]) == before
+
+
 def test_good_references_still_work(project):
     """The boundary refuses only what is not a run: ids, prefixes, suffixes and names
     still resolve (the negative test above would pass for a resolver refusing all)."""
