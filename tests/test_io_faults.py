@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 import flowillower as fw
-from flowillower.store.format import frame_spans
+from flowillower.store.format import frame_spans, valid_length
 from flowillower.store.reader import RunReader
 from flowillower.store.writer import DEFAULT_MAX_PENDING, FrameWriter, parse_size
+from tests.conftest import wait_for
 
 
 def value(i: int) -> float:
@@ -182,6 +183,28 @@ def test_an_unencodable_value_is_reported_at_once_and_the_rest_kept(tmp_path, ca
     assert [e["event"] for e in RunReader(tmp_path).load().events] == ["start"]
 
 
+class Broken(Batches):
+    """A source whose first drain fails, as a bug in the buffer would."""
+
+    def drain(self) -> dict[str, Any] | None:
+        if not hasattr(self, "failed"):
+            self.failed = True
+            raise RuntimeError("drain exploded")
+        return super().drain()
+
+
+def test_an_error_on_the_writer_thread_is_said_when_it_happens(tmp_path, capsys):
+    source = Broken()
+    writer = FrameWriter(tmp_path / "data.fwl", source, interval=0.02)
+    said = wait_for(lambda: capsys.readouterr().err, what="a line on stderr")
+    assert "the writer thread failed" in said and "drain exploded" in said
+    assert isinstance(writer.error, RuntimeError)
+    source.put(0, 10, define=True)  # the thread lives on and writes the next batch
+    wait_for(lambda: not source.queue, what="the next flush")
+    writer.close()
+    assert loss_values(tmp_path)[0] == list(range(10))
+
+
 # -- (c) the bounded buffer ------------------------------------------------------------------
 
 def test_past_the_bound_the_oldest_values_are_dropped_and_counted(tmp_path, monkeypatch,
@@ -271,6 +294,7 @@ def test_reopening_cuts_only_a_torn_tail_not_frames_after_a_corrupt_one(tmp_path
     torn = bytes(data[spans[2][0] : spans[2][0] + 20])  # half a frame at the tail
     path.write_bytes(bytes(data) + torn)
 
+    assert valid_length(path.read_bytes()) == spans[1][0]  # the strict check sees damage
     source = Batches()
     writer = FrameWriter(path, source, interval=3600.0)
     assert path.stat().st_size == good_end  # the tail went, frame 3 stayed

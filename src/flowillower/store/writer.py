@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .buffer import RecordBuffer
-from .format import columns, encode_frame, valid_length
+from .format import columns, encode_frame, last_frame_end, warm_up
 
 DEFAULT_MAX_PENDING = 256 * 2**20
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
@@ -167,12 +167,13 @@ class FrameWriter:
             # Appending to a file a killed process left behind: cut a torn last frame so
             # the frames we add stay readable (damage before good frames is skipped by
             # readers, and kept).
-            good = valid_length(path.read_bytes())
+            good = last_frame_end(path.read_bytes())
             if good != size:
                 os.ftruncate(fd, good)
         return fd, good
 
     def _loop(self) -> None:
+        warm_up()  # import the compressor off the training thread, and not at finish
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()

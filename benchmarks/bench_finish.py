@@ -1,0 +1,174 @@
+"""Finish latency: `FrameWriter.close()` and `fw.finish()` after 60,000 logged values.
+
+The baseline is the previous writer (before issue 13), loaded from git into a temporary
+module and timed in the same process, alternating with the current one. The floor is a
+bare write + fsync of a file of the same size.
+"Fresh process" rows time the first (and only) finish of a new Python process.
+Run: python benchmarks/bench_finish.py [--repeats 15] [--baseline REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_REV = "f4b0b39^"  # the commit before the I/O-fault / fast-finish writer
+STEPS = 20_000  # x 3 floats = 60,000 values
+
+
+def previous_writer(rev: str) -> ModuleType | None:
+    """The writer module as of `rev`, importable next to today's `format`/`buffer`."""
+    try:
+        source = subprocess.run(["git", "show", f"{rev}:src/flowillower/store/writer.py"],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    spec = importlib.util.spec_from_loader("flowillower.store.writer_baseline", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "flowillower.store"  # its relative imports resolve to today's
+    exec(compile(source, f"writer.py@{rev}", "exec"), module.__dict__)
+    return module
+
+
+class Queued:
+    """A buffer stand-in whose `drain()` hands over one prepared batch (60,000 values)."""
+
+    def __init__(self) -> None:
+        self.batch: dict[str, Any] | None = None
+
+    def fill(self) -> None:
+        n = STEPS
+        self.batch = {
+            "call_cols": [array("I", [0] * n), array("q", range(n)),
+                          array("d", [1.7e9 + i * 1e-3 for i in range(n)]), array("I", [3] * n)],
+            "float_cols": [array("I", [0, 1, 2] * n),
+                           array("d", [0.5 / (i + 1) for i in range(3 * n)])],
+            "ints": [], "objects": [], "contexts": {}, "events": [],
+            "keys": {0: ("loss", "metric"), 1: ("lr", "metric"), 2: ("acc", "metric")}}
+
+    def drain(self) -> dict[str, Any] | None:
+        batch, self.batch = self.batch, None
+        return batch
+
+
+def time_close(writer_cls: type, folder: Path, repeats: int) -> list[float]:
+    """Seconds of close() with 60,000 values queued since the last periodic flush."""
+    out = []
+    for i in range(repeats):
+        source = Queued()
+        writer = writer_cls(folder / f"{writer_cls.__module__}.{i}.fwl", source, 0.5)
+        time.sleep(0.05)  # the thread is asleep in its interval, as in a real run
+        source.fill()
+        t0 = time.perf_counter()
+        writer.close()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def time_finish(writer_cls: type, folder: Path, repeats: int) -> list[float]:
+    """Seconds of fw.finish() after 20,000 steps x 3 floats, with `writer_cls` in use."""
+    import flowillower as fw
+    import flowillower.run as run_module
+
+    saved = run_module.FrameWriter
+    run_module.FrameWriter = writer_cls
+    out = []
+    try:
+        for _ in range(repeats):
+            fw.init(project="bench", dir=str(folder), snapshot=False)
+            for i in range(STEPS):
+                fw.log_metrics({"loss": 0.5 / (i + 1), "lr": 0.1, "acc": float(i % 7)}, step=i)
+            t0 = time.perf_counter()
+            fw.finish()
+            out.append(time.perf_counter() - t0)
+    finally:
+        run_module.FrameWriter = saved
+    return out
+
+
+def time_fresh(writer_cls: type, folder: Path, repeats: int) -> list[float]:
+    """fw.finish() in a fresh process (what a script sees at its end), via --child."""
+    which = "new" if writer_cls.__module__ == "flowillower.store.writer" else "old"
+    out = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, __file__, "--child", which, str(folder)],
+                              capture_output=True, text=True, check=True)
+        out.append(float(proc.stdout.split()[-1]))
+    return out
+
+
+def child(which: str, folder: str, rev: str) -> None:
+    from flowillower.store.writer import FrameWriter
+
+    old = previous_writer(rev) if which == "old" else None
+    cls = old.FrameWriter if old is not None else FrameWriter
+    print(time_finish(cls, Path(folder), 1)[0])
+
+
+def time_fsync_floor(folder: Path, size: int, repeats: int) -> list[float]:
+    out = []
+    data = os.urandom(size)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        with open(folder / f"floor{i}.bin", "wb", buffering=0) as fh:
+            fh.write(data)
+            os.fsync(fh.fileno())
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--baseline", default=BASELINE_REV)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    opts, _ = parser.parse_known_args()  # run_all.py passes every benchmark the same args
+    if opts.child:
+        child(*opts.child, opts.baseline)
+        return
+    from flowillower.store.writer import FrameWriter
+
+    old = previous_writer(opts.baseline)
+    cases: list[tuple[str, Any, Any]] = []
+    if old is not None:
+        cases += [("close(), previous writer (baseline)", time_close, old.FrameWriter),
+                  ("close(), this writer", time_close, FrameWriter),
+                  ("fw.finish(), previous writer", time_finish, old.FrameWriter),
+                  ("fw.finish(), this writer", time_finish, FrameWriter),
+                  ("fw.finish(), fresh process, previous", time_fresh, old.FrameWriter),
+                  ("fw.finish(), fresh process, this", time_fresh, FrameWriter)]
+    else:
+        print(f"(no baseline: cannot read {opts.baseline} from git)")
+        cases += [("close(), this writer", time_close, FrameWriter),
+                  ("fw.finish(), this writer", time_finish, FrameWriter)]
+    results: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    with tempfile.TemporaryDirectory(dir=ROOT.parent if os.access(ROOT.parent, os.W_OK)
+                                     else None) as tmp:
+        folder = Path(tmp)
+        # Alternate the cases round by round so both see the same machine load.
+        for _ in range(opts.repeats):
+            for name, timer, cls in cases:
+                results[name] += timer(cls, folder, 1)
+        size = max(p.stat().st_size for p in folder.glob("*.fwl"))
+        results["write + fsync alone (floor)"] = time_fsync_floor(folder, size, opts.repeats)
+    base = statistics.median(results[cases[0][0]])
+    print(f"finish latency after {STEPS * 3:,} values (median / max of {opts.repeats}, ms)")
+    print(f"{'case':<40}{'median':>9}{'max':>9}{'vs first':>10}")
+    for name, times in results.items():
+        med = statistics.median(times)
+        print(f"{name:<40}{med * 1e3:>9.2f}{max(times) * 1e3:>9.2f}{med / base:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
