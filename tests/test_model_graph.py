@@ -288,7 +288,21 @@ def test_mlp_graph_module_view_chain_with_edge_shapes() -> None:
     assert first["parent"] == "" and first["group"] == "m::0"
     assert "act/0/mean" in first["series"] and "grad/0.weight/norm" in first["series"]
     assert ops_in(graph, "m:0:0") == ["linear"]
-    assert json.dumps(graph, allow_nan=False)  # plain JSON
+    # The raw graph: the root call, one call per layer and the op inside each, in order.
+    assert [n["id"] for n in graph["nodes"]] == [
+        "in:input", "m::0", "m:0:0", "o0", "m:1:0", "o1", "m:2:0", "o2", "out:output"]
+    assert [(n["id"], n["type"]) for n in graph["nodes"] if n["kind"] == "op"] == [
+        ("o0", "linear"), ("o1", "relu"), ("o2", "linear")]
+    assert [(e["src"], e["dst"], e["shape"]) for e in graph["edges"]] == [
+        ("in:input", "o0", [4, 8]), ("o0", "o1", [4, 16]), ("o1", "o2", [4, 16]),
+        ("o2", "out:output", [4, 3])]
+    assert node(graph, "o0")["in_shapes"] == [[4, 8], [16, 8], [16]]  # x, weight, bias
+    assert node(graph, "m::0")["params"] == 195 == graph["tree"]["params"]
+    assert [node(graph, f"m:{i}:0")["params"] for i in range(3)] == [144, 0, 51]
+    assert graph["hierarchy"] == {"": ["0", "1", "2"], "0": [], "1": [], "2": []}
+    assert graph["probed"] is True and graph["truncated"] is False
+    # Plain JSON: it survives a strict round trip unchanged (no tuples, NaN or tensors).
+    assert json.loads(json.dumps(graph, allow_nan=False)) == graph
 
 
 def test_transformer_block_residual_and_the_branch_taken() -> None:
@@ -500,7 +514,11 @@ def test_log_model_writes_graph_json_through_the_run() -> None:
     run = FakeRun()
     graph = log_model(run, mlp(), torch.randn(2, 8))
     assert list(run.files) == ["model/graph.json"]
-    assert run.files["model/graph.json"]["nodes"] == json.loads(json.dumps(graph["nodes"]))
+    written = run.files["model/graph.json"]
+    assert written == graph  # the whole graph, as returned
+    assert [(n["id"], n["params"]) for n in written["nodes"] if n["kind"] == "module"] == [
+        ("m::0", 195), ("m:0:0", 144), ("m:1:0", 0), ("m:2:0", 51)]
+    assert [e["shape"] for e in written["edges"]] == [[2, 8], [2, 16], [2, 16], [2, 3]]
     log_model(run, mlp(), name="critic")
     assert run.files["model/critic/graph.json"]["probed"] is False
     with pytest.raises(ValueError):
