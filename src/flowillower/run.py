@@ -260,7 +260,7 @@ class Run:
             cid = self._ctx_ids.get(coords)
             if cid is None:
                 cid, self._next_ctx = self._next_ctx, self._next_ctx + 1
-                self._buffers.ctx_defs.append((cid, dict(coords)))
+                self._buffers.ctx_defs.append((cid, coords))  # a dict at drain
                 if len(self._ctx_ids) >= _CTX_CACHE:
                     del self._ctx_ids[next(iter(self._ctx_ids))]  # the oldest
                 self._ctx_ids[coords] = cid

@@ -65,7 +65,7 @@ class RecordBuffer:
         calls, floats, ints, objects = self.take_values()
         # After the values, as in `BufferSet.drain`.
         keys = {k: (name, role) for k, name, role in _take(self.key_defs, len(self.key_defs))}
-        contexts = dict(_take(self.ctx_defs, len(self.ctx_defs)))
+        contexts = {cid: dict(coords) for cid, coords in _take(self.ctx_defs, len(self.ctx_defs))}
         events = _take(self.events, len(self.events))
         return _batch(keys, contexts, events, calls, floats, ints, objects)
 
@@ -88,7 +88,9 @@ class BufferSet:
 
     def __init__(self) -> None:
         self.key_defs: list[tuple[int, str, str]] = []
-        self.ctx_defs: list[tuple[int, dict[str, int]]] = []
+        # (id, coordinates as given to the loop: a tuple of (loop, index) pairs, shared
+        # with the loop state, so a queued definition costs one small tuple).
+        self.ctx_defs: list[tuple[int, Any]] = []
         self.events: list[dict[str, Any]] = []
         self._buffers: list[RecordBuffer] = []
         self._lock = threading.Lock()  # the list of buffers, not their contents
@@ -133,6 +135,6 @@ class BufferSet:
                 objects += p_objects
         # After the values: every definition they use was appended before them.
         keys = {k: (name, role) for k, name, role in _take(self.key_defs, len(self.key_defs))}
-        contexts = dict(_take(self.ctx_defs, len(self.ctx_defs)))
+        contexts = {cid: dict(coords) for cid, coords in _take(self.ctx_defs, len(self.ctx_defs))}
         events = _take(self.events, len(self.events))
         return _batch(keys, contexts, events, calls, floats, ints, objects)
