@@ -34,6 +34,7 @@ from typing import Any
 MAGIC = b"FWL"
 _FRAME_HEAD = struct.Struct("<3scII")
 _U32 = struct.Struct("<I")
+_CODECS = (b"s", b"z")
 
 
 def _zstd():
@@ -217,9 +218,12 @@ def _frame_end(buf: memoryview, offset: int) -> int | None:
     end = len(buf)
     if offset + _FRAME_HEAD.size > end:
         return None
-    magic, _codec, length, crc = _FRAME_HEAD.unpack_from(buf, offset)
+    magic, codec, length, crc = _FRAME_HEAD.unpack_from(buf, offset)
     start = offset + _FRAME_HEAD.size
-    if magic != MAGIC or start + length > end or zlib.crc32(buf[start : start + length]) != crc:
+    # The cheap tests first: when resyncing, most stray b"FWL" fail them, not the checksum.
+    if magic != MAGIC or codec not in _CODECS or start + length > end:
+        return None
+    if zlib.crc32(buf[start : start + length]) != crc:
         return None
     return start + length
 

@@ -65,6 +65,14 @@ def _say(line: str) -> None:
         pass
 
 
+def _write_at(fd: int, data: memoryview, offset: int) -> int:
+    """Write at an offset (positioned write where the OS has one)."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.write(fd, data)  # pragma: no cover
+
+
 def _rough_size(value: Any, depth: int = 0) -> int:
     """Approximate memory of a logged object: sizes of its first 64 items, extrapolated."""
     size = sys.getsizeof(value, 64)
@@ -237,7 +245,7 @@ class FrameWriter:
         view, done = memoryview(data), 0
         try:
             while done < len(data):
-                n = os.pwrite(fd, view[done:], self._end + done)
+                n = _write_at(fd, view[done:], self._end + done)
                 if n <= 0:
                     raise OSError(f"short write of {self.path} ({done} of {len(data)} bytes)")
                 done += n
