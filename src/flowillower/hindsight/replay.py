@@ -496,8 +496,9 @@ class _Replayer:
         if self.left_out:
             self.echo(left_out_summary(self.left_out))
         if not self.jobs:
-            self.echo("nothing to replay: " + ("every selected run already has "
-                      + ", ".join(self.names) if outcomes else "no runs match"))
+            if not self.left_out:  # otherwise the line above said why
+                self.echo("nothing to replay: " + ("every selected run already has "
+                          + ", ".join(self.names) if outcomes else "no runs match"))
             return report
         estimate = self.plan_all()
         report.estimate = estimate

@@ -103,15 +103,16 @@ class TrustPolicy:
 
     def refusal(self, run: Origin) -> str:
         """Why `run` is left out, and what would let it in."""
-        author = run.author or (run.pulled or {}).get("author")
-        hint = f"--trust-author {author}" if author else "--trust-author NAME"
+        hint = " ".join(f"--trust-author {a}" for a in sorted(run.authors()))
         return (f"from elsewhere ({run.describe()}): not replayed, its code would run on "
-                f"this machine; trust it with --trust or {hint} (fw.replay(..., trust=...))")
+                f"this machine; trust it with --trust or {hint or '--trust-author NAME'} (fw.replay(..., trust=...))")
 
 
 def left_out_summary(runs: list[Origin]) -> str:
-    """The line printed when runs from elsewhere were left out."""
-    ids = ", ".join(f"{r.run_id} ({r.describe()})" for r in runs)
+    """The lines printed when runs from elsewhere were left out."""
+    ids = "\n".join(f"  {r.run_id}  by {r.describe()}" for r in runs)
+    authors = sorted(set().union(*(r.authors() for r in runs)))
+    by_author = " ".join(f"--trust-author {a}" for a in authors) or "--trust-author NAME"
     return (f"left out {len(runs)} run(s) from elsewhere, whose code would run on this "
-            f"machine: {ids}. Replay them with --trust (all) or --trust-author NAME "
-            "(fw.replay(..., trust=True or trust=['NAME'])).")
+            f"machine:\n{ids}\nto replay them: --trust (all of them) or {by_author} "
+            "(fw.replay(..., trust=True or trust=[names]))")
