@@ -15,8 +15,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 import flowillower as fw
+from flowillower.run import Run
+from flowillower.store.format import valid_length
 from flowillower.store.reader import RunReader
-from tests.conftest import only_run
+from tests.conftest import only_run, wait_for
 
 LOGGING_FOREVER = """
 import time, flowillower as fw
@@ -70,7 +72,12 @@ def _start_logging(tmp_path):
 
 def test_sigterm_flushes_and_marks_killed(tmp_path, store_dir):
     proc = _start_logging(tmp_path)
-    time.sleep(0.6)
+
+    def frames_written() -> bool:  # the writer has flushed values at least once
+        files = list((store_dir / "runs").glob("*/data.fwl"))
+        return bool(files) and valid_length(files[0].read_bytes()) > 0
+
+    wait_for(frames_written, timeout=30, what="the first frames on disk")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == -signal.SIGTERM  # still dies by the signal, as callers expect
     reader = RunReader(only_run(store_dir))
@@ -106,15 +113,44 @@ def test_kill_9_loses_at_most_the_last_second(tmp_path, store_dir):
     assert len(rows) == 20 and set(rows["status"]) == {"killed"}
 
 
-def test_resume_writing_after_torn_tail(store_dir):
-    run = fw.init()
-    fw.log("a", 1.0)
-    run.flush()
-    data_file = run.dir / "data.fwl"
+TORN = b"FWLs\x99\x99\x00\x00garbage"  # the start of a frame whose write was cut short
+
+
+def test_resume_writing_after_torn_tail(run_script, store_dir):
+    """A process dies in the middle of writing a frame; the run is picked up again (same
+    run id) and writes on: the torn bytes are cut, old and new values all read back."""
+    proc = run_script("""
+        import os, flowillower as fw
+        run = fw.init(project="p")
+        fw.log_metrics({"a": 1.0, "b": 10.0}, step=0)
+        run.flush()
+        print(run.id, flush=True)
+        os._exit(0)  # gone without finishing, like kill -9
+    """)
+    run_id = proc.stdout.strip()
+    data_file = store_dir / "runs" / run_id / "data.fwl"
+    good = data_file.read_bytes()
+    assert valid_length(good) == len(good) > 0
     with open(data_file, "ab") as fh:
-        fh.write(b"FWLs\x99\x99\x00\x00garbage")  # a torn frame, as after a crash mid-write
-    assert RunReader(run.dir).load().series["a"].values.tolist() == [1.0]
-    fw.finish()
+        fh.write(TORN)  # the crash happened mid-write
+    assert RunReader(data_file.parent).load().series["a"].values.tolist() == [1.0]
+
+    resumed = Run("p", run_id=run_id, snapshot=False)  # e.g. a restarted job
+    resumed.log_metrics({"a": 2.0, "b": 20.0}, step=1)
+    resumed.flush()
+    data = data_file.read_bytes()
+    assert data.startswith(good)  # what was written before stays as it was
+    assert b"garbage" not in data and valid_length(data) == len(data) > len(good)
+    resumed.log_metrics({"a": 3.0}, step=2)
+    resumed.finish()
+    data = data_file.read_bytes()
+    assert b"garbage" not in data and valid_length(data) == len(data)
+    reader = RunReader(data_file.parent)
+    series = reader.load().series
+    assert series["a"].step.tolist() == [0, 1, 2]
+    assert series["a"].values.tolist() == [1.0, 2.0, 3.0]
+    assert series["b"].values.tolist() == [10.0, 20.0]
+    assert reader.status == "success"
 
 
 def test_eight_processes_log_into_one_project(tmp_path, store_dir):
