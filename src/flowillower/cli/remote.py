@@ -2,32 +2,63 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
-from .common import dir_option, friendly_errors, json_option, print_json
+from ..errors import RunNotFoundError
+from .common import dir_option, friendly_errors, json_option, open_store, print_json
+
+# Characters that only a filter expression has (`lr < 0.3`, fitlog's ${...}$, quotes).
+_FILTER_CHARS = re.compile(r"""[\s<>=!${}()"']""")
+
+
+def _select_runs(store_dir: str | None, runs: str) -> list[str]:
+    """Run ids for `--runs`: comma-separated run references (each resolved by the store,
+    so a path or `..` is an error) or, failing that, a filter expression."""
+    store = open_store(store_dir)
+    if not _FILTER_CHARS.search(runs):
+        refs = [part.strip() for part in runs.split(",") if part.strip()]
+        try:
+            return list(dict.fromkeys(store.resolve(ref) for ref in refs))
+        except RunNotFoundError as exc:
+            from ..store.resolve import InvalidRunRefError
+
+            if isinstance(exc, InvalidRunRefError) or len(refs) > 1:
+                raise
+    ids = [row["id"] for row in store.runs(runs)]  # a filter (plain text matches names)
+    if not ids:
+        raise RunNotFoundError(f"no run matches {runs!r}; `flowillower ls` lists them")
+    return ids
 
 
 @click.command("push")
 @click.argument("remote", default="origin")
-@click.option("--runs", "runs_filter", default=None, help="Filter selecting runs to push.")
+@click.option("--runs", "runs_filter", default=None,
+              help="Runs to push: ids / names (comma-separated) or a filter.")
 @click.option("--include-large", is_flag=True, help="Also push large artifacts.")
+@click.option("--no-code", is_flag=True, help="Push run data only, no code snapshots.")
 @dir_option
 @json_option
 @friendly_errors
-def push_command(remote: str, runs_filter: str | None, include_large: bool,
+def push_command(remote: str, runs_filter: str | None, include_large: bool, no_code: bool,
                  store_dir: str | None, as_json: bool) -> None:
     """Publish runs (data + code snapshots) to REMOTE: a remote name, path or URL.
 
     Each run travels on its own ref, so pushes from several machines never conflict.
-    Checkpoints stay local.
+    Checkpoints stay local; with --no-code, code snapshots too.
     """
-    from ..remote import push
+    from ..gitops.sync import push
 
-    result = push(remote, runs_filter, include_large=include_large, dir=store_dir)
+    store = open_store(store_dir)
+    ids = _select_runs(store_dir, runs_filter) if runs_filter else None
+    result = push(store.root, remote, run_ids=ids, include_large=include_large,
+                  no_code=no_code)
     if as_json:
         print_json(result)
         return
-    click.echo(f"pushed {result['runs']} run(s) to {result['remote']}")
+    code = "no code snapshots" if no_code else f"{result['code']} code snapshot(s)"
+    click.echo(f"pushed {result['runs']} run(s) and {code} to {result['remote']}")
     if result.get("rejected"):
         click.echo(f"{len(result['rejected'])} run(s) changed on the remote too: run "
                    f"`flowillower pull {remote}` and push again: {', '.join(result['rejected'])}")
@@ -39,7 +70,11 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool,
 @json_option
 @friendly_errors
 def pull_command(remote: str, store_dir: str | None, as_json: bool) -> None:
-    """Fetch runs others pushed to REMOTE; they appear next to yours."""
+    """Fetch runs others pushed to REMOTE; they appear next to yours.
+
+    Only what a run holds is accepted (run.json, summaries, record files, media,
+    artifacts, model graphs, notes), each checked; anything else is refused and listed.
+    """
     from ..remote import pull
 
     result = pull(remote, dir=store_dir)
@@ -48,3 +83,17 @@ def pull_command(remote: str, store_dir: str | None, as_json: bool) -> None:
         return
     click.echo(f"pulled from {result['remote']}: {result['runs_added']} new run(s), "
                f"{result['files_added']} new file(s)")
+    for run_id, why in result.get("runs_refused", []):
+        click.echo(f"refused run {run_id}: {why}", err=True)
+    for run_id, items in result.get("refused", {}).items():
+        reasons: dict[str, list[str]] = {}
+        for path, why in items:
+            reasons.setdefault(why, []).append(path)
+        click.echo(f"refused {len(items)} file(s) of run {run_id}:", err=True)
+        for why, paths in reasons.items():
+            shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5
+                                            else "")
+            click.echo(f"  {why}: {shown}", err=True)
+    if result.get("snapshots_refused"):
+        click.echo(f"refused {result['snapshots_refused']} code ref(s) whose name is not "
+                   "their commit", err=True)

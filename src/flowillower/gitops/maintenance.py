@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
-from .repo import store_git
+from .repo import ensure_store_repo, store_git
 
 __all__ = ["store_lock", "collect_garbage", "touch_ref", "GRACE", "LOCK_NAME"]
 
@@ -50,8 +50,7 @@ def store_lock(git_dir: Path, *, exclusive: bool = False, timeout: float | None 
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    git_dir = Path(git_dir)
-    git_dir.mkdir(parents=True, exist_ok=True)
+    git_dir = ensure_store_repo(Path(git_dir))  # never a bare folder git cannot adopt
     fd = os.open(git_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

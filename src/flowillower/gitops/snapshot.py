@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import GitError
 from .maintenance import store_lock, touch_ref
+from .paths import safe_rel
 from .repo import (
     FIXED_DATE,
     IDENTITY,
@@ -529,13 +530,6 @@ def _enclosing_worktree(path: Path) -> Path | None:
     return None
 
 
-def _safe_rel(rel: bytes) -> bool:
-    parts = rel.split(b"/")
-    return not rel.startswith(b"/") and all(
-        p not in (b"", b".", b"..") and p.lower() != b".git" and b"\\" not in p
-        for p in parts)
-
-
 def checkout_snapshot(store_git_dir: Path, sha: str, dest_dir: Path) -> Path:
     """Write a snapshot's files into `dest_dir` and return it.
 
@@ -566,7 +560,7 @@ def checkout_snapshot(store_git_dir: Path, sha: str, dest_dir: Path) -> Path:
         if record:
             meta, _, rel = record.partition(b"\t")
             mode, _kind, obj = meta.decode().split()
-            if not _safe_rel(rel):
+            if not safe_rel(rel):
                 raise GitError(f"snapshot {sha[:12]} holds an unsafe path {rel!r}; not written")
             items.append((mode, obj, rel))
     dest.mkdir(parents=True, exist_ok=True)

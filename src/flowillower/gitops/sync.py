@@ -22,32 +22,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
-from .repo import (
-    abandon,
-    batch_read,
-    ensure_store_ignored,
-    finish,
-    redact,
-    resolve_remote,
-    store_git,
-    store_popen,
-)
+from .incoming import LARGE_ARTIFACT, valid_run_id
+from .maintenance import store_lock
+from .pull import pull
+from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, project_dirs
+from .repo import ensure_store_ignored, redact, resolve_remote, store_git
 from .snapshot import SNAPSHOT_REF_PREFIX
 
 __all__ = ["push", "pull", "commit_run", "RUN_REF_PREFIX", "LARGE_ARTIFACT"]
 
-RUN_REF_PREFIX = "refs/flowillower/runs/"
-INCOMING_PREFIX = "refs/flowillower/incoming/"
-LARGE_ARTIFACT = 50 * 2**20  # GitHub warns at 50 MB and refuses files over 100 MB
 _LOCAL_ONLY = ("checkpoints/",)
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_GROWING = (".fwl",)  # append-only record files: a longer remote copy may extend ours
 
 
 def _runs_dir(store_root: Path) -> Path:
@@ -131,44 +120,48 @@ def _snapshot_of(run_dir: Path) -> str | None:
     return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
 
 
-def _project_dirs(store_root: Path) -> list[Path]:
-    """Where a remote *name* is looked up: the project holding the store, then cwd."""
-    return list(dict.fromkeys([store_root.parent, Path.cwd()]))
-
-
 def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
-         include_large: bool = False) -> dict[str, Any]:
+         include_large: bool = False, *, no_code: bool = False) -> dict[str, Any]:
     """Push runs (all, or `run_ids`) with their code snapshots to `remote`.
 
-    `remote` is a remote name of the user's repository, a path or a URL. Returns
-    `{"remote", "runs" (runs now on the remote), "pushed" (runs sent or updated),
-    "up_to_date", "rejected" (ids changed on the remote meanwhile: pull, then push again),
-    "skipped_large" ([run id, path, size] of artifacts left behind)}`.
+    `remote` is a remote name of the user's repository, a path or a URL. `no_code` sends
+    run data only, no code snapshots. Returns `{"remote", "runs" (runs now on the remote),
+    "pushed" (runs sent or updated), "up_to_date", "rejected" (ids changed on the remote
+    meanwhile: pull, then push again), "skipped_large" ([run id, path, size] of artifacts
+    left behind), "code" (snapshots sent along)}`.
     """
     store_root = Path(store_root).resolve()
-    url = resolve_remote(remote, _project_dirs(store_root), push=True)
+    url = resolve_remote(remote, project_dirs(store_root), push=True)
     base = _runs_dir(store_root)
     if run_ids is None:
         run_ids = sorted(p.name for p in base.iterdir()
                          if p.is_dir() and (p / "run.json").exists()) if base.is_dir() else []
+    for run_id in run_ids:
+        # Only real run folders inside runs/: never a link or a path leading elsewhere.
+        folder = base / str(run_id)
+        if not valid_run_id(str(run_id)) or folder.is_symlink() or not folder.is_dir():
+            raise GitError(f"no run {str(run_id)[:80]!r} in {base} (only run folders of "
+                           "this store are pushed)")
     result: dict[str, Any] = {"remote": redact(url), "runs": 0, "pushed": 0, "up_to_date": 0,
-                              "rejected": [], "skipped_large": []}
+                              "rejected": [], "skipped_large": [], "code": 0}
     if not run_ids:
         return result
     ensure_store_ignored(store_root)
     git_dir = store_root / "git"
-    refspecs = []
-    for run_id in run_ids:
-        if not _RUN_ID.match(run_id):
-            raise GitError(f"not a run id: {run_id!r}")
-        _commit, large = commit_run(store_root, run_id, include_large)
-        result["skipped_large"] += [[run_id, *item] for item in large]
-        refspecs.append(f"{RUN_REF_PREFIX}{run_id}:{RUN_REF_PREFIX}{run_id}")
-        snapshot = _snapshot_of(base / run_id)
-        if snapshot and _ref(git_dir, snapshot):
-            ref = SNAPSHOT_REF_PREFIX + snapshot
-            store_git(git_dir, ["update-ref", ref, snapshot])
-            refspecs.append(f"{ref}:{ref}")
+    refspecs, code = [], set()
+    store_git(git_dir, ["rev-parse", "--git-dir"])  # creates the repository if needed
+    with store_lock(git_dir):  # gc waits while run commits reuse objects already there
+        for run_id in run_ids:
+            _commit, large = commit_run(store_root, run_id, include_large)
+            result["skipped_large"] += [[run_id, *item] for item in large]
+            refspecs.append(f"{RUN_REF_PREFIX}{run_id}:{RUN_REF_PREFIX}{run_id}")
+            snapshot = None if no_code else _snapshot_of(base / run_id)
+            if snapshot and _ref(git_dir, snapshot):
+                ref = SNAPSHOT_REF_PREFIX + snapshot
+                store_git(git_dir, ["update-ref", ref, snapshot])
+                refspecs.append(f"{ref}:{ref}")
+                code.add(snapshot)
+    result["code"] = len(code)
     proc = store_git(git_dir, ["push", "--porcelain", "--no-verify", url,
                                *sorted(set(refspecs))], transport=True, check=False)
     for line in proc.stdout.decode(errors="replace").splitlines():
@@ -190,119 +183,3 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
         raise GitError(redact(f"push to {url} failed: {err}"))
     result["runs"] = len(run_ids) - len(result["rejected"])
     return result
-
-
-def pull(store_root: Path, remote: str) -> dict[str, Any]:
-    """Fetch runs (and their code snapshots) from `remote` into the store.
-
-    New runs appear whole (written aside, then renamed into `runs/`); runs already here
-    only gain the files they lack. Returns `{"remote", "runs_added", "runs_updated",
-    "files_added"}`.
-    """
-    store_root = Path(store_root).resolve()
-    url = resolve_remote(remote, _project_dirs(store_root))
-    _runs_dir(store_root).mkdir(parents=True, exist_ok=True)
-    ensure_store_ignored(store_root)
-    git_dir = store_root / "git"
-    before = _list_refs(git_dir, INCOMING_PREFIX)
-    # --no-prune: a user's fetch.prune=true must not delete our local code refs.
-    proc = store_git(git_dir, ["fetch", "--quiet", "--no-tags", "--no-prune",
-                               "--no-recurse-submodules", url,
-                               f"+{RUN_REF_PREFIX}*:{INCOMING_PREFIX}*",
-                               f"+{SNAPSHOT_REF_PREFIX}*:{SNAPSHOT_REF_PREFIX}*"],
-                     transport=True, check=False)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip()
-        raise GitError(redact(f"fetching runs from {url} failed: {err}"))
-    result: dict[str, Any] = {"remote": redact(url), "runs_added": 0, "runs_updated": 0,
-                              "files_added": 0}
-    for ref, commit in _list_refs(git_dir, INCOMING_PREFIX).items():
-        run_id = ref.removeprefix(INCOMING_PREFIX)
-        if not _RUN_ID.match(run_id):
-            continue  # never let a remote ref name escape runs/
-        target = _runs_dir(store_root) / run_id
-        if target.exists() and before.get(ref) == commit:
-            continue  # nothing new since the last pull
-        is_new = not target.exists()
-        added = _materialize(git_dir, commit, target)
-        result["files_added"] += added
-        if is_new:
-            result["runs_added"] += 1
-        elif added:
-            result["runs_updated"] += 1
-    return result
-
-
-def _list_refs(git_dir: Path, prefix: str) -> dict[str, str]:
-    listing = store_git(git_dir, ["for-each-ref", "--format=%(refname) %(objectname)",
-                                  prefix]).stdout.decode()
-    return dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
-
-
-def _safe_rel(rel: bytes) -> bool:
-    return not rel.startswith(b"/") and all(
-        p not in (b"", b".", b"..") and b"\\" not in p for p in rel.split(b"/"))
-
-
-def _add_file(path: Path, data: bytes) -> int:
-    """Write a pulled file unless ours differs (a prefix of it may be extended)."""
-    if path.exists() and not data.startswith(path.read_bytes()):
-        return 0  # a diverged copy: keep ours untouched
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.pull.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # whole files only, even if interrupted
-    return 1
-
-
-def _materialize(git_dir: Path, commit: str, target: Path) -> int:
-    """Write the files of a run commit that `target` lacks; returns how many.
-
-    Existing files are never overwritten, with one exception that is still only an
-    addition: a record file (`*.fwl`, append-only) whose local copy is a prefix of the
-    remote one (pushed while the run was still going) is extended.
-    """
-    raw = store_git(git_dir, ["ls-tree", "-r", "-z", "-l", "--full-tree", commit]).stdout
-    wanted: list[tuple[bytes, str, int]] = []
-    for record in raw.split(b"\0"):
-        if not record:
-            continue
-        meta, _, rel = record.partition(b"\t")
-        mode, kind, sha, size = meta.decode().split()
-        if kind != "blob" or mode == "120000" or not _safe_rel(rel):
-            continue
-        local = target / os.fsdecode(rel)
-        if local.is_symlink() or local.is_dir():
-            continue
-        if local.exists():
-            grows = local.name.endswith(_GROWING) and local.stat().st_size < int(size)
-            if not grows:
-                continue
-        wanted.append((rel, sha, int(size)))
-    if not wanted:
-        return 0
-    is_new = not target.exists()
-    # A new run is assembled aside and renamed in whole: readers never see half a run.
-    dest = Path(tempfile.mkdtemp(prefix=f".pull-{target.name}-", dir=target.parent)) \
-        if is_new else target
-    targets: dict[str, list[bytes]] = {}
-    for rel, sha, _size in wanted:
-        targets.setdefault(sha, []).append(rel)
-    added = 0
-    try:
-        reader = store_popen(git_dir, ["cat-file", "--batch"])
-        try:
-            # Streamed: one blob in memory at a time, whatever the size of the run.
-            for sha, data in batch_read(reader, list(targets)):
-                for rel in targets[sha] if data is not None else ():
-                    added += _add_file(dest / os.fsdecode(rel), data)
-        except BaseException:
-            abandon(reader)
-            raise
-        finish(reader)
-        if is_new:
-            os.rename(dest, target)
-    finally:
-        if is_new and dest.exists():
-            shutil.rmtree(dest, ignore_errors=True)
-    return added
