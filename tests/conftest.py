@@ -83,17 +83,44 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
-__all__ = ["fw", "only_run", "wait_for"]
+__all__ = ["fw", "only_run", "wait_for", "require_browser", "in_ci", "CHROMIUM"]
 
 
-# -- a real browser: Debian's chromium driven by Playwright (tests skip without them) --------
-CHROMIUM = "/usr/bin/chromium"
+# -- a real browser: Debian's chromium driven by Playwright ----------------------------------
+CHROMIUM = "/usr/bin/chromium"  # the very binary `browser` launches (executable_path)
+
+
+def in_ci() -> bool:
+    """True on CI (`CI=true`, as CI services set it), where nothing may be skipped for a
+    missing tool: CI installs them."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_browser():
+    """Playwright's sync API, once it and the chromium the tests launch are both there.
+
+    Without them a developer's run skips the browser tests (module-level); CI fails them.
+    """
+    missing = ""
+    try:
+        from playwright import sync_api
+    except ImportError as exc:
+        missing = f"playwright is not installed ({exc})"
+    else:
+        if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+            missing = f"{CHROMIUM}, the browser these tests launch, is not there"
+    if missing:
+        if in_ci():
+            pytest.fail(f"CI must run the browser tests: {missing}", pytrace=False)
+        pytest.skip(f"needs Debian's chromium and playwright: {missing}",
+                    allow_module_level=True)
+    return sync_api
 
 
 @pytest.fixture(scope="module")
 def browser():
     """Headless chromium for a test module (started once, closed after the module)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_browser()
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])

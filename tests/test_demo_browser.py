@@ -5,19 +5,20 @@ with statistics on the watched layers. Screenshots land in $TMPDIR/flowillower-d
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
+from tests.conftest import require_browser, wait_for
+
+require_browser()  # /usr/bin/chromium, the binary launched, and playwright (CI: must be there)
 pytest.importorskip("torch")
 pytest.importorskip("omegaconf")
 
 from tests.test_demo import SMALL, cli  # noqa: E402
-from tests.test_ui_browser import (  # noqa: E402, F401  (helpers and the skip mark)
+from tests.test_ui_browser import (  # noqa: E402
     SHOTS,
     _free_port,
     expect,
-    pytestmark,
     wait_image,
     wait_rows,
 )
@@ -39,8 +40,7 @@ def demo_server(tmp_path_factory):
                                         log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    while not srv.started:
-        time.sleep(0.02)
+    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
     yield f"http://127.0.0.1:{port}/", ids
     srv.should_exit = True
     thread.join(5)

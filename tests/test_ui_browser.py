@@ -4,25 +4,22 @@ served by `python -m http.server`. Screenshots land in $TMPDIR/flowillower-ui-*.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from flowillower.run import Run
 from flowillower.server.demo import make_demo_store
+from tests.conftest import require_browser, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-playwright_api = pytest.importorskip("playwright.sync_api")
+# Skips the module without /usr/bin/chromium (the binary launched) or playwright; CI fails.
+playwright_api = require_browser()
 expect = playwright_api.expect
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
-                                reason="needs Debian's chromium")
 XSS = "<img src=x onerror=window.__pwned=1>"
 SHOTS = Path(tempfile.gettempdir())
 
@@ -58,8 +55,7 @@ def server(store):
                                         host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    while not srv.started:
-        time.sleep(0.02)
+    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
     yield f"http://127.0.0.1:{port}/"
     srv.should_exit = True
     thread.join(5)
@@ -80,13 +76,9 @@ def wait_rows(pg, n: int) -> list[str]:
 
 
 def wait_image(pg, selector: str) -> None:
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if pg.locator(selector).count() and pg.locator(selector).first.evaluate(
-                "img => img.complete && img.naturalWidth > 0"):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no image loaded at {selector}")
+    wait_for(lambda: pg.locator(selector).count() and pg.locator(selector).first.evaluate(
+        "img => img.complete && img.naturalWidth > 0"), timeout=10, interval=0.05,
+        what=f"an image loaded at {selector}")
 
 
 def test_table_lists_runs_and_shows_html_as_text(page, server):
@@ -209,12 +201,15 @@ def test_static_export_served_by_http_server(page, store, tmp_path):
                             stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}/"
-        for _ in range(50):
+
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
+                return True
             except OSError:
-                time.sleep(0.1)
+                return False
+
+        wait_for(listening, timeout=10, what="python -m http.server to listen")
         page.goto(base)
         assert set(wait_rows(page, 6)) >= {"alpha", XSS}
         assert "static export" in page.text_content("#mode-info")
