@@ -28,12 +28,14 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from .leaveout import MAX_UNTRACKED_BYTES, MAX_UNTRACKED_FILES, LeaveOut
 from .maintenance import store_lock, touch_ref
 from .paths import safe_rel
 from .repo import (
@@ -90,9 +92,12 @@ def _decode(path: bytes) -> str:
 class _Collector:
     """Accumulates entries, skipped files and the contents hashed so far."""
 
-    def __init__(self, top: bytes, size_cap: int, exclude: bytes | None) -> None:
+    def __init__(self, top: bytes, size_cap: int, exclude: bytes | None,
+                 policy: LeaveOut) -> None:
         self.top = top
         self.size_cap = size_cap
+        self.policy = policy  # secrets, .flowillowerignore, the untracked cap
+        self.dropped_changes = False  # a modified or untracked file was left out
         self.exclude = exclude  # store location relative to top, if inside it
         self.entries: list[_Entry] = []
         self.skipped: list[list[Any]] = []
@@ -109,7 +114,8 @@ class _Collector:
         return self.exclude is not None and (rel == self.exclude
                                              or rel.startswith(self.exclude + b"/"))
 
-    def add_from_disk(self, rel: bytes, st: os.stat_result | None = None) -> None:
+    def add_from_disk(self, rel: bytes, st: os.stat_result | None = None,
+                      untracked: bool = False) -> None:
         """Hash one file of the working tree (regular file or symlink)."""
         full = self.top + b"/" + rel
         try:
@@ -120,6 +126,10 @@ class _Collector:
                 return
             elif st.st_size > self.size_cap:
                 self.skipped.append([_decode(rel), st.st_size])
+                self.dropped_changes = True
+                return
+            elif untracked and self.policy.over_cap(rel, st.st_size):
+                self.dropped_changes = True
                 return
             else:
                 mode = "100755" if st.st_mode & 0o111 else "100644"
@@ -179,8 +189,15 @@ def _scan_git(raw: bytes, col: _Collector) -> None:
         if stage != "0":
             changed.add(rel)  # conflicted: take whatever the file holds now
         tracked.setdefault(rel, (mode, sha, tag))
+    col.policy.prepare([*tracked, *untracked])
     for rel, (mode, sha, _tag) in tracked.items():
         if rel in sparse or col.excluded(rel):
+            continue
+        if mode != _GITLINK and col.policy.reason(rel):
+            if rel in changed:
+                col.dropped_changes = True
+            else:  # committed and unchanged: compared with HEAD as if it were there
+                col.skipped_clean[rel] = (mode, sha)
             continue
         if mode == _GITLINK:
             col.add_gitlink(rel, sha)
@@ -202,13 +219,16 @@ def _scan_git(raw: bytes, col: _Collector) -> None:
             continue
         if rel.endswith(b"/"):  # an untracked nested repository: record it like `git add`
             col.add_gitlink(rel.rstrip(b"/"), None)
+        elif col.policy.reason(rel):
+            col.dropped_changes = True
         else:
-            col.add_from_disk(rel)
+            col.add_from_disk(rel, untracked=True)
 
 
 def _scan_dir(top: Path, col: _Collector) -> None:
     """Every file under a directory that is not a git repository."""
     count = 0
+    found: list[bytes] = []
     for dirpath, dirnames, filenames in os.walk(col.top):
         rel_dir = os.path.relpath(dirpath, col.top).replace(os.sep.encode(), b"/")
         prefix = b"" if rel_dir == b"." else rel_dir + b"/"
@@ -229,7 +249,11 @@ def _scan_dir(top: Path, col: _Collector) -> None:
                 raise GitError(f"{top} is not a git repository and holds more than "
                                f"{MAX_WALK_FILES} files; start the run from your project "
                                "folder (or `git init` it) to get a code snapshot")
-            col.add_from_disk(rel)
+            found.append(rel)
+    col.policy.prepare(found)
+    for rel in found:
+        if not col.policy.reason(rel):
+            col.add_from_disk(rel, untracked=True)
 
 
 def _read_user_repo(source: Path
@@ -390,7 +414,7 @@ def _write_loose(git_dir: Path, kind: bytes, sha: str, body: bytes) -> None:
 
 def _head_differs(top: Path, col: _Collector, head: str) -> bool:
     """With files skipped, compare HEAD's listing with ours plus the skipped-but-clean."""
-    if len(col.skipped) > len(col.skipped_clean):
+    if col.dropped_changes:
         return True  # a modified or untracked file was left out: the tree is not HEAD's
     raw = user_git(top, ["ls-tree", "-r", "-z", "--full-tree", head]).stdout
     theirs = {}
@@ -405,7 +429,9 @@ def _head_differs(top: Path, col: _Collector, head: str) -> bool:
 
 
 def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CAP,
-                  message: str = "flowillower code snapshot") -> dict[str, Any]:
+                  message: str = "flowillower code snapshot", *,
+                  max_untracked_files: int = MAX_UNTRACKED_FILES,
+                  max_untracked_bytes: int = MAX_UNTRACKED_BYTES) -> dict[str, Any]:
     """Snapshot the code around `source_dir` into the bare repository `store_git_dir`.
 
     Returns the `git` record of run.json: `head` (commit sha, None outside git or before
@@ -413,7 +439,10 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
     working tree differs from HEAD; None outside git), `snapshot` (commit sha in our
     repo), `skipped` ([path, size] of files over `size_cap`), `root` (the directory
     snapshotted: the repository's top level, else `source_dir`), `files` (entries
-    captured). Without git installed, `snapshot` is None and `error` says why.
+    captured), `left_out` (present when files were kept out: [path, why] for secret
+    patterns and the project's `.flowillowerignore`, [folder, why] for untracked files
+    past `max_untracked_files` / `max_untracked_bytes`, which also warns). Without git
+    installed, `snapshot` is None and `error` says why.
     """
     source_dir = Path(source_dir).resolve()
     info: dict[str, Any] = {"head": None, "branch": None, "dirty": None, "snapshot": None,
@@ -439,7 +468,8 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
         exclude = None if exclude in (b".", b"") else exclude
     except ValueError:
         exclude = None
-    col = _Collector(os.fsencode(root), size_cap, exclude)
+    policy = LeaveOut(root, store_git_dir, max_untracked_files, max_untracked_bytes)
+    col = _Collector(os.fsencode(root), size_cap, exclude, policy)
     head_tree = None
     if top is not None:
         info["head"], head_tree, info["branch"] = head
@@ -473,11 +503,19 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
     info["snapshot"] = commit
     info["files"] = len(col.entries)
     info["skipped"] = col.skipped
+    left_out, warning = policy.report()
+    if left_out:  # only when something was left out (older readers know the other keys)
+        info["left_out"] = left_out
+    if warning:
+        info["warning"] = warning
+        warnings.warn(warning, stacklevel=2)
     if info["head"]:
-        info["dirty"] = tree != head_tree and (not col.skipped
+        partial = col.skipped or col.skipped_clean or col.dropped_changes
+        info["dirty"] = tree != head_tree and (not partial
                                                or _head_differs(root, col, info["head"]))
     elif top is not None:
-        info["dirty"] = bool(col.entries or col.skipped)  # no commit yet: all uncommitted
+        # no commit yet: everything is uncommitted
+        info["dirty"] = bool(col.entries or col.skipped or col.dropped_changes)
     return info
 
 
