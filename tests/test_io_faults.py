@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import signal
 import subprocess
 from array import array
 from pathlib import Path
@@ -202,6 +203,36 @@ def test_an_error_on_the_writer_thread_is_said_when_it_happens(tmp_path, capsys)
     wait_for(lambda: not source.queue, what="the next flush")
     writer.close()
     assert loss_values(tmp_path)[0] == list(range(10))
+
+
+class Interrupting(dict):
+    """A logged dict whose encoding is interrupted by a signal (once)."""
+
+    fired = False
+
+    def items(self):
+        if not Interrupting.fired:
+            Interrupting.fired = True
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs inside this flush
+        return super().items()
+
+
+def test_a_signal_handler_closing_mid_flush_is_done_after_that_flush(tmp_path):
+    """SIGTERM -> finish() -> close() can interrupt a flush on the main thread."""
+    source = Batches()
+    writer = FrameWriter(tmp_path / "data.fwl", source, interval=3600.0)
+    previous = signal.signal(signal.SIGUSR1, lambda *_: writer.close())
+    try:
+        source.put(0, 10, define=True, objects=[(1, 0, 0, 1000.0, Interrupting(a=1))])
+        writer.flush(sync=False)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert Interrupting.fired
+    source.put(10, 10)
+    writer.flush()  # closed by the deferred close: nothing more is written
+    assert loss_values(tmp_path) == (list(range(10)), [value(i) for i in range(10)])
+    assert RunReader(tmp_path).load(["note"]).series["note"].values.tolist() == [{"a": 1}]
+    assert_whole_frames(tmp_path / "data.fwl")
 
 
 # -- (c) the bounded buffer ------------------------------------------------------------------

@@ -149,7 +149,8 @@ class FrameWriter:
         self._wake = threading.Event()
         self._stop = False
         self._io_lock = threading.RLock()  # flush() from a signal handler vs. the loop
-        self._busy = False  # a flush is under way (a signal handler may re-enter)
+        self._writing: int | None = None  # thread id while a flush changes the file
+        self._close_requested = False
         self._fd: int | None
         self._fd, self._end = self._open(path)  # _end: offset after the last good frame
         self._torn = False  # bytes past _end may be left from a failed write
@@ -196,19 +197,24 @@ class FrameWriter:
         """Write everything queued; with `sync`, also fsync. A failing disk does not
         raise: the values stay pending for the next flush (see the class docstring)."""
         with self._io_lock:
-            if self._fd is None or self._busy:
-                return
-            self._busy = True
+            if self._fd is None or self._writing is not None:
+                return  # closed, or re-entered by a signal handler: the outer call writes
+            self._writing = threading.get_ident()
             try:
                 batch = self.buffer.drain()
                 if batch is not None:
                     self._pending.append(_Pending(batch))
-                if self._write_pending() and sync:
-                    self._sync()
+                written = self._write_pending()
                 if self._pending:
                     self._bound()
             finally:
-                self._busy = False
+                self._writing = None
+            # From here a signal handler's close() may run in full: nothing below
+            # depends on the file's state.
+            if written and sync:
+                self._sync()
+        if self._close_requested:
+            self.close()
 
     def _write_pending(self) -> bool:
         """Write pending frames oldest first; True when none is left."""
@@ -260,10 +266,13 @@ class FrameWriter:
         self._end += done
 
     def _sync(self) -> None:
+        fd = self._fd
         try:
-            os.fsync(self._fd)  # type: ignore[arg-type]
+            if fd is not None:
+                os.fsync(fd)
         except OSError as exc:  # written, but maybe not durable: nothing left to retry
-            self._lost_to(exc, 0, "fsync failed")
+            if self._fd is not None:  # (not: closed by a signal handler meanwhile)
+                self._lost_to(exc, 0, "fsync failed")
 
     def _failed(self, exc: OSError) -> None:
         if self.failure is None:  # first failure of this outage: say it now, once
@@ -359,14 +368,19 @@ class FrameWriter:
             i -= 1
 
     def close(self) -> None:
-        """Final flush and fsync, done here; the thread is woken and exits at once."""
+        """Final flush and fsync, done here; the thread is woken and exits at once (it
+        is not waited for: a flush it may be doing holds the lock we take)."""
         self._stop = True
         self._wake.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5)  # returns when a flush under way ends
+        if self._writing == threading.get_ident():
+            # A signal handler (SIGTERM -> finish) interrupted this thread mid-write:
+            # the interrupted flush closes when its write is done.
+            self._close_requested = True
+            return
         with self._io_lock:
-            if self._fd is None or self._busy:  # re-entered mid-flush by a signal handler:
-                return  # the interrupted flush finishes the write
+            self._close_requested = False
+            if self._fd is None:
+                return
             self.flush(sync=True)
             if self._pending:  # the disk still fails: these values die with the process
                 lost = sum(item.values for item in self._pending)
@@ -381,5 +395,5 @@ class FrameWriter:
             if self.dropped:
                 _say(f"flowillower: {self.path}: {self.dropped} value(s) could not be "
                      f"recorded ({self.error!r})")
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            os.close(fd)
