@@ -350,9 +350,11 @@ def tiny_disk(tmp_path):
     try:
         yield disk
     finally:
-        fw.finish()  # a run left open by a failed test must not write after the unmount
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(disk)], check=True)
+        try:
+            fw.finish()  # a run a failed test left open must not write after the unmount
+        finally:
+            if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def fill(disk: Path) -> Path:
