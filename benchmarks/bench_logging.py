@@ -1,12 +1,19 @@
-"""Logging throughput: flowillower vs a naive JSON-lines append, measured in one process.
+"""Logging throughput and finish latency: flowillower vs a naive JSON-lines append, and
+this code vs the previous one (before issue 13), all measured in one run.
 
-Each case logs N steps x 3 floats, from the first call to a finished, durable run.
-Run: python benchmarks/bench_logging.py [--steps 20000]
+Each case logs N steps x 3 floats in a fresh process, from the first call to a finished,
+durable run; "finish" is the `fw.finish()` call alone. The previous package is
+`git archive BASELINE_REV` unpacked in a temporary folder and run the same way.
+The per-call rows time `Run.log_metrics` (3 floats at an explicit step, the hot path) of
+the previous `run.py` (loaded from git next to today's modules) and of this one, in one
+process, alternating blocks so both see the same machine load.
+Run: python benchmarks/bench_logging.py [--steps 20000] [--repeats 5] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -15,11 +22,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+# The last commit before thread-safe logging (run.py, loops.py, store/buffer.py) and the
+# I/O-fault writer: "previous" in every row below.
+BASELINE_REV = "810530e"
 
 CASE = r"""
 import sys, time, json, os
 mode, steps, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 values = [(0.5 / (i + 1), 0.1 + i * 1e-6, float(i % 7)) for i in range(steps)]
+tf = None
 if mode == "naive":
     t0 = time.perf_counter()
     with open(os.path.join(path, "log.jsonl"), "a") as fh:
@@ -40,21 +54,84 @@ else:
     t0 = time.perf_counter()
     for i, (a, b, c) in enumerate(values):
         fw.log_metrics({"loss": a, "lr": b, "acc": c}, step=i)
+    tf = time.perf_counter()
     fw.finish()
     t1 = time.perf_counter()
-print(json.dumps({"seconds": t1 - t0}))
+print(json.dumps({"seconds": t1 - t0, "finish": None if tf is None else t1 - tf}))
 """
 
 
-def measure(mode: str, steps: int, repeats: int) -> tuple[float, int]:
-    times, size = [], 0
+def previous_package(rev: str, folder: Path) -> Path | None:
+    """`src/` of the package as of `rev`, unpacked under `folder` (None without git)."""
+    try:
+        archive = subprocess.run(["git", "archive", rev, "src/flowillower"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return folder / "src"
+
+
+def measure(mode: str, steps: int, repeats: int, src: Path | None = None
+            ) -> tuple[float, float | None, int]:
+    """Median seconds (whole case, finish alone) and the bytes it left on disk."""
+    env = dict(os.environ)
+    if src is not None:  # this package shadowed by the previous one
+        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
+    times, finishes, size = [], [], 0
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             out = subprocess.run([sys.executable, "-c", CASE, mode, str(steps), tmp],
-                                 capture_output=True, text=True, check=True)
-            times.append(json.loads(out.stdout)["seconds"])
+                                 capture_output=True, text=True, check=True, env=env)
+            result = json.loads(out.stdout)
+            times.append(result["seconds"])
+            if result["finish"] is not None:
+                finishes.append(result["finish"])
             size = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
-    return statistics.median(times), size
+    return (statistics.median(times), statistics.median(finishes) if finishes else None,
+            size)
+
+
+def previous_run_module(rev: str) -> ModuleType | None:
+    """`run.py` as of `rev`, importable next to today's modules (its hot path only
+    needs `RecordBuffer`, which keeps its fields)."""
+    try:
+        source = subprocess.run(["git", "show", f"{rev}:src/flowillower/run.py"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    spec = importlib.util.spec_from_loader("flowillower.run_previous", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "flowillower"
+    exec(compile(source, f"run.py@{rev}", "exec"), module.__dict__)
+    return module
+
+
+def per_call(rev: str, rounds: int = 21, block: int = 20_000) -> dict[str, list[float]]:
+    """Seconds per `log_metrics` call of each Run class, blocks alternating in order."""
+    from flowillower.run import Run
+
+    classes = {"this": Run}
+    old = previous_run_module(rev)
+    if old is not None:
+        classes = {"previous": old.Run, **classes}
+    out: dict[str, list[float]] = {name: [] for name in classes}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {name: cls(project="bench", dir=tmp, snapshot=False)
+                for name, cls in classes.items()}
+        step = 0
+        for r in range(rounds):
+            order = list(runs.items())
+            for name, run in order if r % 2 else order[::-1]:
+                log = run.log_metrics
+                t0 = time.perf_counter()
+                for i in range(step, step + block):
+                    log({"loss": 0.1, "lr": 0.2, "acc": 0.3}, i)
+                out[name].append((time.perf_counter() - t0) / block)
+            step += block
+        for run in runs.values():
+            run.finish()
+    return out
 
 
 def block_growth(blocks: int = 10, block: int = 10_000) -> list[float]:
@@ -93,22 +170,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
-    opts = parser.parse_args()
+    parser.add_argument("--baseline", default=BASELINE_REV)
+    opts, _ = parser.parse_known_args()  # run_all.py passes every benchmark the same args
     n = opts.steps
-    naive, naive_size = measure("naive", n, opts.repeats)
-    ours, our_size = measure("flowillower", n, opts.repeats)
-    dbg, _ = measure("debug", n, opts.repeats)
-    print(f"{n:,} steps x 3 floats, first call -> finished and fsynced (median of {opts.repeats})")
-    print(f"{'case':<34}{'us/step':>10}{'bytes/value':>13}{'vs naive':>10}")
-    print(f"{'naive JSON lines (baseline)':<34}{naive / n * 1e6:>10.2f}{naive_size / n / 3:>13.1f}{1:>10.2f}")
-    print(f"{'flowillower log_metrics':<34}{ours / n * 1e6:>10.2f}{our_size / n / 3:>13.1f}{ours / naive:>10.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = previous_package(opts.baseline, Path(tmp))
+        naive, _, naive_size = measure("naive", n, opts.repeats)
+        cases = [("flowillower log_metrics", None)]
+        if src is not None:
+            cases.insert(0, (f"  previous ({opts.baseline})", src))
+        rows = {name: measure("flowillower", n, opts.repeats, s) for name, s in cases}
+        long_rows = {name: measure("flowillower", 10 * n, max(3, opts.repeats // 2), s)
+                     for name, s in cases}
+    dbg, _, _ = measure("debug", n, opts.repeats)
+    print(f"{n:,} steps x 3 floats, first call -> finished and fsynced "
+          f"(fresh process, median of {opts.repeats})")
+    print(f"{'case':<34}{'us/step':>10}{'bytes/value':>13}{'vs naive':>10}{'finish ms':>11}")
+    print(f"{'naive JSON lines (baseline)':<34}{naive / n * 1e6:>10.2f}"
+          f"{naive_size / n / 3:>13.1f}{1:>10.2f}{'-':>11}")
+    for name, (secs, fin, size) in rows.items():
+        print(f"{name:<34}{secs / n * 1e6:>10.2f}{size / n / 3:>13.1f}{secs / naive:>10.2f}"
+              f"{fin * 1e3:>11.1f}")
     print(f"{'flowillower debug() log call':<34}{dbg / n * 1e6:>10.3f}{'-':>13}{'-':>10}")
+    print(f"\nfw.finish() after {10 * n:,} steps (x3 floats), fresh process, ms:",
+          ", ".join(f"{name.strip()} {fin * 1e3:.1f}" for name, (_, fin, _) in
+                    long_rows.items()))
+    calls = per_call(opts.baseline)
+    print("\nHot path, Run.log_metrics(3 floats, step=i), one process, alternating "
+          "blocks of 20,000 calls (us/call):")
+    for name, times in calls.items():
+        print(f"  {name:<10} min {min(times) * 1e6:.3f}  median "
+              f"{statistics.median(times) * 1e6:.3f}")
+    if "previous" in calls:
+        ratio = min(calls["this"]) / min(calls["previous"])
+        med = statistics.median(calls["this"]) / statistics.median(calls["previous"])
+        print(f"  this / previous: {ratio:.3f} (min), {med:.3f} (median)")
     growth = block_growth()
     print("\nNo growth: us/step per block of 10,000 steps:",
           " ".join(f"{b / 10_000 * 1e6:.2f}" for b in growth),
           f"(10th/1st = {growth[-1] / growth[0]:.2f})")
     print(f"import flowillower: {import_time() * 1000:.0f} ms over bare interpreter start")
-    os.environ.setdefault("_FW_BENCH_DONE", "1")
 
 
 if __name__ == "__main__":

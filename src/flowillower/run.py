@@ -30,7 +30,7 @@ from .store.layout import (
     process_start_ticks,
     runs_dir,
 )
-from .store.writer import FrameWriter
+from .store.writer import FrameWriter, parse_size
 from .threadstate import NO_STEP as _NO_STEP
 from .threadstate import ThreadState, ThreadStates
 from .values import FLOAT, INT, check_name, normalize
@@ -47,39 +47,15 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(value: int | float | str) -> int:
-    """Bytes from a number or a size such as "300MB", "2 GiB" or "1e9" (kB/MB/GB are
-    powers of 1000, KiB/MiB/GiB of 1024)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value >= 0 and value != float("inf"):
-            return int(value)
-    elif isinstance(value, str):
-        text = value.strip().lower().removesuffix("b").rstrip()
-        digits = text.rstrip("kmgti")
-        unit = text[len(digits):]
-        try:
-            if unit in _SIZE_UNITS and float(digits) >= 0:
-                return int(float(digits) * _SIZE_UNITS[unit])
-        except ValueError:
-            pass
-    raise ValueError(f"a size must be a number of bytes >= 0 or a string like '300MB', "
+def _max_buffer(value: int | str | None) -> int | None:
+    """`fw.init(max_buffer=)`: bytes, or a size such as "300MB" / "1GiB" read as the
+    writer reads $FLOWILLOWER_MAX_BUFFER."""
+    if value is None or isinstance(value, str):
+        return None if value is None else parse_size(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(f"max_buffer must be a number of bytes or a size like '300MB', "
                      f"not {value!r}")
-
-
-def _writer_options(max_buffer: int | None) -> dict[str, Any]:
-    """`max_pending_bytes` for the writer, when it takes one (its bounded pending buffer)."""
-    if max_buffer is None:
-        return {}
-    code = FrameWriter.__init__.__code__
-    if "max_pending_bytes" not in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]:
-        warnings.warn("flowillower: this writer has no pending-buffer bound; max_buffer is "
-                      "ignored", stacklevel=4)
-        return {}
-    return {"max_pending_bytes": max_buffer}
 
 
 def _default_name(run_id: str) -> str:
@@ -149,7 +125,7 @@ class Run:
         self._record_all_ranks = record_all_ranks
         self._flush_interval = flush_interval
         # Bytes of values the writer may hold while it cannot write (None: its default).
-        self._max_buffer = None if max_buffer is None else parse_size(max_buffer)
+        self._max_buffer = _max_buffer(max_buffer)
         # Any thread may log: each has its own buffer and loop position (ThreadState,
         # found through a threading.local on the hot path); the writer drains them all.
         self._buffers = BufferSet()
@@ -237,7 +213,8 @@ class Run:
             if self.rank == 0:
                 self._write_meta()
             self._writer = FrameWriter(self.dir / self._data_file, self._buffers,
-                                       self._flush_interval, **_writer_options(self._max_buffer))
+                                       self._flush_interval,
+                                       max_pending_bytes=self._max_buffer)
             lifecycle.install(self)
 
     # -- keys and contexts -----------------------------------------------------------
