@@ -21,9 +21,8 @@ from array import array
 from collections import deque
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .buffer import RecordBuffer
 from .format import columns, encode_frame, last_frame_end, warm_up
 
 DEFAULT_MAX_PENDING = 256 * 2**20
@@ -31,6 +30,12 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb"
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
           "tib": 2**40}
 _KEY_VALUE = itemgetter(0, 4)  # (key, ctx, step, time, value) -> (key, value)
+
+
+class Source(Protocol):
+    """What the writer persists: a `RecordBuffer` (or a set of them) that drains."""
+
+    def drain(self) -> dict[str, Any] | None: ...
 
 
 def parse_size(text: str) -> int:
@@ -55,22 +60,18 @@ def max_pending_from_env() -> int:
 
 def _say(line: str) -> None:
     """One line on stderr; never raises (this runs on the writer thread and at exit)."""
-    stream = sys.stderr
-    if stream is None:
-        return
     try:
-        stream.write(line + "\n")
-        stream.flush()
-    except (OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):  # no stderr, or closed
         pass
 
 
 def _write_at(fd: int, data: memoryview, offset: int) -> int:
-    """Write at an offset (positioned write where the OS has one)."""
     if hasattr(os, "pwrite"):
         return os.pwrite(fd, data, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
-    return os.write(fd, data)  # pragma: no cover
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - no pwrite on Windows
+    return os.write(fd, data)
 
 
 def _rough_size(value: Any, depth: int = 0) -> int:
@@ -132,14 +133,14 @@ class _Pending:
 
 
 class FrameWriter:
-    """Owns one `.fwl` file; persists a `RecordBuffer` from a daemon thread.
+    """Owns one `.fwl` file; persists a `RecordBuffer`'s batches from a daemon thread.
 
     `error` is the exception behind values that were lost (None when nothing was);
     `failure` is the I/O error of an outage still in progress; `dropped` counts the
     values lost (past `max_pending_bytes`, unencodable, or unwritable at close).
     """
 
-    def __init__(self, path: Path, buffer: RecordBuffer, interval: float = 0.5,
+    def __init__(self, path: Path, buffer: Source, interval: float = 0.5,
                  max_pending_bytes: int | None = None) -> None:
         self.path = path
         self.buffer = buffer
