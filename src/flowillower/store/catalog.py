@@ -53,23 +53,20 @@ class Store:
         references, symlinks and folders that hold no run raise `InvalidRunRefError` /
         `RunNotFoundError`; the id returned always names a real run folder in `runs/`.
         """
-        check_ref(ref)
-        runs = runs_dir(self.root)
-        if os.path.lexists(runs / ref):
-            # An entry of that exact name: a run, or a clear error about why it is not one
-            # (a symlink, a folder without run files), never a lookup that could match
-            # some other run by name.
-            run_path(runs, ref)
-            return ref
-        self.sync()
-        run_id = self.index.resolve(ref)
-        run_path(runs, run_id)  # the index is a cache: the folder may be gone or swapped
-        return run_id
+        return self.run_dir(ref).name
 
     def run_dir(self, ref: str) -> Path:
         """`runs/<id>` of the run `ref` names, checked to be a real run folder inside
-        `runs/` (never a symlink, never outside)."""
-        return run_path(runs_dir(self.root), self.resolve(ref))
+        `runs/` (never a symlink, never outside); errors as `resolve`."""
+        runs = runs_dir(self.root)
+        if os.path.lexists(runs / check_ref(ref)):
+            # An entry of that exact name: a run, or a clear error about why it is not one
+            # (a symlink, a folder without run files), never a lookup that could match
+            # some other run by name.
+            return run_path(runs, ref)
+        self.sync()
+        # The index is a cache: the folder may be gone or swapped since, so check it.
+        return run_path(runs, self.index.resolve(ref))
 
     def reader(self, ref: str) -> RunReader:
         return RunReader(self.run_dir(ref))

@@ -11,6 +11,7 @@ real run folder directly inside `runs/`.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..errors import RunNotFoundError
@@ -59,14 +60,19 @@ def run_path(runs: Path, run_id: str) -> Path:
     InvalidRunRefError otherwise."""
     check_ref(run_id)
     path = runs / run_id
-    if path.is_symlink():
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISLNK(mode):
         raise InvalidRunRefError(f"runs/{run_id} is a symbolic link; flowillower never "
                                  "follows links out of its runs folder (remove it yourself)")
-    if not path.is_dir():
+    if not stat.S_ISDIR(mode):
         raise RunNotFoundError(f"no run {run_id!r}; `flowillower ls` lists the runs")
-    if path.resolve().parent != runs.resolve():
+    # Given a plain name and no link this always holds; checked anyway, as the last word.
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(runs):
         raise InvalidRunRefError(f"runs/{run_id} leads outside the runs folder")
-    if not is_run_folder(path):
+    if not any(os.path.isfile(os.path.join(path, marker)) for marker in RUN_MARKERS):
         raise RunNotFoundError(f"runs/{run_id} is not a run (no {' or '.join(RUN_MARKERS)})")
     return path
 
