@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import subprocess
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,22 @@ def store_ref(git_dir: Path, *args: str) -> str:
     return git(git_dir.parent, f"--git-dir={git_dir}", *args).strip()
 
 
+def record_file(seed: str, frames: int = 2, key: str = "loss") -> bytes:
+    """A record file as a run writes it: a key definition, then `frames` intact frames of
+    ten values each (the values differ with `seed`)."""
+    from flowillower.store.format import encode_frame
+
+    rng = random.Random(seed)
+    parts = [encode_frame(keys={0: (key, "metric")})]
+    for first in range(0, 10 * frames, 10):
+        steps = range(first, first + 10)
+        parts.append(encode_frame(
+            call_cols=[array("I", [0] * 10), array("q", steps),
+                       array("d", [1732360000.0 + s for s in steps]), array("I", [1] * 10)],
+            float_cols=[array("I", [0] * 10), array("d", [rng.random() for _ in steps])]))
+    return b"".join(parts)
+
+
 def make_run(store_root: Path, run_id: str, snapshot: dict[str, Any] | None,
              extra_files: dict[str, bytes] | None = None) -> Path:
     """A finished run folder as the store writes it (run.json, records, media, ...)."""
@@ -147,7 +165,7 @@ def make_run(store_root: Path, run_id: str, snapshot: dict[str, Any] | None,
     meta = {"id": run_id, "project": "p", "name": run_id[-4:], "tags": [], "notes": "",
             "created": 1732360000.0, "git": snapshot}
     (run_dir / "run.json").write_text(json.dumps(meta))
-    (run_dir / "data.fwl").write_bytes(b"FWL1" + os.urandom(64))
+    (run_dir / "data.fwl").write_bytes(record_file(run_id))
     (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
     (run_dir / "media" / "img").mkdir(parents=True)
     (run_dir / "media" / "img" / "3.png").write_bytes(b"\x89PNG" + os.urandom(32))

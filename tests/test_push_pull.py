@@ -11,6 +11,7 @@ import flowillower as fw
 from flowillower.errors import GitError
 from flowillower.gitops.snapshot import checkout_snapshot, list_files, take_snapshot
 from flowillower.gitops.sync import pull, push
+from flowillower.store.format import frame_spans
 from flowillower.store.reader import RunReader
 from tests.conftest_git import (
     bare_remote,
@@ -19,6 +20,7 @@ from tests.conftest_git import (
     isolate_home,
     make_repo,
     make_run,
+    record_file,
     status,
     store_ref,
     tree_files,
@@ -80,7 +82,8 @@ def test_new_replay_fast_forwards(alice, tmp_path):
 
     replay = alice / ".flowillower/runs" / RUN_A / "replays" / "r1.fwl"
     replay.parent.mkdir()
-    replay.write_bytes(b"FWL1 replayed values")
+    replayed = record_file("replay r1", key="grad_norm")
+    replay.write_bytes(replayed)
     result = push(alice / ".flowillower", str(remote), run_ids=[RUN_A])
     assert (result["pushed"], result["rejected"]) == (1, [])
     new = git(remote, "rev-parse", REF + RUN_A).strip()
@@ -88,7 +91,9 @@ def test_new_replay_fast_forwards(alice, tmp_path):
     assert git(remote, "rev-parse", new + "^1").strip() == old  # parent: the old version
     got = pull(bob, str(remote))
     assert (got["runs_added"], got["runs_updated"], got["files_added"]) == (0, 1, 1)
-    assert (bob / "runs" / RUN_A / "replays" / "r1.fwl").read_bytes() == b"FWL1 replayed values"
+    assert (bob / "runs" / RUN_A / "replays" / "r1.fwl").read_bytes() == replayed
+    series = RunReader(bob / "runs" / RUN_A).load(["grad_norm"]).series["grad_norm"]
+    assert series.replayed.all() and len(series.values) == 20
     # The same run pushed back from the teammate's machine is the same commit: a no-op.
     assert push(bob, str(remote))["rejected"] == []
     assert git(remote, "rev-parse", REF + RUN_A).strip() == new
@@ -102,7 +107,7 @@ def test_two_machines_add_files_to_one_run(alice, tmp_path):
     for store, name in ((alice / ".flowillower", "a.fwl"), (bob, "b.fwl")):
         folder = store / "runs" / RUN_A / "replays"
         folder.mkdir()
-        (folder / name).write_bytes(name.encode())
+        (folder / name).write_bytes(record_file(name))
     assert push(alice / ".flowillower", str(remote))["rejected"] == []
     assert push(bob, str(remote))["rejected"] == [RUN_A]  # pull first
     pull(bob, str(remote))
@@ -118,7 +123,9 @@ def test_pull_adds_but_never_overwrites(alice, tmp_path):
     run = alice / ".flowillower/runs" / RUN_A
     data = run / "data.fwl"
     head = data.read_bytes()
-    data.write_bytes(head[:20])  # pushed while the run was still writing
+    spans = list(frame_spans(head))
+    assert len(spans) == 3
+    data.write_bytes(head[:spans[1][1]])  # pushed while the run was still writing
     push(alice / ".flowillower", str(remote))
     bob = tmp_path / "bob" / ".flowillower"
     pull(bob, str(remote))
