@@ -267,6 +267,26 @@ def test_past_the_bound_the_oldest_values_are_dropped_and_counted(tmp_path, monk
     assert [e["event"] for e in RunReader(tmp_path).load().events] == ["start"]
 
 
+def test_the_bound_counts_what_logged_objects_hold(tmp_path, monkeypatch):
+    path = tmp_path / "data.fwl"
+    source = Batches()
+    writer = FrameWriter(path, source, interval=3600.0, max_pending_bytes=200_000)
+    faults = Faults(monkeypatch, path)
+    faults.code = errno.ENOSPC
+    small = [(1, 0, 0, 1000.0, [0.5] * 10)]
+    big = [(1, 0, 1, 1000.0, [float(i) for i in range(50_000)])]  # ~1.6 MB in memory
+    source.put(0, 10, define=True, objects=small)
+    writer.flush()
+    assert writer.dropped == 0  # 10 floats and a short list: well under the bound
+    source.put(10, 10, objects=big)
+    writer.flush()
+    assert writer.dropped == 11 + 11  # oldest first, then the big list itself (over alone)
+    faults.code = None
+    source.put(20, 10)
+    writer.close()
+    assert loss_values(tmp_path)[0] == list(range(20, 30))
+
+
 @pytest.mark.parametrize(("text", "size"), [("300MB", 300_000_000), ("1GiB", 2**30),
                                             ("268435456", 268435456), ("1.5k", 1536),
                                             ("64 MiB", 64 * 2**20)])
