@@ -27,8 +27,8 @@ from flowillower.store.reader import RunReader
 PY = sys.executable
 
 # `wnorm_then` is what a replay of `wnorm` must give. The writer is made slow (0.1 s a
-# file) and the captures it holds are counted by the
-# script itself, independently of the recorder's own bookkeeping.
+# file) and the captures it holds are counted by the script itself, independently of
+# the recorder's own bookkeeping.
 SCRIPT = '''
     import json
     import os

@@ -286,3 +286,36 @@ class Cursor:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cursor) and other.at == self.at
+
+
+def test_run_pulled_for_real_is_not_executed_without_trust(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A teammate pushes a run to a bare remote; `flowillower pull` brings it (without
+    its checkpoints); `replay -y` leaves it out, `replay --trust` runs its snapshot."""
+    alice = _project(tmp_path / "alice")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    cli = [PY, "-m", "flowillower"]
+    for args in (["push", str(remote), "--dir", str(alice)],
+                 ["pull", str(remote), "--dir", str(tmp_path / "bob")]):
+        proc = subprocess.run([*cli, *args], env=_env(), capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    bob = tmp_path / "bob"
+    run = _run_dir(bob)
+    assert run.name == _run_dir(alice).name and not (run / "checkpoints").exists()
+    script = bob / "train.py"
+    script.write_text(textwrap.dedent(NEW).lstrip())
+    marker = tmp_path / "executed"
+    monkeypatch.setenv("FW_TEST_MARKER", str(marker))
+    result = _replay_cli(bob, "wmax", "-y", "--script", str(script))
+    assert result.exit_code == 0, result.output
+    assert "left out 1 run(s) from elsewhere" in result.output
+    assert f"pulled from {remote}" in result.output
+    assert not marker.exists() and not (run / "replays").exists()
+    result = _replay_cli(bob, "wmax", "-y", "--trust", "--script", str(script))
+    assert result.exit_code == 0, result.output
+    assert marker.read_text() == "ran\n"
+    ref = _run_dir(_project(tmp_path / "ref", NEW))
+    assert _values(run, "wmax") == _values(ref, "wmax")
