@@ -32,11 +32,10 @@ from .store.layout import (
 )
 from .store.writer import FrameWriter, parse_size
 from .threadstate import NO_STEP as _NO_STEP
-from .threadstate import ThreadState, ThreadStates
+from .threadstate import Definitions, ThreadState, ThreadStates
 from .values import FLOAT, INT, check_name, normalize
 
 _now = time.time
-_CTX_CACHE = 1024  # loop coordinates remembered for reuse; older ones get a new id
 _is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
 REPLAY_ENV = "FLOWILLOWER_REPLAY"  # path of a replay worker's plan (set by `fw.replay`)
 
@@ -133,21 +132,11 @@ class Run:
         self._local = self._threads.local
         self._writer: FrameWriter | None = None
         self._lock = threading.RLock()  # materialize / finish
-        # Shared by all threads and changed only under this lock (slow paths): key ids,
-        # context ids, per-key counters and media steps.
-        self._defs_lock = threading.Lock()
-        self._key_ids: dict[tuple[str, str], int] = {}
-        self._key_roles: dict[int, str] = {}
+        # Shared by all threads (key and context ids, counters), new ones under a lock.
+        self._defs = Definitions(self._buffers)
         # Hot path: tuple of names of a log call -> array of key ids, per role.
         self._signatures: dict[str, dict[tuple, array]] = {
             "metric": {}, "arg": {}, "sys": {}, "watch": {}}
-        self._counts: dict[int, int] = {}  # per-key counters for values without a step
-        self._media_next: dict[int, int] = {}  # per media key: one past its highest step
-        # Recent loop coordinates -> context id. Bounded (an id per inner iteration would
-        # grow forever); ids come from a counter, so a re-entered coordinate may get a
-        # new id, which readers merge by coordinates.
-        self._ctx_ids: dict[tuple, int] = {}
-        self._next_ctx = 1  # 0 is run level
         self._recorded_user_values = False  # before the run is on disk: args were recorded
         self.args: dict[str, Any] = {}
         self._meta_extra: dict[str, Any] = {}
@@ -219,30 +208,12 @@ class Run:
 
     # -- keys and contexts -----------------------------------------------------------
     def _key(self, name: str, role: str) -> int:
-        kid = self._key_ids.get((name, role))
-        if kid is None:
-            check_name(name)
-            with self._defs_lock:  # two threads defining one name get one id
-                kid = self._key_ids.get((name, role))
-                if kid is None:
-                    kid = len(self._key_ids)  # keys are never forgotten
-                    self._buffers.key_defs.append((kid, name, role))  # before any value
-                    self._key_roles[kid] = role
-                    self._key_ids[(name, role)] = kid
-        return kid
+        return self._defs.key(name, role)
 
     def _enter_ctx(self, st: ThreadState, coords: tuple) -> int:
         """Make `coords` the calling thread's loop context; returns its id."""
-        with self._defs_lock:
-            cid = self._ctx_ids.get(coords)
-            if cid is None:
-                cid, self._next_ctx = self._next_ctx, self._next_ctx + 1
-                self._buffers.ctx_defs.append((cid, coords))  # a dict at drain
-                if len(self._ctx_ids) >= _CTX_CACHE:
-                    del self._ctx_ids[next(iter(self._ctx_ids))]  # the oldest
-                self._ctx_ids[coords] = cid
-        st.coords, st.ctx = coords, cid
-        return cid
+        st.coords, st.ctx = coords, self._defs.context(coords)
+        return st.ctx
 
     def _state(self) -> ThreadState:
         """The calling thread's logging state (made on its first call)."""
@@ -370,7 +341,7 @@ class Run:
         for name, kind, norm in rows:
             kid = self._key(name, role)
             kids.append(kid)
-            s = step if step != _NO_STEP else self._next_count(kid)
+            s = step if step != _NO_STEP else self._defs.next_count(kid)
             if kind == FLOAT:
                 buf.f_key.append(kid)
                 buf.f_val.append(norm)
@@ -403,22 +374,6 @@ class Run:
             self.log_metrics(values, step, role=role)
         finally:
             st.ctx = saved
-
-    def _media_step(self, kid: int, step: int) -> int:
-        """The step of an image / artifact: a file is named by it, so one logged without a
-        step (outside any loop) comes after every step the key already has, instead of
-        counting from 0 and overwriting the file of a value logged inside a loop."""
-        with self._defs_lock:
-            if step == _NO_STEP:
-                step = self._media_next.get(kid, 0)
-            self._media_next[kid] = max(self._media_next.get(kid, 0), step + 1)
-        return step
-
-    def _next_count(self, kid: int) -> int:
-        with self._defs_lock:  # threads logging one key without a step: distinct steps
-            count = self._counts.get(kid, 0)
-            self._counts[kid] = count + 1
-        return count
 
     def log(self, name: str, value: Any, step: int | None = None) -> Any:
         """Log one value and return it unchanged."""
@@ -466,7 +421,7 @@ class Run:
         st = self._state()
         step = st.step if step is None else int(step)
         kid = self._key(check_name(name), "metric")
-        step = self._media_step(kid, step)
+        step = self._defs.media_step(kid, step)
         ref = save_image(self.dir, name, image, step)
         if caption:
             ref["caption"] = caption
@@ -483,7 +438,7 @@ class Run:
         st = self._state()
         step = st.step if step is None else int(step)
         kid = self._key(check_name(name), "metric")
-        step = self._media_step(kid, step)
+        step = self._defs.media_step(kid, step)
         ref = save_artifact(self.dir, name, Path(path), step)
         st.buf.objects.append((kid, st.ctx, step, _now(), ref))
         self._recorded_user_values = True
@@ -570,8 +525,8 @@ class Run:
             self._setup_done.wait(timeout=10)
             if self.rank == 0:
                 self._write_meta()  # complete meta even if setup finished late
-            names = {kid: name for (name, role), kid in self._key_ids.items()}
-            roles = self._key_roles
+            names = self._defs.names()
+            roles = self._defs.roles
             summary = {
                 "id": self.id, "status": status, "created": self.created, "ended": end,
                 "duration": end - self.created, "error": error,

@@ -4,7 +4,8 @@ A `Run` keeps one `ThreadState` per thread that logs (in a `threading.local`): t
 thread that created the run gets one at once, any other on its first call. A thread that
 never entered `fw.loop` logs at run level (context 0) or at its explicit `step=`.
 Step and loop hooks belong to the thread that registered them, so `fw.watch` and
-hindsight follow the training loop, not a data thread's loop.
+hindsight follow the training loop, not a data thread's loop. What threads share (key
+and context ids, per-key counters) is in `Definitions`, changed under one lock.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .store.buffer import BufferSet, RecordBuffer
+from .values import check_name
 
 NO_STEP = -1  # stored when a value has neither an explicit step nor a loop around it
+CTX_CACHE = 1024  # loop coordinates remembered for reuse; older ones get a new id
 
 
 class ThreadState:
@@ -62,3 +65,72 @@ class ThreadStates:
 
 def _close(buf: RecordBuffer) -> None:
     buf.closed = True
+
+
+class Definitions:
+    """Key ids, loop-context ids and per-key counters, shared by every thread of a run.
+
+    Lookups of known keys are plain dict reads; whatever is new is made under `lock`, and
+    its definition is queued in the BufferSet before the id is returned, so before any
+    value that uses it.
+    """
+
+    def __init__(self, buffers: BufferSet) -> None:
+        self.buffers = buffers
+        self.lock = threading.Lock()
+        self.key_ids: dict[tuple[str, str], int] = {}
+        self.roles: dict[int, str] = {}
+        # Recent loop coordinates -> context id. Bounded (an id per inner iteration would
+        # grow forever); ids come from a counter, so a re-entered coordinate may get a
+        # new id, which readers merge by coordinates.
+        self.ctx_ids: dict[tuple, int] = {}
+        self.next_ctx = 1  # 0 is run level
+        self.counts: dict[int, int] = {}  # per-key counters for values without a step
+        self.media_next: dict[int, int] = {}  # per media key: one past its highest step
+
+    def key(self, name: str, role: str) -> int:
+        """The id of key (name, role), defined on first use."""
+        kid = self.key_ids.get((name, role))
+        if kid is None:
+            check_name(name)
+            with self.lock:  # two threads defining one name get one id
+                kid = self.key_ids.get((name, role))
+                if kid is None:
+                    kid = len(self.key_ids)  # keys are never forgotten
+                    self.buffers.key_defs.append((kid, name, role))
+                    self.roles[kid] = role
+                    self.key_ids[(name, role)] = kid
+        return kid
+
+    def context(self, coords: tuple) -> int:
+        """The id of loop coordinates `((loop, index), ...)`, defined if not recent."""
+        with self.lock:
+            cid = self.ctx_ids.get(coords)
+            if cid is None:
+                cid, self.next_ctx = self.next_ctx, self.next_ctx + 1
+                self.buffers.ctx_defs.append((cid, coords))  # made a dict at drain
+                if len(self.ctx_ids) >= CTX_CACHE:
+                    del self.ctx_ids[next(iter(self.ctx_ids))]  # the oldest
+                self.ctx_ids[coords] = cid
+        return cid
+
+    def next_count(self, kid: int) -> int:
+        """The next index of a key's values logged without a step (distinct per thread)."""
+        with self.lock:
+            count = self.counts.get(kid, 0)
+            self.counts[kid] = count + 1
+        return count
+
+    def media_step(self, kid: int, step: int) -> int:
+        """The step of an image / artifact: a file is named by it, so one logged without a
+        step comes after every step the key already has, instead of counting from 0 and
+        overwriting the file of a value logged inside a loop."""
+        with self.lock:
+            if step == NO_STEP:
+                step = self.media_next.get(kid, 0)
+            self.media_next[kid] = max(self.media_next.get(kid, 0), step + 1)
+        return step
+
+    def names(self) -> dict[int, str]:
+        """Key id -> name."""
+        return {kid: name for (name, _role), kid in list(self.key_ids.items())}
