@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -33,10 +34,18 @@ MAX_UNTRACKED_BYTES = 100 * 2**20
 _MAX_LISTED = 500  # entries of `left_out` kept in run.json
 
 
+# One regular expression for every pattern: a snapshot tests each of its files once.
+_ANY_SECRET = re.compile("|".join(
+    [fnmatch.translate(p) for p in SECRET_PATTERNS]
+    + [rf"(?:.*/)?{re.escape(p)}\Z" for p in SECRET_PATHS]))
+
+
 def secret_pattern(rel: bytes) -> str | None:
     """The secret pattern `rel` (a "/"-separated path) matches, or None."""
     path = os.fsdecode(rel).lower()
     name = path.rsplit("/", 1)[-1]
+    if not (_ANY_SECRET.match(name) or _ANY_SECRET.match(path)):
+        return None
     for suffix in SECRET_PATHS:  # the more precise reason first
         if path == suffix or path.endswith("/" + suffix):
             return suffix

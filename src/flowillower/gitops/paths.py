@@ -6,7 +6,12 @@ could land outside the destination, or inside a git directory, is refused by bot
 
 from __future__ import annotations
 
-__all__ = ["safe_rel"]
+import os
+from pathlib import Path
+
+__all__ = ["safe_rel", "decode_path", "is_inside", "GITLINK"]
+
+GITLINK = "160000"  # the mode of a submodule entry in a tree
 
 
 def safe_rel(rel: bytes) -> bool:
@@ -21,3 +26,17 @@ def safe_rel(rel: bytes) -> bool:
     return all(part not in (b"", b".", b"..") and part.lower() != b".git"
                and b"\\" not in part
                for part in rel.split(b"/"))
+
+
+def decode_path(path: bytes) -> str:
+    """A tree path as text (undecodable bytes kept as surrogates, as the OS does)."""
+    return os.fsdecode(path) if os.name != "nt" else path.decode("utf-8", "surrogateescape")
+
+
+def is_inside(path: Path, parent: Path) -> bool:
+    """Whether `path` is `parent` or below it (lexically)."""
+    try:
+        path.relative_to(parent)
+        return True
+    except ValueError:
+        return False

@@ -1,8 +1,10 @@
 """Code snapshots: the working tree as the user sees it, stored as a commit in our repo.
 
 A snapshot is HEAD + uncommitted changes + untracked files that are not ignored, minus
-files over a size cap (listed in `skipped`) and minus the store itself. How it is built,
-without writing a byte in the user's repository:
+files over a size cap (listed in `skipped`), minus secrets, `.flowillowerignore` patterns
+and untracked files past a cap (listed in `left_out`, see `leaveout`), and minus the store
+itself. How it is built (`scan`, then here), without writing a byte in the user's
+repository:
 
 1. one `git ls-files -t -s -c -m -o --exclude-standard` (read-only, no optional locks)
    names every tracked file with its index blob id, flags the modified ones, and lists
@@ -24,20 +26,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import stat
 import subprocess
 import tempfile
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from .checkout import checkout_snapshot, diff_snapshots, list_files, read_file
 from .leaveout import MAX_UNTRACKED_BYTES, MAX_UNTRACKED_FILES, LeaveOut
 from .maintenance import store_lock, touch_ref
-from .paths import safe_rel
+from .paths import is_inside
 from .repo import (
     FIXED_DATE,
     IDENTITY,
@@ -56,204 +56,13 @@ from .repo import (
     store_popen,
     user_git,
 )
+from .scan import LS_FILES, STORE_DIRNAME, Collector, Entry, blob_sha, scan_dir, scan_git
 
 __all__ = ["take_snapshot", "checkout_snapshot", "diff_snapshots", "read_file",
            "list_files", "SIZE_CAP", "SNAPSHOT_REF_PREFIX"]
 
 SIZE_CAP = 5 * 2**20
 SNAPSHOT_REF_PREFIX = "refs/flowillower/code/"
-STORE_DIRNAME = ".flowillower"
-# Outside git we cannot know what is junk: skip the usual environment / cache folders and
-# every hidden folder, and give up past this many files (started from $HOME, say).
-_SKIP_DIRS = {b".git", b".flowillower", b"__pycache__", b".venv", b"venv", b"node_modules",
-              b"site-packages", b"__pypackages__"}
-MAX_WALK_FILES = 50_000
-_KEEP_IN_MEMORY = 64 * 2**20  # hashed contents kept for writing; beyond this, re-read
-_GITLINK = "160000"
-
-
-@dataclass
-class _Entry:
-    path: bytes  # relative, "/"-separated, exactly as git names it
-    mode: str
-    sha: str
-    origin: str  # "index": blob of the user's repo; "disk": hashed here; "link": gitlink
-
-
-def _blob_sha(data: bytes) -> str:
-    """The id git gives a blob with this content (computed here: no process, no write)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _decode(path: bytes) -> str:
-    return os.fsdecode(path) if os.name != "nt" else path.decode("utf-8", "surrogateescape")
-
-
-class _Collector:
-    """Accumulates entries, skipped files and the contents hashed so far."""
-
-    def __init__(self, top: bytes, size_cap: int, exclude: bytes | None,
-                 policy: LeaveOut) -> None:
-        self.top = top
-        self.size_cap = size_cap
-        self.policy = policy  # secrets, .flowillowerignore, the untracked cap
-        self.dropped_changes = False  # a modified or untracked file was left out
-        self.exclude = exclude  # store location relative to top, if inside it
-        self.entries: list[_Entry] = []
-        self.skipped: list[list[Any]] = []
-        # skipped files git reports unchanged: path -> (mode, index blob id); they are
-        # compared with HEAD by id, so leaving them out does not make the tree "dirty"
-        self.skipped_clean: dict[bytes, tuple[str, str]] = {}
-        self.contents: dict[str, bytes] = {}
-        self.changed_while_reading = False
-        self._kept = 0
-
-    def excluded(self, rel: bytes) -> bool:
-        if STORE_DIRNAME.encode() in rel.split(b"/"):
-            return True
-        return self.exclude is not None and (rel == self.exclude
-                                             or rel.startswith(self.exclude + b"/"))
-
-    def add_from_disk(self, rel: bytes, st: os.stat_result | None = None,
-                      untracked: bool = False) -> None:
-        """Hash one file of the working tree (regular file or symlink)."""
-        full = self.top + b"/" + rel
-        try:
-            st = st or os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                mode, data = "120000", os.readlink(full)
-            elif not stat.S_ISREG(st.st_mode):
-                return
-            elif st.st_size > self.size_cap:
-                self.skipped.append([_decode(rel), st.st_size])
-                self.dropped_changes = True
-                return
-            elif untracked and self.policy.over_cap(rel, st.st_size):
-                self.dropped_changes = True
-                return
-            else:
-                mode = "100755" if st.st_mode & 0o111 else "100644"
-                with open(full, "rb") as fh:
-                    data = fh.read()
-        except OSError:
-            return  # vanished (deleted in the working tree) or unreadable: not part of it
-        sha = _blob_sha(data)
-        if self._kept + len(data) <= _KEEP_IN_MEMORY:
-            self.contents[sha] = data
-            self._kept += len(data)
-        self.entries.append(_Entry(rel, mode, sha, "disk"))
-
-    def add_gitlink(self, rel: bytes, recorded: str | None) -> None:
-        """A submodule (or nested repository): record the commit its work tree is at."""
-        sha = _nested_head(self.top + b"/" + rel) or recorded
-        if sha:
-            self.entries.append(_Entry(rel, _GITLINK, sha, "link"))
-
-
-def _nested_head(path: bytes) -> str | None:
-    """HEAD of the repository whose work tree is `path`, or None (uninitialised)."""
-    if not os.path.exists(path + b"/.git"):
-        return None  # without this check rev-parse would answer for the superproject
-    proc = user_git(Path(os.fsdecode(path)), ["rev-parse", "--verify", "-q", "HEAD"],
-                    check=False)
-    sha = proc.stdout.decode().strip()
-    return sha if proc.returncode == 0 and len(sha) >= 40 else None
-
-
-_LS_FILES = ["ls-files", "-z", "-t", "-s", "-c", "-m", "-o", "--exclude-standard",
-             "--full-name", "--", ":/"]
-
-
-def _scan_git(raw: bytes, col: _Collector) -> None:
-    """Tracked + untracked-not-ignored files, from the output of `_LS_FILES`.
-
-    Tags: H cached, C changed, R removed, S skip-worktree, M unmerged, ? untracked.
-    """
-    tracked: dict[bytes, tuple[str, str, bytes]] = {}
-    changed: set[bytes] = set()
-    sparse: set[bytes] = set()
-    untracked: list[bytes] = []
-    for record in raw.split(b"\0"):
-        if not record:
-            continue
-        tag, rest = record[:1], record[2:]
-        if tag == b"?":
-            untracked.append(rest)
-            continue
-        meta, _, rel = rest.partition(b"\t")
-        mode, sha, stage = meta.decode().split()
-        if tag in (b"C", b"R", b"K"):
-            changed.add(rel)
-        elif tag == b"S":
-            sparse.add(rel)  # skip-worktree (sparse checkout): not in the working tree
-        if stage != "0":
-            changed.add(rel)  # conflicted: take whatever the file holds now
-        tracked.setdefault(rel, (mode, sha, tag))
-    col.policy.prepare([*tracked, *untracked])
-    for rel, (mode, sha, _tag) in tracked.items():
-        if rel in sparse or col.excluded(rel):
-            continue
-        if mode != _GITLINK and col.policy.reason(rel):
-            if rel in changed:
-                col.dropped_changes = True
-            else:  # committed and unchanged: compared with HEAD as if it were there
-                col.skipped_clean[rel] = (mode, sha)
-            continue
-        if mode == _GITLINK:
-            col.add_gitlink(rel, sha)
-            continue
-        try:
-            st = os.lstat(col.top + b"/" + rel)
-        except OSError:
-            continue  # deleted in the working tree
-        if rel in changed:
-            col.add_from_disk(rel, st)
-        elif stat.S_ISREG(st.st_mode) and st.st_size > col.size_cap:
-            col.skipped.append([_decode(rel), st.st_size])
-            col.skipped_clean[rel] = (mode, sha)
-        elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-            # git says the file matches its index entry: reuse the blob id, no reading
-            col.entries.append(_Entry(rel, mode, sha, "index"))
-    for rel in untracked:
-        if col.excluded(rel.rstrip(b"/")):
-            continue
-        if rel.endswith(b"/"):  # an untracked nested repository: record it like `git add`
-            col.add_gitlink(rel.rstrip(b"/"), None)
-        elif col.policy.reason(rel):
-            col.dropped_changes = True
-        else:
-            col.add_from_disk(rel, untracked=True)
-
-
-def _scan_dir(top: Path, col: _Collector) -> None:
-    """Every file under a directory that is not a git repository."""
-    count = 0
-    found: list[bytes] = []
-    for dirpath, dirnames, filenames in os.walk(col.top):
-        rel_dir = os.path.relpath(dirpath, col.top).replace(os.sep.encode(), b"/")
-        prefix = b"" if rel_dir == b"." else rel_dir + b"/"
-        keep = []
-        for name in dirnames:
-            if os.path.islink(os.path.join(dirpath, name)):
-                filenames.append(name)  # a symlinked folder is recorded as a link
-            elif (name not in _SKIP_DIRS and not name.startswith(b".")
-                  and not col.excluded(prefix + name)):
-                keep.append(name)
-        dirnames[:] = sorted(keep)
-        for name in filenames:
-            rel = prefix + name
-            if col.excluded(rel):
-                continue
-            count += 1
-            if count > MAX_WALK_FILES:
-                raise GitError(f"{top} is not a git repository and holds more than "
-                               f"{MAX_WALK_FILES} files; start the run from your project "
-                               "folder (or `git init` it) to get a code snapshot")
-            found.append(rel)
-    col.policy.prepare(found)
-    for rel in found:
-        if not col.policy.reason(rel):
-            col.add_from_disk(rel, untracked=True)
 
 
 def _read_user_repo(source: Path
@@ -266,14 +75,14 @@ def _read_user_repo(source: Path
         ["rev-parse", "--show-toplevel"],
         ["rev-parse", "HEAD^{commit}", "HEAD^{tree}"],
         ["symbolic-ref", "-q", "--short", "HEAD"],
-        _LS_FILES)]
+        LS_FILES)]
     (rc_top, top_out, _), (rc_head, head_out, _), (_, branch_out, _), \
         (rc_ls, listing, ls_err) = (collect(p) for p in procs)
     top = top_out.decode("utf-8", "surrogateescape").strip()
     if rc_top != 0 or not top:
         return None, (None, None, None), b""  # not a git working tree
     if rc_ls != 0:
-        raise GitError(failure_message(["git", *_LS_FILES], rc_ls, ls_err))
+        raise GitError(failure_message(["git", *LS_FILES], rc_ls, ls_err))
     head = tree = None
     if rc_head == 0:
         lines = head_out.decode().split()
@@ -292,9 +101,9 @@ def _missing(git_dir: Path, shas: set[str]) -> set[str]:
     return {line.split()[0] for line in listing.splitlines() if line.endswith(" missing")}
 
 
-def _write_blobs(git_dir: Path, top: Path, col: _Collector, missing: set[str]) -> None:
+def _write_blobs(git_dir: Path, top: Path, col: Collector, missing: set[str]) -> None:
     """Write the blobs our repository lacks, all in one pack through `fast-import`."""
-    by_sha: dict[str, list[_Entry]] = {}
+    by_sha: dict[str, list[Entry]] = {}
     for entry in col.entries:
         if entry.origin != "link" and entry.sha in missing:
             by_sha.setdefault(entry.sha, []).append(entry)
@@ -330,7 +139,7 @@ def _write_blobs(git_dir: Path, top: Path, col: _Collector, missing: set[str]) -
         finish(importer)
 
 
-def _reread(col: _Collector, entries: list[_Entry]) -> bytes:
+def _reread(col: Collector, entries: list[Entry]) -> bytes:
     """Read a file again; if it changed since it was hashed, snapshot what is there now."""
     full = col.top + b"/" + entries[0].path
     if entries[0].mode == "120000":
@@ -338,7 +147,7 @@ def _reread(col: _Collector, entries: list[_Entry]) -> bytes:
     else:
         with open(full, "rb") as fh:
             data = fh.read()
-    sha = _blob_sha(data)
+    sha = blob_sha(data)
     if sha != entries[0].sha:
         col.changed_while_reading = True
     for entry in entries:
@@ -346,7 +155,7 @@ def _reread(col: _Collector, entries: list[_Entry]) -> bytes:
     return data
 
 
-def _tree_objects(entries: list[_Entry]) -> tuple[str, dict[str, bytes]]:
+def _tree_objects(entries: list[Entry]) -> tuple[str, dict[str, bytes]]:
     """Build the tree objects for these entries in Python: (root tree id, {id: body}).
 
     Git orders a tree's entries by name, a sub-tree's name compared as if it ended in
@@ -412,7 +221,7 @@ def _write_loose(git_dir: Path, kind: bytes, sha: str, body: bytes) -> None:
         raise
 
 
-def _head_differs(top: Path, col: _Collector, head: str) -> bool:
+def _head_differs(top: Path, col: Collector, head: str) -> bool:
     """With files skipped, compare HEAD's listing with ours plus the skipped-but-clean."""
     if col.dropped_changes:
         return True  # a modified or untracked file was left out: the tree is not HEAD's
@@ -453,7 +262,7 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
     store_git_dir = ensure_store_repo(Path(store_git_dir))
     store_root = store_git_dir.parent
     looks_like_store = store_root.name == STORE_DIRNAME or (store_root / "runs").is_dir()
-    if looks_like_store and not _inside(source_dir, store_root) \
+    if looks_like_store and not is_inside(source_dir, store_root) \
             and not (store_root / ".git").exists():
         ensure_store_ignored(store_root)  # so the user's `git status` never shows it
     try:
@@ -469,13 +278,13 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
     except ValueError:
         exclude = None
     policy = LeaveOut(root, store_git_dir, max_untracked_files, max_untracked_bytes)
-    col = _Collector(os.fsencode(root), size_cap, exclude, policy)
+    col = Collector(os.fsencode(root), size_cap, exclude, policy)
     head_tree = None
     if top is not None:
         info["head"], head_tree, info["branch"] = head
-        _scan_git(listing, col)
+        scan_git(listing, col)
     else:
-        _scan_dir(root, col)
+        scan_dir(root, col)
     tree, trees = _tree_objects(col.entries)
     trailer = f"\n\nhead: {info['head'] or '-'}\nbranch: {info['branch'] or '-'}"
     commit, commit_body = _commit_object(tree, message + trailer)
@@ -517,131 +326,3 @@ def take_snapshot(source_dir: Path, store_git_dir: Path, size_cap: int = SIZE_CA
         # no commit yet: everything is uncommitted
         info["dirty"] = bool(col.entries or col.skipped or col.dropped_changes)
     return info
-
-
-# -- reading snapshots back -------------------------------------------------------------
-
-def list_files(store_git_dir: Path, sha: str) -> list[str]:
-    """Paths of every file in a snapshot (submodules included as their path)."""
-    raw = store_git(store_git_dir, ["ls-tree", "-r", "-z", "--full-tree", "--name-only",
-                                    _commitish(sha)]).stdout
-    return [_decode(p) for p in raw.split(b"\0") if p]
-
-
-def read_file(store_git_dir: Path, sha: str, path: str) -> bytes:
-    """The content of one file of a snapshot."""
-    proc = store_git(store_git_dir, ["cat-file", "blob", f"{_commitish(sha)}:{path}"],
-                     check=False)
-    if proc.returncode != 0:
-        raise GitError(f"snapshot {sha[:12]} has no file {path!r} (or the snapshot is not in "
-                       f"{store_git_dir}): {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout
-
-
-def diff_snapshots(store_git_dir: Path, sha_a: str, sha_b: str) -> str:
-    """Unified diff (with renames) from snapshot `sha_a` to snapshot `sha_b`."""
-    return store_git(store_git_dir, ["diff", "--no-color", "--no-ext-diff", "--no-textconv",
-                                     "-M", _commitish(sha_a), _commitish(sha_b), "--"]
-                     ).stdout.decode("utf-8", "replace")
-
-
-def _commitish(sha: str) -> str:
-    sha = str(sha)
-    if not sha or sha.startswith("-") or any(c.isspace() for c in sha):
-        raise GitError(f"not a snapshot id: {sha!r}")
-    return sha
-
-
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def _enclosing_worktree(path: Path) -> Path | None:
-    """The git working tree `path` would be inside (walks up; no subprocess)."""
-    for candidate in (path, *path.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return None
-
-
-def checkout_snapshot(store_git_dir: Path, sha: str, dest_dir: Path) -> Path:
-    """Write a snapshot's files into `dest_dir` and return it.
-
-    `dest_dir` must be new or an empty directory. A *new* directory may not be created
-    inside a git working tree (the files would show up in that repository's status):
-    create the empty directory yourself to confirm you want it there. Files are written
-    byte for byte (no eol conversion or filters), with their executable bit and symlinks;
-    submodules become empty directories.
-    """
-    store_git_dir = Path(store_git_dir).resolve()
-    dest = Path(dest_dir).expanduser().resolve()
-    existed = dest.exists()
-    if existed and (not dest.is_dir() or any(dest.iterdir())):
-        raise GitError(f"{dest} is not an empty directory; checkout only writes into a new "
-                       "or empty one, so nothing of yours is overwritten")
-    if _inside(dest, store_git_dir) or ".git" in dest.parts:
-        raise GitError(f"refusing to write a checkout inside a git directory ({dest})")
-    if not existed:
-        worktree = _enclosing_worktree(dest.parent)
-        if worktree is not None:
-            raise GitError(f"{dest} is inside the git working tree {worktree}: the files would "
-                           "appear in that repository. Pick a folder outside it, or create "
-                           "the empty folder yourself first to confirm")
-    raw = store_git(store_git_dir, ["ls-tree", "-r", "-z", "--full-tree", _commitish(sha)]
-                    ).stdout
-    items: list[tuple[str, str, bytes]] = []
-    for record in raw.split(b"\0"):
-        if record:
-            meta, _, rel = record.partition(b"\t")
-            mode, _kind, obj = meta.decode().split()
-            if not safe_rel(rel):
-                raise GitError(f"snapshot {sha[:12]} holds an unsafe path {rel!r}; not written")
-            items.append((mode, obj, rel))
-    dest.mkdir(parents=True, exist_ok=True)
-    base = os.fsencode(dest)
-    try:
-        blobs = [obj for mode, obj, _ in items if mode != _GITLINK]
-        contents: dict[str, bytes] = {}
-        reader = store_popen(store_git_dir, ["cat-file", "--batch"])
-        try:
-            for obj, data in batch_read(reader, list(dict.fromkeys(blobs))):
-                if data is None:
-                    raise GitError(f"object {obj} of snapshot {sha[:12]} is missing")
-                contents[obj] = data
-        except BaseException:
-            abandon(reader)
-            raise
-        finish(reader)
-        links = []
-        for mode, obj, rel in items:
-            target = base + b"/" + rel
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if mode == _GITLINK:
-                os.makedirs(target, exist_ok=True)
-            elif mode == "120000":
-                links.append((contents[obj], target))
-            else:
-                with open(target, "wb") as fh:
-                    fh.write(contents[obj])
-                if mode == "100755":
-                    os.chmod(target, 0o755)
-        # Links last: no file of the snapshot is ever written through one of them.
-        for link_to, target in links:
-            try:
-                os.symlink(link_to, target)
-            except OSError:  # no symlink support (Windows without privilege)
-                with open(target, "wb") as fh:
-                    fh.write(link_to)
-    except BaseException:
-        if not existed:
-            shutil.rmtree(dest, ignore_errors=True)
-        else:
-            for child in dest.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() \
-                    else child.unlink()
-        raise
-    return dest
