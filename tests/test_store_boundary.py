@@ -53,7 +53,8 @@ def project(tmp_path_factory) -> dict:
     (proj / "src" / "pkg" / "core.py").write_text("VALUE = 1\n")
     (proj / "README.md").write_text("my project\n")
     git(proj.parent, "init", "-q", "-b", "main", str(proj))
-    ids = []
+    ids: list[str] = []
+    store = proj / ".flowillower"
     for name, lr in (("first", 0.1), ("second", 0.3)):
         (proj / "train.py").write_text(TRAIN.replace("NAME", repr(name))
                                        .replace("LR", repr(lr)))
@@ -62,10 +63,9 @@ def project(tmp_path_factory) -> dict:
         proc = subprocess.run([sys.executable, "train.py"], cwd=proj, env=_clean_env(),
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
-    store = proj / ".flowillower"
-    runs = sorted(p.name for p in (store / "runs").iterdir())
-    assert len(runs) == 2
-    ids = runs
+        # Ids made in the same second sort by their random part: record creation order.
+        ids += [p.name for p in (store / "runs").iterdir() if p.name not in ids]
+    assert len(ids) == 2
     # A genuine-looking run outside the store: a link to it must not make it a run here.
     outside = tmp / "outside-run"
     subprocess.run(["cp", "-a", str(store / "runs" / ids[0]), str(outside)], check=True)
@@ -146,7 +146,8 @@ def test_good_references_still_work(project):
     store = Store(project["proj"])
     first, second = project["ids"]
     assert store.resolve(first) == first
-    assert store.resolve(first[:17]) == first
+    unique = len(os.path.commonprefix([first, second])) + 1
+    assert store.resolve(first[:unique]) == first
     assert store.resolve(first[-8:]) == first
     assert store.resolve("second") == second
     assert store.run_dir("first") == project["store"] / "runs" / first
@@ -168,11 +169,11 @@ def test_ambiguous_prefix_lists_the_candidates(project):
 def test_like_wildcards_match_only_themselves(project):
     """`_` and `%` are SQL LIKE wildcards: a reference made of them matches no run."""
     store = Store(project["proj"])
-    first = project["ids"][0]
-    with pytest.raises(RunNotFoundError):
-        store.resolve("_" * len(first[:8]))
-    with pytest.raises(RunNotFoundError):
-        store.resolve(first[:4] + "_" + first[5:10])
+    first, second = project["ids"]
+    unique = len(os.path.commonprefix([first, second])) + 1
+    for ref in ("_" + first[1:unique], first[:unique - 1] + "_", "_" * 8):
+        with pytest.raises(RunNotFoundError, match="no run matches"):
+            store.resolve(ref)
 
 
 def test_real_subprocess_rm_of_the_project_source(project):
