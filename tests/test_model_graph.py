@@ -554,10 +554,15 @@ def test_probe_of_100_module_model_is_fast_and_json_compact() -> None:
     model = nn.Sequential(*[GPTBlock(8) for _ in range(10)])  # 10 x 10 + 1 modules
     assert sum(1 for _ in model.modules()) == 101
     x = torch.randn(1, 4, 8)
-    capture_graph(model, x)
-    t0 = time.perf_counter()
+    # Fast by construction (its speed is for benchmarks, not a timed test): one probe
+    # forward pass, each block entered once, whatever the number of modules.
+    calls: list[str] = []
+    model.register_forward_hook(lambda *_: calls.append("model"))
+    for i, block in enumerate(model):
+        block.register_forward_hook(lambda *_, i=i: calls.append(f"block {i}"))
     g = capture_graph(model, x)
-    assert time.perf_counter() - t0 < 2.0
+    assert calls == [f"block {i}" for i in range(10)] + ["model"]
+    assert [n["path"] for n in g["nodes"] if n["kind"] == "module"].count("3") == 1
     size = len(json.dumps(g, separators=(",", ":")))
     assert size < 1000 * len(g["nodes"])  # far below 1 KB per node
 
