@@ -115,10 +115,7 @@ class _Pending:
         if "floats" in what:
             batch["call_cols"] = [array("I"), array("q"), array("d"), array("I")]
             batch["float_cols"] = [array("I"), array("d")]
-        if "ints" in what:
-            batch["ints"] = []
-        if "objects" in what:
-            batch["objects"] = []
+        batch.update({name: [] for name in ("ints", "objects") if name in what})
         self.frame = None
         return before - self.values
 
@@ -152,7 +149,7 @@ class FrameWriter:
         self._io_lock = threading.RLock()  # flush() from a signal handler vs. the loop
         self._writing: int | None = None  # thread id while a flush changes the file
         self._close_requested = False
-        self._fd: int | None
+        self._fd: int | None = None
         self._fd, self._end = self._open(path)  # _end: offset after the last good frame
         self._torn = False  # bytes past _end may be left from a failed write
         self._pending: deque[_Pending] = deque()
@@ -172,14 +169,11 @@ class FrameWriter:
         # left by a failed write are overwritten even if cutting them off failed.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         size = os.fstat(fd).st_size
-        good = 0
-        if size:
-            # Appending to a file a killed process left behind: cut a torn last frame so
-            # the frames we add stay readable (damage before good frames is skipped by
-            # readers, and kept).
-            good = last_frame_end(path.read_bytes())
-            if good != size:
-                os.ftruncate(fd, good)
+        # A file a killed process left behind: cut its torn last frame so the frames we
+        # add stay readable (damage before intact frames is kept: readers skip it).
+        good = last_frame_end(path.read_bytes()) if size else 0
+        if good != size:
+            os.ftruncate(fd, good)
         return fd, good
 
     def _loop(self) -> None:
@@ -246,9 +240,14 @@ class FrameWriter:
     def _append(self, data: bytes) -> None:
         fd = self._fd
         assert fd is not None
-        if self._torn:  # a torn frame must never stay in the middle of the file
-            os.ftruncate(fd, self._end)
-            self._torn = False
+        if self._torn:  # bytes of a failed write lie past _end: cut them. Should that
+            # fail too, this frame still goes at _end, over them: what is left of them
+            # stays after the last good frame, never before one.
+            try:
+                os.ftruncate(fd, self._end)
+                self._torn = False
+            except OSError:
+                pass
         view, done = memoryview(data), 0
         try:
             while done < len(data):
@@ -262,7 +261,7 @@ class FrameWriter:
                 os.ftruncate(fd, self._end)
                 self._torn = False
             except OSError:
-                pass  # retried before the next write, which starts at _end anyway
+                pass  # retried before the next write (and at close)
             raise
         self._end += done
 
@@ -388,11 +387,11 @@ class FrameWriter:
                 self._pending.clear()
                 self.dropped += lost
                 self.error = self.error or self.failure
-                if self._torn:
-                    try:
-                        os.ftruncate(self._fd, self._end)
-                    except OSError:
-                        pass
+            if self._torn:
+                try:
+                    os.ftruncate(self._fd, self._end)
+                except OSError:
+                    pass  # left after the last good frame: readers stop there quietly
             if self.dropped:
                 _say(f"flowillower: {self.path}: {self.dropped} value(s) could not be "
                      f"recorded ({self.error!r})")
