@@ -109,6 +109,10 @@ def test_threads_with_their_own_loops_get_their_own_coordinates():
         assert (_coords(data, s, "epoch") == -1).all()  # not the main thread's epoch
         timing = data.series["time/batch"]
         assert (_coords(data, timing, "epoch") == -1).all()
+    # The planner's loop events are the main thread's; the workers' are told apart.
+    starts = [(e["event"], e["loop"]) for e in data.events if e["event"].endswith("loop_start")]
+    assert sorted(starts) == [("loop_start", "epoch"), ("thread_loop_start", "batch"),
+                              ("thread_loop_start", "batch")]
     main = data.series["main"]
     assert np.array_equal(_coords(data, main, "epoch"), [0, 1])
     assert (_coords(data, main, "batch") == -1).all()

@@ -65,12 +65,12 @@ def _call_loop_hooks(st: ThreadState, event: str, name: str, index: int) -> None
 
 
 def _loop_event(run: Run, st: ThreadState, kind: str, name: str, depth: int) -> None:
-    # Loops of other threads than the run's creator say so: the hindsight planner
-    # follows the training loop.
+    # The hindsight planner reads loop_start / loop_end as the training loop's (the
+    # thread that created the run): other threads' loops are events of their own kind.
     if st.thread is None:
         run.event(kind, loop=name, depth=depth)
     else:
-        run.event(kind, loop=name, depth=depth, thread=st.thread)
+        run.event(f"thread_{kind}", loop=name, depth=depth, thread=st.thread)
 
 
 def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
