@@ -32,7 +32,7 @@ from .store.layout import (
 )
 from .store.writer import FrameWriter, parse_size
 from .threadstate import NO_STEP as _NO_STEP
-from .threadstate import Definitions, ThreadState, ThreadStates
+from .threadstate import Definitions, LoopControl, ThreadState, ThreadStates
 from .values import FLOAT, INT, check_name, normalize
 
 _now = time.time
@@ -244,11 +244,11 @@ class Run:
         self._state().loop_totals = value
 
     @property
-    def _loop_control(self):
+    def _loop_control(self) -> LoopControl | None:
         return self._state().loop_control
 
     @_loop_control.setter
-    def _loop_control(self, control) -> None:
+    def _loop_control(self, control: LoopControl | None) -> None:
         self._state().loop_control = control
 
     # -- logging ---------------------------------------------------------------------

@@ -20,6 +20,9 @@ from .values import check_name
 
 NO_STEP = -1  # stored when a value has neither an explicit step nor a loop around it
 CTX_CACHE = 1024  # loop coordinates remembered for reuse; older ones get a new id
+# Set during a hindsight replay: (loop name, depth, iterable) -> the (index, item) pairs
+# the loop yields.
+LoopControl = Callable[[str, int, Iterable[Any]], Iterable[tuple[int, Any]]]
 
 
 class ThreadState:
@@ -39,9 +42,7 @@ class ThreadState:
         self.step_contexts: dict[int, int] = {}  # recent global step -> loop context id
         self.step_hooks: list[Callable[[int], None]] = []
         self.loop_hooks: list[Callable[[str, str, int, int], None]] = []
-        # Set during a hindsight replay: picks which (index, item) pairs a loop yields.
-        self.loop_control: Callable[[str, int, Iterable[Any]],
-                                    Iterable[tuple[int, Any]]] | None = None
+        self.loop_control: LoopControl | None = None  # set during a hindsight replay
         self.thread = thread  # None for the thread that created the run
 
 
