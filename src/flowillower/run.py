@@ -201,9 +201,11 @@ class Run:
             self.dir.mkdir(parents=True, exist_ok=True)
             if self.rank == 0:
                 self._write_meta()
+            # max_pending_bytes only when set: the writer's own default reads the
+            # environment (and benchmarks swap in writers that predate the bound).
+            bound = {} if self._max_buffer is None else {"max_pending_bytes": self._max_buffer}
             self._writer = FrameWriter(self.dir / self._data_file, self._buffers,
-                                       self._flush_interval,
-                                       max_pending_bytes=self._max_buffer)
+                                       self._flush_interval, **bound)
             lifecycle.install(self)
 
     # -- keys and contexts -----------------------------------------------------------
