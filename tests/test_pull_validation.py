@@ -7,6 +7,7 @@ push access could do), then a real `flowillower pull` brings them into a real st
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from flowillower.gitops.sync import pull
 from flowillower.store.format import encode_frame
 from flowillower.store.provenance import is_pulled, pulled_info
-from tests.conftest_git import bare_remote, git, isolate_home
+from tests.conftest_git import bare_remote, git, isolate_home, make_repo
 
 GOOD = "20261201-100000-00000001"
 MIXED = "20261201-100000-00000002"
@@ -210,3 +211,29 @@ def test_code_refs_cannot_be_repointed(hostile_remote, tmp_path):
     refs = git(git_dir, "for-each-ref", "--format=%(refname) %(objectname)",
                "refs/flowillower/code/").split("\n")
     assert [r for r in refs if r] == [f"refs/flowillower/code/{ours} {ours}"]
+
+
+def test_push_runs_takes_only_run_references(tmp_path, monkeypatch):
+    isolate_home(monkeypatch, tmp_path)
+    project = make_repo(tmp_path, "main")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GIT_") and k != "FLOWILLOWER_DIR"}
+    for name in ("first", "second"):
+        (project / "train.py").write_text(f"import flowillower as fw\nfw.init(name={name!r})\n"
+                                          "fw.log('x', 1.0)\n")
+        subprocess.run([sys.executable, "train.py"], cwd=project, env=env, check=True,
+                       capture_output=True)
+    remote = bare_remote(tmp_path / "team.git")
+    cli = [sys.executable, "-m", "flowillower", "push", str(remote), "--dir", str(project)]
+    for ref in ("../../src", "/etc", "..", ""):
+        proc = subprocess.run([*cli, "--runs", ref], env=env, capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode != 0, (ref, proc.stdout)
+        assert "Error" in proc.stderr
+    assert git(remote, "for-each-ref").strip() == ""  # nothing went
+    proc = subprocess.run([*cli, "--runs", "second"], env=env, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    [ref] = git(remote, "for-each-ref", "--format=%(refname)", REF).split()
+    run_json = json.loads(git(remote, "show", f"{ref}:run.json"))
+    assert run_json["name"] == "second"

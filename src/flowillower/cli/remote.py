@@ -18,7 +18,8 @@ def _select_runs(store_dir: str | None, runs: str) -> list[str]:
     so a path or `..` is an error) or, failing that, a filter expression."""
     store = open_store(store_dir)
     if not _FILTER_CHARS.search(runs):
-        refs = [part.strip() for part in runs.split(",") if part.strip()]
+        # `--runs ""` is not "all runs": an empty reference is an error like `..` is
+        refs = [part.strip() for part in runs.split(",") if part.strip()] or [runs]
         try:
             return list(dict.fromkeys(store.resolve(ref) for ref in refs))
         except RunNotFoundError as exc:
@@ -51,7 +52,7 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool, no_c
     from ..gitops.sync import push
 
     store = open_store(store_dir)
-    ids = _select_runs(store_dir, runs_filter) if runs_filter else None
+    ids = _select_runs(store_dir, runs_filter) if runs_filter is not None else None
     result = push(store.root, remote, run_ids=ids, include_large=include_large,
                   no_code=no_code)
     if as_json:
