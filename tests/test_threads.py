@@ -198,3 +198,34 @@ def test_a_finished_thread_buffer_is_drained_then_forgotten():
     assert dict(zip(batch["float_cols"][0], batch["float_cols"][1])) == \
         {k: k / 2 for k in range(30)}
     assert len(buffers) == 1  # only the owner's is left
+
+
+def test_iteration_scope_and_step_hooks_belong_to_their_thread():
+    run = fw.init(project="threads", snapshot=False)
+    called: list[tuple[str, int]] = []
+    run.on_step(lambda step: called.append((threading.current_thread().name, step)))
+    inside = threading.Event()
+
+    def validator() -> None:
+        for k in range(3):
+            with fw.iteration("val", k):
+                fw.log("val_loss", float(k))
+        for _ in fw.loop("shards", range(4), progress=False):
+            pass  # a loop of this thread: the main thread's step hook is not called
+
+    for epoch in fw.loop("epoch", range(2), progress=False):
+        if epoch == 0:
+            worker = threading.Thread(target=lambda: (validator(), inside.set()),
+                                      name="validator")
+            worker.start()
+            assert inside.wait(10)
+            worker.join()
+        fw.log("loss", float(epoch))
+    fw.finish()
+    assert called == [("MainThread", 0), ("MainThread", 1)]
+    data = _load(run)
+    val = data.series["val_loss"]
+    assert np.array_equal(_coords(data, val, "val"), [0, 1, 2])
+    assert (_coords(data, val, "epoch") == -1).all()
+    assert np.array_equal(_coords(data, data.series["loss"], "epoch"), [0, 1])
+    assert (_coords(data, data.series["loss"], "val") == -1).all()
