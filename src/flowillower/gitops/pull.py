@@ -42,6 +42,7 @@ from .repo import (
 __all__ = ["pull"]
 
 _CODE_PREFIX = "refs/flowillower/code/"
+_MAX_RUN_JSON = 16 * 2**20  # a run's metadata is kilobytes; never parse gigabytes of it
 # fsck still checks every fetched object, but tree entry *names* (`..`, `.git`, `a/b`)
 # only warn: a run holding one is refused entry by entry below (and snapshot checkouts
 # refuse them too) instead of one hostile run failing the whole pull.
@@ -96,17 +97,21 @@ def pull(store_root: Path, remote: str) -> dict[str, Any]:
 def _adopt_code_refs(git_dir: Path) -> int:
     """Keep fetched code refs whose name is their commit's id; drop the staging refs."""
     staged = list_refs(git_dir, INCOMING_CODE_PREFIX)
+    if not staged:
+        return 0
+    listing = store_git(git_dir, ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+                        input="".join(f"{sha}\n" for sha in staged.values()).encode())
+    commits = {line.split()[0] for line in listing.stdout.decode().splitlines()
+               if line.endswith(" commit")}
     lines, refused = [], 0
     for ref, sha in staged.items():
         name = ref.removeprefix(INCOMING_CODE_PREFIX)
-        kind = store_git(git_dir, ["cat-file", "-t", sha], check=False).stdout.strip()
-        if name == sha and kind == b"commit":
+        if name == sha and sha in commits:
             lines.append(f"update {_CODE_PREFIX}{sha} {sha}\n")
         else:
             refused += 1  # a lying ref could repoint one of our snapshots' names
         lines.append(f"delete {ref}\n")
-    if lines:
-        store_git(git_dir, ["update-ref", "--stdin"], input="".join(lines).encode())
+    store_git(git_dir, ["update-ref", "--stdin"], input="".join(lines).encode())
     return refused
 
 
@@ -117,8 +122,12 @@ def _pull_run(store_root: Path, git_dir: Path, commit: str, run_id: str,
         result["runs_refused"].append([run_id, "the local run folder is not a folder"])
         return
     entries, refused = _entries(git_dir, commit)
-    run_json = next((sha for rel, _m, sha, _s in entries if rel == b"run.json"), None)
-    data = store_git(git_dir, ["cat-file", "blob", run_json]).stdout if run_json else None
+    run_json = next(((sha, size) for rel, _m, sha, size in entries if rel == b"run.json"),
+                    None)
+    if run_json and run_json[1] > _MAX_RUN_JSON:
+        result["runs_refused"].append([run_id, f"run.json is {run_json[1]} bytes"])
+        return
+    data = store_git(git_dir, ["cat-file", "blob", run_json[0]]).stdout if run_json else None
     meta, why = read_run_json(data, run_id)
     if meta is None:
         result["runs_refused"].append([run_id, why])
