@@ -310,3 +310,30 @@ def test_push_refuses_path_like_references(project, tmp_path):
             push(str(remote), runs=[project["ids"][0], ref], dir=project["proj"])
     assert git(remote, "for-each-ref") == ""
     assert listing(project["tmp"]) == before
+
+
+def test_a_link_inside_a_run_never_serves_a_file_from_elsewhere(project, tmp_path):
+    """runs/<id>/model -> a folder outside: `flowillower model`, the server's model
+    route and `export` refuse to read or publish what it points to."""
+    from flowillower.server.app import create_app
+    from flowillower.server.export import export_site
+
+    proj = tmp_path / "p"
+    proj.mkdir()
+    shutil.copytree(project["store"], proj / ".flowillower", symlinks=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "graph.json").write_text('{"tree": {}, "secret": "SECRET-GRAPH"}')
+    first = project["ids"][0]
+    (proj / ".flowillower" / "runs" / first / "model").symlink_to(elsewhere)
+    result = CliRunner().invoke(main, ["model", first, "--dir", str(proj)])
+    assert result.exit_code == 1 and "leads outside the run folder" in result.output
+    assert "SECRET" not in result.output
+    with TestClient(create_app(proj / ".flowillower", sync_interval=0.05),
+                    base_url="http://127.0.0.1:8686") as c:
+        r = c.get(f"/api/runs/{first}/model")
+        assert r.status_code == 403 and "SECRET" not in r.text
+    site = tmp_path / "site"
+    export_site(proj / ".flowillower", site)
+    published = [p for p in site.rglob("*") if p.is_file()]
+    assert published and not any(b"SECRET-GRAPH" in p.read_bytes() for p in published)

@@ -7,6 +7,7 @@ import json
 import click
 
 from ..errors import FlowillowerError
+from ..store.resolve import run_file
 from .common import dir_option, friendly_errors, json_option, print_json
 
 
@@ -21,9 +22,10 @@ def model_command(run: str, depth: int | None, store_dir: str | None, as_json: b
     from .common import open_store
 
     store = open_store(store_dir)
-    path = store.run_dir(run) / "model" / "graph.json"
+    run_dir = store.run_dir(run)
+    path = run_file(run_dir, "model", "graph.json")  # never a link out of the run
     if not path.exists():
-        raise FlowillowerError(f"run {store.resolve(run)} has no model; call "
+        raise FlowillowerError(f"run {run_dir.name} has no model; call "
                                "fw.log_model(model, example_input) in the script")
     graph = json.loads(path.read_text())
     if as_json:

@@ -17,6 +17,7 @@ from .. import __version__
 from ..errors import FlowillowerError, GitError, RunNotFoundError
 from ..store.index import latest_annotation
 from ..store.reader import read_json
+from ..store.resolve import InvalidRunRefError, run_file
 from .routing import ApiError, Endpoint, P
 from .security import safe_run_file
 from .series import SeriesCache, chart_series, hist_series
@@ -201,7 +202,10 @@ class Api:
         run_dir = self.view.run_dir(run)
         if name and (not _MODEL_NAME.match(name) or name in (".", "..")):
             raise ApiError(400, "model name must match [A-Za-z0-9_.-]+", "name")
-        path = run_dir / "model" / (name or "") / "graph.json"
+        try:  # a link inside the run must not serve a file from elsewhere
+            path = run_file(run_dir, "model", *([name] if name else []), "graph.json")
+        except InvalidRunRefError as exc:
+            raise ApiError(403, str(exc)) from None
         if not path.is_file():
             raise ApiError(404, f"run {run_dir.name} has no model graph"
                            + (f" named {name!r}" if name else "")

@@ -33,7 +33,7 @@ from ..store.catalog import Store
 from ..store.index import latest_annotation
 from ..store.layout import runs_dir
 from ..store.reader import RunReader, read_json
-from ..store.resolve import run_path
+from ..store.resolve import InvalidRunRefError, run_file, run_path
 from .api import classify
 from .app import STATIC_DIR, render_index
 from .downsample import json_floats, minmax_indices
@@ -194,6 +194,10 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
         if (run_dir / "model").is_dir():
             for graph in sorted((run_dir / "model").rglob("graph.json")):
                 rel = graph.relative_to(run_dir)
+                try:  # never publish a file a link inside the run points to
+                    run_file(run_dir, *rel.parts)
+                except InvalidRunRefError:
+                    continue
                 if len(rel.parts) in (2, 3):
                     target = dest / rel
                     target.parent.mkdir(parents=True, exist_ok=True)

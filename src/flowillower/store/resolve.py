@@ -47,13 +47,6 @@ def check_ref(ref: object) -> str:
     return ref
 
 
-def is_run_folder(path: Path) -> bool:
-    """Whether `path` is a real run folder: a directory (not a symlink) holding a run."""
-    if path.is_symlink() or not path.is_dir():
-        return False
-    return any((path / marker).is_file() for marker in RUN_MARKERS)
-
-
 def run_path(runs: Path, run_id: str) -> Path:
     """`runs/<run_id>`, checked: `run_id` a plain name, the folder a real run directly
     inside `runs` (after resolving every link), not a symlink. RunNotFoundError /
@@ -77,12 +70,15 @@ def run_path(runs: Path, run_id: str) -> Path:
     return path
 
 
-def try_run_path(runs: Path, ref: str) -> Path | None:
-    """`run_path(runs, ref)` when `ref` is the id of a run there, else None (no raise)."""
-    try:
-        return run_path(runs, ref)
-    except RunNotFoundError:
-        return None
+def run_file(run_dir: Path, *parts: str) -> Path:
+    """`run_dir/parts...`, refused (InvalidRunRefError) when a link on the way leads
+    outside the run folder: a run's own files never reach elsewhere on disk."""
+    path = run_dir.joinpath(*parts)
+    base = os.path.realpath(run_dir)
+    if not os.path.realpath(path).startswith(base + os.sep):
+        raise InvalidRunRefError(f"{'/'.join(parts)} of run {run_dir.name} leads outside "
+                                 "the run folder")
+    return path
 
 
 def ambiguous(ref: str, candidates: list[tuple[str, str]]) -> RunNotFoundError:
@@ -94,5 +90,5 @@ def ambiguous(ref: str, candidates: list[tuple[str, str]]) -> RunNotFoundError:
                             "more of the id")
 
 
-__all__ = ["InvalidRunRefError", "check_ref", "is_run_folder", "run_path", "try_run_path",
-           "ambiguous", "RUN_MARKERS"]
+__all__ = ["InvalidRunRefError", "check_ref", "run_path", "run_file", "ambiguous",
+           "RUN_MARKERS"]
