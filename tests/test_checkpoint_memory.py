@@ -21,7 +21,7 @@ import pytest
 
 import flowillower as fw
 from flowillower.hindsight import checkpoint as ck
-from flowillower.hindsight import ckpt_files
+from flowillower.hindsight import ckpt_files, state
 from flowillower.store.reader import RunReader
 
 PY = sys.executable
@@ -212,8 +212,8 @@ def test_device_state_goes_to_host_memory_under_a_budget(
     `.to("cpu", non_blocking=True)`, never clone it on the device; the writer waits for
     the copies before reading them; the bytes held stay within `max_memory`."""
     torch = pytest.importorskip("torch")
-    is_tensor = ck._is_tensor
-    monkeypatch.setattr(ck, "_is_tensor",
+    is_tensor = state._is_tensor
+    monkeypatch.setattr(state, "_is_tensor",
                         lambda x: isinstance(x, FakeCudaTensor) or is_tensor(x))
     events: list[tuple[str, str]] = []  # (what, thread)
 
@@ -226,7 +226,7 @@ def test_device_state_goes_to_host_memory_under_a_budget(
         events.append(("recorded", threading.current_thread().name))
         return Landed()
 
-    monkeypatch.setattr(ck, "_copies_landed", copies_landed)
+    monkeypatch.setattr(ck, "copies_landed", copies_landed)
     lock = threading.Lock()
     held = {"bytes": 0, "peak": 0}
     write, submit = ckpt_files.BackgroundWriter._write, ckpt_files.BackgroundWriter.submit

@@ -9,9 +9,11 @@ background writer has saved it. One rule applies to every capture, adaptive or `
   capture's size) must fit in `max_memory`, unless nothing is held at all (one capture
   always fits, or a large model could never be checkpointed).
 
-When the writer is behind, the `when_behind` policy decides: "skip" (the default: the
-iteration is not checkpointed and a replay re-executes it) or "wait" (the training thread
-blocks until the writer catches up: every requested checkpoint is taken). Either way a
+When the writer is behind, the `when_behind` policy decides: "skip" (the iteration is not
+checkpointed and a replay re-executes it; the default for adaptive captures, which are
+only worth taking when they cost nothing) or "wait" (the training thread blocks until the
+writer catches up, so every requested checkpoint is taken; the default with `every=`).
+The final state is always waited for (closing waits for the writer anyway). Either way a
 manifest line (`skipped` / `waited`) says what happened. So at most
 `2 * inner loops + 2` captures are ever held (earlier iteration, this iteration's start
 and inner-loop ends, the final state), and their bytes stay within `max_memory` plus the

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import args as _args
 from ..store.layout import runs_dir
-from .checkpoint import CheckpointError, CheckpointStore, object_kind, restore_state
+from .ckpt_files import CheckpointError
+from .ckpt_store import CheckpointStore
+from .state import object_kind, restore_state
 
 if TYPE_CHECKING:
     from ..run import Run
