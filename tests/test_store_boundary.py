@@ -337,3 +337,21 @@ def test_a_link_inside_a_run_never_serves_a_file_from_elsewhere(project, tmp_pat
     export_site(proj / ".flowillower", site)
     published = [p for p in site.rglob("*") if p.is_file()]
     assert published and not any(b"SECRET-GRAPH" in p.read_bytes() for p in published)
+
+
+@pytest.mark.parametrize("odd", ["proj#1", "proj?x=1", "proj%20y"])
+def test_query_opens_the_index_of_a_store_with_uri_characters_in_its_path(tmp_path, odd):
+    """`fw.query` opens the store's own index read-only, whatever its path holds, and
+    creates nothing beside the store."""
+    from flowillower.queries.sql import query
+    from flowillower.run import Run
+
+    proj = tmp_path / odd
+    proj.mkdir()
+    run = Run(project="q", name="odd", dir=proj, snapshot=False)
+    run.log_metrics({"a": 1.0})
+    run.finish()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    frame = query("SELECT id, name FROM runs", dir=proj)
+    assert list(frame["name"]) == ["odd"] and list(frame["id"]) == [run.id]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -22,6 +22,8 @@ def query(sql: str, params: tuple | dict | None = None, *,
     store = Store(dir)
     store.sync()
     # A separate read-only connection: a query can never modify the index.
-    uri = f"file:{store.index.path}?mode=ro"
+    # as_uri() percent-encodes: a `#` or `?` in the store's path would otherwise cut the
+    # URI short and open (creating it) some other file, read-write.
+    uri = f"{store.index.path.absolute().as_uri()}?mode=ro"
     with sqlite3.connect(uri, uri=True) as conn:
         return pd.read_sql_query(sql, conn, params=params)
