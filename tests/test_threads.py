@@ -229,3 +229,16 @@ def test_iteration_scope_and_step_hooks_belong_to_their_thread():
     assert (_coords(data, val, "epoch") == -1).all()
     assert np.array_equal(_coords(data, data.series["loss"], "epoch"), [0, 1])
     assert (_coords(data, data.series["loss"], "val") == -1).all()
+
+
+def test_threads_logging_before_any_run_start_one_run(store_dir):
+    def work(k: int) -> None:
+        fw.log_metrics({f"first{k}": float(k)}, step=0)  # no fw.init: implicit run
+
+    _run_threads(work, 8)
+    fw.finish()
+    runs = list((store_dir / "runs").iterdir())
+    assert len(runs) == 1
+    series = RunReader(runs[0]).load().series
+    assert {name: s.values.tolist() for name, s in series.items()} == \
+        {f"first{k}": [float(k)] for k in range(8)}

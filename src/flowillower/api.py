@@ -7,6 +7,7 @@ delegates. `fw.debug(True)` turns every call into a no-op.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -19,6 +20,8 @@ _current: Run | None = None
 _debug = False
 # Keyword arguments for the implicit run; `init` fills them, `record_all_ranks` too.
 _defaults: dict[str, Any] = {}
+# Threads logging before any run exists must start one run, not one each.
+_start_lock = threading.RLock()
 
 
 def debug(flag: bool = True) -> None:
@@ -62,15 +65,16 @@ def init(
     dropped and counted in summary.json (`dropped_values`).
     """
     global _current
-    if _current is not None and _current.status is None:
-        _current.finish()
-    this_rank, all_ranks, run_id = _rank_settings(record_all_ranks)
-    _defaults.update(dict(project=project, dir=dir, record_all_ranks=record_all_ranks))
-    run = Run(project, name, None, tags, notes, dir, snapshot=snapshot, rank=this_rank,
-              record_all_ranks=all_ranks, run_id=run_id, max_buffer=max_buffer)
-    if this_rank != 0 and not all_ranks:
-        run.status = "skipped"  # non-zero rank: a silent run that records nothing
-    _current = run
+    with _start_lock:
+        if _current is not None and _current.status is None:
+            _current.finish()
+        this_rank, all_ranks, run_id = _rank_settings(record_all_ranks)
+        _defaults.update(dict(project=project, dir=dir, record_all_ranks=record_all_ranks))
+        run = Run(project, name, None, tags, notes, dir, snapshot=snapshot, rank=this_rank,
+                  record_all_ranks=all_ranks, run_id=run_id, max_buffer=max_buffer)
+        if this_rank != 0 and not all_ranks:
+            run.status = "skipped"  # non-zero rank: a silent run that records nothing
+        _current = run
     if config is not None and run.status is None:
         run.config(config)
     return run
@@ -78,14 +82,20 @@ def init(
 
 def current_run(create: bool = True) -> Run:
     """The current run; with `create`, start one implicitly on first use."""
-    global _current
-    if _current is None or (_current.status is not None and _current.status != "skipped"):
+    if _needs_run(_current):
         if not create:
             raise NoActiveRunError("no active run: call fw.init() first")
-        init(**{k: v for k, v in _defaults.items() if k in ("project", "dir",
-                                                              "record_all_ranks")})
-    assert _current is not None
-    return _current
+        with _start_lock:
+            if _needs_run(_current):  # another thread may have just started one
+                init(**{k: v for k, v in _defaults.items() if k in ("project", "dir",
+                                                                      "record_all_ranks")})
+    run = _current
+    assert run is not None
+    return run
+
+
+def _needs_run(run: Run | None) -> bool:
+    return run is None or (run.status is not None and run.status != "skipped")
 
 
 def _active() -> Run | None:
