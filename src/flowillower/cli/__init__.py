@@ -6,7 +6,7 @@ import click
 
 from .. import __version__
 from .code import checkout_command, diff_command
-from .common import install_hint, missing_module
+from .common import install_command, install_hint, missing_module
 from .model import model_command
 from .remote import pull_command, push_command
 from .runs import df_command, gc_command, ls_command, reindex_command, rm_command, show_command
@@ -45,15 +45,18 @@ def _unavailable(name: str, module: str, exc: ImportError, extra: str | None
     a failure inside flowillower itself is a bug and is shown as one, with its traceback.
     """
     missing = missing_module(exc)
-    hint = None
+    hint = short = None
     if missing is not None:
         hint = install_hint(missing, name, extra) or (
             f"`flowillower {name}` needs the Python module {missing}, which is not "
             "installed")
+        short = f"(unavailable) needs {missing}: " + (install_command(missing, extra)
+                                                      or f"install {missing}")
     summary = hint or (f"flowillower's own module {module} failed to import ({exc}); this "
                        "is a bug in flowillower, not a missing extra: please report it")
 
     @click.command(name, help=f"(unavailable) {summary}", add_help_option=False,
+                   short_help=short or "(unavailable) failed to import: a bug in flowillower",
                    context_settings={"ignore_unknown_options": True,
                                      "allow_extra_args": True})
     def command() -> None:

@@ -38,18 +38,27 @@ def missing_module(exc: ImportError) -> str | None:
     return None if top == "flowillower" else top
 
 
+def install_command(module: str, extra: str | None = None) -> str | None:
+    """The pip command that brings `module` back (None for a module no extra brings)."""
+    extra = extra or EXTRA_OF_MODULE.get(module)
+    if extra:
+        return f"pip install 'flowillower[{extra}]'"
+    if module in CORE_MODULES:  # a broken installation
+        return "pip install --force-reinstall flowillower"
+    return None
+
+
 def install_hint(module: str, command: str | None = None, extra: str | None = None
                  ) -> str | None:
     """What to install when `module` is missing (None for a module no extra brings)."""
     what = f"`flowillower {command}`" if command else "this command"
-    extra = extra or EXTRA_OF_MODULE.get(module)
-    if extra:
-        return (f"{what} needs {module}, which is not installed: "
-                f"pip install 'flowillower[{extra}]'")
-    if module in CORE_MODULES:
-        return (f"{what} needs {module}, a dependency of flowillower that is missing: "
-                "reinstall it (pip install --force-reinstall flowillower)")
-    return None
+    pip = install_command(module, extra)
+    if pip is None:
+        return None
+    if extra or module in EXTRA_OF_MODULE:
+        return f"{what} needs {module}, which is not installed: {pip}"
+    return (f"{what} needs {module}, a dependency of flowillower that is missing: "
+            f"reinstall it ({pip})")
 
 
 def command_name() -> str | None:
