@@ -81,6 +81,7 @@ def pull(store_root: Path, remote: str) -> dict[str, Any]:
             raise GitError(redact(f"fetching runs from {url} failed: {err}"))
         result["snapshots_refused"] = _adopt_code_refs(git_dir)
         origin = {"remote": redact(remote), "url": redact(url)}
+        todo: dict[str, tuple[str, list[Any], list[Any]]] = {}
         for ref, commit in sorted(list_refs(git_dir, INCOMING_PREFIX).items()):
             run_id = ref.removeprefix(INCOMING_PREFIX)
             if not valid_run_id(run_id):
@@ -90,8 +91,43 @@ def pull(store_root: Path, remote: str) -> dict[str, Any]:
             target = runs_dir / run_id
             if target.exists() and before.get(ref) == commit:
                 continue  # nothing new since the last pull
-            _pull_run(store_root, git_dir, commit, run_id, origin, result)
+            todo[run_id] = (commit, *_entries(git_dir, commit))
+        metas = _run_metas(git_dir, {run_id: entries for run_id, (_c, entries, _r)
+                                     in todo.items()})
+        for run_id, (commit, entries, refused) in todo.items():
+            meta, why = metas[run_id]
+            if meta is None:
+                result["runs_refused"].append([run_id, why])
+            else:
+                _pull_run(store_root, git_dir, (commit, run_id, meta), entries, refused,
+                          origin, result)
     return result
+
+
+def _run_metas(git_dir: Path, listed: dict[str, list[tuple[bytes, str, str, int]]]
+               ) -> dict[str, tuple[dict[str, Any] | None, str | None]]:
+    """Every run's checked run.json, read in one `cat-file --batch` for all runs."""
+    metas: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+    wanted: dict[str, list[str]] = {}
+    for run_id, entries in listed.items():
+        found = [(sha, size) for rel, _m, sha, size in entries if rel == b"run.json"]
+        if not found:
+            metas[run_id] = (None, "no run.json (or not a plain file)")
+        elif found[0][1] > _MAX_RUN_JSON:
+            metas[run_id] = (None, f"run.json is {found[0][1]} bytes")
+        else:
+            wanted.setdefault(found[0][0], []).append(run_id)
+    if wanted:
+        reader = store_popen(git_dir, ["cat-file", "--batch"])
+        try:
+            for sha, data in batch_read(reader, list(wanted)):
+                for run_id in wanted[sha]:  # parsed at once: one blob in memory at a time
+                    metas[run_id] = read_run_json(data, run_id)
+        except BaseException:
+            abandon(reader)
+            raise
+        finish(reader)
+    return metas
 
 
 def _adopt_code_refs(git_dir: Path) -> int:
@@ -115,22 +151,14 @@ def _adopt_code_refs(git_dir: Path) -> int:
     return refused
 
 
-def _pull_run(store_root: Path, git_dir: Path, commit: str, run_id: str,
+def _pull_run(store_root: Path, git_dir: Path, run: tuple[str, str, dict[str, Any]],
+              entries: list[tuple[bytes, str, str, int]], refused: list[tuple[bytes, str]],
               origin: dict[str, str], result: dict[str, Any]) -> None:
+    """Bring one run whose run.json passed: its checked files, and its pull record."""
+    commit, run_id, meta = run
     target = store_root / "runs" / run_id
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         result["runs_refused"].append([run_id, "the local run folder is not a folder"])
-        return
-    entries, refused = _entries(git_dir, commit)
-    run_json = next(((sha, size) for rel, _m, sha, size in entries if rel == b"run.json"),
-                    None)
-    if run_json and run_json[1] > _MAX_RUN_JSON:
-        result["runs_refused"].append([run_id, f"run.json is {run_json[1]} bytes"])
-        return
-    data = store_git(git_dir, ["cat-file", "blob", run_json[0]]).stdout if run_json else None
-    meta, why = read_run_json(data, run_id)
-    if meta is None:
-        result["runs_refused"].append([run_id, why])
         return
     is_new = not target.exists()
     pulled_before = not is_new and is_pulled(store_root, run_id)
