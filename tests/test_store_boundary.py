@@ -355,3 +355,25 @@ def test_query_opens_the_index_of_a_store_with_uri_characters_in_its_path(tmp_pa
     frame = query("SELECT id, name FROM runs", dir=proj)
     assert list(frame["name"]) == ["odd"] and list(frame["id"]) == [run.id]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_run_name_that_looks_like_a_path_is_never_a_path(tmp_path):
+    """Names are free text and may hold `/`; as references they are refused like any
+    path (nothing is looked up or touched), and the error gives the run's id."""
+    from flowillower.run import Run
+
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "keep.py").write_text("KEEP = 1\n")
+    run = Run(project="q", name="../../../src", dir=proj, snapshot=False)
+    run.log_metrics({"a": 1.0})
+    run.finish()
+    before = listing(tmp_path)
+    for argv in (["rm", "../../../src", "-y"], ["show", "../../../src"]):
+        result = CliRunner().invoke(main, [*argv, "--dir", str(proj)])
+        assert result.exit_code == 1, result.output
+        assert "is a path" in result.output and f"is the name of {run.id}" in result.output
+    assert listing(tmp_path) == before
+    shown = CliRunner().invoke(main, ["show", run.id, "--dir", str(proj)])
+    assert shown.exit_code == 0 and "../../../src" in shown.output

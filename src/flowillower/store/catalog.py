@@ -14,7 +14,7 @@ from ..errors import StoreError
 from .index import Index
 from .layout import find_store_root, runs_dir
 from .reader import RunReader
-from .resolve import check_ref, run_path
+from .resolve import InvalidRunRefError, check_ref, run_path
 
 
 class Store:
@@ -59,7 +59,12 @@ class Store:
         """`runs/<id>` of the run `ref` names, checked to be a real run folder inside
         `runs/` (never a symlink, never outside); errors as `resolve`."""
         runs = runs_dir(self.root)
-        if os.path.lexists(runs / check_ref(ref)):
+        try:
+            check_ref(ref)
+        except InvalidRunRefError as exc:
+            self._explain_named(ref, exc)
+            raise
+        if os.path.lexists(runs / ref):
             # An entry of that exact name: a run, or a clear error about why it is not one
             # (a symlink, a folder without run files), never a lookup that could match
             # some other run by name.
@@ -67,6 +72,19 @@ class Store:
         self.sync()
         # The index is a cache: the folder may be gone or swapped since, so check it.
         return run_path(runs, self.index.resolve(ref))
+
+    def _explain_named(self, ref: object, exc: InvalidRunRefError) -> None:
+        """A refused reference that is some run's name (names may hold `/`): say to use
+        the id instead. The name is never used as a path."""
+        if not isinstance(ref, str) or not ref.strip() or "\x00" in ref:
+            return
+        if not runs_dir(self.root).is_dir():
+            return
+        self.sync()
+        ids = self.index.ids_named(ref)
+        if ids:
+            exc.args = (f"{exc} ({ref!r} is the name of {', '.join(ids[:5])}: give the "
+                        "id, names that look like paths are never looked up)",)
 
     def reader(self, ref: str) -> RunReader:
         return RunReader(self.run_dir(ref))

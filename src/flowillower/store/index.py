@@ -287,6 +287,11 @@ class Index:
                     "max": hi, "last_step": last_step, "replayed": bool(replayed)}
         return rows
 
+    def ids_named(self, name: str) -> list[str]:
+        """Ids of the runs named exactly `name` (no pattern matching)."""
+        return [r[0] for r in self.connect().execute(
+            "SELECT id FROM runs WHERE name=? ORDER BY id", (name,))]
+
     def resolve(self, ref: str) -> str:
         """A run id from an id, a unique id prefix, a unique random suffix or a unique
         run name. Only looks up the index: callers check `ref` (`resolve.check_ref`)
