@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from flowillower.errors import GitError
 from flowillower.gitops.maintenance import collect_garbage, store_lock
 from flowillower.gitops.repo import store_git
 from flowillower.gitops.snapshot import take_snapshot
+from flowillower.store.layout import process_start_ticks
 from tests.conftest_git import git, isolate_home, make_repo
 
 RUN_ALIVE = "20261123-120000-aaaaaaaa"
@@ -147,3 +149,32 @@ def test_snapshots_taken_while_gc_runs_are_whole(project):
     assert missing == []
     fsck = store_git(git_dir, ["fsck", "--connectivity-only", "--no-dangling"], check=False)
     assert fsck.returncode == 0, fsck.stderr
+
+
+def test_gc_checkpoints_spares_running_runs_and_links(project, tmp_path):
+    store = project / ".flowillower"
+    take_snapshot(project, store / "git")
+    live, done = "20261123-130000-11111111", "20261123-130500-22222222"
+    for run_id in (live, done):
+        _make_run(store, run_id, None)
+        (store / "runs" / run_id / "checkpoints").mkdir()
+        (store / "runs" / run_id / "checkpoints" / "c.pt").write_bytes(b"\0" * 2048)
+    # This very process is the live run: same host, our pid and its start time.
+    meta = {"id": live, "host": socket.gethostname(), "pid": os.getpid(),
+            "pid_start": process_start_ticks(os.getpid()), "git": {"snapshot": None}}
+    (store / "runs" / live / "run.json").write_text(json.dumps(meta))
+    (store / "runs" / done / "summary.json").write_text('{"status": "success"}')
+    # A run folder that is a link to somewhere outside the store.
+    outside = tmp_path / "elsewhere"
+    (outside / "checkpoints").mkdir(parents=True)
+    (outside / "checkpoints" / "mine.pt").write_bytes(b"not the store's")
+    (outside / "run.json").write_text(json.dumps({"id": "x"}))
+    (store / "runs" / "20261123-131000-33333333").symlink_to(outside)
+
+    proc = subprocess.run([sys.executable, "-m", "flowillower", "gc", "--checkpoints",
+                           "--dir", str(store)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (store / "runs" / live / "checkpoints" / "c.pt").is_file()
+    assert not (store / "runs" / done / "checkpoints").exists()
+    assert (outside / "checkpoints" / "mine.pt").is_file()
+    assert f"kept the checkpoints of 1 running run(s): {live}" in proc.stdout

@@ -171,16 +171,26 @@ def gc_command(checkpoints: bool, store_dir: str | None) -> None:
     Objects and code refs written in the last two hours are kept: a run that is starting
     right now may not have named its snapshot yet.
     """
+    from ..store.reader import RunReader
+
     store = open_store(store_dir)
-    freed = 0
-    if checkpoints:
-        for ckpt in Path(store.root, "runs").glob("*/checkpoints"):
-            freed += sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
-            shutil.rmtree(ckpt, ignore_errors=True)
+    freed, live = 0, []
+    for run_dir in sorted(Path(store.root, "runs").iterdir()) if checkpoints else ():
+        ckpt = run_dir / "checkpoints"
+        # Only real folders inside the store: a link never leads gc anywhere else.
+        if run_dir.is_symlink() or ckpt.is_symlink() or not ckpt.is_dir():
+            continue
+        if RunReader(run_dir).status == "running":
+            live.append(run_dir.name)  # still writing (and maybe replaying from) them
+            continue
+        freed += sum(p.lstat().st_size for p in ckpt.rglob("*") if p.is_file())
+        shutil.rmtree(ckpt, ignore_errors=True)
     removed = _prune_snapshot_refs(store.root)
     click.echo(f"freed {freed / 2**20:.1f} MiB of checkpoints; dropped {removed} ref(s) of "
                "deleted runs and unused snapshots and pruned objects unreachable for over "
                "two hours")
+    if live:
+        click.echo(f"kept the checkpoints of {len(live)} running run(s): {', '.join(live)}")
 
 
 def _prune_snapshot_refs(root: Path) -> int:
