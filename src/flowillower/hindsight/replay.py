@@ -183,7 +183,12 @@ class _Replayer:
     def _admit(self, outcome: RunOutcome) -> None:
         """Plan a run only if it was made here or the user trusts where it came from:
         replaying executes its code (`-y` never implies trust)."""
-        run = origin(self.store.root, self.store.run_dir(outcome.run_id))
+        try:
+            run_dir = self.store.run_dir(outcome.run_id)  # a real run folder in runs/
+        except FlowillowerError as exc:
+            outcome.status, outcome.message = "failed", str(exc)
+            return
+        run = origin(self.store.root, run_dir)
         outcome.origin = run.describe()
         if self.trust.allows(run):
             outcome.status = "planned"
