@@ -1,13 +1,15 @@
 """The `Run`: validates values, tracks loop context and queues records for the writer.
 
-Nothing touches the disk until the first metric, image or artifact (or a successful
-finish with recorded args), so a script that dies during set-up leaves no run behind.
-The code snapshot and environment are captured in a thread started with the run.
+Nothing touches the disk until the first value that is not a hyper-parameter (or a
+successful finish with recorded args), so a script that dies during set-up leaves no
+run behind. Any thread may log: each has its own buffer and loop position
+(`threadstate`), and the writer drains them all.
+The code snapshot and environment are captured in a thread started with the run
+(`runinfo.Setup`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -22,15 +24,15 @@ from typing import Any
 from . import args as _args
 from . import lifecycle
 from .errors import FlowillowerError, UnsupportedValueError
+from .runinfo import Setup, atomic_write_json, default_name, max_buffer_bytes, meta_document
 from .store.buffer import BufferSet
 from .store.layout import (
     ensure_store,
     find_store_root,
     new_run_id,
-    process_start_ticks,
     runs_dir,
 )
-from .store.writer import FrameWriter, parse_size
+from .store.writer import FrameWriter
 from .threadstate import NO_STEP as _NO_STEP
 from .threadstate import Definitions, LoopControl, ThreadState, ThreadStates
 from .values import FLOAT, INT, check_name, normalize
@@ -38,31 +40,6 @@ from .values import FLOAT, INT, check_name, normalize
 _now = time.time
 _is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
 REPLAY_ENV = "FLOWILLOWER_REPLAY"  # path of a replay worker's plan (set by `fw.replay`)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str, allow_nan=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _max_buffer(value: int | str | None) -> int | None:
-    """`fw.init(max_buffer=)`: bytes, or a size such as "300MB" / "1GiB" read as the
-    writer reads $FLOWILLOWER_MAX_BUFFER."""
-    if value is None or isinstance(value, str):
-        return None if value is None else parse_size(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ValueError(f"max_buffer must be a number of bytes or a size like '300MB', "
-                     f"not {value!r}")
-
-
-def _default_name(run_id: str) -> str:
-    """`<script>-<4 hex>`: readable in tables, unique enough next to the start time."""
-    import sys
-
-    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else ""
-    return f"{script or 'run'}-{run_id[-4:]}"
 
 
 def _append_call(buf: Any, ctx: int, step: int, t: float, count: int) -> None:
@@ -110,7 +87,7 @@ class Run:
         self.store_root = find_store_root(dir)
         self.id = run_id or new_run_id()
         self.project = project or self.store_root.parent.name
-        self.name = name or _default_name(self.id)
+        self.name = name or default_name(self.id)
         self.tags = list(tags or [])
         self.notes = notes or ""
         self.created = _now()
@@ -124,7 +101,7 @@ class Run:
         self._record_all_ranks = record_all_ranks
         self._flush_interval = flush_interval
         # Bytes of values the writer may hold while it cannot write (None: its default).
-        self._max_buffer = _max_buffer(max_buffer)
+        self._max_buffer = max_buffer_bytes(max_buffer)
         # Any thread may log: each has its own buffer and loop position (ThreadState,
         # found through a threading.local on the hot path); the writer drains them all.
         self._buffers = BufferSet()
@@ -139,14 +116,7 @@ class Run:
             "metric": {}, "arg": {}, "sys": {}, "watch": {}}
         self._recorded_user_values = False  # before the run is on disk: args were recorded
         self.args: dict[str, Any] = {}
-        self._meta_extra: dict[str, Any] = {}
-        self._setup_done = threading.Event()
-        if snapshot and rank == 0:
-            threading.Thread(target=self._capture_setup, name="flowillower-setup",
-                             daemon=True).start()
-        else:
-            self._meta_extra = {"git": None}
-            self._setup_done.set()
+        self._setup = Setup(self.store_root, snapshot and rank == 0, self._setup_finished)
         if replay_plan:
             from .hindsight.session import attach
 
@@ -154,44 +124,17 @@ class Run:
         if config is not None:
             self.config(config)
 
-    # -- set-up captured off the training thread -------------------------------------
-    def _capture_setup(self) -> None:
-        from .system import environment
-
-        extra: dict[str, Any] = {}
-        try:
-            extra.update(environment())
-        except Exception as exc:  # never let bookkeeping kill training
-            extra["environment_error"] = repr(exc)
-        try:
-            from .gitops.snapshot import take_snapshot
-
-            source = Path.cwd()
-            extra["git"] = take_snapshot(source, self.store_root / "git")
-        except Exception as exc:
-            extra["git"] = {"snapshot": None, "error": f"{type(exc).__name__}: {exc}"}
-        self._meta_extra = extra
-        self._setup_done.set()
-        with self._lock:
+    # -- run.json --------------------------------------------------------------------
+    def _setup_finished(self) -> None:
+        with self._lock:  # on disk already: complete its run.json now
             if self._writer is not None and self.rank == 0:
                 self._write_meta()
 
-    def _meta(self) -> dict[str, Any]:
-        meta = {
-            "id": self.id, "project": self.project, "name": self.name, "tags": self.tags,
-            "notes": self.notes, "created": self.created, "rank": self.rank,
-            "pid": os.getpid(),
-        }
-        meta.update(self._meta_extra)
-        meta["pid"] = os.getpid()
-        meta["pid_start"] = process_start_ticks(os.getpid())
-        import socket
-
-        meta.setdefault("host", socket.gethostname())
-        return meta
-
     def _write_meta(self) -> None:
-        _atomic_write_json(self.dir / "run.json", self._meta())
+        fields = {"id": self.id, "project": self.project, "name": self.name,
+                  "tags": self.tags, "notes": self.notes, "created": self.created,
+                  "rank": self.rank}
+        atomic_write_json(self.dir / "run.json", meta_document(fields, self._setup.extra))
 
     def _materialize(self) -> None:
         with self._lock:
@@ -452,7 +395,7 @@ class Run:
         if self.dir.resolve() not in path.resolve().parents:
             raise FlowillowerError(f"{relpath!r} points outside the run directory")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_json(path, obj)
+        atomic_write_json(path, obj)
         return path
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -524,7 +467,7 @@ class Run:
             lifecycle.forget(self)
             # run.json is complete when finish returns (code snapshot included): this
             # waits only when the run was shorter than its set-up.
-            self._setup_done.wait(timeout=10)
+            self._setup.done.wait(timeout=10)
             if self.rank == 0:
                 self._write_meta()  # complete meta even if setup finished late
             names = self._defs.names()
@@ -541,7 +484,7 @@ class Run:
             if dropped:  # values past the writer's memory bound (max_buffer)
                 summary["dropped_values"] = dropped
             summary_name = "summary.json" if self.rank == 0 else f"summary.rank{self.rank}.json"
-            _atomic_write_json(self.dir / summary_name, summary)
+            atomic_write_json(self.dir / summary_name, summary)
             if writer.error is not None:
                 warnings.warn(f"flowillower: the writer hit an error: {writer.error!r}",
                               stacklevel=2)
