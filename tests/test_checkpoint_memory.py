@@ -278,3 +278,26 @@ def test_device_state_goes_to_host_memory_under_a_budget(
         w = store.load(entry)["objects"]["state"]["w"]
         steps = 2 * i + (2 if kind == "inner" else 0)
         assert torch.equal(w, torch.full((100_000,), float(steps))), (kind, i)
+
+
+def test_a_second_checkpointed_loop_leaves_the_first_ones_files_alone(tmp_path: Path) -> None:
+    """Replays follow a run's first checkpointed loop; a second one in the same run used
+    to write its captures over the first one's files (same names), so a replay restored
+    the wrong state."""
+    import numpy as np
+
+    w = np.zeros(3)
+    run = fw.init(dir=tmp_path, snapshot=False)
+    for offset in (0.0, 100.0):
+        with fw.checkpointing(w=w, every=1):
+            w[:] = offset
+            for _epoch in fw.loop(f"epoch{int(offset)}", range(2)):
+                for _step in fw.loop("step", range(2)):
+                    w += 1.0
+    fw.finish()
+    store = ck.CheckpointStore(run.dir)
+    assert store.meta["outer"] == "epoch0"
+    got = {key: float(store.load(entry)["objects"]["w"][0])
+           for key, entry in store.entries.items()}
+    assert got == {("start", 0, 0): 0.0, ("inner", 0, 0): 2.0, ("start", 1, 0): 2.0,
+                   ("inner", 1, 0): 4.0, ("final", 2, 0): 4.0}

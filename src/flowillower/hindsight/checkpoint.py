@@ -213,6 +213,11 @@ class Recorder:
     def _outer_start(self, name: str) -> None:
         self.outer = name
         self.run._materialize()  # checkpoints live in the run directory
+        if (self.directory / MANIFEST).exists():
+            # A second checkpointed loop in the same run: replays follow the first one
+            # (see CheckpointStore), and its files must not be overwritten by this one's.
+            self.done = True
+            return
         try:
             digests = ledger.ledger_path(self.run.store_root, self.run.id)
         except ValueError:
