@@ -30,6 +30,10 @@ class RunNotFoundError(FlowillowerError, LookupError):
     """No run matches the given id, prefix or name."""
 
 
+class InvalidRunRefError(RunNotFoundError):
+    """A run reference that cannot name a run: a path, `..`, empty, hidden, too long."""
+
+
 class StoreError(FlowillowerError):
     """The store directory is missing, unreadable or damaged."""
 

@@ -14,15 +14,11 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import RunNotFoundError
+from ..errors import InvalidRunRefError, RunNotFoundError
 
 MAX_REF_LENGTH = 200
 # Files that make a folder a run (a run being created has neither for a moment).
 RUN_MARKERS = ("run.json", "data.fwl")
-
-
-class InvalidRunRefError(RunNotFoundError):
-    """A run reference that cannot name a run: a path, `..`, empty, hidden, too long."""
 
 
 def check_ref(ref: object) -> str:
