@@ -237,3 +237,36 @@ def test_push_runs_takes_only_run_references(tmp_path, monkeypatch):
     [ref] = git(remote, "for-each-ref", "--format=%(refname)", REF).split()
     run_json = json.loads(git(remote, "show", f"{ref}:run.json"))
     assert run_json["name"] == "second"
+
+
+def test_duplicate_and_conflicting_entries(hostile_remote, tmp_path):
+    dup = "20261201-100000-00000006"
+    good = _good_run(dup)
+    other = _blob(hostile_remote, _meta(GOOD))
+    tree = _tree(hostile_remote, {
+        **good, "media": {**good["media"], "x": b"a file", "x ": {"y": b"a folder's file"}}})
+    # Hand-edit the tree: a second run.json (naming another run) and `media/x` both a file
+    # and a folder, which git's own commands would never write.
+    listing = git(hostile_remote, "ls-tree", tree)
+    media = [line for line in listing.splitlines() if line.endswith("\tmedia")][0]
+    media_tree = git(hostile_remote, "ls-tree", media.split()[2]).replace("\tx \n", "\tx\n")
+    media_sha = subprocess.run(["git", "--git-dir", str(hostile_remote), "mktree"],
+                               input=media_tree.encode(), capture_output=True,
+                               check=True).stdout.decode().strip()
+    rows = [line if not line.endswith("\tmedia") else f"040000 tree {media_sha}\tmedia"
+            for line in listing.splitlines()] + [f"100644 blob {other}\trun.json"]
+    top = subprocess.run(["git", "--git-dir", str(hostile_remote), "mktree"],
+                         input="\n".join(rows).encode() + b"\n", capture_output=True,
+                         check=True).stdout.decode().strip()
+    commit = git(hostile_remote, "commit-tree", top, "-m", "dup").strip()
+    git(hostile_remote, "update-ref", REF + dup, commit)
+
+    store = tmp_path / "bob" / ".flowillower"
+    got = pull(store, str(hostile_remote))
+    run = store / "runs" / dup
+    assert json.loads((run / "run.json").read_text())["id"] == dup
+    assert (run / "media" / "x").read_bytes() == b"a file"
+    refused = dict(map(tuple, got["refused"][dup]))
+    assert refused["run.json"] == "a duplicate entry"
+    assert refused["media/x/y"].startswith("cannot be written here")
+    assert (store / "runs" / GOOD / "data.fwl").read_bytes() == FRAMES  # the others came

@@ -181,13 +181,17 @@ def _entries(git_dir: Path, commit: str
     """(entries that may be written: (path, mode, blob id, size), refused (path, why))."""
     raw = store_git(git_dir, ["ls-tree", "-r", "-z", "-l", "--full-tree", commit]).stdout
     ok, refused = [], []
+    seen: set[bytes] = set()
     for record in raw.split(b"\0"):
         if not record:
             continue
         meta, _, rel = record.partition(b"\t")
         mode, kind, sha, size = meta.decode().split()
         nbytes = int(size) if size.isdigit() else 0
-        reason = entry_refusal(rel, mode, kind, nbytes)
+        # a hand-made tree may name one path twice (or twice but for case): first one wins
+        reason = "a duplicate entry" if rel.lower() in seen else \
+            entry_refusal(rel, mode, kind, nbytes)
+        seen.add(rel.lower())
         if reason:
             refused.append((rel, reason))
         else:
@@ -254,8 +258,17 @@ def _materialize(git_dir: Path, entries: list[tuple[bytes, str, str, int]], targ
 def _write(dest: Path, rel: bytes, data: bytes) -> str | None:
     """Add one file without ever replacing or shortening a local one; why not, or None."""
     path = dest / os.fsdecode(rel)
+    try:
+        return _write_new_or_extend(path, rel, data)
+    except OSError as exc:  # e.g. a file where the tree wants a folder: skip, say why
+        return f"cannot be written here ({exc.strerror or exc})"
+
+
+def _write_new_or_extend(path: Path, rel: bytes, data: bytes) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
+        if not rel.endswith(b".fwl"):
+            return "a local file of this name exists (kept yours)"
         local = path.read_bytes()
         if not data.startswith(local):
             return "a record file that does not extend yours (kept yours)"
