@@ -301,3 +301,14 @@ def test_a_second_checkpointed_loop_leaves_the_first_ones_files_alone(tmp_path: 
            for key, entry in store.entries.items()}
     assert got == {("start", 0, 0): 0.0, ("inner", 0, 0): 2.0, ("start", 1, 0): 2.0,
                    ("inner", 1, 0): 4.0, ("final", 2, 0): 4.0}
+
+
+def test_bad_memory_settings_fail_before_anything_is_recorded() -> None:
+    import numpy as np
+
+    with pytest.raises(ValueError, match="when_behind"):
+        with fw.checkpointing(when_behind="later", w=np.zeros(2)):
+            pass
+    with pytest.raises(ValueError, match="size"):
+        with fw.checkpointing(max_memory="lots", w=np.zeros(2)):
+            pass

@@ -16,13 +16,16 @@ An iteration is skippable when the ends of all its inner loops were captured; th
 of the next iteration is then reached by running the code after the inner loops, so
 start states are only needed where a replay worker enters (iteration 0, and more when
 the budget allows). Which iterations are captured is decided at each iteration start so
-that capturing stays under `max_overhead` (2%) of the loop's wall time. Copies are made on the training
-thread (a consistent snapshot); pickling, de-duplication of unchanged tensors and file
-writes happen in a background thread. Files live in `<run>/checkpoints/` (local only).
-Disk use is bounded too: by `max_disk` when given, and always by a floor of free space
-(`free_floor`: 2% of the disk, at least 1 GiB, at most 10 GiB); once a capture would
-cross either, recording stops with a warning and replays re-execute the iterations
-after it.
+that capturing stays under `max_overhead` (2%) of the loop's wall time. Copies are made
+on the training thread (a consistent snapshot; device state straight into host memory,
+see `state.py`); pickling, de-duplication of unchanged tensors and file writes happen in
+a background thread (`ckpt_files.py`), which records each file's digest for replay
+(`ledger.py`). Copies waiting for it are bounded in count and bytes, for `every=` and
+adaptive captures alike (`capture_budget.py`). Files live in `<run>/checkpoints/` (local
+only). Disk use is bounded too: by `max_disk` when given, and always by a floor of free
+space (`free_floor`: 2% of the disk, at least 1 GiB, at most 10 GiB); once a capture
+would cross either, recording stops with a warning and replays re-execute the
+iterations after it.
 """
 
 from __future__ import annotations
