@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -26,12 +25,10 @@ from typing import Any
 
 from ..errors import FlowillowerError
 from ..run import REPLAY_ENV
-from ..store.buffer import RecordBuffer
 from ..store.catalog import Store
-from ..store.format import iter_frames
 from ..store.layout import new_run_id
-from ..store.writer import FrameWriter
 from .executor import Executor, LocalExecutor, Task, TaskResult
+from .frames import original_times, read_rows, write_frames
 from .planner import (
     RunPlan,
     TaskPlan,
@@ -41,69 +38,16 @@ from .planner import (
     plan_run,
     schedule,
 )
+from .report import ReplayReport, RunOutcome, report_json
 from .transplant import TransplantError, transplant
 from .trust import Origin, TrustArg, TrustPolicy, left_out_summary, origin
+
+__all__ = ["ReplayError", "ReplayReport", "RunOutcome", "replay", "report_json",
+           "run_replay", "write_frames"]
 
 
 class ReplayError(FlowillowerError):
     """A replay could not even start (bad names, no store...)."""
-
-
-@dataclass
-class RunOutcome:
-    """What happened to one run."""
-
-    run_id: str
-    status: str  # replayed | failed | interrupted | skipped | complete
-    names: list[str] = field(default_factory=list)
-    message: str = ""
-    strategy: str = ""
-    code_version: str = ""
-    estimate: float = 0.0
-    seconds: float = 0.0
-    values: dict[str, int] = field(default_factory=dict)
-    tasks: int = 0  # worker processes used
-    replay_file: str | None = None
-    notes: list[str] = field(default_factory=list)
-    origin: str = ""  # author@host, and how the run came here when not made here
-
-
-@dataclass
-class ReplayReport:
-    """The result of `fw.replay`: one outcome per run looked at."""
-
-    replay_id: str
-    names: list[str]
-    runs: list[RunOutcome]
-    estimate: float = 0.0
-    seconds: float = 0.0
-    interrupted: bool = False
-    cancelled: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.interrupted and all(r.status in ("replayed", "complete", "skipped")
-                                            for r in self.runs)
-
-    def outcome(self, run_id: str) -> RunOutcome:
-        return next(r for r in self.runs if r.run_id == run_id)
-
-    def __str__(self) -> str:
-        lines = [f"replay {self.replay_id}: {', '.join(self.names)}"]
-        for r in self.runs:
-            head = f"  {r.run_id}  {r.status}"
-            if r.values:
-                head += "  " + ", ".join(f"{k}: {v} values" for k, v in r.values.items())
-            if r.seconds:
-                head += f"  ({r.seconds:.1f}s, estimated {r.estimate:.1f}s)"
-            lines.append(head)
-            for text in [*r.notes, r.message]:
-                if text:
-                    lines += ["      " + t for t in text.splitlines()]
-        if self.interrupted:
-            lines.append("  interrupted: unfinished runs were left without replayed values")
-        lines.append(f"  took {self.seconds:.1f}s (estimated {self.estimate:.1f}s)")
-        return "\n".join(lines)
 
 
 @dataclass
@@ -458,7 +402,7 @@ class _Replayer:
         for order, task in enumerate(job.tasks):
             t: TaskPlan = task.meta["plan"]
             for data_file in sorted((task.scratch / "store" / "runs").glob("*/data*.fwl")):
-                for row in _read_rows(data_file, wanted):
+                for row in read_rows(data_file, wanted):
                     name, role, kind, coords, step, when, value = row
                     if outer is not None and outer in coords:
                         if not t.emit_from <= coords[outer] < t.stop:
@@ -467,7 +411,7 @@ class _Replayer:
                         continue
                     rows.append((coords.get(outer, -1) if outer else -1, order, *row))
         rows.sort(key=lambda r: (r[0], r[1]))
-        times = _original_times(run_dir)
+        times = original_times(run_dir)
         counts: dict[str, int] = {}
         final_rows = []
         for _i, _o, name, role, kind, coords, step, when, value in rows:
@@ -638,105 +582,6 @@ def _ask(prompt: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-# -- frame files ------------------------------------------------------------------------------
-
-
-def _read_rows(path: Path, wanted: set[str]) -> list[tuple]:
-    """(name, role, kind, coords, step, time, value) of the wanted metric values in a file."""
-    frames = list(iter_frames(path.read_bytes()))
-    keys: dict[int, tuple[str, str]] = {}
-    contexts: dict[int, dict[str, int]] = {0: {}}
-    for frame in frames:
-        keys.update(frame.keys)
-        contexts.update(frame.contexts)
-    rows: list[tuple] = []
-    for frame in frames:
-        if frame.calls is not None and frame.floats is not None:
-            ctxs, steps, times, counts = frame.calls
-            fkeys, fvals = frame.floats
-            k = 0
-            for c, s, t, n in zip(ctxs, steps, times, counts):
-                for _ in range(n):
-                    name, role = keys.get(fkeys[k], ("", ""))
-                    if name in wanted and role == "metric":
-                        rows.append((name, role, "float", contexts.get(c, {}), s, t, fvals[k]))
-                    k += 1
-        if frame.ints is not None:
-            for kid, c, s, t, v in zip(*frame.ints):
-                name, role = keys.get(kid, ("", ""))
-                if name in wanted and role == "metric":
-                    rows.append((name, role, "int", contexts.get(c, {}), s, t, v))
-        for kid, c, s, t, v in frame.objects:
-            name, role = keys.get(kid, ("", ""))
-            if name in wanted and role == "metric":
-                rows.append((name, role, "object", contexts.get(c, {}), s, t, v))
-    return rows
-
-
-def write_frames(path: Path, rows: list[tuple], events: list[dict[str, Any]]) -> None:
-    """Write (name, role, kind, coords, step, time, value) rows as one frame file."""
-    buf = RecordBuffer()
-    key_ids: dict[tuple[str, str], int] = {}
-    ctx_ids: dict[tuple, int] = {(): 0}
-    for name, role, kind, coords, step, when, value in rows:
-        kid = key_ids.get((name, role))
-        if kid is None:
-            kid = key_ids[(name, role)] = len(key_ids)
-            buf.key_defs.append((kid, name, role))
-        ckey = tuple(coords.items())
-        cid = ctx_ids.get(ckey)
-        if cid is None:
-            cid = ctx_ids[ckey] = len(ctx_ids)
-            buf.ctx_defs.append((cid, dict(coords)))
-        if kind == "float":
-            buf.f_key.append(kid)
-            buf.f_val.append(value)
-            buf.c_ctx.append(cid)
-            buf.c_step.append(int(step))
-            buf.c_time.append(float(when))
-            buf.c_count.append(1)
-        elif kind == "int":
-            buf.ints.append((kid, cid, int(step), float(when), int(value)))
-        else:
-            buf.objects.append((kid, cid, int(step), float(when), value))
-    buf.events.extend(events)
-    if path.exists():
-        path.unlink()
-    writer = FrameWriter(path, buf, interval=3600.0)
-    writer.close()
-    if writer.error is not None:
-        raise writer.error
-
-
-def _original_times(run_dir: Path) -> dict[tuple, float]:
-    """Loop coordinates -> when the original run finished that iteration (from the
-    `time/<loop>` values), so replayed values sit on the run's own timeline."""
-    out: dict[tuple, float] = {}
-    for path in sorted(run_dir.glob("data*.fwl")):
-        try:
-            frames = list(iter_frames(path.read_bytes()))
-        except OSError:
-            continue
-        keys: dict[int, tuple[str, str]] = {}
-        contexts: dict[int, dict[str, int]] = {0: {}}
-        for frame in frames:
-            keys.update(frame.keys)
-            contexts.update(frame.contexts)
-        for frame in frames:
-            if frame.calls is None or frame.floats is None:
-                continue
-            ctxs, _steps, times, counts = frame.calls
-            fkeys = frame.floats[0]
-            k = 0
-            for c, t, n in zip(ctxs, times, counts):
-                for _ in range(n):
-                    name, role = keys.get(fkeys[k], ("", ""))
-                    if role == "sys" and name.startswith("time/"):
-                        out[tuple(contexts.get(c, {}).items())] = t
-                    k += 1
-    return out
-
-
 def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1,
            yes: bool = False, dir: str | os.PathLike[str] | None = None,
            script: str | os.PathLike[str] | None = None, *,
@@ -775,13 +620,3 @@ def run_replay(names: str | Iterable[str], runs: str | None = None, workers: int
     replayer = _Replayer(wanted, runs, workers, yes, dir, script, emit, confirm, executor,
                          trust)
     return replayer.run()
-
-
-def report_json(report: ReplayReport) -> str:
-    """The report as JSON (for `flowillower replay --json`)."""
-    return json.dumps({
-        "replay_id": report.replay_id, "names": report.names, "ok": report.ok,
-        "interrupted": report.interrupted, "estimate": report.estimate,
-        "seconds": report.seconds,
-        "runs": [r.__dict__ for r in report.runs],
-    }, indent=2, default=str)
