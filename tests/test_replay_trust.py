@@ -319,3 +319,24 @@ def test_run_pulled_for_real_is_not_executed_without_trust(tmp_path: Path,
     assert marker.read_text() == "ran\n"
     ref = _run_dir(_project(tmp_path / "ref", NEW))
     assert _values(run, "wmax") == _values(ref, "wmax")
+
+
+def test_a_refused_inner_checkpoint_is_not_worked_around(project: dict,
+                                                         tmp_path: Path) -> None:
+    """Only the inner-loop states replaced (same size): the worker refuses the first one
+    it needs, and the run fails naming it instead of being retried without them."""
+    run = project["run"]
+    unpickled = tmp_path / "unpickled"
+    manifest = (run / "checkpoints" / "manifest.jsonl").read_text().splitlines()
+    inner = [json.loads(line)["file"] for line in manifest
+             if json.loads(line).get("kind") == "inner"]
+    assert len(inner) == 3
+    for name in inner:
+        path = run / "checkpoints" / name
+        path.write_bytes(_evil_pickle(unpickled, path.stat().st_size))
+    report = fw.replay("wmax", dir=project["root"], yes=True, echo=lambda _t: None)
+    outcome = report.outcome(run.name)
+    assert outcome.status == "failed", str(report)
+    assert f"refusing to load checkpoint {run / 'checkpoints' / inner[0]}" in outcome.message
+    assert not outcome.notes and not unpickled.exists()
+    assert not (run / "replays").exists()
