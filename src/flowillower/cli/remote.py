@@ -6,7 +6,7 @@ import re
 
 import click
 
-from ..errors import RunNotFoundError
+from ..errors import InvalidRunRefError, RunNotFoundError
 from .common import dir_option, friendly_errors, json_option, open_store, print_json
 
 # Characters that only a filter expression has (`lr < 0.3`, fitlog's ${...}$, quotes).
@@ -23,8 +23,6 @@ def _select_runs(store_dir: str | None, runs: str) -> list[str]:
         try:
             return list(dict.fromkeys(store.resolve(ref) for ref in refs))
         except RunNotFoundError as exc:
-            from ..store.resolve import InvalidRunRefError
-
             if isinstance(exc, InvalidRunRefError) or len(refs) > 1:
                 raise
     ids = [row["id"] for row in store.runs(runs)]  # a filter (plain text matches names)
