@@ -15,7 +15,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -169,10 +168,12 @@ class FakeCudaTensor:
     """
 
     is_cuda = True
-    device = SimpleNamespace(type="cuda")
 
-    def __init__(self, data) -> None:
+    def __init__(self, data, index: int = 0) -> None:
+        import torch
+
         self.data = data
+        self.device = torch.device("cuda", index)  # constructible without a GPU
         self.copies: list[tuple[str, bool]] = []
 
     def detach(self) -> FakeCudaTensor:
@@ -312,3 +313,47 @@ def test_bad_memory_settings_fail_before_anything_is_recorded() -> None:
     with pytest.raises(ValueError, match="size"):
         with fw.checkpointing(max_memory="lots", w=np.zeros(2)):
             pass
+
+
+def test_host_copies_are_awaited_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MOCKED CUDA: torch.cuda.Event and torch.cuda.device are recording fakes. One event
+    is recorded per device holding copied state, inside that device's context, and the
+    writer's `synchronize()` waits on every one of them."""
+    torch = pytest.importorskip("torch")
+    log: list[tuple[str, int]] = []
+    current = {"device": -1}
+
+    class Device:
+        def __init__(self, device) -> None:
+            self.index = device.index
+
+        def __enter__(self) -> None:
+            current["device"] = self.index
+
+        def __exit__(self, *exc) -> None:
+            current["device"] = -1
+
+    class Event:
+        def record(self) -> None:
+            self.device = current["device"]
+            log.append(("record", self.device))
+
+        def synchronize(self) -> None:
+            log.append(("synchronize", self.device))
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    is_tensor = state._is_tensor
+    monkeypatch.setattr(state, "_is_tensor",
+                        lambda x: isinstance(x, FakeCudaTensor) or is_tensor(x))
+    host: list = []
+    tree = state.copy_tree({"a": FakeCudaTensor(torch.ones(2), 0),
+                            "b": [FakeCudaTensor(torch.zeros(3), 1),
+                                  FakeCudaTensor(torch.ones(1), 1)],
+                            "c": torch.arange(3)}, host)
+    assert len(host) == 3 and torch.equal(tree["c"], torch.arange(3))
+    assert torch.equal(tree["b"][0], torch.zeros(3))
+    landed = state.copies_landed(host)
+    assert sorted(log) == [("record", 0), ("record", 1)]
+    landed.synchronize()
+    assert sorted(log[2:]) == [("synchronize", 0), ("synchronize", 1)]

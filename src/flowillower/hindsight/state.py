@@ -67,16 +67,34 @@ def copy_tree(x: Any, host: list[Any] | None = None) -> Any:
     return copy.deepcopy(x)
 
 
+class _Landed:
+    """Waits for device-to-host copies: CUDA events (one per device involved, recorded
+    on its current stream right after the copies) or a whole-device synchronize."""
+
+    def __init__(self, waits: list[Any]) -> None:
+        self.waits = waits
+
+    def synchronize(self) -> None:
+        for wait in self.waits:
+            wait.synchronize()
+
+
 def copies_landed(sources: list[Any]) -> Any:
     """Something whose `.synchronize()` returns once the host copies of `sources` are
-    complete: a CUDA event recorded after them (the training thread does not wait)."""
+    complete (the training thread does not wait). The copies were queued on each
+    device's current stream, the stream the training's own work on that state uses, so
+    they read the state as it was at the capture."""
     torch = _torch()
-    if any(getattr(t, "is_cuda", False) for t in sources):
-        event = torch.cuda.Event()
-        event.record()
-        return event
-    device = next(iter({t.device.type for t in sources}))
-    return getattr(torch, device)  # torch.mps / torch.xpu: .synchronize() waits for all
+    waits: list[Any] = []
+    cuda = {t.device for t in sources if getattr(t, "is_cuda", False)}
+    for device in cuda:
+        with torch.cuda.device(device):
+            event = torch.cuda.Event()
+            event.record()
+        waits.append(event)
+    for kind in {t.device.type for t in sources if not getattr(t, "is_cuda", False)}:
+        waits.append(getattr(torch, kind))  # torch.mps / torch.xpu: .synchronize() waits
+    return _Landed(waits)
 
 
 def object_kind(obj: Any) -> str:
