@@ -14,6 +14,7 @@ from flowillower.errors import GitError
 from flowillower.gitops.snapshot import checkout_snapshot
 from flowillower.gitops.sync import pull, push
 from flowillower.store.catalog import Store
+from tests.conftest_git import record_file
 from tests.gitrepos import make_repo
 
 
@@ -131,7 +132,7 @@ def test_two_machines_replay_the_same_run(tmp_path, monkeypatch, remote):
     for who, name in ((alice, "a.fwl"), (bob, "b.fwl")):
         folder = who / ".flowillower/runs" / run_id / "replays"
         folder.mkdir()
-        (folder / name).write_bytes(name.encode())
+        (folder / name).write_bytes(record_file(name))  # pull accepts intact frames only
     assert push(alice / ".flowillower", str(remote))["rejected"] == []
     assert push(bob / ".flowillower", str(remote))["rejected"] == [run_id]  # pull first
     pull(bob / ".flowillower", str(remote))

@@ -6,26 +6,33 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import InvalidRunRefError
 from .store.catalog import Store
 
 
 def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
-         include_large: bool = False, dir: str | os.PathLike[str] | None = None
-         ) -> dict[str, Any]:
+         include_large: bool = False, no_code: bool = False,
+         dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Publish runs to `remote` (a remote name of your repo, a path or a URL).
 
     `runs` is a filter selecting what to push (default: all) or a list of run ids /
-    prefixes / names (a path or `..` raises `InvalidRunRefError`). Checkpoints never
-    travel; large artifacts only with `include_large`.
+    prefixes / names (a path or `..` raises `InvalidRunRefError`; so does an empty
+    string: all runs is `None`). Checkpoints never travel; large artifacts only with
+    `include_large`; `no_code` sends run data without code snapshots.
     """
     from .gitops.sync import push as push_runs
 
     store = Store(dir, must_exist=True)
-    if runs is None or isinstance(runs, str):
-        ids = [row["id"] for row in store.runs(runs)] if runs else None
+    if runs is None:
+        ids = None
+    elif isinstance(runs, str):
+        if not runs.strip():
+            raise InvalidRunRefError("an empty run selection; pass runs=None to push all")
+        ids = [row["id"] for row in store.runs(runs)]
     else:  # explicit references: the store's resolver, never a path
         ids = list(dict.fromkeys(store.resolve(ref) for ref in runs))
-    return push_runs(store.root, remote, run_ids=ids, include_large=include_large)
+    return push_runs(store.root, remote, run_ids=ids, include_large=include_large,
+                     no_code=no_code)
 
 
 def pull(remote: str = "origin", *, dir: str | os.PathLike[str] | None = None
