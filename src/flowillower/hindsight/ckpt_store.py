@@ -58,8 +58,11 @@ def load_checkpoint_file(path: Path, expected: ledger.Digest | None) -> tuple[An
             return pickle.load(fh), "pickle"
         import torch
 
+        allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+        if allow is None:
+            return torch.load(fh, map_location="cpu", weights_only=False), "full"
         try:
-            with torch.serialization.safe_globals(_safe_globals()):
+            with allow(_safe_globals()):
                 return torch.load(fh, map_location="cpu", weights_only=True), "weights_only"
         except pickle.UnpicklingError:
             fh.seek(0)
