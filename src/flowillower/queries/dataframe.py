@@ -125,6 +125,20 @@ def _objects(values: np.ndarray) -> Any:
     return values
 
 
+def _broadcast(column: pd.Series, index: pd.Index) -> Any:
+    """A run-level value (the column's one row) repeated on every row of `index`."""
+    value = column.iloc[0] if len(column) else None
+    if not pd.api.types.is_scalar(value):
+        # A list, tuple or dict is one cell's value: assigned bare, pandas would take a
+        # list for a whole column (or fail on its length) and a dict for a mapping.
+        cells = np.empty(len(index), object)
+        cells.fill(value)
+        return pd.Series(cells, index=index, dtype=object)
+    if isinstance(column.dtype, pd.api.extensions.ExtensionDtype):
+        return pd.Series([value] * len(index), index=index, dtype=column.dtype)
+    return value
+
+
 def _run_frame(reader: RunReader, names: list[str]) -> pd.DataFrame:
     data = reader.load(names)
     frames = [(_series_frame(data.series[n], data)) for n in names if n in data.series]
@@ -137,9 +151,7 @@ def _run_frame(reader: RunReader, names: list[str]) -> pd.DataFrame:
         shared = [k for k in keys if k in result_keys]
         if not keys:  # run level: broadcast
             for col in frame.columns:
-                result[col] = frame[col].iloc[0] if len(frame) else None
-                if isinstance(frame[col].dtype, pd.api.extensions.ExtensionDtype):
-                    result[col] = result[col].astype(frame[col].dtype)
+                result[col] = _broadcast(frame[col], result.index)
             continue
         if shared and set(keys) <= set(result_keys):
             result = result.merge(frame, on=shared, how="left")

@@ -31,7 +31,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 @dataclass
 class Series:
-    """All values of one key in one run, in logging order."""
+    """All values of one key in one run, in logging order.
+
+    Logging order is the order of the log calls' times (one clock for every thread,
+    rank and replay of the run); values logged at the same time keep the order they
+    were written in, and within one frame a tie between kinds (float, int, JSON) goes
+    to the lower step. Values of one kind from one thread are written in logging order
+    already, so they need no sorting unless their times go backwards.
+    """
 
     name: str
     role: str  # "arg" | "metric" | "sys"
@@ -71,6 +78,7 @@ class _Collector:
         self.parts: dict[str, list] = {}
         self.roles: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
+        self.frame_seq = 0  # frames read so far, over all files: their writing order
 
     def _global_ctx(self, coords: dict[str, int]) -> int:
         key = tuple(coords.items())
@@ -100,6 +108,7 @@ class _Collector:
         for local in sorted(contexts):
             ctx_map[local] = self._global_ctx(contexts[local])
         for frame in frames:
+            self.frame_seq += 1
             for ev in frame.events:
                 self.events.append({**ev, "replayed": replayed} if replayed else ev)
             blocks = []
@@ -145,7 +154,8 @@ class _Collector:
 
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
         self.roles.setdefault(name, role)
-        self.parts.setdefault(name, []).append((kind, replayed, ctx, step, time, values))
+        self.parts.setdefault(name, []).append(
+            (kind, replayed, ctx, step, time, values, self.frame_seq))
 
     def finish(self) -> RunData:
         coords = np.full((len(self.coords), len(self.loop_names)), -1, np.int64)
@@ -153,27 +163,38 @@ class _Collector:
         for gid, key in enumerate(self.coords):
             for loop, idx in key:
                 coords[gid, col[loop]] = idx
-        series = {}
-        for name, parts in self.parts.items():
-            kinds = {p[0] for p in parts}
-            kind = "object" if "object" in kinds else ("float" if "float" in kinds else "int")
-            if len(parts) == 1:
-                _, rep, ctx, step, time, values = parts[0]
-                replayed = np.full(len(step), rep)
-            else:
-                ctx = np.concatenate([p[2] for p in parts])
-                step = np.concatenate([p[3] for p in parts])
-                time = np.concatenate([p[4] for p in parts])
-                replayed = np.concatenate([np.full(len(p[3]), p[1]) for p in parts])
-                values = np.concatenate([p[5].astype(object if kind == "object" else
-                                                     (np.float64 if kind == "float" else np.int64))
-                                         for p in parts])
-                if replayed.any():  # replayed values slot in by time, like originals
-                    order = np.argsort(time, kind="stable")
-                    ctx, step, time, values, replayed = (a[order] for a in
-                                                         (ctx, step, time, values, replayed))
-            series[name] = Series(name, self.roles[name], ctx, step, time, values, replayed, kind)
+        series = {name: _merge(name, self.roles[name], parts)
+                  for name, parts in self.parts.items()}
         return RunData(self.loop_names, coords, series, self.events)
+
+
+def _merge(name: str, role: str, parts: list) -> Series:
+    """One key's parts (one per frame and kind, in file and frame order) as a Series in
+    logging order (see `Series`)."""
+    kinds = {p[0] for p in parts}
+    kind = "object" if "object" in kinds else ("float" if "float" in kinds else "int")
+    if len(parts) == 1:
+        _, rep, ctx, step, time, values, _ = parts[0]
+        replayed = np.full(len(step), rep)
+    else:
+        ctx = np.concatenate([p[2] for p in parts])
+        step = np.concatenate([p[3] for p in parts])
+        time = np.concatenate([p[4] for p in parts])
+        replayed = np.concatenate([np.full(len(p[3]), p[1]) for p in parts])
+        dtype = object if kind == "object" else (np.float64 if kind == "float" else np.int64)
+        values = np.concatenate([p[5].astype(dtype) for p in parts])
+    # File and frame order is logging order for one kind from one thread. Kinds are in
+    # separate blocks of a frame, and threads, ranks and replays in separate buffers or
+    # files, so their values interleave by time: sort only then (one pass to check).
+    if len(kinds) > 1 or (len(time) > 1 and (time[1:] < time[:-1]).any()):
+        seq = np.concatenate([np.full(len(p[3]), p[6]) for p in parts])
+        # Ties in time: frame order, then (kinds of one frame) the lower step; a running
+        # maximum keeps one part's own order among its tied values.
+        tie = np.concatenate([np.maximum.accumulate(p[3]) for p in parts])
+        order = np.lexsort((tie, seq, time))  # stable: last key first
+        ctx, step, time, values, replayed = (a[order] for a in
+                                             (ctx, step, time, values, replayed))
+    return Series(name, role, ctx, step, time, values, replayed, kind)
 
 
 class RunReader:
