@@ -1,7 +1,8 @@
 """The background writer: the only code that appends to a run's record file.
 
-The training thread appends to in-memory arrays (see `RecordBuffer`); this thread takes
-what is queued every `interval` seconds (and on flush/close), encodes it as one frame
+Each logging thread appends to its own in-memory arrays (a `RecordBuffer` in the run's
+`BufferSet`, see store/buffer.py); this thread takes what is queued every `interval`
+seconds (sooner past `EARLY_FLUSH_CALLS` queued calls, and on flush/close), encodes it as one frame
 and writes it at the end of the last good frame. No per-call file open, fsync or commit.
 
 A failed write (full disk, I/O error, read-only file system) loses nothing: the drained
@@ -17,6 +18,7 @@ import os
 import re
 import sys
 import threading
+import time
 from array import array
 from collections import deque
 from operator import itemgetter
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 from .format import columns, encode_frame, last_frame_end, warm_up
 
 DEFAULT_MAX_PENDING = 256 * 2**20
+EARLY_FLUSH_CALLS = 50_000  # queued log calls that make the writer flush before its interval
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
           "tib": 2**40}
@@ -178,11 +181,23 @@ class FrameWriter:
 
     def _loop(self) -> None:
         warm_up()  # import the compressor off the training thread, and not at finish
+        # A fast logger fills the buffer long before `interval` is up: look every tick
+        # and write early past EARLY_FLUSH_CALLS, so memory and the work left for
+        # close() (hence finish latency) stay bounded by a count, not by the rate.
+        tick = min(self.interval, 0.05)
+        pending_calls = getattr(self.buffer, "pending_calls", None)
+        clock = time.monotonic
+        due = clock() + self.interval
         while True:
-            self._wake.wait(self.interval)
+            woken = self._wake.wait(tick)
             self._wake.clear()
             if self._stop:  # close() does the final flush itself: exit without waiting
                 return
+            now = clock()
+            if not woken and now < due and (
+                    pending_calls is None or pending_calls() < EARLY_FLUSH_CALLS):
+                continue
+            due = now + self.interval
             try:
                 self.flush(sync=False)
             except BaseException as exc:  # keep training alive, but say it now
