@@ -17,7 +17,8 @@ The final state is always waited for (closing waits for the writer anyway). Eith
 manifest line (`skipped` / `waited`) says what happened. So at most
 `2 * inner loops + 2` captures are ever held (earlier iteration, this iteration's start
 and inner-loop ends, the final state), and their bytes stay within `max_memory` plus the
-estimate's error.
+estimate's error. (The writer also keeps the tensors of the last capture it wrote, to
+recognise unchanged ones: one more capture's worth, not counted here.)
 """
 
 from __future__ import annotations
