@@ -134,7 +134,7 @@ def test_every_captures_stay_bounded_behind_a_slow_writer_and_replay_exactly(
     # Without back-pressure, 6 fast iterations hand the writer 13 captures at once.
     for stats in (waited, skipped):
         assert stats["held_bound"] == 4  # 2 x (1 inner loop) + 2
-        assert 2 <= stats["counted_peak"] <= stats["held_bound"]
+        assert 1 <= stats["counted_peak"] <= stats["held_bound"]
         assert stats["peak_held"] <= stats["held_bound"]
     # "wait": every requested checkpoint is taken, the training thread waited for them.
     assert waited["captures"] == 13 and waited["checkpointed_iterations"] == list(range(6))
