@@ -201,7 +201,7 @@ def test_cpu_training_charges_the_writer_twice() -> None:
 
 
 def test_sizes_parse_with_decimal_and_binary_units() -> None:
-    from flowillower.hindsight.checkpoint import parse_size
+    from flowillower.sizes import parse_size
 
     assert parse_size(1024) == 1024 and parse_size("1024") == 1024
     assert parse_size("500MB") == 500_000_000 and parse_size("1.5 GB") == 1_500_000_000

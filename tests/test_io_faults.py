@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 import flowillower as fw
+from flowillower.sizes import parse_size
 from flowillower.store.format import frame_spans, valid_length
 from flowillower.store.reader import RunReader
-from flowillower.store.writer import DEFAULT_MAX_PENDING, FrameWriter, parse_size
+from flowillower.store.writer import DEFAULT_MAX_PENDING, FrameWriter
 from tests.conftest import wait_for
 
 
@@ -292,7 +293,7 @@ def test_the_bound_counts_what_logged_objects_hold(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("text", "size"), [("300MB", 300_000_000), ("1GiB", 2**30),
-                                            ("268435456", 268435456), ("1.5k", 1536),
+                                            ("268435456", 268435456), ("1.5KiB", 1536), ("1.5k", 1500),
                                             ("64 MiB", 64 * 2**20)])
 def test_the_bound_comes_from_flowillower_max_buffer(tmp_path, monkeypatch, text, size):
     assert parse_size(text) == size

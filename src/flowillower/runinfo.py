@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .sizes import parse_size
 from .store.layout import process_start_ticks
-from .store.writer import parse_size
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

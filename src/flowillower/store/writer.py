@@ -15,7 +15,6 @@ key and context definitions and events are never dropped (later frames need them
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
@@ -25,13 +24,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..sizes import parse_size
 from .format import columns, encode_frame, last_frame_end, warm_up
 
 DEFAULT_MAX_PENDING = 256 * 2**20
 EARLY_FLUSH_CALLS = 50_000  # queued log calls that make the writer flush before its interval
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
-          "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
-          "tib": 2**40}
 _KEY_VALUE = itemgetter(0, 4)  # (key, ctx, step, time, value) -> (key, value)
 
 
@@ -39,14 +36,6 @@ class Source(Protocol):
     """What the writer persists: a `RecordBuffer` (or a set of them) that drains."""
 
     def drain(self) -> dict[str, Any] | None: ...
-
-
-def parse_size(text: str) -> int:
-    """Bytes in `"268435456"`, `"300MB"` (10**6), `"1GiB"` or `"1G"` (2**30)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (write e.g. 300MB, 1GiB or 268435456)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def max_pending_from_env() -> int:

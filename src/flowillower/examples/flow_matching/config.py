@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import FlowillowerError
-from ...hindsight.checkpoint import parse_size
+from ...sizes import parse_size
 
 DATASETS = ("trex", "moons", "spirals", "checkerboard", "gaussians")
 SAMPLERS = ("euler", "midpoint")
