@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import StoreError
 from .index import Index
 from .layout import find_store_root, runs_dir
+from .provenance import forget_run
 from .reader import RunReader
 from .resolve import InvalidRunRefError, check_ref, run_path
 
@@ -126,5 +127,6 @@ class Store:
             trash.unlink()
         else:
             shutil.rmtree(trash, ignore_errors=True)  # rmtree never follows links
+        forget_run(self.root, run_id)  # its pull record and checkpoint digests
         self.sync()
         return run_id

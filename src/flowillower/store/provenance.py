@@ -76,3 +76,25 @@ def pulled_info(store_root: Path, run_id: str) -> dict[str, Any] | None:
 def is_pulled(store_root: Path, run_id: str) -> bool:
     """Whether `run_id` arrived through `pull` (see `pulled_info`)."""
     return pulled_info(store_root, run_id) is not None
+
+
+def forget_run(store_root: Path, run_id: str) -> int:
+    """Remove every local record about `run_id` (`local/<kind>/<run id>.*`), e.g. after
+    the run was deleted: a run pulled again later starts with a clean slate. Returns the
+    number of files removed; links are removed as links, never followed."""
+    try:
+        _pulled_path(store_root, run_id)  # the run id check
+    except ValueError:
+        return 0
+    removed = 0
+    base = local_dir(store_root)
+    if not base.is_dir() or base.is_symlink():
+        return 0
+    for kind in base.iterdir():
+        if kind.is_symlink() or not kind.is_dir():
+            continue
+        for path in kind.glob(f"{run_id}.*"):
+            if path.name.split(".", 1)[0] == run_id and (path.is_symlink() or path.is_file()):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
