@@ -141,3 +141,24 @@ def page(browser):
     yield pg
     context.close()
     assert not pg.errors, pg.errors
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (a disk that fills up), unmounted afterwards; needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        try:
+            fw.finish()  # a run a failed test left open must not write after the unmount
+        finally:
+            if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(disk)], check=True)

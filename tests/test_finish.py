@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -14,25 +12,6 @@ import pytest
 
 import flowillower as fw
 from flowillower.store.reader import RunReader
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        fw.finish()  # never write after the unmount
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def _fill(disk: Path) -> Path:

@@ -7,7 +7,6 @@ import errno
 import math
 import os
 import signal
-import subprocess
 from array import array
 from pathlib import Path
 from typing import Any
@@ -360,27 +359,6 @@ def test_reopening_cuts_only_a_torn_tail_not_frames_after_a_corrupt_one(tmp_path
 
 
 # -- (a) a real full disk -----------------------------------------------------------------
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        try:
-            fw.finish()  # a run a failed test left open must not write after the unmount
-        finally:
-            if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(disk)], check=True)
-
 
 def fill(disk: Path) -> Path:
     """Fill the disk to the last byte with a ballast file."""
