@@ -11,7 +11,6 @@ Run: python benchmarks/bench_finish.py [--repeats 15] [--baseline REV]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -23,22 +22,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from _baseline import ROOT, previous_module
+
 BASELINE_REV = "f4b0b39^"  # the commit before the I/O-fault / fast-finish writer
 STEPS = 20_000  # x 3 floats = 60,000 values
 
 
 def previous_writer(rev: str) -> ModuleType | None:
     """The writer module as of `rev`, importable next to today's `format`/`buffer`."""
-    try:
-        source = subprocess.run(["git", "show", f"{rev}:src/flowillower/store/writer.py"],
-                                cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
+    module = previous_module(rev, "store/writer.py", "flowillower.store.writer_baseline")
+    if module is None:
         return None
-    spec = importlib.util.spec_from_loader("flowillower.store.writer_baseline", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "flowillower.store"  # its relative imports resolve to today's
-    exec(compile(source, f"writer.py@{rev}", "exec"), module.__dict__)
     base = module.FrameWriter
 
     class FrameWriter(base):  # today's Run passes options the old writer did not take

@@ -13,18 +13,16 @@ Run: python benchmarks/bench_logging.py [--steps 20000] [--repeats 5] [--baselin
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
+from _baseline import env_running, previous_module, previous_package
+
 # The last commit before thread-safe logging (run.py, loops.py, store/buffer.py) and the
 # I/O-fault writer: "previous" in every row below.
 BASELINE_REV = "810530e"
@@ -61,23 +59,10 @@ print(json.dumps({"seconds": t1 - t0, "finish": None if tf is None else t1 - tf}
 """
 
 
-def previous_package(rev: str, folder: Path) -> Path | None:
-    """`src/` of the package as of `rev`, unpacked under `folder` (None without git)."""
-    try:
-        archive = subprocess.run(["git", "archive", rev, "src/flowillower"], cwd=ROOT,
-                                 capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return folder / "src"
-
-
 def measure(mode: str, steps: int, repeats: int, src: Path | None = None
             ) -> tuple[float, float | None, int]:
     """Median seconds (whole case, finish alone) and the bytes it left on disk."""
-    env = dict(os.environ)
-    if src is not None:  # this package shadowed by the previous one
-        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
+    env = env_running(src)  # this package shadowed by the previous one (if src)
     times, finishes, size = [], [], 0
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -92,21 +77,6 @@ def measure(mode: str, steps: int, repeats: int, src: Path | None = None
             size)
 
 
-def previous_run_module(rev: str) -> ModuleType | None:
-    """`run.py` as of `rev`, importable next to today's modules (its hot path only
-    needs `RecordBuffer`, which keeps its fields)."""
-    try:
-        source = subprocess.run(["git", "show", f"{rev}:src/flowillower/run.py"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    spec = importlib.util.spec_from_loader("flowillower.run_previous", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "flowillower"
-    exec(compile(source, f"run.py@{rev}", "exec"), module.__dict__)
-    return module
-
-
 def per_call(rev: str, rounds: int = 61, block: int = 5_000) -> dict[str, list[float]]:
     """CPU seconds of the logging thread per `log_metrics` call of each Run class, blocks
     alternating in order (thread CPU time: a block is not charged for the time the
@@ -114,7 +84,9 @@ def per_call(rev: str, rounds: int = 61, block: int = 5_000) -> dict[str, list[f
     from flowillower.run import Run
 
     classes = {"this": Run}
-    old = previous_run_module(rev)
+    # The previous run.py next to today's modules: its hot path only needs
+    # `RecordBuffer`, which keeps its fields.
+    old = previous_module(rev, "run.py", "flowillower.run_previous")
     if old is not None:
         classes = {"previous": old.Run, **classes}
     out: dict[str, list[float]] = {name: [] for name in classes}
