@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..values import Checked
-from .graph import _flat
+from .nested import flat_tensors as _flat
 from .keys import ACT_STATS, act_prefix
 
 __all__ = ["Watcher", "unwatch", "watcher_of", "activation_stats", "WHAT"]
