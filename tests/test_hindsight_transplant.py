@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from flowillower.hindsight.planner import analyze
+from flowillower.hindsight.analysis import analyze
 from flowillower.hindsight.transplant import TransplantError, transplant
 
 
