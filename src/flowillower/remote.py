@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import InvalidRunRefError
+from .queries.filters import row_filter
 from .store.catalog import Store
 
 
@@ -28,7 +29,7 @@ def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
     elif isinstance(runs, str):
         if not runs.strip():
             raise InvalidRunRefError("an empty run selection; pass runs=None to push all")
-        ids = [row["id"] for row in store.runs(runs)]
+        ids = [row["id"] for row in store.runs(row_filter(runs))]
     else:  # explicit references: the store's resolver, never a path
         ids = list(dict.fromkeys(store.resolve(ref) for ref in runs))
     return push_runs(store.root, remote, run_ids=ids, include_large=include_large,

@@ -7,6 +7,7 @@ import re
 import click
 
 from ..errors import InvalidRunRefError, RunNotFoundError
+from ..queries.filters import row_filter
 from .common import dir_option, friendly_errors, json_option, open_store, print_json
 
 # Characters that only a filter expression has (`lr < 0.3`, fitlog's ${...}$, quotes).
@@ -25,7 +26,7 @@ def _select_runs(store_dir: str | None, runs: str) -> list[str]:
         except RunNotFoundError as exc:
             if isinstance(exc, InvalidRunRefError) or len(refs) > 1:
                 raise
-    ids = [row["id"] for row in store.runs(runs)]  # a filter (plain text matches names)
+    ids = [row["id"] for row in store.runs(row_filter(runs))]  # a filter (plain text matches names)
     if not ids:
         raise RunNotFoundError(f"no run matches {runs!r}; `flowillower ls` lists them")
     return ids

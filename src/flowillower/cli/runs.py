@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..queries.filters import row_filter
 from .common import (
     STATUS_STYLE,
     dir_option,
@@ -45,7 +46,7 @@ def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | 
     """List runs, newest first. FILTER: text, `lr < 0.3 and status == "finished"` or
     fitlog's ${'hyper-lr':'<0.3'}$."""
     store = open_store(store_dir)
-    rows = store.runs(filter, include_hidden=show_all)[:limit]
+    rows = store.runs(row_filter(filter), include_hidden=show_all)[:limit]
     if as_json:
         print_json(rows)
         return
@@ -75,7 +76,7 @@ def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
     """Show one run: metadata, args, metrics, git and environment."""
     store = open_store(store_dir)
     run_id = store.resolve(run)
-    row = store.runs(f'id == "{run_id}"')[0]
+    row = store.runs(lambda r: r["id"] == run_id)[0]
     reader = store.reader(run_id)
     detail = {**row, "meta": reader.meta, "summary": reader.summary}
     if as_json:

@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import RunNotFoundError
 from ..store.catalog import Store
 from ..store.reader import RunData, RunReader, Series
+from .filters import row_filter
 
 _RUN_COLUMNS = ["run_id", "run_name", "project", "status"]
 
@@ -32,7 +33,7 @@ def _select(store: Store, runs: RunSelection, include_hidden: bool) -> list[dict
     resolved by the store's resolver (paths, `..` and the like raise
     `InvalidRunRefError`; explicitly named runs are included even when hidden)."""
     if runs is None or isinstance(runs, str):
-        return store.runs(runs, include_hidden=include_hidden)
+        return store.runs(row_filter(runs), include_hidden=include_hidden)
     ids = {store.resolve(ref) for ref in runs}
     return [row for row in store.runs(include_hidden=True, sync=False) if row["id"] in ids]
 

@@ -1,7 +1,7 @@
 """The filter engine shared by `fw.dataframe(runs=...)`, the CLI and the web UI.
 
 Three forms are accepted, all turned into a predicate over a run row
-(`Store.runs()` / `Index.run_rows()` dicts):
+(`Store.runs()` / `Index.run_rows()` dicts; `Store.runs(row_filter(text))` applies one):
 
 * fitlog's syntax: ``${'hyper-lr':'<0.3', 'hyper-lr':[0.1,0.3], 'hyper-x':'0.1<&&<0.3',
   'and_filters':0}$`` -- a list means "any of"; ``< > <= >= !=`` may stand on either side
@@ -275,3 +275,9 @@ def parse_filter(text: str) -> Predicate:
     if _EXPRESSION_HINT.search(stripped):
         return _parse_expression(stripped)
     return _text_search(stripped)
+
+
+def row_filter(text: str | None) -> Predicate | None:
+    """The predicate `Store.runs(where=...)` takes for filter `text`: None (every run) when
+    there is no filter or only an empty one, else `parse_filter(text)`."""
+    return parse_filter(text) if text else None

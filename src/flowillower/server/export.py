@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import RunNotFoundError, StoreError
+from ..queries.filters import row_filter
 from ..store.catalog import Store
 from ..store.index import latest_annotation
 from ..store.layout import runs_dir
@@ -167,7 +168,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     """
     t0 = time.perf_counter()
     store = Store(store_root, must_exist=True)
-    rows = store.runs(runs_filter, include_hidden=include_hidden)
+    rows = store.runs(row_filter(runs_filter), include_hidden=include_hidden)
     out = Path(out_dir)
     _prepare(out)
     shutil.copytree(STATIC_DIR, out / "static",

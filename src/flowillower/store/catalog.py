@@ -1,4 +1,8 @@
-"""`Store`: the one object readers use (CLI, UI, queries) to reach runs and the index."""
+"""`Store`: the one object readers use (CLI, UI, queries) to reach runs and the index.
+
+Filtering is the query layer's job: `runs()` takes a predicate over rows, built above
+(`flowillower.queries.filters.row_filter`), so nothing here depends on `queries/`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,8 @@ from .layout import find_store_root, runs_dir
 from .provenance import forget_run
 from .reader import RunReader
 from .resolve import InvalidRunRefError, check_ref, run_path
+
+RowPredicate = Callable[[dict[str, Any]], bool]
 
 
 class Store:
@@ -34,17 +41,22 @@ class Store:
         """Bring the index up to date with the run folders."""
         return self.index.sync()
 
-    def runs(self, filter: str | None = None, *, include_hidden: bool = True,
+    def runs(self, where: RowPredicate | None = None, *, include_hidden: bool = True,
              sync: bool = True) -> list[dict[str, Any]]:
-        """Run rows (newest first), optionally filtered (see `flowillower.queries.filters`)."""
+        """Run rows (newest first); with `where`, only those for which `where(row)` holds.
+
+        A filter text (fitlog syntax, expression, words) becomes a predicate with
+        `flowillower.queries.filters.row_filter(text)`.
+        """
+        if isinstance(where, str):
+            # Parsing filter text belongs to the query layer, above the store.
+            raise TypeError("Store.runs takes a predicate; turn filter text into one with "
+                            "flowillower.queries.filters.row_filter(text)")
         if sync:
             self.sync()
         rows = self.index.run_rows(include_hidden=include_hidden)
-        if filter:
-            from ..queries.filters import parse_filter
-
-            predicate = parse_filter(filter)
-            rows = [row for row in rows if predicate(row)]
+        if where is not None:
+            rows = [row for row in rows if where(row)]
         return rows
 
     def resolve(self, ref: str) -> str:
