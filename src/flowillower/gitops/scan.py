@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from ..store.layout import STORE_DIRNAME
 from .leaveout import LeaveOut
 from .paths import GITLINK, decode_path
 from .repo import user_git
 
 __all__ = ["Entry", "Collector", "blob_sha", "scan_git", "scan_dir", "LS_FILES",
-           "STORE_DIRNAME", "MAX_WALK_FILES"]
+           "MAX_WALK_FILES"]
 
-STORE_DIRNAME = ".flowillower"
 # Outside git we cannot know what is junk: skip the usual environment / cache folders and
 # every hidden folder, and give up past this many files (started from $HOME, say).
-_SKIP_DIRS = {b".git", b".flowillower", b"__pycache__", b".venv", b"venv", b"node_modules",
-              b"site-packages", b"__pypackages__"}
+_SKIP_DIRS = {b".git", STORE_DIRNAME.encode(), b"__pycache__", b".venv", b"venv",
+              b"node_modules", b"site-packages", b"__pypackages__"}
 MAX_WALK_FILES = 50_000
 _KEEP_IN_MEMORY = 64 * 2**20  # hashed contents kept for writing; beyond this, re-read
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from ..store.layout import STORE_DIRNAME
 from .checkout import checkout_snapshot, diff_snapshots, list_files, read_file
 from .leaveout import MAX_UNTRACKED_BYTES, MAX_UNTRACKED_FILES, LeaveOut
 from .maintenance import store_lock, touch_ref
@@ -56,7 +57,7 @@ from .repo import (
     store_popen,
     user_git,
 )
-from .scan import LS_FILES, STORE_DIRNAME, Collector, Entry, blob_sha, scan_dir, scan_git
+from .scan import LS_FILES, Collector, Entry, blob_sha, scan_dir, scan_git
 
 __all__ = ["take_snapshot", "checkout_snapshot", "diff_snapshots", "read_file",
            "list_files", "SIZE_CAP", "SNAPSHOT_REF_PREFIX"]

@@ -7,6 +7,9 @@ import secrets
 import time
 from pathlib import Path
 
+# Re-exported: the store's readers ask liveness here; `/proc` is parsed in procfs alone.
+from ..procfs import pid_alive, process_start_ticks
+
 STORE_DIRNAME = ".flowillower"
 RUNS_DIRNAME = "runs"
 
@@ -66,37 +69,6 @@ def git_toplevel(start: Path) -> Path | None:
     return _git_toplevel(start.resolve())
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """A process's start time in clock ticks since boot (Linux), to tell reused pids apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Whether the process `pid` (started at `start_ticks`, if known) is still running on
-    this host; zombies and a new process that reused the pid count as dead."""
-    if pid <= 0:
-        return False
-    if start_ticks is not None:
-        current = process_start_ticks(pid)
-        if current is not None and current != start_ticks:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is dead for our purposes
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().split(b")")[-1].split()[0] != b"Z"
-    except OSError:
-        return True
-
-
 __all__ = [
     "STORE_DIRNAME",
     "find_store_root",
@@ -105,4 +77,5 @@ __all__ = [
     "new_run_id",
     "git_toplevel",
     "pid_alive",
+    "process_start_ticks",
 ]
