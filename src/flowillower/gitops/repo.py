@@ -81,18 +81,22 @@ def redact(text: str) -> str:
     return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
 
 
-def git_env(*, isolated: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def git_env(*, isolated: bool, extra: Mapping[str, str] | None = None,
+            identity: bool = True) -> dict[str, str]:
     """Environment of a git child process.
 
     `isolated` cuts off the system and global configuration (our own repository);
     otherwise the user's configuration is honoured (reading their repo, transport).
+    `identity=False` leaves commit authorship to the user's configuration (a commit
+    made on their behalf, e.g. a deployed site), instead of our fixed identity.
     """
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("GIT_") or k.startswith(_KEEP_PREFIXES)}
     env["GIT_TERMINAL_PROMPT"] = "0"  # fail with a message instead of hanging on a prompt
     env["GIT_OPTIONAL_LOCKS"] = "0"
     env["GIT_NO_LAZY_FETCH"] = "1"  # a partial clone must not go to the network on a read
-    env.update(IDENTITY)
+    if identity:
+        env.update(IDENTITY)
     if isolated:
         env["GIT_CONFIG_NOSYSTEM"] = "1"
         env["GIT_CONFIG_GLOBAL"] = os.devnull
@@ -111,16 +115,17 @@ def _describe(cmd: Sequence[str]) -> str:
 
 def run_git(args: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None,
             env: Mapping[str, str] | None = None, input: bytes | None = None,
-            check: bool = True, isolated: bool = False, timeout: float | None = None
-            ) -> subprocess.CompletedProcess[bytes]:
+            check: bool = True, isolated: bool = False, timeout: float | None = None,
+            identity: bool = True) -> subprocess.CompletedProcess[bytes]:
     """Run `git --no-optional-locks <args>`; stdout and stderr come back as bytes.
 
     Raises `GitNotFoundError` without git, `GitError` (command + git's stderr) when
-    `check` and git fails.
+    `check` and git fails. `identity`: as for `git_env`.
     """
     cmd = _cmd(args)
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env=git_env(isolated=isolated, extra=env),
+        proc = subprocess.run(cmd, cwd=cwd,
+                              env=git_env(isolated=isolated, extra=env, identity=identity),
                               input=input, capture_output=True, check=False, timeout=timeout)
     except FileNotFoundError:
         if cwd is not None and not Path(cwd).is_dir():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError, StoreError
+from ..gitops.repo import run_git
 from .export import MARKER, export_site
 
 _HF = re.compile(r"^hf:([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.-]*)$")
@@ -38,12 +39,14 @@ def resolve_target(target: str) -> tuple[str, bool]:
     return target, False
 
 
-def _git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": os.environ.get("GIT_TERMINAL_PROMPT", "0")}
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc
+def _git(args: list[str], cwd: Path, check: bool = True
+         ) -> subprocess.CompletedProcess[bytes]:
+    """A git command in the throwaway clone, through the one git wrapper: the user's
+    configuration (credentials, proxies) and identity apply; stray GIT_DIR-like variables
+    do not, so nothing can be redirected into the user's own repository."""
+    # A user who allows prompts (GIT_TERMINAL_PROMPT=1) may type a password for the push.
+    prompt = {"GIT_TERMINAL_PROMPT": os.environ.get("GIT_TERMINAL_PROMPT", "0")}
+    return run_git(["-C", cwd, *args], check=check, env=prompt, identity=False)
 
 
 def readme(title: str, space: bool) -> str:
@@ -116,6 +119,6 @@ def deploy(site_or_store: str | Path, target: str, *, runs_filter: str | None = 
             return {"url": url, "branch": branch, "pushed": False, "space": space,
                     "reason": "the remote already has this site"}
         _git(["commit", "--quiet", "-m", message], work)
-        sha = _git(["rev-parse", "HEAD"], work).stdout.strip()
+        sha = _git(["rev-parse", "HEAD"], work).stdout.decode().strip()
         _git(["push", "--quiet", "origin", f"HEAD:refs/heads/{branch}"], work)
     return {"url": url, "branch": branch, "pushed": True, "commit": sha, "space": space}
