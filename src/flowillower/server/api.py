@@ -15,6 +15,7 @@ from starlette.responses import FileResponse, Response
 
 from .. import __version__
 from ..errors import FlowillowerError, GitError, RunNotFoundError
+from ..gitops.paths import safe_rel
 from ..store.index import latest_annotation
 from ..store.reader import read_json
 from ..store.resolve import InvalidRunRefError, run_file
@@ -235,7 +236,7 @@ class Api:
 
     def code_file(self, run: str, path: str) -> dict[str, Any]:
         run_id, sha = self._snapshot(run)
-        if path.startswith("/") or ".." in path.split("/") or ":" in path:
+        if ":" in path or not safe_rel(path):  # `:` would change what `sha:path` names
             raise ApiError(400, "bad path in snapshot", "path")
         from ..gitops.snapshot import read_file
 

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..gitops.paths import safe_rel
 from .routing import ApiError
 
 TOKEN_HEADER = "x-flowillower-token"
@@ -132,13 +133,10 @@ def safe_run_file(run_dir: Path, rel: str) -> Path:
     Refuses absolute paths, `..`, NUL bytes, backslashes and anything that resolves
     (through symlinks) outside the run's media/ or artifacts/ folder.
     """
-    if not rel or "\x00" in rel or "\\" in rel or len(rel) > 1000:
-        raise ApiError(400, "bad file path")
-    if rel.startswith("/") or os.path.isabs(rel):
-        raise ApiError(400, "absolute paths are not allowed")
+    if len(rel) > 1000 or os.path.isabs(rel) or not safe_rel(rel):
+        raise ApiError(400, "bad file path: absolute paths, '..', '.', empty segments, "
+                       "backslashes and .git are not allowed")
     parts = rel.split("/")
-    if any(p in ("..", ".", "") for p in parts):
-        raise ApiError(400, "path segments '..', '.' and empty ones are not allowed")
     if parts[0] not in SERVABLE_DIRS:
         raise ApiError(403, f"only files under {' or '.join(SERVABLE_DIRS)}/ are served")
     base = (run_dir / parts[0]).resolve()
