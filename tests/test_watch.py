@@ -172,23 +172,23 @@ def test_activation_stats_edge_cases() -> None:
 def test_cpu_numpy_path_and_device_path_give_the_same_statistics(monkeypatch) -> None:
     """CPU float tensors are reduced in numpy; other devices in torch. Both must agree
     (forced here by making the numpy path refuse, as it does for a conjugate view)."""
-    from flowillower.model import watcher as W
+    from flowillower.model import stats as W
 
     cases = [torch.randn(256, 64), torch.relu(torch.randn(300, 7)), torch.full((50,), 3.0),
              torch.randn(1000, dtype=torch.float64) * 1e-3 + 1e4, torch.tensor([2.5]),
              Injector()(torch.randn(40, 6)), torch.randn(64, 8).to(torch.bfloat16)]
     grads = [torch.randn(128, 66), torch.randn(7), torch.zeros(3), torch.full((4,), 1e30)]
-    via_numpy = [W._stats_of([t], 1024, 32, {})[0] for t in cases]
-    numpy_norms = W._norms(grads)
+    via_numpy = [W.stats_of([t], 1024, 32, {})[0] for t in cases]
+    numpy_norms = W.tensor_norms(grads)
     assert all(isinstance(v, float) for v in numpy_norms)
 
     def refuse(*args):
         raise TypeError("no numpy here")
 
-    monkeypatch.setattr(W, "_numpy_reductions", refuse)
+    monkeypatch.setattr(W, "numpy_reductions", refuse)
     monkeypatch.setattr(W.np, "dot", refuse)
-    via_torch = [W._stats_of([t], 1024, 32, {})[0] for t in cases]
-    torch_norms = [float(v) for v in W._norms(grads)]
+    via_torch = [W.stats_of([t], 1024, 32, {})[0] for t in cases]
+    torch_norms = [float(v) for v in W.tensor_norms(grads)]
     for a, b in zip(via_numpy, via_torch):
         for stat in ("mean", "std", "min", "max", "norm", "zeros", "nan", "inf"):
             assert a[stat] == pytest.approx(b[stat], rel=1e-5, nan_ok=True), stat

@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .api import log_model, unwatch, watch
     from .graph import GRAPH_FORMAT, capture_graph
+    from .stats import activation_stats
     from .summary import format_summary
     from .tree import module_tree
     from .view import collapse, module_view, op_view
-    from .watcher import Watcher, activation_stats, watcher_of
+    from .watcher import Watcher, watcher_of
 
 _EXPORTS = {
     "module_tree": "tree",
     "capture_graph": "graph",
     "GRAPH_FORMAT": "graph",
     "Watcher": "watcher",
-    "activation_stats": "watcher",
+    "activation_stats": "stats",
     "unwatch": "api",
     "watcher_of": "watcher",
     "watch": "api",
