@@ -1,73 +1,44 @@
-"""`fw.replay` / `flowillower replay`: hindsight values for past runs, fast and exact.
+"""`fw.replay` / `flowillower replay`: orchestrating hindsight replays of past runs.
 
-For each selected run lacking some of the named values: take its code snapshot, transplant
-the current script's new `fw.log` statements into it, plan the cheapest correct replay
-from its checkpoints, run the plan in worker processes inside an extracted copy of the old
-code (never the user's working tree), then write the values into the original run as
-`replays/<replay_id>.fwl`, with the loop coordinates they would have had originally. A
-failed or interrupted run gets nothing (files are renamed into place only when complete);
-the other runs go on.
+For each selected run lacking some of the named values: admit it (trust), have its job
+prepared (the current script's new `fw.log` statements transplanted into its code
+snapshot, a plan from its checkpoints: jobs.py), run the plan's worker processes inside
+an extracted copy of the old code (never the user's working tree), then merge their
+values and hand them to the store, which writes them into the original run as
+`replays/<replay_id>.fwl` with the loop coordinates they would have had originally. A
+failed or interrupted run gets nothing (the file is renamed into place only when
+complete); the other runs go on. What is printed is composed in console.py.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import FlowillowerError
-from ..run import REPLAY_ENV
 from ..store.catalog import Store
+from ..store.format import write_replay_file
 from ..store.layout import new_run_id
+from .console import describe, exit_text, progress_line, tail
 from .executor import Executor, LocalExecutor, Task, TaskResult
-from .frames import original_times, read_rows, write_frames
-from .planner import (
-    RunPlan,
-    TaskPlan,
-    analyze,
-    load_run_info,
-    plan_json,
-    plan_run,
-    schedule,
-)
+from .frames import original_times, read_rows
+from .jobs import Job, force_inner, materialize, prepare_job, progress
+from .planner import TaskPlan, load_run_info, plan_run, schedule
 from .report import ReplayReport, RunOutcome, report_json
-from .transplant import TransplantError, transplant
+from .transplant import TransplantError
 from .trust import Origin, TrustArg, TrustPolicy, left_out_summary, origin
 
 __all__ = ["ReplayError", "ReplayReport", "RunOutcome", "replay", "report_json",
-           "run_replay", "write_frames"]
+           "run_replay"]
 
 
 class ReplayError(FlowillowerError):
     """A replay could not even start (bad names, no store...)."""
-
-
-@dataclass
-class _Job:
-    """A run being replayed."""
-
-    outcome: RunOutcome
-    plan: RunPlan | None = None
-    source: str = ""
-    relpath: str = ""
-    snapshot: str = ""
-    placements: list[dict[str, Any]] = field(default_factory=list)
-    diff: str = ""
-    workdir: Path | None = None
-    tree: Path | None = None
-    tasks: list[Task] = field(default_factory=list)
-    results: dict[str, TaskResult] = field(default_factory=dict)
-    started: float = 0.0
-    attempt: int = 0
-    finished: bool = False
 
 
 def _split_names(names: str | Iterable[str]) -> list[str]:
@@ -79,10 +50,6 @@ def _split_names(names: str | Iterable[str]) -> list[str]:
     if not out:
         raise ReplayError("name at least one value to replay, e.g. replay('grad_norm')")
     return list(dict.fromkeys(out))
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
 
 
 class _Replayer:
@@ -102,7 +69,7 @@ class _Replayer:
         self.confirm = confirm
         self.executor = executor or LocalExecutor(self.workers)
         self.replay_id = new_run_id()
-        self.jobs: list[_Job] = []
+        self.jobs: list[Job] = []
         self._progress_shown = 0.0
         self._progress_text = ""
 
@@ -136,77 +103,16 @@ class _Replayer:
         outcome.origin = run.describe()
         if self.trust.allows(run):
             outcome.status = "planned"
-            self.jobs.append(_Job(outcome))
+            self.jobs.append(Job(outcome))
             return
         outcome.status = "skipped"
         outcome.message = self.trust.refusal(run)
         self.left_out.append(run)
 
-    def prepare(self, job: _Job) -> None:
-        """Transplant and plan one run; failures are recorded on the outcome."""
-        from ..gitops.snapshot import read_file
-
-        out = job.outcome
-        info = load_run_info(self.store.run_dir(out.run_id))
-        if info.changed:
-            path = info.store.dir / info.changed[0]
-            raise FlowillowerError(
-                f"refusing to load checkpoint {path}: its size differs from what this "
-                f"machine wrote ({len(info.changed)} file(s) changed since); delete the run's "
-                "checkpoints/ folder to replay it by re-executing")
-        meta = info.meta
-        git = meta.get("git") or {}
-        sha = git.get("snapshot")
-        if not sha:
-            reason = git.get("error") or "the run recorded no code snapshot"
-            raise FlowillowerError(f"no code snapshot ({reason}): nothing to replay")
-        job.snapshot = sha
-        root = Path(git.get("root") or meta.get("cwd") or ".")
-        script = meta.get("script")
-        argv = meta.get("argv") or []
-        if not script and argv:
-            script = os.path.join(meta.get("cwd") or "", argv[0])
-        if not script or not script.endswith(".py"):
-            raise FlowillowerError(f"the run was not started from a Python script "
-                                   f"(argv: {argv[:2]}); only scripts can be replayed")
-        rel = os.path.relpath(script, root)
-        if rel.startswith(".."):
-            raise FlowillowerError(f"the script {script} lies outside the snapshot root {root}")
-        job.relpath = rel
-        if self.script is not None:
-            new_path = self.script
-        else:
-            # The script as it is now: where the run found it, else in this project.
-            candidates = [root / rel, self.store.root.parent / rel, Path.cwd() / rel]
-            new_path = next((c for c in candidates if c.is_file()), candidates[0])
-        try:
-            new_src = new_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise FlowillowerError(f"cannot read the current script {new_path}: {exc}; pass "
-                                   "script= (--script) to name it") from None
-        try:
-            old_src = read_file(self.store.git_dir, sha, rel)
-        except Exception as exc:
-            raise FlowillowerError(f"the code snapshot {sha[:10]} is missing {rel} "
-                                   f"({type(exc).__name__}: {exc})") from None
-        if isinstance(old_src, bytes):
-            old_src = old_src.decode("utf-8")
-        result = transplant(old_src, new_src, out.names, label=f"snapshot {sha[:10]}")
-        job.source = result.source
-        job.placements = [
-            {"names": p.names, "line": p.old_line, "from_line": p.new_line, "where": p.where,
-             "renames": p.renames, "helpers": p.helpers} for p in result.placements]
-        job.diff = "".join(difflib.unified_diff(
-            old_src.splitlines(keepends=True), result.source.splitlines(keepends=True),
-            f"a/{rel}", f"b/{rel}"))
-        digest = hashlib.sha256(result.source.encode()).hexdigest()[:12]
-        out.code_version = f"{sha[:10]}+{digest}" if result.changed else sha[:10]
-        statements = analyze(result.source, out.names, info.outer)
-        job.plan = plan_run(info, statements)
-        out.notes += job.plan.notes
-        out.strategy = job.plan.strategy
-        if job.plan.dropped:
-            out.names = [n for n in out.names if n not in job.plan.dropped]
+    def prepare(self, job: Job) -> None:
+        """Transplant and plan one run (see `jobs.prepare_job`)."""
+        info = load_run_info(self.store.run_dir(job.outcome.run_id))
+        prepare_job(job, info, self.store, self.script)
 
     def plan_all(self) -> float:
         for job in self.jobs:
@@ -233,99 +139,9 @@ class _Replayer:
             job.outcome.tasks = len(job.plan.tasks)
         return estimate
 
-    def describe(self, estimate: float) -> str:
-        lines = [f"hindsight replay of {', '.join(self.names)}  ({self.workers} worker"
-                 f"{'s' if self.workers > 1 else ''})"]
-        for job in self.jobs:
-            out = job.outcome
-            if job.plan is None or job.finished:
-                if out.status in ("failed", "skipped"):
-                    lines.append(f"  {out.run_id}  {out.status}: {out.message}")
-                continue
-            plan = job.plan
-            lines.append(f"  {out.run_id}  by {out.origin}  code {out.code_version}  "
-                         f"{', '.join(out.names)}")
-            for p in job.placements:
-                extra = f", renamed {p['renames']}" if p["renames"] else ""
-                lines.append(f"      + {', '.join(p['names'])} at line {p['line']} "
-                             f"({p['where']}{extra})")
-            lines.append(f"      strategy: {plan.strategy}")
-            tasks = ", ".join(f"[{t.emit_from},{t.stop})" if t.stop > t.first else
-                              ("after loops" if t.post_loop else "set-up") for t in plan.tasks)
-            lines.append(f"      {len(plan.tasks)} task{'s' if len(plan.tasks) > 1 else ''}"
-                         f" ({tasks}), estimated {_fmt_s(plan.estimate)} of worker time")
-            for note in plan.notes:
-                lines.append(f"      note: {note}")
-        lines.append(f"estimated time: {_fmt_s(estimate)}")
-        return "\n".join(lines)
-
     # -- running -------------------------------------------------------------------------
-    def materialize(self, job: _Job, base: Path) -> None:
-        """Extract the snapshot, write the transplanted script and the task plans."""
-        from ..gitops.snapshot import checkout_snapshot
-
-        assert job.plan is not None
-        out = job.outcome
-        job.workdir = base / out.run_id
-        tree = job.workdir / "tree"
-        if tree.exists():
-            shutil.rmtree(tree)
-        job.workdir.mkdir(parents=True, exist_ok=True)
-        try:
-            checkout_snapshot(self.store.git_dir, job.snapshot, tree)
-        except Exception as exc:
-            raise FlowillowerError(f"cannot extract code snapshot {job.snapshot[:10]}: "
-                                   f"{exc}") from None
-        job.tree = tree
-        (tree / job.relpath).parent.mkdir(parents=True, exist_ok=True)
-        (tree / job.relpath).write_text(job.source, encoding="utf-8")
-        meta = job.plan.info.meta
-        git = meta.get("git") or {}
-        root = Path(git.get("root") or meta.get("cwd") or ".")
-        self._link_skipped(git, root, tree)
-        cwd_rel = os.path.relpath(meta.get("cwd") or root, root)
-        cwd = tree / cwd_rel if not cwd_rel.startswith("..") else tree
-        cwd.mkdir(parents=True, exist_ok=True)
-        script = tree / job.relpath
-        argv = list(meta.get("argv") or [])[1:]
-        import flowillower
-
-        package_parent = str(Path(flowillower.__file__).resolve().parent.parent)
-        job.tasks = []
-        for t in job.plan.tasks:
-            scratch = job.workdir / f"attempt{job.attempt}-task{t.index}"
-            if scratch.exists():
-                shutil.rmtree(scratch)
-            scratch.mkdir(parents=True)
-            plan_path = scratch / "plan.json"
-            plan_path.write_text(plan_json(job.plan, t, scratch, meta.get("project")))
-            env = dict(os.environ)
-            env.pop("FLOWILLOWER_RUN_ID", None)
-            env[REPLAY_ENV] = str(plan_path)
-            env["PYTHONUNBUFFERED"] = "1"
-            env["PYTHONPATH"] = os.pathsep.join(
-                [package_parent, *filter(None, [env.get("PYTHONPATH")])])
-            job.tasks.append(Task(f"{out.run_id}#{job.attempt}.{t.index}",
-                                  [sys.executable, str(script), *argv], cwd, env, scratch,
-                                  t.estimate, {"job": job, "plan": t}))
-
-    @staticmethod
-    def _link_skipped(git: dict[str, Any], root: Path, tree: Path) -> None:
-        """Files too big for the snapshot: link the current copies (read by the script)."""
-        for item in git.get("skipped") or []:
-            rel = item[0] if isinstance(item, (list, tuple)) else str(item)
-            if Path(rel).is_absolute() or ".." in Path(rel).parts:
-                continue  # run.json is data: a link is only ever made inside the tree
-            source, target = root / rel, tree / rel
-            if source.exists() and not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    target.symlink_to(source)
-                except OSError:
-                    pass
-
     def on_done(self, task: Task, result: TaskResult) -> None:
-        job: _Job = task.meta["job"]
+        job: Job = task.meta["job"]
         job.results[task.id] = result
         if all(t.id in job.results for t in job.tasks):
             self.finalize(job)
@@ -335,22 +151,12 @@ class _Replayer:
         if now - self._progress_shown < 1.0:
             return
         self._progress_shown = now
-        parts = []
-        for job in self.jobs:
-            if job.finished or not job.tasks:
-                continue
-            done = total = 0
-            for task in job.tasks:
-                t: TaskPlan = task.meta["plan"]
-                total += max(0, t.stop - t.emit_from)
-                done += _progress(task.scratch)[0]
-            parts.append(f"{job.outcome.run_id[-8:]} {done}/{total}")
-        text = "replaying: " + "  ".join(parts) if parts else ""
+        text = progress_line(self.jobs)
         if text and text != self._progress_text:
             self._progress_text = text
             self.echo(text)
 
-    def finalize(self, job: _Job) -> None:
+    def finalize(self, job: Job) -> None:
         """All tasks of a run ended: merge their values into the run, or report why not."""
         out = job.outcome
         job.finished = True
@@ -365,16 +171,16 @@ class _Replayer:
                 return
             if result.returncode != 0:
                 failures.append(f"worker {t.index} (iterations {t.emit_from}..{t.stop - 1}) "
-                                f"exited with {_exit_text(result.returncode)}:\n"
-                                + _tail(task.log_path))
+                                f"exited with {exit_text(result.returncode)}:\n"
+                                + tail(task.log_path))
                 continue
-            done, marks = _progress(task.scratch)
+            done, marks = progress(task.scratch)
             expected = max(0, t.stop - t.emit_from)
             if done < expected or (job.plan and job.plan.info.outer and "loop_end" not in marks
                                    and (t.post_loop or t.stop >= job.plan.info.completed)):
                 failures.append(f"worker {t.index} ended after {done} of {expected} iterations"
                                 f" (did the replayed script reach fw.loop("
-                                f"{job.plan.info.outer!r})?)\n" + _tail(task.log_path))
+                                f"{job.plan.info.outer!r})?)\n" + tail(task.log_path))
         if failures:
             out.status = "failed"
             out.message = "\n".join(failures) + "\nno values were written for this run"
@@ -391,7 +197,7 @@ class _Replayer:
             out.notes.append(f"no values were produced for {', '.join(empty)} (the statement "
                              "never ran in this run)")
 
-    def merge(self, job: _Job) -> None:
+    def merge(self, job: Job) -> None:
         """Collect the wanted values of every task and write one replay file atomically."""
         assert job.plan is not None
         out = job.outcome
@@ -424,16 +230,7 @@ class _Replayer:
             "strategy": out.strategy, "placements": job.placements, "patch": job.diff,
             "workers": len(job.tasks),
         }
-        replays = run_dir / "replays"
-        replays.mkdir(exist_ok=True)
-        final = replays / f"{self.replay_id}.fwl"
-        tmp = replays / f".{self.replay_id}.fwl.tmp"
-        try:
-            write_frames(tmp, final_rows, [event])
-            os.replace(tmp, final)  # all or nothing: readers only glob *.fwl
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        final = write_replay_file(run_dir, self.replay_id, final_rows, [event])
         out.values = counts
         out.replay_file = str(final)
 
@@ -451,7 +248,7 @@ class _Replayer:
             return report
         estimate = self.plan_all()
         report.estimate = estimate
-        self.echo(self.describe(estimate))
+        self.echo(describe(self.names, self.workers, self.jobs, estimate))
         runnable = [j for j in self.jobs if not j.finished]
         if not runnable:
             report.seconds = time.perf_counter() - t0
@@ -475,7 +272,7 @@ class _Replayer:
                 for job in retry:
                     assert job.plan is not None
                     first_error = job.outcome.message.splitlines()[-2:-1]
-                    job.plan = plan_run(job.plan.info, _force_inner(job.plan))
+                    job.plan = plan_run(job.plan.info, force_inner(job.plan))
                     job.outcome.notes.append(
                         "replaying with inner loops skipped failed ("
                         + (first_error[0].strip() if first_error else "error")
@@ -496,11 +293,11 @@ class _Replayer:
         self.echo(str(report))
         return report
 
-    def _execute(self, jobs: list[_Job], base: Path, report: ReplayReport) -> None:
+    def _execute(self, jobs: list[Job], base: Path, report: ReplayReport) -> None:
         tasks: list[Task] = []
         for job in jobs:
             try:
-                self.materialize(job, base)
+                materialize(job, base, self.store.git_dir)
             except FlowillowerError as exc:
                 job.outcome.status = "failed"
                 job.outcome.message = str(exc)
@@ -519,7 +316,7 @@ class _Replayer:
                     self.finalize(job)
 
 
-def _skipping_failed(job: _Job) -> bool:
+def _skipping_failed(job: Job) -> bool:
     """A worker crashed (not killed by a signal) after skipping an inner loop."""
     if "UntrustedCheckpoint" in job.outcome.message:
         return False  # a checkpoint failed its digest check: refuse, never work around it
@@ -527,53 +324,9 @@ def _skipping_failed(job: _Job) -> bool:
         result = job.results.get(task.id)
         if result is None or result.ok or result.returncode is None or result.returncode < 0:
             continue
-        if "skipped" in _progress(task.scratch)[1]:
+        if "skipped" in progress(task.scratch)[1]:
             return True
     return False
-
-
-def _force_inner(plan: RunPlan) -> list:
-    for statement in plan.statements:
-        statement.needs.add("inner")
-    return plan.statements
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "no exit status"
-    if code < 0:
-        import signal
-
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"status {code}"
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "  (no output)"
-    tail = text.strip().splitlines()[-lines:]
-    return "\n".join("  | " + line for line in tail) if tail else "  (no output)"
-
-
-def _progress(scratch: Path) -> tuple[int, set[str]]:
-    """(iterations finished, other marks) from a worker's progress file."""
-    try:
-        text = (scratch / "progress").read_text(encoding="utf-8")
-    except OSError:
-        return 0, set()
-    done = 0
-    marks = set()
-    for line in text.splitlines():
-        if line.startswith("iter "):
-            done += 1
-        elif line:
-            marks.add(line)
-    return done, marks
 
 
 def _ask(prompt: str) -> bool:

@@ -17,18 +17,21 @@ definitions, lifecycle events, JSON-typed values (bools, strings, lists, ...) an
 row counts. Columns are stored one after another so the compressor sees long runs of
 similar bytes. A reader skips a damaged frame (bad magic, length or checksum) and resumes
 at the next intact one; a torn tail ends the file quietly: a process killed mid-write
-loses only that frame.
+loses only that frame. `write_replay_file` writes a whole file of given rows at once
+(hindsight replay's values), all or nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MAGIC = b"FWL"
@@ -275,3 +278,63 @@ def last_frame_end(data: bytes) -> int:
     for _start, stop in frame_spans(data):
         end = stop
     return end
+
+
+# (name, role, kind, coords, step, time, value): one value with its key and loop coordinates.
+Row = tuple[str, str, str, dict[str, int], int, float, Any]
+
+
+def encode_rows(rows: list[Row], events: list[dict[str, Any]]) -> bytes:
+    """One frame holding `rows` (kind "float", "int" or anything else for JSON values)
+    and `events`; keys and contexts are numbered in order of first use."""
+    key_ids: dict[tuple[str, str], int] = {}
+    ctx_ids: dict[tuple, int] = {(): 0}
+    contexts: dict[int, dict[str, int]] = {}
+    calls = [array("I"), array("q"), array("d"), array("I")]  # ctx, step, time, count
+    floats = [array("I"), array("d")]  # key, value
+    ints: list[IntRow] = []
+    objects: list[ObjRow] = []
+    for name, role, kind, coords, step, when, value in rows:
+        kid = key_ids.setdefault((name, role), len(key_ids))
+        ckey = tuple(coords.items())
+        cid = ctx_ids.get(ckey)
+        if cid is None:
+            cid = ctx_ids[ckey] = len(ctx_ids)
+            contexts[cid] = dict(coords)
+        if kind == "float":
+            for col, item in zip(calls, (cid, int(step), float(when), 1)):
+                col.append(item)
+            floats[0].append(kid)
+            floats[1].append(value)
+        elif kind == "int":
+            ints.append((kid, cid, int(step), float(when), int(value)))
+        else:
+            objects.append((kid, cid, int(step), float(when), value))
+    keys = {kid: name_role for name_role, kid in key_ids.items()}
+    return encode_frame(keys=keys, contexts=contexts, events=events, call_cols=calls,
+                        float_cols=floats, int_cols=columns(ints, "q") if ints else None,
+                        objects=objects)
+
+
+def write_replay_file(run_dir: Path, replay_id: str, rows: list[Row],
+                      events: list[dict[str, Any]]) -> Path:
+    """Write `rows` and `events` as the run's `replays/<replay_id>.fwl`, all or nothing:
+    a temporary file, synced, renamed into place (readers only glob `*.fwl`); on any
+    error nothing is left behind and the error is raised."""
+    if not replay_id or replay_id.startswith(".") or os.sep in replay_id or "/" in replay_id:
+        raise ValueError(f"not a replay id: {replay_id!r}")
+    data = encode_rows(rows, events)  # before touching the disk: a bad value writes nothing
+    replays = Path(run_dir) / "replays"
+    replays.mkdir(exist_ok=True)
+    final = replays / f"{replay_id}.fwl"
+    tmp = replays / f".{replay_id}.fwl.tmp"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return final

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -67,6 +68,77 @@ class RunData:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Block:
+    """One frame's values of one kind, a row per value (a float call's row repeated for
+    each of its values). `key` and `ctx` are the file's own ids (see `FileValues`)."""
+
+    kind: str  # "float" | "int" | "object"
+    key: np.ndarray  # uint32 / int64
+    ctx: np.ndarray
+    step: np.ndarray  # int64
+    time: np.ndarray  # float64
+    values: np.ndarray  # float64, int64 or object
+
+
+@dataclass
+class FileValues:
+    """A frame file decoded: its key and context definitions (from every frame: the
+    writer may define a key in the frame after its first values) and, per intact frame
+    in file order, its events and value blocks."""
+
+    keys: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (name, role)
+    contexts: dict[int, dict[str, int]] = field(default_factory=dict)
+    frames: list[tuple[list[dict[str, Any]], list[Block]]] = field(default_factory=list)
+
+    def rows(self, accept: Callable[[str, str], bool]) -> Iterator[tuple]:
+        """(name, role, kind, coords, step, time, value) of every value whose (name,
+        role) `accept`s, in file order (kinds of one frame: float, int, object), as
+        Python scalars. Values whose key definition was lost (torn frame) are left out."""
+        wanted = {kid for kid, (name, role) in self.keys.items() if accept(name, role)}
+        for _events, blocks in self.frames:
+            for block in blocks:
+                for kid, c, s, t, v in zip(block.key.tolist(), block.ctx.tolist(),
+                                           block.step.tolist(), block.time.tolist(),
+                                           block.values.tolist()):
+                    if kid in wanted:
+                        name, role = self.keys[kid]
+                        yield name, role, block.kind, self.contexts.get(c, {}), s, t, v
+
+
+def decode_values(data: bytes) -> FileValues:
+    """The one decoder of a frame file's values, used by every reader (queries, the UI,
+    hindsight replay): damaged frames are skipped (see `format.iter_frames`)."""
+    out = FileValues()
+    for frame in iter_frames(data):
+        out.keys.update(frame.keys)
+        out.contexts.update(frame.contexts)
+        blocks = []
+        if frame.floats is not None and frame.calls is not None:
+            counts = np.frombuffer(frame.calls[3], np.uint32)
+            blocks.append(Block("float", np.frombuffer(frame.floats[0], np.uint32),
+                                np.repeat(np.frombuffer(frame.calls[0], np.uint32), counts),
+                                np.repeat(np.frombuffer(frame.calls[1], np.int64), counts),
+                                np.repeat(np.frombuffer(frame.calls[2], np.float64), counts),
+                                np.frombuffer(frame.floats[1], np.float64)))
+        if frame.ints is not None:
+            blocks.append(Block("int", np.frombuffer(frame.ints[0], np.uint32),
+                                np.frombuffer(frame.ints[1], np.uint32),
+                                np.frombuffer(frame.ints[2], np.int64),
+                                np.frombuffer(frame.ints[3], np.float64),
+                                np.frombuffer(frame.ints[4], np.int64)))
+        if frame.objects:
+            rows = frame.objects
+            values = np.empty(len(rows), object)
+            values[:] = [r[4] for r in rows]
+            blocks.append(Block("object", np.array([r[0] for r in rows], np.int64),
+                                np.array([r[1] for r in rows], np.int64),
+                                np.array([r[2] for r in rows], np.int64),
+                                np.array([r[3] for r in rows], np.float64), values))
+        out.frames.append((frame.events, blocks))
+    return out
+
+
 class _Collector:
     """Accumulates decoded frames of several files into global numbering."""
 
@@ -96,61 +168,29 @@ class _Collector:
             data = path.read_bytes()
         except OSError:
             return
-        frames = list(iter_frames(data))
-        # Definitions first, from every frame: the writer may put a definition in the
-        # frame after the first values that use it.
-        keys: dict[int, tuple[str, str]] = {}
-        contexts: dict[int, dict[str, int]] = {}
-        for frame in frames:
-            keys.update(frame.keys)
-            contexts.update(frame.contexts)
+        decoded = decode_values(data)
+        keys, contexts = decoded.keys, decoded.contexts
         ctx_map = np.zeros(max(contexts, default=0) + 1, np.int64)  # local -> global id
         for local in sorted(contexts):
             ctx_map[local] = self._global_ctx(contexts[local])
-        for frame in frames:
+        for events, blocks in decoded.frames:
             self.frame_seq += 1
-            for ev in frame.events:
+            for ev in events:
                 self.events.append({**ev, "replayed": replayed} if replayed else ev)
-            blocks = []
-            if frame.floats is not None and frame.calls is not None:
-                counts = np.frombuffer(frame.calls[3], np.uint32)
-                blocks.append(("float", np.frombuffer(frame.floats[0], np.uint32),
-                               np.repeat(np.frombuffer(frame.calls[0], np.uint32), counts),
-                               np.repeat(np.frombuffer(frame.calls[1], np.int64), counts),
-                               np.repeat(np.frombuffer(frame.calls[2], np.float64), counts),
-                               np.frombuffer(frame.floats[1], np.float64)))
-            if frame.ints is not None:
-                blocks.append(("int", np.frombuffer(frame.ints[0], np.uint32),
-                               np.frombuffer(frame.ints[1], np.uint32),
-                               np.frombuffer(frame.ints[2], np.int64),
-                               np.frombuffer(frame.ints[3], np.float64),
-                               np.frombuffer(frame.ints[4], np.int64)))
-            for kind, kcol, ccol, scol, tcol, vcol in blocks:
-                for kid in np.unique(kcol):
+            for block in blocks:
+                kcol = block.key
+                kids, first = np.unique(kcol, return_index=True)
+                if block.kind == "object":  # keys in order of first appearance
+                    kids = kids[np.argsort(first)]
+                for kid in kids:
                     if int(kid) not in keys:  # its definition was in a torn last frame
                         continue
                     name, role = keys[int(kid)]
                     if self.wanted is not None and name not in self.wanted:
                         continue
                     sel = kcol == kid
-                    self._add(name, role, kind, replayed, ctx_map[ccol[sel]], scol[sel],
-                              tcol[sel], vcol[sel])
-            if frame.objects:
-                by_key: dict[int, list] = {}
-                for row in frame.objects:
-                    by_key.setdefault(row[0], []).append(row)
-                for kid, rows in by_key.items():
-                    if kid not in keys:
-                        continue
-                    name, role = keys[kid]
-                    if self.wanted is not None and name not in self.wanted:
-                        continue
-                    vals = np.empty(len(rows), object)
-                    vals[:] = [r[4] for r in rows]
-                    self._add(name, role, "object", replayed,
-                              ctx_map[np.array([r[1] for r in rows], np.int64)],
-                              np.array([r[2] for r in rows], np.int64),
-                              np.array([r[3] for r in rows], np.float64), vals)
+                    self._add(name, role, block.kind, replayed, ctx_map[block.ctx[sel]],
+                              block.step[sel], block.time[sel], block.values[sel])
 
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
         self.roles.setdefault(name, role)
