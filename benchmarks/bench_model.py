@@ -1,6 +1,7 @@
 """Benchmark flowillower.model: watch overhead, probe time, graph JSON size.
 
     python benchmarks/bench_model.py [--threads 1] [--batch 64] [--rounds 7] [--steps 20]
+        [--hooks] [--skip-watch] [--src PATH]
 
 1. A 10.5M-parameter MLP (10 x Linear(1024, 1024) + ReLU, Adam, MSE) trained on CPU:
    step time without a watcher (baseline, measured in the same run, in blocks of 10 steps
@@ -10,6 +11,13 @@
 2. `capture_graph` on a 100-module model (target <= 2 s).
 3. Graph JSON size of a model whose graph has >= 1,000 nodes (target <= 1 MB), both
    compact and as `Run.write_json` stores it (indent=1).
+4. `--hooks`: hook designs on the demo's velocity network with the demo's watched modules
+   (benchmarks/bench_demo_steps.py measures the whole loop), per 10-step watch cycle:
+   registering and removing the hooks through torch's public handles on the watched step
+   (what the Watcher does), hooks registered once that return at once on unwatched steps
+   (a flag: every unwatched training step pays for the hooked modules' slow call path),
+   and, as the reference, the previous design that put the hooks back into the modules'
+   private hook dicts by handle id. Only the hook mechanics: no statistics are taken.
 
 glibc's malloc returns Adam's multi-MB temporaries to the OS and page-faults them back in
 on a whim, which makes the optimizer step vary by 2x between identical steps and drowns
@@ -30,7 +38,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# `--src PATH` measures another copy of the package (e.g. an older one from `git archive`).
+_SRC = (sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv[:-1]
+        else str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, _SRC)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -201,6 +212,88 @@ def bench_graph() -> list[tuple[str, float, str]]:
     return rows
 
 
+def bench_hooks(rounds: int) -> list[tuple[str, float, str]]:
+    """µs per 10-step watch cycle of three hook designs on the demo model (see 4.)."""
+    from flowillower.examples.flow_matching.model import VelocityNet, flow_matching_loss
+
+    torch.manual_seed(0)
+    model = VelocityNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x1 = torch.randn(256, 2)
+    last = f"net.{len(model.net) - 1}"
+    targets = [m for p, m in model.named_modules() if isinstance(m, nn.SiLU) or p == last]
+    targets.append(model)  # the end-of-pass hook on the root
+    flag = {"on": False}
+
+    def hook(module: nn.Module, args: object, output: object) -> None:
+        if not flag["on"]:  # the flag design's unwatched step: return at once
+            return
+
+    def public() -> None:  # the Watcher: register on the watched step, remove after
+        handles = [m.register_forward_hook(hook) for m in targets]
+        for h in handles:
+            h.remove()
+
+    handles = [m.register_forward_hook(hook) for m in targets]
+    parked = [(h.hooks_dict_ref(), h.id) for h in handles]  # the previous design's
+    parked = [(hooks, i, hooks[i]) for hooks, i in parked]
+    for h in handles:
+        h.remove()
+
+    def private() -> None:  # the previous design: back into the private dicts by id
+        for hooks, i, fn in parked:
+            hooks[i] = fn
+        for hooks, i, _ in parked:
+            hooks.pop(i, None)
+
+    def per_call(fn: object, n: int = 2000) -> float:
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        return (time.process_time() - t0) / n * 1e6
+
+    def train_step() -> None:
+        loss = flow_matching_loss(model, x1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    # Idle hooks cost per forward pass whatever the batch: timed on a one-sample forward
+    # (no_grad) so that the difference is not lost in the noise of a 5 ms training step.
+    x, t = torch.randn(1, 2), torch.rand(1, 1)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x, t)
+
+    bare, hooked, pub, priv, steps = [], [], [], [], []
+    for _ in range(5):
+        train_step()
+    for _ in range(rounds):  # interleaved: drift from other load hits all alike
+        pub.append(per_call(public))
+        priv.append(per_call(private))
+        steps.append(per_call(train_step, 50))
+        bare.append(per_call(forward))
+        idle = [m.register_forward_hook(hook) for m in targets]
+        hooked.append(per_call(forward))
+        for h in idle:
+            h.remove()
+    med = statistics.median
+    step_ms = med(steps) / 1e3
+    idle_us = med(b - a for a, b in zip(bare, hooked))
+    return [
+        (f"hooks, demo model ({len(targets)} hooks): training step", step_ms, "ms"),
+        ("  per 10-step cycle: public handles, register + remove on the watched step (now)",
+         med(pub), "µs"),
+        ("  per 10-step cycle: previous, re-insert into private hook dicts by id", med(priv),
+         "µs"),
+        ("  per 10-step cycle: flag, hooks always on, 9 unwatched steps x idle hooks",
+         9 * idle_us, "µs"),
+        ("    idle hooks, per unwatched forward pass (paired, 1-sample forward)", idle_us,
+         "µs"),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -209,6 +302,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="steps per block (a multiple "
                     "of 10, so every=10 gets exactly its share of watched steps)")
     ap.add_argument("--skip-watch", action="store_true")
+    ap.add_argument("--hooks", action="store_true", help="also time the hook designs (4.)")
+    ap.add_argument("--skip-graph", action="store_true")
+    ap.add_argument("--src", default=None, help="import flowillower from this src/ folder")
     ap.add_argument("--system-malloc", action="store_true",
                     help="keep glibc's default malloc tuning (noisier optimizer steps)")
     args = ap.parse_args()
@@ -220,11 +316,14 @@ def main() -> None:
     random.seed(0)
     tuned = "MALLOC_TRIM_THRESHOLD_" in os.environ
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, "
-          f"malloc: {'thresholds raised' if tuned else 'glibc defaults'}")
+          f"malloc: {'thresholds raised' if tuned else 'glibc defaults'}; package from {_SRC}")
     rows = []
     if not args.skip_watch:
         rows += bench_watch(args.batch, args.rounds, args.steps)
-    rows += bench_graph()
+    if args.hooks:
+        rows += bench_hooks(args.rounds)
+    if not args.skip_graph:
+        rows += bench_graph()
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>10}  unit")
     for label, value, unit in rows:
