@@ -65,8 +65,12 @@ def _base_files(repo: Path) -> None:
     (repo / "notes.txt").write_text("deleted in the dirty state\n")
 
 
-def make_repo(tmp: Path, state: str) -> Path:
-    """A project directory in `state` (one of STATES)."""
+def make_repo(tmp: Path, state: str, *, runnable: bool = False) -> Path:
+    """A project directory in `state` (one of STATES).
+
+    `runnable`: `train.py` stays the script that logs a value in every state (the dirty
+    state then leaves it alone), for end-to-end tests that run it.
+    """
     repo = tmp / f"proj-{state}"
     repo.mkdir()
     if state == "non-git":
@@ -95,9 +99,10 @@ def make_repo(tmp: Path, state: str) -> Path:
         (repo / "weights.ckpt").write_text("ignored\n")
         (repo / "staged.py").write_text("staged = True\n")
         git(repo, "add", "staged.py")
-        (repo / "train.py").write_text("# staged and then changed again\n")
-        git(repo, "add", "train.py")
-        (repo / "train.py").write_text("# the working-tree version\n")
+        if not runnable:
+            (repo / "train.py").write_text("# staged and then changed again\n")
+            git(repo, "add", "train.py")
+            (repo / "train.py").write_text("# the working-tree version\n")
         (repo / "notes.txt").unlink()  # tracked, deleted in the working tree
     elif state == "stash":
         (repo / "lib" / "model.py").write_text("WIDTH = 1\n")

@@ -4,11 +4,17 @@ FlorDB switches branches and commits user files; fitlog renames `.git`. Here eve
 of the project, all of `.git` included (HEAD, index, config, refs, objects, modules),
 the stash list, the refs and `git status` must be byte-identical after a snapshot, a
 diff, a checkout, a push and a pull. No git identity is configured (HOME is empty).
+The same holds end to end: the user's script logging runs, then the CLI's diff, checkout
+and push.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -118,3 +124,30 @@ def test_hostile_environment_does_not_redirect_us(tmp_path, monkeypatch):
     # Only the remote's own hooks may run (that is its business), never any in our repo.
     assert all("remote.git" in line for line in ran.splitlines()), ran
     assert fingerprint(repo) == before
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_run_diff_checkout_push_leave_repo_untouched(state, tmp_path, monkeypatch):
+    repo = make_repo(tmp_path, state, runnable=True)
+    monkeypatch.delenv("FLOWILLOWER_DIR")
+    isolate_home(monkeypatch, tmp_path)  # no git identity configured
+    before = fingerprint(repo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    for lr in ("0.1", "0.2"):
+        subprocess.run([sys.executable, "train.py", "--kwargs", f"lr={lr}"], cwd=repo, env=env,
+                       check=True, capture_output=True)
+    store = repo / ".flowillower"
+    runs = sorted((store / "runs").iterdir())
+    assert len(runs) == 2
+    meta = json.loads((runs[0] / "run.json").read_text())
+    assert meta["git"]["snapshot"], meta["git"]
+    cli = [sys.executable, "-m", "flowillower"]
+    subprocess.run([*cli, "diff", runs[0].name, runs[1].name], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    subprocess.run([*cli, "checkout", runs[0].name, str(tmp_path / "co")], cwd=repo, env=env,
+                   check=True, capture_output=True)
+    remote = bare_remote(tmp_path / "remote.git")
+    subprocess.run([*cli, "push", str(remote)], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    assert fingerprint(repo) == before
+    assert (tmp_path / "co" / "train.py").exists()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
 import pytest
 
+import flowillower as fw
 from flowillower.errors import GitError
 from flowillower.gitops.snapshot import (
     checkout_snapshot,
@@ -196,6 +198,8 @@ def test_checkout_is_byte_exact_and_refuses_unsafe_targets(tmp_path):
 
     with pytest.raises(GitError, match="not an empty directory"):
         checkout_snapshot(store, sha, out)
+    with pytest.raises(GitError, match="not an empty directory"):
+        checkout_snapshot(store, sha, repo)  # the project itself
     with pytest.raises(GitError, match="inside the git working tree"):
         checkout_snapshot(store, sha, repo / "new-folder")
     assert not (repo / "new-folder").exists()
@@ -243,3 +247,14 @@ def test_untracked_files_listed_from_a_subdirectory(tmp_path):
     info = take_snapshot(repo / "lib", tmp_path / "git")
     files = list_files(tmp_path / "git", info["snapshot"])
     assert "lib/extra.py" in files and "top_level_new.py" in files and info["dirty"] is True
+
+
+def test_run_records_snapshot(tmp_path, monkeypatch, store_dir):
+    repo = make_repo(tmp_path, "dirty")
+    monkeypatch.chdir(repo)
+    run = fw.init()
+    fw.log("x", 1.0)
+    fw.finish()
+    git_info = json.loads((run.dir / "run.json").read_text())["git"]
+    assert git_info["dirty"] is True and git_info["branch"] == "main"
+    assert "new untracked ñ.py" in list_files(store_dir / "git", git_info["snapshot"])
