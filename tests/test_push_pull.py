@@ -4,6 +4,8 @@ fast-forward, pushes from two machines never conflict, and nothing leaks or is l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -225,3 +227,45 @@ def test_pulled_run_reads_back_the_same_values(alice, tmp_path, monkeypatch):
     assert frame["loss"].tolist() == [1 / (1 + i) for i in range(12)]
     assert frame["acc"].tolist() == [a for a in (0.5, 0.6, 0.7) for _ in range(4)]
     assert (frame["lr"] == 0.01).all()
+
+
+def test_an_empty_replay_file_travels_too(alice, tmp_path):
+    """A replay that has just started (its file still empty) is pushed and pulled as is."""
+    remote = bare_remote(tmp_path / "remote.git")
+    push(alice / ".flowillower", str(remote))
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, str(remote))
+    replay = alice / ".flowillower/runs" / RUN_A / "replays" / "r1.fwl"
+    replay.parent.mkdir()
+    replay.write_bytes(b"")
+    assert push(alice / ".flowillower", str(remote))["rejected"] == []
+    got = pull(bob, str(remote))
+    assert got == {**got, "runs_added": 0, "files_added": 1}
+    assert (bob / "runs" / RUN_A / "replays" / "r1.fwl").read_bytes() == b""
+
+
+def test_fw_push_by_remote_name_and_clear_errors(alice, tmp_path):
+    """The public `fw.push`: a remote name of the user's repo, an unknown name, a
+    remote that is not there."""
+    remote = bare_remote(tmp_path / "remote.git")
+    git(alice, "remote", "add", "origin", str(remote))
+    assert fw.push("origin", dir=alice)["runs"] == 2
+    with pytest.raises(GitError, match="no git remote named 'upstream'"):
+        fw.push("upstream", dir=alice)
+    with pytest.raises(GitError, match="failed"):
+        fw.push(str(tmp_path / "missing.git"), dir=alice)
+
+
+def test_cli_push_pull(alice, tmp_path):
+    remote = bare_remote(tmp_path / "remote.git")
+    cli = [sys.executable, "-m", "flowillower"]
+    subprocess.run([*cli, "push", str(remote), "--dir", str(alice)], check=True,
+                   capture_output=True)
+    bob = tmp_path / "bob"
+    bob.mkdir()
+    out = subprocess.run([*cli, "pull", str(remote), "--dir", str(bob), "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    assert '"runs_added": 2' in out
+    listing = subprocess.run([*cli, "ls", "--dir", str(bob)], check=True, capture_output=True,
+                             text=True).stdout
+    assert RUN_A[-4:] in listing and RUN_B[-4:] in listing  # the runs' names
