@@ -11,6 +11,7 @@ that need them.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from . import args as _args
@@ -33,12 +34,25 @@ from .api import (
     watch,
 )
 from .errors import FlowillowerError
-from .run import Run
+from .run import Run, on_run_created
 
 __version__ = "0.1.0"
 
 # Our `--kwargs` pairs leave sys.argv before the script's own parser runs.
 _args.install_from_sys_argv()
+
+
+def _join_replay(run: Run) -> None:
+    """Inside a hindsight replay worker, the run follows the replay's plan. The logging
+    core knows nothing of replays: the replay plugs in here, from above. The variable is
+    `hindsight.session.REPLAY_ENV`, read here without importing hindsight (import cost)."""
+    if os.environ.get("FLOWILLOWER_REPLAY"):
+        from .hindsight.session import join_replay
+
+        join_replay(run)
+
+
+on_run_created(_join_replay)
 
 # Heavier functions, resolved on first use: name -> "module:attribute".
 _LAZY = {
@@ -48,7 +62,7 @@ _LAZY = {
     "push": "flowillower.remote:push",
     "pull": "flowillower.remote:pull",
     "replay": "flowillower.hindsight.replay:replay",
-    "checkpointing": "flowillower.hindsight.checkpoint:checkpointing",
+    "checkpointing": "flowillower.hindsight.checkpointing:checkpointing",
 }
 
 

@@ -98,12 +98,42 @@ def _needs_run(run: Run | None) -> bool:
     return run is None or (run.status is not None and run.status != "skipped")
 
 
-def _active() -> Run | None:
-    """The current run, or None when this process must not record (debug, other rank)."""
+def active_run() -> Run | None:
+    """The run to record into (starting one implicitly when needed), or None when this
+    process must not record (`fw.debug(True)`, a non-recording rank)."""
     if _debug:
         return None
     run = current_run()
     return None if run.status == "skipped" else run
+
+
+def open_run() -> Run | None:
+    """The current run while it is open (not finished); never starts one."""
+    run = _current
+    return run if run is not None and run.status is None else None
+
+
+def is_debug() -> bool:
+    """Whether `fw.debug(True)` turned every call into a no-op."""
+    return _debug
+
+
+def set_defaults(**fields: Any) -> None:
+    """Settings (`project`, `dir`, `record_all_ranks`) for runs started implicitly."""
+    unknown = set(fields) - {"project", "dir", "record_all_ranks"}
+    if unknown:
+        raise TypeError(f"not a run default: {', '.join(sorted(unknown))}")
+    _defaults.update(fields)
+
+
+def end_current_run() -> None:
+    """Finish the current run if it is open and forget it: the next call starts a new
+    run (fitlog's `set_log_dir(new_log=True)`)."""
+    global _current
+    with _start_lock:
+        if _current is not None and _current.status is None:
+            _current.finish()
+            _current = None
 
 
 def log(name: str, value: Any, step: int | None = None) -> Any:
@@ -112,7 +142,7 @@ def log(name: str, value: Any, step: int | None = None) -> Any:
         return value
     run = _current
     if run is None or run.status is not None:  # the common case skips two calls
-        run = _active()
+        run = active_run()
         if run is None:
             return value
     run.log_metrics({name: value}, step)
@@ -125,7 +155,7 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
         return
     run = _current
     if run is None or run.status is not None:
-        run = _active()
+        run = active_run()
         if run is None:
             return
     run.log_metrics(metrics, step)
@@ -135,34 +165,34 @@ def arg(name: str, default: Any) -> Any:
     """A hyper-parameter: `--kwargs name=value` cast to the default's type, else default."""
     if _debug:
         return _args.resolve(name, default)
-    run = _active()
+    run = active_run()
     return run.arg(name, default) if run is not None else _args.resolve(name, default)
 
 
 def config(obj: Any) -> Any:
     """Record a whole config object (dict, Namespace, dataclass, OmegaConf); returns it."""
-    run = _active()
+    run = active_run()
     return run.config(obj) if run is not None else obj
 
 
 def log_image(name: str, image: Any, step: int | None = None, caption: str | None = None
               ) -> None:
     """Store an image (numpy array, torch tensor, PIL image, figure or path) at a step."""
-    run = _active()
+    run = active_run()
     if run is not None:
         run.log_image(name, image, step, caption)
 
 
 def log_artifact(name: str, path: str | os.PathLike[str], step: int | None = None) -> None:
     """Copy a file or directory into the run."""
-    run = _active()
+    run = active_run()
     if run is not None:
         run.log_artifact(name, path, step)
 
 
 def loop(name: str, iterable: Iterable[Any], progress: bool | None = None) -> Iterator[Any]:
     """Iterate while keying everything logged inside by this loop's index."""
-    run = _active()
+    run = active_run()
     if run is None:
         return iter(iterable)
     return run.loop(name, iterable, progress)
@@ -170,7 +200,7 @@ def loop(name: str, iterable: Iterable[Any], progress: bool | None = None) -> It
 
 def iteration(name: str, index: int):
     """`with fw.iteration("epoch", e):` for a loop the caller drives itself."""
-    run = _active()
+    run = active_run()
     return nullcontext() if run is None else run.iteration(name, index)
 
 
@@ -180,7 +210,7 @@ def log_model(model: Any, example_input: Any = None, **options: Any) -> dict[str
     `example_input` is one tensor or a tuple of positional inputs; options (`kwargs`,
     `name`, `export`) are described in docs/model.md. Returns the graph document.
     """
-    run = _active()
+    run = active_run()
     if run is None:
         return None
     from .model.api import log_model as _log_model
@@ -191,7 +221,7 @@ def log_model(model: Any, example_input: Any = None, **options: Any) -> dict[str
 def watch(model: Any, every: int = 1,
           what: Iterable[str] = ("activations", "gradients", "parameters"), **options: Any):
     """Record activation / gradient / parameter statistics every `every` loop steps."""
-    run = _active()
+    run = active_run()
     if run is None:
         return None
     from .model.api import watch as _watch
@@ -226,4 +256,5 @@ def flush() -> None:
 
 __all__ = ["init", "log", "log_metrics", "arg", "config", "log_image", "log_artifact",
            "loop", "iteration", "finish", "flush", "debug", "current_run", "log_model",
-           "watch", "unwatch"]
+           "watch", "unwatch", "active_run", "open_run", "is_debug", "set_defaults",
+           "end_current_run"]

@@ -22,10 +22,9 @@ def set_log_dir(log_dir: str, new_log: bool = False) -> None:
     """Where runs are stored (fitlog: the logs folder). `new_log` starts a fresh run."""
     global _log_dir
     _log_dir = str(log_dir)
-    if new_log and api._current is not None and api._current.status is None:
-        api._current.finish()
-        api._current = None
-    api._defaults["dir"] = _log_dir
+    if new_log:
+        api.end_current_run()
+    api.set_defaults(dir=_log_dir)
 
 
 def get_log_dir() -> str | None:
@@ -34,11 +33,11 @@ def get_log_dir() -> str | None:
 
 
 def _run():
-    if api._debug:
+    if api.is_debug():
         return None
-    if api._current is None or api._current.status is not None:
+    if api.open_run() is None:
         api.init(dir=_log_dir)
-    return api._active()
+    return api.active_run()
 
 
 def commit(file: str | None = None, fit_msg: str | None = None) -> None:
@@ -172,8 +171,9 @@ def set_rng_seed(rng_seed: int | None = None, random_: bool = True, numpy: bool 
 
 def finish(status: int = 0, send_to_bot: str | None = None) -> None:
     """End the run: status 0 = success, 1 = failed; `send_to_bot` is a webhook URL."""
-    if api._current is not None and api._current.status is None:
-        api._current.finish("success" if status == 0 else "failed", send_to_bot)
+    run = api.open_run()
+    if run is not None:
+        run.finish("success" if status == 0 else "failed", send_to_bot)
 
 
 def debug(flag: bool = True) -> None:

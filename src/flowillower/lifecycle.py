@@ -1,7 +1,10 @@
-"""How a run ends when the script doesn't say: exit, uncaught exception, SIGTERM/SIGINT.
+"""How a run ends: its summary.json and webhook, and the hooks that end it when the script
+doesn't say (exit, uncaught exception, SIGTERM/SIGINT).
 
 Hooks are installed once, when the first run touches the disk, and they chain to whatever
-handler was there before, so the user's own handlers keep working.
+handler was there before, so the user's own handlers keep working. Runs are reached only
+through their public methods (`finish`, `fail`) and fields: this module sits below
+`run.py` and does not import it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,27 @@ import signal
 import sys
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .run import Run
+from . import args as _args
+from .runinfo import atomic_write_json
+
+
+class Run(Protocol):
+    """What this module needs of a `flowillower.run.Run` (which imports this module)."""
+
+    id: str
+    name: str
+    created: float
+    rank: int
+    dir: Any
+    args: dict[str, Any]
+
+    def finish(self, status: str = "success", notify: str | None = None, *,
+               error: str | None = None) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
 
 _open_runs: list[Run] = []
 _installed = False
@@ -84,6 +104,28 @@ def forget(run: Run) -> None:
     with _lock:
         if run in _open_runs:
             _open_runs.remove(run)
+
+
+def write_summary(run: Run, writer: Any, status: str, end: float, error: str | None,
+                  names: dict[int, str], roles: dict[int, str]) -> dict[str, Any]:
+    """Write the run's summary.json (status, timing, last metric values, args) and return
+    it; warns when the writer hit an error. `names` / `roles`: key id -> name / role."""
+    summary = {
+        "id": run.id, "status": status, "created": run.created, "ended": end,
+        "duration": end - run.created, "error": error,
+        "last": {names[k]: v for k, v in writer.last.items()
+                 if k in names and roles.get(k) == "metric"},
+        "args": dict(run.args),
+        "unused_kwargs": sorted(set(_args.cli_kwargs) - set(run.args)),
+    }
+    dropped = getattr(writer, "dropped", 0)
+    if dropped:  # values past the writer's memory bound (max_buffer)
+        summary["dropped_values"] = dropped
+    name = "summary.json" if run.rank == 0 else f"summary.rank{run.rank}.json"
+    atomic_write_json(run.dir / name, summary)
+    if writer.error is not None:
+        warnings.warn(f"flowillower: the writer hit an error: {writer.error!r}", stacklevel=3)
+    return summary
 
 
 def webhook_payload(url: str, run: Run, summary: dict[str, Any]) -> dict[str, Any]:

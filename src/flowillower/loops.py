@@ -1,4 +1,5 @@
-"""`fw.loop` and `fw.iteration`: loop coordinates, global steps and per-loop timings.
+"""`fw.loop` and `fw.iteration`: loop coordinates, global steps and per-loop timings,
+and the loop surface of a `Run` (`LoopSurface`: hooks, loop position, loop control).
 
 Every value logged inside a loop is keyed by the coordinates of all enclosing loops
 (e.g. epoch=3, step=120). Each iteration's wall time is recorded as a `sys` value
@@ -10,15 +11,105 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .run import Run
-    from .threadstate import ThreadState
+from .threadstate import LoopControl, LoopPosition, ThreadState
 
 _now = time.perf_counter
+
+
+class Run(Protocol):
+    """What loops need of a `flowillower.run.Run` (its public surface; run.py imports
+    this module, so this one does not import it)."""
+
+    def thread_state(self) -> ThreadState: ...
+
+    def context_id(self, coords: tuple) -> int: ...
+
+    def event(self, kind: str, **fields: Any) -> None: ...
+
+    def log_metrics(self, metrics: Any, step: int | None = None, *,
+                    role: str = "metric") -> None: ...
+
+
+class StepHook:
+    """Handle returned by `Run.on_step` / `Run.on_loop`; `.remove()` unregisters it."""
+
+    def __init__(self, hooks: list, callback: Callable[..., None]) -> None:
+        self._hooks, self.callback = hooks, callback
+
+    def remove(self) -> None:
+        if self.callback in self._hooks:
+            self._hooks.remove(self.callback)
+
+
+class LoopSurface:
+    """The loop methods of `Run` (a base class of it), for scripts and for the layers
+    above: `hindsight` saves and restores the loop position and chooses which iterations
+    run, `model` follows steps. Always the calling thread's loops."""
+
+    def thread_state(self) -> ThreadState:
+        raise NotImplementedError  # Run's
+
+    def context_id(self, coords: tuple) -> int:
+        raise NotImplementedError  # Run's
+
+    @property
+    def loop_depth(self) -> int:
+        """How many `fw.loop`s the calling thread is inside (0: none)."""
+        return self.thread_state().depth
+
+    def loop_position(self) -> LoopPosition:
+        """The calling thread's step and iterations run per loop path: what a hindsight
+        checkpoint saves (a copy: later iterations do not change it)."""
+        st = self.thread_state()
+        return LoopPosition(st.step, dict(st.loop_totals))
+
+    def restore_loop_position(self, position: LoopPosition) -> None:
+        """Put the calling thread back at a saved `loop_position` (a hindsight replay
+        restoring a checkpoint): later iterations continue its step count."""
+        st = self.thread_state()
+        st.loop_totals = dict(position.loop_totals)
+        st.step = position.step
+
+    def set_loop_control(self, control: LoopControl | None) -> None:
+        """Let `control(loop_name, depth, iterable)` choose the (index, item) pairs the
+        calling thread's loops yield (a hindsight replay skipping iterations); None:
+        every item, in order."""
+        self.thread_state().loop_control = control
+
+    def on_step(self, callback: Callable[[int], None]) -> StepHook:
+        """Call `callback(global_step)` at the start of each innermost loop iteration of
+        the calling thread's loops."""
+        hooks = self.thread_state().step_hooks
+        hooks.append(callback)
+        return StepHook(hooks, callback)
+
+    def on_loop(self, callback: Callable[[str, str, int, int], None]) -> StepHook:
+        """Call `callback(event, loop_name, depth, index)` as loops progress.
+
+        `event` is "loop_start" (index 0), "iteration" (index of the iteration starting),
+        "loop_end" (the loop ran out; index = iterations run) or "loop_break" (left by
+        `break` or an exception). Depth 1 is the outermost loop. Only the calling
+        thread's loops are reported.
+        """
+        hooks = self.thread_state().loop_hooks
+        hooks.append(callback)
+        return StepHook(hooks, callback)
+
+    def loop(self, name: str, iterable: Iterable[Any], progress: bool | None = None
+             ) -> Iterator[Any]:
+        """Iterate `iterable`, keying everything logged inside by this loop's index."""
+        return run_loop(self, name, iterable, progress)
+
+    @contextmanager
+    def iteration(self, name: str, index: int):
+        """Context manager for one iteration of a loop the caller drives itself."""
+        with iteration_scope(self, name, index):
+            yield
+
 
 
 def _wants_progress(progress: bool | None) -> bool:
@@ -42,7 +133,8 @@ class _Frame:
 
 def _begin_iteration(run: Run, st: ThreadState, path: tuple[str, ...], base: tuple,
                      name: str, index: int) -> None:
-    run._enter_ctx(st, base + ((name, index),))
+    coords = base + ((name, index),)
+    st.coords, st.ctx = coords, run.context_id(coords)
     total = st.loop_totals.get(path, 0)
     st.loop_totals[path] = total + 1
     st.step = total  # global iteration count of this loop: the default x-axis
@@ -76,7 +168,7 @@ def _loop_event(run: Run, st: ThreadState, kind: str, name: str, depth: int) -> 
 def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
              ) -> Iterator[Any]:
     """Generator behind `Run.loop`."""
-    st = run._state()  # the thread iterating: a generator runs where it is advanced
+    st = run.thread_state()  # the thread iterating: a generator runs where it is advanced
     outer = _Frame(st)
     path = tuple(n for n, _ in outer.coords) + (name,)
     st.depth += 1
@@ -118,7 +210,7 @@ def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
 @contextmanager
 def iteration_scope(run: Run, name: str, index: int):
     """One iteration of a loop driven by the caller (`with fw.iteration("epoch", e):`)."""
-    st = run._state()
+    st = run.thread_state()
     outer = _Frame(st)
     path = tuple(n for n, _ in outer.coords) + (name,)
     st.depth += 1

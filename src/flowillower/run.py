@@ -5,7 +5,10 @@ successful finish with recorded args), so a script that dies during set-up leave
 run behind. Any thread may log: each has its own buffer and loop position
 (`threadstate`), and the writer drains them all.
 The code snapshot and environment are captured in a thread started with the run
-(`runinfo.Setup`).
+(`runinfo.Setup`). The layers above (`loops`, `hindsight`, `model`) use only the public
+surface documented here: the calling thread's loop position, loop and step hooks, a loop
+control choosing which iterations a loop yields, `redirect_output` and run-creation
+hooks (`on_run_created`); this module knows nothing of them.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import time
 import traceback
 import warnings
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import args as _args
 from . import lifecycle
 from .errors import FlowillowerError, UnsupportedValueError
+from .loops import LoopSurface
+from .rows import queue_known, queue_new
 from .runinfo import Setup, atomic_write_json, default_name, max_buffer_bytes, meta_document
 from .store.buffer import BufferSet
 from .store.layout import (
@@ -34,33 +38,29 @@ from .store.layout import (
 )
 from .store.writer import FrameWriter
 from .threadstate import NO_STEP as _NO_STEP
-from .threadstate import Definitions, LoopControl, ThreadState, ThreadStates
-from .values import FLOAT, INT, check_name, normalize
+from .threadstate import Definitions, ThreadState, ThreadStates
+from .values import check_name, normalize
 
 _now = time.time
 _is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
-REPLAY_ENV = "FLOWILLOWER_REPLAY"  # path of a replay worker's plan (set by `fw.replay`)
+# Only for hindsight/replay.py, which imports it from here still: its home is
+# `hindsight.session.REPLAY_ENV` (run.py does not import hindsight).
+REPLAY_ENV = "FLOWILLOWER_REPLAY"
+# Called with each new Run before its set-up starts (see `on_run_created`).
+_creation_hooks: list[Callable[[Run], None]] = []
 
 
-def _append_call(buf: Any, ctx: int, step: int, t: float, count: int) -> None:
-    buf.c_ctx.append(ctx)
-    buf.c_step.append(step)
-    buf.c_time.append(t)
-    buf.c_count.append(count)  # last: marks the call complete for the writer
+def on_run_created(hook: Callable[[Run], None]) -> Callable[[Run], None]:
+    """Call `hook(run)` for every `Run` created from now on in this process, before the
+    run starts capturing its set-up: the hook may still `redirect_output` or set
+    `capture_code`. This is how layers above plug in (a hindsight replay worker sends its
+    run to a scratch store). Registering the same hook twice has no effect."""
+    if hook not in _creation_hooks:
+        _creation_hooks.append(hook)
+    return hook
 
 
-class StepHook:
-    """Handle returned by `Run.on_step`; `.remove()` unregisters the callback."""
-
-    def __init__(self, hooks: list, callback: Callable[[int], None]) -> None:
-        self._hooks, self.callback = hooks, callback
-
-    def remove(self) -> None:
-        if self.callback in self._hooks:
-            self._hooks.remove(self.callback)
-
-
-class Run:
+class Run(LoopSurface):
     """One tracked execution of a script. Usually reached through `fw.*` functions."""
 
     def __init__(
@@ -79,11 +79,6 @@ class Run:
         flush_interval: float = 0.5,
         max_buffer: int | str | None = None,
     ) -> None:
-        # Inside a hindsight replay worker (see flowillower.hindsight.session) the run
-        # writes to the worker's scratch store and fw.loop follows the replay plan.
-        replay_plan = os.environ.get(REPLAY_ENV) if rank == 0 else None
-        if replay_plan:
-            snapshot = False  # the code is an old snapshot already: nothing to capture
         self.store_root = find_store_root(dir)
         self.id = run_id or new_run_id()
         self.project = project or self.store_root.parent.name
@@ -116,11 +111,11 @@ class Run:
             "metric": {}, "arg": {}, "sys": {}, "watch": {}}
         self._recorded_user_values = False  # before the run is on disk: args were recorded
         self.args: dict[str, Any] = {}
-        self._setup = Setup(self.store_root, snapshot and rank == 0, self._setup_finished)
-        if replay_plan:
-            from .hindsight.session import attach
-
-            attach(self, replay_plan)
+        # Whether the set-up thread snapshots the code (a creation hook may turn it off).
+        self.capture_code = snapshot and rank == 0
+        for hook in list(_creation_hooks):
+            hook(self)
+        self._setup = Setup(self.store_root, self.capture_code, self._setup_finished)
         if config is not None:
             self.config(config)
 
@@ -135,6 +130,11 @@ class Run:
                   "tags": self.tags, "notes": self.notes, "created": self.created,
                   "rank": self.rank}
         atomic_write_json(self.dir / "run.json", meta_document(fields, self._setup.extra))
+
+    def ensure_on_disk(self) -> None:
+        """Create the run's directory and start its writer now (normally the first value
+        that is not an arg does this); e.g. before writing files into `run.dir`."""
+        self._materialize()
 
     def _materialize(self) -> None:
         with self._lock:
@@ -151,51 +151,6 @@ class Run:
                                        self._flush_interval, **bound)
             lifecycle.install(self)
 
-    # -- keys and contexts -----------------------------------------------------------
-    def _key(self, name: str, role: str) -> int:
-        return self._defs.key(name, role)
-
-    def _enter_ctx(self, st: ThreadState, coords: tuple) -> int:
-        """Make `coords` the calling thread's loop context; returns its id."""
-        st.coords, st.ctx = coords, self._defs.context(coords)
-        return st.ctx
-
-    def _state(self) -> ThreadState:
-        """The calling thread's logging state (made on its first call)."""
-        try:
-            return self._local.state
-        except AttributeError:
-            return self._threads.create()
-
-    # The calling thread's loop position, for hindsight checkpoints (save / restore).
-    @property
-    def _step(self) -> int:
-        return self._state().step
-
-    @_step.setter
-    def _step(self, value: int) -> None:
-        self._state().step = value
-
-    @property
-    def _depth(self) -> int:
-        return self._state().depth
-
-    @property
-    def _loop_totals(self) -> dict[tuple[str, ...], int]:
-        return self._state().loop_totals
-
-    @_loop_totals.setter
-    def _loop_totals(self, value: dict[tuple[str, ...], int]) -> None:
-        self._state().loop_totals = value
-
-    @property
-    def _loop_control(self) -> LoopControl | None:
-        return self._state().loop_control
-
-    @_loop_control.setter
-    def _loop_control(self, control: LoopControl | None) -> None:
-        self._state().loop_control = control
-
     # -- logging ---------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.status is not None:
@@ -209,7 +164,7 @@ class Run:
         if self.status is not None:
             self._check_open()
         t = _now()
-        try:  # this thread's buffer and loop position
+        try:  # this thread's buffer and loop position (inline: the hot path)
             st = self._local.state
         except AttributeError:
             st = self._threads.create()
@@ -230,9 +185,9 @@ class Run:
             buf.c_time.append(t)
             buf.c_count.append(len(kids))
         elif kids is not None and step != _NO_STEP:
-            self._log_known(st, kids, metrics, step, t)
+            queue_known(st, kids, metrics, step, t)
         else:
-            self._log_slow(st, metrics, step, t, role)
+            queue_new(self._defs, self._signatures[role], st, metrics, step, t, role)
         if self._writer is None:  # until the run is on disk
             self._first_values(role)
 
@@ -245,71 +200,11 @@ class Run:
         if role != "arg":
             self._materialize()
 
-    def _log_known(self, st: ThreadState, kids: array, metrics: Mapping[str, Any], step: int,
-                   t: float) -> None:
-        """Known names at a step, not all floats (e.g. `fw.watch` statistics with their
-        histograms): floats go straight in, only the others are normalized, all of them
-        before anything is queued (all or nothing, as in `_log_slow`)."""
-        f_keys: list[int] = []
-        f_vals: list[float] = []
-        others = []
-        for kid, (name, value) in zip(kids, metrics.items()):
-            if _is_float(value):
-                f_keys.append(kid)
-                f_vals.append(value)
-                continue
-            kind, norm = normalize(name, value)  # raises before anything is queued
-            if kind == FLOAT:
-                f_keys.append(kid)
-                f_vals.append(norm)
-            else:
-                others.append((kid, kind, norm))
-        buf, ctx = st.buf, st.ctx
-        for kid, kind, norm in others:
-            (buf.ints if kind == INT else buf.objects).append((kid, ctx, step, t, norm))
-        if f_keys:
-            buf.f_key.extend(f_keys)
-            buf.f_val.extend(f_vals)
-            _append_call(buf, ctx, step, t, len(f_keys))
-
-    def _log_slow(self, st: ThreadState, metrics: Mapping[str, Any], step: int, t: float,
-                  role: str) -> None:
-        """Validate every value first, then queue them: all or nothing for the call."""
-        ctx = st.ctx
-        rows = []
-        for name, value in metrics.items():
-            kind, norm = normalize(name, value)  # raises before anything is queued
-            rows.append((name, kind, norm))
-        kids = []
-        buf = st.buf
-        shared_floats = 0
-        for name, kind, norm in rows:
-            kid = self._key(name, role)
-            kids.append(kid)
-            s = step if step != _NO_STEP else self._defs.next_count(kid)
-            if kind == FLOAT:
-                buf.f_key.append(kid)
-                buf.f_val.append(norm)
-                if step == _NO_STEP:  # each value has its own step: its own call row
-                    _append_call(buf, ctx, s, t, 1)
-                else:
-                    shared_floats += 1
-            elif kind == INT:
-                buf.ints.append((kid, ctx, s, t, norm))
-            else:
-                buf.objects.append((kid, ctx, s, t, norm))
-        if shared_floats:  # their (key, value) rows are contiguous: one call row
-            _append_call(buf, ctx, step, t, shared_floats)
-        signatures = self._signatures[role]
-        if len(signatures) > 4096:  # a script that logs ever-new name sets
-            signatures.clear()
-        signatures[tuple(metrics)] = array("I", kids)
-
     def log_at_step(self, values: Mapping[str, Any], step: int, *, role: str = "metric"
                     ) -> None:
         """Log values that belong to an earlier step of the innermost loop (a step hook
         reporting after the fact), keyed by that step's loop coordinates."""
-        st = self._state()
+        st = self.thread_state()
         ctx = st.step_contexts.get(step)
         if ctx is None:
             self.log_metrics(values, step, role=role)
@@ -335,7 +230,7 @@ class Run:
         """Record hyper-parameters (run level, outside any loop context)."""
         for name, value in values.items():
             normalize(name, value)  # fail before anything is recorded
-        st = self._state()
+        st = self.thread_state()
         saved = (st.coords, st.ctx, st.step)
         st.coords, st.ctx, st.step = (), 0, 0
         try:
@@ -363,9 +258,9 @@ class Run:
 
         self._check_open()
         self._materialize()
-        st = self._state()
+        st = self.thread_state()
         step = st.step if step is None else int(step)
-        kid = self._key(check_name(name), "metric")
+        kid = self._defs.key(check_name(name), "metric")
         step = self._defs.media_step(kid, step)
         ref = save_image(self.dir, name, image, step)
         if caption:
@@ -380,9 +275,9 @@ class Run:
 
         self._check_open()
         self._materialize()
-        st = self._state()
+        st = self.thread_state()
         step = st.step if step is None else int(step)
-        kid = self._key(check_name(name), "metric")
+        kid = self._defs.key(check_name(name), "metric")
         step = self._defs.media_step(kid, step)
         ref = save_artifact(self.dir, name, Path(path), step)
         st.buf.objects.append((kid, st.ctx, step, _now(), ref))
@@ -402,40 +297,26 @@ class Run:
         """Record a lifecycle event (loop start/end, notes for the planner, ...)."""
         self._buffers.events.append({"event": kind, "time": _now(), **fields})
 
-    # -- loops -----------------------------------------------------------------------
-    def on_step(self, callback: Callable[[int], None]) -> StepHook:
-        """Call `callback(global_step)` at the start of each innermost loop iteration of
-        the calling thread's loops."""
-        hooks = self._state().step_hooks
-        hooks.append(callback)
-        return StepHook(hooks, callback)
+    # -- the surface `loops`, `hindsight` and `model` use (and `loops.LoopSurface`) --
+    def thread_state(self) -> ThreadState:
+        """The calling thread's buffer and loop position (made on its first call)."""
+        try:
+            return self._local.state
+        except AttributeError:
+            return self._threads.create()
 
-    def on_loop(self, callback: Callable[[str, str, int, int], None]) -> StepHook:
-        """Call `callback(event, loop_name, depth, index)` as loops progress.
+    def context_id(self, coords: tuple) -> int:
+        """The id of loop coordinates `((loop, index), ...)` (defined on first use)."""
+        return self._defs.context(coords)
 
-        `event` is "loop_start" (index 0), "iteration" (index of the iteration starting),
-        "loop_end" (the loop ran out; index = iterations run) or "loop_break" (left by
-        `break` or an exception). Depth 1 is the outermost loop. Only the calling
-        thread's loops are reported.
-        """
-        hooks = self._state().loop_hooks
-        hooks.append(callback)
-        return StepHook(hooks, callback)
-
-    def loop(self, name: str, iterable: Iterable[Any], progress: bool | None = None
-             ) -> Iterator[Any]:
-        """Iterate `iterable`, keying everything logged inside by this loop's index."""
-        from .loops import run_loop
-
-        return run_loop(self, name, iterable, progress)
-
-    @contextmanager
-    def iteration(self, name: str, index: int):
-        """Context manager for one iteration of a loop the caller drives itself."""
-        from .loops import iteration_scope
-
-        with iteration_scope(self, name, index):
-            yield
+    def redirect_output(self, store_root: str | os.PathLike[str]) -> None:
+        """Write this run into the store at `store_root` instead (a replay worker's
+        scratch store). Only before anything is on disk."""
+        with self._lock:
+            if self._writer is not None:
+                raise FlowillowerError(f"run {self.id} is already on disk in {self.dir}")
+            self.store_root = Path(store_root)
+            self.dir = runs_dir(self.store_root) / self.id
 
     # -- ending ----------------------------------------------------------------------
     def flush(self) -> None:
@@ -470,31 +351,13 @@ class Run:
             self._setup.done.wait(timeout=10)
             if self.rank == 0:
                 self._write_meta()  # complete meta even if setup finished late
-            names = self._defs.names()
-            roles = self._defs.roles
-            summary = {
-                "id": self.id, "status": status, "created": self.created, "ended": end,
-                "duration": end - self.created, "error": error,
-                "last": {names[k]: v for k, v in writer.last.items()
-                         if k in names and roles.get(k) == "metric"},
-                "args": dict(self.args),
-                "unused_kwargs": sorted(set(_args.cli_kwargs) - set(self.args)),
-            }
-            dropped = getattr(writer, "dropped", 0)
-            if dropped:  # values past the writer's memory bound (max_buffer)
-                summary["dropped_values"] = dropped
-            summary_name = "summary.json" if self.rank == 0 else f"summary.rank{self.rank}.json"
-            atomic_write_json(self.dir / summary_name, summary)
-            if writer.error is not None:
-                warnings.warn(f"flowillower: the writer hit an error: {writer.error!r}",
-                              stacklevel=2)
+            summary = lifecycle.write_summary(self, writer, status, end, error,
+                                              self._defs.names(), self._defs.roles)
         if summary["unused_kwargs"]:
             warnings.warn("flowillower: --kwargs given but never read by fw.arg(): "
                           + ", ".join(summary["unused_kwargs"]), stacklevel=2)
         if notify:
-            from .lifecycle import post_webhook
-
-            post_webhook(notify, self, summary)
+            lifecycle.post_webhook(notify, self, summary)
 
     def fail(self, exc: BaseException) -> None:
         """Finish as `failed` (or `killed` for KeyboardInterrupt) with the traceback."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .store.buffer import BufferSet, RecordBuffer
 from .values import check_name
@@ -23,6 +23,13 @@ CTX_CACHE = 1024  # loop coordinates remembered for reuse; older ones get a new 
 # Set during a hindsight replay: (loop name, depth, iterable) -> the (index, item) pairs
 # the loop yields.
 LoopControl = Callable[[str, int, Iterable[Any]], Iterable[tuple[int, Any]]]
+
+
+class LoopPosition(NamedTuple):
+    """A thread's place in its loops, as a hindsight checkpoint saves and restores it."""
+
+    step: int  # the global step values are logged at
+    loop_totals: dict[tuple[str, ...], int]  # iterations run per loop path
 
 
 class ThreadState:

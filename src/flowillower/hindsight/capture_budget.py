@@ -19,6 +19,8 @@ manifest line (`skipped` / `waited`) says what happened. So at most
 and inner-loop ends, the final state), and their bytes stay within `max_memory` plus the
 estimate's error. (The writer also keeps the tensors of the last capture it wrote, to
 recognise unchanged ones: one more capture's worth, not counted here.)
+
+Disk has a bound too: `free_floor` is the free space a capture must leave on its disk.
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ from collections.abc import Callable
 from typing import Any
 
 POLICIES = ("skip", "wait")
+# Checkpoints never fill the disk: a capture is only taken while at least `free_floor`
+# stays free after it: 2% of the disk, at least 1 GiB and at most 10 GiB (on a large,
+# nearly full disk a share alone would refuse tens of GB of free space).
+FREE_FLOOR_MIN = 1 << 30
+FREE_FLOOR_SHARE = 0.02
+FREE_FLOOR_MAX = 10 << 30
+
+
+def free_floor(total: int) -> int:
+    """Bytes that must stay free on a disk of `total` bytes after a capture."""
+    return min(max(FREE_FLOOR_MIN, int(FREE_FLOOR_SHARE * total)), FREE_FLOOR_MAX)
 MEMORY_SHARE = 0.2  # default budget: a fifth of the machine's memory...
 MEMORY_MIN = 1 << 30  # ...at least 1 GiB
 

@@ -1,4 +1,4 @@
-"""Record side of hindsight logging: `with fw.checkpointing(model=net, optimizer=opt):`.
+"""The `Recorder`: what `fw.checkpointing` captures while training, and when.
 
 While the outermost `fw.loop` entered inside the block runs, the registered objects, every
 RNG state and the loop position are captured at the points a replay restores:
@@ -30,18 +30,16 @@ iterations after it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..runinfo import process_start_time
 from ..sizes import parse_size
 from . import ledger
-from .capture_budget import CaptureBudget
+from .capture_budget import CaptureBudget, free_floor
 from .ckpt_files import (
     CKPT_DIRNAME,
     FORMAT_VERSION,
@@ -72,7 +70,7 @@ if TYPE_CHECKING:
 
 # Where these lived before the files were split: callers import them from here.
 __all__ = ["CKPT_DIRNAME", "MANIFEST", "BlobRef", "CheckpointError", "CheckpointStore",
-           "Recorder", "capture_object", "capture_rng", "checkpointing", "copy_tree",
+           "Recorder", "capture_object", "capture_rng", "copy_tree",
            "free_floor", "object_kind", "parse_size", "restore_object", "restore_rng",
            "restore_state"]
 
@@ -81,35 +79,12 @@ _torch = torch_module
 # Kept under their old names for callers of this module.
 _bit_equal = bit_equal
 _has_device_tensor = has_device_tensor
-# Checkpoints never fill the disk: a capture is only taken while at least `free_floor`
-# stays free after it: 2% of the disk, at least 1 GiB and at most 10 GiB (on a large,
-# nearly full disk a share alone would refuse tens of GB of free space).
-FREE_FLOOR_MIN = 1 << 30
-FREE_FLOOR_SHARE = 0.02
-FREE_FLOOR_MAX = 10 << 30
-
-
-def free_floor(total: int) -> int:
-    """Bytes that must stay free on a disk of `total` bytes after a capture."""
-    return min(max(FREE_FLOOR_MIN, int(FREE_FLOOR_SHARE * total)), FREE_FLOOR_MAX)
 
 
 def _free_bytes(path: Path) -> tuple[int, int]:
     """(free, total) bytes of the file system holding `path`."""
     usage = shutil.disk_usage(path)
     return usage.free, usage.total
-
-
-def _process_start_time() -> float | None:
-    """Unix time this process started (Linux /proc), for the planner's set-up estimate."""
-    try:
-        with open("/proc/self/stat", "rb") as fh:
-            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/uptime", "rb") as fh:
-            uptime = float(fh.read().split()[0])
-        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
 
 
 # -- the recorder ---------------------------------------------------------------------------
@@ -120,7 +95,8 @@ class Recorder:
 
     def __init__(self, run: Run, objects: dict[str, Any], every: int | None = None,
                  max_overhead: float = 0.02, max_disk: int | str | None = None,
-                 max_memory: int | str | None = None, when_behind: str | None = None) -> None:
+                 max_memory: int | str | None = None, when_behind: str | None = None,
+                 base_depth: int = 0) -> None:
         if every is not None and every < 1:
             raise ValueError("every must be a positive number of iterations")
         # Checkpoints the user asked for (`every=`) are waited for by default; adaptive
@@ -135,7 +111,7 @@ class Recorder:
         self.max_disk = None if max_disk is None else parse_size(max_disk)
         self.stopped: str | None = None  # why recording stopped early (disk), if it did
         self._sizes = 0  # `tree_stats` bytes of every capture submitted
-        self.base_depth = run._depth
+        self.base_depth = base_depth  # the run's loop depth at the block: outer loop is +1
         self.outer: str | None = None
         self.done = False
         self.seq = 0
@@ -188,7 +164,7 @@ class Recorder:
 
     def _outer_start(self, name: str) -> None:
         self.outer = name
-        self.run._materialize()  # checkpoints live in the run directory
+        self.run.ensure_on_disk()  # checkpoints live in the run directory
         if (self.directory / MANIFEST).exists():
             # A second checkpointed loop in the same run: replays follow the first one
             # (see CheckpointStore), and its files must not be overwritten by this one's.
@@ -199,7 +175,7 @@ class Recorder:
         except ValueError:
             digests = None  # not a run id: nothing recorded, so replay never loads them
         self._writer = BackgroundWriter(self.directory, digests)
-        started = _process_start_time()
+        started = process_start_time()
         torch = _torch()
         self._writer.submit(WriteJob(-1, {
             "type": "meta", "version": FORMAT_VERSION, "outer": name,
@@ -304,14 +280,14 @@ class Recorder:
             self._drop(kind, index)  # its manifest line says so; a replay re-executes
             return
         t0 = _now()
-        run = self.run
+        position = self.run.loop_position()
         host: list[Any] = []  # device tensors copied to host memory (in flight)
         tree = {
             "objects": {name: capture_object(self.kinds[name], obj, host)
                         for name, obj in self.objects.items()},
             "rng": capture_rng(),
-            "pos": {"loop_totals": [[list(p), n] for p, n in run._loop_totals.items()],
-                    "step": run._step},
+            "pos": {"loop_totals": [[list(p), n] for p, n in position.loop_totals.items()],
+                    "step": position.step},
         }
         ready = copies_landed(host) if host else None
         size = tree_stats(tree)[0]
@@ -398,54 +374,3 @@ class Recorder:
                 "waited_s": self.budget.waited_s, "peak_held": self.budget.peak_held,
                 "peak_held_bytes": self.budget.peak_held_bytes,
                 "held_bound": self.budget.bound()}
-
-
-@contextmanager
-def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
-                  max_disk: int | str | None = None, max_memory: int | str | None = None,
-                  when_behind: str | None = None,
-                  **objects: Any) -> Iterator[Recorder | None]:
-    """Register state for hindsight replay: `with fw.checkpointing(model=net, optimizer=opt):`.
-
-    Put the outermost training loop inside the block. Objects may be torch modules,
-    optimizers, LR schedulers, GradScalers (anything with state_dict/load_state_dict),
-    tensors, numpy arrays and generators, `random.Random`, dicts/lists and other picklable
-    objects with a `__dict__`; they are restored in place during a replay. `every` forces
-    a checkpoint every N outer iterations; by default the frequency adapts so capturing
-    costs at most `max_overhead` of the loop's wall time. `max_disk` caps the bytes the
-    run's checkpoints take (a number or a size like ``"20GB"``); whatever it is, recording
-    stops before the disk would have less than 2% free (at least 1 GiB, at most 10 GiB
-    kept). Captures wait in host memory (GPU state is copied there, never cloned on the
-    device) until a background thread has written them: `max_memory` caps those bytes
-    (default a fifth of RAM, at least 1 GiB). `every=` and adaptive captures obey the same
-    bound on what the writer may hold (see `capture_budget`); past it the training thread
-    waits (`when_behind="wait"`, the default with `every`) or the capture is skipped
-    (`"skip"`, the default otherwise: a replay re-executes those iterations). (`every`, `max_overhead`,
-    `max_disk`, `max_memory` and `when_behind` are reserved names.) Inside a replay worker
-    the objects are handed to the replay instead.
-    """
-    from .. import api
-    from . import session
-
-    # Bad values fail here, in a replay or debug run too.
-    for size in (max_disk, max_memory):
-        if size is not None:
-            parse_size(size)
-    CaptureBudget(0, when_behind or "skip")
-    run = api._active()  # may start the run, which enters replay mode when asked to
-    active = session.current()
-    if active is not None:
-        with active.registered(objects):
-            yield None
-        return
-    if run is None:  # fw.debug(True) or a non-recording rank
-        yield None
-        return
-    recorder = Recorder(run, objects, every, max_overhead, max_disk, max_memory, when_behind)
-    handle = run.on_loop(recorder.hook)
-    try:
-        yield recorder
-    finally:
-        handle.remove()
-        recorder.close()
-

@@ -1,7 +1,8 @@
 """The replay worker: how a process started by `fw.replay` follows its plan.
 
 `fw.replay` starts the transplanted old script with `$FLOWILLOWER_REPLAY` pointing at a
-JSON plan. When that script's run starts, `Run.__init__` calls `attach`, which
+JSON plan. `flowillower/__init__.py` registers `join_replay` as a run-creation hook
+(`run.on_run_created`): when that script's run starts, it calls `attach`, which
 
 * sends the run's records to a scratch store (the parent merges the wanted values into
   the original run afterwards; the original run is never written by a worker),
@@ -20,6 +21,7 @@ iterations to run), `emit_from`, `skip` (iterations whose inner loops are skippe
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import args as _args
-from ..store.layout import runs_dir
 from .ckpt_files import CheckpointError
 from .ckpt_store import CheckpointStore
 from .state import object_kind, restore_state
@@ -35,6 +36,9 @@ from .state import object_kind, restore_state
 if TYPE_CHECKING:
     from ..run import Run
 
+# Path of a replay worker's plan, set by `fw.replay` in the worker's environment
+# (flowillower/__init__.py checks the same name without importing this module).
+REPLAY_ENV = "FLOWILLOWER_REPLAY"
 _current: ReplaySession | None = None
 
 
@@ -43,8 +47,16 @@ def current() -> ReplaySession | None:
     return _current
 
 
+def join_replay(run: Run) -> None:
+    """Run-creation hook: in a replay worker ($FLOWILLOWER_REPLAY set), put the recording
+    run (rank 0) in replay mode; elsewhere do nothing."""
+    plan = os.environ.get(REPLAY_ENV)
+    if plan and run.rank == 0:
+        attach(run, plan)
+
+
 def attach(run: Run, plan_path: str) -> None:
-    """Put `run` in replay mode (called by `Run.__init__` when $FLOWILLOWER_REPLAY is set)."""
+    """Put `run` in replay mode (before its set-up starts: see `join_replay`)."""
     global _current
     if _current is None:
         plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
@@ -80,11 +92,11 @@ class ReplaySession:
 
     # -- set-up ---------------------------------------------------------------------------
     def bind(self, run: Run) -> None:
-        run.store_root = self.scratch / "store"
-        run.dir = runs_dir(run.store_root) / run.id
+        run.redirect_output(self.scratch / "store")
+        run.capture_code = False  # the code is an old snapshot already: nothing to capture
         run.project = self.plan.get("project") or run.project
         _args.replay_overrides = dict(self.plan.get("args") or {})
-        run._loop_control = self.control
+        run.set_loop_control(self.control)
         run.on_loop(self.hook)
         self.run = run
 
@@ -121,7 +133,7 @@ class ReplaySession:
         # Keep only the files this state came from: later states mostly share them.
         self.store.drop_cache(keep=self.store.last_used)
 
-    # -- loop control (Run._loop_control) ---------------------------------------------------
+    # -- loop control (Run.set_loop_control) -------------------------------------------------
     def control(self, name: str, depth: int, iterable: Iterable[Any]
                 ) -> Iterable[tuple[int, Any]]:
         if self.outer_depth is None and not self.outer_done and name == self.outer:

@@ -14,6 +14,7 @@ import random
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..threadstate import LoopPosition
 from .ckpt_files import CheckpointError, is_tensor, torch_module
 
 if TYPE_CHECKING:
@@ -290,5 +291,5 @@ def restore_state(tree: dict[str, Any], objects: dict[str, Any], kinds: dict[str
         restore_object(kinds[name], objects[name], state)
     restore_rng(tree["rng"])
     if run is not None:
-        run._loop_totals = {tuple(p): n for p, n in tree["pos"]["loop_totals"]}
-        run._step = tree["pos"]["step"]
+        totals = {tuple(p): n for p, n in tree["pos"]["loop_totals"]}
+        run.restore_loop_position(LoopPosition(tree["pos"]["step"], totals))
