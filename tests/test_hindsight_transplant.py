@@ -346,3 +346,15 @@ def test_planner_strategies_estimates_and_splits(tmp_path) -> None:
     plan = plan_run(info, carried)
     schedule([plan], 2)
     assert len(plan.tasks) == 1 and "in order from the first iteration" in plan.strategy
+
+
+def test_one_line_loop_body_takes_new_statements_in_order():
+    """A one-line `for ...: x` leaves no line to insert under: the tree is rebuilt, and
+    two statements placed after the same anchor keep the current script's order."""
+    old = 'import flowillower as fw\nfor epoch in fw.loop("epoch", range(3)): loss = epoch * 2\n'
+    new = ('import flowillower as fw\nfor epoch in fw.loop("epoch", range(3)):\n'
+           '    loss = epoch * 2\n    fw.log("a", loss)\n    fw.log("b", loss + 1)\n')
+    result = transplant(old, new, ["a", "b"])
+    body = ast.parse(result.source).body[1].body
+    assert [ast.unparse(s) for s in body] == [
+        "loss = epoch * 2", "fw.log('a', loss)", "fw.log('b', loss + 1)"]

@@ -87,7 +87,10 @@ def apply_insertions(old_src: str, old_tree: ast.Module, insertions: list[Insert
         source = _apply_ast(old_tree, insertions)
     return source
 
+
 def _apply_ast(old_tree: ast.Module, insertions: list[Insertion]) -> str:
+    """The old tree with the insertions' statements in place, unparsed (comments lost)."""
+    inserted: set[int] = set()  # ids of statements put in: later ones go after them
     for ins in insertions:
         block, anchor = ins.spot.block, ins.spot.anchor
         if anchor is None:
@@ -95,10 +98,8 @@ def _apply_ast(old_tree: ast.Module, insertions: list[Insertion]) -> str:
         else:
             at = next(k for k, s in enumerate(block) if s is anchor)
             at += 1 if ins.spot.how == "after" else 0
-            while ins.spot.how == "after" and at < len(block) and \
-                    getattr(block[at], "_fw_inserted", False):
+            while ins.spot.how == "after" and at < len(block) and id(block[at]) in inserted:
                 at += 1
-        for node in ins.nodes:
-            node._fw_inserted = True  # type: ignore[attr-defined]
+        inserted.update(id(node) for node in ins.nodes)
         block[at:at] = ins.nodes
     return ast.unparse(old_tree) + "\n"
