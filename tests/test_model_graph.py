@@ -16,6 +16,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
+from models import FakeRun, Twice, mlp  # noqa: E402
+
 from flowillower.model import (  # noqa: E402
     capture_graph,
     collapse,
@@ -30,31 +32,6 @@ from flowillower.model import (  # noqa: E402
 def _torch_setup() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-
-
-class FakeRun:
-    """The three Run methods model/api.py may use."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, Any] = {}
-        self.metrics: list[tuple[dict, int | None]] = []
-        self.hooks: list = []
-
-    def write_json(self, relpath: str, obj: Any) -> None:
-        self.files[relpath] = json.loads(json.dumps(obj))
-
-    def log_metrics(self, values: dict, step: int | None = None) -> None:
-        self.metrics.append((dict(values), step))
-
-    def on_step(self, callback):
-        self.hooks.append(callback)
-        hooks = self.hooks
-
-        class Handle:
-            def remove(self) -> None:
-                if callback in hooks:
-                    hooks.remove(callback)
-        return Handle()
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -83,10 +60,6 @@ def ops_in(graph: dict, group: str) -> list[str]:
 
 
 # -- models ----------------------------------------------------------------------------
-def mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-
-
 class Attention(nn.Module):
     def __init__(self, d: int, heads: int, causal: bool = False) -> None:
         super().__init__()
@@ -120,17 +93,6 @@ class BranchyBlock(nn.Module):
         if x.mean() > 0:  # data-dependent Python control flow
             return x + torch.relu(self.ff(x))
         return x * 2
-
-
-class Twice(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(4, 6)
-        self.shared = nn.Linear(6, 6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.inp(x)
-        return self.shared(torch.tanh(self.shared(h)))
 
 
 @dataclasses.dataclass

@@ -57,9 +57,7 @@ def module_tree(model: Any) -> dict[str, Any]:
     for path, module in order:
         params = []
         own: dict[int, tuple[int, bool]] = {}
-        for pname, p in module._parameters.items():
-            if p is None:
-                continue
+        for pname, p in module.named_parameters(recurse=False, remove_duplicate=False):
             full = f"{path}.{pname}" if path else pname
             info = _tensor_info(pname, p)
             info["trainable"] = bool(p.requires_grad)
@@ -71,9 +69,7 @@ def module_tree(model: Any) -> dict[str, Any]:
             dtypes.add(info["dtype"])
             devices.add(info["device"])
         buffers = []
-        for bname, b in module._buffers.items():
-            if b is None:
-                continue
+        for bname, b in module.named_buffers(recurse=False, remove_duplicate=False):
             info = _tensor_info(bname, b)
             info["persistent"] = bname not in getattr(module, "_non_persistent_buffers_set", ())
             buffers.append(info)
@@ -91,8 +87,8 @@ def module_tree(model: Any) -> dict[str, Any]:
             "depth": 0 if not path else path.count(".") + 1,
             # A module registered under two names is listed once, under its first name.
             "children": [cp for cp in (f"{path}.{c}" if path else c
-                                       for c, m in module._modules.items()
-                                       if m is not None and id(m) in known)
+                                       for c, m in module.named_children()
+                                       if id(m) in known)
                          if cp in paths],
             "params": 0,
             "trainable": 0,
