@@ -16,6 +16,8 @@ wanted name and has no counterpart in the old one, we
 
 Text is inserted line-wise so the old file keeps its comments and line numbers stay close.
 Anything that cannot be placed raises `TransplantError` saying which statement and why.
+This module decides where statements go; reading syntax trees is syntax.py, matching two
+versions' statements align.py, writing them into the old source splice.py.
 """
 
 from __future__ import annotations
