@@ -165,9 +165,9 @@ def test_demo_lists_its_own_commands():
 
 
 def test_gc_drops_snapshots_of_deleted_runs_and_checkpoints(tmp_path, monkeypatch, store_dir):
-    from tests.gitrepos import make_repo
+    from tests.conftest_git import make_repo
 
-    repo = make_repo(tmp_path, "main")
+    repo = make_repo(tmp_path, "main", runnable=True)
     monkeypatch.chdir(repo)
     monkeypatch.setenv("FLOWILLOWER_DIR", str(repo))
     shas = []
