@@ -1,6 +1,9 @@
 """Run every benchmark in this folder, one after another: python benchmarks/run_all.py
 
-Each benchmark prints its own table, with a naive baseline measured in the same run.
+Each benchmark (every `bench_*.py`, e.g. bench_checkpoint_trust.py and bench_resolve.py)
+prints its own table, with a baseline measured in the same run: a naive implementation,
+or the package before a change, unpacked from git (`_baseline.py`). Arguments are passed
+to every benchmark.
 """
 
 from __future__ import annotations
