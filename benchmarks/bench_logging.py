@@ -23,9 +23,9 @@ from pathlib import Path
 
 from _baseline import env_running, previous_module, previous_package
 
-# The last commit before thread-safe logging (run.py, loops.py, store/buffer.py) and the
-# I/O-fault writer: "previous" in every row below.
-BASELINE_REV = "810530e"
+# The last commit before issue 13 (thread-safe logging, the I/O-fault writer, ...), the
+# same baseline as bench_checkpoint_trust and bench_resolve: "previous" in every row below.
+BASELINE_REV = "501d721"
 
 CASE = r"""
 import sys, time, json, os
