@@ -256,3 +256,89 @@ def test_the_checks_see_deferred_relative_and_type_only_imports(tmp_path: Path) 
     ("flowillower.values", "foundation")])
 def test_layer_table_places_modules(module: str, layer: str) -> None:
     assert LAYERS[layer_of(module)][0] == layer
+
+
+# -- the public surface the layers above use instead of underscores -------------------
+
+
+def test_run_surface_saves_restores_and_controls_the_loop_position(tmp_path: Path) -> None:
+    """What hindsight does through `Run`'s public surface: choose the iterations a loop
+    yields, save the loop position, put it back; other threads keep their own."""
+    import threading
+
+    from flowillower.run import Run
+
+    run = Run(project="p", dir=tmp_path, snapshot=False)
+    run.set_loop_control(lambda name, depth, items: ((i, x) for i, x in enumerate(items)
+                                                     if i % 2 and name == "epoch"))
+    seen, depths = [], []
+    for item in run.loop("epoch", "abcd"):
+        seen.append((item, run.loop_depth))
+        worker = threading.Thread(target=lambda: depths.append(run.loop_depth))
+        worker.start()
+        worker.join()
+    assert seen == [("b", 1), ("d", 1)] and depths == [0, 0] and run.loop_depth == 0
+    saved = run.loop_position()
+    assert saved.loop_totals == {("epoch",): 2}
+    run.set_loop_control(None)
+    assert list(run.loop("epoch", "xy")) == ["x", "y"]
+    assert run.loop_position().loop_totals == {("epoch",): 4}
+    assert saved.loop_totals == {("epoch",): 2}  # a copy, not the live dict
+    run.restore_loop_position(saved)
+    steps = []
+    for _ in run.loop("epoch", "z"):
+        steps.append(run.thread_state().step)
+    assert steps == [2]  # the restored count continues: iteration 3 of the loop
+    run.finish()
+
+
+def test_run_creation_hook_redirects_output_before_anything_is_written(tmp_path: Path
+                                                                        ) -> None:
+    """How replay mode plugs in from above: a hook sends a new run to another store."""
+    from flowillower.errors import FlowillowerError
+    from flowillower.run import Run, on_run_created
+
+    scratch = tmp_path / "scratch"
+    created = []
+
+    def hook(run: Run) -> None:
+        created.append(run.id)
+        run.redirect_output(scratch)
+        run.capture_code = False
+
+    handle = on_run_created(hook)
+    try:
+        run = Run(project="p", dir=tmp_path / "main", snapshot=True)
+    finally:
+        handle.remove()
+    assert created == [run.id] and run.store_root == scratch and not run.capture_code
+    run.log("loss", 1.0)
+    run.finish()
+    assert (run.dir / "summary.json").is_file() and run.dir.is_relative_to(scratch)
+    assert not (tmp_path / "main").exists()
+    with pytest.raises(FlowillowerError, match="already on disk"):
+        run.redirect_output(tmp_path / "elsewhere")
+    later = Run(project="p", dir=tmp_path / "main", snapshot=False)  # hook removed
+    assert later.store_root != scratch and len(created) == 1
+    later.finish()
+
+
+def test_api_accessors_replace_reads_of_api_underscores(tmp_path: Path) -> None:
+    """fitlog (and any facade) reaches the current run through these, not `api._x`."""
+    from flowillower import api
+
+    assert api.open_run() is None and not api.is_debug()
+    api.set_defaults(dir=str(tmp_path))
+    with pytest.raises(TypeError, match="not a run default: colour"):
+        api.set_defaults(colour="red")
+    run = api.active_run()  # starts the implicit run in the default dir
+    assert run is not None and api.open_run() is run
+    assert run.store_root.is_relative_to(tmp_path)
+    run.log("loss", 0.5)
+    api.end_current_run()
+    assert run.status == "success" and api.open_run() is None
+    api.debug(True)
+    try:
+        assert api.is_debug() and api.active_run() is None
+    finally:
+        api.debug(False)

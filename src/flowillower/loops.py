@@ -35,7 +35,8 @@ class Run(Protocol):
 
 
 class StepHook:
-    """Handle returned by `Run.on_step` / `Run.on_loop`; `.remove()` unregisters it."""
+    """Handle returned by `Run.on_step`, `Run.on_loop` and `run.on_run_created`:
+    `.remove()` unregisters the callback."""
 
     def __init__(self, hooks: list, callback: Callable[..., None]) -> None:
         self._hooks, self.callback = hooks, callback

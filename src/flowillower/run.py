@@ -5,10 +5,12 @@ successful finish with recorded args), so a script that dies during set-up leave
 run behind. Any thread may log: each has its own buffer and loop position
 (`threadstate`), and the writer drains them all.
 The code snapshot and environment are captured in a thread started with the run
-(`runinfo.Setup`). The layers above (`loops`, `hindsight`, `model`) use only the public
-surface documented here: the calling thread's loop position, loop and step hooks, a loop
-control choosing which iterations a loop yields, `redirect_output` and run-creation
-hooks (`on_run_created`); this module knows nothing of them.
+(`runinfo.Setup`). The layers above (`hindsight`, `model`, the package facade) use only
+the public surface: the calling thread's loop position, loop and step hooks and a loop
+control choosing which iterations a loop yields (`loops.LoopSurface`, a base class of
+`Run`), `redirect_output`, `ensure_on_disk` and run-creation hooks (`on_run_created`).
+This module knows nothing of them: replay mode plugs in from above. Values past the
+all-floats fast path are queued by `rows`; summary.json is written by `lifecycle`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from . import args as _args
 from . import lifecycle
 from .errors import FlowillowerError, UnsupportedValueError
-from .loops import LoopSurface
+from .loops import LoopSurface, StepHook
 from .rows import queue_known, queue_new
 from .runinfo import Setup, atomic_write_json, default_name, max_buffer_bytes, meta_document
 from .store.buffer import BufferSet
@@ -43,21 +45,22 @@ from .values import check_name, normalize
 
 _now = time.time
 _is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
-# Only for hindsight/replay.py, which imports it from here still: its home is
+# Only for hindsight/jobs.py, which imports it from here still: its home is
 # `hindsight.session.REPLAY_ENV` (run.py does not import hindsight).
 REPLAY_ENV = "FLOWILLOWER_REPLAY"
 # Called with each new Run before its set-up starts (see `on_run_created`).
 _creation_hooks: list[Callable[[Run], None]] = []
 
 
-def on_run_created(hook: Callable[[Run], None]) -> Callable[[Run], None]:
+def on_run_created(hook: Callable[[Run], None]) -> StepHook:
     """Call `hook(run)` for every `Run` created from now on in this process, before the
     run starts capturing its set-up: the hook may still `redirect_output` or set
     `capture_code`. This is how layers above plug in (a hindsight replay worker sends its
-    run to a scratch store). Registering the same hook twice has no effect."""
+    run to a scratch store). Registering the same hook twice has no effect; `.remove()`
+    on the returned handle unregisters it."""
     if hook not in _creation_hooks:
         _creation_hooks.append(hook)
-    return hook
+    return StepHook(_creation_hooks, hook)
 
 
 class Run(LoopSurface):
