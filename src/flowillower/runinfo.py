@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,19 +30,6 @@ def default_name(run_id: str) -> str:
     """`<script>-<4 hex>`: readable in tables, unique enough next to the start time."""
     script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else ""
     return f"{script or 'run'}-{run_id[-4:]}"
-
-
-def process_start_time() -> float | None:
-    """Unix time this process started (Linux /proc), e.g. for the replay planner's
-    estimate of a script's set-up time; None where /proc cannot tell."""
-    try:
-        with open("/proc/self/stat", "rb") as fh:
-            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/uptime", "rb") as fh:
-            uptime = float(fh.read().split()[0])
-        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
 
 
 def max_buffer_bytes(value: int | str | None) -> int | None:

@@ -36,7 +36,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..runinfo import process_start_time
+from ..procfs import process_start_time
 from ..sizes import parse_size
 from . import ledger
 from .capture_budget import CaptureBudget, free_floor
