@@ -1,8 +1,8 @@
 """The replay worker: how a process started by `fw.replay` follows its plan.
 
 `fw.replay` starts the transplanted old script with `$FLOWILLOWER_REPLAY` pointing at a
-JSON plan. `flowillower/__init__.py` registers `join_replay` as a run-creation hook
-(`run.on_run_created`): when that script's run starts, it calls `attach`, which
+JSON plan. `flowillower/__init__.py` registers a run-creation hook (`run.on_run_created`)
+that calls `join_replay` in such a worker: when that script's run starts, `attach`
 
 * sends the run's records to a scratch store (the parent merges the wanted values into
   the original run afterwards; the original run is never written by a worker),
