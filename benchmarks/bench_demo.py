@@ -265,7 +265,7 @@ def main() -> int:
                         help="both arms in one process, alternating epochs (see above)")
     parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # run_all.py passes every benchmark the same args
     if args._worker:
         print(json.dumps(same_process(args.epochs, args.image_every, args.store, args.set)))
         return 0

@@ -68,7 +68,7 @@ def naive_git(repo: Path, store: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=1000)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # run_all.py passes every benchmark the same args
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         make_repo(repo, args.files)

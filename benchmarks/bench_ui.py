@@ -318,7 +318,7 @@ def main() -> None:
     ap.add_argument("--chart-steps", type=int, default=10000)
     ap.add_argument("--keep", default=None, help="directory to keep (and reuse) the stores")
     ap.add_argument("--no-browser", action="store_true")
-    args = ap.parse_args()
+    args, _ = ap.parse_known_args()  # run_all.py passes every benchmark the same args
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fw-bench-ui-"))
     sizes = [int(s) for s in args.runs.split(",") if s]
     results: dict[str, dict[str, object]] = {}

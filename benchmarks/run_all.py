@@ -2,8 +2,13 @@
 
 Each benchmark (every `bench_*.py`, e.g. bench_checkpoint_trust.py and bench_resolve.py)
 prints its own table, with a baseline measured in the same run: a naive implementation,
-or the package before a change, unpacked from git (`_baseline.py`). Arguments are passed
-to every benchmark.
+or the package before a change, unpacked from git (`_baseline.py`).
+
+By default the whole set runs in under 15 minutes on a 2-core box: the slow benchmarks get
+the smaller settings in QUICK below (their own `--quick` or fewer epochs, runs, repeats).
+Run a script alone for its full default, or `run_all.py --full` for all of them at full
+size. Other arguments are passed to every benchmark after the quick settings (so they
+override them); every benchmark ignores the arguments it does not know.
 """
 
 from __future__ import annotations
@@ -15,16 +20,35 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
+# Per-script settings for the default (quick) run; each is one of the script's own options.
+QUICK: dict[str, list[str]] = {
+    "bench_checkpoint_trust.py": ["--quick"],
+    "bench_demo.py": ["--same-process", "--epochs", "100", "--repeats", "1"],
+    "bench_demo_steps.py": ["--epochs", "20"],
+    "bench_finish.py": ["--repeats", "5"],
+    "bench_hindsight.py": ["--epochs", "8", "--repeats", "1"],
+    "bench_logging.py": ["--repeats", "3"],
+    "bench_model.py": ["--rounds", "5"],
+    "bench_resolve.py": ["--rounds", "1", "--repeats", "3"],
+    "bench_ui.py": ["--runs", "1000", "--chart-runs", "50"],
+}
+
 
 def main() -> int:
-    failed = []
+    extra = sys.argv[1:]
+    full = "--full" in extra
+    extra = [a for a in extra if a != "--full"]
+    failed, total = [], time.perf_counter()
     for script in sorted(HERE.glob("bench_*.py")):
-        print(f"\n=== {script.name} ===", flush=True)
+        quick = [] if full else QUICK.get(script.name, [])
+        print(f"\n=== {script.name} {' '.join(quick + extra)} ===", flush=True)
         t0 = time.perf_counter()
-        code = subprocess.call([sys.executable, str(script), *sys.argv[1:]])
+        code = subprocess.call([sys.executable, str(script), *quick, *extra])
         print(f"({script.name}: {time.perf_counter() - t0:.0f} s, exit {code})", flush=True)
         if code:
             failed.append(script.name)
+    print(f"\nall benchmarks: {time.perf_counter() - total:.0f} s"
+          f" ({'full' if full else 'quick'} settings)")
     if failed:
         print("failed:", ", ".join(failed))
     return 1 if failed else 0
