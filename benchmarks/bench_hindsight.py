@@ -8,7 +8,13 @@ Measured in one go on a CPU training script (an MLP, one torch thread, 20 epochs
 3. replaying an inner-loop statement with 1 and with 2 workers;
 4. the planner's estimate against each measured replay time.
 
+With `--demo` it measures README's walkthrough instead, in a scratch git copy of this
+repository's HEAD: `flowillower demo quickstart --no-ui` (2 runs side by side), then the
+`grad_norm` line added after `loss.backward()` and `flowillower replay grad_norm --workers 2
+-y`; the naive baseline, re-running both runs, is the training time itself.
+
 Run: python benchmarks/bench_hindsight.py [--epochs 20] [--steps 160] [--repeats 2]
+     python benchmarks/bench_hindsight.py --demo [--demo-epochs 120]
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -119,6 +126,62 @@ def timed_replay(root: Path, names: str, workers: int) -> tuple[float, float, st
     return info["s"], info["est"], info["strategy"], info["tasks"]
 
 
+GRAD_NORM = ('                fw.log("grad_norm", torch.nn.utils.get_total_norm(\n'
+             '                    [p.grad for p in model.parameters()]).item())\n')
+
+
+def _timed_cli(repo: Path, *args: str) -> tuple[float, float, str]:
+    """(wall s, CPU s of the command and its children, output) of one flowillower command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWILLOWER_")}
+    env["PYTHONPATH"] = str(repo / "src")  # the scratch copy's package, not the checkout's
+    out = subprocess.run([sys.executable, "-m", "flowillower", *args], cwd=repo, env=env,
+                         capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode:
+        raise SystemExit(out.stdout + out.stderr)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, cpu, out.stdout + out.stderr
+
+
+def demo(epochs: int) -> int:
+    """README's walkthrough, timed: train the quickstart runs, then replay grad_norm."""
+    here = Path(__file__).resolve().parent.parent
+    base = Path(tempfile.mkdtemp(prefix="fw-bench-demo-replay-"))
+    try:
+        repo = base / "repo"
+        repo.mkdir()
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=here, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
+        _git(repo, "init", "-q")
+        _git(repo, "add", "-A")
+        _git(repo, "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit",
+             "-qm", "scratch copy")
+        load = os.getloadavg()[0]
+        train_s, train_cpu, _ = _timed_cli(repo, "demo", "quickstart", "--no-ui",
+                                           "--epochs", str(epochs))
+        script = repo / "src/flowillower/examples/flow_matching/train.py"
+        anchor = "                loss.backward()\n"
+        script.write_text(script.read_text().replace(anchor, anchor + GRAD_NORM))
+        replay_s, replay_cpu, report = _timed_cli(repo, "replay", "grad_norm",
+                                                  "--workers", "2", "-y")
+        values = [line.strip() for line in report.splitlines() if "replayed  grad_norm" in line]
+        print(f"README's demo walkthrough, 2 runs x {epochs} epochs, {os.cpu_count()} CPUs, "
+              f"load {load:.1f} before, {os.getloadavg()[0]:.1f} after")
+        print(f"  flowillower demo quickstart --no-ui (naive replay baseline: re-running)  "
+              f"{train_s:6.1f} s wall  {train_cpu:6.1f} s CPU")
+        print(f"  flowillower replay grad_norm --workers 2 -y                              "
+              f"{replay_s:6.1f} s wall  {replay_cpu:6.1f} s CPU  "
+              f"({replay_s / train_s:.2f}x the training's wall time)")
+        print("  " + "; ".join(values))
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def drop_replays(root: Path) -> None:
     for replays in (root / ".flowillower" / "runs").glob("*/replays"):
         shutil.rmtree(replays)
@@ -133,7 +196,12 @@ def main() -> int:
                         help="one recorded run, no overhead comparison (quicker)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="record runs per variant (order A B B A ...: drift cancels)")
+    parser.add_argument("--demo", action="store_true",
+                        help="time README's walkthrough: quickstart, then replay grad_norm")
+    parser.add_argument("--demo-epochs", type=int, default=120)
     args, _unknown = parser.parse_known_args()
+    if args.demo:
+        return demo(args.demo_epochs)
     base = Path(tempfile.mkdtemp(prefix="fw-bench-hindsight-"))
     try:
         root = base / "proj"
