@@ -372,8 +372,9 @@ def test_every_n_and_should_record_and_no_hooks_on_unwatched_steps() -> None:
 
 
 def test_the_users_own_hooks_live_alongside_the_re_attached_ones() -> None:
-    """Watched steps put the watcher's hooks back by handle id: a hook the user adds or
-    removes in between keeps working and is never touched by attach, detach or close."""
+    """Watched steps register the watcher's hooks again and remove them through their
+    handles: a hook the user adds or removes in between keeps working and is never
+    touched by attach, detach or close."""
     model = mlp(6, 32)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     w = Watcher(model, every=2)
