@@ -188,7 +188,7 @@ def same_process(epochs: int, image_every: int, store: str,
     # arms' epochs: half the demo's share is the demo's budget for the tracked epochs.
     with fw.checkpointing(model=tracked[0], optimizer=tracked[1], scheduler=tracked[2],
                           max_overhead=cfg.tracking.checkpoint_overhead / 2,
-                          max_disk=cfg.tracking.checkpoint_disk.strip() or None):
+                          max_disk=cfg.tracking.checkpoint_disk.strip() or None) as recorder:
         for index in fw.loop("epoch", range(epochs)):
             took = {}
             for name in (("untracked", "tracked") if index % 2 == 0 else
@@ -203,11 +203,13 @@ def same_process(epochs: int, image_every: int, store: str,
                 wall[name] += time.perf_counter() - w0
             pairs.append(took["untracked"] / took["tracked"])
     fw.finish()
+    checkpoint_bytes = recorder.stats().get("bytes", 0)
     background = (time.process_time() - process0) - (time.thread_time() - main0)
     return {"untracked_cpu": cpu["untracked"], "tracked_cpu": cpu["tracked"],
             "background_cpu": background, "untracked_wall": wall["untracked"],
             "tracked_wall": wall["tracked"], "median_pair": statistics.median(pairs),
-            "untracked_loss": losses["untracked"], "tracked_loss": losses["tracked"]}
+            "untracked_loss": losses["untracked"], "tracked_loss": losses["tracked"],
+            "checkpoint_bytes": checkpoint_bytes}
 
 
 def main_same_process(args: argparse.Namespace) -> int:
@@ -216,7 +218,7 @@ def main_same_process(args: argparse.Namespace) -> int:
                         "one process alternating epochs, 1 torch thread, 1 core")
     for col in ("repeat", "untracked cpu s", "tracked cpu s", "+ other threads s",
                 "throughput vs untracked (all cpu)", "median of epoch pairs",
-                "by wall time", "final loss (both)"):
+                "by wall time", "final loss (both)", "checkpoints MB"):
         table.add_column(col, justify="right")
     shares = []
     t0 = time.perf_counter()
@@ -239,7 +241,8 @@ def main_same_process(args: argparse.Namespace) -> int:
                       f"{res['background_cpu']:.2f}", f"{share:.1%}",
                       f"{res['median_pair']:.1%}",
                       f"{res['untracked_wall'] / res['tracked_wall']:.1%}",
-                      f"{res['tracked_loss']:.4f} ({same})")
+                      f"{res['tracked_loss']:.4f} ({same})",
+                      f"{res['checkpoint_bytes'] / 1e6:.0f}")
     Console(width=160).print(table)
     print(f"tracked throughput = {statistics.median(shares):.1%} of untracked (median of "
           f"{args.repeats} runs, all CPU charged; bar: >= 95%); total "
