@@ -161,8 +161,8 @@ def demo(epochs: int) -> int:
         _git(repo, "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit",
              "-qm", "scratch copy")
         load = os.getloadavg()[0]
-        train_s, train_cpu, _ = _timed_cli(repo, "demo", "quickstart", "--no-ui",
-                                           "--epochs", str(epochs))
+        train_s, train_cpu, trained = _timed_cli(repo, "demo", "quickstart", "--no-ui",
+                                                 "--epochs", str(epochs))
         script = repo / "src/flowillower/examples/flow_matching/train.py"
         anchor = "                loss.backward()\n"
         script.write_text(script.read_text().replace(anchor, anchor + GRAD_NORM))
@@ -177,6 +177,8 @@ def demo(epochs: int) -> int:
               f"{replay_s:6.1f} s wall  {replay_cpu:6.1f} s CPU  "
               f"({replay_s / train_s:.2f}x the training's wall time)")
         print("  " + "; ".join(values))
+        print("  quickstart said: " + " ".join(line.strip() for line in trained.splitlines()
+                                               if "trained in" in line))
         return 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
