@@ -45,9 +45,6 @@ from .values import check_name, normalize
 
 _now = time.time
 _is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
-# Only for hindsight/jobs.py, which imports it from here still: its home is
-# `hindsight.session.REPLAY_ENV` (run.py does not import hindsight).
-REPLAY_ENV = "FLOWILLOWER_REPLAY"
 # Called with each new Run before its set-up starts (see `on_run_created`).
 _creation_hooks: list[Callable[[Run], None]] = []
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FlowillowerError
-from ..run import REPLAY_ENV
 from ..store.catalog import Store
 from .analysis import analyze
 from .executor import Task, TaskResult
 from .planner import RunInfo, RunPlan, plan_json, plan_run
 from .report import RunOutcome
+from .session import REPLAY_ENV
 from .transplant import transplant
 
 

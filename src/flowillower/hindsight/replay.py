@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import FlowillowerError
+from ..queries.filters import row_filter
 from ..store.catalog import Store
 from ..store.format import write_replay_file
 from ..store.layout import new_run_id
@@ -76,7 +77,8 @@ class _Replayer:
     # -- selecting runs and planning ----------------------------------------------------------
     def select(self) -> list[RunOutcome]:
         outcomes = []
-        for row in self.store.runs(self.filter, include_hidden=False):
+        where = row_filter(self.filter) if self.filter else None
+        for row in self.store.runs(where, include_hidden=False):
             run_id = row["id"]
             metrics = row.get("metrics", {})
             missing = [n for n in self.names if n not in metrics]
