@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 
 _SIZE = re.compile(r"\s*((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*([kmgt]i?b?|b)?\s*",
                    re.IGNORECASE)
@@ -29,3 +31,16 @@ def parse_size(value: int | float | str) -> int:
             return int(float(match.group(1)) * _UNITS[unit])
     raise ValueError(f"a size must be a number of bytes or a string like '500MB' or "
                      f"'2GiB', not {value!r}")
+
+
+def size_from_env(var: str, default: int, say: Callable[[str], None]) -> int:
+    """The size in environment variable `var`, else `default`; a value that is not a size
+    is said through `say` (one line) and the default used, never an exception."""
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return default
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        say(f"flowillower: ignoring {var}: {exc}; using {default:,} bytes")
+        return default

@@ -24,7 +24,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..sizes import parse_size
+from ..sizes import size_from_env
 from .format import columns, encode_frame, last_frame_end, warm_up
 
 DEFAULT_MAX_PENDING = 256 * 2**20
@@ -36,18 +36,6 @@ class Source(Protocol):
     """What the writer persists: a `RecordBuffer` (or a set of them) that drains."""
 
     def drain(self) -> dict[str, Any] | None: ...
-
-
-def max_pending_from_env() -> int:
-    """The pending-data bound: $FLOWILLOWER_MAX_BUFFER, else 256 MiB."""
-    text = os.environ.get("FLOWILLOWER_MAX_BUFFER", "").strip()
-    if not text:
-        return DEFAULT_MAX_PENDING
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        _say(f"flowillower: ignoring FLOWILLOWER_MAX_BUFFER: {exc}; using 256 MiB")
-        return DEFAULT_MAX_PENDING
 
 
 def _say(line: str) -> None:
@@ -134,8 +122,9 @@ class FrameWriter:
         self.path = path
         self.buffer = buffer
         self.interval = interval
-        self.max_pending_bytes = (max_pending_from_env() if max_pending_bytes is None
-                                  else max_pending_bytes)
+        if max_pending_bytes is None:
+            max_pending_bytes = size_from_env("FLOWILLOWER_MAX_BUFFER", DEFAULT_MAX_PENDING, _say)
+        self.max_pending_bytes = max_pending_bytes
         self._wake = threading.Event()
         self._stop = False
         self._io_lock = threading.RLock()  # flush() from a signal handler vs. the loop
