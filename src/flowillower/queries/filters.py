@@ -15,6 +15,11 @@ host, branch, hidden), ``hyper-X`` / ``args.X`` (an arg), ``metric-X`` / ``metri
 metric's last value), ``X.min`` / ``X.max`` / ``X.last`` / ``X.count``, and a bare ``X``
 (an arg if the run has one by that name, else a metric's last value). A value the run
 lacks fails every comparison except ``!=``.
+
+`compile_filter(text, rows)` (the CLI and the UI) resolves each name once against the runs
+being filtered instead (`queries.names`): it reports how each name resolved and rejects an
+unknown or ambiguous name with "did you mean" spellings rather than matching nothing or
+silently picking the arg in one run and the metric in another.
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ from __future__ import annotations
 import ast
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FilterSyntaxError
+from .names import MISSING as _MISSING
+from .names import NameUse, Vocabulary, resolve_name
 
 Row = dict[str, Any]
 Predicate = Callable[[Row], bool]
-_MISSING = object()
+Getter = Callable[[str], Callable[[Row], Any]]  # filter name -> `row -> value`
 
 _FIELDS = {"id", "name", "project", "status", "created", "ended", "duration", "tags", "notes",
            "host", "hidden", "git_branch", "git_head", "snapshot"}
@@ -105,14 +113,19 @@ def _literal(text: str) -> Any:
         return text
 
 
-def _fitlog_condition(column: str, spec: Any) -> Predicate:
+def _plain(name: str) -> Callable[[Row], Any]:
+    return lambda row: lookup(row, name)
+
+
+def _fitlog_condition(column: str, spec: Any, getter: Getter = _plain) -> Predicate:
+    value_of = getter(column)
     if isinstance(spec, (list, tuple)):
-        parts = [_fitlog_condition(column, item) for item in spec]
+        parts = [_fitlog_condition(column, item, getter) for item in spec]
         return lambda row: any(p(row) for p in parts)
     if not isinstance(spec, str):
-        return lambda row: _compare(operator.eq, lookup(row, column), spec)
+        return lambda row: _compare(operator.eq, value_of(row), spec)
     if "&&" in spec:
-        parts = [_fitlog_condition(column, piece) for piece in spec.split("&&")]
+        parts = [_fitlog_condition(column, piece, getter) for piece in spec.split("&&")]
         return lambda row: all(p(row) for p in parts)
     match = _COND.match(spec)
     if not match or (match.group(1) and match.group(3)):
@@ -122,14 +135,14 @@ def _fitlog_condition(column: str, spec: Any) -> Predicate:
     value = _literal(value_text)
     if before:  # '<0.3' means column < 0.3
         op = _OPS[before]
-        return lambda row: _compare(op, lookup(row, column), value)
+        return lambda row: _compare(op, value_of(row), value)
     if after:  # '0.3>' means 0.3 > column, i.e. column < 0.3
         op = _OPS[_FLIP[after]]
-        return lambda row: _compare(op, lookup(row, column), value)
-    return lambda row: _compare(operator.eq, lookup(row, column), value)
+        return lambda row: _compare(op, value_of(row), value)
+    return lambda row: _compare(operator.eq, value_of(row), value)
 
 
-def _parse_fitlog(text: str) -> Predicate:
+def _parse_fitlog(text: str, getter: Getter = _plain) -> Predicate:
     body = text.strip()[1:-1].strip()  # drop the $ ... $
     try:
         tree = ast.parse(body, mode="eval").body
@@ -150,7 +163,7 @@ def _parse_fitlog(text: str) -> Predicate:
         if key == "and_filters":
             use_and = bool(value)
             continue
-        conditions.append(_fitlog_condition(str(key), value))
+        conditions.append(_fitlog_condition(str(key), value, getter))
     if not conditions:
         return lambda row: True
     if use_and:
@@ -174,21 +187,22 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def _compile_expr(node: ast.AST, names: dict[str, str]) -> Callable[[Row], Any]:
+def _compile_expr(node: ast.AST, names: dict[str, str], getter: Getter = _plain
+                  ) -> Callable[[Row], Any]:
     if isinstance(node, ast.BoolOp):
-        parts = [_compile_expr(v, names) for v in node.values]
+        parts = [_compile_expr(v, names, getter) for v in node.values]
         if isinstance(node.op, ast.And):
             return lambda row: all(_truth(p(row)) for p in parts)
         return lambda row: any(_truth(p(row)) for p in parts)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-        inner = _compile_expr(node.operand, names)
+        inner = _compile_expr(node.operand, names, getter)
         return lambda row: not _truth(inner(row))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         value = ast.literal_eval(node)
         return lambda row: value
     if isinstance(node, ast.Compare):
-        left = _compile_expr(node.left, names)
-        steps = [(op, _compile_expr(c, names)) for op, c in zip(node.ops, node.comparators)]
+        left = _compile_expr(node.left, names, getter)
+        steps = [(op, _compile_expr(c, names, getter)) for op, c in zip(node.ops, node.comparators)]
 
         def compare(row: Row) -> bool:
             current = left(row)
@@ -212,8 +226,7 @@ def _compile_expr(node: ast.AST, names: dict[str, str]) -> Callable[[Row], Any]:
         return lambda row: value
     dotted = _dotted(node)
     if dotted is not None:
-        name = names.get(dotted, dotted)
-        return lambda row: lookup(row, name)
+        return getter(names.get(dotted, dotted))
     raise FilterSyntaxError(f"unsupported syntax in filter: {ast.dump(node)[:60]}")
 
 
@@ -232,7 +245,7 @@ def _contains(container: Any, item: Any) -> bool:
         return False
 
 
-def _parse_expression(text: str) -> Predicate:
+def _parse_expression(text: str, getter: Getter = _plain) -> Predicate:
     names: dict[str, str] = {}
 
     def protect(match: re.Match) -> str:
@@ -246,7 +259,7 @@ def _parse_expression(text: str) -> Predicate:
         tree = ast.parse(source.strip(), mode="eval").body
     except SyntaxError as exc:
         raise FilterSyntaxError(f"cannot parse filter {text!r}: {exc.msg}") from None
-    fn = _compile_expr(tree, names)
+    fn = _compile_expr(tree, names, getter)
     return lambda row: _truth(fn(row))
 
 
@@ -281,3 +294,85 @@ def row_filter(text: str | None) -> Predicate | None:
     """The predicate `Store.runs(where=...)` takes for filter `text`: None (every run) when
     there is no filter or only an empty one, else `parse_filter(text)`."""
     return parse_filter(text) if text else None
+
+
+# -- names resolved against the runs (what the CLI and the UI use) ------------------
+class FilterNameError(FilterSyntaxError):
+    """A filter names something no run has, or something two ways (arg and metric)."""
+
+    def __init__(self, message: str, uses: list[NameUse]) -> None:
+        super().__init__(message)
+        self.uses = uses
+
+
+@dataclass
+class CompiledFilter:
+    """A filter compiled against some runs: the predicate and how each name resolved."""
+
+    predicate: Predicate
+    uses: list[NameUse] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        """One line per name: ``learning_rate → args.training.learning_rate (arg)``."""
+        return [use.describe() for use in self.uses]
+
+
+def compile_filter(text: str | None, rows: Iterable[Row]) -> CompiledFilter:
+    """Compile filter `text` with each name resolved against `rows` (see `names`): unlike
+    `parse_filter`, a bare name means the same thing in every run, and an unknown or
+    ambiguous name raises `FilterNameError` listing the spellings to use instead."""
+    stripped = (text or "").strip()
+    is_fitlog = stripped.startswith("${") and stripped.endswith("}$")
+    if not stripped or not (is_fitlog or _EXPRESSION_HINT.search(stripped)):
+        return CompiledFilter(parse_filter(stripped))  # plain words name nothing
+    vocab = Vocabulary.from_rows(rows)
+    uses: dict[str, NameUse] = {}
+
+    def getter(name: str) -> Callable[[Row], Any]:
+        use = uses.setdefault(name, resolve_name(name, vocab))
+        return use.getter() if use.ok else (lambda row: _MISSING)
+
+    predicate = (_parse_fitlog(stripped, getter) if is_fitlog
+                 else _parse_expression(stripped, getter))
+    bad = [u for u in uses.values() if not u.ok]
+    if bad:
+        raise FilterNameError("; ".join(u.describe() for u in bad), list(uses.values()))
+    return CompiledFilter(predicate, list(uses.values()))
+
+
+def _short_arg_name(key: str, vocab: Vocabulary) -> str:
+    """The shortest spelling of arg `key` that resolves back to it."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        name = ".".join(parts[i:])
+        use = resolve_name(name, vocab)
+        if use.kind == "arg" and use.key == key and re.fullmatch(r"[A-Za-z_][\w.]*", name):
+            return name
+    return f"`args.{key}`"
+
+
+def example_filter(rows: list[Row]) -> str | None:
+    """A filter that works on `rows` and keeps some but not all of them, built from an arg
+    whose value varies (``learning_rate <= 0.001``); None when no arg varies."""
+    vocab = Vocabulary.from_rows(rows)
+    numeric: dict[str, set] = {}
+    text: dict[str, set] = {}
+    for row in rows:
+        for key, value in (row.get("args") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                numeric.setdefault(key, set()).add(value)
+            elif isinstance(value, str) and len(value) < 40:
+                text.setdefault(key, set()).add(value)
+    candidates = [f"{_short_arg_name(k, vocab)} <= {min(v)!r}"
+                  for k, v in sorted(numeric.items()) if len(v) > 1]
+    candidates += [f"{_short_arg_name(k, vocab)} == {min(v)!r}"
+                   for k, v in sorted(text.items()) if len(v) > 1]
+    for candidate in candidates:  # check it: a placeholder that fails would mislead
+        try:
+            predicate = compile_filter(candidate, rows).predicate
+        except FilterSyntaxError:
+            continue
+        kept = sum(1 for r in rows if predicate(r))
+        if 0 < kept < len(rows):
+            return candidate
+    return None
