@@ -34,6 +34,11 @@ async function route() {
   } catch (err) {
     console.error(err);
     root.append(h("p", { class: "error", text: `Could not show this page: ${err.message}` }));
+    const serve = window.flowillowerServe;  // set by index.html's inline script
+    if (MODE === "static" && location.protocol === "file:" && serve) {
+      root.append(h("p", { text: "Serve this folder instead of opening the file:" }),
+        h("pre", {}, h("code", { text: serve.command })));
+    }
   }
 }
 
@@ -44,6 +49,8 @@ function showSelection() {
   if (n) el.append(`${n} selected · `, h("a", { href: "#/charts", text: "chart them" }));
 }
 
+// Every module loaded: tell index.html's start-up watchdog the app is running.
+document.documentElement.setAttribute("data-fw-started", "");
 document.getElementById("mode-info").textContent =
   MODE === "static" ? "static export (read-only)" : "";
 selection.onChange(showSelection);
