@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..queries.filters import row_filter
+from ..queries.filters import compile_filter
 from .common import (
     STATUS_STYLE,
     dir_option,
@@ -46,7 +46,13 @@ def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | 
     """List runs, newest first. FILTER: text, `lr < 0.3 and status == "finished"` or
     fitlog's ${'hyper-lr':'<0.3'}$."""
     store = open_store(store_dir)
-    rows = store.runs(row_filter(filter), include_hidden=show_all)[:limit]
+    rows = store.runs(include_hidden=show_all)
+    if filter:  # names resolve against these runs; unknown/ambiguous ones exit 1
+        compiled = compile_filter(filter, rows)
+        for line in compiled.describe():
+            click.echo(f"filter: {line}", err=True)
+        rows = [r for r in rows if compiled.predicate(r)]
+    rows = rows[:limit]
     if as_json:
         print_json(rows)
         return

@@ -234,25 +234,40 @@ class StoreView:
         return value
 
     def filtered(self, q: str | None, hidden: bool) -> list[Row]:
-        """Rows matching filter `q` (plain text, expression or fitlog syntax)."""
+        """Rows matching filter `q` (plain text, expression or fitlog syntax), its names
+        resolved against the listed runs (an unknown or ambiguous name is a 400)."""
+        return self._matched(q, hidden)[0]
+
+    def _matched(self, q: str | None, hidden: bool) -> tuple[list[Row], list[dict]]:
         rows = self.rows()
         q = (q or "").strip()
 
-        def compute() -> list[Row]:
+        def compute() -> tuple[list[Row], list[dict]]:
             base = rows if hidden else [r for r in rows if not r.get("hidden")]
             if not q:
-                return base
-            from ..queries.filters import parse_filter
+                return base, []
+            from ..queries.filters import compile_filter
 
             try:
-                predicate = parse_filter(q)
-                return [r for r in base if predicate(r)]
+                compiled = compile_filter(q, base)
+                return ([r for r in base if compiled.predicate(r)],
+                        [u.as_dict() for u in compiled.uses])
             except FilterSyntaxError as exc:
                 raise ApiError(400, f"bad filter: {exc}", "q") from None
             except (TypeError, ValueError, RecursionError) as exc:
                 raise ApiError(400, f"bad filter {q[:80]!r}: {exc}", "q") from None
 
         return self._cached(("filter", q, hidden), compute)
+
+    def filter_facts(self, q: str | None, hidden: bool) -> dict[str, Any]:
+        """How each name of filter `q` resolved, and a filter that works on these runs."""
+        def example() -> str | None:
+            from ..queries.filters import example_filter
+
+            return example_filter(self._matched("", hidden)[0])
+
+        return {"names": self._matched(q, hidden)[1],
+                "example": self._cached(("filter-example", hidden), example)}
 
     def columns(self, q: str | None, hidden: bool) -> list[dict[str, Any]]:
         """Every column of the matched runs, with constant ones flagged (to fold)."""
@@ -355,6 +370,7 @@ class StoreView:
             "generation": self.generation, "total": len(self._rows or []),
             "matched": len(rows), "offset": offset, "limit": limit, "sort": sort,
             "desc": desc, "group": group, "columns": columns, "rows": out_rows,
+            "filter": self.filter_facts(q, hidden),
         }
         if group:
             counts: dict[Any, int] = {}
