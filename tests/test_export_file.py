@@ -116,3 +116,27 @@ def test_served_export_starts_without_a_message(site, page, serve_copy):
     expect(page.locator("table.runs tr[data-id]")).to_have_count(2)
     assert page.locator("html").get_attribute("data-fw-started") == ""
     expect(page.locator("#boot-msg")).to_have_count(0)
+
+
+def test_serve_command_pasted_into_a_shell_serves_the_site(tmp_path):
+    root = tmp_path / ".flowillower"
+    make_demo_store(root, runs=1, steps=20, names=["only"])
+    out = tmp_path / "it's my site"  # a quote and a space: pasted as printed, still one path
+    result = export_site(root, out, points=10)
+    command = result["serve"]
+    assert command.startswith("python -m http.server --bind 127.0.0.1 -d ")
+    assert command.endswith(" 8000") and result["url"] == "http://127.0.0.1:8000/"
+    port = _free_port()
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    proc = subprocess.Popen(["bash", "-c", "exec " + command[:-len("8000")] + str(port)],
+                            cwd="/", env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: _answers(base + "data/index.json"), timeout=15,
+                 what="the printed command to serve the export")
+        with urllib.request.urlopen(base + "index.html", timeout=5) as res:
+            assert b'content="static"' in res.read()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -13,14 +13,19 @@ The same front end, told by a meta tag to read data files instead of the API (se
     data/runs/<id>/media/...       image files; artifacts/... up to a size cap
     data/runs/<id>/model/...       model graphs
 
-Works from any static host and from `python -m http.server`. Nothing is fetched from a
-CDN; series are downsampled (min/max buckets) so 1,000 runs stay a few tens of MB.
+Works from any static host and from `python -m http.server` (`serve_command`). Opened as
+a file it cannot start (browsers load neither ES modules nor data files from file://), so
+the page says so and shows that command. Nothing is fetched from a CDN; series are
+downsampled (min/max buckets) so 1,000 runs stay a few tens of MB.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,17 @@ from .series import Loaded, hist_series
 
 MARKER = "data/index.json"
 _WATCH = ("act/", "grad/", "param/")
+
+
+def serve_command(out_dir: str | Path, port: int = 8000) -> str:
+    """The one shell command that serves an exported site at http://127.0.0.1:`port`/.
+
+    Bound to 127.0.0.1: `python -m http.server` alone listens on every interface, which
+    would publish the runs to the whole network. The folder is quoted for this OS's shell.
+    """
+    folder = str(Path(out_dir).resolve())
+    quoted = subprocess.list2cmdline([folder]) if os.name == "nt" else shlex.quote(folder)
+    return f"python -m http.server --bind 127.0.0.1 -d {quoted} {port}"
 
 
 def _dump(path: Path, obj: Any) -> int:
@@ -162,7 +178,8 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                 max_artifact_bytes: int = 20 * 2**20) -> dict[str, Any]:
     """Write the static UI site for the runs matching `runs_filter` into `out_dir`.
 
-    Returns ``{"runs", "bytes", "seconds", "out"}``. `points`: values kept per series
+    Returns ``{"runs", "bytes", "seconds", "out", "serve", "url"}``: `serve` is the
+    command that serves the site at `url` (a page opened from a file cannot start). `points`: values kept per series
     (min/max buckets); `media`: copy images and artifacts (artifacts up to
     `max_artifact_bytes` each).
     """
@@ -224,4 +241,4 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows})
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
-            "out": str(out)}
+            "out": str(out), "serve": serve_command(out), "url": "http://127.0.0.1:8000/"}
