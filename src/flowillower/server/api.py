@@ -7,6 +7,7 @@ dicts. Every UI page draws from these endpoints: they are the pages' JSON twins.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,22 @@ def classify(stats: dict[str, Any]) -> str:
         if isinstance(last.get("counts"), list) and "min" in last and "max" in last:
             return "hist"
     return "other"
+
+
+def args_diff(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Arg changes from `a` to `b`, sorted by key: `added`, `removed` or `changed`.
+
+    Values compare by their JSON text, as `flowillower diff` does (1 and 1.0 differ).
+    """
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key not in a:
+            out.append({"key": key, "change": "added", "b": b[key]})
+        elif key not in b:
+            out.append({"key": key, "change": "removed", "a": a[key]})
+        elif json.dumps(a[key], default=str) != json.dumps(b[key], default=str):
+            out.append({"key": key, "change": "changed", "a": a[key], "b": b[key]})
+    return out
 
 
 class Api:
@@ -249,16 +266,32 @@ class Api:
                 "text": None if binary else data[:2_000_000].decode("utf-8", "replace")}
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
-        run_a, sha_a = self._snapshot(a)
-        run_b, sha_b = self._snapshot(b)
+        """How run `b` differs from run `a`: args (like `flowillower diff`), then code.
+
+        A run without a code snapshot (or whose snapshot was never pulled) still gets
+        its arg differences; `code_error` says why there is no code diff.
+        """
+        run_a, run_b = self.view.resolve(a), self.view.resolve(b)
+        rows = [self.view.row(r) or {} for r in (run_a, run_b)]
+        out: dict[str, Any] = {"a": run_a, "b": run_b,
+                               "args": args_diff(rows[0].get("args") or {},
+                                                 rows[1].get("args") or {}),
+                               "diff": None, "truncated": False, "code_error": None}
+        try:
+            (_, sha_a), (_, sha_b) = self._snapshot(run_a), self._snapshot(run_b)
+        except ApiError as exc:
+            out["code_error"] = exc.message
+            return out
         from ..gitops.snapshot import diff_snapshots
 
         try:
             text = diff_snapshots(self.view.store.git_dir, sha_a, sha_b)
         except (GitError, OSError) as exc:
-            raise ApiError(404, f"cannot diff the snapshots: {exc}") from None
-        return {"a": run_a, "b": run_b, "snapshot_a": sha_a, "snapshot_b": sha_b,
-                "diff": text[:5_000_000], "truncated": len(text) > 5_000_000}
+            out["code_error"] = f"cannot diff the snapshots: {exc}"
+            return out
+        out.update(snapshot_a=sha_a, snapshot_b=sha_b, diff=text[:5_000_000],
+                   truncated=len(text) > 5_000_000)
+        return out
 
     # -- the route table ---------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -339,7 +372,7 @@ class Api:
             Endpoint("GET", "/api/runs/{run}/code/file", self.code_file,
                      "One file of the run's code snapshot", [
                          run, P("path", required=True, max_length=1000)], tag="code"),
-            Endpoint("GET", "/api/diff", self.diff, "Diff of two runs' code snapshots", [
+            Endpoint("GET", "/api/diff", self.diff, "Arg and code differences of two runs", [
                 P("a", required=True, max_length=200), P("b", required=True, max_length=200)],
                 tag="code"),
         ]

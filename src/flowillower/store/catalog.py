@@ -111,7 +111,11 @@ class Store:
         run_dir = self.run_dir(ref)
         notes = run_dir / "notes"
         notes.mkdir(exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
+        # One clock reading: two readings could straddle a second and name a later edit
+        # as earlier, and `latest_annotation` applies edits in name order.
+        micros = time.time_ns() // 1000
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(micros // 1_000_000)) + \
+            f".{micros % 1_000_000:06d}"
         path = notes / f"{stamp}-{secrets.token_hex(3)}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(fields))

@@ -198,6 +198,20 @@ async function points(p) {
     status: rows.map((r) => r.status), dims: Object.fromEntries(dims.map((k) => [k, rows.map((r) => cell(r, k) ?? null)])) };
 }
 
+// Arg differences come from the exported index, as `/api/diff` computes them; code
+// snapshots are not exported, so the code part says where to see it.
+async function diff(p) {
+  const [a, b] = [await resolve(p.a || ""), await resolve(p.b || "")];
+  const A = a.args || {}, B = b.args || {};
+  const args = [...new Set([...Object.keys(A), ...Object.keys(B)])].sort().flatMap((key) => {
+    if (!(key in A)) return [{ key, change: "added", b: B[key] }];
+    if (!(key in B)) return [{ key, change: "removed", a: A[key] }];
+    return JSON.stringify(A[key]) === JSON.stringify(B[key]) ? [] : [{ key, change: "changed", a: A[key], b: B[key] }];
+  });
+  return { a: a.id, b: b.id, args, diff: null, truncated: false,
+    code_error: "code diffs need `flowillower ui` (the static export has no code snapshots)" };
+}
+
 export async function get(path, params) {
   const parts = path.split("/").map(decodeURIComponent);
   if (path === "info") { const { runs, version } = await index(); return { version, runs: runs.length, static: true, auth: "none" }; }
@@ -205,7 +219,7 @@ export async function get(path, params) {
   if (path === "series") return series(params);
   if (path === "keys") return keys(params);
   if (path === "points") return points(params);
-  if (path === "diff") fail(404, "code diffs need `flowillower ui` (the static export has no code snapshots)");
+  if (path === "diff") return diff(params);
   if (parts[0] === "runs" && parts[1]) {
     const row = await resolve(parts[1]);
     const base = `data/runs/${encodeURIComponent(row.id)}`;

@@ -42,14 +42,21 @@ export async function render(root, { args }) {
   root.append(grid);
 
   // Notes (editable) and visibility.
-  const notes = h("textarea", { rows: 3, style: { width: "100%" }, value: row.notes || "", readOnly: api.readonly });
-  const saved = h("span", { class: "muted" });
+  const notes = h("textarea", { rows: 3, style: { width: "100%" }, readOnly: api.readonly, "aria-label": "notes" });
+  // A textarea's text is its `value` property: set as an attribute it would show empty,
+  // and the next save would erase the stored note.
+  notes.value = row.notes || "";
+  const saved = h("span", { class: "muted note-status" });
   const noteCard = card("Notes", notes, saved);
   if (!api.readonly) {
     noteCard.append(" ",
       h("button", { text: "Save note", onclick: async () => {
-        try { await api.patch(runPath(id), { notes: notes.value }); saved.textContent = "saved"; }
-        catch (e) { saved.textContent = e.message; }
+        saved.textContent = "saving…";
+        try {
+          const res = await api.patch(runPath(id), { notes: notes.value });
+          row.notes = res.run ? res.run.notes : notes.value;
+          saved.textContent = "saved";
+        } catch (e) { saved.textContent = `not saved: ${e.message}`; }
       } }), " ",
       h("button", { text: row.hidden ? "Unhide run" : "Hide run", onclick: async (e) => {
         row.hidden = !row.hidden;
@@ -87,6 +94,7 @@ export async function render(root, { args }) {
     error: git.error }));
   grid.append(gitCard);
   if (d.snapshot) codeBrowser(gitCard, id);
+  grid.append(diffCard(id));
 
   for (const key of d.keys.image) grid.append(await imageCard(id, key));
   for (const key of d.keys.artifact) grid.append(await artifactCard(id, key));
@@ -138,21 +146,9 @@ async function artifactCard(id, key) {
 function codeBrowser(container, id) {
   const files = h("div", { class: "files" }, h("span", { class: "muted", text: "loading files…" }));
   const view = h("pre", { class: "code", hidden: true });
-  const other = h("input", { type: "text", placeholder: "other run id or name", "aria-label": "diff against run" });
-  const diffOut = h("pre", { class: "code diff", hidden: true });
-  const diffBtn = h("button", { text: "Diff", onclick: async () => {
-    diffOut.hidden = false;
-    diffOut.textContent = "…";
-    try {
-      const res = await api.get("diff", { a: other.value.trim(), b: id });
-      renderDiff(diffOut, res.diff || "(no differences)");
-    } catch (e) { diffOut.textContent = e.message; }
-  } });
-  container.append(h("h2", { text: "Code snapshot" }), files, view,
-    h("div", { class: "toolbar" }, "diff against ", other, diffBtn), diffOut);
+  container.append(h("h2", { text: "Code snapshot" }), files, view);
   if (api.readonly) {
     files.textContent = "The code snapshot is browsable with `flowillower ui`.";
-    diffBtn.disabled = true;
     return;
   }
   api.get(runPath(id, "/code")).then((res) => {
@@ -165,6 +161,40 @@ function codeBrowser(container, id) {
       } catch (err) { view.textContent = err.message; }
     } })));
   }).catch((e) => { files.textContent = e.message; });
+}
+
+// Diff against another run picked from the project's runs (newest first): args as
+// `flowillower diff` shows them, then the code diff or why there is none.
+function diffCard(id) {
+  const pick = h("select", { "aria-label": "diff against run", class: "diff-pick" },
+    h("option", { value: "", text: "loading runs…" }));
+  const out = h("div", { class: "diff-out" });
+  const c = card("Diff against another run", h("div", { class: "toolbar" }, "other run ", pick), out);
+  api.get("runs", { sort: "created", desc: true, limit: 1000, hidden: true }).then((res) => {
+    clear(pick).append(h("option", { value: "", text: "choose a run…" }),
+      res.rows.filter((r) => r.id !== id).map((r) => h("option", { value: r.id, text: `${r.name} · ${r.id}` })));
+  }).catch((e) => { clear(pick).append(h("option", { value: "", text: e.message })); });
+  pick.addEventListener("change", async () => {
+    if (!pick.value) { clear(out); return; }
+    clear(out).append(h("p", { class: "muted", text: "…" }));
+    try { showDiff(out, await api.get("diff", { a: pick.value, b: id })); }
+    catch (e) { clear(out).append(h("p", { class: "error", text: e.message })); }
+  });
+  return c;
+}
+
+function showDiff(out, res) {
+  const show = (v) => (v === undefined ? "(unset)" : fmtValue(v));
+  clear(out).append(h("h3", { text: `args ${res.a} → ${res.b}` }), res.args.length
+    ? h("table", { class: "kv arg-diff" }, res.args.map((x) => h("tr", { class: `arg-${x.change}` },
+      h("td", { class: "mono", text: x.key }), h("td", { class: "muted", text: x.change }),
+      h("td", { class: "del", text: show(x.a) }), h("td", { class: "add", text: show(x.b) }))))
+    : h("p", { class: "muted", text: "(same args)" }));
+  out.append(h("h3", { text: "code" }));
+  if (res.code_error) { out.append(h("p", { class: "muted code-error", text: res.code_error })); return; }
+  const pre = h("pre", { class: "code diff" });
+  renderDiff(pre, res.diff && res.diff.trim() ? res.diff : "(same code)");
+  out.append(pre, res.truncated ? h("p", { class: "muted", text: "(diff truncated)" }) : null);
 }
 
 function renderDiff(pre, text) {
