@@ -19,9 +19,11 @@ export async function render(root, { params }) {
   };
 
   const search = h("input", { type: "search", class: "search", value: st.q, spellcheck: false,
-    placeholder: "filter: words · lr < 0.01 and status == \"success\" · ${'hyper-lr':'<0.01'}$",
+    placeholder: "filter: words · status == \"success\" · ${'hyper-NAME':'<0.01'}$",
     "aria-label": "filter runs" });
   const err = h("div", { class: "error", role: "alert" });
+  // How each name of the filter resolved (learning_rate → args.training.learning_rate).
+  const resolved = h("div", { class: "muted filter-names", "aria-live": "polite" });
   const count = h("span", { class: "muted" });
   const groupSel = h("select", { title: "group rows by an arg" });
   const hiddenBox = h("input", { type: "checkbox", checked: st.hidden });
@@ -35,7 +37,7 @@ export async function render(root, { params }) {
     h("div", { class: "toolbar" }, h("div", { class: "grow" }, search), count, colBtn,
       h("label", null, "group by ", groupSel),
       h("label", { title: "also list runs you hid" }, hiddenBox, " hidden"), actions),
-    err, folded, wrap);
+    err, resolved, folded, wrap);
 
   // -- columns -----------------------------------------------------------------------
   function visibleColumns() {
@@ -72,11 +74,22 @@ export async function render(root, { params }) {
       st.pages.set(page, data.rows);
       st.matched = data.matched;
       st.total = data.total;
+      if (page === 0) showFilterFacts(data.filter);
       if (page === 0 || !st.columns.length) st.columns = data.columns;
       draw();
     } catch (e) {
-      if (epoch === st.epoch) { err.textContent = e.message; st.matched = 0; draw(); }
+      if (epoch === st.epoch) { err.textContent = e.message; resolved.textContent = ""; st.matched = 0; draw(); }
     } finally { st.inflight.delete(page); }
+  }
+
+  // The placeholder is a filter that works on these runs (a varying arg, from the server).
+  function showFilterFacts(facts) {
+    if (!facts) return;
+    if (facts.example) {
+      search.placeholder = `filter, e.g. ${facts.example} · words · status == "success"`;
+      search.dataset.example = facts.example;
+    }
+    resolved.textContent = (facts.names || []).map((n) => n.message).join(" · ");
   }
 
   async function reload() {

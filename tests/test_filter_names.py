@@ -1,0 +1,149 @@
+"""Filter names resolve against the runs being filtered, and say how: an arg, a metric's
+last value or statistic, a tag or a run field; an unknown name gets "did you mean"
+spellings and an ambiguous one (arg and metric of one name) the two explicit spellings.
+Before this, `lr < 0.002` on the demo matched the *metric* `lr` in one run and the arg in
+another, and `learning_rate < 0.002` matched nothing without a word."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from flowillower.cli import main
+from flowillower.errors import FilterSyntaxError
+from flowillower.queries.filters import (
+    FilterNameError,
+    compile_filter,
+    example_filter,
+    parse_filter,
+)
+from flowillower.queries.names import Vocabulary, resolve_name
+from flowillower.run import Run
+
+# Shaped like the demo: a dotted arg, a metric `lr` (the schedule's last value, tiny).
+DEMO = [
+    {"id": "r1", "name": "lr-0.001", "status": "success", "tags": ["paper"], "notes": "",
+     "args": {"training.learning_rate": 0.001, "model.layers": 3},
+     "metrics": {"lr": {"last": 5e-7}, "val/loss": {"last": 0.4, "min": 0.3}}},
+    {"id": "r2", "name": "lr-0.003", "status": "failed", "tags": [], "notes": "",
+     "args": {"training.learning_rate": 0.003, "model.layers": 3},
+     "metrics": {"lr": {"last": 4e-7}, "val/loss": {"last": 0.6, "min": 0.5}}},
+]
+
+
+def matched(text: str, rows: list[dict] = DEMO) -> list[str]:
+    compiled = compile_filter(text, rows)
+    return [r["id"] for r in rows if compiled.predicate(r)]
+
+
+def test_bare_suffix_resolves_to_the_one_dotted_arg_and_says_so():
+    assert matched("learning_rate < 0.002") == ["r1"]
+    compiled = compile_filter("learning_rate < 0.002", DEMO)
+    assert compiled.describe() == [
+        "`learning_rate` → `args.training.learning_rate` (arg)"]
+    assert matched("layers == 3 and learning_rate > 0.002") == ["r2"]
+
+
+def test_metric_name_reads_its_last_value_and_stats():
+    assert matched("lr < 0.002") == ["r1", "r2"]  # only a metric is called lr here
+    assert compile_filter("lr < 1", DEMO).uses[0].spelling == "metrics.lr"
+    use = compile_filter("`val/loss.min` < 0.35", DEMO).uses[0]
+    assert (use.kind, use.key, use.stat) == ("metric", "val/loss", "min")
+    assert matched("`val/loss.min` < 0.35") == ["r1"]
+    assert matched("loss < 0.5") == ["r1"]  # last component of one metric
+
+
+def test_arg_and_metric_sharing_a_name_is_an_error_listing_both_spellings():
+    rows = [dict(DEMO[0], args={**DEMO[0]["args"], "lr": 0.1}), DEMO[1]]
+    with pytest.raises(FilterNameError) as err:
+        compile_filter("lr < 0.002", rows)
+    assert "ambiguous name `lr`: write `args.lr` or `metrics.lr`" in str(err.value)
+    assert isinstance(err.value, FilterSyntaxError)  # the UI's 400 and the CLI's exit 1
+    assert matched("args.lr > 0", rows) == ["r1"]
+    assert matched("metrics.lr < 0.002", rows) == ["r1", "r2"]
+    # The old per-run lookup silently read the arg in r1 and the metric in r2.
+    assert [r["id"] for r in rows if parse_filter("lr < 0.002")(r)] == ["r2"]
+
+
+def test_unknown_name_suggests_close_spellings():
+    with pytest.raises(FilterNameError) as err:
+        compile_filter("learning_rat < 0.002", DEMO)
+    assert "unknown name `learning_rat`; did you mean `args.training.learning_rate`" in str(
+        err.value)
+    with pytest.raises(FilterNameError, match="unknown name `momentum`"):
+        compile_filter("momentum > 0", DEMO)
+    with pytest.raises(FilterNameError, match="did you mean `metrics.val/loss`"):
+        compile_filter("metrics.val_loss < 1", DEMO)
+
+
+def test_two_args_ending_alike_are_ambiguous():
+    rows = [{"args": {"encoder.dropout": 0.1, "decoder.dropout": 0.2}, "metrics": {}}]
+    use = resolve_name("dropout", Vocabulary.from_rows(rows))
+    assert use.kind == "ambiguous"
+    assert use.choices == ["args.decoder.dropout", "args.encoder.dropout"]
+    assert resolve_name("encoder.dropout", Vocabulary.from_rows(rows)).key == "encoder.dropout"
+
+
+def test_fields_tags_text_and_fitlog_still_work():
+    assert matched("status == 'finished'") == ["r1"]
+    assert compile_filter("status == 'failed'", DEMO).uses[0].kind == "field"
+    assert matched("paper and layers == 3") == ["r1"]  # a bare tag name is a tag test
+    assert matched("not tag.paper") == ["r2"]
+    assert matched("lr-0.003") == ["r2"]  # plain words: no names to resolve
+    assert matched("${'hyper-learning_rate':'<0.002'}$") == ["r1"]
+    assert matched("${'metric-val-loss':'<0.5'}$") == ["r1"]
+    with pytest.raises(FilterNameError, match="unknown name `hyper-nope`"):
+        compile_filter("${'hyper-nope':'<0.002'}$", DEMO)
+
+
+def test_example_filter_is_a_working_filter_on_these_runs():
+    example = example_filter(DEMO)
+    assert example == "learning_rate <= 0.001"
+    assert matched(example) == ["r1"]
+    rows = [{"id": "a", "args": {"opt": "adam", "seed": 1}, "metrics": {}},
+            {"id": "b", "args": {"opt": "sgd", "seed": 1}, "metrics": {}}]
+    assert example_filter(rows) == "opt == 'adam'"
+    assert example_filter(rows[:1]) is None  # nothing varies: no example to show
+
+
+# -- the CLI ---------------------------------------------------------------------------
+@pytest.fixture
+def demo_store(tmp_path):
+    root = tmp_path / ".flowillower"
+    for lr in (0.001, 0.003):
+        run = Run("demo", f"lr-{lr}", dir=root, snapshot=False)
+        run.record_args({"training.learning_rate": lr, "model.layers": 3})
+        for step in range(3):
+            run.log_metrics({"lr": lr * 1e-4 / (step + 1)}, step)
+        run.finish()
+    return root
+
+
+def ls(store, *argv: str):
+    return CliRunner().invoke(main, ["ls", *argv, "--dir", str(store)],
+                              prog_name="flowillower")
+
+
+def test_cli_ls_prints_how_names_resolved(demo_store):
+    result = ls(demo_store, "learning_rate < 0.002")
+    assert result.exit_code == 0, result.output
+    assert "filter: `learning_rate` → `args.training.learning_rate` (arg)" in result.stderr
+    assert "lr-0.001" in result.stdout and "lr-0.003" not in result.stdout
+    as_json = ls(demo_store, "learning_rate < 0.002", "--json")
+    assert [r["name"] for r in json.loads(as_json.stdout)] == ["lr-0.001"]
+
+
+def test_cli_ls_rejects_unknown_and_ambiguous_names(demo_store):
+    result = ls(demo_store, "learning_rat < 0.002")
+    assert result.exit_code == 1
+    assert "did you mean `args.training.learning_rate`" in result.output
+    run = Run("demo", "with-arg-lr", dir=demo_store, snapshot=False)
+    run.record_args({"lr": 0.1})
+    run.finish()
+    result = ls(demo_store, "lr < 0.002")
+    assert result.exit_code == 1
+    assert "write `args.lr` or `metrics.lr`" in result.output
+    result = ls(demo_store, "args.lr < 0.5")
+    assert result.exit_code == 0 and "with-arg-lr" in result.stdout
