@@ -272,6 +272,8 @@ class Api:
         its arg differences; `code_error` says why there is no code diff.
         """
         run_a, run_b = self.view.resolve(a), self.view.resolve(b)
+        if self.view.row(run_a) is None or self.view.row(run_b) is None:
+            self.view.refresh(wait=True)  # a run newer than the last sync
         rows = [self.view.row(r) or {} for r in (run_a, run_b)]
         out: dict[str, Any] = {"a": run_a, "b": run_b,
                                "args": args_diff(rows[0].get("args") or {},

@@ -172,7 +172,7 @@ function diffCard(id) {
   const c = card("Diff against another run", h("div", { class: "toolbar" }, "other run ", pick), out);
   api.get("runs", { sort: "created", desc: true, limit: 1000, hidden: true }).then((res) => {
     clear(pick).append(h("option", { value: "", text: "choose a run…" }),
-      res.rows.filter((r) => r.id !== id).map((r) => h("option", { value: r.id, text: `${r.name} · ${r.id}` })));
+      ...res.rows.filter((r) => r.id !== id).map((r) => h("option", { value: r.id, text: `${r.name} · ${r.id}` })));
   }).catch((e) => { clear(pick).append(h("option", { value: "", text: e.message })); });
   pick.addEventListener("change", async () => {
     if (!pick.value) { clear(out); return; }
