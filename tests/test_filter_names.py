@@ -46,9 +46,24 @@ def test_bare_suffix_resolves_to_the_one_dotted_arg_and_says_so():
     assert matched("layers == 3 and learning_rate > 0.002") == ["r2"]
 
 
+def test_demo_lr_is_ambiguous_between_the_metric_and_the_learning_rate_arg():
+    # The demo's bug: `lr < 0.002` silently read the metric lr (~5e-7) and kept both runs.
+    assert [r["id"] for r in DEMO if parse_filter("lr < 0.002")(r)] == ["r1", "r2"]
+    with pytest.raises(FilterNameError) as err:
+        compile_filter("lr < 0.002", DEMO)
+    assert ("ambiguous name `lr`: write `metrics.lr` or `args.training.learning_rate`"
+            in str(err.value))
+    assert matched("metrics.lr < 0.002") == ["r1", "r2"]
+    assert matched("args.training.learning_rate < 0.002") == ["r1"]
+    rows = [{"args": {"batch_size": 32}, "metrics": {}}]  # no metric bs: resolves
+    use = resolve_name("bs", Vocabulary.from_rows(rows))
+    assert (use.kind, use.key) == ("arg", "batch_size")
+
+
 def test_metric_name_reads_its_last_value_and_stats():
-    assert matched("lr < 0.002") == ["r1", "r2"]  # only a metric is called lr here
-    assert compile_filter("lr < 1", DEMO).uses[0].spelling == "metrics.lr"
+    rows = [dict(r, args={}) for r in DEMO]  # no arg looks like lr now
+    assert matched("lr < 0.002", rows) == ["r1", "r2"]
+    assert compile_filter("lr < 1", rows).uses[0].spelling == "metrics.lr"
     use = compile_filter("`val/loss.min` < 0.35", DEMO).uses[0]
     assert (use.kind, use.key, use.stat) == ("metric", "val/loss", "min")
     assert matched("`val/loss.min` < 0.35") == ["r1"]
@@ -139,6 +154,9 @@ def test_cli_ls_rejects_unknown_and_ambiguous_names(demo_store):
     result = ls(demo_store, "learning_rat < 0.002")
     assert result.exit_code == 1
     assert "did you mean `args.training.learning_rate`" in result.output
+    result = ls(demo_store, "lr < 0.002")  # the demo's own shape
+    assert result.exit_code == 1
+    assert "write `metrics.lr` or `args.training.learning_rate`" in result.output
     run = Run("demo", "with-arg-lr", dir=demo_store, snapshot=False)
     run.record_args({"lr": 0.1})
     run.finish()

@@ -12,6 +12,7 @@ silent pick per run.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,12 @@ def _suffix_matches(name: str, keys: Iterable[str]) -> list[str]:
     return sorted(k for k in keys if k.endswith(("." + name, "/" + name)))
 
 
+def _abbreviates(name: str, key: str) -> bool:
+    """`lr` abbreviates `training.learning_rate`: the initials of its last component."""
+    words = [w for w in re.split(r"[_\-]", key.rsplit(".", 1)[-1]) if w]
+    return len(words) > 1 and len(name) > 1 and name == "".join(w[0] for w in words)
+
+
 def _metric(name: str, rest: str, vocab: Vocabulary) -> NameUse | None:
     for candidate in (rest, rest.replace("-", "/"), rest.replace("-", ".")):
         if candidate in vocab.metrics:
@@ -172,11 +179,16 @@ def resolve_name(name: str, vocab: Vocabulary) -> NameUse:
                        choices=[f"args.{name}", f"metrics.{name}"])
     if in_args:
         return NameUse(name, "arg", name)
+    # An arg that ends in `name` or abbreviates to it: the demo's `lr` is both the metric
+    # `lr` and (as people write it) the arg `training.learning_rate`.
+    like_args = [f"args.{k}" for k in sorted(vocab.args)
+                 if k.endswith(("." + name, "/" + name)) or _abbreviates(name, k)]
     metric = _metric(name, name, vocab)
     if metric is not None:
+        if like_args:
+            return NameUse(name, "ambiguous", name, choices=[metric.spelling, *like_args])
         return metric
-    found = ([f"args.{k}" for k in _suffix_matches(name, vocab.args)]
-             + [f"metrics.{k}" for k in _suffix_matches(name, vocab.metrics)])
+    found = like_args + [f"metrics.{k}" for k in _suffix_matches(name, vocab.metrics)]
     if len(found) == 1:
         kind, _, key = found[0].partition(".")
         return NameUse(name, "arg" if kind == "args" else "metric", key)
