@@ -169,3 +169,23 @@ def test_run_page_note_round_trip(server, page):
     cell = page.locator(f"table.runs tr[data-id='{noted}'] td.note")
     wait_for(lambda: cell.count() and cell.text_content() == "better lr next time",
              timeout=10, what="the table to show the saved note")
+
+
+def test_a_save_on_a_full_disk_says_so_and_keeps_the_note(tiny_disk):
+    root = tiny_disk / ".flowillower"
+    noted, _ = _make_runs(root)
+    with TestClient(create_app(root), base_url=LOCAL) as c:
+        _ok(c.patch(f"/api/runs/{noted}", json={"notes": "kept"}, headers=WRITE))
+        filler = tiny_disk / "filler"
+        with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        r = c.patch(f"/api/runs/{noted}", json={"notes": "x" * 90_000}, headers=WRITE)
+        assert r.status_code == 400 and "space" in r.json()["error"].lower(), r.text
+        notes_dir = root / "runs" / noted / "notes"
+        assert not [p.name for p in notes_dir.iterdir() if p.suffix != ".json"]
+        filler.unlink()  # room for the index again
+        assert _ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == "kept"

@@ -118,8 +118,14 @@ class Store:
             f".{micros % 1_000_000:06d}"
         path = notes / f"{stamp}-{secrets.token_hex(3)}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(fields))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(fields))
+            os.replace(tmp, path)
+        except BaseException:
+            # A full disk or an interrupt: no half-written leftover; the previous edit
+            # stays the one in effect.
+            tmp.unlink(missing_ok=True)
+            raise
         return fields
 
     def delete(self, ref: str) -> str:
