@@ -1,10 +1,13 @@
-"""The exported site opened from a file says exactly how to serve it; a broken one says
-what failed. Never "Loading..." forever (issue 19, item 6)."""
+"""The exported site works opened from a file (a bundled classic script and data twins);
+where it cannot, it says exactly how to serve it; a broken one says what failed. Never
+"Loading..." forever (issue 19, item 6)."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
+import re
 import shlex
 import socket
 import subprocess
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from flowillower.server import export
 from flowillower.server.demo import make_demo_store
 from flowillower.server.export import export_site
 from tests.conftest import require_browser, wait_for
@@ -28,8 +32,7 @@ expect = playwright_api.expect
 def site(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("exp") / ".flowillower"
     make_demo_store(root, runs=2, steps=50, names=["first", "second"])
-    # A space and a quote-worthy name: the command shown must survive being pasted.
-    out = root.parent / "my site"
+    out = root.parent / "site with spaces"
     export_site(root, out, points=20)
     return out
 
@@ -71,7 +74,38 @@ def serve_copy(tmp_path) -> Iterator:
         srv.server_close()
 
 
-def test_opened_from_a_file_shows_the_command_that_serves_it(site, page):
+def test_opened_from_a_file_shows_runs_charts_images_and_models(site, page):
+    ids = [row["id"] for row in json.loads((site / "data" / "index.json").read_text())["runs"]]
+    page.goto((site / "index.html").as_uri())
+    expect(page.locator("table.runs tr[data-id]")).to_have_count(2)
+    expect(page.locator("#boot-msg")).to_have_count(0)
+    page.locator("table.runs tr[data-id] input[type=checkbox]").first.check()
+    page.goto((site / "index.html").as_uri() + "#/charts")
+    expect(page.locator("#view canvas").first).to_be_visible()  # a chart was drawn
+    page.goto((site / "index.html").as_uri() + f"#/run/{ids[-1]}")
+    expect(page.locator("#view")).to_contain_text("train/loss")
+    image = page.locator("#view img").first
+    expect(image).to_be_visible()
+    wait_for(lambda: image.evaluate("i => i.complete && i.naturalWidth > 0"),
+             what="the run's image to load from the file")
+    with_model = [i for i in ids if (site / "data" / "runs" / i / "model").is_dir()]
+    page.goto((site / "index.html").as_uri() + f"#/model/{with_model[0]}")
+    expect(page.locator("#view")).to_contain_text("ResMLP")
+
+
+def test_export_without_a_bundle_shows_the_command_that_serves_it(
+        tmp_path, page, monkeypatch):
+    def refuse(js_dir: Path) -> str:
+        raise export.BundleError("app.js:1: cannot bundle 'export default'")
+
+    monkeypatch.setattr(export, "bundle_modules", refuse)
+    root = tmp_path / ".flowillower"
+    make_demo_store(root, runs=2, steps=20, names=["first", "second"])
+    site = tmp_path / "my site"  # a space: the command shown must survive being pasted
+    result = export.export_site(root, site, points=10)
+    assert result["file"] == "app.js:1: cannot bundle 'export default'"
+    assert not (site / export.BUNDLE).exists()
+
     page.goto((site / "index.html").as_uri())
     box = page.locator("#boot-msg")
     expect(box).to_be_visible()
@@ -79,8 +113,7 @@ def test_opened_from_a_file_shows_the_command_that_serves_it(site, page):
     assert "Loading" not in page.locator("#view").inner_text()
     command = page.locator("#boot-msg code").inner_text()
     assert command == f'python -m http.server --bind 127.0.0.1 -d "{site}" 8000'
-    url = page.locator("#boot-msg a").get_attribute("href")
-    assert url == "http://127.0.0.1:8000/"
+    assert page.locator("#boot-msg a").get_attribute("href") == "http://127.0.0.1:8000/"
 
     # The command, pasted into a shell (a free port instead of 8000), serves the runs.
     port = _free_port()
@@ -97,6 +130,23 @@ def test_opened_from_a_file_shows_the_command_that_serves_it(site, page):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_bundler_refuses_what_it_cannot_rewrite(tmp_path):
+    (tmp_path / "app.js").write_text('import { a } from "./b.js";\nexport default a;\n')
+    (tmp_path / "b.js").write_text("export const a = 1;\n")
+    with pytest.raises(export.BundleError, match="app.js:2"):
+        export.bundle_modules(tmp_path)
+    (tmp_path / "app.js").write_text('import { a } from "./b.js";\nexport const c = a;\n')
+    (tmp_path / "b.js").write_text('import { c } from "./app.js";\nexport const a = 1;\n')
+    with pytest.raises(export.BundleError, match="cycle"):
+        export.bundle_modules(tmp_path)
+
+
+def test_bundle_fetches_nothing_from_the_network(site):
+    text = (site / export.BUNDLE).read_text()
+    assert set(re.findall(r"https?://[^\s\"'`)]+", text)) <= {"http://www.w3.org/2000/svg"}
+    assert "import(" not in text and "\nexport " not in text
 
 
 def test_a_broken_export_says_what_failed(site, page, serve_copy, tmp_path):

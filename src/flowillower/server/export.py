@@ -5,6 +5,7 @@ The same front end, told by a meta tag to read data files instead of the API (se
 
     index.html                     the shell (mode "static")
     static/                        the front end and vendored libraries
+    static/app.bundle.js           its modules as one classic script (pages opened from a file)
     data/index.json                run rows (what the runs table filters and sorts)
     data/runs/<id>/run.json        the run page's data (as /api/runs/<id>)
     data/runs/<id>/series.json     every chartable key, downsampled to `points` values
@@ -12,17 +13,20 @@ The same front end, told by a meta tag to read data files instead of the API (se
     data/runs/<id>/media.json      images / artifacts per key
     data/runs/<id>/media/...       image files; artifacts/... up to a size cap
     data/runs/<id>/model/...       model graphs
+    data/**/<name>.json.js         each JSON file above as a script (pages opened from a file)
 
-Works from any static host and from `python -m http.server` (`serve_command`). Opened as
-a file it cannot start (browsers load neither ES modules nor data files from file://), so
-the page says so and shows that command. Nothing is fetched from a CDN; series are
-downsampled (min/max buckets) so 1,000 runs stay a few tens of MB.
+Works from any static host, from `python -m http.server` (`serve_command`), and opened as
+a file (double-click): browsers load neither ES modules nor fetch() data on file:// pages,
+so there the page runs the bundle and reads the `.json.js` twins. Should bundling fail, a
+page opened from a file shows `serve_command` instead. Nothing is fetched from a CDN;
+series are downsampled (min/max buckets) so 1,000 runs stay a few tens of MB.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -60,14 +64,127 @@ def serve_command(out_dir: str | Path, port: int = 8000) -> str:
     quoted = subprocess.list2cmdline([folder]) if os.name == "nt" else shlex.quote(folder)
     return f"python -m http.server --bind 127.0.0.1 -d {quoted} {port}"
 
+# --- opened from a file: the modules bundled into one classic script -------------------
+# Chromium and Firefox refuse ES modules and fetch() on file:// pages, but run classic
+# scripts. So the export also writes static/app.bundle.js (every module wrapped in a
+# function, imports rewritten to a lookup) and, next to each data file, a `.js` twin that
+# hands its JSON to the page; a fetch shim (file:// only) loads those twins.
+BUNDLE = "static/app.bundle.js"
+_IMPORT = re.compile(r'^import\s*\{([^}]*)\}\s*from\s*"\./([\w-]+\.js)";?[ \t]*$', re.M)
+_DYNAMIC = re.compile(r'\bimport\(\s*"\./([\w-]+\.js)"\s*\)')
+_EXPORT = re.compile(r"^export\s+((?:async\s+)?function\*?|class|const|let|var)\s+([\w$]+)",
+                     re.M)
+_LEFT = re.compile(r"^\s*(?:import|export)\b|\bimport\s*(?:\(|\.meta)", re.M)
+_PRELUDE = """\
+"use strict";
+const defs = {}, mods = {};
+function req(name) {
+  if (!mods[name]) { mods[name] = {}; defs[name](mods[name]); }
+  return mods[name];
+}
+if (location.protocol === "file:") {
+  const waiting = new Map();
+  window.__fwData = (path, data) => {
+    const todo = waiting.get(path) || [];
+    waiting.delete(path);
+    todo.forEach((done) => done(data));
+  };
+  const realFetch = window.fetch;
+  window.fetch = function (input, init) {
+    const url = typeof input === "string" ? input : input.url;
+    if (!/^data\\//.test(url)) return realFetch.call(this, input, init);
+    const path = decodeURIComponent(url.split("?")[0]);
+    return new Promise((resolve) => {
+      const reply = (body, status, statusText) => resolve(new Response(body, {
+        status, statusText, headers: { "Content-Type": "application/json" } }));
+      if (!waiting.has(path)) waiting.set(path, []);
+      waiting.get(path).push((data) => reply(JSON.stringify(data), 200, "OK"));
+      const s = document.createElement("script");
+      s.src = url.split("?")[0] + ".js";
+      s.onerror = () => { waiting.delete(path); reply("", 404, "Not Found"); s.remove(); };
+      s.onload = () => s.remove();
+      document.head.appendChild(s);
+    });
+  };
+}
+"""
 
-def _dump(path: Path, obj: Any) -> int:
+
+class BundleError(ValueError):
+    """A module uses syntax the bundler does not rewrite (the export then needs HTTP)."""
+
+
+def _module(name: str, text: str) -> str:
+    def imp(m: re.Match[str]) -> str:
+        names = [n.strip().replace(" as ", ": ") for n in m.group(1).split(",") if n.strip()]
+        return f'const {{ {", ".join(names)} }} = req("{m.group(2)}");'
+
+    body = _IMPORT.sub(imp, text)
+    body = _DYNAMIC.sub(lambda m: f'Promise.resolve().then(() => req("{m.group(1)}"))', body)
+    names = [m.group(2) for m in _EXPORT.finditer(body)]
+    body = _EXPORT.sub(lambda m: f"{m.group(1)} {m.group(2)}", body)
+    left = _LEFT.search(body)
+    if left:
+        line = body[:left.start()].count("\n") + 1
+        raise BundleError(f"{name}:{line}: cannot bundle {left.group(0).strip()!r}")
+    getters = ", ".join(f"{n}: {{ get: () => {n}, enumerable: true }}" for n in names)
+    # Getters are defined first: exports are live bindings, as in a module.
+    return (f'defs["{name}"] = function (__exports) {{\n'
+            f"Object.defineProperties(__exports, {{ {getters} }});\n{body}\n}};\n")
+
+
+def _static_imports(text: str) -> list[str]:
+    return [m.group(2) for m in _IMPORT.finditer(text)]
+
+
+def bundle_modules(js_dir: Path, entry: str = "app.js") -> str:
+    """Every module in `js_dir` as one classic script that starts `entry`.
+
+    Raises `BundleError` for syntax it does not rewrite, and for import cycles (a
+    destructured import would read a binding before its module ran).
+    """
+    sources = {p.name: p.read_text(encoding="utf-8") for p in sorted(js_dir.glob("*.js"))}
+    state: dict[str, int] = {}
+
+    def visit(name: str) -> None:  # depth-first: 1 = in progress, 2 = done
+        if state.get(name) == 1:
+            raise BundleError(f"import cycle through {name}")
+        if state.get(name) == 2:
+            return
+        if name not in sources:
+            raise BundleError(f"{name} is imported but missing")
+        state[name] = 1
+        for dep in _static_imports(sources[name]):
+            visit(dep)
+        state[name] = 2
+
+    for name in sources:
+        visit(name)
+    parts = [_module(name, text) for name, text in sources.items()]
+    start = (f'const go = () => req("{entry}");\n'
+             'if (document.readyState === "loading") '
+             'document.addEventListener("DOMContentLoaded", go); else go();\n')
+    return ("// flowillower: the UI's modules in one classic script, for pages opened from a\n"
+            "// file (written by `flowillower export`; the served site uses the modules).\n"
+            "(function () {\n" + _PRELUDE + "".join(parts) + start + "})();\n")
+
+
+def _script_twin(out: Path, path: Path, text: str) -> None:
+    """`path`'s JSON as a classic script: how a file:// page reads data it cannot fetch."""
+    key = json.dumps(path.relative_to(out).as_posix())
+    path.with_name(path.name + ".js").write_text(f"window.__fwData({key}, {text});\n",
+                                                 encoding="utf-8")
+
+
+def _dump(path: Path, obj: Any, out: Path) -> int:
+    """Write `obj` as JSON at `path` (inside the site `out`), with its script twin."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
     except ValueError:
         text = json.dumps(sanitize(obj), separators=(",", ":"), default=str)
     path.write_text(text, encoding="utf-8")
+    _script_twin(out, path, text)
     return len(text)
 
 
@@ -178,8 +295,9 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                 max_artifact_bytes: int = 20 * 2**20) -> dict[str, Any]:
     """Write the static UI site for the runs matching `runs_filter` into `out_dir`.
 
-    Returns ``{"runs", "bytes", "seconds", "out", "serve", "url"}``: `serve` is the
-    command that serves the site at `url` (a page opened from a file cannot start). `points`: values kept per series
+    Returns ``{"runs", "bytes", "seconds", "out", "serve", "url", "file"}``: `serve` is
+    the command that serves the site at `url`; `file` is True when the site also runs
+    opened from a file (else why not: the page then shows `serve`). `points`: values kept per series
     (min/max buckets); `media`: copy images and artifacts (artifacts up to
     `max_artifact_bytes` each).
     """
@@ -191,6 +309,11 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     shutil.copytree(STATIC_DIR, out / "static",
                     ignore=shutil.ignore_patterns("index.html", "*.map"))
     (out / "index.html").write_text(render_index("static"), encoding="utf-8")
+    try:  # without the bundle, a page opened from a file shows how to serve it instead
+        (out / BUNDLE).write_text(bundle_modules(STATIC_DIR / "js"), encoding="utf-8")
+        file_ok: str | bool = True
+    except BundleError as exc:
+        file_ok = str(exc)
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve static/ as is
     base = runs_dir(store.root)
     kept = []
@@ -220,25 +343,27 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                     target = dest / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(graph, target)
+                    _script_twin(out, target, target.read_text(encoding="utf-8"))
                     models.append("" if len(rel.parts) == 2 else rel.parts[1])
         _dump(dest / "run.json", {
             "run": row, "meta": meta, "summary": read_json(run_dir / "summary.json"),
             "annotations": latest_annotation(run_dir), "keys": keys, "models": models,
-            "snapshot": None, "static": True})
-        _dump(dest / "series.json", _series_doc(data, row.get("created"), points))
+            "snapshot": None, "static": True}, out)
+        _dump(dest / "series.json", _series_doc(data, row.get("created"), points), out)
         if keys["hist"]:
             hists = {}
             for key in keys["hist"]:
                 s = data.series.get(key)
                 hists[key] = {"run": row["id"], "key": key,
                               **hist_series(Loaded(s, data.loop_names, data.ctx_coords), 100)}
-            _dump(dest / "hist.json", hists)
+            _dump(dest / "hist.json", hists, out)
         if keys["image"] or keys["artifact"]:
             _dump(dest / "media.json", _copy_media(run_dir, dest, data, keys,
-                                                   max_artifact_bytes, media))
+                                                   max_artifact_bytes, media), out)
     # No timestamp: the same runs export to the same bytes (a redeploy pushes nothing).
     rows = kept
-    _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows})
+    _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows}, out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
-            "out": str(out), "serve": serve_command(out), "url": "http://127.0.0.1:8000/"}
+            "out": str(out), "serve": serve_command(out), "url": "http://127.0.0.1:8000/",
+            "file": file_ok}

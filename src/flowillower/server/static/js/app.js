@@ -49,11 +49,17 @@ function showSelection() {
   if (n) el.append(`${n} selected · `, h("a", { href: "#/charts", text: "chart them" }));
 }
 
-// Every module loaded: tell index.html's start-up watchdog the app is running.
-document.documentElement.setAttribute("data-fw-started", "");
-document.getElementById("mode-info").textContent =
-  MODE === "static" ? "static export (read-only)" : "";
-selection.onChange(showSelection);
-showSelection();
-window.addEventListener("hashchange", route);
-route();
+function start() {
+  // Every module loaded: tell index.html's start-up watchdog the app is running.
+  document.documentElement.setAttribute("data-fw-started", "");
+  document.getElementById("mode-info").textContent =
+    MODE === "static" ? "static export (read-only)" : "";
+  selection.onChange(showSelection);
+  showSelection();
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+// Opened from a file, the bundled copy of this module (export.py) and, in a browser
+// that allows modules there, this module itself may both run: start once.
+if (!document.documentElement.hasAttribute("data-fw-started")) start();
