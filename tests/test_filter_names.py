@@ -165,3 +165,46 @@ def test_cli_ls_rejects_unknown_and_ambiguous_names(demo_store):
     assert "write `args.lr` or `metrics.lr`" in result.output
     result = ls(demo_store, "args.lr < 0.5")
     assert result.exit_code == 0 and "with-arg-lr" in result.stdout
+
+
+# -- the static export's port (static/js/filter.js) gives the same answers -----------------
+PARITY = ["learning_rate < 0.002", "lr < 0.002", "metrics.lr < 0.002", "learning_rat < 0.002",
+          "`val/loss.min` < 0.35", "loss < 0.5", "not tag.paper", "status == 'finished'",
+          "${'hyper-learning_rate':'<0.002'}$", "lr-0.003", "momentum > 0"]
+
+
+def _python_answer(text: str) -> dict:
+    try:
+        compiled = compile_filter(text, DEMO)
+    except FilterNameError as exc:
+        return {"error": str(exc)}
+    return {"ids": [r["id"] for r in DEMO if compiled.predicate(r)],
+            "names": compiled.describe()}
+
+
+def test_javascript_port_resolves_names_the_same_way(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import flowillower
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    source = Path(flowillower.__file__).parent / "server" / "static" / "js" / "filter.js"
+    shutil.copy(source, tmp_path / "filter.mjs")  # .mjs: node loads it as an ES module
+    script = tmp_path / "run.mjs"
+    script.write_text(
+        "import { compileFilter, exampleFilter } from './filter.mjs';\n"
+        f"const rows = {json.dumps(DEMO)}, texts = {json.dumps(PARITY)};\n"
+        "const out = texts.map((t) => { try { const c = compileFilter(t, rows);\n"
+        "  return { ids: rows.filter(c.pred).map((r) => r.id),\n"
+        "           names: c.names.map((n) => n.message) }; }\n"
+        "  catch (e) { return { error: e.message }; } });\n"
+        "console.log(JSON.stringify({ out, example: exampleFilter(rows) }));\n")
+    done = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60,
+                          check=True)
+    answer = json.loads(done.stdout)
+    assert answer["out"] == [_python_answer(t) for t in PARITY]
+    assert answer["example"] == example_filter(DEMO)

@@ -89,8 +89,10 @@ function tokenize(src) {
   return out;
 }
 
+const plain = (name) => (r) => lookup(r, name);
+
 class Parser {
-  constructor(tokens) { this.t = tokens; this.i = 0; }
+  constructor(tokens, getter = plain) { this.t = tokens; this.i = 0; this.getter = getter; }
   peek(type) { return this.t[this.i] && this.t[this.i].t === type; }
   take(type) {
     if (!this.peek(type)) throw new FilterError(`expected ${type} in filter`);
@@ -142,7 +144,7 @@ class Parser {
   }
   atom() {
     if (this.peek("(")) { this.i++; const e = this.or(); this.take(")"); return e; }
-    if (this.peek("name")) { const n = this.t[this.i++].v; return (r) => lookup(r, n); }
+    if (this.peek("name")) return this.getter(this.t[this.i++].v);
     if (this.peek("lit") || this.peek("[")) { const v = this.literal(); return () => v; }
     throw new FilterError("unexpected end of filter");
   }
@@ -156,10 +158,11 @@ function contains(container, item) {
   return false;
 }
 
-function fitlogCondition(col, spec) {
-  if (Array.isArray(spec)) { const parts = spec.map((s) => fitlogCondition(col, s)); return (r) => parts.some((p) => p(r)); }
-  if (typeof spec !== "string") return (r) => compare("==", lookup(r, col), spec);
-  if (spec.includes("&&")) { const parts = spec.split("&&").map((s) => fitlogCondition(col, s)); return (r) => parts.every((p) => p(r)); }
+function fitlogCondition(col, spec, getter = plain) {
+  const valueOf = getter(col);
+  if (Array.isArray(spec)) { const parts = spec.map((s) => fitlogCondition(col, s, getter)); return (r) => parts.some((p) => p(r)); }
+  if (typeof spec !== "string") return (r) => compare("==", valueOf(r), spec);
+  if (spec.includes("&&")) { const parts = spec.split("&&").map((s) => fitlogCondition(col, s, getter)); return (r) => parts.every((p) => p(r)); }
   const m = /^\s*(<=|>=|!=|==|<|>|=)?\s*([^<>=!]*?)\s*(<=|>=|!=|==|<|>|=)?\s*$/.exec(spec);
   if (!m || (m[1] && m[3])) throw new FilterError(`cannot read condition '${spec}' for '${col}'; write e.g. '<0.3', '0.1<&&<0.3' or '!=0.4'`);
   let value = m[2];
@@ -167,13 +170,16 @@ function fitlogCondition(col, spec) {
   else if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
   const flip = { "<": ">", "<=": ">=", ">": "<", ">=": "<=", "!=": "!=", "==": "==", "=": "=" };
   const op = m[1] || (m[3] ? flip[m[3]] : "==");
-  return (r) => compare(op, lookup(r, col), value);
+  return (r) => compare(op, valueOf(r), value);
 }
 
-export function parseFilter(text) {
+const isFitlog = (s) => s.startsWith("${") && s.endsWith("}$");
+const EXPRESSION = /[<>=!]|\b(and|or|not|in)\b/;
+
+export function parseFilter(text, getter = plain) {
   const s = (text || "").trim();
   if (!s) return () => true;
-  if (s.startsWith("${") && s.endsWith("}$")) {
+  if (isFitlog(s)) {
     const p = new Parser(tokenize(s.slice(1, -1)));
     const d = p.literal();
     if (!d || !d.pairs) throw new FilterError("a fitlog filter is a dict between ${ and }$");
@@ -181,13 +187,13 @@ export function parseFilter(text) {
     const conds = [];
     for (const [k, v] of d.pairs) {
       if (k === "and_filters") { and = Boolean(v); continue; }
-      conds.push(fitlogCondition(String(k), v));
+      conds.push(fitlogCondition(String(k), v, getter));
     }
     if (!conds.length) return () => true;
     return and ? (r) => conds.every((c) => c(r)) : (r) => conds.some((c) => c(r));
   }
-  if (/[<>=!]|\b(and|or|not|in)\b/.test(s)) {
-    const p = new Parser(tokenize(s));
+  if (EXPRESSION.test(s)) {
+    const p = new Parser(tokenize(s), getter);
     const fn = p.or();
     if (p.i < p.t.length) throw new FilterError(`cannot parse filter '${s}': unexpected ${p.t[p.i].t}`);
     return (r) => truth(fn(r));
@@ -199,4 +205,173 @@ export function parseFilter(text) {
       .map((x) => String(x ?? "")).join(" ").toLowerCase();
     return words.every((w) => hay.includes(w));
   };
+}
+
+// -- names resolved against the runs (flowillower.queries.names, ported) --------------
+// A bare name means one thing in every run; an unknown or ambiguous one is an error with
+// the spellings to use ("did you mean", `args.lr` / `metrics.lr`).
+const ARG_P = ["hyper-", "hyper.", "args.", "arg.", "config."];
+const METRIC_P = ["metric-", "metric.", "metrics.", "loss-"];
+const TAG_P = ["tag.", "tags.", "tag-"];
+const ALL_STATS = ["last", "min", "max", "count", "best"];
+const endsLike = (k, name) => k.endsWith(`.${name}`) || k.endsWith(`/${name}`);
+
+function abbreviates(name, key) {  // `lr` abbreviates `training.learning_rate`
+  const words = key.split(".").pop().split(/[_-]/).filter(Boolean);
+  return words.length > 1 && name.length > 1 && name === words.map((w) => w[0]).join("");
+}
+
+export function vocabulary(rows) {
+  const v = { args: new Set(), metrics: new Set(), tags: new Set() };
+  for (const r of rows) {
+    Object.keys(r.args || {}).forEach((k) => v.args.add(k));
+    Object.keys(r.metrics || {}).forEach((k) => v.metrics.add(k));
+    (r.tags || []).forEach((t) => v.tags.add(String(t)));
+  }
+  return v;
+}
+
+export function spelling(u) {
+  if (u.kind === "arg") return `args.${u.key}`;
+  if (u.kind === "metric") return `metrics.${u.key}${u.stat === "last" ? "" : `.${u.stat}`}`;
+  if (u.kind === "tag") return `tag.${u.key}`;
+  return u.key;
+}
+
+export function describe(u) {
+  const q = u.choices.map((c) => `\`${c}\``);
+  const quoted = q.length > 1 ? `${q.slice(0, -1).join(", ")} or ${q[q.length - 1]}` : q.join("");
+  if (u.kind === "unknown") return `unknown name \`${u.name}\`${q.length ? `; did you mean ${quoted}?` : ""}`;
+  if (u.kind === "ambiguous") return `ambiguous name \`${u.name}\`: write ${quoted}`;
+  const what = { field: "run field", arg: "arg", tag: "tag (true when the run has it)",
+    metric: `metric, ${u.stat} value` }[u.kind];
+  return `\`${u.name}\` → \`${spelling(u)}\` (${what})`;
+}
+
+const use = (name, kind, key, stat = "last", choices = []) => ({ name, kind, key, stat, choices });
+const isOk = (u) => u.kind !== "unknown" && u.kind !== "ambiguous";
+
+function metricUse(name, rest, v) {
+  for (const c of [rest, rest.replaceAll("-", "/"), rest.replaceAll("-", ".")]) if (v.metrics.has(c)) return use(name, "metric", c);
+  const dot = rest.lastIndexOf(".");
+  if (dot > 0 && ALL_STATS.includes(rest.slice(dot + 1)) && v.metrics.has(rest.slice(0, dot))) {
+    return use(name, "metric", rest.slice(0, dot), rest.slice(dot + 1));
+  }
+  return null;
+}
+
+function closeness(a, b) {  // 1 - edit distance / longer length
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]; d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j];
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return 1 - d[b.length] / Math.max(a.length, b.length, 1);
+}
+
+function suggest(name, v, pool = "all") {
+  const spell = new Map();
+  const add = (short, full) => { if (!spell.has(short)) spell.set(short, full); };
+  if (pool !== "metrics") [...v.args].sort().forEach((k) => { add(k, `args.${k}`); add(k.split(".").pop(), `args.${k}`); });
+  if (pool !== "args") [...v.metrics].sort().forEach((k) => { add(k, `metrics.${k}`); add(k.replaceAll("/", ".").split(".").pop(), `metrics.${k}`); });
+  if (pool === "all") [...FIELDS].sort().forEach((f) => add(f, f));
+  const low = name.toLowerCase();
+  const out = [...spell].filter(([s]) => low && s.toLowerCase().includes(low)).map(([, f]) => f);
+  [...spell].map(([s, f]) => [closeness(name, s), f]).filter(([c]) => c >= 0.6)
+    .sort((a, b) => b[0] - a[0]).forEach(([, f]) => out.push(f));
+  return [...new Set(out)].slice(0, 5);
+}
+
+export function resolveName(name, v) {
+  const bare = ALIASES[name] || name;
+  if (FIELDS.has(bare)) return use(name, "field", bare);
+  const argP = ARG_P.find((p) => name.startsWith(p));
+  if (argP) {
+    const rest = name.slice(argP.length);
+    if (v.args.has(rest)) return use(name, "arg", rest);
+    const found = [...v.args].filter((k) => endsLike(k, rest)).sort();
+    if (found.length === 1) return use(name, "arg", found[0]);
+    if (found.length) return use(name, "ambiguous", rest, "last", found.map((k) => `args.${k}`));
+    return use(name, "unknown", rest, "last", suggest(rest, v, "args"));
+  }
+  const metricP = METRIC_P.find((p) => name.startsWith(p));
+  if (metricP) {
+    const rest = name.slice(metricP.length);
+    return metricUse(name, rest, v) || use(name, "unknown", rest, "last", suggest(rest, v, "metrics"));
+  }
+  const tagP = TAG_P.find((p) => name.startsWith(p) && name.length > p.length);
+  if (tagP) return use(name, "tag", name.slice(tagP.length));
+  const inArgs = v.args.has(name), inMetrics = v.metrics.has(name);
+  if (inArgs && inMetrics) return use(name, "ambiguous", name, "last", [`args.${name}`, `metrics.${name}`]);
+  if (inArgs) return use(name, "arg", name);
+  const likeArgs = [...v.args].sort().filter((k) => endsLike(k, name) || abbreviates(name, k)).map((k) => `args.${k}`);
+  const metric = metricUse(name, name, v);
+  if (metric) return likeArgs.length ? use(name, "ambiguous", name, "last", [spelling(metric), ...likeArgs]) : metric;
+  const found = [...likeArgs, ...[...v.metrics].filter((k) => endsLike(k, name)).sort().map((k) => `metrics.${k}`)];
+  if (found.length === 1) {
+    const [kind, ...key] = found[0].split(".");
+    return use(name, kind === "args" ? "arg" : "metric", key.join("."));
+  }
+  if (found.length) return use(name, "ambiguous", name, "last", found);
+  if (v.tags.has(name)) return use(name, "tag", name);
+  return use(name, "unknown", name, "last", suggest(name, v));
+}
+
+function getterOf(u) {
+  const { key, stat } = u;
+  if (u.kind === "field") return (r) => (key in r ? r[key] : MISSING);
+  if (u.kind === "arg") return (r) => (key in (r.args || {}) ? r.args[key] : MISSING);
+  if (u.kind === "tag") return (r) => (r.tags || []).map(String).includes(key);
+  return (r) => { const m = (r.metrics || {})[key]; return m && stat in m ? m[stat] : MISSING; };
+}
+
+// `{ pred, names }`: filter `text` with each name resolved against `rows`; throws
+// FilterError naming the unknown or ambiguous names.
+export function compileFilter(text, rows) {
+  const s = (text || "").trim();
+  if (!s || !(isFitlog(s) || EXPRESSION.test(s))) return { pred: parseFilter(s), names: [] };
+  const v = vocabulary(rows), uses = new Map();
+  const pred = parseFilter(s, (name) => {
+    if (!uses.has(name)) uses.set(name, resolveName(name, v));
+    const u = uses.get(name);
+    return isOk(u) ? getterOf(u) : () => MISSING;
+  });
+  const bad = [...uses.values()].filter((u) => !isOk(u));
+  if (bad.length) throw new FilterError(bad.map(describe).join("; "));
+  return { pred, names: [...uses.values()].map((u) => ({ ...u, as: spelling(u), message: describe(u) })) };
+}
+
+// A filter that keeps some but not all of `rows`, from an arg that varies; null if none.
+export function exampleFilter(rows) {
+  const v = vocabulary(rows), num = new Map(), txt = new Map();
+  const put = (m, k, x) => { if (!m.has(k)) m.set(k, new Set()); m.get(k).add(x); };
+  for (const r of rows) {
+    for (const [k, x] of Object.entries(r.args || {})) {
+      if (typeof x === "number") put(num, k, x);
+      else if (typeof x === "string" && x.length < 40) put(txt, k, x);
+    }
+  }
+  const short = (key) => {
+    const parts = key.split(".");
+    for (let i = parts.length - 1; i >= 0; i--) {
+      const n = parts.slice(i).join("."), u = resolveName(n, v);
+      if (u.kind === "arg" && u.key === key && /^[A-Za-z_][\w.]*$/.test(n)) return n;
+    }
+    return `\`args.${key}\``;
+  };
+  const byKey = (m) => [...m].filter(([, s]) => s.size > 1).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  const candidates = [
+    ...byKey(num).map(([k, s]) => `${short(k)} <= ${Math.min(...s)}`),
+    ...byKey(txt).map(([k, s]) => `${short(k)} == '${[...s].sort()[0].replace(/['\\]/g, "\\$&")}'`)];
+  for (const c of candidates) {
+    let pred;
+    try { pred = compileFilter(c, rows).pred; } catch { continue; }
+    const kept = rows.filter(pred).length;
+    if (kept > 0 && kept < rows.length) return c;
+  }
+  return null;
 }
