@@ -122,6 +122,8 @@ def test_run_page_diffs_against_a_run_picked_from_the_list(server, store, page):
     # Newest first, the page's own run left out, each showing name and id.
     assert pick.locator("option").all_text_contents()[1:] == [
         f"nosnap · {ids['nosnap']}", f"base · {ids['base']}"]
+    page.fill("input[aria-label='find the other run']", "BAS")  # narrows the list
+    assert pick.locator("option").all_text_contents()[1:] == [f"base · {ids['base']}"]
     _pick(page, "base")
     assert _arg_rows(page) == [["dropout", "removed", "0.5", "(unset)"],
                                ["lr", "changed", "0.1", "0.2"],
@@ -129,6 +131,7 @@ def test_run_page_diffs_against_a_run_picked_from_the_list(server, store, page):
     code = page.locator(".diff-out pre.diff")
     wait_for(lambda: code.count() and "+lr = 0.2" in code.text_content(), timeout=10,
              what="the code diff")
+    page.fill("input[aria-label='find the other run']", "")
     _pick(page, "nosnap")
     wait_for(lambda: page.locator(".code-error").count() > 0, timeout=10,
              what="the no-snapshot message")

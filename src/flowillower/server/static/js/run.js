@@ -168,11 +168,22 @@ function codeBrowser(container, id) {
 function diffCard(id) {
   const pick = h("select", { "aria-label": "diff against run", class: "diff-pick" },
     h("option", { value: "", text: "loading runs…" }));
+  const find = h("input", { type: "search", placeholder: "find (name or id)", "aria-label": "find the other run" });
   const out = h("div", { class: "diff-out" });
-  const c = card("Diff against another run", h("div", { class: "toolbar" }, "other run ", pick), out);
-  api.get("runs", { sort: "created", desc: true, limit: 1000, hidden: true }).then((res) => {
-    clear(pick).append(h("option", { value: "", text: "choose a run…" }),
-      ...res.rows.filter((r) => r.id !== id).map((r) => h("option", { value: r.id, text: `${r.name} · ${r.id}` })));
+  const c = card("Diff against another run", h("div", { class: "toolbar" }, "other run ", find, pick), out);
+  let all = [];
+  // Options for the runs matching every typed word; a long list is cut at 500 (the
+  // search box narrows it).
+  const fill = () => {
+    const words = find.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const hits = all.filter((r) => words.every((w) => `${r.name} ${r.id}`.toLowerCase().includes(w)));
+    clear(pick).append(h("option", { value: "", text: hits.length ? `choose a run… (${hits.length})` : "no run matches" }),
+      ...hits.slice(0, 500).map((r) => h("option", { value: r.id, text: `${r.name} · ${r.id}` })));
+  };
+  find.addEventListener("input", fill);
+  api.get("runs", { sort: "created", desc: true, limit: 5000, hidden: true }).then((res) => {
+    all = res.rows.filter((r) => r.id !== id);
+    fill();
   }).catch((e) => { clear(pick).append(h("option", { value: "", text: e.message })); });
   pick.addEventListener("change", async () => {
     if (!pick.value) { clear(out); return; }
