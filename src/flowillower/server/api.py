@@ -300,7 +300,9 @@ class Api:
         run = P("run", where="path", required=True, max_length=200,
                 description="run id, unique id prefix or unique name")
         q = P("q", description="filter: plain words, an expression (lr < 0.1 and "
-                               "status == 'success') or fitlog's ${'hyper-lr':'<0.1'}$")
+                               "status == 'success') or fitlog's ${'hyper-lr':'<0.1'}$; "
+                               "names resolve against the listed runs (the answer's "
+                               "filter.names), an unknown or ambiguous one is a 400")
         hidden = P("hidden", "boolean", default=False, description="include hidden runs")
         return [
             Endpoint("GET", "/api/info", self.info, "Store facts: run count, version, auth",
