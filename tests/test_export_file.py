@@ -143,6 +143,20 @@ def test_bundler_refuses_what_it_cannot_rewrite(tmp_path):
         export.bundle_modules(tmp_path)
 
 
+def test_data_twins_hold_the_same_json_and_files_false_writes_none(site, tmp_path):
+    jsons = sorted(p for p in (site / "data").rglob("*.json"))
+    assert any(p.name == "graph.json" for p in jsons) and len(jsons) >= 5
+    for path in jsons:
+        twin = (path.parent / (path.name + ".js")).read_text()
+        key = path.relative_to(site).as_posix()
+        assert twin == f"window.__fwData({json.dumps(key)}, {path.read_text()});\n"
+    root = site.parent / ".flowillower"
+    plain = export_site(root, tmp_path / "plain", points=20, files=False)
+    assert plain["file"] == "not asked for (files=False)"
+    assert not list((tmp_path / "plain").rglob("*.json.js"))
+    assert not (tmp_path / "plain" / export.BUNDLE).exists()
+
+
 def test_bundle_fetches_nothing_from_the_network(site):
     text = (site / export.BUNDLE).read_text()
     assert set(re.findall(r"https?://[^\s\"'`)]+", text)) <= {"http://www.w3.org/2000/svg"}

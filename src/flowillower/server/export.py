@@ -176,15 +176,16 @@ def _script_twin(out: Path, path: Path, text: str) -> None:
                                                  encoding="utf-8")
 
 
-def _dump(path: Path, obj: Any, out: Path) -> int:
-    """Write `obj` as JSON at `path` (inside the site `out`), with its script twin."""
+def _dump(path: Path, obj: Any, out: Path | None) -> int:
+    """Write `obj` as JSON at `path`; with its script twin when `out` (the site) is given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
     except ValueError:
         text = json.dumps(sanitize(obj), separators=(",", ":"), default=str)
     path.write_text(text, encoding="utf-8")
-    _script_twin(out, path, text)
+    if out is not None:
+        _script_twin(out, path, text)
     return len(text)
 
 
@@ -292,14 +293,16 @@ def _copy_media(run_dir: Path, dest: Path, data: Any, keys: dict[str, list[str]]
 
 def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | None = None,
                 *, points: int = 300, include_hidden: bool = False, media: bool = True,
-                max_artifact_bytes: int = 20 * 2**20) -> dict[str, Any]:
+                max_artifact_bytes: int = 20 * 2**20, files: bool = True) -> dict[str, Any]:
     """Write the static UI site for the runs matching `runs_filter` into `out_dir`.
 
     Returns ``{"runs", "bytes", "seconds", "out", "serve", "url", "file"}``: `serve` is
     the command that serves the site at `url`; `file` is True when the site also runs
-    opened from a file (else why not: the page then shows `serve`). `points`: values kept per series
-    (min/max buckets); `media`: copy images and artifacts (artifacts up to
-    `max_artifact_bytes` each).
+    opened from a file (else why not: the page then shows `serve`). `points`: values
+    kept per series (min/max buckets); `media`: copy images and artifacts (artifacts up to
+    `max_artifact_bytes` each); `files`: also make it run opened from a file (a script
+    bundle and a `.js` twin per data file, about twice the data; a host serving it over
+    HTTP, e.g. a deploy, does not need them).
     """
     t0 = time.perf_counter()
     store = Store(store_root, must_exist=True)
@@ -309,11 +312,14 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     shutil.copytree(STATIC_DIR, out / "static",
                     ignore=shutil.ignore_patterns("index.html", "*.map"))
     (out / "index.html").write_text(render_index("static"), encoding="utf-8")
-    try:  # without the bundle, a page opened from a file shows how to serve it instead
-        (out / BUNDLE).write_text(bundle_modules(STATIC_DIR / "js"), encoding="utf-8")
-        file_ok: str | bool = True
-    except BundleError as exc:
-        file_ok = str(exc)
+    file_ok: str | bool = "not asked for (files=False)"
+    if files:
+        try:  # without the bundle, a page opened from a file shows how to serve it
+            (out / BUNDLE).write_text(bundle_modules(STATIC_DIR / "js"), encoding="utf-8")
+            file_ok = True
+        except BundleError as exc:
+            file_ok = str(exc)
+    twins = out if file_ok is True else None
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve static/ as is
     base = runs_dir(store.root)
     kept = []
@@ -343,26 +349,27 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                     target = dest / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(graph, target)
-                    _script_twin(out, target, target.read_text(encoding="utf-8"))
+                    if twins:
+                        _script_twin(out, target, target.read_text(encoding="utf-8"))
                     models.append("" if len(rel.parts) == 2 else rel.parts[1])
         _dump(dest / "run.json", {
             "run": row, "meta": meta, "summary": read_json(run_dir / "summary.json"),
             "annotations": latest_annotation(run_dir), "keys": keys, "models": models,
-            "snapshot": None, "static": True}, out)
-        _dump(dest / "series.json", _series_doc(data, row.get("created"), points), out)
+            "snapshot": None, "static": True}, twins)
+        _dump(dest / "series.json", _series_doc(data, row.get("created"), points), twins)
         if keys["hist"]:
             hists = {}
             for key in keys["hist"]:
                 s = data.series.get(key)
                 hists[key] = {"run": row["id"], "key": key,
                               **hist_series(Loaded(s, data.loop_names, data.ctx_coords), 100)}
-            _dump(dest / "hist.json", hists, out)
+            _dump(dest / "hist.json", hists, twins)
         if keys["image"] or keys["artifact"]:
             _dump(dest / "media.json", _copy_media(run_dir, dest, data, keys,
-                                                   max_artifact_bytes, media), out)
+                                                   max_artifact_bytes, media), twins)
     # No timestamp: the same runs export to the same bytes (a redeploy pushes nothing).
     rows = kept
-    _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows}, out)
+    _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows}, twins)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
             "out": str(out), "serve": serve_command(out), "url": "http://127.0.0.1:8000/",
