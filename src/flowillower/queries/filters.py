@@ -317,15 +317,17 @@ class CompiledFilter:
         return [use.describe() for use in self.uses]
 
 
-def compile_filter(text: str | None, rows: Iterable[Row]) -> CompiledFilter:
+def compile_filter(text: str | None, rows: Iterable[Row],
+                   vocab: Vocabulary | None = None) -> CompiledFilter:
     """Compile filter `text` with each name resolved against `rows` (see `names`): unlike
     `parse_filter`, a bare name means the same thing in every run, and an unknown or
-    ambiguous name raises `FilterNameError` listing the spellings to use instead."""
+    ambiguous name raises `FilterNameError` listing the spellings to use instead.
+    `vocab`, when given, is `Vocabulary.from_rows(rows)` already built."""
     stripped = (text or "").strip()
     is_fitlog = stripped.startswith("${") and stripped.endswith("}$")
     if not stripped or not (is_fitlog or _EXPRESSION_HINT.search(stripped)):
         return CompiledFilter(parse_filter(stripped))  # plain words name nothing
-    vocab = Vocabulary.from_rows(rows)
+    vocab = vocab if vocab is not None else Vocabulary.from_rows(rows)
     uses: dict[str, NameUse] = {}
 
     def getter(name: str) -> Callable[[Row], Any]:
@@ -369,10 +371,12 @@ def example_filter(rows: list[Row]) -> str | None:
                    for k, v in sorted(text.items()) if len(v) > 1]
     for candidate in candidates:  # check it: a placeholder that fails would mislead
         try:
-            predicate = compile_filter(candidate, rows).predicate
+            predicate = compile_filter(candidate, rows, vocab).predicate
         except FilterSyntaxError:
             continue
-        kept = sum(1 for r in rows if predicate(r))
-        if 0 < kept < len(rows):
-            return candidate
+        seen: set[bool] = set()
+        for row in rows:  # stop once it has kept one run and dropped another
+            seen.add(predicate(row))
+            if len(seen) == 2:
+                return candidate
     return None
