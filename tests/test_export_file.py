@@ -149,12 +149,35 @@ def test_data_twins_hold_the_same_json_and_files_false_writes_none(site, tmp_pat
     for path in jsons:
         twin = (path.parent / (path.name + ".js")).read_text()
         key = path.relative_to(site).as_posix()
-        assert twin == f"window.__fwData({json.dumps(key)}, {path.read_text()});\n"
+        head, payload = twin.split(", ", 1)
+        assert head == f"window.__fwData({json.dumps(key)}" and payload.endswith(");\n")
+        assert json.loads(payload.removesuffix(");\n")) == json.loads(path.read_text())
     root = site.parent / ".flowillower"
     plain = export_site(root, tmp_path / "plain", points=20, files=False)
     assert plain["file"] == "not asked for (files=False)"
     assert not list((tmp_path / "plain").rglob("*.json.js"))
     assert not (tmp_path / "plain" / export.BUNDLE).exists()
+
+
+def test_a_hostile_graph_json_cannot_run_code_from_its_twin(tmp_path):
+    root = tmp_path / ".flowillower"
+    make_demo_store(root, runs=2, steps=20, names=["a", "b"])
+    graphs = list(root.rglob("model/graph.json"))
+    assert graphs
+    graphs[0].write_text('{"nodes": []}); window.__pwned = 1; ({"x": 1}')
+    site = tmp_path / "site"
+    export_site(root, site, points=10)
+    copied = list(site.rglob("model/graph.json"))
+    assert copied and not list(site.rglob("model/graph.json.js"))  # not JSON: no twin
+    graphs[0].write_text('{"name": "\\u2028</script>"}  // trailing code')  # still not JSON
+    export_site(root, site, points=10)
+    assert not list(site.rglob("model/graph.json.js"))
+    # Well-formed JSON is re-encoded (ASCII escapes), never pasted: the twin is data only.
+    graphs[0].write_text('{"name": "\\u2028</script>"}')
+    export_site(root, site, points=10)
+    (twin,) = site.rglob("model/graph.json.js")
+    head, payload = twin.read_text().split(", ", 1)
+    assert payload == '{"name":"\\u2028</script>"});\n'
 
 
 def test_bundle_fetches_nothing_from_the_network(site):

@@ -176,6 +176,17 @@ def _script_twin(out: Path, path: Path, text: str) -> None:
                                                  encoding="utf-8")
 
 
+def _graph_twin(out: Path, graph: Path) -> None:
+    """A copied graph.json's twin, re-encoded: the file comes from a run (maybe a hostile
+    teammate's), and its text pasted into a script as is could run code. Not JSON: no
+    twin (the page then says the file is missing)."""
+    try:
+        obj = json.loads(graph.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return
+    _script_twin(out, graph, json.dumps(sanitize(obj), separators=(",", ":"), default=str))
+
+
 def _dump(path: Path, obj: Any, out: Path | None) -> int:
     """Write `obj` as JSON at `path`; with its script twin when `out` (the site) is given."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -350,7 +361,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(graph, target)
                     if twins:
-                        _script_twin(out, target, target.read_text(encoding="utf-8"))
+                        _graph_twin(out, target)
                     models.append("" if len(rel.parts) == 2 else rel.parts[1])
         _dump(dest / "run.json", {
             "run": row, "meta": meta, "summary": read_json(run_dir / "summary.json"),
