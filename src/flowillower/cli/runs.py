@@ -44,7 +44,9 @@ def _varying_args(rows: list[dict], limit: int = 4) -> list[str]:
 def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | None,
                as_json: bool) -> None:
     """List runs, newest first. FILTER: text, `lr < 0.3 and status == "finished"` or
-    fitlog's ${'hyper-lr':'<0.3'}$."""
+    fitlog's ${'hyper-lr':'<0.3'}$. Names resolve against the listed runs and the
+    resolution is printed on stderr; an unknown or ambiguous name exits 1 with the
+    spellings to use (`args.lr`, `metrics.lr`)."""
     store = open_store(store_dir)
     rows = store.runs(include_hidden=show_all)
     if filter:  # names resolve against these runs; unknown/ambiguous ones exit 1

@@ -130,6 +130,8 @@ def _metric(name: str, rest: str, vocab: Vocabulary) -> NameUse | None:
 
 def _suggest(name: str, vocab: Vocabulary, pool: str = "all") -> list[str]:
     """Explicit spellings close to `name` (by last component and by edit distance)."""
+    if len(name) > 200:  # no name is that long; don't spend edit distances on it
+        return []
     spellings: dict[str, str] = {}  # a comparable short form -> the explicit spelling
     if pool in ("all", "args"):
         for k in sorted(vocab.args):

@@ -274,6 +274,7 @@ function closeness(a, b) {  // 1 - edit distance / longer length
 }
 
 function suggest(name, v, pool = "all") {
+  if (name.length > 200) return [];  // no name is that long; don't spend edit distances on it
   const spell = new Map();
   const add = (short, full) => { if (!spell.has(short)) spell.set(short, full); };
   if (pool !== "metrics") [...v.args].sort().forEach((k) => { add(k, `args.${k}`); add(k.split(".").pop(), `args.${k}`); });
