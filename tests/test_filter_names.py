@@ -91,6 +91,9 @@ def test_unknown_name_suggests_close_spellings():
         compile_filter("momentum > 0", DEMO)
     with pytest.raises(FilterNameError, match="did you mean `metrics.val/loss`"):
         compile_filter("metrics.val_loss < 1", DEMO)
+    # rows carry no `best`: an error, not a comparison that silently matches nothing
+    with pytest.raises(FilterNameError, match="unknown name `loss.best`"):
+        compile_filter("loss.best < 1", DEMO)
 
 
 def test_two_args_ending_alike_are_ambiguous():
@@ -170,7 +173,8 @@ def test_cli_ls_rejects_unknown_and_ambiguous_names(demo_store):
 # -- the static export's port (static/js/filter.js) gives the same answers -----------------
 PARITY = ["learning_rate < 0.002", "lr < 0.002", "metrics.lr < 0.002", "learning_rat < 0.002",
           "`val/loss.min` < 0.35", "loss < 0.5", "not tag.paper", "status == 'finished'",
-          "${'hyper-learning_rate':'<0.002'}$", "lr-0.003", "momentum > 0"]
+          "${'hyper-learning_rate':'<0.002'}$", "lr-0.003", "momentum > 0",
+          "loss.best < 1", "layers == 3 and learning_rate > 0.002"]
 
 
 def _python_answer(text: str) -> dict:

@@ -23,7 +23,7 @@ MISSING = object()  # a value the run lacks
 FIELDS = frozenset({"id", "name", "project", "status", "created", "ended", "duration", "tags",
                     "notes", "host", "hidden", "git_branch", "git_head", "snapshot"})
 FIELD_ALIASES = {"branch": "git_branch", "head": "git_head", "run": "id", "run_id": "id"}
-STATS = ("last", "min", "max", "count", "best")
+STATS = ("last", "min", "max", "count")
 ARG_PREFIXES = ("hyper-", "hyper.", "args.", "arg.", "config.")
 METRIC_PREFIXES = ("metric-", "metric.", "metrics.", "loss-")
 TAG_PREFIXES = ("tag.", "tags.", "tag-")

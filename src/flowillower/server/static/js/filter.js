@@ -213,7 +213,7 @@ export function parseFilter(text, getter = plain) {
 const ARG_P = ["hyper-", "hyper.", "args.", "arg.", "config."];
 const METRIC_P = ["metric-", "metric.", "metrics.", "loss-"];
 const TAG_P = ["tag.", "tags.", "tag-"];
-const ALL_STATS = ["last", "min", "max", "count", "best"];
+const ALL_STATS = ["last", "min", "max", "count"];
 const endsLike = (k, name) => k.endsWith(`.${name}`) || k.endsWith(`/${name}`);
 
 function abbreviates(name, key) {  // `lr` abbreviates `training.learning_rate`
