@@ -260,17 +260,17 @@ function metricUse(name, rest, v) {
   return null;
 }
 
-function closeness(a, b) {  // 1 - edit distance / longer length
-  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+function closeness(a, b) {  // 2 * longest common subsequence / total length, as difflib's ratio
+  const d = new Array(b.length + 1).fill(0);
   for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]; d[0] = i;
+    let prev = 0;
     for (let j = 1; j <= b.length; j++) {
       const cur = d[j];
-      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      d[j] = a[i - 1] === b[j - 1] ? prev + 1 : Math.max(d[j], d[j - 1]);
       prev = cur;
     }
   }
-  return 1 - d[b.length] / Math.max(a.length, b.length, 1);
+  return (2 * d[b.length]) / Math.max(a.length + b.length, 1);
 }
 
 function suggest(name, v, pool = "all") {
