@@ -17,8 +17,8 @@ from starlette.responses import FileResponse, Response
 from .. import __version__
 from ..errors import FlowillowerError, GitError, RunNotFoundError
 from ..gitops.paths import safe_rel
+from ..store.documents import read_meta, read_summary
 from ..store.index import latest_annotation
-from ..store.reader import read_json
 from ..store.resolve import InvalidRunRefError, run_file
 from .routing import ApiError, Endpoint, P
 from .security import safe_run_file
@@ -125,8 +125,8 @@ class Api:
                                       "other": []}
         for name, stats in sorted(row["metrics"].items()):
             keys[classify(stats)].append(name)
-        meta = read_json(run_dir / "run.json") or {}
-        return {"run": row, "meta": meta, "summary": read_json(run_dir / "summary.json"),
+        meta = read_meta(run_dir) or {}
+        return {"run": row, "meta": meta, "summary": read_summary(run_dir),
                 "annotations": latest_annotation(run_dir), "keys": keys,
                 "models": self._models(run_dir),
                 "snapshot": (meta.get("git") or {}).get("snapshot")}
@@ -234,7 +234,7 @@ class Api:
     # -- code --------------------------------------------------------------------------
     def _snapshot(self, run: str) -> tuple[str, str]:
         run_dir = self.view.run_dir(run)
-        meta = read_json(run_dir / "run.json") or {}
+        meta = read_meta(run_dir) or {}
         sha = (meta.get("git") or {}).get("snapshot")
         if not sha or not re.fullmatch(r"[0-9a-f]{7,64}", str(sha)):
             raise ApiError(404, f"run {run_dir.name} has no code snapshot")

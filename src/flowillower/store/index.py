@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import RunNotFoundError
+from .documents import read_annotation
 from .layout import runs_dir
-from .reader import RunReader, read_json
+from .reader import RunReader
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -100,7 +101,7 @@ def latest_annotation(run_dir: Path) -> dict[str, Any]:
     notes_dir = run_dir / "notes"
     if notes_dir.is_dir():
         for path in sorted(notes_dir.glob("*.json")):
-            merged.update(read_json(path) or {})
+            merged.update(read_annotation(path))  # a broken edit is skipped, never fatal
     return merged
 
 

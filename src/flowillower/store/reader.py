@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .documents import read_meta, read_summary
 from .format import iter_frames
 from .layout import pid_alive
 
@@ -252,11 +253,11 @@ class RunReader:
 
     @cached_property
     def meta(self) -> dict[str, Any]:
-        return read_json(self.dir / "run.json") or {"id": self.id}
+        return read_meta(self.dir) or {"id": self.id}
 
     @property
     def summary(self) -> dict[str, Any] | None:
-        return read_json(self.dir / "summary.json")
+        return read_summary(self.dir)
 
     def data_files(self) -> list[tuple[Path, bool]]:
         """The run's frame files with a flag telling replayed ones apart."""
