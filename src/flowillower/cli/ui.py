@@ -94,7 +94,10 @@ def export_command(out_dir: str, runs_filter: str | None, store_dir: str | None,
                          include_hidden=hidden, media=not no_media)
     click.echo(f"exported {result['runs']} runs to {result['out']} "
                f"({result['bytes'] / 1e6:.1f} MB, {result['seconds']:.1f} s)")
-    click.echo(f"try it: python -m http.server -d {result['out']} 8000")
+    click.echo(f"open {result['out']}/index.html, or serve it: {result['serve']}  "
+               f"then {result['url']}")
+    if result.get("file") is not True:
+        click.echo(f"opening index.html from the file system won't work: {result.get('file')}")
 
 
 @click.command("deploy")

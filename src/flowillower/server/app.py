@@ -7,11 +7,13 @@ static files; `/` serves its shell with the CSRF token in a meta tag.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import html
 import mimetypes
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,8 +30,20 @@ from .security import GuardMiddleware
 from .store_view import StoreView
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _inline_script_hashes() -> str:
+    """CSP hashes of index.html's own inline scripts (the start-up watchdog): those run,
+    no other inline script does."""
+    text = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    return " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+        for body in re.findall(r"<script>(.*?)</script>", text, re.S))
+
+
 # The UI runs only our own scripts; inline styles are allowed for uPlot's positioning.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+CSP = (f"default-src 'self'; script-src 'self' {_inline_script_hashes()}; "
+       "style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
        "base-uri 'none'; form-action 'none'")
 

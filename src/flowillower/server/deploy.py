@@ -83,7 +83,7 @@ def deploy(site_or_store: str | Path, target: str, *, runs_filter: str | None = 
         else:
             site = tmp_path / "site"
             try:
-                export_site(src, site, runs_filter)
+                export_site(src, site, runs_filter, files=False)  # served over HTTP
             except StoreError as exc:
                 raise StoreError(f"{src} is neither an exported site nor a store: {exc}"
                                  ) from None

@@ -40,9 +40,10 @@ from .. import __version__
 from ..errors import RunNotFoundError, StoreError
 from ..queries.filters import row_filter
 from ..store.catalog import Store
+from ..store.documents import read_meta, read_summary
 from ..store.index import latest_annotation
 from ..store.layout import runs_dir
-from ..store.reader import RunReader, read_json
+from ..store.reader import RunReader
 from ..store.resolve import InvalidRunRefError, run_file, run_path
 from .api import classify
 from .app import STATIC_DIR, render_index
@@ -347,7 +348,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                                       "other": []}
         for name, stats in sorted(row["metrics"].items()):
             keys[classify(stats)].append(name)
-        meta = read_json(run_dir / "run.json") or {}
+        meta = read_meta(run_dir) or {}
         models = []
         if (run_dir / "model").is_dir():
             for graph in sorted((run_dir / "model").rglob("graph.json")):
@@ -364,7 +365,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                         _graph_twin(out, target)
                     models.append("" if len(rel.parts) == 2 else rel.parts[1])
         _dump(dest / "run.json", {
-            "run": row, "meta": meta, "summary": read_json(run_dir / "summary.json"),
+            "run": row, "meta": meta, "summary": read_summary(run_dir),
             "annotations": latest_annotation(run_dir), "keys": keys, "models": models,
             "snapshot": None, "static": True}, twins)
         _dump(dest / "series.json", _series_doc(data, row.get("created"), points), twins)
