@@ -1,6 +1,6 @@
 // The API, answered from a static export's data files (see server/export.py). Mirrors
 // the server's table logic (store_view.py) and series shapes (series.py).
-import { FilterError, parseFilter } from "./filter.js";
+import { FilterError, compileFilter, exampleFilter } from "./filter.js";
 
 const cache = new Map();
 async function json(path) {
@@ -45,19 +45,19 @@ function cmpKeys(a, b) {
 }
 const hashable = (v) => (typeof v === "object" && v !== null ? JSON.stringify(v) : v);
 
-async function filtered(q, hidden) {
+// Rows matching `q`, and how each of its names resolved (as the server's filter does).
+async function matched(q, hidden) {
   const { runs } = await index();
-  let rows = hidden ? runs : runs.filter((r) => !r.hidden);
-  if (q) {
-    let pred;
-    try { pred = parseFilter(q); } catch (e) {
-      if (e instanceof FilterError) fail(400, `bad filter: ${e.message}`);
-      throw e;
-    }
-    rows = rows.filter(pred);
+  const rows = hidden ? runs : runs.filter((r) => !r.hidden);
+  if (!q) return { rows, names: [] };
+  let compiled;
+  try { compiled = compileFilter(q, rows); } catch (e) {
+    if (e instanceof FilterError) fail(400, `bad filter: ${e.message}`);
+    throw e;
   }
-  return rows;
+  return { rows: rows.filter(compiled.pred), names: compiled.names };
 }
+async function filtered(q, hidden) { return (await matched(q, hidden)).rows; }
 
 function columns(rows) {
   const argVals = new Map(), argCount = new Map(), mLast = new Map(), mCount = new Map(), replayed = new Set();
@@ -99,7 +99,7 @@ function columns(rows) {
 
 async function table(p) {
   const q = (p.q || "").trim(), hidden = p.hidden === true || p.hidden === "true";
-  const rows = await filtered(q, hidden);
+  const { rows, names } = await matched(q, hidden);
   const cols = columns(rows);
   const sort = p.sort || "created", desc = !(p.desc === false || p.desc === "false");
   const group = p.group || null;
@@ -119,7 +119,9 @@ async function table(p) {
     replayed: Object.entries(r.metrics).filter(([, s]) => s.replayed).map(([k]) => k).sort(),
     group: group ? cell(r, group) : undefined,
   }));
-  return { generation: 0, total: runs.length, matched: ordered.length, offset, limit, sort, desc, group, columns: cols, rows: out };
+  const example = exampleFilter(hidden ? runs : runs.filter((r) => !r.hidden));
+  return { generation: 0, total: runs.length, matched: ordered.length, offset, limit, sort, desc, group, columns: cols, rows: out,
+           filter: { names, example } };
 }
 
 async function resolve(ref) {
