@@ -86,7 +86,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--watch-every", type=int, default=10)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()
     cores = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cores[-1]})  # one core: background threads share it
     with tempfile.TemporaryDirectory() as store:

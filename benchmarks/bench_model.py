@@ -307,7 +307,7 @@ def main() -> None:
     ap.add_argument("--src", default=None, help="import flowillower from this src/ folder")
     ap.add_argument("--system-malloc", action="store_true",
                     help="keep glibc's default malloc tuning (noisier optimizer steps)")
-    args = ap.parse_args()
+    args, _ = ap.parse_known_args()
     if not args.system_malloc and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 30),
                    MALLOC_TRIM_THRESHOLD_=str(1 << 30))
