@@ -20,16 +20,15 @@ import threading
 import time
 from array import array
 from collections import deque
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..sizes import size_from_env
 from .format import columns, encode_frame, last_frame_end, warm_up
+from .latest import LatestValues
 
 DEFAULT_MAX_PENDING = 256 * 2**20
 EARLY_FLUSH_CALLS = 50_000  # queued log calls that make the writer flush before its interval
-_KEY_VALUE = itemgetter(0, 4)  # (key, ctx, step, time, value) -> (key, value)
 
 
 class Source(Protocol):
@@ -139,7 +138,8 @@ class FrameWriter:
         self.dropped = 0
         self._told: set[str] = set()  # kinds of loss already reported on stderr
         self._caught_up = [0, 0]  # frames, values written since the outage began
-        self.last: dict[int, Any] = {}  # key id -> last value written
+        self._latest = LatestValues()
+        self.last = self._latest.values  # key id -> last value written (by logging time)
         # Daemon: interpreter shutdown must reach our atexit hook, which flushes.
         self._thread = threading.Thread(target=self._loop, name="flowillower-writer", daemon=True)
         self._thread.start()
@@ -219,7 +219,7 @@ class FrameWriter:
                 self._failed(exc)
                 return False
             self._pending.popleft()
-            self._remember_last(item.batch)
+            self._latest.remember(item.batch)
             self._caught_up[0] += 1
             self._caught_up[1] += item.values
         if self.failure is not None:
@@ -338,27 +338,6 @@ class FrameWriter:
                             events=batch["events"], call_cols=batch["call_cols"],
                             float_cols=batch["float_cols"], int_cols=int_cols,
                             objects=batch["objects"])
-
-    def _remember_last(self, batch: dict[str, Any]) -> None:
-        # The last value of every key, kept at C speed for the run summary. (Order across
-        # kinds within one batch is approximate; floats are by far the common case.)
-        if batch["ints"]:
-            self.last.update(map(_KEY_VALUE, batch["ints"]))
-        for row in batch["objects"]:
-            self.last[row[0]] = row[4]
-        self._update_last(*batch["float_cols"])
-
-    def _update_last(self, keys: array, values: array) -> None:
-        # Walk back from the end until every key of the batch is seen: keys interleave,
-        # so this touches a handful of rows instead of building 60k Python objects.
-        remaining = set(keys)
-        i = len(keys) - 1
-        while remaining and i >= 0:
-            key = keys[i]
-            if key in remaining:
-                self.last[key] = values[i]
-                remaining.discard(key)
-            i -= 1
 
     def close(self) -> None:
         """Final flush and fsync, done here; the thread is woken and exits at once (it
