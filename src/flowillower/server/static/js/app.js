@@ -2,6 +2,7 @@
 import { clear, h } from "./dom.js";
 import { MODE } from "./api.js";
 import { selection } from "./state.js";
+import { initTheme } from "./theme.js";
 
 const PAGES = {
   "": () => import("./runs.js"),
@@ -52,6 +53,7 @@ function showSelection() {
 function start() {
   // Every module loaded: tell index.html's start-up watchdog the app is running.
   document.documentElement.setAttribute("data-fw-started", "");
+  initTheme();  // dark/light theme and its header toggle (theme.js)
   document.getElementById("mode-info").textContent =
     MODE === "static" ? "static export (read-only)" : "";
   selection.onChange(showSelection);
