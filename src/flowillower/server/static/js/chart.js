@@ -2,7 +2,7 @@
 // downsampled series, re-fetches at full resolution for a zoomed window, and follows
 // running runs by asking only for points after each run's cursor.
 import { api } from "./api.js";
-import { color, copyButton, fmtDuration, fmtNum, h, loadScript } from "./dom.js";
+import { color, copyButton, fmtDuration, fmtNum, fmtTime, h, loadScript } from "./dom.js";
 
 const LIVE_REFETCH_FACTOR = 3;  // re-downsample once live tails triple the points
 
@@ -58,6 +58,10 @@ export class Chart {
     this.plotEl = h("div", { class: "plot" });
     this.legendEl = h("div");
     this.missingEl = h("div", { class: "missing" });
+    // Hover read-out: the x value and every shown run's y (CSSOM styles: the CSP allows them).
+    this.tipEl = h("div", { class: "chart-tip", hidden: true, style: { position: "absolute", zIndex: 10,
+      pointerEvents: "none", background: "var(--bg, #fff)", border: "1px solid #c9ced6", borderRadius: "4px",
+      padding: "3px 6px", fontSize: "11px", whiteSpace: "nowrap", boxShadow: "0 1px 4px rgba(0,0,0,.15)" } });
     this.el.append(this.title, this.plotEl, this.legendEl, this.missingEl);
     this.u = null;
     this.data = null;   // per run: {run, x, y, replayed, cursor, last, min, max, missing}
@@ -128,17 +132,22 @@ export class Chart {
 
   draw(resetScales) {
     const { present, joined } = this.uplotData();
+    if (present.length && present.every((d) => d.x.length <= 1)) { this.drawCard(present); return; }
     const alpha = this.opts.smooth;
     const showRaw = alpha > 0 && present.length <= 20;
     const data = [joined[0]];
     const series = [{ label: this.axisLabel() }];
     const runIndex = new Map(this.runs.map((r, i) => [r.id, i]));
+    this.allReplayed = new Set();
     const fix = (y) => (this.opts.log ? y.map((v) => (v > 0 ? v : null)) : y);
     present.forEach((d, k) => {
       const y = fix(joined[k + 1]);
-      const c = color(runIndex.get(d.run) ?? k);
+      const c = color(d.run);
       const name = this.runs[runIndex.get(d.run)]?.name || d.run;
       const idx = this.replayedIndices(d, joined[0]);
+      // Every point replayed: dash the line itself rather than burying it under markers.
+      const all = idx.length > 0 && idx.length >= d.x.length;
+      if (all) this.allReplayed.add(d.run);
       if (showRaw) {
         data.push(y);
         series.push({ label: `${name} (raw)`, stroke: c, alpha: 0.25, width: 1, spanGaps: true,
@@ -146,16 +155,18 @@ export class Chart {
       }
       data.push(alpha ? ema(y, alpha) : y);
       series.push({ label: name, stroke: c, width: 1.5, spanGaps: true, runId: d.run,
-        points: { show: false, size: 7, width: 2, fill: "#fff", stroke: "#8a4fd1",
-          filter: () => (idx.length ? idx : null) } });
+        dash: all ? [6, 4] : undefined,
+        points: { show: false, size: 4, width: 1, fill: c, stroke: c,
+          filter: () => (idx.length && !all ? idx : null) } });
     });
     this.seriesRuns = series.map((s) => s.runId);
     const width = this.plotEl.clientWidth || 600;
     const opts = {
       width, height: this.opts.height, series, legend: { show: false },
       scales: { x: { time: this.opts.x === "time" }, y: this.opts.log ? { distr: 3 } : {} },
-      axes: [{ values: this.opts.x === "rel" ? (u, vals) => vals.map((v) => fmtDuration(v)) : undefined },
-        { size: 60, values: (u, vals) => vals.map((v) => fmtNum(v, 3)) }],
+      axes: [{ label: this.axisLabel(), labelSize: 18,
+        values: this.opts.x === "rel" ? (u, vals) => vals.map((v) => fmtDuration(v)) : undefined },
+      { label: this.key, labelSize: 18, size: 60, values: (u, vals) => vals.map((v) => fmtNum(v, 3)) }],
       cursor: { drag: { x: true, y: false, setScale: false } },
       hooks: {
         setSelect: [(u) => {
@@ -176,12 +187,15 @@ export class Chart {
       this.plotEl.replaceChildren();
       // uPlot is a global from vendor/uPlot.iife.min.js (no bundler, no CDN).
       this.u = new window.uPlot(opts, data, this.plotEl);
+      this.u.over.append(this.tipEl);
+      this.u.over.addEventListener("mouseleave", () => { this.tipEl.hidden = true; });
       this.u.over.addEventListener("dblclick", () => { if (this.zoom) { this.zoom = null; this.load(); } });
       this.hiddenSeries.forEach((i) => i < this.u.series.length && this.u.setSeries(i, { show: false }));
       if (this.zoom) this.u.setScale("x", { min: this.zoom[0], max: this.zoom[1] });
     }
     this.drawLegend(present);
     this.drawMissing();
+    this.el.dataset.shape = "line";
     // How many runs are drawn: tests and the benchmark wait on it.
     this.el.dataset.drawn = String(present.length);
     performance.mark("fw:chart-drawn");
@@ -197,7 +211,43 @@ export class Chart {
   }
 
   axisLabel() {
-    return { step: "step", time: "time", rel: "elapsed" }[this.opts.x] || this.opts.x;
+    const x = this.opts.x;
+    if (x.startsWith("metric:")) return x.slice("metric:".length);
+    return { step: "step", time: "wall time", rel: "elapsed time" }[x] || x;
+  }
+
+  fmtX(v) {
+    if (this.opts.x === "time") return fmtTime(v);
+    if (this.opts.x === "rel") return fmtDuration(v);
+    return fmtNum(v);
+  }
+
+  // A metric logged once per run (`final_*`): a plot of single points says nothing, so
+  // show each run's value as a number with a bar scaled to the largest magnitude.
+  drawCard(present) {
+    if (this.u) { this.u.destroy(); this.u = null; }
+    const names = new Map(this.runs.map((r) => [r.id, r.name]));
+    const vals = present.map((d) => (typeof d.y[0] === "number" ? d.y[0] : null));
+    const top = Math.max(...vals.map((v) => (v === null ? 0 : Math.abs(v))), 0) || 1;
+    const rows = present.map((d, k) => {
+      const v = vals[k];
+      const bar = h("div", { class: "bar", style: { background: color(d.run), height: "8px", minWidth: "1px",
+        width: `${v === null ? 0 : (100 * Math.abs(v)) / top}%` } });
+      return h("tr", { dataset: { run: d.run } },
+        h("td", null, h("span", { class: "swatch", style: { background: color(d.run) } }),
+          h("a", { href: `#/run/${encodeURIComponent(d.run)}`, text: names.get(d.run) || d.run })),
+        h("td", { style: { width: "50%" } }, bar),
+        h("td", { class: "num value", text: fmtNum(d.y[0]) }),
+        h("td", { class: "muted", text: d.x.length ? `at ${this.axisLabel()} ${this.fmtX(d.x[0])}` : "" }));
+    });
+    const head = h("tr", { class: "muted" }, h("td", { text: "run" }), h("td", { text: `${this.key} (logged once)` }),
+      h("td", { class: "num", text: "value" }), h("td"));
+    this.plotEl.replaceChildren(h("table", { class: "legend value-card" }, head, rows));
+    this.legendEl.replaceChildren();
+    this.drawMissing();
+    this.el.dataset.shape = "card";
+    this.el.dataset.drawn = String(present.length);
+    performance.mark("fw:chart-drawn");
   }
 
   drawLegend(present) {
@@ -211,11 +261,11 @@ export class Chart {
       const cur = h("td", { class: "num" });
       this.cursorCells.set(seriesIdx, cur);
       const tr = h("tr", { class: this.hiddenSeries.has(seriesIdx) ? "off" : "", title: "click to hide / show" },
-        h("td", null, h("span", { class: "swatch", style: { background: color(i) } }),
+        h("td", null, h("span", { class: "swatch", style: { background: color(run.id) } }),
           h("a", { href: `#/run/${encodeURIComponent(run.id)}`, text: run.name })),
         cur, h("td", { class: "num", text: fmtNum(d.last) }), h("td", { class: "num", text: fmtNum(d.min) }),
         h("td", { class: "num", text: fmtNum(d.max) }),
-        h("td", null, d.replayed && d.replayed.length ? h("span", { class: "replayed", text: "↺ replayed", title: "circled points come from a hindsight replay" }) : ""));
+        h("td", null, this.replayNote(d)));
       tr.addEventListener("click", (e) => {
         if (e.target.tagName === "A") return;
         const show = this.hiddenSeries.has(seriesIdx);
@@ -239,6 +289,13 @@ export class Chart {
     this.legendEl.replaceChildren(...parts);
   }
 
+  replayNote(d) {
+    if (!d.replayed || !d.replayed.length) return "";
+    const all = this.allReplayed?.has(d.run);
+    return h("span", { class: "replayed", text: all ? "↺ all replayed (dashed)" : `↺ ${d.replayed.length} replayed (dots)`,
+      title: all ? "every point comes from a hindsight replay" : "dotted points come from a hindsight replay" });
+  }
+
   showCursor(u) {
     const idx = u.cursor.idx;
     if (!this.cursorCells) return;
@@ -246,6 +303,25 @@ export class Chart {
       const v = idx === null || idx === undefined || si < 0 ? null : u.data[si]?.[idx];
       td.textContent = v === null || v === undefined ? "" : fmtNum(v);
     }
+    this.showTip(u, idx);
+  }
+
+  showTip(u, idx) {
+    if (idx === null || idx === undefined || u.cursor.left < 0) { this.tipEl.hidden = true; return; }
+    const lines = [h("div", { class: "tip-x", text: `${this.axisLabel()} ${this.fmtX(u.data[0][idx])}` })];
+    u.series.forEach((s, si) => {
+      if (!s.runId || !s.show) return;
+      const v = u.data[si]?.[idx];
+      lines.push(h("div", { class: "tip-run", dataset: { run: s.runId } },
+        h("span", { class: "swatch", style: { background: color(s.runId) } }), `${s.label} `,
+        h("b", { class: "mono", text: v === null || v === undefined ? "—" : fmtNum(v) })));
+    });
+    this.tipEl.replaceChildren(...lines);
+    this.tipEl.hidden = false;
+    // Beside the cursor, flipped to the left half near the right edge.
+    const flip = u.cursor.left > u.over.clientWidth / 2;
+    Object.assign(this.tipEl.style, { top: `${Math.max(0, u.cursor.top - 10)}px`,
+      left: flip ? "" : `${u.cursor.left + 14}px`, right: flip ? `${u.over.clientWidth - u.cursor.left + 14}px` : "" });
   }
 
   drawMissing() {

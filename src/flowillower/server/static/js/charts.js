@@ -38,11 +38,11 @@ export async function render(root, { params }) {
   const liveBox = h("input", { type: "checkbox", checked: opts.live && !api.readonly, disabled: api.readonly });
   const watchBox = h("input", { type: "checkbox", checked: opts.watch });
   const filter = h("input", { type: "search", placeholder: "metric filter", value: opts.filter });
-  const chip = (r, i) => h("span", { class: "chip" }, h("span", { class: "swatch", style: { background: color(i) } }),
+  const chip = (r) => h("span", { class: "chip" }, h("span", { class: "swatch", style: { background: color(r.id) } }),
     h("a", { href: `#/run/${encodeURIComponent(r.id)}`, text: r.name }), ` ${r.status}`);
   const chips = h("div", { class: "folded" }, `${runs.length} runs: `, runs.slice(0, 20).map(chip),
     runs.length > 20 ? h("details", { style: { display: "inline" } }, h("summary", { text: `${runs.length - 20} more`, style: { display: "inline", cursor: "pointer" } }),
-      runs.slice(20).map((r, i) => chip(r, i + 20))) : null);
+      runs.slice(20).map(chip)) : null);
   const grid = h("div", { class: "charts" });
   root.append(h("div", { class: "toolbar" },
     h("label", null, "x ", xSel), h("label", { title: "EMA smoothing" }, "smooth ", smooth, " ", smoothVal),

@@ -86,13 +86,18 @@ export function debounce(fn, ms) {
   return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
 }
 
-// A stable colour per run (by position in the selection), readable on white.
-const PALETTE = ["#2f6fdb", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#0c8599",
-  "#a61e4d", "#5c940d", "#d9480f", "#1864ab", "#862e9c", "#087f5b", "#e67700", "#495057"];
-export function color(i) {
-  if (i < PALETTE.length) return PALETTE[i];
-  const hue = (i * 137.508) % 360;
-  return `hsl(${hue.toFixed(0)}, 62%, 45%)`;
+// Colour-blind-safe colours readable on white: Okabe-Ito (minus black and yellow), then
+// Paul Tol's "muted" (minus its pale sand and its cyan, too close to Okabe-Ito's sky blue).
+const PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00",
+  "#CC6677", "#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499"];
+// A run id (string) hashes to the same colour on every page and in any selection order;
+// a number picks the palette entry at that index (categories, not runs).
+export function color(key) {
+  if (typeof key === "number") return PALETTE[((key % PALETTE.length) + PALETTE.length) % PALETTE.length];
+  let hash = 0x811c9dc5;  // FNV-1a: cheap, and well spread over short ids
+  const text = String(key);
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return PALETTE[(hash >>> 0) % PALETTE.length];
 }
 
 export function statusBadge(status) {

@@ -1,0 +1,131 @@
+"""Charts a researcher can read, in a real browser (Debian's chromium via Playwright):
+a run keeps its colour in any selection, a metric logged once is a number card, axes
+carry titles, and hovering shows the x value and every run's y."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+
+import pytest
+
+from flowillower.run import Run
+from tests.conftest import require_browser, wait_for
+
+playwright_api = require_browser()
+expect = playwright_api.expect
+STEPS = 12
+
+
+def _loss(run: int, step: int) -> int:
+    # Integers, so the tooltip's text is exact and checkable per run and step.
+    return 100 * (run + 1) + step
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("charts") / ".flowillower"
+    ids = []
+    for r, name in enumerate(["ant", "bee", "cat"]):
+        run = Run("demo", name, dir=root, snapshot=False)
+        for step in range(STEPS):
+            run.log_metrics({"train/loss": _loss(r, step)}, step)
+        run.log_metrics({"final_acc": 0.25 * (r + 1)}, STEPS)  # logged once
+        run.finish()
+        ids.append(run.id)
+    return root, ids
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    import uvicorn
+
+    from flowillower.server.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(store[0]), host="127.0.0.1", port=port,
+                                       log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(5)
+
+
+def _open(page, server, ids, key="train/loss"):
+    page.goto(f"{server}#/charts?runs={','.join(ids)}")
+    chart = page.locator(f'.chart[data-key="{key}"]')
+    chart.scroll_into_view_if_needed()
+    page.wait_for_selector(f'.chart[data-key="{key}"][data-drawn="{len(ids)}"]')
+    return chart
+
+
+def _swatch(chart, run_id: str) -> str:
+    row = chart.locator("table.legend tr", has=chart.page.locator(f'a[href="#/run/{run_id}"]'))
+    return row.locator(".swatch").evaluate("e => getComputedStyle(e).backgroundColor")
+
+
+def test_run_keeps_its_colour_in_any_selection(page, server, store):
+    a, b, c = store[1]
+    first = _swatch(_open(page, server, [a, b]), a)
+    second = _swatch(_open(page, server, [c, a]), a)
+    third = _swatch(_open(page, server, [b, c, a]), a)
+    assert first == second == third
+    assert first not in ("", "rgba(0, 0, 0, 0)")
+    # The chips above the charts use the same colour as the legend.
+    chip = page.locator(".chip", has=page.locator(f'a[href="#/run/{a}"]')).locator(".swatch")
+    assert chip.evaluate("e => getComputedStyle(e).backgroundColor") == first
+
+
+def test_metric_logged_once_is_a_number_card(page, server, store):
+    ids = store[1]
+    chart = _open(page, server, ids, key="final_acc")
+    expect(chart).to_have_attribute("data-shape", "card")
+    assert chart.locator("canvas").count() == 0  # no empty plot
+    values = {}
+    for rid in ids:
+        row = chart.locator(f'tr[data-run="{rid}"]')
+        values[rid] = row.locator("td.value").text_content()
+        assert row.locator(".bar").count() == 1
+    assert [values[rid] for rid in ids] == ["0.25", "0.5", "0.75"]
+    # Bars scale with the value: the largest is the widest.
+    widths = [chart.locator(f'tr[data-run="{rid}"] .bar').evaluate("e => e.clientWidth") for rid in ids]
+    assert widths[0] < widths[1] < widths[2]
+
+
+def test_axes_have_titles(page, server, store):
+    # uPlot draws axis titles on the canvas: record every text drawn there.
+    page.add_init_script("""(() => { const orig = CanvasRenderingContext2D.prototype.fillText;
+      window.__drawn = [];
+      CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+        window.__drawn.push(String(text)); return orig.call(this, text, ...rest); }; })()""")
+    _open(page, server, store[1][:2])
+    drawn = wait_for(lambda: (t := page.evaluate("window.__drawn")) and "train/loss" in t and t,
+                     timeout=10, what="the axis titles to be drawn")
+    assert "step" in drawn
+    # Another x-axis names itself (here wall time).
+    page.select_option('select[aria-label="x axis"]', "time")
+    wait_for(lambda: "wall time" in page.evaluate("window.__drawn"), timeout=10,
+             what="the wall-time axis title")
+
+
+def test_hover_shows_x_and_every_runs_value(page, server, store):
+    ids = store[1]
+    chart = _open(page, server, ids)
+    over = chart.locator(".u-over")
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    tip = chart.locator(".chart-tip")
+    expect(tip).to_be_visible()
+    step = int(re.fullmatch(r"step (\d+)", tip.locator(".tip-x").text_content()).group(1))
+    assert 0 < step < STEPS - 1
+    for r, rid in enumerate(ids):
+        line = tip.locator(f'.tip-run[data-run="{rid}"]')
+        assert line.locator("b").text_content() == str(_loss(r, step))
+        assert ["ant", "bee", "cat"][r] in line.text_content()
+    page.mouse.move(box["x"] + box["width"] + 200, box["y"] - 50)
+    expect(tip).to_be_hidden()
