@@ -1,7 +1,7 @@
 // Router: hash routes (work on any static host), one module per page.
 import { clear, h } from "./dom.js";
 import { MODE } from "./api.js";
-import { selection } from "./state.js";
+import { selection, setParam } from "./state.js";
 import { initTheme } from "./theme.js";
 
 const PAGES = {
@@ -21,8 +21,22 @@ export function parseHash() {
   return { page: parts[0] || "", args: parts.slice(1), params: new URLSearchParams(qs || "") };
 }
 
+// The selection travels in every page's URL (sel=id,id), so a copied link shows the
+// same runs in a browser that never saw them; without sel the local selection is kept.
+function syncSelection(params) {
+  const sel = params.get("sel");
+  if (sel !== null) {
+    const list = sel.split(",").filter(Boolean);
+    const cur = selection.ids();
+    if (list.length !== cur.length || list.some((id) => !selection.has(id))) selection.set(list);
+  } else if (selection.size()) {
+    setParam("sel", selection.ids());
+  }
+}
+
 async function route() {
   const { page, args, params } = parseHash();
+  syncSelection(params);
   const load = PAGES[page] || PAGES[""];
   document.querySelectorAll("nav a").forEach((a) => {
     a.classList.toggle("active", (a.dataset.page === "runs" ? "" : a.dataset.page) === page);
@@ -57,6 +71,7 @@ function start() {
   document.getElementById("mode-info").textContent =
     MODE === "static" ? "static export (read-only)" : "";
   selection.onChange(showSelection);
+  selection.onChange(() => setParam("sel", selection.ids()));
   showSelection();
   window.addEventListener("hashchange", route);
   route();

@@ -2,18 +2,25 @@
 // rows fetched on demand (10,000 runs cost what the visible 30 rows cost).
 import { api, runPath } from "./api.js";
 import { clear, debounce, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
-import { prefs, selection, setPrefs } from "./state.js";
+import { prefs, selection, setParams, setPrefs } from "./state.js";
 
 const ROW = 28;       // px, must match --row in app.css
 const PAGE = 200;     // rows per request
 const NUMERIC = (k) => /^(last|best|min|max|count):/.test(k) || k === "duration";
 
 export async function render(root, { params }) {
+  // A link that carries the view (sort is always written) is the whole truth: what it
+  // leaves out is the default, not this browser's last settings.
+  const linked = params.has("sort");
+  const pick = (key, name, fallback, parse) => {
+    if (!linked) return key === "q" && params.has("q") ? params.get("q") : prefs(name, fallback);
+    return params.has(key) ? parse(params.get(key)) : fallback;
+  };
   const st = {
-    q: params.get("q") ?? prefs("q", ""),
-    sort: prefs("sort", "created"), desc: prefs("desc", true),
-    group: prefs("group", ""), hidden: prefs("hidden", false),
-    colPrefs: prefs("columns", { order: [], shown: [], hidden: [] }),
+    q: pick("q", "q", "", String),
+    sort: pick("sort", "sort", "created", String), desc: pick("desc", "desc", true, (v) => v !== "0"),
+    group: pick("group", "group", "", String), hidden: pick("hidden", "hidden", false, (v) => v === "1"),
+    colPrefs: pick("cols", "columns", { order: [], shown: [], hidden: [] }, parseCols),
     columns: [], matched: 0, total: 0, pages: new Map(), inflight: new Set(),
     epoch: 0, cellKeys: null,
   };
@@ -52,7 +59,13 @@ export async function render(root, { params }) {
       .sort((a, b) => a[1] - b[1]).map(([c]) => c);
     return cols;
   }
-  function savePrefs() { setPrefs("columns", st.colPrefs); }
+  function savePrefs() { setPrefs("columns", st.colPrefs); writeUrl(); }
+  function writeUrl() {
+    const cp = st.colPrefs;
+    const custom = cp.order.length || cp.shown.length || cp.hidden.length;
+    setParams({ q: st.q, sort: st.sort, desc: st.desc ? null : "0", group: st.group,
+      hidden: st.hidden ? "1" : null, cols: custom ? cp : null });
+  }
   function wantedKeys() {
     return visibleColumns().filter((c) => c.group !== "run").map((c) => c.key);
   }
@@ -99,6 +112,7 @@ export async function render(root, { params }) {
     err.textContent = "";
     setPrefs("q", st.q); setPrefs("sort", st.sort); setPrefs("desc", st.desc);
     setPrefs("group", st.group); setPrefs("hidden", st.hidden);
+    writeUrl();
     const epoch = st.epoch;
     await fetchPage(0, epoch);
     // The first answer tells which columns exist; ask again if we need other cells.
@@ -225,7 +239,6 @@ export async function render(root, { params }) {
     const width = cols.length + 1 + (st.group ? 1 : 0);
     const body = h("tbody");
     body.append(h("tr", { class: "spacer" }, h("td", { colspan: width, style: { height: `${first * ROW}px` } })));
-    let prevGroup;
     for (let i = first; i < last; i++) {
       const row = rowAt(i);
       if (!row) {
@@ -243,9 +256,7 @@ export async function render(root, { params }) {
       st.group ? h("td", { class: "group-cell", text: groupStart ? fmtValue(row.group) : "" }) : null,
       cols.map((c) => cellFor(row, c)));
       body.append(tr);
-      prevGroup = row.group;
     }
-    void prevGroup;
     body.append(h("tr", { class: "spacer" }, h("td", { colspan: width, style: { height: `${Math.max(0, n - last) * ROW}px` } })));
     clear(table).append(header(cols), body);
     if (rowAt(first) && !performance.getEntriesByName("fw:rows").length) performance.mark("fw:rows");
@@ -375,4 +386,14 @@ export async function render(root, { params }) {
   }, 5000);
 
   return () => { clearInterval(timer); offSel(); document.removeEventListener("click", closeMenu); if (menu) menu.remove(); };
+}
+
+// Column preferences from a link: JSON {order, shown, hidden}, each a list of keys.
+function parseCols(raw) {
+  const empty = { order: [], shown: [], hidden: [] };
+  try {
+    const v = JSON.parse(raw);
+    const list = (x) => (Array.isArray(x) ? x.filter((k) => typeof k === "string") : []);
+    return { order: list(v?.order), shown: list(v?.shown), hidden: list(v?.hidden) };
+  } catch { return empty; }
 }

@@ -1,0 +1,179 @@
+"""Views are links: the runs table's filter, sort, grouping, hidden columns and the run
+selection are written to the URL hash as the user changes them, so the copied URL opened
+in a fresh browser context (no localStorage) shows the same view, live and exported."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from flowillower.server.demo import make_demo_store
+from tests.conftest import require_browser, wait_for
+
+playwright_api = require_browser()
+expect = playwright_api.expect
+NAMES = ["alpha", "beta", "gamma", "delta"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("links") / ".flowillower"
+    ids = make_demo_store(root, runs=4, steps=40, media=False, model=False, names=NAMES)
+    return root, ids
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    import uvicorn
+
+    from flowillower.server.app import create_app
+
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(store[0], sync_interval=0.2),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(5)
+
+
+def fresh_page(browser):
+    """A page in a new browser context: nothing of the first page's localStorage."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.set_default_timeout(10000)
+    return context, pg
+
+
+def names_shown(pg, n: int) -> list[str]:
+    expect(pg.locator("table.runs tr[data-id]")).to_have_count(n)
+    return pg.eval_on_selector_all("table.runs tr[data-id] td:nth-child(2) a",
+                                   "els => els.map(e => e.textContent)")
+
+
+def headers(pg) -> list[str]:
+    return pg.eval_on_selector_all("table.runs thead th[draggable]",
+                                   "els => els.map(e => e.title.split(' ')[0])")
+
+
+def set_up_view(pg, base: str) -> list[str]:
+    """Filter, sort by name ascending, hide the dropout column, select gamma."""
+    pg.goto(base)
+    names_shown(pg, 4)
+    pg.fill("input.search", "lr < 0.05")
+    pg.press("input.search", "Enter")
+    names_shown(pg, 3)
+    pg.locator("table.runs th[title^='name ']").click()
+    wait_for(lambda: names_shown(pg, 3) == ["beta", "delta", "gamma"], timeout=10,
+             what="rows sorted by name")
+    pg.click("button:has-text('Columns')")
+    pg.locator(".menu label", has_text="dropout").locator("input").uncheck()
+    wait_for(lambda: "arg:dropout" not in headers(pg), timeout=10, what="dropout hidden")
+    pg.click("h1, header, body", position={"x": 5, "y": 5})  # close the menu
+    pg.locator("tr[data-id]", has_text="gamma").locator("input[type=checkbox]").check()
+    expect(pg.locator("#sel-info")).to_contain_text("1 selected")
+    return headers(pg)
+
+
+def assert_same_view(pg, cols: list[str]) -> None:
+    assert names_shown(pg, 3) == ["beta", "delta", "gamma"]
+    assert pg.input_value("input.search") == "lr < 0.05"
+    wait_for(lambda: headers(pg) == cols, timeout=10, what="the same columns")
+    assert "arg:dropout" not in cols
+    expect(pg.locator("tr[data-id]", has_text="gamma").locator("input[type=checkbox]")).to_be_checked()
+    expect(pg.locator("tr[data-id]", has_text="beta").locator("input[type=checkbox]")).not_to_be_checked()
+    expect(pg.locator("#sel-info")).to_contain_text("1 selected")
+
+
+def test_runs_view_link_reproduces_filter_sort_columns_selection(page, browser, server):
+    cols = set_up_view(page, server)
+    url = page.url
+    assert "#/" in url and "sort=name" in url
+    # No new history entry per change: back leaves the app's first page.
+    assert page.evaluate("history.length") <= 2
+    context, other = fresh_page(browser)
+    try:
+        other.goto(url)
+        assert_same_view(other, cols)
+        assert not other.errors, other.errors
+    finally:
+        context.close()
+
+
+def test_grouping_and_hidden_runs_travel_in_the_link(page, browser, server):
+    page.goto(server)
+    names_shown(page, 4)
+    page.select_option("select[title='group rows by an arg']", value="arg:batch_size")
+    expect(page.locator("table.runs th", has_text="group: batch_size")).to_have_count(1)
+    page.locator("label[title='also list runs you hid'] input").check()
+    wait_for(lambda: "hidden=1" in page.url and "group=arg" in page.url, timeout=10,
+             what="the grouping and hidden box in the URL")
+    context, other = fresh_page(browser)
+    try:
+        other.goto(page.url)
+        expect(other.locator("table.runs th", has_text="group: batch_size")).to_have_count(1)
+        assert other.input_value("select[title='group rows by an arg']") == "arg:batch_size"
+        expect(other.locator("label[title='also list runs you hid'] input")).to_be_checked()
+    finally:
+        context.close()
+
+
+def test_selection_link_opens_the_same_charts(page, browser, server, store):
+    page.goto(server)
+    names_shown(page, 4)
+    for name in ("alpha", "delta"):
+        page.locator("tr[data-id]", has_text=name).locator("input[type=checkbox]").check()
+    page.click("text=Chart 2 selected")
+    page.wait_for_selector('.chart[data-key="train/loss"][data-drawn="2"]')
+    context, other = fresh_page(browser)
+    try:
+        other.goto(page.url)
+        other.wait_for_selector('.chart[data-key="train/loss"][data-drawn="2"]')
+        legend = other.locator('.chart[data-key="train/loss"] table.legend tr a').all_text_contents()
+        assert sorted(legend) == ["alpha", "delta"]
+    finally:
+        context.close()
+
+
+def test_exported_site_link_round_trip(page, browser, store, tmp_path):
+    from flowillower.server.export import export_site
+
+    site = tmp_path / "site"
+    export_site(store[0], site)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                             "127.0.0.1", "-d", str(site)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, timeout=10, what="python -m http.server to listen")
+        cols = set_up_view(page, f"http://127.0.0.1:{port}/")
+        context, other = fresh_page(browser)
+        try:
+            other.goto(page.url)
+            assert_same_view(other, cols)
+        finally:
+            context.close()
+    finally:
+        proc.terminate()
+        proc.wait(5)
