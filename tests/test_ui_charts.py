@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +36,26 @@ def store(tmp_path_factory):
         run.log_metrics({"final_acc": 0.25 * (r + 1)}, STEPS)  # logged once
         run.finish()
         ids.append(run.id)
+    # Hindsight replays: every grad_norm point of "ant", one extra train/loss point of "bee".
+    _write_replay(root / "runs" / ids[0], "grad_norm", list(range(STEPS)), [1.0] * STEPS)
+    _write_replay(root / "runs" / ids[1], "train/loss", [STEPS + 5], [150.0])
     return root, ids
+
+
+def _write_replay(run_dir: Path, key: str, steps: list[int], values: list[float]) -> None:
+    """A replay's output file as the replay writer leaves it (as in test_server_api)."""
+    import numpy as np
+
+    from flowillower.store.format import encode_frame
+
+    n = len(steps)
+    frame = encode_frame(
+        keys={0: (key, "metric")},
+        call_cols=[np.zeros(n, np.uint32), np.array(steps, np.int64),
+                   np.full(n, time.time()), np.ones(n, np.uint32)],
+        float_cols=[np.zeros(n, np.uint32), np.array(values, np.float64)])
+    (run_dir / "replays").mkdir(exist_ok=True)
+    (run_dir / "replays" / "r1.fwl").write_bytes(frame)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +150,29 @@ def test_hover_shows_x_and_every_runs_value(page, server, store):
         assert ["ant", "bee", "cat"][r] in line.text_content()
     page.mouse.move(box["x"] + box["width"] + 200, box["y"] - 50)
     expect(tip).to_be_hidden()
+
+
+def test_replayed_points_leave_the_line_visible(page, server, store):
+    # Record the dash patterns and dot sizes uPlot strokes with.
+    page.add_init_script("""(() => { const P = CanvasRenderingContext2D.prototype;
+      const dash = P.setLineDash; window.__dashes = [];
+      P.setLineDash = function (d) { window.__dashes.push(Array.from(d)); return dash.call(this, d); };
+      window.__arcs = [];
+      for (const Q of [P, Path2D.prototype]) {  // uPlot builds its point markers as a Path2D
+        const arc = Q.arc;
+        Q.arc = function (x, y, r, ...rest) { window.__arcs.push(r); return arc.call(this, x, y, r, ...rest); };
+      }
+    })()""")
+    ant, bee, _ = store[1]
+    # Every point replayed: the line itself is dashed, no markers, and the legend says so.
+    chart = _open(page, server, [ant], key="grad_norm")
+    expect(chart.locator(".replayed")).to_have_text("↺ all replayed (dashed)")
+    assert [6, 4] in page.evaluate("window.__dashes")
+    assert page.evaluate("window.__arcs") == []
+    # One replayed point among many: a small dot (radius at most 3 px), the line stays solid.
+    page.evaluate("window.__arcs = []; window.__dashes = []")
+    chart = _open(page, server, [bee])
+    expect(chart.locator(".replayed")).to_have_text("↺ 1 replayed (dots)")
+    arcs = wait_for(lambda: page.evaluate("window.__arcs"), timeout=10, what="replay dots")
+    assert max(arcs) <= 3
+    assert [6, 4] not in page.evaluate("window.__dashes")
