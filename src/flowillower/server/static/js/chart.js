@@ -60,7 +60,8 @@ export class Chart {
     this.missingEl = h("div", { class: "missing" });
     // Hover read-out: the x value and every shown run's y (CSSOM styles: the CSP allows them).
     this.tipEl = h("div", { class: "chart-tip", hidden: true, style: { position: "absolute", zIndex: 10,
-      pointerEvents: "none", background: "var(--bg, #fff)", border: "1px solid #c9ced6", borderRadius: "4px",
+      pointerEvents: "none", background: "var(--panel, #fff)", color: "var(--fg, #1d2330)",
+      border: "1px solid var(--line, #c9ced6)", borderRadius: "4px",
       padding: "3px 6px", fontSize: "11px", whiteSpace: "nowrap", boxShadow: "0 1px 4px rgba(0,0,0,.15)" } });
     this.el.append(this.title, this.plotEl, this.legendEl, this.missingEl);
     this.u = null;
@@ -156,7 +157,8 @@ export class Chart {
       data.push(alpha ? ema(y, alpha) : y);
       series.push({ label: name, stroke: c, width: 1.5, spanGaps: true, runId: d.run,
         dash: all ? [6, 4] : undefined,
-        points: { show: false, size: 4, width: 1, fill: c, stroke: c,
+        // A run with a single point among longer runs would be invisible as a line.
+        points: { show: d.x.length === 1, size: d.x.length === 1 ? 6 : 4, width: 1, fill: c, stroke: c,
           filter: () => (idx.length && !all ? idx : null) } });
     });
     this.seriesRuns = series.map((s) => s.runId);
