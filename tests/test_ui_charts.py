@@ -32,7 +32,7 @@ def store(tmp_path_factory):
     for r, name in enumerate(["ant", "bee", "cat"]):
         run = Run("demo", name, dir=root, snapshot=False)
         for step in range(STEPS):
-            run.log_metrics({"train/loss": _loss(r, step)}, step)
+            run.log_metrics({"train/loss": _loss(r, step), "near_flat": 0.1 + 1e-5 * step}, step)
         run.log_metrics({"final_acc": 0.25 * (r + 1)}, STEPS)  # logged once
         run.finish()
         ids.append(run.id)
@@ -176,3 +176,16 @@ def test_replayed_points_leave_the_line_visible(page, server, store):
     arcs = wait_for(lambda: page.evaluate("window.__arcs"), timeout=10, what="replay dots")
     assert max(arcs) <= 3
     assert [6, 4] not in page.evaluate("window.__dashes")
+
+
+def test_nearly_flat_metric_has_distinct_tick_labels(page, server, store):
+    page.add_init_script("""(() => { const orig = CanvasRenderingContext2D.prototype.fillText;
+      window.__drawn = [];
+      CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+        window.__drawn.push(String(text)); return orig.call(this, text, ...rest); }; })()""")
+    page.goto(f"{server}#/charts?runs={store[1][0]}&m=near_flat")
+    page.wait_for_selector('.chart[data-key="near_flat"][data-drawn="1"]')
+    drawn = wait_for(lambda: (t := page.evaluate("window.__drawn")) and "near_flat" in t and t,
+                     timeout=10, what="the chart's text")
+    y_ticks = {t for t in drawn if re.fullmatch(r"0\.1\d*", t)}  # x ticks are whole steps
+    assert len(y_ticks) >= 3, drawn

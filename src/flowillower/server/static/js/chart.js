@@ -47,6 +47,14 @@ export function join(list) {
   return [xs, ...ys];
 }
 
+// Fewest significant digits that keep the tick labels distinct (a nearly flat metric
+// otherwise reads as four identical labels).
+export function tickLabels(vals) {
+  let out = vals.map((v) => fmtNum(v, 3));
+  for (let d = 4; d <= 8 && new Set(out).size < out.length; d++) out = vals.map((v) => fmtNum(v, d));
+  return out;
+}
+
 export class Chart {
   // runs: [{id, name}], opts: {x, smooth, log, points, height, onMissing}
   constructor(key, runs, opts = {}) {
@@ -168,7 +176,7 @@ export class Chart {
       scales: { x: { time: this.opts.x === "time" }, y: this.opts.log ? { distr: 3 } : {} },
       axes: [{ label: this.axisLabel(), labelSize: 18,
         values: this.opts.x === "rel" ? (u, vals) => vals.map((v) => fmtDuration(v)) : undefined },
-      { label: this.key, labelSize: 18, size: 60, values: (u, vals) => vals.map((v) => fmtNum(v, 3)) }],
+      { label: this.key, labelSize: 18, size: 60, values: (u, vals) => tickLabels(vals) }],
       cursor: { drag: { x: true, y: false, setScale: false } },
       hooks: {
         setSelect: [(u) => {
