@@ -59,6 +59,12 @@ def fresh_page(browser):
     return context, pg
 
 
+def href(pg) -> str:
+    """The page's address now: a round trip (the sync API's page.url may lag behind a
+    history.replaceState until it next talks to the browser)."""
+    return pg.evaluate("location.href")
+
+
 def names_shown(pg, n: int) -> list[str]:
     expect(pg.locator("table.runs tr[data-id]")).to_have_count(n)
     return pg.eval_on_selector_all("table.runs tr[data-id] td:nth-child(2) a",
@@ -101,7 +107,7 @@ def assert_same_view(pg, cols: list[str]) -> None:
 
 def test_runs_view_link_reproduces_filter_sort_columns_selection(page, browser, server):
     cols = set_up_view(page, server)
-    url = page.url
+    url = href(page)
     assert "#/" in url and "sort=name" in url
     # No new history entry per change: back leaves the app's first page.
     assert page.evaluate("history.length") <= 2
@@ -120,11 +126,11 @@ def test_grouping_and_hidden_runs_travel_in_the_link(page, browser, server):
     page.select_option("select[title='group rows by an arg']", value="arg:batch_size")
     expect(page.locator("table.runs th", has_text="group: batch_size")).to_have_count(1)
     page.locator("label[title='also list runs you hid'] input").check()
-    wait_for(lambda: "hidden=1" in page.url and "group=arg" in page.url, timeout=10,
+    wait_for(lambda: "hidden=1" in href(page) and "group=arg" in href(page), timeout=10,
              what="the grouping and hidden box in the URL")
     context, other = fresh_page(browser)
     try:
-        other.goto(page.url)
+        other.goto(href(page))
         expect(other.locator("table.runs th", has_text="group: batch_size")).to_have_count(1)
         assert other.input_value("select[title='group rows by an arg']") == "arg:batch_size"
         expect(other.locator("label[title='also list runs you hid'] input")).to_be_checked()
@@ -141,10 +147,57 @@ def test_selection_link_opens_the_same_charts(page, browser, server, store):
     page.wait_for_selector('.chart[data-key="train/loss"][data-drawn="2"]')
     context, other = fresh_page(browser)
     try:
-        other.goto(page.url)
+        other.goto(href(page))
         other.wait_for_selector('.chart[data-key="train/loss"][data-drawn="2"]')
         legend = other.locator('.chart[data-key="train/loss"] table.legend tr a').all_text_contents()
         assert sorted(legend) == ["alpha", "delta"]
+    finally:
+        context.close()
+
+
+def test_chart_settings_link(page, browser, server):
+    page.goto(server)
+    names_shown(page, 4)
+    for name in ("alpha", "delta"):
+        page.locator("tr[data-id]", has_text=name).locator("input[type=checkbox]").check()
+    page.click("text=Chart 2 selected")
+    page.wait_for_selector('.chart[data-key="train/loss"][data-drawn="2"]')
+    page.select_option("select[aria-label='x axis']", value="time")
+    page.locator("input[aria-label=smoothing]").evaluate(
+        "el => { el.value = '0.5'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
+    page.locator("label", has_text="log y").locator("input").check()
+    page.fill("input[placeholder='metric filter']", "val/")
+    wait_for(lambda: "smooth=0.5" in href(page) and "m=val" in href(page), timeout=10,
+             what="the chart settings in the URL")
+    context, other = fresh_page(browser)
+    try:
+        other.goto(href(page))
+        other.wait_for_selector('.chart[data-key="val/loss"][data-drawn="2"]')
+        assert other.input_value("select[aria-label='x axis']") == "time"
+        assert other.input_value("input[aria-label=smoothing]") == "0.5"
+        expect(other.locator("label", has_text="log y").locator("input")).to_be_checked()
+        assert other.input_value("input[placeholder='metric filter']") == "val/"
+        keys = other.eval_on_selector_all(".chart[data-key]", "els => els.map(e => e.dataset.key)")
+        assert sorted(keys) == ["val/acc", "val/loss"]
+    finally:
+        context.close()
+
+
+def test_compare_axes_link(page, browser, server):
+    page.goto(f"{server}#/compare")
+    page.wait_for_selector("select[aria-label='x column']")
+    page.select_option("select[aria-label='x column']", value="arg:dropout")
+    page.select_option("select[aria-label='colour']", value="arg:lr")
+    page.locator("label:has(select[aria-label='y column']) input[type=checkbox]").check()
+    wait_for(lambda: "logy=true" in href(page) and "c=arg" in href(page), timeout=10,
+             what="the compare axes in the URL")
+    context, other = fresh_page(browser)
+    try:
+        other.goto(href(page))
+        other.wait_for_selector("select[aria-label='x column']")
+        assert other.input_value("select[aria-label='x column']") == "arg:dropout"
+        assert other.input_value("select[aria-label='colour']") == "arg:lr"
+        expect(other.locator("label:has(select[aria-label='y column']) input[type=checkbox]")).to_be_checked()
     finally:
         context.close()
 
@@ -170,7 +223,7 @@ def test_exported_site_link_round_trip(page, browser, store, tmp_path):
         cols = set_up_view(page, f"http://127.0.0.1:{port}/")
         context, other = fresh_page(browser)
         try:
-            other.goto(page.url)
+            other.goto(href(page))
             assert_same_view(other, cols)
         finally:
             context.close()

@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { Chart } from "./chart.js";
 import { color, debounce, h } from "./dom.js";
-import { prefs, selection, setPrefs } from "./state.js";
+import { prefs, selection, setParams, setPrefs } from "./state.js";
 
 export async function render(root, { params }) {
   const fromUrl = params.get("runs");
@@ -19,7 +19,7 @@ export async function render(root, { params }) {
     log: (params.get("log") ?? String(prefs("chart.log", false))) === "true",
     live: prefs("chart.live", true),
     filter: params.get("m") ?? prefs("chart.filter", ""),
-    watch: prefs("chart.watch", false),
+    watch: params.has("watch") ? params.get("watch") === "true" : prefs("chart.watch", false),
   };
   let info;
   try { info = await api.get("keys", { run: ids }); } catch (e) {
@@ -92,6 +92,11 @@ export async function render(root, { params }) {
   liveBox.addEventListener("change", () => { opts.live = liveBox.checked; setPrefs("chart.live", opts.live); });
   watchBox.addEventListener("change", () => { opts.watch = watchBox.checked; setPrefs("chart.watch", opts.watch); build(); });
   filter.addEventListener("input", debounce(() => { opts.filter = filter.value; setPrefs("chart.filter", opts.filter); build(); }, 250));
+  // Settings go to the URL as they change (a copied link reproduces this view).
+  const toUrl = () => setParams({ x: xSel.value, smooth: smooth.value, log: String(logBox.checked),
+    m: filter.value, watch: String(watchBox.checked) });
+  [xSel, smooth, logBox, watchBox, filter].forEach((el) => ["input", "change"].forEach((t) => el.addEventListener(t, toUrl)));
+  toUrl();
   const onResize = debounce(() => charts.forEach((c) => c.resize()), 150);
   window.addEventListener("resize", onResize);
 

@@ -2,7 +2,7 @@
 // a final metric), or parallel coordinates over several columns, for all matched runs.
 import { api } from "./api.js";
 import { color, debounce, fmtNum, fmtValue, h } from "./dom.js";
-import { prefs, setPrefs } from "./state.js";
+import { params, prefs, setParams, setPrefs } from "./state.js";
 
 function niceTicks(lo, hi, n = 5) {
   if (!(hi > lo)) return [lo];
@@ -41,7 +41,8 @@ function gradient(t) {  // blue -> orange for a numeric colour column
 
 export async function render(root) {
   let cols;
-  const q = prefs("q", "");
+  const url = params();  // a link's settings win over this browser's last ones
+  const q = url.get("q") ?? prefs("q", "");
   try { cols = (await api.get("runs", { limit: 1, q })).columns; } catch (e) {
     root.append(h("p", { class: "error", text: e.message }));
     return null;
@@ -51,16 +52,16 @@ export async function render(root) {
   const metrics = usable.filter((c) => c.group === "metrics" && !c.metric.startsWith("act/") && !c.metric.startsWith("grad/") && !c.metric.startsWith("param/"));
   const opt = (c, sel) => h("option", { value: c.key, text: `${c.group === "args" ? "arg " : ""}${c.label}`, selected: c.key === sel });
   const st = {
-    mode: prefs("cmp.mode", "scatter"),
-    x: prefs("cmp.x", args[0]?.key || usable[0]?.key),
-    y: prefs("cmp.y", metrics.find((m) => m.stat === "last")?.key || usable[0]?.key),
-    c: prefs("cmp.c", ""), logx: false, logy: false,
+    mode: url.get("mode") ?? prefs("cmp.mode", "scatter"),
+    x: url.get("x") ?? prefs("cmp.x", args[0]?.key || usable[0]?.key),
+    y: url.get("y") ?? prefs("cmp.y", metrics.find((m) => m.stat === "last")?.key || usable[0]?.key),
+    c: url.get("c") ?? prefs("cmp.c", ""), logx: url.get("logx") === "true", logy: url.get("logy") === "true",
   };
   const modeSel = h("select", null, ["scatter", "parallel"].map((m) => h("option", { value: m, text: m === "scatter" ? "scatter" : "parallel coordinates", selected: m === st.mode })));
   const xSel = h("select", { "aria-label": "x column" }, usable.map((c) => opt(c, st.x)));
   const ySel = h("select", { "aria-label": "y column" }, usable.map((c) => opt(c, st.y)));
   const cSel = h("select", { "aria-label": "colour" }, h("option", { value: "", text: "—" }), usable.map((c) => opt(c, st.c)));
-  const logx = h("input", { type: "checkbox" }), logy = h("input", { type: "checkbox" });
+  const logx = h("input", { type: "checkbox", checked: st.logx }), logy = h("input", { type: "checkbox", checked: st.logy });
   const search = h("input", { type: "search", class: "search", value: q, placeholder: "filter runs (same syntax as the runs table)" });
   const plot = h("div", { class: "pc" });
   const note = h("div", { class: "muted" });
@@ -72,6 +73,7 @@ export async function render(root) {
 
   async function draw() {
     Object.entries({ mode: st.mode, x: st.x, y: st.y, c: st.c }).forEach(([k, v]) => setPrefs(`cmp.${k}`, v));
+    setParams({ mode: st.mode, x: st.x, y: st.y, c: st.c, logx: String(st.logx), logy: String(st.logy), q: search.value.trim() });
     const dims = st.mode === "scatter" ? [st.x, st.y, st.c].filter(Boolean)
       : [...new Set([...args.map((a) => a.key).slice(0, 10), st.y])];
     let data;
