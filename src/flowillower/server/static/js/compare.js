@@ -114,7 +114,8 @@ export async function render(root) {
       const jitter = xs.numeric ? 0 : ((i * 7919) % 100) / 100 * 0.02 - 0.01;
       const x = L + (0.03 + 0.94 * (px + jitter)) * pw, y = T + ph - (0.03 + 0.94 * py) * ph;
       const cv = cs ? cs.pos(data.dims[st.c][i]) : null;
-      ctx.fillStyle = cv === null ? color(0) : cs.numeric ? gradient(cv) : color(Math.round(cv * 13));
+      // Without a colour column a run keeps the colour it has on the charts page.
+      ctx.fillStyle = cv === null ? color(id) : cs.numeric ? gradient(cv) : color(Math.round(cv * 12));
       ctx.globalAlpha = 0.8;
       ctx.beginPath(); ctx.arc(x, y, 4, 0, 7); ctx.fill();
       pts.push([x, y, i]);
