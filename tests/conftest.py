@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -162,3 +165,25 @@ def tiny_disk(tmp_path):
         finally:
             if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@contextmanager
+def ui_server(store_root: Path, **app_options) -> Iterator[str]:
+    """`flowillower ui`'s app on a free loopback port, in a thread; yields its URL."""
+    import uvicorn
+
+    from flowillower.server.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(store_root, **app_options), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        srv.should_exit = True
+        thread.join(5)

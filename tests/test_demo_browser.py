@@ -4,11 +4,9 @@ with statistics on the watched layers. Screenshots land in $TMPDIR/flowillower-d
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from tests.conftest import require_browser, wait_for
+from tests.conftest import require_browser, ui_server
 
 require_browser()  # /usr/bin/chromium, the binary launched, and playwright (CI: must be there)
 pytest.importorskip("torch")
@@ -17,7 +15,6 @@ pytest.importorskip("omegaconf")
 from tests.test_demo import SMALL, cli  # noqa: E402
 from tests.test_ui_browser import (  # noqa: E402
     SHOTS,
-    _free_port,
     expect,
     wait_image,
     wait_rows,
@@ -26,24 +23,14 @@ from tests.test_ui_browser import (  # noqa: E402
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory):
-    import uvicorn
-
-    from flowillower.server.app import create_app
     from flowillower.store.catalog import Store
 
     work = tmp_path_factory.mktemp("demo-ui")
     store = work / ".flowillower"
     cli("demo", "quickstart", "--no-ui", "--epochs", "4", *SMALL, cwd=work, store=store)
     ids = {row["name"]: row["id"] for row in Store(store).runs()}
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/", ids
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(store) as url:
+        yield url, ids
 
 
 def test_table_lists_both_runs(page, demo_server):

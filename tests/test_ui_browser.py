@@ -8,14 +8,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
 from flowillower.run import Run
 from flowillower.server.demo import make_demo_store
-from tests.conftest import require_browser, wait_for
+from tests.conftest import require_browser, ui_server, wait_for
 
 # Skips the module without /usr/bin/chromium (the binary launched) or playwright; CI fails.
 playwright_api = require_browser()
@@ -46,19 +45,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store):
-    import uvicorn
-
-    from flowillower.server.app import create_app
-
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(store[0], sync_interval=0.2),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(store[0], sync_interval=0.2) as url:
+        yield url
 
 
 # The `browser` and `page` fixtures live in tests/conftest.py (the demo tests use them too).

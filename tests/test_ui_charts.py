@@ -5,15 +5,13 @@ carry titles, and hovering shows the x value and every run's y."""
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from flowillower.run import Run
-from tests.conftest import require_browser, wait_for
+from tests.conftest import require_browser, ui_server, wait_for
 
 playwright_api = require_browser()
 expect = playwright_api.expect
@@ -60,21 +58,8 @@ def _write_replay(run_dir: Path, key: str, steps: list[int], values: list[float]
 
 @pytest.fixture(scope="module")
 def server(store):
-    import uvicorn
-
-    from flowillower.server.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(store[0]), host="127.0.0.1", port=port,
-                                       log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(store[0]) as url:
+        yield url
 
 
 def _open(page, server, ids, key="train/loss"):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import warnings
 
 import pytest
@@ -18,7 +17,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 
 from flowillower.run import Run
 from flowillower.server.app import create_app
-from tests.conftest import wait_for
+from tests.conftest import ui_server, wait_for
 
 LOCAL = "http://127.0.0.1:8686"
 BASE_TO_TUNED = [{"key": "dropout", "change": "removed", "a": 0.5},
@@ -84,20 +83,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(store):
-    import uvicorn
-
     from tests.conftest import require_browser
 
     require_browser()
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(store[0], sync_interval=0.2),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(store[0], sync_interval=0.2) as url:
+        yield url
 
 
 def _pick(page, label_part: str) -> None:

@@ -5,13 +5,10 @@ placeholder is a filter that works on these runs."""
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import pytest
 
 from flowillower.run import Run
-from tests.conftest import require_browser, wait_for
+from tests.conftest import require_browser, ui_server
 
 playwright_api = require_browser()
 expect = playwright_api.expect
@@ -19,9 +16,7 @@ expect = playwright_api.expect
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
 
-    from flowillower.server.app import create_app
 
     root = tmp_path_factory.mktemp("filter-ui") / ".flowillower"
     for lr in (0.001, 0.003):
@@ -30,17 +25,8 @@ def server(tmp_path_factory):
         for step in range(5):
             run.log_metrics({"lr": lr * 1e-4 / (step + 1), "loss": 1 / (step + 1)}, step)
         run.finish()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(root, sync_interval=0.2), host="127.0.0.1",
-                                       port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(root, sync_interval=0.2) as url:
+        yield url
 
 
 def names(pg, n: int) -> set[str]:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from flowillower.server.demo import make_demo_store
-from tests.conftest import require_browser, wait_for
+from tests.conftest import require_browser, ui_server, wait_for
 
 playwright_api = require_browser()
 expect = playwright_api.expect
@@ -34,19 +33,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store):
-    import uvicorn
-
-    from flowillower.server.app import create_app
-
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(store[0], sync_interval=0.2),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(store[0], sync_interval=0.2) as url:
+        yield url
 
 
 def fresh_page(browser):

@@ -5,7 +5,6 @@ exactly the box's text; the edit travels with `push`/`pull`; edits apply in time
 from __future__ import annotations
 
 import socket
-import threading
 import time
 import types
 import warnings
@@ -21,7 +20,7 @@ from flowillower.run import Run
 from flowillower.server.app import create_app
 from flowillower.store import catalog
 from flowillower.store.catalog import Store
-from tests.conftest import wait_for
+from tests.conftest import ui_server, wait_for
 from tests.conftest_git import bare_remote, isolate_home
 
 LOCAL = "http://127.0.0.1:8686"
@@ -123,22 +122,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     from tests.conftest import require_browser
 
     require_browser()
     root = tmp_path_factory.mktemp("notes") / ".flowillower"
     ids = _make_runs(root)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(root, sync_interval=0.2),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/", ids
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(root, sync_interval=0.2) as url:
+        yield url, ids
 
 
 def _box(page):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 
 import pytest
 
 from flowillower.server.demo import make_demo_store
-from tests.conftest import require_browser, wait_for
+from tests.conftest import require_browser, ui_server, wait_for
 
 require_browser()  # skips the module without chromium/playwright; CI fails instead
 
@@ -33,19 +32,8 @@ def ids(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(ids):
-    import uvicorn
-
-    from flowillower.server.app import create_app
-
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ids[0], sync_interval=0.5),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30, what="the UI server to start")
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(5)
+    with ui_server(ids[0], sync_interval=0.5) as url:
+        yield url
 
 
 def pages(ids) -> list[tuple[str, str]]:
