@@ -187,3 +187,28 @@ def ui_server(store_root: Path, **app_options) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(5)
+
+
+@contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    """`python -m http.server` serving `folder` on a free loopback port; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                             "127.0.0.1", "-d", str(folder)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(listening, timeout=10, what="python -m http.server to listen")
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(5)

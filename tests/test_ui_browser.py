@@ -4,9 +4,6 @@ served by `python -m http.server`. Screenshots land in $TMPDIR/flowillower-ui-*.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,19 +11,13 @@ import pytest
 
 from flowillower.run import Run
 from flowillower.server.demo import make_demo_store
-from tests.conftest import require_browser, ui_server, wait_for
+from tests.conftest import require_browser, static_server, ui_server, wait_for
 
 # Skips the module without /usr/bin/chromium (the binary launched) or playwright; CI fails.
 playwright_api = require_browser()
 expect = playwright_api.expect
 XSS = "<img src=x onerror=window.__pwned=1>"
 SHOTS = Path(tempfile.gettempdir())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -183,21 +174,7 @@ def test_static_export_served_by_http_server(page, store, tmp_path):
 
     site = tmp_path / "site"
     export_site(store[0], site)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1", "-d", str(site)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}/"
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, timeout=10, what="python -m http.server to listen")
+    with static_server(site) as base:
         page.goto(base)
         assert set(wait_rows(page, 6)) >= {"alpha", XSS}
         assert "static export" in page.text_content("#mode-info")
@@ -211,6 +188,3 @@ def test_static_export_served_by_http_server(page, store, tmp_path):
         page.wait_for_selector("svg g.node")
         page.goto(f"{base}#/run/{store[1][0]}")
         wait_image(page, ".media img")
-    finally:
-        proc.terminate()
-        proc.wait(5)

@@ -4,9 +4,7 @@ code diff against another run picked from a list, in the API, the UI and a stati
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 import warnings
 
 import pytest
@@ -17,7 +15,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 
 from flowillower.run import Run
 from flowillower.server.app import create_app
-from tests.conftest import ui_server, wait_for
+from tests.conftest import static_server, ui_server, wait_for
 
 LOCAL = "http://127.0.0.1:8686"
 BASE_TO_TUNED = [{"key": "dropout", "change": "removed", "a": 0.5},
@@ -75,12 +73,6 @@ def test_api_diff_returns_arg_changes_and_the_code_diff(store):
 # -- in a real browser ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(store):
     from tests.conftest import require_browser
@@ -135,25 +127,10 @@ def test_static_export_diffs_args_and_points_to_the_ui_for_code(store, tmp_path,
     _, ids = store
     site = tmp_path / "site"
     export_site(store[0], site)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1", "-d", str(site)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, timeout=10, what="python -m http.server to listen")
-        page.goto(f"http://127.0.0.1:{port}/#/run/{ids['tuned']}")
+    with static_server(site) as base:
+        page.goto(f"{base}#/run/{ids['tuned']}")
         _pick(page, "base")
         assert ["lr", "changed", "0.1", "0.2"] in _arg_rows(page)
         wait_for(lambda: page.locator(".code-error").count() > 0, timeout=10,
                  what="the code diff message")
         assert "flowillower ui" in page.locator(".code-error").text_content()
-    finally:
-        proc.terminate()
-        proc.wait(5)

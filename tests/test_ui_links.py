@@ -4,24 +4,14 @@ in a fresh browser context (no localStorage) shows the same view, live and expor
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-
 import pytest
 
 from flowillower.server.demo import make_demo_store
-from tests.conftest import require_browser, ui_server, wait_for
+from tests.conftest import require_browser, static_server, ui_server, wait_for
 
 playwright_api = require_browser()
 expect = playwright_api.expect
 NAMES = ["alpha", "beta", "gamma", "delta"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -195,26 +185,11 @@ def test_exported_site_link_round_trip(page, browser, store, tmp_path):
 
     site = tmp_path / "site"
     export_site(store[0], site)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1", "-d", str(site)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, timeout=10, what="python -m http.server to listen")
-        cols = set_up_view(page, f"http://127.0.0.1:{port}/")
+    with static_server(site) as base:
+        cols = set_up_view(page, base)
         context, other = fresh_page(browser)
         try:
             other.goto(href(page))
             assert_same_view(other, cols)
         finally:
             context.close()
-    finally:
-        proc.terminate()
-        proc.wait(5)

@@ -4,7 +4,6 @@ exactly the box's text; the edit travels with `push`/`pull`; edits apply in time
 
 from __future__ import annotations
 
-import socket
 import time
 import types
 import warnings
@@ -112,12 +111,6 @@ def test_edits_apply_in_time_order_across_a_second_boundary(tmp_path, monkeypatc
 
 
 # -- in a real browser ---------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

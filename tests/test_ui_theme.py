@@ -8,7 +8,6 @@ usable width."""
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 
@@ -16,12 +15,6 @@ from flowillower.server.demo import make_demo_store
 from tests.conftest import require_browser, ui_server, wait_for
 
 require_browser()  # skips the module without chromium/playwright; CI fails instead
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
