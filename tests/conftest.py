@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -212,3 +213,16 @@ def static_server(folder: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Fill the disk to the last byte with a ballast file."""
+    ballast = disk / "ballast"
+    with open(ballast, "wb", buffering=0) as fh:
+        for size in (65536, 4096, 256, 1):
+            try:
+                while fh.write(b"\xa5" * size):
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    return ballast

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import flowillower as fw
 from flowillower.store.reader import RunReader
-
-
-def _fill(disk: Path) -> Path:
-    ballast = disk / "ballast"
-    with open(ballast, "wb", buffering=0) as fh:
-        for size in (65536, 4096, 256, 1):
-            try:
-                while fh.write(b"\0" * size):
-                    pass
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-    return ballast
+from tests.conftest import fill_disk
 
 
 def test_values_dropped_past_max_buffer_are_counted_in_the_summary(tiny_disk):
@@ -31,7 +18,7 @@ def test_values_dropped_past_max_buffer_are_counted_in_the_summary(tiny_disk):
                   max_buffer="64kB")
     fw.log_metrics({"loss": 0.0}, step=0)
     run.flush()  # on disk before the disk fills up
-    ballast = _fill(tiny_disk)
+    ballast = fill_disk(tiny_disk)
     logged = 1
     for _ in range(10):
         for _ in range(600):  # ~22 kB of pending frame each: the bound holds ~2 of them

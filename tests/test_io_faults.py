@@ -18,7 +18,7 @@ from flowillower.sizes import parse_size
 from flowillower.store.format import frame_spans, valid_length
 from flowillower.store.reader import RunReader
 from flowillower.store.writer import DEFAULT_MAX_PENDING, FrameWriter
-from tests.conftest import wait_for
+from tests.conftest import fill_disk, wait_for
 
 
 def value(i: int) -> float:
@@ -360,25 +360,12 @@ def test_reopening_cuts_only_a_torn_tail_not_frames_after_a_corrupt_one(tmp_path
 
 # -- (a) a real full disk -----------------------------------------------------------------
 
-def fill(disk: Path) -> Path:
-    """Fill the disk to the last byte with a ballast file."""
-    ballast = disk / "ballast"
-    with open(ballast, "wb", buffering=0) as fh:
-        for size in (65536, 4096, 256, 1):
-            try:
-                while fh.write(b"\xa5" * size):
-                    pass
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-    return ballast
-
-
 def test_a_full_disk_loses_nothing_and_says_so_while_it_happens(tiny_disk, capsys):
     run = fw.init(project="disk", dir=str(tiny_disk / "store"), snapshot=False)
     fw.log_metrics({"loss": value(0)}, step=0)
     run.flush()  # the run exists on disk: run.json and the first frame
     data_file = next(run.dir.glob("data*.fwl"))
-    ballast = fill(tiny_disk)
+    ballast = fill_disk(tiny_disk)
     for step in range(1, 20_001):  # ~300 kB of frame: cannot fit
         fw.log_metrics({"loss": value(step)}, step=step)
     said: list[str] = []
