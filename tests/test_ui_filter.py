@@ -5,6 +5,8 @@ placeholder is a filter that works on these runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from flowillower.run import Run
@@ -14,17 +16,20 @@ playwright_api = require_browser()
 expect = playwright_api.expect
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-
-
-    root = tmp_path_factory.mktemp("filter-ui") / ".flowillower"
+def demo_shaped_runs(root: Path) -> None:
+    """Two finished runs like the demo's: an arg `training.learning_rate`, a metric `lr`."""
     for lr in (0.001, 0.003):
         run = Run("demo", f"lr-{lr}", dir=root, snapshot=False)
         run.record_args({"training.learning_rate": lr, "model.layers": 3})
         for step in range(5):
             run.log_metrics({"lr": lr * 1e-4 / (step + 1), "loss": 1 / (step + 1)}, step)
         run.finish()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("filter-ui") / ".flowillower"
+    demo_shaped_runs(root)
     with ui_server(root, sync_interval=0.2) as url:
         yield url
 

@@ -3,45 +3,22 @@ error, the same resolution line and the same working placeholder."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-
 import pytest
 
-from flowillower.run import Run
 from flowillower.server.export import export_site
-from tests.conftest import wait_for
-from tests.test_ui_filter import expect, names, type_filter
+from tests.conftest import static_server
+from tests.test_ui_filter import demo_shaped_runs, expect, names, type_filter
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("filter-export")
     root = base / ".flowillower"
-    for lr in (0.001, 0.003):
-        run = Run("demo", f"lr-{lr}", dir=root, snapshot=False)
-        run.record_args({"training.learning_rate": lr, "model.layers": 3})
-        for step in range(5):
-            run.log_metrics({"lr": lr * 1e-4 / (step + 1), "loss": 1 / (step + 1)}, step)
-        run.finish()
+    demo_shaped_runs(root)
     out = base / "site"
     export_site(root, out)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                               "-d", str(out), str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(up, timeout=20, what="the static server")
-    yield f"http://127.0.0.1:{port}/"
-    server.terminate()
-    server.wait(10)
+    with static_server(out) as url:
+        yield url
 
 
 def test_static_export_resolves_filter_names(page, site):
