@@ -294,8 +294,12 @@ def bench_export(root: Path, out: Path) -> dict[str, object]:
     from flowillower.server.export import export_site
 
     result = export_site(root, out)
+    # Baseline from the same run: the export without the file:// twins and bundle (what
+    # `deploy` writes, since a Space serves over HTTP).
+    plain = export_site(root, out.with_name(out.name + "-http-only"), files=False)
     return {"export s": result["seconds"], "export MB": result["bytes"] / 1e6,
-            "export runs": result["runs"]}
+            "export (files=False) s": plain["seconds"],
+            "export (files=False) MB": plain["bytes"] / 1e6, "export runs": result["runs"]}
 
 
 def fmt(key: str, v: object) -> str:
