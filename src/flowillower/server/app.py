@@ -28,6 +28,7 @@ from .api import Api
 from .routing import ApiError, json_response, make_route, openapi_schema
 from .security import GuardMiddleware
 from .store_view import StoreView
+from .views_api import saved_view_endpoints
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -137,7 +138,7 @@ def create_app(store_root: str | os.PathLike[str], token: str | None = None, *,
     """
     view = StoreView(store_root, interval=sync_interval)
     api = Api(view, token)
-    endpoints = api.endpoints()
+    endpoints = api.endpoints() + saved_view_endpoints(view.root)
     schema = openapi_schema(endpoints, __version__)
 
     async def index(request: Request) -> Response:

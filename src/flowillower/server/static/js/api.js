@@ -47,6 +47,7 @@ async function call(method, path, params, body) {
 export const api = {
   get: (path, params) => call("GET", path, params),
   patch: (path, body) => call("PATCH", path, undefined, body),
+  put: (path, body) => call("PUT", path, undefined, body),
   del: (path) => call("DELETE", path),
   readonly: MODE === "static",
   fileUrl(run, path) {

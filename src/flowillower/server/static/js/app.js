@@ -3,6 +3,7 @@ import { clear, h } from "./dom.js";
 import { MODE } from "./api.js";
 import { selection, setParam } from "./state.js";
 import { initTheme } from "./theme.js";
+import { initViews } from "./views.js";
 
 const PAGES = {
   "": () => import("./runs.js"),
@@ -68,6 +69,7 @@ function start() {
   // Every module loaded: tell index.html's start-up watchdog the app is running.
   document.documentElement.setAttribute("data-fw-started", "");
   initTheme();  // dark/light theme and its header toggle (theme.js)
+  initViews();  // the header's saved-views menu (views.js)
   document.getElementById("mode-info").textContent =
     MODE === "static" ? "static export (read-only)" : "";
   selection.onChange(showSelection);
