@@ -3,6 +3,7 @@
 import { api, runPath } from "./api.js";
 import { clear, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
 import { heatmap } from "./heatmap.js";
+import { imageCard } from "./media.js";
 import { selection } from "./state.js";
 
 function kv(obj, keys) {
@@ -14,7 +15,9 @@ function kv(obj, keys) {
 
 function card(title, ...body) { return h("section", { class: "card" }, h("h2", { text: title }), ...body); }
 
-export async function render(root, { args }) {
+export async function render(root, { args, params }) {
+  // #/run/<id>/images?runs=a,b&key=k&step=N: the side-by-side images view (media.js).
+  if (args[1] === "images") return (await import("./media.js")).render(root, { args, params });
   const ref = args[0];
   let d;
   try { d = await api.get(runPath(ref)); } catch (e) {
@@ -105,29 +108,6 @@ export async function render(root, { args }) {
       .catch((e) => { c.lastChild.textContent = e.message; });
   }
   return null;
-}
-
-async function imageCard(id, key) {
-  const c = card(`Images: ${key}`);
-  let items = [];
-  try { items = (await api.get(runPath(id, "/media"), { key })).items; } catch (e) {
-    c.append(h("p", { class: "error", text: e.message }));
-    return c;
-  }
-  if (!items.length) { c.append(h("p", { class: "muted", text: "no images" })); return c; }
-  const img = h("img", { alt: key });
-  const label = h("div", { class: "muted" });
-  const slider = h("input", { type: "range", min: 0, max: items.length - 1, value: items.length - 1, "aria-label": "step" });
-  const show = () => {
-    const it = items[Number(slider.value)];
-    img.src = api.fileUrl(id, it.path);
-    label.textContent = `step ${it.step}${it.caption ? ` · ${it.caption}` : ""}${it.replayed ? " · ↺ replayed" : ""}` +
-      ` · ${Number(slider.value) + 1}/${items.length}`;
-  };
-  slider.addEventListener("input", show);
-  show();
-  c.append(h("div", { class: "media" }, img, slider, label));
-  return c;
 }
 
 async function artifactCard(id, key) {
