@@ -20,6 +20,7 @@ from ..gitops.paths import safe_rel
 from ..store.documents import read_meta, read_summary
 from ..store.index import latest_annotation
 from ..store.resolve import InvalidRunRefError, run_file
+from .model_runs import model_names, model_run_endpoints
 from .routing import ApiError, Endpoint, P
 from .security import safe_run_file
 from .series import SeriesCache, chart_series, hist_series
@@ -205,12 +206,7 @@ class Api:
 
     @staticmethod
     def _models(run_dir: Path) -> list[str]:
-        base = run_dir / "model"
-        names = [""] if (base / "graph.json").is_file() else []
-        if base.is_dir():
-            names += sorted(p.parent.name for p in base.glob("*/graph.json")
-                            if _MODEL_NAME.match(p.parent.name))
-        return names
+        return model_names(run_dir)
 
     def models(self, run: str) -> dict[str, Any]:
         run_dir = self.view.run_dir(run)
@@ -365,6 +361,7 @@ class Api:
                      "A file under the run's media/ or artifacts/", [
                          run, P("path", where="path", required=True, max_length=1000),
                          P("download", "boolean", default=False)], tag="media"),
+            *model_run_endpoints(self.view),
             Endpoint("GET", "/api/runs/{run}/models", self.models,
                      "Names of the run's model graphs", [run], tag="model"),
             Endpoint("GET", "/api/runs/{run}/model", self.model,
