@@ -20,10 +20,12 @@ from ..gitops.paths import safe_rel
 from ..store.documents import read_meta, read_summary
 from ..store.index import latest_annotation
 from ..store.resolve import InvalidRunRefError, run_file
+from .live import live_series
 from .model_runs import model_names, model_run_endpoints
 from .routing import ApiError, Endpoint, P
 from .security import safe_run_file
-from .series import SeriesCache, chart_series, hist_series
+from .series import chart_series, hist_series
+from .series_cache import SeriesCache
 from .store_view import StoreView, is_watch
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -171,7 +173,11 @@ class Api:
             row = self.view.row(run_id) or {}
             items.append((run_id, got[key], got.get(other_key) if other_key else None,
                           row.get("created")))
-        return chart_series(items, key, x, points, x0, x1, after or None)
+        if after:  # live: only what came after each cursor (see live.py)
+            resets = [self.series_cache.needs_reset(rid, key, c)
+                      for (rid, *_), c in zip(items, after)]
+            return live_series(items, key, x, points, after, resets)
+        return chart_series(items, key, x, points, x0, x1, None)
 
     def hist(self, run: str, key: str, points: int) -> dict[str, Any]:
         run_dir = self.view.run_dir(run)

@@ -1,10 +1,8 @@
-"""Series for charts: decoded once per run file version, shipped downsampled.
+"""Series for charts, shipped downsampled.
 
-`SeriesCache` keeps decoded series of recently viewed runs, keyed by the run's data-file
-signature (a running run's file grows, so its entry is re-decoded when it changes) and
-bounded by a total number of values. `chart_series` turns them into what one chart
-needs: the chosen x axis, the zoom window, and at most `points` values per run. When the
-runs' x values differ (wall time, or steps thinned differently), all runs are snapped to
+Decoded series come from `series_cache.SeriesCache` (incremental per run); live polls
+go through `live.live_series`. `chart_series` turns them into what one chart needs:
+the chosen x axis, the zoom window, and at most `points` values per run. When the runs' x values differ (wall time, or steps thinned differently), all runs are snapped to
 one shared grid of `points` slots, each narrower than a pixel, so the browser draws 100
 runs from one x array instead of joining 100 different ones.
 """
@@ -12,19 +10,14 @@ runs from one x array instead of joining 100 different ones.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..store.reader import RunReader, Series
+from ..store.reader import Series
 from .downsample import clip_range, json_floats, minmax_indices, round_sig
 from .routing import ApiError
-
-MAX_CACHED_VALUES = 6_000_000
 
 
 @dataclass
@@ -34,79 +27,8 @@ class Loaded:
     series: Series | None  # None: the run has no such key
     loop_names: list[str]
     ctx_coords: np.ndarray
-
-
-@dataclass
-class _Entry:
-    signature: tuple
-    items: dict[str, Loaded]
-    size: int = 0
-
-
-def data_signature(run_dir: Path) -> tuple:
-    """Changes whenever any frame file of the run (replays included) changes."""
-    parts = []
-    for pattern in ("data*.fwl", "replays/*.fwl"):
-        for p in sorted(run_dir.glob(pattern)):
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            parts.append((p.name, st.st_size, st.st_mtime_ns))
-    return tuple(parts)
-
-
-class SeriesCache:
-    """LRU of decoded series per run, invalidated by the data files' signature."""
-
-    def __init__(self, max_values: int = MAX_CACHED_VALUES) -> None:
-        self.max_values = max_values
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._run_locks: dict[str, threading.Lock] = {}
-        self.decodes = 0  # how many times a run file was decoded (tests, benchmark)
-
-    def _run_lock(self, run_id: str) -> threading.Lock:
-        with self._lock:
-            return self._run_locks.setdefault(run_id, threading.Lock())
-
-    def get(self, run_dir: Path, names: list[str], prefetch: list[str] = ()
-            ) -> dict[str, Loaded]:
-        """Decoded series `names` of a run (missing keys give `Loaded(series=None)`)."""
-        run_id = run_dir.name
-        with self._run_lock(run_id):  # concurrent charts of one run decode it once
-            sig = data_signature(run_dir)
-            with self._lock:
-                entry = self._entries.get(run_id)
-                if entry is not None and entry.signature != sig:
-                    entry = None
-                if entry is not None:
-                    self._entries.move_to_end(run_id)
-            have = entry.items if entry is not None else {}
-            missing = [n for n in names if n not in have]
-            if missing:
-                # One decode for the keys the next requests will ask for as well.
-                wanted = set(missing) | {n for n in prefetch if n not in have}
-                data = RunReader(run_dir).load(sorted(wanted))
-                self.decodes += 1
-                items = dict(have)
-                for name in wanted:
-                    items[name] = Loaded(data.series.get(name), data.loop_names,
-                                         data.ctx_coords)
-                size = sum(len(x.series.values) for x in items.values() if x.series is not None)
-                entry = _Entry(sig, items, size)
-                with self._lock:
-                    self._entries[run_id] = entry
-                    self._entries.move_to_end(run_id)
-                    self._evict()
-            assert entry is not None
-            return {n: entry.items[n] for n in names}
-
-    def _evict(self) -> None:
-        total = sum(e.size for e in self._entries.values())
-        while total > self.max_values and len(self._entries) > 1:
-            _, old = self._entries.popitem(last=False)
-            total -= old.size
+    vmin: float | None = None  # finite min / max of the values, when known (live polls)
+    vmax: float | None = None
 
 
 # -- x axes ------------------------------------------------------------------------------
@@ -194,7 +116,8 @@ def _snap(x: np.ndarray, y: np.ndarray, lo: float, width: float, nb: int
     return slots[keep], y[src[keep]], src[keep]
 
 
-def _stats(y: np.ndarray) -> dict[str, Any]:
+def stats(y: np.ndarray) -> dict[str, Any]:
+    """last, min and max of a chart's values (JSON-safe)."""
     finite = y[np.isfinite(y)]
     last = float(y[-1]) if len(y) else None
     return {"last": last if last is None or math.isfinite(last) else str(last),
@@ -228,7 +151,7 @@ def chart_series(items: list[tuple[str, Loaded, Loaded | None, float | None]], k
         y_all = s.values.astype(np.float64)
         x_all = x_values(loaded, axis, created, other.series if other else None)
         entry: dict[str, Any] = {"run": run_id, "count": len(y_all), "cursor": len(y_all),
-                                 **_stats(y_all)}
+                                 **stats(y_all)}
         start = 0
         if afters is not None:
             start = afters[i] if i < len(afters) else 0
@@ -323,5 +246,5 @@ def hist_series(loaded: Loaded, points: int) -> dict[str, Any]:
             "max": json_floats(np.array(maxs)), "counts": counts, "count": n}
 
 
-__all__ = ["SeriesCache", "Loaded", "chart_series", "hist_series", "replay_command",
-           "x_values", "loop_position", "data_signature", "round_sig"]
+__all__ = ["Loaded", "chart_series", "hist_series", "replay_command", "x_values",
+           "loop_position", "round_sig", "stats"]
