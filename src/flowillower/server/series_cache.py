@@ -350,12 +350,7 @@ class SeriesCache:
 
     def _rebuild(self, run_dir: Path, wanted: set[str], old: _RunState | None) -> _RunState:
         state = _RunState(wanted)
-        for _ in range(3):  # a file replaced mid-read: start over
-            try:
-                state.update(run_dir)
-                break
-            except NeedsRebuild:
-                state = _RunState(wanted)
+        state.update(run_dir)  # a fresh state knows no file: nothing to find changed
         self.decodes += 1
         if old is not None:  # values a client holds may now sit elsewhere
             moved = {}
