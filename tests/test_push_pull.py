@@ -111,9 +111,16 @@ def test_two_machines_add_files_to_one_run(alice, tmp_path):
         folder.mkdir()
         (folder / name).write_bytes(record_file(name))
     assert push(alice / ".flowillower", str(remote))["rejected"] == []
-    assert push(bob, str(remote))["rejected"] == [RUN_A]  # pull first
-    pull(bob, str(remote))
-    assert push(bob, str(remote))["rejected"] == []  # both versions as parents, no merge
+    alices = git(remote, "rev-parse", REF + RUN_A).strip()
+    # Bob's push is rejected at first, fetches Alice's replay, and pushes a version with
+    # both as parents (the union of both folders: nothing to merge).
+    result = push(bob, str(remote))
+    assert (result["rejected"], result["conflicts"], result["attempts"]) == ([], {}, 2)
+    assert (result["updated"], result["up_to_date"]) == (1, 1)
+    tip = git(remote, "rev-parse", REF + RUN_A).strip()
+    assert alices in git(remote, "rev-list", "--parents", "-n", "1", tip).split()[1:]
+    assert sorted(store_ref(remote, "ls-tree", "--name-only", tip + ":replays").split()) == [
+        "a.fwl", "b.fwl"]
     pull(alice / ".flowillower", str(remote))
     for store in (alice / ".flowillower", bob):
         assert sorted(p.name for p in (store / "runs" / RUN_A / "replays").iterdir()) == [

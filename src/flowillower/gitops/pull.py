@@ -51,8 +51,11 @@ _PATH_CHECKS_WARN = [arg for check in ("hasDot", "hasDotdot", "hasDotgit", "full
                      for arg in ("-c", f"fetch.fsck.{check}=warn")]
 
 
-def pull(store_root: Path, remote: str) -> dict[str, Any]:
+def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dict[str, Any]:
     """Fetch runs (and their code snapshots) from `remote` into the store.
+
+    `run_ids` fetches only those runs' refs, no code refs (a push catching up with runs
+    another machine changed meanwhile).
 
     Returns `{"remote", "runs_added", "runs_updated", "files_added", "refused"
     ({run id: [[path, reason], ...]}), "runs_refused" ([[run id, reason], ...]: runs not
@@ -70,11 +73,18 @@ def pull(store_root: Path, remote: str) -> dict[str, Any]:
     store_git(git_dir, ["rev-parse", "--git-dir"])  # creates the repository if needed
     with store_lock(git_dir):  # gc waits: fetched objects are not referenced by runs yet
         before = list_refs(git_dir, INCOMING_PREFIX)
+        wanted = set(run_ids or ())
         # --no-prune: a user's fetch.prune=true must not delete our local code refs.
-        proc = store_git(git_dir, [*_PATH_CHECKS_WARN, "fetch", "--quiet", "--no-tags", "--no-prune",
-                                   "--no-recurse-submodules", url,
-                                   f"+{RUN_REF_PREFIX}*:{INCOMING_PREFIX}*",
-                                   f"+{_CODE_PREFIX}*:{INCOMING_CODE_PREFIX}*"],
+        if run_ids is None:
+            specs = [f"+{RUN_REF_PREFIX}*:{INCOMING_PREFIX}*",
+                     f"+{_CODE_PREFIX}*:{INCOMING_CODE_PREFIX}*"]
+        else:
+            specs = [f"+{RUN_REF_PREFIX}{rid}:{INCOMING_PREFIX}{rid}" for rid in run_ids
+                     if valid_run_id(rid)]
+        # Refspecs on stdin: thousands of them never meet a command-line length limit.
+        proc = store_git(git_dir, [*_PATH_CHECKS_WARN, "fetch", "--quiet", "--no-tags",
+                                   "--no-prune", "--no-recurse-submodules", "--stdin", url],
+                         input="".join(f"{spec}\n" for spec in specs).encode(),
                          transport=True, check=False)
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
@@ -84,6 +94,8 @@ def pull(store_root: Path, remote: str) -> dict[str, Any]:
         todo: dict[str, tuple[str, list[Any], list[Any]]] = {}
         for ref, commit in sorted(list_refs(git_dir, INCOMING_PREFIX).items()):
             run_id = ref.removeprefix(INCOMING_PREFIX)
+            if run_ids is not None and run_id not in wanted:
+                continue
             if not valid_run_id(run_id):
                 result["runs_refused"].append([run_id[:200], "not a valid run id"])
                 store_git(git_dir, ["update-ref", "-d", ref])

@@ -19,10 +19,8 @@ Nothing happens in the user's repository: a remote name is only looked up in its
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
+import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,154 +30,198 @@ from .maintenance import store_lock
 from .pull import pull
 from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, project_dirs
 from .repo import ensure_store_ignored, redact, resolve_remote, store_git
+from .runcommits import commit_runs
 from .snapshot import SNAPSHOT_REF_PREFIX
 
-__all__ = ["push", "pull", "commit_run", "RUN_REF_PREFIX", "LARGE_ARTIFACT"]
+__all__ = ["push", "pull", "commit_run", "RUN_REF_PREFIX", "LARGE_ARTIFACT", "MAX_ATTEMPTS"]
 
-_LOCAL_ONLY = ("checkpoints/",)
-
-
-def _runs_dir(store_root: Path) -> Path:
-    return store_root / "runs"
-
-
-def _run_files(run_dir: Path, include_large: bool) -> tuple[list[str], list[list[Any]]]:
-    """(files that travel, [path, size] of large artifacts left behind)."""
-    files, large = [], []
-    for path in sorted(run_dir.rglob("*")):
-        rel = path.relative_to(run_dir).as_posix()
-        if rel.startswith(_LOCAL_ONLY) or path.name.endswith(".tmp") or path.is_dir():
-            continue
-        if not path.is_symlink() and not path.is_file():
-            continue
-        if rel.startswith("artifacts/") and not include_large:
-            size = path.lstat().st_size
-            if size > LARGE_ARTIFACT:
-                large.append([rel, size])
-                continue
-        files.append(rel)
-    return files, large
-
-
-def _ref(git_dir: Path, ref: str) -> str | None:
-    proc = store_git(git_dir, ["rev-parse", "--verify", "-q", ref + "^{commit}"], check=False)
-    return proc.stdout.decode().strip() or None
-
-
-def _is_ancestor(git_dir: Path, maybe_ancestor: str, commit: str) -> bool:
-    return store_git(git_dir, ["merge-base", "--is-ancestor", maybe_ancestor, commit],
-                     check=False).returncode == 0
+MAX_ATTEMPTS = 6  # pushes per call: the first, then retries after fetching what changed
+_BEHIND = ("fetch first", "non-fast-forward", "stale info", "already exists")
 
 
 def commit_run(store_root: Path, run_id: str, include_large: bool = False
                ) -> tuple[str, list[list[Any]]]:
-    """Record a run folder as (a new version of) its run commit.
+    """Record one run folder as (a new version of) its run commit.
 
     Returns (commit sha, large artifacts left out). An unchanged folder reuses the
     previous commit.
     """
-    git_dir = store_root / "git"
-    run_dir = _runs_dir(store_root) / run_id
-    if not (run_dir / "run.json").is_file():
-        raise GitError(f"no run {run_id!r} in {store_root} (no run.json); nothing to push")
-    files, large = _run_files(run_dir, include_large)
-    with tempfile.TemporaryDirectory(prefix="fw-run-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        store_git(git_dir, [f"--work-tree={run_dir}", "update-index", "--add", "-z", "--stdin"],
-                  cwd=run_dir, env=env, input=b"".join(os.fsencode(f) + b"\0" for f in files))
-        tree = store_git(git_dir, ["write-tree"], env=env).stdout.decode().strip()
-    ref = RUN_REF_PREFIX + run_id
-    # Parents: our last version and the last version pulled, minus one the other contains.
-    # Pulled files were added to the folder, so this tree is already the union of both.
-    parents = [c for c in (_ref(git_dir, ref), _ref(git_dir, INCOMING_PREFIX + run_id)) if c]
-    if len(parents) == 2:
-        if parents[0] == parents[1] or _is_ancestor(git_dir, parents[1], parents[0]):
-            parents = parents[:1]
-        elif _is_ancestor(git_dir, parents[0], parents[1]):
-            parents = parents[1:]
-    if len(parents) == 1:
-        old_tree = store_git(git_dir, ["rev-parse", parents[0] + "^{tree}"]
-                             ).stdout.decode().strip()
-        if old_tree == tree:
-            store_git(git_dir, ["update-ref", ref, parents[0]])
-            return parents[0], large
-    args = ["commit-tree", tree, "-m", f"flowillower run {run_id}"]
-    for parent in parents:
-        args += ["-p", parent]
-    commit = store_git(git_dir, args).stdout.decode().strip()
-    store_git(git_dir, ["update-ref", ref, commit])
+    store_root = Path(store_root)
+    with store_lock(store_root / "git"):
+        commit, large, _snapshot = commit_runs(store_root, [run_id], include_large,
+                                               LARGE_ARTIFACT)[run_id]
     return commit, large
 
 
-def _snapshot_of(run_dir: Path) -> str | None:
-    try:
-        meta = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    sha = (meta.get("git") or {}).get("snapshot")
-    return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
-
-
-def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
-         include_large: bool = False, *, no_code: bool = False) -> dict[str, Any]:
-    """Push runs (all, or `run_ids`) with their code snapshots to `remote`.
-
-    `remote` is a remote name of the user's repository, a path or a URL. `no_code` sends
-    run data only, no code snapshots. Returns `{"remote", "runs" (runs now on the remote),
-    "pushed" (runs sent or updated), "up_to_date", "rejected" (ids changed on the remote
-    meanwhile: pull, then push again), "skipped_large" ([run id, path, size] of artifacts
-    left behind), "code" (snapshots sent along)}`.
-    """
-    store_root = Path(store_root).resolve()
-    url = resolve_remote(remote, project_dirs(store_root), push=True)
-    base = _runs_dir(store_root)
+def _selected(base: Path, run_ids: list[str] | None) -> list[str]:
     if run_ids is None:
-        run_ids = sorted(p.name for p in base.iterdir()
-                         if p.is_dir() and (p / "run.json").exists()) if base.is_dir() else []
+        return sorted(p.name for p in base.iterdir()
+                      if p.is_dir() and (p / "run.json").exists()) if base.is_dir() else []
     for run_id in run_ids:
         # Only real run folders inside runs/: never a link or a path leading elsewhere.
         folder = base / str(run_id)
         if not valid_run_id(str(run_id)) or folder.is_symlink() or not folder.is_dir():
             raise GitError(f"no run {str(run_id)[:80]!r} in {base} (only run folders of "
                            "this store are pushed)")
-    result: dict[str, Any] = {"remote": redact(url), "runs": 0, "pushed": 0, "up_to_date": 0,
-                              "rejected": [], "skipped_large": [], "code": 0}
+    return list(dict.fromkeys(run_ids))
+
+
+def _remote_refs(git_dir: Path, url: str) -> dict[str, str]:
+    """{ref: commit} of the remote's run and code refs (one `ls-remote`)."""
+    proc = store_git(git_dir, ["ls-remote", url, RUN_REF_PREFIX + "*",
+                               SNAPSHOT_REF_PREFIX + "*"], transport=True, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise GitError(redact(f"push to {url} failed: {err}"))
+    refs = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        sha, _, ref = line.partition("\t")
+        refs[ref] = sha
+    return refs
+
+
+def _code_refs(git_dir: Path, snapshots: set[str]) -> list[str]:
+    """The snapshot commits we have, each named by a code ref here (one transaction)."""
+    if not snapshots:
+        return []
+    listing = store_git(git_dir, ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+                        input="".join(f"{sha}\n" for sha in sorted(snapshots)).encode())
+    have = sorted(line.split()[0] for line in listing.stdout.decode().splitlines()
+                  if line.endswith(" commit"))
+    if have:
+        store_git(git_dir, ["update-ref", "--stdin"], input="".join(
+            f"update {SNAPSHOT_REF_PREFIX}{sha} {sha}\n" for sha in have).encode())
+    return have
+
+
+def _send(git_dir: Path, url: str, refs: list[str]) -> dict[str, tuple[str, str]]:
+    """`git push` of `refs` (same name there); {ref: (porcelain flag, summary)}."""
+    proc = store_git(git_dir, ["push", "--porcelain", "--no-verify", url,
+                               *(f"{ref}:{ref}" for ref in refs)], transport=True, check=False)
+    status: dict[str, tuple[str, str]] = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and ":" in parts[1]:
+            status[parts[1].split(":")[0]] = (parts[0], parts[2] if len(parts) > 2 else "")
+    if proc.returncode != 0 and not any(flag == "!" for flag, _s in status.values()):
+        err = proc.stderr.decode(errors="replace").strip()
+        raise GitError(redact(f"push to {url} failed: {err}"))
+    return status
+
+
+def _conflicts(git_dir: Path, run_id: str, theirs: str, ours: str) -> list[list[str]]:
+    """Files of the remote's version of a run that our new version would drop or change
+    (a record file we extend is fine: theirs is its prefix)."""
+    proc = store_git(git_dir, ["diff-tree", "-r", "-z", "--no-renames", "--name-status",
+                               theirs, ours])
+    fields = proc.stdout.split(b"\0")
+    found = []
+    for status, path in zip(fields[0::2], fields[1::2]):
+        name = path.decode("utf-8", "replace")
+        if status == b"D" or (status == b"M" and not name.endswith(".fwl")):
+            found.append([name, "changed here and on the remote (kept both sides apart: "
+                                "neither was pushed over the other)"])
+    return found
+
+
+def _catch_up(store_root: Path, remote: str, behind: list[str], include_large: bool,
+              result: dict[str, Any]) -> dict[str, str]:
+    """Runs that changed on the remote meanwhile: pull their new files (checked as any
+    pull), record each run again with both versions as parents. {run id: new commit} for
+    the runs that can now be pushed; the others go to `result["conflicts"]`."""
+    got = pull(store_root, remote, run_ids=behind)
+    git_dir = store_root / "git"
+    refused: dict[str, list[list[str]]] = {rid: list(items)
+                                           for rid, items in got["refused"].items()}
+    for rid, why in got["runs_refused"]:
+        refused.setdefault(rid, []).append(["<run>", why])
+    with store_lock(git_dir):
+        recorded = commit_runs(store_root, [rid for rid in behind if rid not in refused],
+                               include_large, LARGE_ARTIFACT)
+    theirs = dict(line.split(" ", 1)[::-1] for line in store_git(git_dir, [
+        "for-each-ref", "--format=%(objectname) %(refname)", INCOMING_PREFIX]
+    ).stdout.decode().splitlines())
+    ready = {}
+    for rid in behind:
+        commit = recorded[rid][0] if rid in recorded else ""
+        other = theirs.get(INCOMING_PREFIX + rid)
+        if commit and other and rid not in refused:
+            refused[rid] = _conflicts(git_dir, rid, other, commit) or []
+        if refused.get(rid):
+            result["conflicts"][rid] = refused[rid]
+        else:
+            ready[rid] = commit
+    return ready
+
+
+def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
+         include_large: bool = False, *, no_code: bool = False) -> dict[str, Any]:
+    """Push runs (all, or `run_ids`) with their code snapshots to `remote`.
+
+    Only runs whose commit the remote lacks are offered; a run changed on the remote
+    meanwhile (another machine's push) is pulled, joined and pushed again, a few times
+    at most, with a random pause. `remote` is a remote name of the user's repository, a
+    path or a URL; `no_code` sends run data only. Returns `{"remote", "runs" (runs now on
+    the remote), "new", "updated", "up_to_date", "pushed" (new + updated), "rejected"
+    (ids not pushed), "conflicts" ({run id: [[path, why], ...]}: runs changed both here
+    and there in ways that cannot be joined), "skipped_large" ([run id, path, size] of
+    artifacts left behind), "code" (code snapshots the remote now has for these runs),
+    "attempts" (pushes made)}`.
+    """
+    store_root = Path(store_root).resolve()
+    url = resolve_remote(remote, project_dirs(store_root), push=True)
+    run_ids = _selected(store_root / "runs", run_ids)
+    result: dict[str, Any] = {"remote": redact(url), "runs": 0, "new": 0, "updated": 0,
+                              "up_to_date": 0, "pushed": 0, "rejected": [], "conflicts": {},
+                              "skipped_large": [], "code": 0, "attempts": 0}
     if not run_ids:
         return result
     ensure_store_ignored(store_root)
     git_dir = store_root / "git"
-    refspecs, code = [], set()
     store_git(git_dir, ["rev-parse", "--git-dir"])  # creates the repository if needed
     with store_lock(git_dir):  # gc waits while run commits reuse objects already there
-        for run_id in run_ids:
-            _commit, large = commit_run(store_root, run_id, include_large)
-            result["skipped_large"] += [[run_id, *item] for item in large]
-            refspecs.append(f"{RUN_REF_PREFIX}{run_id}:{RUN_REF_PREFIX}{run_id}")
-            snapshot = None if no_code else _snapshot_of(base / run_id)
-            if snapshot and _ref(git_dir, snapshot):
-                ref = SNAPSHOT_REF_PREFIX + snapshot
-                store_git(git_dir, ["update-ref", ref, snapshot])
-                refspecs.append(f"{ref}:{ref}")
-                code.add(snapshot)
-    result["code"] = len(code)
-    proc = store_git(git_dir, ["push", "--porcelain", "--no-verify", url,
-                               *sorted(set(refspecs))], transport=True, check=False)
-    for line in proc.stdout.decode(errors="replace").splitlines():
-        parts = line.split("\t")
-        if len(parts) < 2 or ":" not in parts[1]:
-            continue
-        flag, local = parts[0], parts[1].split(":")[0]
-        if not local.startswith(RUN_REF_PREFIX):
-            continue
-        run_id = local.removeprefix(RUN_REF_PREFIX)
-        if flag == "!":
-            result["rejected"].append(run_id)
-        elif flag == "=":
+        recorded = commit_runs(store_root, run_ids, include_large, LARGE_ARTIFACT)
+        code = [] if no_code else _code_refs(git_dir, {snap for _c, _l, snap
+                                                       in recorded.values() if snap})
+    for run_id in run_ids:
+        result["skipped_large"] += [[run_id, *item] for item in recorded[run_id][1]]
+    pending = {RUN_REF_PREFIX + rid: rec[0] for rid, rec in recorded.items()}
+    code_refs = {SNAPSHOT_REF_PREFIX + sha: sha for sha in code}
+    result["code"] = len(code_refs)
+    for attempt in range(MAX_ATTEMPTS):
+        there = _remote_refs(git_dir, url)
+        for ref in [ref for ref, sha in pending.items() if there.get(ref) == sha]:
+            del pending[ref]
             result["up_to_date"] += 1
-        else:
-            result["pushed"] += 1
-    if proc.returncode != 0 and not result["rejected"]:
-        err = proc.stderr.decode(errors="replace").strip()
-        raise GitError(redact(f"push to {url} failed: {err}"))
+        code_refs = {ref: sha for ref, sha in code_refs.items() if there.get(ref) != sha}
+        if not pending and not code_refs:
+            break
+        result["attempts"] += 1
+        status = _send(git_dir, url, sorted(pending) + sorted(code_refs))
+        behind = []
+        for ref in list(pending):
+            flag, summary = status.get(ref, ("!", "not reported"))
+            if flag != "!":
+                result["updated" if ref in there else "new"] += 1
+                del pending[ref]
+            elif any(word in summary for word in _BEHIND):
+                behind.append(ref.removeprefix(RUN_REF_PREFIX))
+        code_refs = {ref: sha for ref, sha in code_refs.items()
+                     if status.get(ref, ("!",))[0] == "!"}
+        if (not pending and not code_refs) or attempt == MAX_ATTEMPTS - 1:
+            break
+        # Another machine pushed meanwhile: wait a random while, so pushers that collided
+        # do not collide again in lockstep, then join what changed.
+        time.sleep(random.uniform(0.05, 0.25) * 2 ** attempt)
+        if behind:
+            ready = _catch_up(store_root, remote, behind, include_large, result)
+            for rid in behind:
+                if rid in ready:
+                    pending[RUN_REF_PREFIX + rid] = ready[rid]
+                else:
+                    del pending[RUN_REF_PREFIX + rid]
+    result["rejected"] = sorted({*result["conflicts"],
+                                 *(ref.removeprefix(RUN_REF_PREFIX) for ref in pending)})
+    result["pushed"] = result["new"] + result["updated"]
     result["runs"] = len(run_ids) - len(result["rejected"])
     return result

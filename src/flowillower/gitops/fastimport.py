@@ -1,0 +1,195 @@
+"""Many run commits in one git process.
+
+A run commit's tree is computed here, in Python (git's object format: a blob is
+`blob <size>\\0<bytes>` hashed, a tree lists its entries sorted by name), so a push knows
+before asking git whether a run's tree is the one its last version already has. The runs
+whose tree changed are then written by one `git fast-import` for all of them: blobs the
+repository already holds are named by id, new ones sent inline, and each commit gets the
+fixed identity and date, so the same folder gives the same commit on any machine (the
+same commit `git commit-tree` makes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ..errors import GitError
+from .repo import FIXED_DATE, IDENTITY, abandon, finish, store_git, store_popen
+
+__all__ = ["RunCommit", "object_format", "hash_files", "tree_id", "existing", "import_commits"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass
+class RunCommit:
+    """One run commit to write: its ref's run id, files, blob ids, parents and tree."""
+
+    run_id: str
+    files: list[tuple[str, str, Path]]  # (rel, mode, path)
+    blobs: list[str]  # blob id of each file, in the same order
+    tree: str
+    parents: list[str]
+
+
+def object_format(git_dir: Path) -> str:
+    """'sha1' or 'sha256': the hash of the store's repository."""
+    out = store_git(git_dir, ["rev-parse", "--show-object-format"]).stdout.decode().strip()
+    return out or "sha1"
+
+
+def _content(path: Path, mode: str) -> Iterable[bytes]:
+    if mode == "120000":
+        yield os.fsencode(os.readlink(path))
+        return
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            yield chunk
+
+
+def _size(path: Path, mode: str) -> int:
+    return len(os.fsencode(os.readlink(path))) if mode == "120000" else path.stat().st_size
+
+
+def hash_files(files: list[tuple[str, str, Path]], algo: str) -> list[str]:
+    """Blob id of each (rel, mode, path), as `git hash-object` would give it."""
+    ids = []
+    for _rel, mode, path in files:
+        h = hashlib.new(algo)
+        h.update(b"blob %d\0" % _size(path, mode))
+        for chunk in _content(path, mode):
+            h.update(chunk)
+        ids.append(h.hexdigest())
+    return ids
+
+
+def tree_id(files: list[tuple[str, str, Path]], blobs: list[str], algo: str) -> str:
+    """The id of the tree holding `files` (nested folders included)."""
+    root: dict[bytes, object] = {}
+    for (rel, mode, _path), blob in zip(files, blobs):
+        parts = rel.encode("utf-8", "surrogateescape").split(b"/")
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[parts[-1]] = (mode.encode(), bytes.fromhex(blob))
+    return _hash_tree(root, algo)[1].hex()
+
+
+def _hash_tree(node: dict[bytes, object], algo: str) -> tuple[bytes, bytes]:
+    items = []
+    for name, value in node.items():
+        if isinstance(value, dict):
+            items.append((name + b"/", name, b"40000", _hash_tree(value, algo)[1]))
+        else:
+            mode, raw = value  # type: ignore[misc]
+            items.append((name, name, mode, raw))
+    items.sort()  # git orders a folder as if its name ended with "/"
+    body = b"".join(mode + b" " + name + b"\0" + raw for _key, name, mode, raw in items)
+    return b"40000", hashlib.new(algo, b"tree %d\0" % len(body) + body).digest()
+
+
+def existing(git_dir: Path, names: Iterable[str]) -> dict[str, str]:
+    """{name: object id} for the object names (ids, `<id>^{tree}`) the repository has,
+    asked in one `cat-file --batch-check`."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return {}
+    proc = store_git(git_dir, ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+                     input="".join(f"{n}\n" for n in names).encode())
+    found = {}
+    for name, line in zip(names, proc.stdout.decode().splitlines()):
+        fields = line.split()
+        if len(fields) == 2 and fields[1] != "missing":
+            found[name] = fields[0]
+    return found
+
+
+def _quote(rel: str) -> bytes:
+    raw = rel.encode("utf-8", "surrogateescape")
+    out = bytearray(b'"')
+    for byte in raw:
+        if byte in (0x22, 0x5C):
+            out += b"\\" + bytes([byte])
+        elif byte < 0x20 or byte == 0x7F:
+            out += b"\\%03o" % byte
+        else:
+            out.append(byte)
+    return bytes(out + b'"')
+
+
+def _send_inline(out: IO[bytes], rel: str, mode: str, path: Path, algo: str) -> str:
+    """Stream one file as an inline blob; the id of what was sent.
+
+    Exactly the announced size is sent even if the file grows meanwhile (a live run).
+    """
+    size = _size(path, mode)
+    out.write(b"M %s inline %s\ndata %d\n" % (mode.encode(), _quote(rel), size))
+    h = hashlib.new(algo, b"blob %d\0" % size)
+    left = size
+    for chunk in _content(path, mode):
+        chunk = chunk[:left]
+        out.write(chunk)
+        h.update(chunk)
+        left -= len(chunk)
+        if not left:
+            break
+    if left:
+        raise GitError(f"{path} shrank while it was being pushed; push again")
+    out.write(b"\n")
+    return h.hexdigest()
+
+
+def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str],
+                   algo: str = "sha1") -> dict[str, str]:
+    """Write `commits` with one `git fast-import`; {run id: commit id}.
+
+    Blobs in `have` are already in the repository and are named, not sent. No ref is
+    left behind: the caller points the run refs at the commits (one transaction).
+    """
+    if not commits:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
+        marks = Path(tmp) / "marks"
+        scratch = f"refs/flowillower/import/{os.getpid()}"
+        proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
+                                     f"--export-marks={marks}"], stdout=None)
+        assert proc.stdin is not None
+        who = f"{IDENTITY['GIT_AUTHOR_NAME']} <{IDENTITY['GIT_AUTHOR_EMAIL']}> {FIXED_DATE}"
+        try:
+            out = proc.stdin
+            sent: set[str] = set()
+            for mark, commit in enumerate(commits, start=1):
+                message = f"flowillower run {commit.run_id}\n".encode()
+                out.write(b"reset %s\ncommit %s\nmark :%d\n" % (scratch.encode(),
+                                                                 scratch.encode(), mark))
+                out.write(b"author %s\ncommitter %s\n" % (who.encode(), who.encode()))
+                out.write(b"data %d\n%s" % (len(message), message))
+                for kind, parent in zip(("from", "merge", "merge"), commit.parents):
+                    out.write(f"{kind} {parent}\n".encode())
+                out.write(b"deleteall\n")  # the tree is the folder, not the parent's plus
+                for (rel, mode, path), blob in zip(commit.files, commit.blobs):
+                    if blob in have or blob in sent:
+                        out.write(b"M %s %s %s\n" % (mode.encode(), blob.encode(), _quote(rel)))
+                        continue
+                    if _send_inline(out, rel, mode, path, algo) == blob:
+                        sent.add(blob)  # a file that changed meanwhile is sent again
+                out.write(b"\n")
+            out.write(b"reset %s\ndone\n" % scratch.encode())  # leave no scratch ref
+        except BaseException:
+            abandon(proc)
+            raise
+        finish(proc)
+        ids = {}
+        for line in marks.read_text().splitlines():
+            mark, _, sha = line.partition(" ")
+            ids[int(mark.lstrip(":"))] = sha
+    result = {commit.run_id: ids[mark] for mark, commit in enumerate(commits, start=1)}
+    if len(result) != len(commits):
+        raise GitError("git fast-import did not report every run commit")
+    return result
