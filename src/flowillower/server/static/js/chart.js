@@ -1,51 +1,14 @@
 // One chart: one metric, several runs overlaid (uPlot). Fetches the server's
 // downsampled series, re-fetches at full resolution for a zoomed window, and follows
 // running runs by asking only for points after each run's cursor.
+import { ema, join } from "./align.js";
 import { api } from "./api.js";
-import { color, copyButton, fmtDuration, fmtNum, fmtTime, h, loadScript } from "./dom.js";
+import { groupData, groupPlot } from "./chartgroups.js";
+import { attachCursorKeys, showTip, tipElement } from "./charttip.js";
+import { copyButton, fmtDuration, fmtNum, fmtTime, h, loadScript } from "./dom.js";
+import { axisColors, chartTheme, onTheme, themeColor } from "./palette.js";
 
 const LIVE_REFETCH_FACTOR = 3;  // re-downsample once live tails triple the points
-
-// EMA with TensorBoard's debiasing, skipping gaps (null / non-finite).
-export function ema(y, alpha) {
-  if (!alpha) return y;
-  const out = new Array(y.length);
-  let acc = 0, n = 0;
-  for (let i = 0; i < y.length; i++) {
-    const v = y[i];
-    if (v === null || v === undefined || !Number.isFinite(v)) { out[i] = null; continue; }
-    acc = acc * alpha + (1 - alpha) * v;
-    n += 1;
-    out[i] = acc / (1 - alpha ** n);
-  }
-  return out;
-}
-
-// Align per-run (x, y) arrays on the union of their x values (uPlot's data layout).
-export function join(list) {
-  if (!list.length) return [[]];
-  const first = list[0].x;
-  if (list.every((r) => r.x === first)) return [first, ...list.map((r) => r.y)];
-  let total = 0;
-  list.forEach((r) => { total += r.x.length; });
-  const all = new Float64Array(total);
-  let o = 0;
-  list.forEach((r) => { all.set(r.x, o); o += r.x.length; });
-  all.sort();
-  const xs = [];
-  for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[i - 1]) xs.push(all[i]);
-  const ys = list.map((r) => {
-    const col = new Array(xs.length).fill(null);
-    for (let i = 0; i < r.x.length; i++) {
-      let lo = 0, hi = xs.length - 1;
-      const v = r.x[i];
-      while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid] < v) lo = mid + 1; else hi = mid; }
-      col[lo] = r.y[i];
-    }
-    return col;
-  });
-  return [xs, ...ys];
-}
 
 // Fewest significant digits that keep the tick labels distinct (a nearly flat metric
 // otherwise reads as four identical labels).
@@ -56,7 +19,8 @@ export function tickLabels(vals) {
 }
 
 export class Chart {
-  // runs: [{id, name}], opts: {x, smooth, log, points, height, onMissing}
+  // runs: [{id, name}], opts: {x, smooth, log, points, height, onMissing, group}; group, when
+  // set, is {groups: [{label, ids}], band: "std"|"minmax", members: bool} (see chartgroups.js).
   constructor(key, runs, opts = {}) {
     this.key = key;
     this.runs = runs;
@@ -66,17 +30,17 @@ export class Chart {
     this.plotEl = h("div", { class: "plot" });
     this.legendEl = h("div");
     this.missingEl = h("div", { class: "missing" });
-    // Hover read-out: the x value and every shown run's y (CSSOM styles: the CSP allows them).
-    this.tipEl = h("div", { class: "chart-tip", hidden: true, style: { position: "absolute", zIndex: 10,
-      pointerEvents: "none", background: "var(--panel, #fff)", color: "var(--fg, #1d2330)",
-      border: "1px solid var(--line, #c9ced6)", borderRadius: "4px",
-      padding: "3px 6px", fontSize: "11px", whiteSpace: "nowrap", boxShadow: "0 1px 4px rgba(0,0,0,.15)" } });
+    this.tipEl = tipElement();
     this.el.append(this.title, this.plotEl, this.legendEl, this.missingEl);
     this.u = null;
     this.data = null;   // per run: {run, x, y, replayed, cursor, last, min, max, missing}
     this.zoom = null;   // [x0, x1] when zoomed
     this.loaded = false;
-    this.hiddenSeries = new Set();
+    this.hidden = new Set();  // legend entries (run ids, group labels) switched off
+    // Colours come from the theme's CSS variables: a theme change redraws in the new ones.
+    this.offTheme = onTheme(() => { if (this.data) this.draw(true); });
+    // A debug hook for tests and the console: what is drawn, in numbers.
+    this.el.fwData = () => this.drawnData();
   }
 
   pointsWanted() {
@@ -133,50 +97,74 @@ export class Chart {
     this.draw(false);
   }
 
-  uplotData() {
-    const present = this.data.filter((d) => !d.missing && d.kind !== "object");
-    const joined = join(present.map((d) => ({ x: d.x, y: d.y })));
-    return { present, joined };
+  presentRuns() {
+    return this.data.filter((d) => !d.missing && d.kind !== "object");
   }
 
-  draw(resetScales) {
-    const { present, joined } = this.uplotData();
-    if (present.length && present.every((d) => d.x.length <= 1)) { this.drawCard(present); return; }
+  // One line per run (and its raw curve under a smoothed one); `entries` feed the legend.
+  runSeries(present) {
+    const joined = join(present.map((d) => ({ x: d.x, y: d.y })));
     const alpha = this.opts.smooth;
     const showRaw = alpha > 0 && present.length <= 20;
     const data = [joined[0]];
     const series = [{ label: this.axisLabel() }];
-    const runIndex = new Map(this.runs.map((r, i) => [r.id, i]));
+    const entries = [];
+    const names = new Map(this.runs.map((r) => [r.id, r.name]));
     this.allReplayed = new Set();
     const fix = (y) => (this.opts.log ? y.map((v) => (v > 0 ? v : null)) : y);
     present.forEach((d, k) => {
       const y = fix(joined[k + 1]);
-      const c = color(d.run);
-      const name = this.runs[runIndex.get(d.run)]?.name || d.run;
+      const c = themeColor(d.run);
+      const name = names.get(d.run) || d.run;
       const idx = this.replayedIndices(d, joined[0]);
       // Every point replayed: dash the line itself rather than burying it under markers.
       const all = idx.length > 0 && idx.length >= d.x.length;
       if (all) this.allReplayed.add(d.run);
+      const own = [];
       if (showRaw) {
         data.push(y);
         series.push({ label: `${name} (raw)`, stroke: c, alpha: 0.25, width: 1, spanGaps: true,
-          points: { show: false } });
+          points: { show: false }, role: "raw", runId: d.run });
+        own.push(series.length - 1);
       }
       data.push(alpha ? ema(y, alpha) : y);
-      series.push({ label: name, stroke: c, width: 1.5, spanGaps: true, runId: d.run,
+      series.push({ label: name, stroke: c, width: 1.5, spanGaps: true, runId: d.run, role: "run", fwColor: c,
         dash: all ? [6, 4] : undefined,
         // A run with a single point among longer runs would be invisible as a line.
         points: { show: d.x.length === 1, size: d.x.length === 1 ? 6 : 4, width: 1, fill: c, stroke: c,
           filter: () => (idx.length && !all ? idx : null) } });
+      own.push(series.length - 1);
+      entries.push({ key: d.run, name, href: `#/run/${encodeURIComponent(d.run)}`, color: c, series: own,
+        cursor: series.length - 1, last: d.last, min: d.min, max: d.max, note: this.replayNote(d) });
     });
-    this.seriesRuns = series.map((s) => s.runId);
+    return { data, series, bands: [], entries };
+  }
+
+  // One mean line and band per group, its runs thinly underneath when asked (chartgroups.js).
+  groupSeries(present, theme) {
+    const p = groupPlot(present, this.opts.group, { smooth: this.opts.smooth, log: this.opts.log, theme });
+    p.series.forEach((s) => { if (s.role === "mean") s.fwBand = this.opts.group.band; });
+    this.groups = p.groups;
+    return { data: groupData(p), series: [{ label: this.axisLabel() }, ...p.series], bands: p.bands, entries: p.entries };
+  }
+
+  draw(resetScales) {
+    const present = this.presentRuns();
+    if (present.length && present.every((d) => d.x.length <= 1)) { this.drawCard(present); return; }
+    const theme = chartTheme();
+    const grouped = Boolean(this.opts.group?.groups?.length);
+    this.groups = null;
+    const { data, series, bands, entries } = grouped ? this.groupSeries(present, theme) : this.runSeries(present);
+    this.entries = entries;
+    this.bands = bands;
     const width = this.plotEl.clientWidth || 600;
+    const axis = axisColors();
     const opts = {
-      width, height: this.opts.height, series, legend: { show: false },
+      width, height: this.opts.height, series, bands, legend: { show: false },
       scales: { x: { time: this.opts.x === "time" }, y: this.opts.log ? { distr: 3 } : {} },
-      axes: [{ label: this.axisLabel(), labelSize: 18,
+      axes: [{ ...axis, label: this.axisLabel(), labelSize: 18,
         values: this.opts.x === "rel" ? (u, vals) => vals.map((v) => fmtDuration(v)) : undefined },
-      { label: this.key, labelSize: 18, size: 60, values: (u, vals) => tickLabels(vals) }],
+      { ...axis, label: this.key, labelSize: 18, size: 60, values: (u, vals) => tickLabels(vals) }],
       cursor: { drag: { x: true, y: false, setScale: false } },
       hooks: {
         setSelect: [(u) => {
@@ -200,15 +188,30 @@ export class Chart {
       this.u.over.append(this.tipEl);
       this.u.over.addEventListener("mouseleave", () => { this.tipEl.hidden = true; });
       this.u.over.addEventListener("dblclick", () => { if (this.zoom) { this.zoom = null; this.load(); } });
-      this.hiddenSeries.forEach((i) => i < this.u.series.length && this.u.setSeries(i, { show: false }));
+      attachCursorKeys(this.plotEl, this.u, () => { this.tipEl.hidden = true; });
+      entries.forEach((e) => this.hidden.has(e.key) && e.series.forEach((i) => this.u.setSeries(i, { show: false })));
       if (this.zoom) this.u.setScale("x", { min: this.zoom[0], max: this.zoom[1] });
     }
-    this.drawLegend(present);
+    this.drawLegend(entries, grouped);
     this.drawMissing();
     this.el.dataset.shape = "line";
-    // How many runs are drawn: tests and the benchmark wait on it.
+    // How many runs are drawn (and groups, when grouped): tests and the benchmark wait on it.
     this.el.dataset.drawn = String(present.length);
+    this.el.dataset.groups = grouped ? String(entries.length) : "";
     performance.mark("fw:chart-drawn");
+  }
+
+  /** What is drawn, in numbers (the element's fwData() debug hook): x, every series'
+   * values and role, the bands, and per group its runs with mean, std, min, max. */
+  drawnData() {
+    if (!this.u) return null;
+    const u = this.u;
+    const plain = (a) => Array.from(a || [], (v) => (v === undefined ? null : v));
+    return { x: plain(u.data[0]), bands: (this.bands || []).map((b) => ({ series: b.series, fill: b.fill })),
+      series: u.series.slice(1).map((s, i) => ({ label: s.label, role: s.role, run: s.runId ?? null,
+        group: s.group ?? null, show: s.show, color: s.fwColor ?? null, values: plain(u.data[i + 1]) })),
+      groups: (this.groups || []).map((g) => ({ label: g.label, name: g.name, runs: g.runs, color: g.color,
+        x: g.agg.x, mean: g.agg.mean, std: g.agg.std, min: g.agg.min, max: g.agg.max, n: g.agg.n, lo: g.lo, hi: g.hi })) };
   }
 
   replayedIndices(d, xs) {
@@ -241,10 +244,10 @@ export class Chart {
     const top = Math.max(...vals.map((v) => (v === null ? 0 : Math.abs(v))), 0) || 1;
     const rows = present.map((d, k) => {
       const v = vals[k];
-      const bar = h("div", { class: "bar", style: { background: color(d.run), height: "8px", minWidth: "1px",
+      const bar = h("div", { class: "bar", style: { background: themeColor(d.run), height: "8px", minWidth: "1px",
         width: `${v === null ? 0 : (100 * Math.abs(v)) / top}%` } });
       return h("tr", { dataset: { run: d.run } },
-        h("td", null, h("span", { class: "swatch", style: { background: color(d.run) } }),
+        h("td", null, h("span", { class: "swatch", style: { background: themeColor(d.run) } }),
           h("a", { href: `#/run/${encodeURIComponent(d.run)}`, text: names.get(d.run) || d.run })),
         h("td", { style: { width: "50%" } }, bar),
         h("td", { class: "num value", text: fmtNum(d.y[0]) }),
@@ -260,41 +263,36 @@ export class Chart {
     performance.mark("fw:chart-drawn");
   }
 
-  drawLegend(present) {
-    const rows = [];
-    const byRun = new Map(this.runs.map((r, i) => [r.id, i]));
+  // Legend rows are entries (a run, or a group): a click hides or shows all their series.
+  drawLegend(entries, grouped) {
     this.cursorCells = new Map();
-    present.forEach((d, k) => {
-      const i = byRun.get(d.run) ?? k;
-      const run = this.runs[i] || { id: d.run, name: d.run };
-      const seriesIdx = this.seriesRuns.indexOf(d.run);
+    const rows = entries.map((e) => {
       const cur = h("td", { class: "num" });
-      this.cursorCells.set(seriesIdx, cur);
-      const tr = h("tr", { class: this.hiddenSeries.has(seriesIdx) ? "off" : "", title: "click to hide / show" },
-        h("td", null, h("span", { class: "swatch", style: { background: color(run.id) } }),
-          h("a", { href: `#/run/${encodeURIComponent(run.id)}`, text: run.name })),
-        cur, h("td", { class: "num", text: fmtNum(d.last) }), h("td", { class: "num", text: fmtNum(d.min) }),
-        h("td", { class: "num", text: fmtNum(d.max) }),
-        h("td", null, this.replayNote(d)));
-      tr.addEventListener("click", (e) => {
-        if (e.target.tagName === "A") return;
-        const show = this.hiddenSeries.has(seriesIdx);
-        if (show) this.hiddenSeries.delete(seriesIdx); else this.hiddenSeries.add(seriesIdx);
-        this.u.setSeries(seriesIdx, { show });
+      this.cursorCells.set(e.cursor, cur);
+      const name = e.href ? h("a", { href: e.href, text: e.name }) : h("span", { class: "group-name", text: e.name });
+      const tr = h("tr", { class: this.hidden.has(e.key) ? "off" : "", title: "click to hide / show",
+        dataset: grouped ? { group: e.key } : { run: e.key } },
+        h("td", null, h("span", { class: "swatch", style: { background: e.color } }), name),
+        cur, h("td", { class: "num", text: fmtNum(e.last) }), h("td", { class: "num", text: fmtNum(e.min) }),
+        h("td", { class: "num", text: fmtNum(e.max) }), h("td", null, e.note || ""));
+      tr.addEventListener("click", (ev) => {
+        if (ev.target.tagName === "A") return;
+        const show = this.hidden.has(e.key);
+        if (show) this.hidden.delete(e.key); else this.hidden.add(e.key);
+        e.series.forEach((i) => this.u.setSeries(i, { show }));
         tr.classList.toggle("off", !show);
       });
-      rows.push(tr);
+      return tr;
     });
-    const head = h("tr", { class: "muted" }, h("td", { text: this.sampled ? "run (downsampled; drag to zoom)" : "run" }),
+    const what = grouped ? `group (mean, ${this.opts.group.band === "minmax" ? "min–max" : "± std"} band)` : "run";
+    const head = h("tr", { class: "muted" }, h("td", { text: this.sampled ? `${what} (downsampled; drag to zoom)` : what }),
       h("td", { class: "num", text: "cursor" }), h("td", { class: "num", text: "last" }),
       h("td", { class: "num", text: "min" }), h("td", { class: "num", text: "max" }), h("td"));
-    const shown = rows.slice(0, 12);
-    const table = h("table", { class: "legend" }, head, shown);
+    const table = h("table", { class: "legend" }, head, rows.slice(0, 12));
     const parts = [table];
     if (rows.length > 12) {
-      const more = h("details", { class: "legend-more" }, h("summary", { text: `${rows.length - 12} more runs` }),
-        h("table", { class: "legend" }, rows.slice(12)));
-      parts.push(more);
+      parts.push(h("details", { class: "legend-more" }, h("summary", { text: `${rows.length - 12} more` }),
+        h("table", { class: "legend" }, rows.slice(12))));
     }
     this.legendEl.replaceChildren(...parts);
   }
@@ -310,28 +308,10 @@ export class Chart {
     const idx = u.cursor.idx;
     if (!this.cursorCells) return;
     for (const [si, td] of this.cursorCells) {
-      const v = idx === null || idx === undefined || si < 0 ? null : u.data[si]?.[idx];
+      const v = idx === null || idx === undefined || si < 1 ? null : u.data[si]?.[idx];
       td.textContent = v === null || v === undefined ? "" : fmtNum(v);
     }
-    this.showTip(u, idx);
-  }
-
-  showTip(u, idx) {
-    if (idx === null || idx === undefined || u.cursor.left < 0) { this.tipEl.hidden = true; return; }
-    const lines = [h("div", { class: "tip-x", text: `${this.axisLabel()} ${this.fmtX(u.data[0][idx])}` })];
-    u.series.forEach((s, si) => {
-      if (!s.runId || !s.show) return;
-      const v = u.data[si]?.[idx];
-      lines.push(h("div", { class: "tip-run", dataset: { run: s.runId } },
-        h("span", { class: "swatch", style: { background: color(s.runId) } }), `${s.label} `,
-        h("b", { class: "mono", text: v === null || v === undefined ? "—" : fmtNum(v) })));
-    });
-    this.tipEl.replaceChildren(...lines);
-    this.tipEl.hidden = false;
-    // Beside the cursor, flipped to the left half near the right edge.
-    const flip = u.cursor.left > u.over.clientWidth / 2;
-    Object.assign(this.tipEl.style, { top: `${Math.max(0, u.cursor.top - 10)}px`,
-      left: flip ? "" : `${u.cursor.left + 14}px`, right: flip ? `${u.over.clientWidth - u.cursor.left + 14}px` : "" });
+    showTip(this.tipEl, u, idx, (x) => `${this.axisLabel()} ${this.fmtX(x)}`);
   }
 
   drawMissing() {
@@ -349,5 +329,5 @@ export class Chart {
     if (this.u) this.u.setSize({ width: this.plotEl.clientWidth || 600, height: this.opts.height });
   }
 
-  destroy() { if (this.u) this.u.destroy(); this.u = null; }
+  destroy() { if (this.u) this.u.destroy(); this.u = null; this.offTheme(); }
 }

@@ -1,9 +1,30 @@
 // Charts of the selected runs: one chart per metric, all runs overlaid. Charts are
 // created when scrolled into view, so 300 watch statistics cost nothing until looked at.
-import { api } from "./api.js";
+import { api, runPath } from "./api.js";
 import { Chart } from "./chart.js";
-import { color, debounce, h } from "./dom.js";
+import { debounce, h } from "./dom.js";
+import { groupKeys, makeGroups } from "./groups.js";
+import { onTheme, themeColor } from "./palette.js";
 import { prefs, selection, setParams, setPrefs } from "./state.js";
+
+// Each run's args and tags (what grouping reads): from the keys answer when it carries
+// them, else one run document per run, a few at a time.
+async function runDetails(runs) {
+  if (runs.every((r) => r.args)) return runs;
+  const out = new Array(runs.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < runs.length) {
+      const i = next++;
+      try {
+        const doc = await api.get(runPath(runs[i].id));
+        out[i] = { ...runs[i], args: doc.run?.args || {}, tags: doc.run?.tags || [] };
+      } catch { out[i] = { ...runs[i], args: {}, tags: [] }; }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(6, runs.length) }, worker));
+  return out;
+}
 
 export async function render(root, { params }) {
   const fromUrl = params.get("runs");
@@ -20,6 +41,9 @@ export async function render(root, { params }) {
     live: prefs("chart.live", true),
     filter: params.get("m") ?? prefs("chart.filter", ""),
     watch: params.has("watch") ? params.get("watch") === "true" : prefs("chart.watch", false),
+    // Grouping lives in the link only: a group view is reproduced by its URL, not by habit.
+    groupBy: params.get("group") || "", band: params.get("band") === "minmax" ? "minmax" : "std",
+    members: params.get("members") === "true",
   };
   let info;
   try { info = await api.get("keys", { run: ids }); } catch (e) {
@@ -38,7 +62,16 @@ export async function render(root, { params }) {
   const liveBox = h("input", { type: "checkbox", checked: opts.live && !api.readonly, disabled: api.readonly });
   const watchBox = h("input", { type: "checkbox", checked: opts.watch });
   const filter = h("input", { type: "search", placeholder: "metric filter", value: opts.filter });
-  const chip = (r) => h("span", { class: "chip" }, h("span", { class: "swatch", style: { background: color(r.id) } }),
+  const groupSel = h("select", { "aria-label": "group by", disabled: true },
+    h("option", { value: "", text: "none" }));
+  const bandSel = h("select", { "aria-label": "band" },
+    [["std", "mean ± std"], ["minmax", "min – max"]].map(([v, t]) => h("option", { value: v, text: t, selected: v === opts.band })));
+  const membersBox = h("input", { type: "checkbox", checked: opts.members, "aria-label": "show runs" });
+  const groupInfo = h("span", { class: "muted group-info" });
+  const groupBar = h("span", { class: "group-controls" }, h("label", { title: "one line per group: the mean over its runs" },
+    "group by ", groupSel), h("label", { title: "the band around each group's mean" }, "band ", bandSel),
+  h("label", { title: "draw each group's runs thinly under its band" }, membersBox, " show runs"), groupInfo);
+  const chip = (r) => h("span", { class: "chip" }, h("span", { class: "swatch", style: { background: themeColor(r.id) } }),
     h("a", { href: `#/run/${encodeURIComponent(r.id)}`, text: r.name }), ` ${r.status}`);
   const chips = h("div", { class: "folded" }, `${runs.length} runs: `, runs.slice(0, 20).map(chip),
     runs.length > 20 ? h("details", { style: { display: "inline" } }, h("summary", { text: `${runs.length - 20} more`, style: { display: "inline", cursor: "pointer" } }),
@@ -48,7 +81,32 @@ export async function render(root, { params }) {
     h("label", null, "x ", xSel), h("label", { title: "EMA smoothing" }, "smooth ", smooth, " ", smoothVal),
     h("label", null, logBox, " log y"), h("label", { title: "follow running runs" }, liveBox, " live"),
     h("label", { title: "per-module statistics from fw.watch" }, watchBox, " watch stats"), filter,
-    h("a", { href: `#/compare`, text: "args vs results →" })), chips, grid);
+    h("a", { href: `#/compare`, text: "args vs results →" })), h("div", { class: "toolbar groups-bar" }, groupBar), chips, grid);
+
+  // Grouping: the keys that vary among these runs; the groups go to every chart's options.
+  let details = null;
+  let grouping = null;
+  function regroup() {
+    grouping = null;
+    if (details && opts.groupBy) {
+      const groups = makeGroups(details, opts.groupBy);
+      grouping = { groups, band: opts.band, members: opts.members };
+      groupInfo.textContent = `${groups.length} groups`;
+    } else groupInfo.textContent = "";
+    bandSel.disabled = membersBox.disabled = !grouping;
+  }
+  const detailsReady = runDetails(runs).then((list) => {
+    details = list;
+    const keys = groupKeys(list);
+    // A link may name a key these runs no longer vary in: keep it selectable, it still groups.
+    if (opts.groupBy && !keys.some((k) => k.key === opts.groupBy)) keys.push({ key: opts.groupBy, label: opts.groupBy });
+    groupSel.append(...keys.map((k) => h("option", { value: k.key, text: k.label, selected: k.key === opts.groupBy })));
+    groupSel.disabled = !keys.length;
+    groupSel.title = keys.length ? "" : "no arg or tag differs among these runs";
+    regroup();
+  });
+  if (opts.groupBy) await detailsReady;  // a group view draws grouped from the start
+  else regroup();
 
   let charts = [];
   let observer = null;
@@ -68,7 +126,7 @@ export async function render(root, { params }) {
       due.forEach((c) => c.load(keys));
     }, { rootMargin: "300px" });
     for (const m of metrics.slice(0, 400)) {
-      const chart = new Chart(m.name, runs, { x: opts.x, smooth: opts.smooth, log: opts.log });
+      const chart = new Chart(m.name, runs, { x: opts.x, smooth: opts.smooth, log: opts.log, group: grouping });
       charts.push(chart);
       grid.append(chart.el);
       observer.observe(chart.el);
@@ -77,7 +135,7 @@ export async function render(root, { params }) {
 
   function redrawAll(refetch) {
     charts.forEach((c) => {
-      Object.assign(c.opts, { x: opts.x, smooth: opts.smooth, log: opts.log });
+      Object.assign(c.opts, { x: opts.x, smooth: opts.smooth, log: opts.log, group: grouping });
       if (!c.loaded) return;
       if (refetch) { c.zoom = null; c.load(charts.filter((o) => o.loaded).map((o) => o.key)); } else if (c.data) c.draw(true);
     });
@@ -92,12 +150,25 @@ export async function render(root, { params }) {
   liveBox.addEventListener("change", () => { opts.live = liveBox.checked; setPrefs("chart.live", opts.live); });
   watchBox.addEventListener("change", () => { opts.watch = watchBox.checked; setPrefs("chart.watch", opts.watch); build(); });
   filter.addEventListener("input", debounce(() => { opts.filter = filter.value; setPrefs("chart.filter", opts.filter); build(); }, 250));
+  const onGroup = () => {
+    opts.groupBy = groupSel.value; opts.band = bandSel.value; opts.members = membersBox.checked;
+    regroup(); redrawAll(false);
+  };
+  [groupSel, bandSel, membersBox].forEach((el) => el.addEventListener("change", onGroup));
   // Settings go to the URL as they change (a copied link reproduces this view).
   const toUrl = () => setParams({ x: xSel.value, smooth: smooth.value, log: String(logBox.checked),
-    m: filter.value, watch: String(watchBox.checked) });
-  [xSel, smooth, logBox, watchBox, filter].forEach((el) => ["input", "change"].forEach((t) => el.addEventListener(t, toUrl)));
+    m: filter.value, watch: String(watchBox.checked), group: opts.groupBy,
+    band: opts.groupBy ? opts.band : "", members: opts.groupBy && opts.members ? "true" : "" });
+  [xSel, smooth, logBox, watchBox, filter, groupSel, bandSel, membersBox].forEach((el) =>
+    ["input", "change"].forEach((t) => el.addEventListener(t, toUrl)));
   toUrl();
   const onResize = debounce(() => charts.forEach((c) => c.resize()), 150);
+  // The chips' swatches follow the theme (the charts redraw themselves).
+  const offTheme = onTheme(() => chips.querySelectorAll(".chip").forEach((el) => {
+    const id = decodeURIComponent(el.querySelector("a")?.getAttribute("href")?.replace("#/run/", "") || "");
+    const sw = el.querySelector(".swatch");
+    if (id && sw) sw.style.background = themeColor(id);
+  }));
   window.addEventListener("resize", onResize);
 
   build();
@@ -119,5 +190,5 @@ export async function render(root, { params }) {
     } catch (e) { console.warn("live update failed", e); } finally { busy = false; }
   }, 2000);
 
-  return () => { clearInterval(timer); window.removeEventListener("resize", onResize); charts.forEach((c) => c.destroy()); if (observer) observer.disconnect(); };
+  return () => { clearInterval(timer); offTheme(); window.removeEventListener("resize", onResize); charts.forEach((c) => c.destroy()); if (observer) observer.disconnect(); };
 }

@@ -1,7 +1,8 @@
 // Args versus results: a scatter of one column against another (usually an arg against
 // a final metric), or parallel coordinates over several columns, for all matched runs.
 import { api } from "./api.js";
-import { color, debounce, fmtNum, fmtValue, h } from "./dom.js";
+import { debounce, fmtNum, fmtValue, h } from "./dom.js";
+import { chartTheme, onTheme, themeColor } from "./palette.js";
 import { params, prefs, setParams, setPrefs } from "./state.js";
 
 function niceTicks(lo, hi, n = 5) {
@@ -99,11 +100,12 @@ export async function render(root) {
     const xs = scale(data.dims[st.x], st.logx), ys = scale(data.dims[st.y], st.logy);
     const cs = st.c ? scale(data.dims[st.c]) : null;
     const L = 80, R = 20, T = 14, B = 40, pw = w - L - R, ph = hgt - T - B;
-    ctx.font = "11px system-ui"; ctx.fillStyle = "#6b7280"; ctx.strokeStyle = "#e3e6eb";
+    const theme = chartTheme();  // the theme's ink (CSS variables), not a filter over fixed colours
+    ctx.font = "11px system-ui"; ctx.fillStyle = theme.axis; ctx.strokeStyle = theme.grid;
     const pad = (p) => 0.03 + 0.94 * p;
     xs.ticks.forEach(([p, t]) => { const x = L + pad(p) * pw; ctx.beginPath(); ctx.moveTo(x, T); ctx.lineTo(x, T + ph); ctx.stroke(); ctx.fillText(String(t).slice(0, 14), x - 12, T + ph + 14); });
     ys.ticks.forEach(([p, t]) => { const y = T + ph - pad(p) * ph; ctx.beginPath(); ctx.moveTo(L, y); ctx.lineTo(L + pw, y); ctx.stroke(); ctx.fillText(String(t).slice(0, 10), 22, y + 4); });
-    ctx.fillStyle = "#1d2330";
+    ctx.fillStyle = theme.text;
     ctx.fillText(xSel.selectedOptions[0]?.text || st.x, L + pw / 2 - 30, hgt - 6);
     ctx.save(); ctx.translate(12, T + ph / 2 + 40); ctx.rotate(-Math.PI / 2);
     ctx.fillText(ySel.selectedOptions[0]?.text || st.y, 0, 0); ctx.restore();
@@ -115,7 +117,7 @@ export async function render(root) {
       const x = L + (0.03 + 0.94 * (px + jitter)) * pw, y = T + ph - (0.03 + 0.94 * py) * ph;
       const cv = cs ? cs.pos(data.dims[st.c][i]) : null;
       // Without a colour column a run keeps the colour it has on the charts page.
-      ctx.fillStyle = cv === null ? color(id) : cs.numeric ? gradient(cv) : color(Math.round(cv * 12));
+      ctx.fillStyle = cv === null ? themeColor(id) : cs.numeric ? gradient(cv) : themeColor(Math.round(cv * 12));
       ctx.globalAlpha = 0.8;
       ctx.beginPath(); ctx.arc(x, y, 4, 0, 7); ctx.fill();
       pts.push([x, y, i]);
@@ -145,11 +147,12 @@ export async function render(root) {
     const L = 40, R = 60, T = 24, B = 20, pw = w - L - R, ph = hgt - T - B;
     const ax = (j) => L + (dims.length > 1 ? (j / (dims.length - 1)) * pw : pw / 2);
     const last = scales[scales.length - 1];
+    const theme = chartTheme();
     ctx.lineWidth = 1;
     ctx.globalAlpha = data.ids.length > 2000 ? 0.15 : 0.5;
     data.ids.forEach((_, i) => {
       const t = last.pos(data.dims[dims[dims.length - 1]][i]);
-      ctx.strokeStyle = t === null ? "#aaa" : gradient(t);
+      ctx.strokeStyle = t === null ? theme.axis : gradient(t);
       ctx.beginPath();
       let started = false;
       dims.forEach((k, j) => {
@@ -164,10 +167,10 @@ export async function render(root) {
     ctx.font = "11px system-ui";
     dims.forEach((k, j) => {
       const x = ax(j);
-      ctx.strokeStyle = "#555"; ctx.beginPath(); ctx.moveTo(x, T); ctx.lineTo(x, T + ph); ctx.stroke();
-      ctx.fillStyle = "#1d2330";
+      ctx.strokeStyle = theme.axis; ctx.beginPath(); ctx.moveTo(x, T); ctx.lineTo(x, T + ph); ctx.stroke();
+      ctx.fillStyle = theme.text;
       ctx.fillText(k.replace(/^arg:/, "").slice(0, 18), x - 20, T - 8);
-      ctx.fillStyle = "#6b7280";
+      ctx.fillStyle = theme.axis;
       scales[j].ticks.slice(0, 8).forEach(([p, t]) => ctx.fillText(String(t).slice(0, 10), x + 3, T + ph - p * ph + 4));
     });
   }
@@ -179,5 +182,6 @@ export async function render(root) {
   logy.addEventListener("change", () => { st.logy = logy.checked; draw(); });
   search.addEventListener("input", debounce(() => { setPrefs("q", search.value.trim()); draw(); }, 300));
   await draw();
-  return () => tip.remove();
+  const offTheme = onTheme(() => draw());  // repaint in the new theme's colours
+  return () => { tip.remove(); offTheme(); };
 }
