@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import click
 
@@ -46,12 +47,21 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool, no_c
     """Publish runs (data + code snapshots) to REMOTE: a remote name, path or URL.
 
     Each run travels on its own ref, so pushes from several machines never conflict.
-    Checkpoints stay local; with --no-code, code snapshots too.
+    Checkpoints stay local; with --no-code, code snapshots too. A Hugging Face Space
+    (https://huggingface.co/spaces/USER/SPACE, hf:USER/SPACE) or a ModelScope studio
+    (ms:USER/STUDIO) also gets the static viewer of these runs (`flowillower deploy`).
     """
     from ..gitops.sync import push
+    from ..server.deploy_targets import is_hosted
 
     store = open_store(store_dir)
     ids = _select_runs(store_dir, runs_filter) if runs_filter is not None else None
+    if is_hosted(remote):
+        from ..remote import deploy_runs
+
+        report_deploy(deploy_runs(store.root, remote, ids, include_large=include_large,
+                                  no_code=no_code), as_json)
+        return
     result = push(store.root, remote, run_ids=ids, include_large=include_large,
                   no_code=no_code)
     if as_json:
@@ -62,6 +72,34 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool, no_c
     if result.get("rejected"):
         click.echo(f"{len(result['rejected'])} run(s) changed on the remote too: run "
                    f"`flowillower pull {remote}` and push again: {', '.join(result['rejected'])}")
+
+
+def report_deploy(result: dict[str, Any], as_json: bool = False) -> None:
+    """Print a deploy's summary (site, then run refs); exit 1 when the run refs were
+    refused, after saying that the site itself is deployed."""
+    if as_json:
+        print_json(result)
+    elif result["pushed"]:
+        lfs = f", {len(result['lfs'])} file(s) through Git LFS" if result["lfs"] else ""
+        page = f"; open {result['page']}" if result["space"] else ""
+        click.echo(f"pushed the site {result['commit'][:10]} to {result['url']} "
+                   f"({result['branch']}{lfs}){page}")
+    else:
+        click.echo(f"site unchanged: {result['reason']}")
+    for path in result.get("skipped") or []:
+        click.echo(f"left out a link: {path}", err=True)
+    runs = result.get("runs")
+    if runs is None:
+        return
+    if runs.get("error"):
+        raise click.ClickException(f"the site is deployed, but {runs['error']}")
+    if not as_json:
+        click.echo(f"pushed the data of {runs['runs']} run(s) ({runs['pushed']} new or "
+                   f"updated, {runs['code']} code snapshot(s)): teammates get them with "
+                   f"`flowillower pull {result['url']}`")
+    if runs.get("rejected"):
+        click.echo(f"{len(runs['rejected'])} run(s) changed on the remote too: pull, then "
+                   f"deploy again: {', '.join(runs['rejected'])}", err=True)
 
 
 @click.command("pull")

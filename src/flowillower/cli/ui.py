@@ -108,18 +108,26 @@ def export_command(out_dir: str, runs_filter: str | None, store_dir: str | None,
 @dir_option
 @click.option("--branch", default="main", show_default=True)
 @click.option("--message", "-m", default="flowillower: update site", show_default=True)
+@click.option("--lfs/--no-lfs", default=None,
+              help="Binary and large files through Git LFS (default: for Spaces and "
+                   "studios).")
+@click.option("--no-data", is_flag=True,
+              help="Only the viewer: leave the runs' data refs out.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @friendly_errors
 def deploy_command(target: str, site: str | None, runs_filter: str | None,
-                   store_dir: str | None, branch: str, message: str) -> None:
-    """Push the static UI to TARGET: hf:USER/SPACE (a static Space) or a git URL / path.
+                   store_dir: str | None, branch: str, message: str, lfs: bool | None,
+                   no_data: bool, as_json: bool) -> None:
+    """Push the static UI to TARGET: hf:USER/SPACE (a static Space), ms:USER/STUDIO (a
+    ModelScope studio), or a git URL / path.
 
-    Uses your own git credentials (credential helper, SSH agent); the Space must exist.
+    From a store, the runs' data refs go along (teammates `flowillower pull` them). A
+    token comes from HF_TOKEN / MODELSCOPE_API_TOKEN or your git credential helper and is
+    never written anywhere; the Space or studio must exist.
     """
     from ..server.deploy import deploy
+    from .remote import report_deploy
 
     source = Path(site) if site else open_store(store_dir).root
-    result = deploy(source, target, runs_filter=runs_filter, branch=branch, message=message)
-    if result["pushed"]:
-        click.echo(f"pushed {result['commit'][:10]} to {result['url']} ({result['branch']})")
-    else:
-        click.echo(f"nothing to push: {result['reason']}")
+    report_deploy(deploy(source, target, runs_filter=runs_filter, branch=branch,
+                         message=message, lfs=lfs, runs=not no_data), as_json)
