@@ -293,3 +293,18 @@ def test_group_view_in_an_exported_site_over_http_and_from_a_file(page, store, t
         _check_groups(_grouped(page.locator('.chart[data-key="train/loss"]'), 2), "minmax")
     page.goto(f"{(site / 'index.html').as_uri()}#/charts?{query}")
     _check_groups(_grouped(page.locator('.chart[data-key="train/loss"]'), 2), "minmax")
+
+
+def test_grouped_charts_and_their_tooltip_fit_a_390px_screen(browser, server, store):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        pg = context.new_page()
+        chart = _chart(pg, server, store[1], "&group=arg:lr&band=minmax&members=true")
+        _grouped(chart, 2)
+        box = chart.locator(".u-over").bounding_box()
+        for frac in (0.2, 0.5, 0.8):  # the tooltip on either side of the cursor
+            pg.mouse.move(box["x"] + box["width"] * frac, box["y"] + box["height"] * 0.5)
+            expect(chart.locator(".chart-tip")).to_be_visible()
+            assert pg.evaluate("document.documentElement.scrollWidth") <= 390, frac
+    finally:
+        context.close()

@@ -25,7 +25,7 @@ export function tipLines(u, idx) {
       run: s.runId, group: s.group, extra: "" };
     if (s.role === "mean" && s.fwStats) {
       const st = s.fwStats(x);
-      if (st && st.n) {
+      if (st && st.n > 1) {  // one run: no spread to show
         line.extra = s.fwBand === "minmax" ? ` [${fmtNum(st.min)}, ${fmtNum(st.max)}]`
           : ` ± ${fmtNum(st.std)}`;
         line.stats = st;
@@ -50,11 +50,16 @@ export function showTip(tip, u, idx, xText) {
   }
   tip.replaceChildren(...rows);
   tip.hidden = false;
-  // Beside the cursor, flipped to the left half near the right edge.
-  const w = u.over.clientWidth;
-  const flip = u.cursor.left > w / 2;
-  Object.assign(tip.style, { top: `${Math.max(0, u.cursor.top - 10)}px`,
-    left: flip ? "" : `${u.cursor.left + 14}px`, right: flip ? `${w - u.cursor.left + 14}px` : "" });
+  // Beside the cursor on the side with room, never past the plot's edges (a phone's narrow
+  // plot would otherwise push the page wider than the screen).
+  const w = u.over.clientWidth, x = u.cursor.left;
+  tip.style.whiteSpace = "nowrap";
+  tip.style.maxWidth = `${w}px`;
+  if (tip.offsetWidth >= w) tip.style.whiteSpace = "normal";
+  const tw = tip.offsetWidth;
+  let left = x + 14;
+  if (left + tw > w) left = x - 14 - tw >= 0 ? x - 14 - tw : Math.max(0, w - tw);
+  Object.assign(tip.style, { top: `${Math.max(0, u.cursor.top - 10)}px`, left: `${left}px`, right: "" });
 }
 
 function lastIndex(u) {
