@@ -214,6 +214,18 @@ async function diff(p) {
     code_error: "code diffs need `flowillower ui` (the static export has no code snapshots)" };
 }
 
+// Runs with a model graph (the model page's "compare with" list): an index row may say
+// (models); otherwise each run's run.json is read, the newest 300 at most.
+async function modelRuns() {
+  const { runs } = await index();
+  const newest = runs.slice().sort((a, b) => (b.created || 0) - (a.created || 0)).slice(0, 300);
+  const found = await Promise.all(newest.map(async (r) => {
+    const models = r.models || (await json(`data/runs/${encodeURIComponent(r.id)}/run.json`).catch(() => ({}))).models || [];
+    return models.length ? { id: r.id, name: r.name, created: r.created, models } : null;
+  }));
+  return { runs: found.filter(Boolean) };
+}
+
 export async function get(path, params) {
   const parts = path.split("/").map(decodeURIComponent);
   if (path === "info") { const { runs, version } = await index(); return { version, runs: runs.length, static: true, auth: "none" }; }
@@ -222,6 +234,7 @@ export async function get(path, params) {
   if (path === "keys") return keys(params);
   if (path === "points") return points(params);
   if (path === "diff") return diff(params);
+  if (path === "models") return modelRuns();
   if (parts[0] === "runs" && parts[1]) {
     const row = await resolve(parts[1]);
     const base = `data/runs/${encodeURIComponent(row.id)}`;

@@ -3,10 +3,15 @@
 // activation / gradient statistics over steps (curves and a histogram heat map).
 import { api, runPath } from "./api.js";
 import { Chart } from "./chart.js";
-import { clear, copyButton, fmtNum, h, loadScript, svg } from "./dom.js";
+import { clear, copyButton, h, loadScript, svg } from "./dom.js";
 import { heatmap } from "./heatmap.js";
+import { fmtCount, otherGraph, otherModelRuns, signature, statsTable, structureDiff, structureNote } from "./modelcmp.js";
+import { setParams } from "./state.js";
 
 const MAX_NODES = 800;  // dagre slows down (and overflows its stack) on huge graphs
+// Node text is 12 px at zoom 1 (the default: one graph unit per screen pixel); zoomed out
+// below DETAIL the second line goes, below LABELS every label (hover titles remain).
+const FONT = 12, CHAR = 7.4, ZOOM_MIN = 0.15, ZOOM_MAX = 4, DETAIL = 0.8, LABELS = 0.5;
 
 // The four steps of docs/model.md "Edges, groups and views", plus user overrides:
 // `expand` opens module calls, `fold` closes ones that are open by default.
@@ -60,7 +65,7 @@ const shapeText = (shapes) => (shapes || []).map((s) => s.join("×")).join(", ")
 
 function label(n) {
   if (n.kind === "input" || n.kind === "output") return [`${n.kind} ${n.name || ""}`, shapeText(n.kind === "input" ? n.out_shapes : n.in_shapes)];
-  if (n.kind === "module") return [`${n.path || "(root)"}${n.call ? `#${n.call}` : ""}`, `${n.type}${n.params ? ` · ${fmtNum(n.params)} p` : ""}`];
+  if (n.kind === "module") return [`${n.path || "(root)"}${n.call ? `#${n.call}` : ""}`, `${n.type}${n.params ? ` · ${fmtCount(n.params)} params` : ""}`];
   return [n.type, shapeText(n.out_shapes)];
 }
 
@@ -84,13 +89,23 @@ export async function render(root, { args, params }) {
   const info = h("div", { class: "toolbar" },
     h("a", { href: `#/run/${encodeURIComponent(runId)}`, text: `← ${run.run.name}` }),
     h("b", { text: graph.root || "model" }),
-    h("span", { class: "muted", text: `${(graph.nodes || []).length} nodes · ${fmtNum((graph.tree || {}).params)} parameters` }),
+    h("span", { class: "muted", text: `${fmtCount((graph.nodes || []).length)} nodes · ${fmtCount((graph.tree || {}).params)} parameters` }),
     graph.truncated ? h("span", { class: "error", text: "graph truncated at max_nodes" }) : null,
     graph.error ? h("span", { class: "error", text: `probe failed in ${graph.error_path || "?"}: ${graph.error}` }) : null,
     !graph.probed ? h("span", { class: "muted", text: "no probe forward pass: module tree only (pass an example input to fw.log_model)" }) : null);
-  root.append(info, h("div", { class: "model" }, treeEl, canvas, detail));
+  // A second run: its graph against this one, and node statistics side by side.
+  const vsPick = h("select", { "aria-label": "compare with run", class: "vs-pick" }, h("option", { value: "", text: "compare with… (loading)" }));
+  const stepBox = h("input", { type: "number", class: "step-box", "aria-label": "step", placeholder: "last", min: 0 });
+  const note = h("div", { class: "cmp-box" });
+  const zoomBar = h("span", { class: "zoom-bar" });
+  info.append(h("label", null, "compare with ", vsPick), h("label", null, "step ", stepBox), zoomBar);
+  root.append(info, note, h("div", { class: "model" }, treeEl, canvas, detail));
 
   const state = { expand: new Set(), fold: new Set(), depth: null, selected: null };
+  const vs = { id: params.get("vs") || "", run: null, diff: null };
+  const stepParam = () => (stepBox.value === "" || !Number.isFinite(Number(stepBox.value)) ? null : Number(stepBox.value));
+  stepBox.value = params.get("step") ?? "";
+  const onlyA = () => new Set((vs.diff?.onlyA || []).map(signature));
   // Start at a depth dagre draws quickly.
   for (let d = null, tries = 0; tries < 8; tries++) {
     const v = collapse(graph, { depth: d });
@@ -99,18 +114,18 @@ export async function render(root, { args, params }) {
     state.depth = d;
   }
 
-  let viewBox = null;
+  let zoom = 1, svgEl = null, gw = 100, gh = 100;
   function draw() {
     const view = collapse(graph, state);
     const g = new window.dagre.graphlib.Graph({ compound: true, multigraph: true });
     g.setGraph({ rankdir: "TB", nodesep: 18, ranksep: 34, marginx: 12, marginy: 12 });
     g.setDefaultEdgeLabel(() => ({}));
     const groupIds = new Set(view.groups.map((n) => n.id));
-    for (const n of view.groups) g.setNode(n.id, { label: n.path || "(root)", clusterLabelPos: "top", paddingTop: 18 });
+    for (const n of view.groups) g.setNode(n.id, { label: n.path || "(root)", clusterLabelPos: "top", paddingTop: 22 });
     for (const n of view.nodes) {
       const [a, b] = label(n);
-      const width = Math.max(60, 7 * Math.max(a.length, b.length) + 16);
-      g.setNode(n.id, { width, height: b ? 34 : 22 });
+      const width = Math.max(60, CHAR * Math.max(a.length, b.length) + 16);
+      g.setNode(n.id, { width, height: b ? 42 : 26 });
     }
     const parentOf = (n) => (n.group && groupIds.has(n.group) ? n.group : null);
     const members = new Set();
@@ -119,11 +134,12 @@ export async function render(root, { args, params }) {
       if (p && p !== n.id) { g.setParent(n.id, p); members.add(p); }
     }
     // An open call with nothing visible inside is drawn as a plain box.
-    for (const n of view.groups) if (!members.has(n.id)) g.setNode(n.id, { width: 80, height: 22 });
+    for (const n of view.groups) if (!members.has(n.id)) g.setNode(n.id, { width: Math.max(80, CHAR * (n.path || "(root)").length + 16), height: 26 });
     view.edges.forEach((e, i) => g.setEdge(e.src, e.dst, {}, `e${i}`));
     window.dagre.layout(g);
-    const gw = g.graph().width || 100, gh = g.graph().height || 100;
-    const s = svg("svg", { viewBox: `0 0 ${gw} ${gh}`, role: "img", "aria-label": "model graph" });
+    gw = g.graph().width || 100;
+    gh = g.graph().height || 100;
+    const s = svg("svg", { viewBox: `0 0 ${gw} ${gh}`, class: "graph", role: "img", "aria-label": "model graph" });
     s.append(svg("defs", null, svg("marker", { id: "arrow", viewBox: "0 0 8 8", refX: 8, refY: 4, markerWidth: 7, markerHeight: 7, orient: "auto" },
       svg("path", { d: "M0,0 L8,4 L0,8 z", fill: "#9aa3b2" }))));
     for (const n of view.groups) {
@@ -131,7 +147,8 @@ export async function render(root, { args, params }) {
       if (!b || b.width === undefined) continue;
       const grp = svg("g", { class: "cluster" },
         svg("rect", { x: b.x - b.width / 2, y: b.y - b.height / 2, width: b.width, height: b.height, rx: 6 }),
-        svg("text", { x: b.x - b.width / 2 + 6, y: b.y - b.height / 2 + 12, text: `${n.path || "(root)"} · ${n.type}` }));
+        svg("text", { x: b.x - b.width / 2 + 6, y: b.y - b.height / 2 + 15, text: `${n.path || "(root)"} · ${n.type}` }),
+        svg("title", { text: `${n.path || "(root)"} · ${n.type}` }));
       grp.addEventListener("dblclick", (e) => { e.stopPropagation(); toggle(n.path, true); });
       grp.addEventListener("click", (e) => { e.stopPropagation(); select(n); });
       s.append(grp);
@@ -147,43 +164,63 @@ export async function render(root, { args, params }) {
       const b = g.node(n.id);
       const [a, sub] = label(n);
       const cls = n.kind === "module" ? "module" : n.kind === "op" ? "op" : "io";
-      const node = svg("g", { class: `node ${cls}${state.selected === n.id ? " selected" : ""}`, "data-id": n.id,
+      const differs = vs.diff && !vs.diff.same && onlyA().has(signature(n));
+      const node = svg("g", { class: `node ${cls}${state.selected === n.id ? " selected" : ""}${differs ? " differs" : ""}`, "data-id": n.id,
         transform: `translate(${b.x - b.width / 2},${b.y - b.height / 2})` },
       svg("rect", { width: b.width, height: b.height, rx: 4 }),
-      svg("text", { x: 8, y: 14, text: a }),
-      sub ? svg("text", { class: "sub", x: 8, y: 28, text: sub }) : null);
+      svg("text", { x: 8, y: 17, text: a }),
+      sub ? svg("text", { class: "sub", x: 8, y: 34, text: sub }) : null,
+      svg("title", { text: sub ? `${a}\n${sub}` : a }));
       node.addEventListener("click", (e) => { e.stopPropagation(); select(n); });
       if (n.kind === "module") node.addEventListener("dblclick", (e) => { e.stopPropagation(); toggle(n.path, false); });
       s.append(node);
     }
-    viewBox = [0, 0, gw, gh];
-    panZoom(s);
+    svgEl = s;
     canvas.replaceChildren(s);
+    sizeSvg();
   }
 
-  function panZoom(s) {
-    const apply = () => s.setAttribute("viewBox", viewBox.map((v) => v.toFixed(1)).join(" "));
-    s.addEventListener("wheel", (e) => {
-      e.preventDefault();
-      const r = s.getBoundingClientRect();
-      const f = e.deltaY > 0 ? 1.15 : 1 / 1.15;
-      const px = viewBox[0] + ((e.clientX - r.left) / r.width) * viewBox[2];
-      const py = viewBox[1] + ((e.clientY - r.top) / r.height) * viewBox[3];
-      viewBox = [px - (px - viewBox[0]) * f, py - (py - viewBox[1]) * f, viewBox[2] * f, viewBox[3] * f];
-      apply();
-    }, { passive: false });
-    let drag = null;
-    s.addEventListener("mousedown", (e) => { drag = [e.clientX, e.clientY, viewBox[0], viewBox[1]]; });
-    window.addEventListener("mouseup", () => { drag = null; });
-    s.addEventListener("mousemove", (e) => {
-      if (!drag) return;
-      const r = s.getBoundingClientRect();
-      const k = Math.max(viewBox[2] / r.width, viewBox[3] / r.height);
-      viewBox[0] = drag[2] - (e.clientX - drag[0]) * k;
-      viewBox[1] = drag[3] - (e.clientY - drag[1]) * k;
-      apply();
-    });
+  // Zoom: the SVG is drawn at `zoom` screen pixels per graph unit inside a scrolling
+  // canvas (pannable by dragging, scrollbars or touch, at any width).
+  const zoomText = h("span", { class: "muted zoom-text" });
+  function sizeSvg() {
+    if (!svgEl) return;
+    // Rounded up: a fraction of a pixel lost to layout would shrink the text below 12 px.
+    svgEl.style.width = `${Math.ceil(gw * zoom)}px`;
+    svgEl.style.height = `${Math.ceil(gh * zoom)}px`;
+    svgEl.classList.toggle("no-detail", zoom < DETAIL);
+    svgEl.classList.toggle("no-labels", zoom < LABELS);
+    canvas.dataset.zoom = zoom.toFixed(3);
+    zoomText.textContent = `${Math.round(zoom * 100)}%`;
   }
+  // Change the zoom keeping the graph point under (cx, cy) (canvas pixels) in place.
+  function setZoom(z, cx, cy) {
+    const r = canvas.getBoundingClientRect();
+    if (cx === undefined) { cx = r.width / 2; cy = r.height / 2; }
+    const gx = (canvas.scrollLeft + cx) / zoom, gy = (canvas.scrollTop + cy) / zoom;
+    zoom = Math.max(ZOOM_MIN, Math.min(ZOOM_MAX, z));
+    sizeSvg();
+    canvas.scrollLeft = gx * zoom - cx;
+    canvas.scrollTop = gy * zoom - cy;
+  }
+  const zbtn = (text, title, fn) => h("button", { type: "button", text, title, "aria-label": title, onclick: fn });
+  zoomBar.append(zbtn("−", "zoom out", () => setZoom(zoom / 1.25)), zoomText, zbtn("+", "zoom in", () => setZoom(zoom * 1.25)),
+    zbtn("1:1", "labels at 12 px", () => setZoom(1)),
+    zbtn("fit", "whole graph", () => { const r = canvas.getBoundingClientRect(); setZoom(Math.min(r.width / gw, r.height / gh)); }));
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = canvas.getBoundingClientRect();
+    setZoom(zoom * (e.deltaY > 0 ? 1 / 1.15 : 1.15), e.clientX - r.left, e.clientY - r.top);
+  }, { passive: false });
+  let drag = null;
+  canvas.addEventListener("mousedown", (e) => { drag = [e.clientX, e.clientY, canvas.scrollLeft, canvas.scrollTop]; });
+  const stopDrag = () => { drag = null; };
+  window.addEventListener("mouseup", stopDrag);
+  canvas.addEventListener("mousemove", (e) => {
+    if (!drag) return;
+    canvas.scrollLeft = drag[2] - (e.clientX - drag[0]);
+    canvas.scrollTop = drag[3] - (e.clientY - drag[1]);
+  });
 
   // Open a collapsed module call, or close an open one.
   function toggle(path, isOpen) {
@@ -195,6 +232,7 @@ export async function render(root, { args, params }) {
   let charts = [];
   function select(n) {
     state.selected = n.id;
+    setParams({ node: n.id });
     canvas.querySelectorAll(".node").forEach((el) => el.classList.toggle("selected", el.dataset.id === n.id));
     charts.forEach((c) => c.destroy());
     charts = [];
@@ -204,15 +242,23 @@ export async function render(root, { args, params }) {
       h("table", { class: "kv" },
         [["kind", n.kind], ["type", n.type], ["path", n.path ?? n.parent ?? ""], ["call", n.call],
           ["inputs", shapeText(n.in_shapes)], ["outputs", shapeText(n.out_shapes)], ["dtype", n.dtype],
-          ["parameters", n.params ? fmtNum(n.params) : "0"], ["extra", m?.extra]]
+          ["parameters", fmtCount(n.params || 0)], ["extra", m?.extra]]
           .filter(([, v]) => v !== undefined && v !== null && v !== "")
           .map(([k, v]) => h("tr", null, h("td", { text: k }), h("td", { text: String(v) })))));
     if (m && m.parameters?.length) {
       detail.append(h("h4", { text: "Parameters" }), h("table", { class: "kv" }, m.parameters.map((p) =>
-        h("tr", null, h("td", { text: p.name }), h("td", { text: `${p.shape.join("×")} ${p.dtype}${p.trainable ? "" : " (frozen)"}${p.tied ? ` tied to ${p.tied}` : ""}` })))));
+        h("tr", null, h("td", { text: p.name }), h("td", { text: `${p.shape.join("×")} = ${fmtCount(p.shape.reduce((a, b) => a * b, 1))} ${p.dtype}${p.trainable ? "" : " (frozen)"}${p.tied ? ` tied to ${p.tied}` : ""}` })))));
     }
     const series = n.series || [];
     if (!series.length) return;
+    const runs = [{ id: runId, name: run.run.name }, ...(vs.run ? [{ id: vs.run.id, name: vs.run.name }] : [])];
+    if (vs.run) {
+      const box = h("div", { class: "cmp-stats-box" });
+      const step = stepParam();
+      detail.append(h("h4", { text: `${runs[0].name} vs ${runs[1].name}${step === null ? "" : ` at step ${step}`}` }), box);
+      statsTable(box, series.filter((k) => !k.endsWith("/hist")), runs, step)
+        .catch((e) => { clear(box).append(h("p", { class: "error", text: e.message })); });
+    }
     detail.append(h("h4", { text: "Statistics over steps" }));
     const missing = series.filter((k) => !present.has(k));
     for (const key of series.filter((k) => present.has(k))) {
@@ -223,7 +269,7 @@ export async function render(root, { args, params }) {
           .catch((e) => { box.lastChild.textContent = e.message; });
         continue;
       }
-      const c = new Chart(key, [{ id: runId, name: run.run.name }], { height: 110 });
+      const c = new Chart(key, runs, { height: 110 });
       charts.push(c);
       detail.append(c.el);
       c.load();
@@ -254,7 +300,42 @@ export async function render(root, { args, params }) {
     treeEl.replaceChildren(h("ul", { style: { paddingLeft: 0 } }, item("")));
   }
 
+  // The second run: the picker lists runs with a model graph; the choice and the step
+  // go into the URL (vs=, step=), so a link shows the same comparison.
+  async function setVs(id) {
+    vs.id = id;
+    vs.run = null;
+    vs.diff = null;
+    clear(note);
+    setParams({ vs: id || null });
+    if (id) {
+      try {
+        const [other, info2] = await Promise.all([otherGraph(id, name), api.get(runPath(id))]);
+        vs.run = { id: info2.run.id, name: info2.run.name };
+        vs.diff = structureDiff(graph, other);
+        note.append(structureNote(vs.diff, run.run.name, vs.run.name));
+      } catch (e) { note.append(h("p", { class: "error", text: e.message })); }
+    }
+    draw();
+    const sel = (graph.nodes || []).find((n) => n.id === state.selected);
+    if (sel) select(sel);
+  }
+  vsPick.addEventListener("change", () => setVs(vsPick.value));
+  stepBox.addEventListener("change", () => {
+    setParams({ step: stepParam() });
+    const sel = (graph.nodes || []).find((n) => n.id === state.selected);
+    if (sel) select(sel);
+  });
+  otherModelRuns(runId).then((others) => {
+    if (vs.id && !others.some((r) => r.id === vs.id)) others.unshift({ id: vs.id, name: vs.id });
+    clear(vsPick).append(h("option", { value: "", text: others.length ? `compare with… (${others.length})` : "no other run has a model graph" }),
+      ...others.map((r) => h("option", { value: r.id, text: `${r.name} · ${r.id}`, selected: r.id === vs.id })));
+  }).catch((e) => { clear(vsPick).append(h("option", { value: "", text: e.message })); });
+
   draw();
   drawTree();
-  return () => charts.forEach((c) => c.destroy());
+  const first = (graph.nodes || []).find((n) => n.id === params.get("node"));
+  if (first) state.selected = first.id;
+  if (vs.id) await setVs(vs.id); else if (first) select(first);
+  return () => { charts.forEach((c) => c.destroy()); window.removeEventListener("mouseup", stopDrag); };
 }
