@@ -11,16 +11,14 @@ a pull brings is remembered as pulled (`store.provenance`), with its remote.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
-from ..store.provenance import is_pulled, mark_pulled
-from .incoming import content_refusal, entry_refusal, read_run_json, valid_run_id
+from .incoming import read_run_json, valid_run_id
 from .maintenance import store_lock
+from .pulltrees import read_entries
+from .pullwrite import RunPlan, plan_run, write_runs
 from .refs import (
     INCOMING_CODE_PREFIX,
     INCOMING_PREFIX,
@@ -91,7 +89,7 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dic
             raise GitError(redact(f"fetching runs from {url} failed: {err}"))
         result["snapshots_refused"] = _adopt_code_refs(git_dir)
         origin = {"remote": redact(remote), "url": redact(url)}
-        todo: dict[str, tuple[str, list[Any], list[Any]]] = {}
+        commits: dict[str, str] = {}
         for ref, commit in sorted(list_refs(git_dir, INCOMING_PREFIX).items()):
             run_id = ref.removeprefix(INCOMING_PREFIX)
             if run_ids is not None and run_id not in wanted:
@@ -103,16 +101,25 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dic
             target = runs_dir / run_id
             if target.exists() and before.get(ref) == commit:
                 continue  # nothing new since the last pull
-            todo[run_id] = (commit, *_entries(git_dir, commit))
+            commits[run_id] = commit
+        todo = {}
+        for run_id, (entries, refused, broken) in read_entries(git_dir, commits).items():
+            if broken:
+                result["runs_refused"].append([run_id, broken])
+            else:
+                todo[run_id] = (commits[run_id], entries, refused)
         metas = _run_metas(git_dir, {run_id: entries for run_id, (_c, entries, _r)
                                      in todo.items()})
+        plans = []
         for run_id, (commit, entries, refused) in todo.items():
             meta, why = metas[run_id]
-            if meta is None:
-                result["runs_refused"].append([run_id, why])
+            plan = plan_run(store_root, (commit, run_id, meta), entries, refused) \
+                if meta is not None else why
+            if isinstance(plan, RunPlan):
+                plans.append(plan)
             else:
-                _pull_run(store_root, git_dir, (commit, run_id, meta), entries, refused,
-                          origin, result)
+                result["runs_refused"].append([run_id, plan])
+        write_runs(git_dir, store_root, plans, origin, result)
     return result
 
 
@@ -161,146 +168,3 @@ def _adopt_code_refs(git_dir: Path) -> int:
         lines.append(f"delete {ref}\n")
     store_git(git_dir, ["update-ref", "--stdin"], input="".join(lines).encode())
     return refused
-
-
-def _pull_run(store_root: Path, git_dir: Path, run: tuple[str, str, dict[str, Any]],
-              entries: list[tuple[bytes, str, str, int]], refused: list[tuple[bytes, str]],
-              origin: dict[str, str], result: dict[str, Any]) -> None:
-    """Bring one run whose run.json passed: its checked files, and its pull record."""
-    commit, run_id, meta = run
-    target = store_root / "runs" / run_id
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        result["runs_refused"].append([run_id, "the local run folder is not a folder"])
-        return
-    is_new = not target.exists()
-    pulled_before = not is_new and is_pulled(store_root, run_id)
-    added = _materialize(git_dir, entries, target, refused)
-    if refused:
-        result["refused"][run_id] = [[os.fsdecode(rel), reason] for rel, reason in refused]
-    result["files_added"] += added
-    if is_new and target.exists():
-        result["runs_added"] += 1
-    elif added:
-        result["runs_updated"] += 1
-    # A run made here that gains a teammate's note stays ours; a pulled one stays pulled.
-    if (is_new and target.exists()) or pulled_before:
-        mark_pulled(store_root, run_id, origin["remote"], url=origin["url"], commit=commit,
-                    author=meta.get("user"), host=meta.get("host"))
-
-
-def _entries(git_dir: Path, commit: str
-             ) -> tuple[list[tuple[bytes, str, str, int]], list[tuple[bytes, str]]]:
-    """(entries that may be written: (path, mode, blob id, size), refused (path, why))."""
-    raw = store_git(git_dir, ["ls-tree", "-r", "-z", "-l", "--full-tree", commit]).stdout
-    ok, refused = [], []
-    seen: set[bytes] = set()
-    for record in raw.split(b"\0"):
-        if not record:
-            continue
-        meta, _, rel = record.partition(b"\t")
-        mode, kind, sha, size = meta.decode().split()
-        nbytes = int(size) if size.isdigit() else 0
-        # a hand-made tree may name one path twice (or twice but for case): first one wins
-        reason = "a duplicate entry" if rel.lower() in seen else \
-            entry_refusal(rel, mode, kind, nbytes)
-        seen.add(rel.lower())
-        if reason:
-            refused.append((rel, reason))
-        else:
-            ok.append((rel, mode, sha, nbytes))
-    return ok, refused
-
-
-def _blocked(target: Path, rel: bytes) -> bool:
-    """Whether a folder on the way to `rel` inside `target` is a link or not a folder."""
-    node = target
-    for part in rel.split(b"/")[:-1]:
-        node = node / os.fsdecode(part)
-        if node.is_symlink() or (node.exists() and not node.is_dir()):
-            return True
-    return False
-
-
-def _materialize(git_dir: Path, entries: list[tuple[bytes, str, str, int]], target: Path,
-                 refused: list[tuple[bytes, str]]) -> int:
-    """Write the checked files that `target` lacks (or that extend a record file)."""
-    wanted: dict[str, list[bytes]] = {}
-    for rel, _mode, sha, size in entries:
-        local = target / os.fsdecode(rel)
-        if _blocked(target, rel) or local.is_symlink() or local.is_dir():
-            refused.append((rel, "the local path is a link or a folder"))
-            continue
-        if local.exists() and not (rel.endswith(b".fwl") and local.stat().st_size < size):
-            continue  # ours already: never overwritten
-        wanted.setdefault(sha, []).append(rel)
-    if not wanted:
-        return 0
-    is_new = not target.exists()
-    # A new run is assembled aside and renamed in whole: readers never see half a run.
-    dest = Path(tempfile.mkdtemp(prefix=f".pull-{target.name}-", dir=target.parent)) \
-        if is_new else target
-    added = 0
-    try:
-        reader = store_popen(git_dir, ["cat-file", "--batch"])
-        try:
-            # Streamed: one blob in memory at a time, whatever the size of the run.
-            for sha, data in batch_read(reader, list(wanted)):
-                for rel in wanted[sha] if data is not None else ():
-                    reason = content_refusal(rel, data) or _write(dest, rel, data)
-                    if reason:
-                        refused.append((rel, reason))
-                    else:
-                        added += 1
-        except BaseException:
-            abandon(reader)
-            raise
-        finish(reader)
-        if is_new and added:
-            try:
-                os.rename(dest, target)
-            except OSError:
-                refused.append((b"<run>", "a run of this id appeared here during the pull"))
-                added = 0
-    finally:
-        if is_new and dest.exists():
-            shutil.rmtree(dest, ignore_errors=True)
-    return added
-
-
-def _write(dest: Path, rel: bytes, data: bytes) -> str | None:
-    """Add one file without ever replacing or shortening a local one; why not, or None."""
-    path = dest / os.fsdecode(rel)
-    try:
-        return _write_new_or_extend(path, rel, data)
-    except OSError as exc:  # e.g. a file where the tree wants a folder: skip, say why
-        return f"cannot be written here ({exc.strerror or exc})"
-
-
-def _write_new_or_extend(path: Path, rel: bytes, data: bytes) -> str | None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        if not rel.endswith(b".fwl"):
-            return "a local file of this name exists (kept yours)"
-        local = path.read_bytes()
-        if not data.startswith(local):
-            return "a record file that does not extend yours (kept yours)"
-        with open(path, "ab") as fh:  # O_APPEND: the bytes already there are never touched
-            if os.fstat(fh.fileno()).st_size != len(local):
-                return "a record file that is being written here (kept yours)"
-            fh.write(data[len(local):])
-        return None
-    tmp = path.with_name(f".{path.name}.pull.tmp")
-    tmp.write_bytes(data)
-    try:
-        os.link(tmp, path)  # fails if the file appeared meanwhile: never overwrite it
-    except FileExistsError:
-        return "a local file of this name appeared during the pull (kept yours)"
-    except OSError:  # no hard links here: create exclusively instead
-        try:
-            with open(path, "xb") as fh:
-                fh.write(data)
-        except FileExistsError:
-            return "a local file of this name appeared during the pull (kept yours)"
-    finally:
-        tmp.unlink()
-    return None

@@ -1,0 +1,178 @@
+"""Writing pulled runs: checked files only, added, never replacing one of yours.
+
+All runs of a pull are written from one `cat-file --batch` (a fresh pull of thousands of
+runs starts one reader, not one per run). A new run is assembled aside and renamed into
+`runs/` whole, so readers never see half a run; a run already here only gains files it
+lacks, and a record file (`*.fwl`) grows only when the incoming copy extends the local one
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..store.provenance import is_pulled, mark_pulled
+from .incoming import content_refusal
+from .pulltrees import Entry
+from .repo import abandon, batch_read, finish, store_popen
+
+__all__ = ["RunPlan", "plan_run", "write_runs"]
+
+
+@dataclass
+class RunPlan:
+    """One pulled run to write: where, which blobs to which paths, what was refused."""
+
+    run_id: str
+    commit: str
+    meta: dict[str, Any]
+    target: Path
+    is_new: bool
+    pulled_before: bool
+    wanted: dict[str, list[bytes]] = field(default_factory=dict)
+    refused: list[tuple[bytes, str]] = field(default_factory=list)
+    dest: Path | None = None
+    added: int = 0
+
+
+def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: list[Entry],
+             refused: list[tuple[bytes, str]]) -> RunPlan | str:
+    """What to write of one run whose run.json passed; a reason when the run cannot be
+    written at all."""
+    commit, run_id, meta = run
+    target = store_root / "runs" / run_id
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        return "the local run folder is not a folder"
+    is_new = not target.exists()
+    plan = RunPlan(run_id, commit, meta, target, is_new,
+                   not is_new and is_pulled(store_root, run_id), refused=refused)
+    for rel, _mode, sha, size in entries:
+        local = target / os.fsdecode(rel)
+        if not is_new:
+            if _blocked(target, rel) or local.is_symlink() or local.is_dir():
+                refused.append((rel, "the local path is a link or a folder"))
+                continue
+            if local.exists() and not (rel.endswith(b".fwl") and local.stat().st_size < size):
+                continue  # ours already: never overwritten
+        plan.wanted.setdefault(sha, []).append(rel)
+    return plan
+
+
+def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
+               origin: dict[str, str], result: dict[str, Any]) -> None:
+    """Write every plan's files from one `cat-file --batch`, finishing each run (rename,
+    counts, pull record) as soon as its last file is written."""
+    requests = [(plan, sha) for plan in plans for sha in plan.wanted]
+    left = {id(plan): len(plan.wanted) for plan in plans}
+    try:
+        for plan in plans:
+            if not plan.wanted:
+                _finish(store_root, plan, origin, result)
+        if not requests:
+            return
+        reader = store_popen(git_dir, ["cat-file", "--batch"])
+        try:
+            # Streamed: one blob in memory at a time, whatever the size of the pull.
+            shas = [sha for _plan, sha in requests]
+            for index, (sha, data) in enumerate(batch_read(reader, shas)):
+                plan = requests[index][0]
+                if plan.dest is None:
+                    plan.dest = Path(tempfile.mkdtemp(prefix=f".pull-{plan.run_id}-",
+                                                      dir=plan.target.parent)) \
+                        if plan.is_new else plan.target
+                for rel in plan.wanted[sha] if data is not None else ():
+                    reason = content_refusal(rel, data) or _write(plan.dest, rel, data)
+                    if reason:
+                        plan.refused.append((rel, reason))
+                    else:
+                        plan.added += 1
+                left[id(plan)] -= 1
+                if not left[id(plan)]:
+                    _finish(store_root, plan, origin, result)
+        except BaseException:
+            abandon(reader)
+            raise
+        finish(reader)
+    finally:
+        for plan in plans:  # an aside folder of a run not renamed in (an error) goes
+            if plan.is_new and plan.dest is not None and plan.dest.exists():
+                shutil.rmtree(plan.dest, ignore_errors=True)
+
+
+def _finish(store_root: Path, plan: RunPlan, origin: dict[str, str],
+            result: dict[str, Any]) -> None:
+    """Rename a new run in, count what was written, remember where it came from."""
+    if plan.is_new and plan.added and plan.dest is not None:
+        try:
+            os.rename(plan.dest, plan.target)
+        except OSError:
+            plan.refused.append((b"<run>", "a run of this id appeared here during the pull"))
+            plan.added = 0
+    if plan.refused:
+        result["refused"][plan.run_id] = [[os.fsdecode(rel), reason]
+                                          for rel, reason in plan.refused]
+    result["files_added"] += plan.added
+    arrived = plan.is_new and plan.added > 0
+    if arrived:
+        result["runs_added"] += 1
+    elif plan.added:
+        result["runs_updated"] += 1
+    # A run made here that gains a teammate's note stays ours; a pulled one stays pulled.
+    if arrived or plan.pulled_before:
+        mark_pulled(store_root, plan.run_id, origin["remote"], url=origin["url"],
+                    commit=plan.commit, author=plan.meta.get("user"),
+                    host=plan.meta.get("host"))
+
+
+def _blocked(target: Path, rel: bytes) -> bool:
+    """Whether a folder on the way to `rel` inside `target` is a link or not a folder."""
+    node = target
+    for part in rel.split(b"/")[:-1]:
+        node = node / os.fsdecode(part)
+        if node.is_symlink() or (node.exists() and not node.is_dir()):
+            return True
+    return False
+
+
+def _write(dest: Path, rel: bytes, data: bytes) -> str | None:
+    """Add one file without ever replacing or shortening a local one; why not, or None."""
+    path = dest / os.fsdecode(rel)
+    try:
+        return _write_new_or_extend(path, rel, data)
+    except OSError as exc:  # e.g. a file where the tree wants a folder: skip, say why
+        return f"cannot be written here ({exc.strerror or exc})"
+
+
+def _write_new_or_extend(path: Path, rel: bytes, data: bytes) -> str | None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        if not rel.endswith(b".fwl"):
+            return "a local file of this name exists (kept yours)"
+        local = path.read_bytes()
+        if not data.startswith(local):
+            return "a record file that does not extend yours (kept yours)"
+        with open(path, "ab") as fh:  # O_APPEND: the bytes already there are never touched
+            if os.fstat(fh.fileno()).st_size != len(local):
+                return "a record file that is being written here (kept yours)"
+            fh.write(data[len(local):])
+        return None
+    tmp = path.with_name(f".{path.name}.pull.tmp")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)  # fails if the file appeared meanwhile: never overwrite it
+    except FileExistsError:
+        return "a local file of this name appeared during the pull (kept yours)"
+    except OSError:  # no hard links here: create exclusively instead
+        try:
+            with open(path, "xb") as fh:
+                fh.write(data)
+        except FileExistsError:
+            return "a local file of this name appeared during the pull (kept yours)"
+    finally:
+        tmp.unlink()
+    return None
