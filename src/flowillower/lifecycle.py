@@ -128,6 +128,20 @@ def write_summary(run: Run, writer: Any, status: str, end: float, error: str | N
     return summary
 
 
+def record_index_row(run: Run, finished: bool, meta: dict[str, Any] | None = None) -> bool:
+    """Record the run's index row (`<run>/index-row.json`) at start (`meta`: run.json's
+    fields) or at finish, so readers know it without decoding its records. Never raises
+    and never warns: without a row, readers scan the run as they always did."""
+    try:
+        from .store import index_journal  # numpy only at finish, and only then
+
+        if finished:
+            return index_journal.record_finish(run.dir)
+        return index_journal.record_start(run.dir, dict(meta or {}), dict(run.args))
+    except Exception:
+        return False
+
+
 def webhook_payload(url: str, run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     """A JSON body that Slack, Discord and Feishu/Lark incoming webhooks all accept."""
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -125,11 +125,13 @@ class Run(LoopSurface):
             if self._writer is not None and self.rank == 0:
                 self._write_meta()
 
-    def _write_meta(self) -> None:
+    def _write_meta(self) -> dict[str, Any]:
         fields = {"id": self.id, "project": self.project, "name": self.name,
                   "tags": self.tags, "notes": self.notes, "created": self.created,
                   "rank": self.rank}
-        atomic_write_json(self.dir / "run.json", meta_document(fields, self._setup.extra))
+        meta = meta_document(fields, self._setup.extra)
+        atomic_write_json(self.dir / "run.json", meta)
+        return meta
 
     def ensure_on_disk(self) -> None:
         """Create the run's directory and start its writer now (normally the first value
@@ -142,13 +144,14 @@ class Run(LoopSurface):
                 return
             ensure_store(self.store_root)
             self.dir.mkdir(parents=True, exist_ok=True)
-            if self.rank == 0:
-                self._write_meta()
+            meta = self._write_meta() if self.rank == 0 else None
             # max_pending_bytes only when set: the writer's own default reads the
             # environment (and benchmarks swap in writers that predate the bound).
             bound = {} if self._max_buffer is None else {"max_pending_bytes": self._max_buffer}
             self._writer = FrameWriter(self.dir / self._data_file, self._buffers,
                                        self._flush_interval, **bound)
+            if meta is not None:  # readers list the run from now on without decoding it
+                lifecycle.record_index_row(self, False, meta)
             lifecycle.install(self)
 
     # -- logging ---------------------------------------------------------------------
@@ -353,6 +356,8 @@ class Run(LoopSurface):
                 self._write_meta()  # complete meta even if setup finished late
             summary = lifecycle.write_summary(self, writer, status, end, error,
                                               self._defs.names(), self._defs.roles)
+            if self.rank == 0:  # after the summary: the row is checked against it
+                lifecycle.record_index_row(self, True)
         if summary["unused_kwargs"]:
             warnings.warn("flowillower: --kwargs given but never read by fw.arg(): "
                           + ", ".join(summary["unused_kwargs"]), stacklevel=2)

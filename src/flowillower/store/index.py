@@ -3,13 +3,14 @@
 It is a cache. `runs/` is the truth; `Index.sync()` re-reads only the run directories
 whose signature (a few stats) changed since last time, and `Index.rebuild()` starts over.
 Deleting `index.sqlite` loses nothing. Writers never touch it, so any number of
-processes can log while readers (CLI, UI, queries) sync it.
+processes can log while readers (CLI, UI, queries) sync it. A run records its own row
+at start and finish (`index_journal`): readers take it instead of decoding the run's
+records while it still matches the run's files and summary, and scan the run otherwise.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -17,10 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import RunNotFoundError
 from .documents import read_annotation
+from .index_journal import read_row
+from .index_rows import RunParts, arg_records, metric_records, row_record, scan_run
 from .layout import runs_dir
 from .reader import RunReader
 
@@ -60,23 +61,6 @@ def _signature(run_dir: str | Path, live: bool = True) -> str:
         except OSError:
             parts.append("-")
     return "|".join(parts)
-
-
-def _sql_value(value: Any) -> Any:
-    """A value SQLite keeps with its type (NaN/inf/objects go through JSON)."""
-    if isinstance(value, bool) or value is None:
-        return None if value is None else int(value)
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return value
-    return None
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, allow_nan=True)
 
 
 _JSON_WORDS = {"true": True, "false": False, "null": None}
@@ -147,7 +131,7 @@ class Index:
                  conn.execute("SELECT id, signature, status FROM runs")}
         base = runs_dir(self.root)
         present: set[str] = set()
-        updated = 0
+        changed: list[tuple[str, str]] = []
         entries = sorted(os.scandir(base), key=lambda e: e.name) if base.is_dir() else []
         for entry in entries:
             # Never a symlink: a link in runs/ may lead anywhere on disk (store boundary).
@@ -159,13 +143,8 @@ class Index:
             if old_sig == sig and not (old_status == "running"
                                        and self._may_have_died(entry.name)):
                 continue
-            run_dir = Path(entry.path)
-            if old_status == "running":  # store the short form once it has finished
-                sig = _signature(run_dir, live=RunReader(run_dir).status == "running")
-            if not (run_dir / "run.json").exists() and not (run_dir / "data.fwl").exists():
-                continue  # a directory being created right now
-            self._index_run(conn, run_dir, sig)
-            updated += 1
+            changed.append((entry.path, sig if old_status != "running" else ""))
+        updated = self._index_paths(conn, changed)
         gone = set(known) - present
         if gone or updated:
             self._rows_cache = None
@@ -175,6 +154,51 @@ class Index:
                 for table, col in (("runs", "id"), ("args", "run_id"), ("metrics", "run_id")):
                     conn.execute(f"DELETE FROM {table} WHERE {col}=?", (run_id,))
             conn.execute("COMMIT")
+        return updated
+
+    def add_runs(self, ids: Iterable[str]) -> int:
+        """Index these runs now (e.g. the ones `pull` just brought), without walking the
+        whole store; ids that are not run folders in `runs/` are skipped. Returns #indexed."""
+        base = runs_dir(self.root)
+        paths = []
+        for run_id in ids:
+            if not isinstance(run_id, str) or not run_id or run_id.startswith(".") \
+                    or "/" in run_id or "\\" in run_id or "\x00" in run_id:
+                continue
+            path = os.path.join(base, run_id)
+            if os.path.isdir(path) and not os.path.islink(path):
+                paths.append((path, ""))
+        updated = self._index_paths(self.connect(), paths)
+        if updated:
+            self._rows_cache = None
+        return updated
+
+    def _index_paths(self, conn: sqlite3.Connection, paths: list[tuple[str, str]]) -> int:
+        """Index run folders: from their recorded rows where those hold, else by scanning.
+        `paths`: (folder, its signature when known to be finished, else "")."""
+        updated = 0
+        conn.execute("BEGIN")  # one transaction per batch: a commit per run costs more
+        try:
+            for n, (path, sig) in enumerate(paths, 1):
+                run_dir = Path(path)
+                parts = read_row(path)
+                if parts is not None and parts.status == "running":
+                    parts.status = RunReader(run_dir).status  # its process may be gone
+                if not sig:  # a new or live run: the short signature once it has finished
+                    status = parts.status if parts is not None else RunReader(run_dir).status
+                    sig = _signature(path, live=status == "running")
+                if parts is None and not (run_dir / "run.json").exists() \
+                        and not (run_dir / "data.fwl").exists():
+                    continue  # a directory being created right now
+                self._index_run(conn, run_dir, sig, parts)
+                updated += 1
+                if n % 500 == 0:  # let other readers' writes in now and then
+                    conn.execute("COMMIT")
+                    conn.execute("BEGIN")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return updated
 
     def _may_have_died(self, run_id: str) -> bool:
@@ -192,57 +216,22 @@ class Index:
                 pass
         return self.sync()
 
-    def _index_run(self, conn: sqlite3.Connection, run_dir: Path, sig: str) -> None:
-        reader = RunReader(run_dir)
-        meta = reader.meta
-        summary = reader.summary or {}
-        data = reader.load()
-        status = reader.status
-        notes = latest_annotation(run_dir)
-        created = meta.get("created") or summary.get("created")
-        ended = summary.get("ended")
-        if ended is None and data.series:  # running or killed: last value's time
-            ended = max(float(s.time.max()) for s in data.series.values() if len(s.time))
-        git = meta.get("git") or {}
-        metric_rows, arg_rows = [], []
-        for name, series in data.series.items():
-            if series.role == "arg":
-                value = series.last()
-                arg_rows.append((reader.id, name, _sql_value(value), _json(value)))
-                continue
-            if series.role == "sys":
-                continue
-            last = series.last()
-            lo = hi = None
-            if series.kind in ("float", "int") and len(series.values):
-                vals = series.values.astype(np.float64)
-                finite = vals[np.isfinite(vals)]
-                if len(finite):
-                    lo, hi = float(finite.min()), float(finite.max())
-            metric_rows.append((reader.id, name, series.role, series.kind, len(series.values),
-                                _sql_value(last), _json(last), lo, hi,
-                                int(series.step[-1]) if len(series.step) else None,
-                                int(series.replayed.any())))
-        row = (
-            reader.id, meta.get("project"), meta.get("name") or reader.id, status, created,
-            ended, (ended - created) if (ended and created) else None,
-            _json(notes.get("tags", meta.get("tags", []))), notes.get("notes", meta.get("notes", "")),
-            int(bool(notes.get("hidden", False))), meta.get("host"), git.get("head"),
-            git.get("branch"), None if git.get("dirty") is None else int(bool(git.get("dirty"))),
-            git.get("snapshot"), sig, _json(meta), summary.get("error"), _json(data.loop_names),
-        )
-        conn.execute("BEGIN")
-        try:
-            conn.execute("INSERT OR REPLACE INTO runs VALUES (" + ",".join("?" * len(row)) + ")",
-                         row)
-            conn.execute("DELETE FROM args WHERE run_id=?", (reader.id,))
-            conn.execute("DELETE FROM metrics WHERE run_id=?", (reader.id,))
-            conn.executemany("INSERT INTO args VALUES (?,?,?,?)", arg_rows)
-            conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?)", metric_rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def _index_run(self, conn: sqlite3.Connection, run_dir: Path, sig: str,
+                   parts: RunParts | None = None) -> None:
+        """Store one run's row (inside the caller's transaction): from `parts` (its
+        recorded row) or by scanning it."""
+        if parts is None:
+            parts = scan_run(run_dir)
+        notes = latest_annotation(run_dir) if os.path.isdir(run_dir / "notes") else {}
+        row = row_record(parts, notes, sig)
+        # The caller holds the transaction: a run's row and its args/metrics go together.
+        conn.execute("INSERT OR REPLACE INTO runs VALUES (" + ",".join("?" * len(row)) + ")",
+                     row)
+        conn.execute("DELETE FROM args WHERE run_id=?", (parts.run_id,))
+        conn.execute("DELETE FROM metrics WHERE run_id=?", (parts.run_id,))
+        conn.executemany("INSERT INTO args VALUES (?,?,?,?)", arg_records(parts))
+        conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                         metric_records(parts))
 
     # -- reading ---------------------------------------------------------------------
     def run_rows(self, ids: Iterable[str] | None = None, *, include_hidden: bool = True

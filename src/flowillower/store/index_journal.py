@@ -1,0 +1,206 @@
+"""`<run>/index-row.json`: the index row a run records for itself, at start and finish.
+
+Each run writes only its own file (a temporary file, then a rename), so writers never
+wait for each other or for readers, on one machine or on a shared (NFS) store. A row
+that cannot be written (full disk, read-only store, a run too big to read back) only
+means readers scan that run as they did before rows existed: it never fails the run.
+
+Readers trust a row only while it matches the run's files: the same frame files with
+the same sizes, and a status, timing, args and last values that agree with
+summary.json. A row that is missing, damaged, stale or contradicted by the summary is
+ignored and the run is scanned, so the summary always wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from .documents import GIT_FIELDS, META_FIELDS, checked, read_summary
+from .index_rows import RunParts, scan_run, to_json
+
+ROW_FILE = "index-row.json"
+ROW_VERSION = 1
+# At finish, a run holding more frame bytes than this is left to readers: reading it
+# back would make finish wait (readers scan it once, as before).
+MAX_READ_BACK_BYTES = 256 * 1024 * 1024
+_STATUSES = ("running", "success", "failed", "killed")
+_DATA_FILE = re.compile(r"data(\.rank\d+)?\.fwl\Z")
+
+
+def frame_files(run_dir: str, names: list[str] | None = None) -> dict[str, int]:
+    """{relative path: size} of the run's frame files (ranks and replays)."""
+    base = os.fspath(run_dir)
+    found: dict[str, int] = {}
+    for name in os.listdir(base) if names is None else names:
+        if _DATA_FILE.match(name):
+            found[name] = os.stat(base + "/" + name).st_size
+        elif name == "replays":
+            try:
+                for entry in os.scandir(base + "/replays"):
+                    if entry.name.endswith(".fwl") and entry.is_file(follow_symlinks=False):
+                        found["replays/" + entry.name] = entry.stat().st_size
+            except NotADirectoryError:
+                pass
+    return found
+
+
+def _summary_stamp(run_dir: str) -> list[int] | None:
+    try:
+        st = os.stat(run_dir + "/summary.json")
+    except OSError:
+        return None
+    # ctime and inode: no copy (tar, rsync -a, a git checkout) can carry them over, so a
+    # row that came with its run from elsewhere is always checked against the summary.
+    return [st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size]
+
+
+def _write(run_dir: Path, document: dict[str, Any]) -> bool:
+    path = run_dir / ROW_FILE
+    tmp = run_dir / f".{ROW_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        tmp.write_text(json.dumps(document, allow_nan=True), encoding="utf-8")
+        os.replace(tmp, path)
+        return True
+    except Exception:  # full disk, read-only store, odd values: readers scan instead
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
+
+
+def record_start(run_dir: Path, meta: dict[str, Any], args: dict[str, Any]) -> bool:
+    """The row of a run that has just started: who it is, its args, no values yet."""
+    try:
+        document = {"version": ROW_VERSION, "id": run_dir.name, "status": "running",
+                    "meta": meta, "created": meta.get("created"), "ended": None,
+                    "error": None, "loops": [],
+                    "args": [[name, to_json(value)] for name, value in args.items()],
+                    "metrics": [], "files": frame_files(os.fspath(run_dir)),
+                    "summary": None}
+    except Exception:
+        return False
+    return _write(run_dir, document)
+
+
+def record_finish(run_dir: Path) -> bool:
+    """Read the finished run back (as a reader would) and record its row; False when
+    it could not (the run is then scanned by readers, as before)."""
+    base = os.fspath(run_dir)
+    try:
+        files = frame_files(base)
+        if sum(files.values()) > MAX_READ_BACK_BYTES:
+            raise OverflowError("too big to read back at finish")
+        parts = scan_run(run_dir)
+        document = {"version": ROW_VERSION, "id": parts.run_id, "status": parts.status,
+                    "meta": parts.meta, "created": parts.created, "ended": parts.ended,
+                    "error": parts.error, "loops": parts.loops,
+                    "args": [list(a) for a in parts.args],
+                    "metrics": [list(m) for m in parts.metrics],
+                    "files": files, "summary": _summary_stamp(base)}
+    except Exception:
+        document = None
+    if document is not None and _write(run_dir, document):
+        return True
+    try:  # never leave the start row claiming a finished run is still running
+        os.remove(base + "/" + ROW_FILE)
+    except OSError:
+        pass
+    return False
+
+
+# -- reading ---------------------------------------------------------------------------
+def _number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and math.isfinite(value))
+
+
+def _metric_ok(m: Any) -> bool:
+    return (isinstance(m, list) and len(m) == 9 and isinstance(m[0], str)
+            and m[1] in ("metric", "watch") and m[2] in ("float", "int", "object")
+            and isinstance(m[3], int) and not isinstance(m[3], bool) and m[3] >= 0
+            and isinstance(m[4], str) and _number_or_none(m[5]) and _number_or_none(m[6])
+            and (m[7] is None or (isinstance(m[7], int) and not isinstance(m[7], bool)))
+            and isinstance(m[8], bool))
+
+
+def _parse(doc: Any, run_id: str) -> RunParts | None:
+    """The row's parts when every field has the type the writer gives it."""
+    if not (isinstance(doc, dict) and doc.get("version") == ROW_VERSION
+            and doc.get("id") == run_id and doc.get("status") in _STATUSES):
+        return None
+    meta = checked(doc.get("meta"), META_FIELDS)
+    if meta is None or meta.get("id", run_id) != run_id:
+        return None
+    if "git" in meta:
+        meta["git"] = checked(meta["git"], GIT_FIELDS)
+    loops, args, metrics = doc.get("loops"), doc.get("args"), doc.get("metrics")
+    if not (_number_or_none(doc.get("created")) and _number_or_none(doc.get("ended"))
+            and (doc.get("error") is None or isinstance(doc.get("error"), str))
+            and isinstance(loops, list) and all(isinstance(x, str) for x in loops)
+            and isinstance(args, list) and isinstance(metrics, list)):
+        return None
+    if not all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)
+               and isinstance(a[1], str) for a in args):
+        return None
+    if not all(_metric_ok(m) for m in metrics):
+        return None
+    return RunParts(run_id, meta, doc["status"], doc.get("created"), doc.get("ended"),
+                    doc.get("error"), loops, [tuple(a) for a in args],
+                    [tuple(m) for m in metrics])
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b or (
+        isinstance(a, (int, float)) and isinstance(b, (int, float))
+        and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+
+
+def _agrees(parts: RunParts, summary: dict[str, Any]) -> bool:
+    """Whether the row says what summary.json says (status, timing, args, last values)."""
+    if parts.status != summary.get("status") or parts.error != summary.get("error"):
+        return False
+    for key, value in (("created", parts.created), ("ended", parts.ended)):
+        if key in summary and not _same(summary[key], value):
+            return False
+    args = dict(parts.args)
+    for name, value in (summary.get("args") or {}).items():
+        if name not in args or not _same(json.loads(args[name]), value):
+            return False
+    last = summary.get("last") or {}
+    shown = {m[0]: m[4] for m in parts.metrics if m[1] == "metric"}
+    if set(shown) != set(last):
+        return False
+    return all(_same(json.loads(shown[name]), value) for name, value in last.items())
+
+
+def read_row(run_dir: str | Path) -> RunParts | None:
+    """The run's recorded row when it is intact and still true of the run's files;
+    None means: scan the run."""
+    base = os.fspath(run_dir)
+    try:
+        with open(base + "/" + ROW_FILE, "rb") as fh:
+            doc = json.loads(fh.read())
+        names = os.listdir(base)
+        parts = _parse(doc, os.path.basename(base))
+        if parts is None or frame_files(base, names) != doc.get("files"):
+            return None
+        if "summary.json" not in names:
+            return parts if parts.status == "running" else None
+        if parts.status == "running":
+            return None  # finished since: the row is from the start
+        stamp = doc.get("summary")
+        if stamp is not None and stamp == _summary_stamp(base):
+            return parts  # written right after this very summary, by the run itself
+        summary = read_summary(Path(base))
+        return parts if summary is not None and _agrees(parts, summary) else None
+    except (OSError, ValueError, TypeError, RecursionError):
+        return None

@@ -1,0 +1,115 @@
+"""A run's index row: what the index keeps of one run, built from its files.
+
+`scan_run` decodes the run's records (the slow path, numpy); `row_record` turns the
+parts into the `runs` table's columns. The writer records the same parts in
+`<run>/index-row.json` (`store.index_journal`) so readers need not decode the run.
+Values are kept with their type when SQLite can hold them exactly, and as JSON always.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def sql_value(value: Any) -> Any:
+    """A value SQLite keeps with its type (NaN/inf/objects go through JSON)."""
+    if isinstance(value, bool) or value is None:
+        return None if value is None else int(value)
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def to_json(value: Any) -> str:
+    """The JSON text the index keeps next to every value (exact for any value)."""
+    return json.dumps(value, default=str, allow_nan=True)
+
+
+@dataclass
+class RunParts:
+    """One run as the index sees it, before user edits (notes/) are applied.
+
+    `args`: (name, value_json); `metrics`: (name, role, kind, count, last_json, min, max,
+    last_step, replayed) — the same tuples whether scanned or read from a row file."""
+
+    run_id: str
+    meta: dict[str, Any]
+    status: str
+    created: float | None
+    ended: float | None
+    error: str | None
+    loops: list[str] = field(default_factory=list)
+    args: list[tuple[str, str]] = field(default_factory=list)
+    metrics: list[tuple] = field(default_factory=list)
+
+
+def scan_run(run_dir: Path) -> RunParts:
+    """Decode every record of the run (the path a reader takes without a valid row)."""
+    import numpy as np  # readers only: the logging side imports this module lazily
+
+    from .reader import RunReader
+
+    reader = RunReader(run_dir)
+    meta = reader.meta
+    summary = reader.summary or {}
+    data = reader.load()
+    created = meta.get("created") or summary.get("created")
+    ended = summary.get("ended")
+    if ended is None and data.series:  # running or killed: last value's time
+        ended = max(float(s.time.max()) for s in data.series.values() if len(s.time))
+    parts = RunParts(reader.id, meta, reader.status, created, ended, summary.get("error"),
+                     list(data.loop_names))
+    for name, series in data.series.items():
+        if series.role == "arg":
+            parts.args.append((name, to_json(series.last())))
+            continue
+        if series.role == "sys":
+            continue
+        lo = hi = None
+        if series.kind in ("float", "int") and len(series.values):
+            vals = series.values.astype(np.float64)
+            finite = vals[np.isfinite(vals)]
+            if len(finite):
+                lo, hi = float(finite.min()), float(finite.max())
+        parts.metrics.append((name, series.role, series.kind, len(series.values),
+                              to_json(series.last()), lo, hi,
+                              int(series.step[-1]) if len(series.step) else None,
+                              bool(series.replayed.any())))
+    return parts
+
+
+def row_record(parts: RunParts, notes: dict[str, Any], sig: str) -> tuple:
+    """The `runs` table's columns for `parts`, user edits (`notes`) applied."""
+    meta = parts.meta
+    git = meta.get("git") or {}
+    created, ended = parts.created, parts.ended
+    return (
+        parts.run_id, meta.get("project"), meta.get("name") or parts.run_id, parts.status,
+        created, ended, (ended - created) if (ended and created) else None,
+        to_json(notes.get("tags", meta.get("tags", []))),
+        notes.get("notes", meta.get("notes", "")), int(bool(notes.get("hidden", False))),
+        meta.get("host"), git.get("head"), git.get("branch"),
+        None if git.get("dirty") is None else int(bool(git.get("dirty"))),
+        git.get("snapshot"), sig, to_json(meta), parts.error, to_json(parts.loops),
+    )
+
+
+def arg_records(parts: RunParts) -> list[tuple]:
+    """Rows of the `args` table: (run_id, name, value, value_json)."""
+    return [(parts.run_id, name, sql_value(json.loads(text)), text)
+            for name, text in parts.args]
+
+
+def metric_records(parts: RunParts) -> list[tuple]:
+    """Rows of the `metrics` table (typed `last` next to its JSON)."""
+    return [(parts.run_id, name, role, kind, count, sql_value(json.loads(last)), last, lo,
+             hi, last_step, int(replayed))
+            for name, role, kind, count, last, lo, hi, last_step, replayed in parts.metrics]
