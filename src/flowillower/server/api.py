@@ -20,6 +20,7 @@ from ..gitops.paths import safe_rel
 from ..store.documents import read_meta, read_summary
 from ..store.index import latest_annotation
 from ..store.resolve import InvalidRunRefError, run_file
+from .code_view import code_diff, file_doc, search_contents, snapshot_sha, snapshot_tree
 from .live import live_series
 from .model_runs import model_names, model_run_endpoints
 from .routing import ApiError, Endpoint, P
@@ -233,25 +234,23 @@ class Api:
         # Shipped as stored: no parse / re-encode of a possibly large document.
         return FileResponse(path, media_type="application/json")
 
-    # -- code --------------------------------------------------------------------------
+    # -- code (server/code_view.py) -----------------------------------------------------
     def _snapshot(self, run: str) -> tuple[str, str]:
         run_dir = self.view.run_dir(run)
-        meta = read_meta(run_dir) or {}
-        sha = (meta.get("git") or {}).get("snapshot")
-        if not sha or not re.fullmatch(r"[0-9a-f]{7,64}", str(sha)):
+        sha = snapshot_sha(read_meta(run_dir) or {})
+        if sha is None:
             raise ApiError(404, f"run {run_dir.name} has no code snapshot")
         return run_dir.name, sha
 
     def code(self, run: str) -> dict[str, Any]:
         run_id, sha = self._snapshot(run)
-        from ..gitops.snapshot import list_files
-
         try:
-            files = list_files(self.view.store.git_dir, sha)
+            tree = snapshot_tree(self.view.store.git_dir, sha)
         except (GitError, OSError) as exc:
             raise ApiError(404, f"snapshot {sha[:10]} of run {run_id} is not in this store "
                            f"({exc}); `flowillower pull` may bring it") from None
-        return {"run": run_id, "snapshot": sha, "files": files}
+        return {"run": run_id, "snapshot": sha, "files": [e["path"] for e in tree],
+                "tree": tree, "search": True}
 
     def code_file(self, run: str, path: str) -> dict[str, Any]:
         run_id, sha = self._snapshot(run)
@@ -263,9 +262,15 @@ class Api:
             data = read_file(self.view.store.git_dir, sha, path)
         except (GitError, OSError):
             raise ApiError(404, f"no file {path!r} in the snapshot of run {run_id}") from None
-        binary = b"\x00" in data[:8000]
-        return {"run": run_id, "path": path, "size": len(data), "binary": binary,
-                "text": None if binary else data[:2_000_000].decode("utf-8", "replace")}
+        return {"run": run_id, "path": path, **file_doc(data)}
+
+    def code_search(self, run: str, text: str) -> dict[str, Any]:
+        run_id, sha = self._snapshot(run)
+        try:
+            paths = search_contents(self.view.store.git_dir, sha, text)
+        except (GitError, OSError) as exc:
+            raise ApiError(404, f"cannot search the snapshot of run {run_id}: {exc}") from None
+        return {"run": run_id, "text": text, "paths": paths}
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
         """How run `b` differs from run `a`: args (like `flowillower diff`), then code.
@@ -286,15 +291,12 @@ class Api:
         except ApiError as exc:
             out["code_error"] = exc.message
             return out
-        from ..gitops.snapshot import diff_snapshots
-
         try:
-            text = diff_snapshots(self.view.store.git_dir, sha_a, sha_b)
+            text, cut = code_diff(self.view.store.git_dir, sha_a, sha_b)
         except (GitError, OSError) as exc:
             out["code_error"] = f"cannot diff the snapshots: {exc}"
             return out
-        out.update(snapshot_a=sha_a, snapshot_b=sha_b, diff=text[:5_000_000],
-                   truncated=len(text) > 5_000_000)
+        out.update(snapshot_a=sha_a, snapshot_b=sha_b, diff=text, truncated=cut)
         return out
 
     # -- the route table ---------------------------------------------------------------
@@ -379,6 +381,10 @@ class Api:
             Endpoint("GET", "/api/runs/{run}/code/file", self.code_file,
                      "One file of the run's code snapshot", [
                          run, P("path", required=True, max_length=1000)], tag="code"),
+            Endpoint("GET", "/api/runs/{run}/code/search", self.code_search,
+                     "Paths of the snapshot's files containing a text", [
+                         run, P("text", required=True, max_length=200,
+                                description="literal, case-insensitive")], tag="code"),
             Endpoint("GET", "/api/diff", self.diff, "Arg and code differences of two runs", [
                 P("a", required=True, max_length=200), P("b", required=True, max_length=200)],
                 tag="code"),

@@ -48,6 +48,7 @@ from ..store.resolve import InvalidRunRefError, run_file, run_path
 from .api import classify
 from .app import STATIC_DIR, render_index
 from .downsample import json_floats, minmax_indices
+from .export_code import CodeExport
 from .routing import sanitize
 from .series import Loaded, hist_series
 
@@ -305,16 +306,17 @@ def _copy_media(run_dir: Path, dest: Path, data: Any, keys: dict[str, list[str]]
 
 def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | None = None,
                 *, points: int = 300, include_hidden: bool = False, media: bool = True,
-                max_artifact_bytes: int = 20 * 2**20, files: bool = True) -> dict[str, Any]:
+                max_artifact_bytes: int = 20 * 2**20, files: bool = True,
+                snapshots: bool = True) -> dict[str, Any]:
     """Write the static UI site for the runs matching `runs_filter` into `out_dir`.
 
-    Returns ``{"runs", "bytes", "seconds", "out", "serve", "url", "file"}``: `serve` is
+    Returns ``{"runs", "bytes", "seconds", "out", "serve", "url", "file", "code"}``: `serve` is
     the command that serves the site at `url`; `file` is True when the site also runs
     opened from a file (else why not: the page then shows `serve`). `points`: values
     kept per series (min/max buckets); `media`: copy images and artifacts (artifacts up to
     `max_artifact_bytes` each); `files`: also make it run opened from a file (a script
     bundle and a `.js` twin per data file, about twice the data; a host serving it over
-    HTTP, e.g. a deploy, does not need them).
+    HTTP, e.g. a deploy, does not need them); `snapshots`: the runs' code (`export_code`).
     """
     t0 = time.perf_counter()
     store = Store(store_root, must_exist=True)
@@ -335,6 +337,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve static/ as is
     base = runs_dir(store.root)
     kept = []
+    code = CodeExport(store.git_dir, out, lambda path, obj: _dump(path, obj, twins))
     for row in rows:
         try:  # the store's resolver: a real run folder inside runs/, never a link
             run_dir = run_path(base, row["id"])
@@ -367,7 +370,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
         _dump(dest / "run.json", {
             "run": row, "meta": meta, "summary": read_summary(run_dir),
             "annotations": latest_annotation(run_dir), "keys": keys, "models": models,
-            "snapshot": None, "static": True}, twins)
+            "snapshot": code.add(meta) if snapshots else None, "static": True}, twins)
         _dump(dest / "series.json", _series_doc(data, row.get("created"), points), twins)
         if keys["hist"]:
             hists = {}
@@ -385,4 +388,4 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
             "out": str(out), "serve": serve_command(out), "url": "http://127.0.0.1:8000/",
-            "file": file_ok}
+            "file": file_ok, "code": code.stats}

@@ -1,5 +1,6 @@
 // The API, answered from a static export's data files (see server/export.py). Mirrors
 // the server's table logic (store_view.py) and series shapes (series.py).
+import { codeDiff, codeFile, codeTree } from "./codelocal.js";
 import { FilterError, compileFilter, exampleFilter } from "./filter.js";
 
 const cache = new Map();
@@ -200,8 +201,8 @@ async function points(p) {
     status: rows.map((r) => r.status), dims: Object.fromEntries(dims.map((k) => [k, rows.map((r) => cell(r, k) ?? null)])) };
 }
 
-// Arg differences come from the exported index, as `/api/diff` computes them; code
-// snapshots are not exported, so the code part says where to see it.
+// Arg differences come from the exported index, as `/api/diff` computes them; the code
+// diff from the exported snapshots (codelocal.js).
 async function diff(p) {
   const [a, b] = [await resolve(p.a || ""), await resolve(p.b || "")];
   const A = a.args || {}, B = b.args || {};
@@ -210,8 +211,7 @@ async function diff(p) {
     if (!(key in B)) return [{ key, change: "removed", a: A[key] }];
     return JSON.stringify(A[key]) === JSON.stringify(B[key]) ? [] : [{ key, change: "changed", a: A[key], b: B[key] }];
   });
-  return { a: a.id, b: b.id, args, diff: null, truncated: false,
-    code_error: "code diffs need `flowillower ui` (the static export has no code snapshots)" };
+  return { a: a.id, b: b.id, args, ...(await codeDiff(json, a.id, b.id)) };
 }
 
 // Runs with a model graph (the model page's "compare with" list): an index row may say
@@ -252,7 +252,8 @@ export async function get(path, params) {
     }
     if (what === "model") return json(`${base}/model/${params.name ? `${encodeURIComponent(params.name)}/` : ""}graph.json`);
     if (what === "models") return { run: row.id, models: (await json(`${base}/run.json`)).models };
-    if (what === "code") fail(404, "the code snapshot is browsable with `flowillower ui` (not exported)");
+    if (what === "code" && !parts[3]) return codeTree(json, row.id);
+    if (what === "code" && parts[3] === "file") return codeFile(json, row.id, params.path || "");
   }
   fail(404, `no data for ${path} in this export`);
 }

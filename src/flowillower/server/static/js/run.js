@@ -2,8 +2,10 @@
 // another run), images with a step slider, artifacts, histograms.
 import { api, runPath } from "./api.js";
 import { clear, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
+import { showCodeDiff } from "./diffview.js";
 import { heatmap } from "./heatmap.js";
 import { imageCard } from "./media.js";
+import { snapshotBrowser } from "./snapshot.js";
 import { selection } from "./state.js";
 
 function kv(obj, keys) {
@@ -96,7 +98,11 @@ export async function render(root, { args, params }) {
     snapshot: git.snapshot, root: git.root, skipped: (git.skipped || []).map((s) => s[0]).join(", ") || undefined,
     error: git.error }));
   grid.append(gitCard);
-  if (d.snapshot) codeBrowser(gitCard, id);
+  if (d.snapshot) {  // full width: a file tree beside the file (stacked when narrow)
+    const snap = h("section", { class: "card wide code-card" }, h("h2", { text: "Code snapshot" }));
+    grid.append(snap);
+    snapshotBrowser(snap, id, meta.argv);
+  }
   grid.append(diffCard(id));
 
   for (const key of d.keys.image) grid.append(await imageCard(id, key));
@@ -123,26 +129,6 @@ async function artifactCard(id, key) {
   return c;
 }
 
-function codeBrowser(container, id) {
-  const files = h("div", { class: "files" }, h("span", { class: "muted", text: "loading files…" }));
-  const view = h("pre", { class: "code", hidden: true });
-  container.append(h("h2", { text: "Code snapshot" }), files, view);
-  if (api.readonly) {
-    files.textContent = "The code snapshot is browsable with `flowillower ui`.";
-    return;
-  }
-  api.get(runPath(id, "/code")).then((res) => {
-    clear(files);
-    res.files.forEach((f) => files.append(h("button", { type: "button", text: f, onclick: async () => {
-      view.hidden = false;
-      try {
-        const r = await api.get(runPath(id, "/code/file"), { path: f });
-        view.textContent = r.binary ? `(binary file, ${r.size} bytes)` : r.text;
-      } catch (err) { view.textContent = err.message; }
-    } })));
-  }).catch((e) => { files.textContent = e.message; });
-}
-
 // Diff against another run picked from the project's runs (newest first): args as
 // `flowillower diff` shows them, then the code diff or why there is none.
 function diffCard(id) {
@@ -151,6 +137,7 @@ function diffCard(id) {
   const find = h("input", { type: "search", placeholder: "find (name or id)", "aria-label": "find the other run" });
   const out = h("div", { class: "diff-out" });
   const c = card("Diff against another run", h("div", { class: "toolbar" }, "other run ", find, pick), out);
+  c.classList.add("wide", "diff-card");
   let all = [];
   // Options for the runs matching every typed word; a long list is cut at 500 (the
   // search box narrows it).
@@ -183,17 +170,6 @@ function showDiff(out, res) {
     : h("p", { class: "muted", text: "(same args)" }));
   out.append(h("h3", { text: "code" }));
   if (res.code_error) { out.append(h("p", { class: "muted code-error", text: res.code_error })); return; }
-  const pre = h("pre", { class: "code diff" });
-  renderDiff(pre, res.diff && res.diff.trim() ? res.diff : "(same code)");
-  out.append(pre, res.truncated ? h("p", { class: "muted", text: "(diff truncated)" }) : null);
+  showCodeDiff(out, res.diff, res.truncated)
+    .catch((e) => out.append(h("p", { class: "error", text: e.message })));
 }
-
-function renderDiff(pre, text) {
-  clear(pre);
-  for (const line of text.split("\n")) {
-    const cls = line.startsWith("+") && !line.startsWith("+++") ? "add"
-      : line.startsWith("-") && !line.startsWith("---") ? "del" : line.startsWith("@@") ? "hunk" : "";
-    pre.append(cls ? h("span", { class: cls, text: line }) : `${line}\n`);
-  }
-}
-

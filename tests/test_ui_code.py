@@ -1,0 +1,260 @@
+"""Code snapshots and code diffs in the UI: the snapshot browser (folder tree, filter,
+highlighted file with line numbers, large files cut with a note), the code diff between
+two runs (tree of changed files with counts, coloured lines), both live and in a static
+export served over HTTP and opened from a file; the export writes each file once and
+never a secret."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import warnings
+
+import pytest
+
+with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to fix
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from flowillower.run import Run
+from flowillower.server.app import create_app
+from tests.conftest import static_server, ui_server, wait_for
+from tests.conftest_git import git
+
+LOCAL = "http://127.0.0.1:8686"
+FILLERS = 130  # src/pkg/layers/layer_NNN.py: with the rest, a ~140-file snapshot
+BIG = 1_200_000  # bytes of data/big.txt: over the 1 MB shown of a file
+
+
+def _write(root, rel, text):
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """base and tuned: snapshots of one git project (tuned changes train.py, adds a file,
+    removes one); nosnap: no snapshot. A `.env` is left out by the snapshot; `deploy.key`
+    is let in by a `!` line in .flowillowerignore (the export must still leave it out)."""
+    project = tmp_path_factory.mktemp("code") / "proj"
+    project.mkdir()
+    git(project, "init", "-q")
+    files = {
+        "train.py": "import os\n\n\ndef main(lr=0.1):\n    return lr * 2  # scale\n",
+        "README.md": "# demo\n", "configs/base.yaml": "lr: 0.1\nlayers: 4\n",
+        "configs/old.yaml": "gone: true\n", "scripts/run.sh": "#!/bin/sh\necho hi\n",
+        "src/pkg/models/net.py": "WIDTH = 64\n\nclass Net:\n    pass\n",
+        "src/pkg/data/loader.py": "def load():\n    return []\n",
+        "data/big.txt": ("x" * 99 + "\n") * (BIG // 100),
+        ".env": "TOKEN=hunter2-env-secret\n", "deploy.key": "KEYMATERIAL-let-in-by-ignore\n",
+        ".flowillowerignore": "!deploy.key\n", ".gitignore": ".flowillower/\n",
+    }
+    files.update({f"src/pkg/layers/layer_{i:03d}.py": f"SIZE = {i}\n" for i in range(FILLERS)})
+    for rel, text in files.items():
+        _write(project, rel, text)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "start")
+    root = project / ".flowillower"
+    ids = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        for name, snap in (("base", True), ("tuned", True), ("nosnap", False)):
+            if name == "tuned":  # uncommitted changes: the snapshot takes the working tree
+                _write(project, "train.py", files["train.py"].replace("lr=0.1", "lr=0.2"))
+                _write(project, "src/pkg/models/head.py", "class Head:\n    pass\n")
+                (project / "configs/old.yaml").unlink()
+            run = Run("p", name, dir=root, snapshot=snap)
+            run.record_args({"lr": 0.2 if name == "tuned" else 0.1})
+            run.log_metrics({"loss": 1.0}, 0)
+            run.finish()
+            ids[name] = run.id
+    return root, ids
+
+
+def _ok(response):
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_api_code_tree_file_search_and_no_snapshot(store):
+    root, ids = store
+    with TestClient(create_app(root), base_url=LOCAL) as c:
+        d = _ok(c.get(f"/api/runs/{ids['base']}/code"))
+        paths = [e["path"] for e in d["tree"]]
+        assert "src/pkg/models/net.py" in paths and ".env" not in paths
+        net = next(e for e in d["tree"] if e["path"] == "src/pkg/models/net.py")
+        assert net["size"] == len("WIDTH = 64\n\nclass Net:\n    pass\n")
+        assert re.fullmatch(r"[0-9a-f]{40}", net["blob"]) and d["files"] == paths
+        big = _ok(c.get(f"/api/runs/{ids['base']}/code/file", params={"path": "data/big.txt"}))
+        assert big["size"] == BIG // 100 * 100 and big["truncated"] is True
+        assert len(big["text"]) == 1_000_000
+        small = _ok(c.get(f"/api/runs/{ids['base']}/code/file", params={"path": "train.py"}))
+        assert small["truncated"] is False and small["text"].startswith("import os")
+        hits = _ok(c.get(f"/api/runs/{ids['base']}/code/search", params={"text": "class net"}))
+        assert hits["paths"] == ["src/pkg/models/net.py"]
+        r = c.get(f"/api/runs/{ids['nosnap']}/code")
+        assert r.status_code == 404 and "no code snapshot" in r.json()["error"]
+
+
+# -- in a real browser ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    from tests.conftest import require_browser
+
+    require_browser()
+    with ui_server(store[0], sync_interval=0.2) as url:
+        yield url
+
+
+def _tree_names(page, selector: str) -> list[str]:
+    return page.eval_on_selector(selector, """el => [...el.children].map(c =>
+        c.tagName === 'DETAILS' ? c.querySelector('.dir-name').textContent
+                                : c.querySelector('.fname').textContent)""")
+
+
+def _check_browser(page, base: str, ids: dict, *, live: bool) -> None:
+    """The snapshot browser of `tuned` and its diff against `base` on one page. `live`:
+    the server (content search; deploy.key shown as the snapshot holds it), else an
+    export (which leaves deploy.key out)."""
+    key = ["deploy.key"] if live else []
+    page.goto(f"{base}#/run/{ids['tuned']}")
+    tree = page.locator(".code-card .file-tree")
+    wait_for(lambda: tree.count() == 1, timeout=20, what="the snapshot tree")
+    # Folders first, then files, each sorted; nested folders inside their parent.
+    assert _tree_names(page, ".code-card .file-tree") == [
+        "configs/", "data/", "scripts/", "src/", ".flowillowerignore", ".gitignore",
+        *key, "README.md", "train.py"]
+    assert _tree_names(page, ".code-card details[data-path='src/pkg/'] > .kids") == [
+        "data/", "layers/", "models/"]
+    # A file opens highlighted, with numbered lines.
+    page.click(".code-card .file[data-path='train.py']")
+    rows = page.locator(".code-card .snap-file .cl")
+    wait_for(lambda: rows.count() == 5, timeout=20, what="train.py's 5 lines")
+    assert [n.strip() for n in page.locator(".code-card .snap-file .cl .n").all_text_contents()] \
+        == ["1", "2", "3", "4", "5"]
+    assert "lr=0.2" in rows.nth(3).text_content()
+    keywords = page.locator(".code-card .snap-file .hljs-keyword").all_text_contents()
+    assert "import" in keywords and "def" in keywords
+    # The filter narrows the tree to matching paths (their folders open).
+    total = page.locator(".code-card .file").count()
+    assert total == FILLERS + 10 + len(key)
+    page.fill("input[aria-label='filter snapshot files']", "models n")
+    visible = page.locator(".code-card .file:visible")
+    wait_for(lambda: visible.count() == 1, timeout=10, what="the filtered tree")
+    assert visible.get_attribute("data-path") == "src/pkg/models/net.py"
+    assert page.locator(".snap-count").text_content() == f"1 of {total} files"
+    if live:  # content search (server): a word inside a file
+        page.fill("input[aria-label='filter snapshot files']", "class head")
+        page.check("input[aria-label='search file contents']")
+        wait_for(lambda: visible.count() == 1 and visible.get_attribute("data-path")
+                 == "src/pkg/models/head.py", timeout=10, what="the content search")
+        page.uncheck("input[aria-label='search file contents']")
+    page.fill("input[aria-label='filter snapshot files']", "big")
+    wait_for(lambda: visible.count() == 1, timeout=10, what="big.txt alone")
+    visible.click()
+    wait_for(lambda: page.locator(".code-card .note.truncated").count() == 1, timeout=20,
+             what="the large-file note")
+    assert "of 1.1 MB are shown" in page.locator(".code-card .note.truncated").text_content()
+    # The diff against base, picked from the list: changed files with counts.
+    pick = page.locator("select[aria-label='diff against run']")
+    wait_for(lambda: pick.locator("option").count() == 3, timeout=10, what="the run list")
+    label = next(t for t in pick.locator("option").all_text_contents() if t.startswith("base"))
+    pick.select_option(label=label)
+    changed = page.locator(".code-diff .file")
+    wait_for(lambda: changed.count() == 3, timeout=20, what="three changed files")
+    counts = {f.get_attribute("data-path"): f.locator(".dcount").text_content()
+              for f in changed.all()}
+    assert counts == {"configs/old.yaml": "D +0 −1", "src/pkg/models/head.py": "A +2 −0",
+                      "train.py": "M +1 −1"}
+    page.click(".code-diff .file[data-path='train.py']")
+    added, removed = page.locator(".code-diff .dl.add"), page.locator(".code-diff .dl.del")
+    wait_for(lambda: added.count() == 1 and "lr=0.2" in added.text_content(), timeout=10,
+             what="the added line")
+    assert removed.count() == 1 and "lr=0.1" in removed.text_content()
+    assert page.locator(".code-diff .dl.add .hljs-keyword").all_text_contents() == ["def"]
+    bg = [page.eval_on_selector(s, "el => getComputedStyle(el).backgroundColor")
+          for s in (".code-diff .dl.add", ".code-diff .dl.del", ".code-diff .dl.ctx")]
+    assert len(set(bg)) == 3, bg  # added, removed and context lines differ
+    # Old and new line numbers: the changed line is line 4 on both sides.
+    assert added.locator(".n").all_text_contents() == ["", "4"]
+    assert removed.locator(".n").all_text_contents() == ["4", ""]
+
+
+def test_snapshot_browser_and_code_diff_live(server, store, page):
+    _check_browser(page, server, store[1], live=True)
+
+
+def test_run_without_snapshot_says_so(server, store, page):
+    _, ids = store
+    page.goto(f"{server}#/run/{ids['nosnap']}")
+    pick = page.locator("select[aria-label='diff against run']")
+    wait_for(lambda: pick.locator("option").count() == 3, timeout=20, what="the run list")
+    assert page.locator(".code-card").count() == 0
+    label = next(t for t in pick.locator("option").all_text_contents() if t.startswith("base"))
+    pick.select_option(label=label)
+    wait_for(lambda: page.locator(".code-error").count() == 1, timeout=10, what="the message")
+    assert f"run {ids['nosnap']} has no code snapshot" in page.locator(".code-error").text_content()
+
+
+def test_dark_theme_diff_colours_and_390px(server, store, page):
+    _, ids = store
+    page.emulate_media(color_scheme="dark")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{server}#/run/{ids['tuned']}")
+    page.click(".code-card .file[data-path='train.py']")
+    wait_for(lambda: page.locator(".code-card .cl").count() == 5, timeout=20, what="train.py")
+    # Stacked: the tree above the file, nothing wider than the screen.
+    tree = page.locator(".code-card .snap-tree").bounding_box()
+    file = page.locator(".code-card .snap-file").bounding_box()
+    assert tree["y"] + tree["height"] <= file["y"] + 1
+    pick = page.locator("select[aria-label='diff against run']")
+    wait_for(lambda: pick.locator("option").count() == 3, timeout=10, what="the run list")
+    pick.select_option(label=next(t for t in pick.locator("option").all_text_contents()
+                                  if t.startswith("base")))
+    page.click(".code-diff .file[data-path='train.py']")
+    wait_for(lambda: page.locator(".code-diff .dl.add").count() == 1, timeout=10, what="diff")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for sel in (".code-diff .dl.add", ".code-diff .dl.del", ".code-card .code-lines"):
+        rgb = page.eval_on_selector(sel, "el => getComputedStyle(el).backgroundColor")
+        r, g, b = (int(x) for x in re.findall(r"\d+", rgb)[:3])
+        assert max(r, g, b) < 90, (sel, rgb)  # a dark background in the dark theme
+
+
+@pytest.fixture(scope="module")
+def site(store, tmp_path_factory):
+    from flowillower.server.export import export_site
+
+    out = tmp_path_factory.mktemp("site") / "site"
+    result = export_site(store[0], out)
+    return out, result
+
+
+def test_export_writes_each_file_once_and_no_secret(site, store):
+    out, result = site
+    trees = sorted((out / "data/code/trees").glob("*.json"))
+    assert len(trees) == 2 and result["code"]["snapshots"] == 2
+    blobs = {e["blob"] for t in trees for e in json.loads(t.read_text())["tree"]}
+    written = list((out / "data/code/blobs").glob("*/*.json"))
+    assert len(written) == len(blobs) == result["code"]["blobs"]
+    # base and tuned share all but two files: stored once each, not twice.
+    assert len(blobs) < result["code"]["files"] - FILLERS
+    left = [json.loads(t.read_text())["left_out"] for t in trees]
+    assert left == [["deploy.key"], ["deploy.key"]]
+    text = subprocess.run(["grep", "-rl", "-e", "hunter2-env-secret", "-e", "KEYMATERIAL",
+                           str(out)], capture_output=True, text=True)
+    assert text.stdout == "" and text.returncode == 1
+    big = json.loads(next(p for p in written if '"size":1200000' in p.read_text()).read_text())
+    assert big["truncated"] is True and len(big["text"]) == 1_000_000
+
+
+def test_export_shows_code_and_diff_over_http(site, store, page):
+    with static_server(site[0]) as base:
+        _check_browser(page, base, store[1], live=False)
+
+
+def test_export_shows_code_and_diff_from_a_file(site, store, page):
+    _check_browser(page, (site[0] / "index.html").as_uri(), store[1], live=False)
