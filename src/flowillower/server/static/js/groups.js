@@ -72,19 +72,27 @@ function medianStep(x) {
   return d[d.length >> 1];
 }
 
-// One run's value at each of `xs` (sorted): its own point where it has one, else a linear
-// interpolation between its neighbours when they are at most 1.5 of its usual spacing apart
-// (a hole in its logging stays a hole); null outside its range or beside a NaN.
-function onGrid(run, xs) {
+// A run's points in x order (non-finite x left out), copied only when out of order.
+function sortedRun(run) {
+  let sorted = true;
+  for (let i = 0; i < run.x.length && sorted; i++) sorted = finite(run.x[i]) && (i === 0 || run.x[i] >= run.x[i - 1]);
+  if (sorted) return { x: run.x, y: run.y };  // the usual case: no copy
   const order = Array.from(run.x, (_, i) => i).filter((i) => finite(run.x[i])).sort((a, b) => run.x[a] - run.x[b]);
-  const x = order.map((i) => run.x[i]), y = order.map((i) => run.y[i]);
+  return { x: order.map((i) => run.x[i]), y: order.map((i) => run.y[i]) };
+}
+
+// One run's (sorted) value at each of `xs` (sorted), NaN where it has none: its own point where it
+// has one, else a linear interpolation between its neighbours when they are at most 1.5 of
+// its usual spacing apart (a hole in its logging stays a hole); none outside its range or
+// beside a NaN. Typed arrays: the per-x loops below stay on unboxed doubles.
+function onGrid({ x, y }, xs) {
   const tol = 1.5 * medianStep(x);
-  const out = new Array(xs.length).fill(null);
+  const out = new Float64Array(xs.length).fill(NaN);
   let j = 0;
   for (let k = 0; k < xs.length; k++) {
     const v = xs[k];
     while (j < x.length && x[j] < v) j++;
-    if (j < x.length && x[j] === v) { out[k] = finite(y[j]) ? y[j] : null; continue; }
+    if (j < x.length && x[j] === v) { if (finite(y[j])) out[k] = y[j]; continue; }
     if (j === 0 || j >= x.length) continue;
     const x0 = x[j - 1], x1 = x[j], y0 = y[j - 1], y1 = y[j];
     if (x1 - x0 <= tol && finite(y0) && finite(y1)) out[k] = y0 + ((y1 - y0) * (v - x0)) / (x1 - x0);
@@ -92,36 +100,58 @@ function onGrid(run, xs) {
   return out;
 }
 
-function unionX(list) {
-  const all = [];
-  list.forEach((r) => r.x.forEach((v) => { if (finite(v)) all.push(v); }));
-  all.sort((a, b) => a - b);
-  return all.filter((v, i) => i === 0 || v !== all[i - 1]);
+// Two sorted arrays merged, each value once.
+function mergeSorted(a, b) {
+  const out = [];
+  let i = 0, j = 0;
+  while (i < a.length || j < b.length) {
+    const v = j >= b.length || (i < a.length && a[i] <= b[j]) ? a[i++] : b[j++];
+    if (!out.length || out[out.length - 1] !== v) out.push(v);
+  }
+  return out;
+}
+
+// The union of the runs' x values, sorted: pairwise merges of the runs' own sorted x (runs
+// mostly share their grid, so this is near-linear; sorting all values is several times slower).
+function unionX(runs) {
+  let level = runs.map((r) => r.x);
+  if (!level.length) return [];
+  if (level.length === 1) return mergeSorted(level[0], []);
+  while (level.length > 1) {
+    const next = [];
+    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? mergeSorted(level[i], level[i + 1]) : level[i]);
+    level = next;
+  }
+  return level[0];
 }
 
 /** Mean and spread over runs [{x, y}] at every x any of them has: {x, mean, std, min, max,
  * n}, each an array over x (null where no run has a value). std is the population standard
  * deviation (numpy's default, ddof=0); NaN and missing values are left out, not zeros. */
 export function aggregate(list) {
-  const xs = unionX(list);
-  const cols = list.map((r) => onGrid(r, xs));
-  const mean = [], std = [], min = [], max = [], n = [];
-  for (let k = 0; k < xs.length; k++) {
-    let s = 0, c = 0, lo = Infinity, hi = -Infinity;
-    for (const col of cols) {
+  const runs = list.map(sortedRun);
+  const xs = unionX(runs);
+  const len = xs.length;
+  const cols = runs.map((r) => onGrid(r, xs));
+  const sum = new Float64Array(len), cnt = new Float64Array(len), ss = new Float64Array(len);
+  const lo = new Float64Array(len).fill(Infinity), hi = new Float64Array(len).fill(-Infinity);
+  for (const col of cols) {
+    for (let k = 0; k < len; k++) {
       const v = col[k];
-      if (v === null) continue;
-      s += v; c += 1;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
+      if (v !== v) continue;  // NaN: no value here
+      sum[k] += v; cnt[k] += 1;
+      if (v < lo[k]) lo[k] = v;
+      if (v > hi[k]) hi[k] = v;
     }
-    if (!c) { mean.push(null); std.push(null); min.push(null); max.push(null); n.push(0); continue; }
-    const m = s / c;
-    let ss = 0;
-    for (const col of cols) if (col[k] !== null) ss += (col[k] - m) ** 2;
-    mean.push(m); std.push(Math.sqrt(ss / c)); min.push(lo); max.push(hi); n.push(c);
   }
-  return { x: xs, mean, std, min, max, n };
+  const m = new Float64Array(len);
+  for (let k = 0; k < len; k++) m[k] = cnt[k] ? sum[k] / cnt[k] : NaN;
+  for (const col of cols) {
+    for (let k = 0; k < len; k++) { const v = col[k]; if (v === v) ss[k] += (v - m[k]) ** 2; }
+  }
+  const out = (f) => Array.from({ length: len }, (_, k) => (cnt[k] ? f(k) : null));
+  return { x: xs, mean: out((k) => m[k]), std: out((k) => Math.sqrt(ss[k] / cnt[k])),
+    min: out((k) => lo[k]), max: out((k) => hi[k]), n: Array.from(cnt) };
 }
 
 /** The band's edges for `band` ("std": mean ± std, "minmax": min to max). */
