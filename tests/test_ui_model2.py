@@ -45,7 +45,9 @@ def store(tmp_path_factory):
         run = Run("model2", f"run-{name}", dir=root, snapshot=False)
         for step in steps:
             run.log_metrics({"act/fc1/mean": base + step / 100, "act/fc1/std": base * 10,
-                             "grad/fc1.weight/norm": 0.5}, step, role="watch")
+                             "grad/fc1.weight/norm": 0.5,
+                             "act/fc1/hist": {"min": -1.0, "max": 1.0 + step / 10,
+                                              "counts": [0, 5, 10, 5, 0]}}, step, role="watch")
         if graph:
             run.write_json("model/graph.json", graph)
         run.finish()
@@ -116,6 +118,19 @@ def test_labels_legible_and_counts_with_separators(page, server, store):
     assert not page.locator("svg g.node text.sub").first.is_visible()
     page.click("button[aria-label='labels at 12 px']")
     expect(page.locator("svg g.node text.sub").first).to_be_visible()
+
+
+def test_histogram_heat_map_follows_the_theme(page, server, store):
+    page.emulate_media(color_scheme="dark")
+    page.goto(f"{server}#/model/{store[1]['a']}?node=m:fc1:0")
+    heat = page.locator(".detail canvas.heat")
+    heat.wait_for()
+    # Empty cells are transparent (the dark card shows through), dense ones opaque blue.
+    alpha = heat.evaluate("""c => { const d = c.getContext('2d').getImageData(0, 0, c.width,
+        c.height).data; let lo = 255, hi = 0;
+        for (let i = 3; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
+        return [lo, hi]; }""")
+    assert alpha == [0, 255]
 
 
 def test_narrow_screen_and_static_export(browser, store, tmp_path):

@@ -32,12 +32,14 @@ export function heatmap(data, { height = 160 } = {}) {
   const canvas = h("canvas", { class: "heat", width: cols, height: rows, style: { height: `${height}px` } });
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(cols, rows);
+  // One blue at the cell's density as opacity: over the card's own background, so the
+  // map reads the same in the light and the dark theme (empty cells are the background).
   for (let i = 0; i < grid.length; i++) {
     const t = peak ? Math.sqrt(grid[i] / peak) : 0;  // sqrt: faint tails stay visible
-    img.data[4 * i] = 255 - Math.round(t * 208);
-    img.data[4 * i + 1] = 255 - Math.round(t * 144);
-    img.data[4 * i + 2] = 255 - Math.round(t * 36);
-    img.data[4 * i + 3] = 255;
+    img.data[4 * i] = 47;
+    img.data[4 * i + 1] = 111;
+    img.data[4 * i + 2] = 219;
+    img.data[4 * i + 3] = Math.round(t * 255);
   }
   ctx.putImageData(img, 0, 0);
   wrap.append(canvas, h("div", { class: "muted", style: { fontSize: "11px" } },

@@ -316,6 +316,7 @@ export async function render(root, { args, params }) {
         note.append(structureNote(vs.diff, run.run.name, vs.run.name));
       } catch (e) { note.append(h("p", { class: "error", text: e.message })); }
     }
+    stepBox.disabled = !vs.run;  // the step picks the values compared: one run needs none
     draw();
     const sel = (graph.nodes || []).find((n) => n.id === state.selected);
     if (sel) select(sel);
@@ -336,6 +337,7 @@ export async function render(root, { args, params }) {
   drawTree();
   const first = (graph.nodes || []).find((n) => n.id === params.get("node"));
   if (first) state.selected = first.id;
+  stepBox.disabled = !vs.id;
   if (vs.id) await setVs(vs.id); else if (first) select(first);
   return () => { charts.forEach((c) => c.destroy()); window.removeEventListener("mouseup", stopDrag); };
 }
