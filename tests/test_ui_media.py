@@ -110,6 +110,11 @@ def test_side_by_side_link_from_run_page_uses_the_selection(page, server, store)
     page.locator(".media-card a.side-link").click()
     expect(page.locator(".side-grid figure.tile img")).to_have_count(2)
     assert page.locator(".side-grid").get_attribute("data-step") == "20"
+    # A link with the runs only: the first image key at the last step, written back.
+    page.goto(f"{server}#/run/{a}/images?runs={a},{b}")
+    expect(page.locator(".side-grid figure.tile img")).to_have_count(2)
+    assert page.locator(".side-grid").get_attribute("data-step") == "20"
+    assert "key=samples" in page.evaluate("location.hash")
 
 
 def test_side_by_side_in_static_export_at_390px(browser, store, tmp_path):

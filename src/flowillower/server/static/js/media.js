@@ -16,9 +16,11 @@ export function nearest(items, step) {
 const caption = (it) => `step ${it.step}${it.caption ? ` · ${it.caption}` : ""}${it.replayed ? " · ↺ replayed" : ""}`;
 const frames = (id, items) => items.map((it) => ({ src: api.fileUrl(id, it.path), step: it.step, label: caption(it) }));
 
-/** Link to the side-by-side view of `key` for `runs` at `step`. */
+/** Link to the side-by-side view of `runs` (key and step optional: the first key, the
+ * last step). */
 export function imagesHref(runs, key, step) {
-  const q = new URLSearchParams({ runs: runs.join(","), key });
+  const q = new URLSearchParams({ runs: runs.join(",") });
+  if (key) q.set("key", key);
   if (step !== undefined && step !== null) q.set("step", String(step));
   return `#/run/${encodeURIComponent(runs[0])}/images?${q.toString().replace(/%2C/g, ",")}`;
 }
