@@ -157,3 +157,20 @@ def test_narrow_screen_and_static_export(browser, store, tmp_path):
     finally:
         ctx.close()
     assert not errors, errors
+
+
+def test_structure_check_counts_repeated_ops(page, server):
+    """A second `add` in the same module is a difference (nodes are matched by what and
+    where they are, the k-th of each kind), and node ids alone do not matter."""
+    page.goto(server)
+    page.wait_for_selector("header.top")
+    got = page.evaluate("""async () => {
+        const { structureDiff } = await import("./static/js/modelcmp.js");
+        const op = (id) => ({ id, kind: "op", type: "add", parent: "blk", call: null });
+        const a = { nodes: [op("o1")], edges: [] };
+        const b = { nodes: [op("x7"), op("x8")], edges: [] };
+        const same = structureDiff(a, { nodes: [op("z9")], edges: [] });
+        const d = structureDiff(a, b);
+        return [same.same, d.same, d.onlyA.length, d.onlyB.map((n) => n.id)];
+    }""")
+    assert got == [True, False, 0, ["x8"]]

@@ -99,8 +99,14 @@ export function openLightbox(frames, index = 0, { onMove = null } = {}) {
   });
   const refit = () => { if (fitted) fit(); };
   window.addEventListener("resize", refit);
-  // Escape closes a modal dialog natively ("cancel", then "close").
-  dlg.addEventListener("close", () => { window.removeEventListener("resize", refit); dlg.remove(); });
+  // Escape closes a modal dialog natively ("cancel", then "close"); so does leaving the page.
+  const leave = () => dlg.close();
+  window.addEventListener("hashchange", leave);
+  dlg.addEventListener("close", () => {
+    window.removeEventListener("resize", refit);
+    window.removeEventListener("hashchange", leave);
+    dlg.remove();
+  });
   document.body.append(dlg);
   dlg.showModal();
   show();

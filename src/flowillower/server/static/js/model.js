@@ -5,7 +5,7 @@ import { api, runPath } from "./api.js";
 import { Chart } from "./chart.js";
 import { clear, copyButton, h, loadScript, svg } from "./dom.js";
 import { heatmap } from "./heatmap.js";
-import { fmtCount, otherGraph, otherModelRuns, signature, statsTable, structureDiff, structureNote } from "./modelcmp.js";
+import { fmtCount, otherGraph, otherModelRuns, statsTable, structureDiff, structureNote } from "./modelcmp.js";
 import { setParams } from "./state.js";
 
 const MAX_NODES = 800;  // dagre slows down (and overflows its stack) on huge graphs
@@ -105,7 +105,7 @@ export async function render(root, { args, params }) {
   const vs = { id: params.get("vs") || "", run: null, diff: null };
   const stepParam = () => (stepBox.value === "" || !Number.isFinite(Number(stepBox.value)) ? null : Number(stepBox.value));
   stepBox.value = params.get("step") ?? "";
-  const onlyA = () => new Set((vs.diff?.onlyA || []).map(signature));
+  const onlyA = () => new Set((vs.diff?.onlyA || []).map((n) => n.id));
   // Start at a depth dagre draws quickly.
   for (let d = null, tries = 0; tries < 8; tries++) {
     const v = collapse(graph, { depth: d });
@@ -117,6 +117,7 @@ export async function render(root, { args, params }) {
   let zoom = 1, svgEl = null, gw = 100, gh = 100;
   function draw() {
     const view = collapse(graph, state);
+    const differing = onlyA();
     const g = new window.dagre.graphlib.Graph({ compound: true, multigraph: true });
     g.setGraph({ rankdir: "TB", nodesep: 18, ranksep: 34, marginx: 12, marginy: 12 });
     g.setDefaultEdgeLabel(() => ({}));
@@ -164,7 +165,7 @@ export async function render(root, { args, params }) {
       const b = g.node(n.id);
       const [a, sub] = label(n);
       const cls = n.kind === "module" ? "module" : n.kind === "op" ? "op" : "io";
-      const differs = vs.diff && !vs.diff.same && onlyA().has(signature(n));
+      const differs = vs.diff && !vs.diff.same && differing.has(n.id);
       const node = svg("g", { class: `node ${cls}${state.selected === n.id ? " selected" : ""}${differs ? " differs" : ""}`, "data-id": n.id,
         transform: `translate(${b.x - b.width / 2},${b.y - b.height / 2})` },
       svg("rect", { width: b.width, height: b.height, rx: 4 }),

@@ -18,9 +18,16 @@ export function signature(n) {
 /** Compare two graph documents: nodes only in `a` / only in `b`, and edges that differ. */
 export function structureDiff(a, b) {
   const sig = (g) => {
-    const byId = new Map((g.nodes || []).map((n) => [n.id, n]));
-    const nodes = new Map((g.nodes || []).map((n) => [signature(n), n]));
-    const edges = new Set((g.edges || []).map((e) => `${signature(byId.get(e.src) || {})}>${signature(byId.get(e.dst) || {})}>${(e.shape || []).join("x")}`));
+    // The k-th node of a signature (trace order): a second `add` in one module is a
+    // node the other graph lacks, not the same node twice.
+    const seen = new Map(), keyOf = new Map(), nodes = new Map();
+    for (const n of g.nodes || []) {
+      const s = signature(n), k = seen.get(s) || 0;
+      seen.set(s, k + 1);
+      keyOf.set(n.id, `${s}#${k}`);
+      nodes.set(`${s}#${k}`, n);
+    }
+    const edges = new Set((g.edges || []).map((e) => `${keyOf.get(e.src)}>${keyOf.get(e.dst)}>${(e.shape || []).join("x")}`));
     return { nodes, edges };
   };
   const A = sig(a), B = sig(b);
