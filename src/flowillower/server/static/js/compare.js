@@ -35,8 +35,13 @@ function scale(values, log = false) {
   return { pos, ticks: cats.slice(0, 30).map((c) => [cats.length === 1 ? 0.5 : idx.get(c) / n, c]), numeric: false };
 }
 
-function gradient(t) {  // blue -> orange for a numeric colour column
-  const a = [47, 111, 219], b = [232, 89, 12];
+// Blue -> orange for a numeric colour column: the theme's first two palette entries, so the
+// ends are lighter on a dark background.
+function gradient(t) {
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).slice(0, 3).map(Number);
+  const p = chartTheme().palette;
+  const a = rgb(p[0]), b = rgb(p[1]);
+  if (a.length < 3 || b.length < 3) return p[0];
   return `rgb(${a.map((x, i) => Math.round(x + (b[i] - x) * t)).join(",")})`;
 }
 
