@@ -258,3 +258,52 @@ def test_export_shows_code_and_diff_over_http(site, store, page):
 
 def test_export_shows_code_and_diff_from_a_file(site, store, page):
     _check_browser(page, (site[0] / "index.html").as_uri(), store[1], live=False)
+
+
+def test_browser_line_diff_is_minimal_and_applies_with_git(server, page, tmp_path):
+    """The static export's own diff (linediff.js): as few changed lines as git counts, and
+    a patch `git apply` turns from the old text into the new one."""
+    import random
+
+    rng = random.Random(7)
+    vocab = [f"line {c}" for c in "abcdef"] + ["", "    return x"]
+    cases = []
+    for _ in range(40):
+        a = [rng.choice(vocab) for _ in range(rng.randint(0, 40))]
+        b = list(a)
+        for _ in range(rng.randint(0, 12)):
+            at = rng.randint(0, len(b))
+            kind = rng.random()
+            if kind < 0.4:
+                b.insert(at, rng.choice(vocab))
+            elif b and kind < 0.8:
+                del b[min(at, len(b) - 1)]
+            elif b:
+                b[min(at, len(b) - 1)] = rng.choice(vocab)
+        cases.append(("".join(x + "\n" for x in a), "".join(x + "\n" for x in b)))
+    page.goto(server)
+    got = page.evaluate("""async ([url, cases]) => {
+        const m = await import(url);
+        return cases.map(([a, b]) => {
+          const split = (t) => (t ? t.slice(0, -1).split("\\n") : []);
+          const ops = m.diffLines(split(a), split(b));
+          return { add: ops.filter((o) => o[0] === "+").length,
+                   del: ops.filter((o) => o[0] === "-").length,
+                   patch: m.unifiedFile("f.txt", a, b) };
+        });
+    }""", [f"{server}static/js/linediff.js", cases])
+    for (a, b), res in zip(cases, got, strict=True):
+        (tmp_path / "a").write_text(a)
+        (tmp_path / "b").write_text(b)
+        numstat = subprocess.run(["git", "diff", "--no-index", "--numstat", "a", "b"],
+                                 cwd=tmp_path, capture_output=True, text=True).stdout.split()
+        assert (res["add"], res["del"]) == ((int(numstat[0]), int(numstat[1])) if numstat
+                                            else (0, 0)), (a, b)
+        if a == b:
+            continue
+        (tmp_path / "f.txt").write_text(a)
+        (tmp_path / "p.diff").write_text(res["patch"] + "\n")
+        applied = subprocess.run(["git", "apply", "p.diff"], cwd=tmp_path,
+                                 capture_output=True, text=True)
+        assert applied.returncode == 0, (applied.stderr, res["patch"])
+        assert (tmp_path / "f.txt").read_text() == b
