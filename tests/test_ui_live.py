@@ -266,3 +266,26 @@ def test_live_route_sends_the_whole_series_again_after_a_rewrite(tmp_path):
 @pytest.fixture(autouse=True)
 def _no_stray_cache_size(monkeypatch):
     monkeypatch.delenv("FLOWILLOWER_SERIES_CACHE_MB", raising=False)
+
+
+def test_minmax_keeps_spikes_ends_and_the_bound_with_and_without_tsdownsample(monkeypatch):
+    from flowillower.server import downsample
+
+    rng = np.random.default_rng(3)
+    y = np.cumsum(rng.standard_normal(200_003))
+    y[77_777], y[150_001] = 1e6, -1e6  # spikes a stride would miss
+    with_nan = y.copy()
+    with_nan[5] = np.nan
+    picked = {}
+    for lib in (None, False):  # None: tsdownsample if installed; False: numpy only
+        monkeypatch.setattr(downsample, "_tsdownsample", lib)
+        for name, vals in (("clean", y), ("nan", with_nan)):
+            keep = downsample.minmax_indices(vals, 1000)
+            assert len(keep) <= 1000 and keep[0] == 0 and keep[-1] == len(y) - 1
+            assert {77_777, 150_001} <= set(keep.tolist())
+            assert (np.diff(keep) > 0).all() and 5 not in keep.tolist()
+            picked[lib, name] = keep
+    # Both paths keep each bucket's extremes: the plotted envelope is the same.
+    for name in ("clean", "nan"):
+        a, b = picked[None, name], picked[False, name]
+        assert y[a].max() == y[b].max() and y[a].min() == y[b].min()

@@ -4,6 +4,10 @@ Charts are a few hundred pixels wide, so shipping 10,000 points per run is waste
 what makes peers' UIs crawl). `minmax` keeps, for each of `points // 2` buckets of
 consecutive values, the point holding the bucket's minimum and the one holding its
 maximum, in their original order: spikes survive, which a plain stride would drop.
+
+When the optional `tsdownsample` package is installed (`pip install tsdownsample`), its
+Rust MinMax picks the same kind of points ~50x faster on long all-finite series (figures
+in docs/ui.md, printed by benchmarks/bench_server_stack.py); numpy does it otherwise.
 """
 
 from __future__ import annotations
@@ -13,7 +17,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["minmax_indices", "clip_range", "round_sig", "json_floats"]
+__all__ = ["minmax_indices", "clip_range", "round_sig", "json_floats", "fast_minmax"]
+
+_FAST_FROM = 50_000  # below this, numpy is as quick as the call into the library
+_tsdownsample: Any = None
+
+
+def fast_minmax() -> Any:
+    """tsdownsample's MinMaxDownsampler class when installed, else None (cached)."""
+    global _tsdownsample
+    if _tsdownsample is None:
+        try:
+            from tsdownsample import MinMaxDownsampler
+        except ImportError:
+            MinMaxDownsampler = False  # noqa: N806 - remembered as "not installed"
+        _tsdownsample = MinMaxDownsampler
+    return _tsdownsample or None
 
 
 def minmax_indices(y: np.ndarray, points: int) -> np.ndarray:
@@ -23,6 +42,12 @@ def minmax_indices(y: np.ndarray, points: int) -> np.ndarray:
         return np.arange(n)
     if points < 4:
         return np.unique(np.linspace(0, n - 1, max(points, 1)).astype(np.int64))
+    fast = fast_minmax() if n >= _FAST_FROM else None
+    if fast is not None and y.dtype.kind in "fiu":
+        vals = np.ascontiguousarray(y)
+        if vals.dtype.kind != "f" or bool(np.isfinite(vals).all()):  # NaN: numpy's way
+            idx = fast().downsample(vals, n_out=max(2, (points - 2) // 2 * 2))
+            return np.unique(np.concatenate([idx.astype(np.int64), [0, n - 1]]))
     buckets = points // 2
     size = math.ceil(n / buckets)
     buckets = math.ceil(n / size)
