@@ -86,7 +86,8 @@ def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
                                                       dir=plan.target.parent)) \
                         if plan.is_new else plan.target
                 for rel in plan.wanted[sha] if data is not None else ():
-                    reason = content_refusal(rel, data) or _write(plan.dest, rel, data)
+                    reason = content_refusal(rel, data) or _write(plan.dest, rel, data,
+                                                                  plan.is_new)
                     if reason:
                         plan.refused.append((rel, reason))
                     else:
@@ -139,10 +140,19 @@ def _blocked(target: Path, rel: bytes) -> bool:
     return False
 
 
-def _write(dest: Path, rel: bytes, data: bytes) -> str | None:
-    """Add one file without ever replacing or shortening a local one; why not, or None."""
+def _write(dest: Path, rel: bytes, data: bytes, aside: bool = False) -> str | None:
+    """Add one file without ever replacing or shortening a local one; why not, or None.
+
+    `aside`: `dest` is a new run's private folder, which no reader sees until it is
+    renamed in whole, so the file is written in place.
+    """
     path = dest / os.fsdecode(rel)
     try:
+        if aside:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "xb") as fh:  # exclusive: a duplicate path keeps the first
+                fh.write(data)
+            return None
         return _write_new_or_extend(path, rel, data)
     except OSError as exc:  # e.g. a file where the tree wants a folder: skip, say why
         return f"cannot be written here ({exc.strerror or exc})"

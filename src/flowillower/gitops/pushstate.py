@@ -31,7 +31,10 @@ from .incoming import LARGE_ARTIFACT
 __all__ = ["RunFiles", "scan_run", "load_commits", "save_commits", "SETTLE_SECONDS"]
 
 SETTLE_SECONDS = 2.0
-_LOCAL_ONLY = "checkpoints"
+# Never sent: checkpoints (loading one runs code) and the run's own index row, which is
+# derived from its files and stamped with this machine's inode and ctime (worthless
+# anywhere else; a pull would refuse it).
+_LOCAL_ONLY = ("checkpoints", "index-row.json")
 _STATE_VERSION = 1
 
 
@@ -52,8 +55,9 @@ def _mode(st: os.stat_result) -> str:
 
 
 def scan_run(run_dir: Path, include_large: bool, limit: int = LARGE_ARTIFACT) -> RunFiles:
-    """The travelling files of `run_dir` (not `checkpoints/`, not `*.tmp`, no folders,
-    large artifacts only with `include_large`), in git's path order, with a fingerprint.
+    """The travelling files of `run_dir` (not `checkpoints/`, not `index-row.json`, not
+    `*.tmp`, no folders, large artifacts only with `include_large`), in git's path
+    order, with a fingerprint.
 
     Only `lstat` is used: nothing is read, so scanning thousands of runs is cheap.
     """
@@ -69,7 +73,7 @@ def scan_run(run_dir: Path, include_large: bool, limit: int = LARGE_ARTIFACT) ->
             continue
         for entry in entries:
             rel = prefix + entry.name
-            if rel == _LOCAL_ONLY or entry.name.endswith(".tmp"):
+            if rel in _LOCAL_ONLY or entry.name.endswith(".tmp"):
                 continue
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
