@@ -154,7 +154,8 @@ export async function render(root) {
     const last = scales[scales.length - 1];
     const theme = chartTheme();
     ctx.lineWidth = 1;
-    ctx.globalAlpha = data.ids.length > 2000 ? 0.15 : 0.5;
+    // Opaque enough to read on either theme when few; faint when many lines overlap.
+    ctx.globalAlpha = data.ids.length > 2000 ? 0.15 : data.ids.length > 200 ? 0.4 : 0.8;
     data.ids.forEach((_, i) => {
       const t = last.pos(data.dims[dims[dims.length - 1]][i]);
       ctx.strokeStyle = t === null ? theme.axis : gradient(t);
