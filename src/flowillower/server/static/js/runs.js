@@ -1,12 +1,17 @@
 // The runs table: server-side filter / sort / group, virtual scrolling over pages of
 // rows fetched on demand (10,000 runs cost what the visible 30 rows cost).
 import { api, runPath } from "./api.js";
-import { clear, debounce, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
+import { clear, debounce, fmtValue, h } from "./dom.js";
 import { prefs, selection, setParams, setPrefs } from "./state.js";
+import { bestValues, parseGoals } from "./table-best.js";
+import { constantColumns, customCols, parseCols, visibleColumns as shownColumns } from "./table-columns.js";
+import { cellFor } from "./table-cells.js";
+import { tableHeader } from "./table-header.js";
+import { tableKeys } from "./table-keys.js";
+import { sameLine } from "./table-same.js";
 
 const ROW = 28;       // px, must match --row in app.css
 const PAGE = 200;     // rows per request
-const NUMERIC = (k) => /^(last|best|min|max|count):/.test(k) || k === "duration";
 
 export async function render(root, { params }) {
   // A link that carries the view (sort is always written) is the whole truth: what it
@@ -20,9 +25,11 @@ export async function render(root, { params }) {
     q: pick("q", "q", "", String),
     sort: pick("sort", "sort", "created", String), desc: pick("desc", "desc", true, (v) => v !== "0"),
     group: pick("group", "group", "", String), hidden: pick("hidden", "hidden", false, (v) => v === "1"),
-    colPrefs: pick("cols", "columns", { order: [], shown: [], hidden: [] }, parseCols),
+    colPrefs: parseCols(pick("cols", "columns", { order: [], shown: [], hidden: [] }, String)),
+    goals: parseGoals(pick("best", "bestGoals", {}, String)),  // column key -> "min" | "max"
+    same: pick("same", "sameOpen", false, (v) => v === "1"),
     columns: [], matched: 0, total: 0, pages: new Map(), inflight: new Set(),
-    epoch: 0, cellKeys: null,
+    epoch: 0, cellKeys: null, bestCache: new Map(),
   };
 
   const search = h("input", { type: "search", class: "search", value: st.q, spellcheck: false,
@@ -34,37 +41,33 @@ export async function render(root, { params }) {
   const count = h("span", { class: "muted" });
   const groupSel = h("select", { title: "group rows by an arg" });
   const hiddenBox = h("input", { type: "checkbox", checked: st.hidden });
-  const folded = h("div", { class: "folded" });
+  const same = sameLine({ open: st.same,
+    fetchCells: async (keys) => (await api.get("runs", { q: st.q, hidden: st.hidden, limit: 1, col: keys })).rows[0]?.cells,
+    onToggle: (open) => { st.same = open; setPrefs("sameOpen", open); writeUrl(); } });
   const actions = h("span");
-  const table = h("table", { class: "runs" });
+  const table = h("table", { class: "runs", role: "grid", "aria-label": "runs",
+    "aria-multiselectable": "true" });
   const wrap = h("div", { class: "table-wrap" }, table);
   const colBtn = h("button", { text: "Columns", title: "show, hide and reorder columns" });
+
+  const keys = tableKeys({ wrap, search, rowHeight: ROW, count: () => st.matched,
+    idAt: (i) => rowAt(i)?.id, toggle: (id) => selection.toggle(id),
+    open: (id) => { location.hash = `#/run/${encodeURIComponent(id)}`; }, redraw: () => draw() });
 
   root.append(
     h("div", { class: "toolbar" }, h("div", { class: "grow" }, search), count, colBtn,
       h("label", null, "group by ", groupSel),
-      h("label", { title: "also list runs you hid" }, hiddenBox, " hidden"), actions),
-    err, resolved, folded, wrap);
+      h("label", { title: "also list runs you hid" }, hiddenBox, " hidden"), actions, keys.helpBtn),
+    err, resolved, same.el, wrap);
 
   // -- columns -----------------------------------------------------------------------
-  function visibleColumns() {
-    const cp = st.colPrefs;
-    let cols = st.columns.filter((c) => {
-      if (cp.hidden.includes(c.key)) return false;
-      if (cp.shown.includes(c.key)) return true;
-      return c.visible && !c.constant;
-    });
-    const rank = new Map(cp.order.map((k, i) => [k, i]));
-    cols = cols.map((c, i) => [c, rank.has(c.key) ? rank.get(c.key) : 1000 + i])
-      .sort((a, b) => a[1] - b[1]).map(([c]) => c);
-    return cols;
-  }
+  const visibleColumns = () => shownColumns(st.columns, st.colPrefs);
   function savePrefs() { setPrefs("columns", st.colPrefs); writeUrl(); }
   function writeUrl() {
-    const cp = st.colPrefs;
-    const custom = cp.order.length || cp.shown.length || cp.hidden.length;
+    const goals = Object.keys(st.goals).length ? st.goals : null;
     setParams({ q: st.q, sort: st.sort, desc: st.desc ? null : "0", group: st.group,
-      hidden: st.hidden ? "1" : null, cols: custom ? cp : null });
+      hidden: st.hidden ? "1" : null, cols: customCols(st.colPrefs) ? st.colPrefs : null,
+      best: goals, same: st.same ? "1" : null });
   }
   function wantedKeys() {
     return visibleColumns().filter((c) => c.group !== "run").map((c) => c.key);
@@ -88,7 +91,10 @@ export async function render(root, { params }) {
       st.matched = data.matched;
       st.total = data.total;
       if (page === 0) showFilterFacts(data.filter);
-      if (page === 0 || !st.columns.length) st.columns = data.columns;
+      if (page === 0 || !st.columns.length) {
+        st.columns = data.columns;
+        same.update(constantColumns(st.columns, st.colPrefs));
+      }
       draw();
     } catch (e) {
       if (epoch === st.epoch) { err.textContent = e.message; resolved.textContent = ""; st.matched = 0; draw(); }
@@ -109,6 +115,8 @@ export async function render(root, { params }) {
     st.epoch += 1;
     st.pages.clear();
     st.inflight.clear();
+    st.bestCache.clear();
+    keys.reset();
     err.textContent = "";
     setPrefs("q", st.q); setPrefs("sort", st.sort); setPrefs("desc", st.desc);
     setPrefs("group", st.group); setPrefs("hidden", st.hidden);
@@ -135,100 +143,61 @@ export async function render(root, { params }) {
     return page ? page[i % PAGE] : undefined;
   }
 
-  function cellFor(row, col) {
-    const k = col.key;
-    if (k === "status") return h("td", null, statusBadge(row.status));
-    if (k === "name") {
-      return h("td", { title: row.id }, h("a", { href: `#/run/${encodeURIComponent(row.id)}`,
-        text: row.name || row.id }));
-    }
-    if (k === "created") return h("td", { text: fmtTime(row.created) });
-    if (k === "duration") return h("td", { class: "num", text: fmtDuration(row.duration) });
-    if (k === "tags") return h("td", null, (row.tags || []).map((t) => h("span", { class: "chip", text: t })));
-    if (k === "notes") return noteCell(row);
-    if (k === "git_branch") return h("td", { text: row.git_branch || "" });
-    if (col.group === "run") return h("td", { text: fmtValue(row[k]) });
-    const v = row.cells?.[k];
-    const td = h("td", { class: NUMERIC(k) || typeof v === "number" ? "num" : "",
-      text: NUMERIC(k) ? fmtNum(v) : fmtValue(v), title: typeof v === "object" ? "" : String(v ?? "") });
-    if (col.metric && (row.replayed || []).includes(col.metric)) {
-      td.classList.add("replayed");
-      td.append(h("span", { class: "replayed-mark", text: "↺", title: "includes values from a hindsight replay" }));
-    }
-    return td;
+  function loadedRows() {
+    const rows = [];
+    for (const page of st.pages.values()) rows.push(...page);
+    return rows;
   }
 
-  function noteCell(row) {
-    const td = h("td", { class: "note", text: row.notes || "", title: api.readonly ? row.notes : "click to edit the note" });
-    if (api.readonly) return td;
-    td.addEventListener("click", () => {
-      if (td.querySelector("input")) return;
-      const input = h("input", { type: "text", value: row.notes || "" });
-      clear(td).append(input);
-      input.focus();
-      let done = false;
-      const finish = async (save) => {
-        if (done) return; done = true;
-        const text = input.value;
-        td.textContent = save ? text : row.notes || "";
-        if (save && text !== (row.notes || "")) {
-          try { await api.patch(runPath(row.id), { notes: text }); row.notes = text; }
-          catch (e) { err.textContent = `note not saved: ${e.message}`; td.textContent = row.notes || ""; }
-        }
-      };
-      input.addEventListener("keydown", (e) => {
-        if (e.key === "Enter") finish(true);
-        if (e.key === "Escape") finish(false);
-      });
-      input.addEventListener("blur", () => finish(true));
-    });
-    return td;
-  }
-
-  let dragKey = null;
   function header(cols) {
-    const all = h("input", { type: "checkbox", title: "select all loaded rows" });
-    all.addEventListener("change", () => {
-      const ids = [];
-      for (const rows of st.pages.values()) rows.forEach((r) => ids.push(r.id));
-      const cur = new Set(selection.ids());
-      ids.forEach((id) => (all.checked ? cur.add(id) : cur.delete(id)));
-      selection.set([...cur]);
-    });
-    const ths = [h("th", { style: { width: "28px" } }, all)];
-    if (st.group) ths.push(h("th", { text: `group: ${st.group.replace(/^arg:/, "")}` }));
-    for (const c of cols) {
-      const th = h("th", { draggable: "true", title: `${c.key} — click to sort, drag to reorder`,
-        class: st.sort === c.key ? `sorted ${st.desc ? "" : "asc"}` : "" },
-      c.label, c.group !== "run" ? h("span", { class: "grp", text: c.group }) : null);
-      th.addEventListener("click", () => {
-        if (st.sort === c.key) st.desc = !st.desc;
-        else { st.sort = c.key; st.desc = !(c.key === "name" || c.key.startsWith("arg:")); }
+    return tableHeader({ cols, st, ids: loadedRows().map((r) => r.id), isSelected: selection.has,
+      onSelectAll: (ids, on) => {
+        const cur = new Set(selection.ids());
+        ids.forEach((id) => (on ? cur.add(id) : cur.delete(id)));
+        selection.set([...cur]);
+      },
+      onSort: (key) => {
+        if (st.sort === key) st.desc = !st.desc;
+        else { st.sort = key; st.desc = !(key === "name" || key.startsWith("arg:")); }
         reload();
-      });
-      th.addEventListener("dragstart", (e) => { dragKey = c.key; e.dataTransfer.effectAllowed = "move"; });
-      th.addEventListener("dragover", (e) => { e.preventDefault(); th.classList.add("drag-over"); });
-      th.addEventListener("dragleave", () => th.classList.remove("drag-over"));
-      th.addEventListener("drop", (e) => {
-        e.preventDefault();
-        th.classList.remove("drag-over");
-        if (!dragKey || dragKey === c.key) return;
-        const order = visibleColumns().map((x) => x.key).filter((k) => k !== dragKey);
-        order.splice(order.indexOf(c.key), 0, dragKey);
+      },
+      onMove: (dragged, before) => {
+        const order = visibleColumns().map((x) => x.key).filter((k) => k !== dragged);
+        order.splice(order.indexOf(before), 0, dragged);
         st.colPrefs.order = order;
         savePrefs();
         draw();
-      });
-      ths.push(th);
-    }
-    return h("thead", null, h("tr", null, ths));
+      },
+      onGoal: (key, goal) => {
+        st.goals = { ...st.goals, [key]: goal };
+        setPrefs("bestGoals", st.goals);
+        writeUrl();
+        draw();
+      } });
+  }
+
+  // The best value of each metric column among the matched rows (all loaded: here;
+  // else the server's sort answers, one short page per column).
+  function bests(cols) {
+    const rows = loadedRows();
+    return bestValues(cols, st.goals, rows, rows.length >= st.matched, st.bestCache,
+      async (key, goal) => (await api.get("runs", { q: st.q, hidden: st.hidden, sort: key,
+        desc: goal === "max", limit: 20, col: [key] })).rows, () => draw());
+  }
+
+  function markBest(td, best) {
+    td.classList.add("best");
+    const label = `best (${best.goal})`;
+    td.title = `${td.title ? `${td.title} — ` : ""}${label}`;
+    td.prepend(h("span", { class: "best-mark", text: "★", role: "img", "aria-label": label, title: label }));
   }
 
   function draw() {
     const cols = visibleColumns();
+    const best = bests(cols);
     const n = st.matched;
+    const hadFocus = keys.rowFocused();
     count.textContent = `${n.toLocaleString()} of ${st.total.toLocaleString()} runs`;
-    drawFolded();
     drawActions();
     const top = wrap.scrollTop;
     const first = Math.max(0, Math.floor(top / ROW) - 10);
@@ -237,6 +206,7 @@ export async function render(root, { params }) {
       if (p * PAGE < n) fetchPage(p, st.epoch);
     }
     const width = cols.length + 1 + (st.group ? 1 : 0);
+    table.setAttribute("aria-rowcount", String(n + 1));
     const body = h("tbody");
     body.append(h("tr", { class: "spacer" }, h("td", { colspan: width, style: { height: `${first * ROW}px` } })));
     for (let i = first; i < last; i++) {
@@ -250,32 +220,32 @@ export async function render(root, { params }) {
       box.addEventListener("change", () => selection.toggle(row.id, box.checked));
       const before = i > 0 ? rowAt(i - 1) : undefined;
       const groupStart = st.group && (!before || fmtValue(before.group) !== fmtValue(row.group));
+      const groupCell = st.group ? h("td", { class: "group-cell", text: groupStart ? fmtValue(row.group) : "" }) : null;
+      const cells = [];
+      for (const c of cols) {
+        const td = cellFor(row, c, (msg) => { err.textContent = msg; });
+        if (c.key === "name") td.classList.add("sticky", "name-col");
+        const b = best.get(c.key);
+        if (b && row.cells?.[c.key] === b.value) markBest(td, b);
+        cells.push(td);
+        if (c.key === "name" && groupCell) cells.push(groupCell);
+      }
+      if (groupCell && !cols.some((c) => c.key === "name")) cells.unshift(groupCell);
       const tr = h("tr", { class: [sel ? "selected" : "", row.hidden ? "hidden-run" : "",
-        groupStart && i > 0 ? "group-start" : ""].join(" "), dataset: { id: row.id } },
-      h("td", null, box),
-      st.group ? h("td", { class: "group-cell", text: groupStart ? fmtValue(row.group) : "" }) : null,
-      cols.map((c) => cellFor(row, c)));
+        groupStart && i > 0 ? "group-start" : ""].join(" "),
+      dataset: { id: row.id, index: String(i) }, "aria-rowindex": String(i + 2) },
+      h("td", { class: "pick sticky" }, box), cells);
+      keys.decorate(tr, i);
       body.append(tr);
     }
     body.append(h("tr", { class: "spacer" }, h("td", { colspan: width, style: { height: `${Math.max(0, n - last) * ROW}px` } })));
     clear(table).append(header(cols), body);
+    keys.afterDraw(hadFocus);
     if (rowAt(first) && !performance.getEntriesByName("fw:rows").length) performance.mark("fw:rows");
     if (!n && !err.textContent) {
       body.append(h("tr", null, h("td", { colspan: width, class: "muted",
         text: st.total ? "No run matches this filter." : "No runs yet: log one with fw.init() / fw.log()." })));
     }
-  }
-
-  function drawFolded() {
-    clear(folded);
-    const consts = st.columns.filter((c) => c.constant && c.group !== "run" && !st.colPrefs.shown.includes(c.key));
-    if (!consts.length) return;
-    folded.append("Same in every listed run: ");
-    consts.forEach((c) => {
-      const val = c.value !== undefined ? fmtValue(c.value) : "";
-      folded.append(h("span", { class: "chip", title: "constant column (folded); show it from Columns" },
-        c.group === "metrics" ? `${c.label}` : h("b", { text: c.label }), val ? `=${val}` : ""));
-    });
   }
 
   function drawActions() {
@@ -385,15 +355,8 @@ export async function render(root, { params }) {
     draw();
   }, 5000);
 
-  return () => { clearInterval(timer); offSel(); document.removeEventListener("click", closeMenu); if (menu) menu.remove(); };
-}
-
-// Column preferences from a link: JSON {order, shown, hidden}, each a list of keys.
-function parseCols(raw) {
-  const empty = { order: [], shown: [], hidden: [] };
-  try {
-    const v = JSON.parse(raw);
-    const list = (x) => (Array.isArray(x) ? x.filter((k) => typeof k === "string") : []);
-    return { order: list(v?.order), shown: list(v?.shown), hidden: list(v?.hidden) };
-  } catch { return empty; }
+  return () => {
+    clearInterval(timer); offSel(); keys.detach();
+    document.removeEventListener("click", closeMenu); if (menu) menu.remove();
+  };
 }
