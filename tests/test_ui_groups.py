@@ -296,7 +296,7 @@ def test_group_view_in_an_exported_site_over_http_and_from_a_file(page, store, t
 
 
 def test_grouped_charts_and_their_tooltip_fit_a_390px_screen(browser, server, store):
-    context = browser.new_context(viewport={"width": 390, "height": 844})
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
     try:
         pg = context.new_page()
         chart = _chart(pg, server, store[1], "&group=arg:lr&band=minmax&members=true")
@@ -306,5 +306,14 @@ def test_grouped_charts_and_their_tooltip_fit_a_390px_screen(browser, server, st
             pg.mouse.move(box["x"] + box["width"] * frac, box["y"] + box["height"] * 0.5)
             expect(chart.locator(".chart-tip")).to_be_visible()
             assert pg.evaluate("document.documentElement.scrollWidth") <= 390, frac
+        # A finger sliding over the plot moves the read-out (no mouse events come with it).
+        pg.mouse.move(0, 0)
+        expect(chart.locator(".chart-tip")).to_be_hidden()
+        chart.locator(".u-over").evaluate("""(over) => {
+          const r = over.getBoundingClientRect();
+          const t = new Touch({ identifier: 1, target: over, clientX: r.left + r.width - 2, clientY: r.top + 20 });
+          over.dispatchEvent(new TouchEvent("touchmove", { touches: [t], bubbles: true }));
+        }""")
+        expect(chart.locator(".chart-tip .tip-x")).to_have_text(f"step {STEPS - 1}")
     finally:
         context.close()
