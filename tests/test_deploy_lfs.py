@@ -21,6 +21,7 @@ from flowillower.server.demo import make_demo_store
 from flowillower.server.deploy import deploy
 from flowillower.server.deploy_lfs import BEGIN, END, LfsMissingError, attributes, lfs_files
 from flowillower.server.export import export_site
+from flowillower.server.share import push as share_push
 from tests.conftest import in_ci
 from tests.conftest_git import bare_remote, git, isolate_home
 
@@ -62,7 +63,7 @@ def _blob(repo: Path, spec: str) -> bytes:
 def test_space_images_travel_through_lfs_and_a_clone_gets_their_bytes(hub, tmp_path):
     store = tmp_path / "proj" / ".flowillower"
     ids = make_demo_store(store, runs=2, steps=40, names=["a", "b"], model=False)
-    result = fw.push(SPACE, dir=store)
+    result = share_push(SPACE, dir=store)
     assert result["pushed"] and result["kind"] == "hf"
     images = [p for p in result["lfs"] if p.endswith(".png")]
     assert len(images) >= 4 and all(p.startswith("data/runs/") for p in images)
@@ -124,7 +125,7 @@ def test_without_git_lfs_one_line_error_and_nothing_pushed(hub, tmp_path, monkey
     os.symlink(shutil.which("git"), bindir / "git")  # git, but no git-lfs beside it
     monkeypatch.setenv("PATH", str(bindir))
     with pytest.raises(LfsMissingError, match="install the git-lfs package"):
-        fw.push(SPACE, dir=store)
+        share_push(SPACE, dir=store)
     res = CliRunner().invoke(cli, ["deploy", "hf:alice/runs", "--dir", str(store)])
     assert res.exit_code == 1
     assert len(res.output.strip().splitlines()) == 1 and "git-lfs" in res.output

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import flowillower as fw
 from flowillower.cli import main as cli
 from flowillower.errors import GitError
 from flowillower.server.demo import make_demo_store
 from flowillower.server.deploy import deploy
 from flowillower.server.deploy_targets import is_hosted, parse_target, readme
+from flowillower.server.share import push as share_push
 from tests.conftest_git import bare_remote, git, isolate_home
 
 TOKEN = "hf_Sup3rSecretTok3n_do_not_leak_8f2c"
@@ -229,7 +229,7 @@ def test_push_of_a_space_leaves_the_users_repo_alone(tmp_path, monkeypatch):
     before = state()
     monkeypatch.chdir(project)
     monkeypatch.delenv("FLOWILLOWER_DIR")  # the store is found from the project, as a user's
-    result = fw.push("https://huggingface.co/spaces/alice/runs")
+    result = share_push("https://huggingface.co/spaces/alice/runs")
     assert result["pushed"] and result["runs"]["pushed"] == 1
     assert state() == before
     assert git(bare, "ls-tree", "--name-only", "main").split().count("index.html") == 1

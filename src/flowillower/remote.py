@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import GitError, InvalidRunRefError, RunNotFoundError
+from .errors import InvalidRunRefError
 from .queries.filters import row_filter
 from .store.catalog import Store
+
+
+def select_runs(store: Store, runs: str | Sequence[str] | None) -> list[str] | None:
+    """Run ids for `runs`: None (all runs) stays None; a string is a filter; a list holds
+    run ids / prefixes / names, each resolved by the store (a path, `..` or an empty
+    string raises `InvalidRunRefError`)."""
+    if runs is None:
+        return None
+    if isinstance(runs, str):
+        if not runs.strip():
+            raise InvalidRunRefError("an empty run selection; pass runs=None to push all")
+        return [row["id"] for row in store.runs(row_filter(runs))]
+    # explicit references: the store's resolver, never a path
+    return list(dict.fromkeys(store.resolve(ref) for ref in runs))
 
 
 def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
@@ -21,50 +34,12 @@ def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
     prefixes / names (a path or `..` raises `InvalidRunRefError`; so does an empty
     string: all runs is `None`). Checkpoints never travel; large artifacts only with
     `include_large`; `no_code` sends run data without code snapshots.
-
-    A Hugging Face Space (`https://huggingface.co/spaces/USER/SPACE` or `hf:USER/SPACE`)
-    or a ModelScope studio (`ms:USER/STUDIO`) gets the static viewer of these runs as
-    well as their data refs: `flowillower.server.deploy.deploy`'s summary comes back, and
-    a `GitError` if the host refused the run refs (the site is then deployed already).
     """
-    store = Store(dir, must_exist=True)
-    if runs is None:
-        ids = None
-    elif isinstance(runs, str):
-        if not runs.strip():
-            raise InvalidRunRefError("an empty run selection; pass runs=None to push all")
-        ids = [row["id"] for row in store.runs(row_filter(runs))]
-    else:  # explicit references: the store's resolver, never a path
-        ids = list(dict.fromkeys(store.resolve(ref) for ref in runs))
-    from .server.deploy_targets import is_hosted
-
-    if is_hosted(remote):
-        result = deploy_runs(store.root, remote, ids, include_large=include_large,
-                             no_code=no_code)
-        refused = result["runs"].get("error")
-        if refused:
-            raise GitError(f"the viewer is deployed to {result['page']}, but {refused}")
-        return result
     from .gitops.sync import push as push_runs
 
-    return push_runs(store.root, remote, run_ids=ids, include_large=include_large,
-                     no_code=no_code)
-
-
-def deploy_runs(store_root: str | os.PathLike[str], target: str, ids: list[str] | None,
-                **options: bool) -> dict[str, Any]:
-    """Deploy the viewer with runs `ids` (all: None) of the store at `store_root` to a
-    Space / studio, their data refs alongside; `options`: `include_large`, `no_code`.
-    Returns `deploy`'s summary; a refusal of the run refs is in `["runs"]["error"]`."""
-    from .server.deploy import deploy
-
-    if ids == []:
-        raise RunNotFoundError("no run matches; nothing to deploy")
-    if ids is not None and not all(re.fullmatch(r"[\w.-]+", i) for i in ids):
-        raise InvalidRunRefError("run ids are letters, digits, '.', '_' and '-'")
-    # Ids are plain words (checked above): safe inside a filter's quotes.
-    selection = None if ids is None else "id in [" + ", ".join(f"'{i}'" for i in ids) + "]"
-    return deploy(store_root, target, runs_filter=selection, **options)
+    store = Store(dir, must_exist=True)
+    return push_runs(store.root, remote, run_ids=select_runs(store, runs),
+                     include_large=include_large, no_code=no_code)
 
 
 def pull(remote: str = "origin", *, dir: str | os.PathLike[str] | None = None

@@ -57,7 +57,7 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool, no_c
     store = open_store(store_dir)
     ids = _select_runs(store_dir, runs_filter) if runs_filter is not None else None
     if is_hosted(remote):
-        from ..remote import deploy_runs
+        from ..server.share import deploy_runs
 
         report_deploy(deploy_runs(store.root, remote, ids, include_large=include_large,
                                   no_code=no_code), as_json)

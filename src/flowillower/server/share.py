@@ -1,0 +1,63 @@
+"""`fw.push` that shares the viewer too: a Hugging Face Space or a ModelScope studio gets
+the static UI of the runs (`server.deploy`) with their data refs alongside; any other
+remote gets the runs only (`remote.push`). It lives with the web UI because it needs
+the UI's export, which the run-sharing layer below (`remote`, `gitops`) never imports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import GitError, InvalidRunRefError, RunNotFoundError
+from ..remote import push as push_runs
+from ..remote import select_runs
+from ..store.catalog import Store
+
+__all__ = ["push", "deploy_runs"]
+
+
+def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
+         include_large: bool = False, no_code: bool = False,
+         dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Publish runs to `remote` (a remote name of your repo, a path or a URL).
+
+    `runs` is a filter selecting what to push (default: all) or a list of run ids /
+    prefixes / names (a path or `..` raises `InvalidRunRefError`; so does an empty
+    string: all runs is `None`). Checkpoints never travel; large artifacts only with
+    `include_large`; `no_code` sends run data without code snapshots.
+
+    A Hugging Face Space (`https://huggingface.co/spaces/USER/SPACE` or `hf:USER/SPACE`)
+    or a ModelScope studio (`ms:USER/STUDIO`) also gets the static viewer of these runs:
+    the result is then `flowillower.server.deploy.deploy`'s summary, and a `GitError`
+    says so if the host refused the run refs (the viewer is deployed already).
+    """
+    from .deploy_targets import is_hosted
+
+    if not is_hosted(remote):
+        return push_runs(remote, runs, include_large=include_large, no_code=no_code, dir=dir)
+    store = Store(dir, must_exist=True)
+    result = deploy_runs(store.root, remote, select_runs(store, runs),
+                         include_large=include_large, no_code=no_code)
+    refused = result["runs"].get("error")
+    if refused:
+        raise GitError(f"the viewer is deployed to {result['page']}, but {refused}")
+    return result
+
+
+def deploy_runs(store_root: str | os.PathLike[str], target: str, ids: list[str] | None,
+                **options: bool) -> dict[str, Any]:
+    """Deploy the viewer with runs `ids` (all: None) of the store at `store_root` to
+    `target`, their data refs alongside; `options`: `include_large`, `no_code`.
+    Returns `deploy`'s summary; a refusal of the run refs is in `["runs"]["error"]`."""
+    from .deploy import deploy
+
+    if ids == []:
+        raise RunNotFoundError("no run matches; nothing to deploy")
+    if ids is not None and not all(re.fullmatch(r"[\w.-]+", i) for i in ids):
+        raise InvalidRunRefError("run ids are letters, digits, '.', '_' and '-'")
+    # Ids are plain words (checked above): safe inside a filter's quotes.
+    selection = None if ids is None else "id in [" + ", ".join(f"'{i}'" for i in ids) + "]"
+    return deploy(store_root, target, runs_filter=selection, **options)
