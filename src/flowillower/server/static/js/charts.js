@@ -95,7 +95,7 @@ export async function render(root, { params }) {
     } else groupInfo.textContent = "";
     bandSel.disabled = membersBox.disabled = !grouping;
   }
-  const detailsReady = runDetails(runs).then((list) => {
+  const fetchDetails = () => runDetails(runs).then((list) => {
     details = list;
     const keys = groupKeys(list);
     // A link may name a key these runs no longer vary in: keep it selectable, it still groups.
@@ -105,8 +105,15 @@ export async function render(root, { params }) {
     groupSel.title = keys.length ? "" : "no arg or tag differs among these runs";
     regroup();
   });
-  if (opts.groupBy) await detailsReady;  // a group view draws grouped from the start
-  else regroup();
+  // A group view draws grouped from the start; otherwise the run documents are fetched
+  // once the first charts are drawn, not competing with their series.
+  let firstDrawn = null;
+  const firstDraw = new Promise((resolve) => { firstDrawn = resolve; });
+  if (opts.groupBy) await fetchDetails();
+  else {
+    regroup();
+    Promise.race([firstDraw, new Promise((resolve) => { setTimeout(resolve, 3000); })]).then(fetchDetails);
+  }
 
   let charts = [];
   let observer = null;
@@ -123,7 +130,7 @@ export async function render(root, { params }) {
       const due = entries.filter((e) => e.isIntersecting)
         .map((e) => charts.find((c) => c.el === e.target)).filter((c) => c && !c.loaded);
       const keys = due.map((c) => c.key);  // decoded together: one pass per run file
-      due.forEach((c) => c.load(keys));
+      Promise.allSettled(due.map((c) => c.load(keys))).then(() => firstDrawn());
     }, { rootMargin: "300px" });
     for (const m of metrics.slice(0, 400)) {
       const chart = new Chart(m.name, runs, { x: opts.x, smooth: opts.smooth, log: opts.log, group: grouping });
