@@ -61,6 +61,19 @@ def test_lightbox_opens_full_size_and_closes_on_escape(page, server, store):
     assert fitted > 2 and abs(shown - 96 * fitted) < 2
     page.keyboard.press("+")
     wait_for(lambda: float(box.get_attribute("data-scale")) > fitted * 1.2, what="zoom in")
+    # The wheel zooms out around the cursor; dragging pans the image.
+    stage = page.locator(".lb-stage").bounding_box()
+    cx, cy = stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2
+    before = float(box.get_attribute("data-scale"))
+    page.mouse.move(cx, cy)
+    page.mouse.wheel(0, 120)
+    wait_for(lambda: float(box.get_attribute("data-scale")) < before, what="wheel zoom out")
+    left = page.locator(".lb-img").evaluate("i => i.getBoundingClientRect().left")
+    page.mouse.down()
+    page.mouse.move(cx + 60, cy, steps=4)
+    page.mouse.up()
+    moved = page.locator(".lb-img").evaluate("i => i.getBoundingClientRect().left")
+    assert abs(moved - left - 60) < 2
     page.keyboard.press("ArrowLeft")  # the previous step of the key
     expect(box).to_have_attribute("data-step", "10")
     assert "run-a 10" in page.text_content(".lb-label")

@@ -152,8 +152,14 @@ def test_narrow_screen_and_static_export(browser, store, tmp_path):
             # Larger than its pane at 12 px labels: the canvas scrolls instead of shrinking.
             size = canvas.evaluate("c => [c.scrollWidth, c.clientWidth, c.scrollHeight, c.clientHeight]")
             assert 0 < size[1] <= 390 and size[2] > size[3], size
-            canvas.evaluate("c => { c.scrollTop = 50; }")
-            wait_for(lambda: canvas.evaluate("c => c.scrollTop") > 0, what="the graph to pan")
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            x, y = box["x"] + 20, box["y"] + box["height"] - 40
+            pg.mouse.move(x, y)
+            pg.mouse.down()
+            pg.mouse.move(x, y - 50, steps=4)  # drag up: the graph pans down
+            pg.mouse.up()
+            wait_for(lambda: canvas.evaluate("c => c.scrollTop") >= 49, what="the graph to pan")
     finally:
         ctx.close()
     assert not errors, errors

@@ -12,7 +12,8 @@ const MIN = 0.05, MAX = 64;  // zoom limits (screen px per image px)
 export function openLightbox(frames, index = 0, { onMove = null } = {}) {
   let at = Math.max(0, Math.min(index, frames.length - 1));
   let scale = 1, x = 0, y = 0, fitted = true;
-  const img = h("img", { class: "lb-img", alt: "", draggable: false });
+  const img = h("img", { class: "lb-img", alt: "" });
+  img.draggable = false;  // the browser's image drag-and-drop would cancel the pan
   const stage = h("div", { class: "lb-stage" }, img);
   const label = h("span", { class: "lb-label" });
   const zoomText = h("span", { class: "lb-zoom muted" });
@@ -79,19 +80,36 @@ export function openLightbox(frames, index = 0, { onMove = null } = {}) {
     const r = stage.getBoundingClientRect();
     zoomBy(e.deltaY > 0 ? 1 / 1.2 : 1.2, e.clientX - r.left, e.clientY - r.top);
   }, { passive: false });
-  let drag = null;
+  // One pointer drags; two (a pinch on a touch screen) zoom around their midpoint.
+  const pointers = new Map();
+  let drag = null, pinch = null;
+  const spread = () => {
+    const [p, q] = [...pointers.values()];
+    return [Math.hypot(p[0] - q[0], p[1] - q[1]), (p[0] + q[0]) / 2, (p[1] + q[1]) / 2];
+  };
   stage.addEventListener("pointerdown", (e) => {
-    drag = [e.clientX, e.clientY, x, y];
+    pointers.set(e.pointerId, [e.clientX, e.clientY]);
     stage.setPointerCapture(e.pointerId);
+    if (pointers.size === 2) { drag = null; pinch = spread()[0]; } else drag = [e.clientX, e.clientY, x, y];
   });
   stage.addEventListener("pointermove", (e) => {
+    if (!pointers.has(e.pointerId)) return;
+    pointers.set(e.pointerId, [e.clientX, e.clientY]);
+    if (pinch && pointers.size === 2) {
+      const [d, mx, my] = spread(), r = stage.getBoundingClientRect();
+      if (d > 0 && pinch > 0) zoomBy(d / pinch, mx - r.left, my - r.top);
+      pinch = d;
+      return;
+    }
     if (!drag) return;
     x = drag[2] + e.clientX - drag[0];
     y = drag[3] + e.clientY - drag[1];
     fitted = false;
     apply();
   });
-  stage.addEventListener("pointerup", () => { drag = null; });
+  const lift = (e) => { pointers.delete(e.pointerId); drag = null; if (pointers.size < 2) pinch = null; };
+  stage.addEventListener("pointerup", lift);
+  stage.addEventListener("pointercancel", lift);
   dlg.addEventListener("keydown", (e) => {
     const keys = { ArrowLeft: () => move(-1), ArrowRight: () => move(1), "+": () => zoomBy(1.25),
       "=": () => zoomBy(1.25), "-": () => zoomBy(1 / 1.25), 0: fit, 1: () => zoomTo(1) };
