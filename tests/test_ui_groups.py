@@ -37,7 +37,7 @@ def store(tmp_path_factory):
     ids = []
     for r, lr in enumerate(LRS):
         tags = [f"seed={r % 2}"] + (["baseline"] if r == 0 else [])
-        run = Run("demo", f"run{r}", config={"lr": lr, "width": 64}, tags=tags, dir=root,
+        run = Run("demo", f"run{r}", config={"lr": lr, "width": 64, "optimizer": "adam" if r < 2 else "sgd"}, tags=tags, dir=root,
                   snapshot=False)
         for step in range(STEPS):
             run.log_metrics({"train/loss": _loss(r, step)}, step)
@@ -317,3 +317,16 @@ def test_grouped_charts_and_their_tooltip_fit_a_390px_screen(browser, server, st
         expect(chart.locator(".chart-tip .tip-x")).to_have_text(f"step {STEPS - 1}")
     finally:
         context.close()
+
+
+def test_compare_colours_categories_as_the_charts_page_colours_groups(page, server, store):
+    chart = _chart(page, server, store[1], "&group=arg:optimizer")
+    groups = {g["label"]: g["color"] for g in _grouped(chart, 2)["groups"]}
+    assert set(groups) == {"optimizer=adam", "optimizer=sgd"}
+    page.goto(f"{server}#/compare?mode=scatter&c=arg:optimizer")
+    page.wait_for_selector(".pc canvas")
+    key = page.locator(".cmp-key .chip")
+    expect(key).to_have_count(2)
+    shown = {c.text_content(): c.locator(".swatch").evaluate("e => getComputedStyle(e).backgroundColor")
+             for c in key.all()}
+    assert shown == groups

@@ -3,21 +3,7 @@
 // the tooltip shows for a group at the cursor.
 import { ema, join } from "./align.js";
 import { aggregate, bandEdges } from "./groups.js";
-import { paletteIndex, themeColor, withAlpha } from "./palette.js";
-
-const PALETTE_SIZE = 13;
-
-// Each group's palette entry: the hash of its label, so a group keeps its colour in any
-// selection; two groups of one view that hash alike take the next free entries instead.
-function groupColors(labels) {
-  const used = new Set();
-  return new Map(labels.map((label) => {
-    let i = paletteIndex(label);
-    while (used.has(i) && used.size < PALETTE_SIZE) i = (i + 1) % PALETTE_SIZE;
-    used.add(i);
-    return [label, themeColor(i)];
-  }));
-}
+import { labelColors, withAlpha } from "./palette.js";
 
 /** uPlot data, series and bands for `present` runs ({run, x, y}) grouped by
  * `group` = {groups: [{label, ids}], band: "std"|"minmax", members: bool}.
@@ -26,7 +12,7 @@ export function groupPlot(present, group, { smooth = 0, log = false, theme }) {
   const byRun = new Map(present.map((d) => [d.run, d]));
   const fix = (y) => (log ? y.map((v) => (typeof v === "number" && v > 0 ? v : null)) : y);
   const memberCols = [], memberSeries = [], groupCols = [], groupSeries = [], built = [];
-  const colors = groupColors(group.groups.map((g) => g.label));
+  const colors = labelColors(group.groups.map((g) => g.label));
   for (const g of group.groups) {
     const members = g.ids.map((id) => byRun.get(id)).filter(Boolean);
     if (!members.length) continue;

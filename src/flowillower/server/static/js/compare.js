@@ -2,7 +2,7 @@
 // a final metric), or parallel coordinates over several columns, for all matched runs.
 import { api } from "./api.js";
 import { debounce, fmtNum, fmtValue, h } from "./dom.js";
-import { chartTheme, onTheme, themeColor } from "./palette.js";
+import { chartTheme, labelColors, onTheme, themeColor } from "./palette.js";
 import { params, prefs, setParams, setPrefs } from "./state.js";
 
 function niceTicks(lo, hi, n = 5) {
@@ -71,9 +71,10 @@ export async function render(root) {
   const search = h("input", { type: "search", class: "search", value: q, placeholder: "filter runs (same syntax as the runs table)" });
   const plot = h("div", { class: "pc" });
   const note = h("div", { class: "muted" });
+  const key = h("div", { class: "cmp-key" });  // the categories of a text colour column
   root.append(h("div", { class: "toolbar" }, modeSel, h("label", null, "x ", xSel, " ", logx, " log"),
     h("label", null, "y ", ySel, " ", logy, " log"), h("label", null, "colour ", cSel),
-    h("div", { class: "grow" }, search)), note, plot);
+    h("div", { class: "grow" }, search)), note, key, plot);
   const tip = h("div", { class: "tooltip", hidden: true });
   document.body.append(tip);
 
@@ -100,10 +101,24 @@ export async function render(root) {
     return { c, ctx, w, hgt };
   }
 
+  function categoryColors(values) {
+    const col = usable.find((c) => c.key === st.c);
+    const name = col?.label || st.c;
+    const cats = [...new Set(values.filter((v) => v !== null && v !== undefined).map(fmtValue))].sort();
+    const colors = labelColors(cats.map((c) => `${name}=${c}`));
+    const byCat = new Map(cats.map((c) => [c, colors.get(`${name}=${c}`)]));
+    key.replaceChildren(...cats.slice(0, 30).map((c) => h("span", { class: "chip", dataset: { cat: c } },
+      h("span", { class: "swatch", style: { background: byCat.get(c) } }), `${name}=${c}`)));
+    return byCat;
+  }
+
   function scatter(data) {
+    key.replaceChildren();
     const { c, ctx, w, hgt } = canvasFor();
     const xs = scale(data.dims[st.x], st.logx), ys = scale(data.dims[st.y], st.logy);
     const cs = st.c ? scale(data.dims[st.c]) : null;
+    // Categories take the colours the charts page gives the same groups (`lr=0.001`).
+    const catColor = cs && !cs.numeric ? categoryColors(data.dims[st.c]) : null;
     const L = 80, R = 20, T = 14, B = 40, pw = w - L - R, ph = hgt - T - B;
     const theme = chartTheme();  // the theme's ink (CSS variables), not a filter over fixed colours
     ctx.font = "11px system-ui"; ctx.fillStyle = theme.axis; ctx.strokeStyle = theme.grid;
@@ -122,7 +137,8 @@ export async function render(root) {
       const x = L + (0.03 + 0.94 * (px + jitter)) * pw, y = T + ph - (0.03 + 0.94 * py) * ph;
       const cv = cs ? cs.pos(data.dims[st.c][i]) : null;
       // Without a colour column a run keeps the colour it has on the charts page.
-      ctx.fillStyle = cv === null ? themeColor(id) : cs.numeric ? gradient(cv) : themeColor(Math.round(cv * 12));
+      const cat = catColor ? catColor.get(fmtValue(data.dims[st.c][i])) : null;
+      ctx.fillStyle = cv === null ? themeColor(id) : cs.numeric ? gradient(cv) : cat;
       ctx.globalAlpha = 0.8;
       ctx.beginPath(); ctx.arc(x, y, 4, 0, 7); ctx.fill();
       pts.push([x, y, i]);
@@ -147,6 +163,7 @@ export async function render(root) {
   }
 
   function parallel(data, dims) {
+    key.replaceChildren();
     const { ctx, w, hgt } = canvasFor();
     const scales = dims.map((k) => scale(data.dims[k]));
     const L = 40, R = 60, T = 24, B = 20, pw = w - L - R, ph = hgt - T - B;

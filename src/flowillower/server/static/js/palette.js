@@ -60,6 +60,19 @@ export function themeColor(key) {
   return p[i];
 }
 
+/** Colours for labels shown together (groups, categories): each the hash of its label, so
+ * a group keeps its colour in any selection and on every page; labels of one view that
+ * hash alike take the next free palette entries. Returns Map label -> colour. */
+export function labelColors(labels) {
+  const used = new Set();
+  return new Map(labels.map((label) => {
+    let i = paletteIndex(label);
+    while (used.has(i) && used.size < PALETTE_SIZE) i = (i + 1) % PALETTE_SIZE;
+    used.add(i);
+    return [label, themeColor(i)];
+  }));
+}
+
 /** `c` (any CSS colour the probe resolved: rgb()/rgba()/hex) with opacity `a`. */
 export function withAlpha(c, a) {
   const m = /^rgba?\(([^)]+)\)$/.exec(c);
