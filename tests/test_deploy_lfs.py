@@ -62,11 +62,17 @@ def _blob(repo: Path, spec: str) -> bytes:
 
 def test_space_images_travel_through_lfs_and_a_clone_gets_their_bytes(hub, tmp_path):
     store = tmp_path / "proj" / ".flowillower"
-    ids = make_demo_store(store, runs=2, steps=40, names=["a", "b"], model=False)
+    ids = make_demo_store(store, runs=1, steps=40, names=["a"], model=False)
+    gitconfig = (tmp_path / "home" / ".gitconfig").read_text()
+    assert share_push(SPACE, dir=store)["pushed"]
+    # A later deploy on top: the images already there stay pointers to stored objects.
+    ids += make_demo_store(store, runs=1, steps=40, names=["b"], model=False, seed=7)
     result = share_push(SPACE, dir=store)
-    assert result["pushed"] and result["kind"] == "hf"
+    assert result["pushed"] and result["kind"] == "hf" and result["runs"]["pushed"] == 1
+    assert (tmp_path / "home" / ".gitconfig").read_text() == gitconfig  # user's config
     images = [p for p in result["lfs"] if p.endswith(".png")]
-    assert len(images) >= 4 and all(p.startswith("data/runs/") for p in images)
+    assert len(images) >= 8 and all(p.startswith("data/runs/") for p in images)
+    assert {p.split("/")[2] for p in images} == set(ids)
     bare = hub / "spaces" / "alice" / "runs"
     # In git: a pointer for each image, the real bytes in the remote's LFS store.
     for rel in images:
