@@ -107,12 +107,13 @@ export async function render(root, { params }) {
   });
   // A group view draws grouped from the start; otherwise the run documents are fetched
   // once the first charts are drawn, not competing with their series.
-  let firstDrawn = null;
+  let firstDrawn = null, gone = false;
   const firstDraw = new Promise((resolve) => { firstDrawn = resolve; });
   if (opts.groupBy) await fetchDetails();
   else {
     regroup();
-    Promise.race([firstDraw, new Promise((resolve) => { setTimeout(resolve, 3000); })]).then(fetchDetails);
+    Promise.race([firstDraw, new Promise((resolve) => { setTimeout(resolve, 3000); })])
+      .then(() => (gone ? null : fetchDetails()));
   }
 
   let charts = [];
@@ -197,5 +198,5 @@ export async function render(root, { params }) {
     } catch (e) { console.warn("live update failed", e); } finally { busy = false; }
   }, 2000);
 
-  return () => { clearInterval(timer); offTheme(); window.removeEventListener("resize", onResize); charts.forEach((c) => c.destroy()); if (observer) observer.disconnect(); };
+  return () => { gone = true; clearInterval(timer); offTheme(); window.removeEventListener("resize", onResize); charts.forEach((c) => c.destroy()); if (observer) observer.disconnect(); };
 }
