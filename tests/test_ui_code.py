@@ -132,11 +132,11 @@ def _check_browser(page, base: str, ids: dict, *, live: bool) -> None:
         "data/", "layers/", "models/"]
     # A file opens highlighted, with numbered lines.
     page.click(".code-card .file[data-path='train.py']")
-    rows = page.locator(".code-card .snap-file .cl")
-    wait_for(lambda: rows.count() == 5, timeout=20, what="train.py's 5 lines")
-    assert [n.strip() for n in page.locator(".code-card .snap-file .cl .n").all_text_contents()] \
-        == ["1", "2", "3", "4", "5"]
-    assert "lr=0.2" in rows.nth(3).text_content()
+    gutter = page.locator(".code-card .snap-file .gutter")
+    wait_for(lambda: gutter.count() == 1 and gutter.text_content() == "1\n2\n3\n4\n5",
+             timeout=20, what="train.py's 5 numbered lines")
+    lines = page.locator(".code-card .snap-file pre.src").text_content().split("\n")
+    assert len(lines) == 5 and "lr=0.2" in lines[3]
     keywords = page.locator(".code-card .snap-file .hljs-keyword").all_text_contents()
     assert "import" in keywords and "def" in keywords
     # The filter narrows the tree to matching paths (their folders open).
@@ -159,6 +159,7 @@ def _check_browser(page, base: str, ids: dict, *, live: bool) -> None:
     wait_for(lambda: page.locator(".code-card .note.truncated").count() == 1, timeout=20,
              what="the large-file note")
     assert "of 1.1 MB are shown" in page.locator(".code-card .note.truncated").text_content()
+    assert page.locator(".code-card .gutter").text_content().endswith("\n9999\n10000")
     # The diff against base, picked from the list: changed files with counts.
     pick = page.locator("select[aria-label='diff against run']")
     wait_for(lambda: pick.locator("option").count() == 3, timeout=10, what="the run list")
@@ -206,7 +207,9 @@ def test_dark_theme_diff_colours_and_390px(server, store, page):
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{server}#/run/{ids['tuned']}")
     page.click(".code-card .file[data-path='train.py']")
-    wait_for(lambda: page.locator(".code-card .cl").count() == 5, timeout=20, what="train.py")
+    gutter = page.locator(".code-card .gutter")
+    wait_for(lambda: gutter.count() == 1 and gutter.text_content().endswith("\n5"), timeout=20,
+             what="train.py")
     # Stacked: the tree above the file, nothing wider than the screen.
     tree = page.locator(".code-card .snap-tree").bounding_box()
     file = page.locator(".code-card .snap-file").bounding_box()
@@ -307,3 +310,32 @@ def test_browser_line_diff_is_minimal_and_applies_with_git(server, page, tmp_pat
                                  capture_output=True, text=True)
         assert applied.returncode == 0, (applied.stderr, res["patch"])
         assert (tmp_path / "f.txt").read_text() == b
+
+
+def test_chosen_file_and_diff_are_in_the_link(server, store, page, browser):
+    _, ids = store
+    page.goto(f"{server}#/run/{ids['tuned']}")
+    page.fill("input[aria-label='filter snapshot files']", "models/net", timeout=20000)
+    page.click(".code-card .file[data-path='src/pkg/models/net.py']")
+    pick = page.locator("select[aria-label='diff against run']")
+    wait_for(lambda: pick.locator("option").count() == 3, timeout=10, what="the run list")
+    pick.select_option(value=ids["base"])
+    page.click(".code-diff .file[data-path='train.py']", timeout=20000)
+    wait_for(lambda: "dfile=train.py" in page.url, timeout=10, what="the diff file in the URL")
+    link = page.url
+    assert "file=src%2Fpkg%2Fmodels%2Fnet.py" in link and f"diff={ids['base']}" in link
+    # A fresh browser context opening the link sees the same file and the same diff.
+    other = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        pg = other.new_page()
+        pg.goto(link)
+        wait_for(lambda: pg.locator(".code-card .snap-path").count() == 1 and
+                 pg.locator(".code-card .snap-path").text_content() == "src/pkg/models/net.py",
+                 timeout=20, what="the linked file")
+        assert "class" in pg.locator(".code-card .hljs-keyword").all_text_contents()
+        wait_for(lambda: pg.locator(".code-diff .dl.add").count() == 1, timeout=20,
+                 what="the linked diff")
+        assert "lr=0.2" in pg.locator(".code-diff .dl.add").text_content()
+        assert pg.locator(".code-diff .file.current").get_attribute("data-path") == "train.py"
+    finally:
+        other.close()

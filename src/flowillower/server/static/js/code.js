@@ -59,9 +59,12 @@ function htmlLines(html) {
   return lines;
 }
 
+const canHighlight = (hljs, text, lang) => Boolean(hljs && lang && lang !== "plaintext"
+  && text.length <= HIGHLIGHT_MAX && hljs.getLanguage(lang));
+
 /** `text` split into lines of [class, text] pieces, highlighted when a language fits. */
 export function tokenLines(hljs, text, lang) {
-  if (hljs && lang && lang !== "plaintext" && text.length <= HIGHLIGHT_MAX && hljs.getLanguage(lang)) {
+  if (canHighlight(hljs, text, lang)) {
     try {
       const lines = htmlLines(hljs.highlight(text, { language: lang, ignoreIllegals: true }).value);
       if (lines) return lines;
@@ -77,17 +80,29 @@ export function lineCode(pieces) {
   return code;
 }
 
-/** A whole file with line numbers: a scrolling box of `.cl` rows. */
+/** A whole file with line numbers: a gutter of numbers beside one <pre> of the code (no
+ * element per line, so a 1 MB file is two text nodes when not highlighted). */
 export async function codeLines(text, path) {
   const hljs = await highlighter();
-  const lines = tokenLines(hljs, text.endsWith("\n") ? text.slice(0, -1) : text, langFor(path));
-  const rows = h("div", { class: "rows" });
-  const frag = document.createDocumentFragment();
-  lines.forEach((pieces, i) => {
-    frag.append(h("div", { class: "cl" }, h("span", { class: "n", text: String(i + 1) }), lineCode(pieces)));
-  });
-  rows.append(frag);
-  return h("div", { class: "code-lines", tabindex: 0, "aria-label": `${path}, ${lines.length} lines` }, rows);
+  const body = text.endsWith("\n") ? text.slice(0, -1) : text;
+  const code = h("code");
+  let count;
+  if (canHighlight(hljs, body, langFor(path))) {
+    const lines = tokenLines(hljs, body, langFor(path));
+    const frag = document.createDocumentFragment();
+    lines.forEach((pieces, i) => {
+      if (i) frag.append("\n");
+      for (const [cls, part] of pieces) frag.append(cls ? h("span", { class: cls, text: part }) : part);
+    });
+    code.append(frag);
+    count = lines.length;
+  } else {
+    code.textContent = body;
+    count = body.split("\n").length;
+  }
+  const numbers = Array.from({ length: count }, (_, i) => i + 1).join("\n");
+  return h("div", { class: "code-lines file-lines", tabindex: 0, "aria-label": `${path}, ${count} lines` },
+    h("pre", { class: "gutter", "aria-hidden": "true", text: numbers }), h("pre", { class: "src" }, code));
 }
 
 const cmp = (a, b) => a.localeCompare(b, undefined, { sensitivity: "base", numeric: true }) || (a < b ? -1 : a > b ? 1 : 0);
@@ -144,7 +159,7 @@ export function fileTree(entries, { onOpen, badge, openAll = false } = {}) {
     }
     return out;
   };
-  const el = h("div", { class: "file-tree", role: "tree" }, render(root, 0));
+  const el = h("div", { class: "file-tree" }, render(root, 0));
   function select(path) {
     if (current) current.classList.remove("current");
     current = buttons.get(path) || null;

@@ -62,6 +62,9 @@ function counts(f) {
       h("span", { class: "plus", text: ` +${f.add}` }), h("span", { class: "minus", text: ` −${f.del}` })]);
 }
 
+// The old and new line numbers of a row, kept in view while the code scrolls sideways.
+const nums = (a, b) => h("span", { class: "nums" }, h("span", { class: "n", text: a }), h("span", { class: "n", text: b }));
+
 // One file's hunks: each line highlighted in the context of its hunk's other lines.
 function fileDiff(hljs, f) {
   const rows = h("div", { class: "rows" });
@@ -69,18 +72,17 @@ function fileDiff(hljs, f) {
   if (f.binary) rows.append(h("div", { class: "dl" }, h("code", { text: "(binary file changed)" })));
   if (!f.hunks.length && !f.binary) rows.append(h("div", { class: "dl" }, h("code", { text: f.status === "renamed" ? "(renamed, same content)" : "(mode change only)" })));
   for (const hk of f.hunks) {
-    rows.append(h("div", { class: "dl hunk" }, h("span", { class: "n" }), h("span", { class: "n" }), h("code", { text: hk.head })));
+    rows.append(h("div", { class: "dl hunk" }, nums("", ""), h("code", { text: hk.head })));
     const body = hk.lines.filter((l) => l[0] !== "\\");
     const pieces = tokenLines(hljs, body.map((l) => l.slice(1)).join("\n"), lang);
     let o = hk.old, n = hk.new, i = 0;
     for (const line of hk.lines) {
-      if (line[0] === "\\") { rows.append(h("div", { class: "dl note" }, h("span", { class: "n" }), h("span", { class: "n" }), h("code", { text: line }))); continue; }
+      if (line[0] === "\\") { rows.append(h("div", { class: "dl note" }, nums("", ""), h("code", { text: line }))); continue; }
       const kind = line[0] === "+" ? "add" : line[0] === "-" ? "del" : "ctx";
       const code = lineCode(pieces[i++] || []);
       code.prepend(h("span", { class: "sign", text: kind === "add" ? "+" : kind === "del" ? "-" : " " }));
       rows.append(h("div", { class: `dl ${kind}` },
-        h("span", { class: "n", text: kind === "add" ? "" : String(o) }),
-        h("span", { class: "n", text: kind === "del" ? "" : String(n) }), code));
+        nums(kind === "add" ? "" : String(o), kind === "del" ? "" : String(n)), code));
       if (kind !== "add") o += 1;
       if (kind !== "del") n += 1;
     }
@@ -90,17 +92,22 @@ function fileDiff(hljs, f) {
     h("div", { class: "code-lines diff-lines", tabindex: 0 }, rows));
 }
 
-/** Show the code diff `text` in `out`: changed-file tree beside the chosen file's diff. */
-export async function showCodeDiff(out, text, truncated) {
+/** Show the code diff `text` in `out`: changed-file tree beside the chosen file's diff.
+ * `start`: the path shown first (else the first changed file); `onOpen(path)` runs when
+ * the user picks a file. */
+export async function showCodeDiff(out, text, truncated, { start = null, onOpen = null } = {}) {
   const files = parseDiff(text || "");
   if (!files.length) { out.append(h("p", { class: "muted same-code", text: "(same code)" })); return; }
   const hljs = await highlighter();
   const add = files.reduce((s, f) => s + f.add, 0), del = files.reduce((s, f) => s + f.del, 0);
   const panel = h("div", { class: "snap-file" });
-  const tree = fileTree(files, { openAll: true, badge: counts, onOpen: (f) => clear(panel).append(fileDiff(hljs, f)) });
+  const tree = fileTree(files, { openAll: true, badge: counts, onOpen: (f) => {
+    clear(panel).append(fileDiff(hljs, f));
+    if (onOpen) onOpen(f.path);
+  } });
   out.append(h("p", { class: "muted diff-summary", text: `${files.length} file${files.length === 1 ? "" : "s"} changed, +${add} −${del}` }),
     truncated ? h("p", { class: "note truncated", text: "The diff is too large and was cut; files past the cut are not listed." }) : "",
     h("div", { class: "snap code-diff" }, h("nav", { class: "snap-tree", "aria-label": "changed files" }, tree.el), panel));
-  const first = tree.first();
+  const first = files.find((f) => f.path === start) || tree.first();
   if (first) { tree.select(first.path); panel.append(fileDiff(hljs, first)); }
 }

@@ -6,7 +6,7 @@ import { showCodeDiff } from "./diffview.js";
 import { heatmap } from "./heatmap.js";
 import { imageCard } from "./media.js";
 import { snapshotBrowser } from "./snapshot.js";
-import { selection } from "./state.js";
+import { params, selection, setParams } from "./state.js";
 
 function kv(obj, keys) {
   const shown = (keys || Object.keys(obj)).filter((k) => obj[k] !== undefined && obj[k] !== null && obj[k] !== "");
@@ -151,8 +151,16 @@ function diffCard(id) {
   api.get("runs", { sort: "created", desc: true, limit: 5000, hidden: true }).then((res) => {
     all = res.rows.filter((r) => r.id !== id);
     fill();
+    const linked = params().get("diff");  // #/run/ID?diff=ID2: the link's diff
+    if (linked && all.some((r) => r.id === linked)) {
+      if (![...pick.options].some((o) => o.value === linked)) { find.value = linked; fill(); }
+      pick.value = linked;
+      pick.dispatchEvent(new Event("change"));
+    }
   }).catch((e) => { clear(pick).append(h("option", { value: "", text: e.message })); });
   pick.addEventListener("change", async () => {
+    const other = params().get("diff");
+    setParams(other === pick.value ? { diff: pick.value } : { diff: pick.value, dfile: null });
     if (!pick.value) { clear(out); return; }
     clear(out).append(h("p", { class: "muted", text: "…" }));
     try { showDiff(out, await api.get("diff", { a: pick.value, b: id })); }
@@ -170,6 +178,7 @@ function showDiff(out, res) {
     : h("p", { class: "muted", text: "(same args)" }));
   out.append(h("h3", { text: "code" }));
   if (res.code_error) { out.append(h("p", { class: "muted code-error", text: res.code_error })); return; }
-  showCodeDiff(out, res.diff, res.truncated)
+  showCodeDiff(out, res.diff, res.truncated, { start: params().get("dfile"),
+    onOpen: (path) => setParams({ dfile: path }) })
     .catch((e) => out.append(h("p", { class: "error", text: e.message })));
 }

@@ -3,6 +3,7 @@
 import { api, runPath } from "./api.js";
 import { codeLines, fileTree, fmtBytes, pathFilter } from "./code.js";
 import { clear, h } from "./dom.js";
+import { params, setParams } from "./state.js";
 
 // The file to show first: the script the run was started with, else a README.
 function firstFile(tree, argv) {
@@ -50,7 +51,7 @@ function build(body, id, res, argv) {
       text: `Large file: the first ${fmtBytes(r.text.length)} of ${fmtBytes(r.size)} are shown.` }) : "";
     clear(viewer).append(head, note, lines);
   };
-  const tree = fileTree(entries, { onOpen: open,
+  const tree = fileTree(entries, { onOpen: (e) => { setParams({ file: e.path }); open(e); },
     badge: (e) => (e.size !== undefined ? h("span", { class: "muted size", text: fmtBytes(e.size) }) : null) });
   let timer = 0;
   const refilter = async () => {
@@ -71,7 +72,9 @@ function build(body, id, res, argv) {
   clear(body).append(
     h("div", { class: "toolbar snap-tools" }, find, res.search ? h("label", null, inText, " contents") : null, shown),
     h("div", { class: "snap" }, h("nav", { class: "snap-tree", "aria-label": "snapshot files" }, tree.el), viewer));
-  const start = firstFile(entries, argv);
+  // The file in the link (#/run/ID?file=PATH), else the run's script or a README.
+  const linked = params().get("file");
+  const start = entries.some((e) => e.path === linked) ? linked : firstFile(entries, argv);
   if (start) {
     tree.select(start);
     open(entries.find((e) => e.path === start));
