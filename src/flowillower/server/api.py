@@ -20,6 +20,7 @@ from ..gitops.paths import safe_rel
 from ..store.documents import read_meta, read_summary
 from ..store.index import latest_annotation
 from ..store.resolve import InvalidRunRefError, run_file
+from .answer_cache import AnswerCache
 from .code_view import code_diff, file_doc, search_contents, snapshot_sha, snapshot_tree
 from .live import live_series
 from .model_runs import model_names, model_run_endpoints
@@ -72,6 +73,7 @@ class Api:
     def __init__(self, view: StoreView, token: str | None = None) -> None:
         self.view = view
         self.series_cache = SeriesCache()
+        self.answers = AnswerCache()  # chart answers, while their series are unchanged
         self.auth = "token" if token else "loopback"
 
     # -- store level -------------------------------------------------------------------
@@ -178,7 +180,11 @@ class Api:
             resets = [self.series_cache.needs_reset(rid, key, c)
                       for (rid, *_), c in zip(items, after)]
             return live_series(items, key, x, points, after, resets)
-        return chart_series(items, key, x, points, x0, x1, None)
+        versions = [(it[0], it[1].version, it[2].version if it[2] else None) for it in items]
+        memo = None if any(v[1] is None for v in versions) else (
+            "series", tuple(versions), key, x, points, x0, x1)
+        return self.answers.get(memo, lambda: chart_series(items, key, x, points, x0, x1,
+                                                           None))
 
     def hist(self, run: str, key: str, points: int) -> dict[str, Any]:
         run_dir = self.view.run_dir(run)

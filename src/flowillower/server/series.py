@@ -29,6 +29,7 @@ class Loaded:
     ctx_coords: np.ndarray
     vmin: float | None = None  # finite min / max of the values, when known (live polls)
     vmax: float | None = None
+    version: tuple | None = None  # changes whenever the series does (answer caches)
 
 
 # -- x axes ------------------------------------------------------------------------------

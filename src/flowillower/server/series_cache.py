@@ -14,10 +14,8 @@ A whole run is decoded again when a file shrank or was replaced (another inode),
 disappeared, a replay file came or went, or a key not decoded yet is asked for. Live
 cursors are counts of values; when values land before a cursor a client may hold (an
 out-of-order value, or a rebuild that changed the order), `needs_reset` says so and the
-client is sent the whole series again.
-
-Memory is bounded by an LRU over runs, by the bytes of their columns (all runs together):
-`FLOWILLOWER_SERIES_CACHE_MB` (default 512) sets the bound.
+client is sent the whole series again. An LRU over runs bounds the columns' bytes, all
+runs together: `FLOWILLOWER_SERIES_CACHE_MB` (default 512).
 """
 
 from __future__ import annotations
@@ -41,10 +39,8 @@ _DTYPES = {"float": np.float64, "int": np.int64, "object": object}
 
 
 def _max_bytes_from_env() -> int:
-    try:
-        return int(float(os.environ.get("FLOWILLOWER_SERIES_CACHE_MB", "")) * 2**20)
-    except ValueError:
-        return DEFAULT_MAX_BYTES
+    raw = os.environ.get("FLOWILLOWER_SERIES_CACHE_MB", "").strip()
+    return int(float(raw) * 2**20) if raw.replace(".", "", 1).isdigit() else DEFAULT_MAX_BYTES
 
 
 class _Column:
@@ -96,7 +92,7 @@ class _Column:
         # Copy on write: a reader may hold views of the current arrays.
         merged = [np.concatenate([old[pos:n], new]) for old, new in zip(self._arrays(), cols)]
         order = np.argsort(merged[2], kind="stable")  # old rows first on ties
-        cap = max(2 * (n + k), 1024)
+        cap = n + k + (n + k) // 2
         fresh = []
         for old, part in zip(self._arrays(), merged):
             arr = np.empty(cap, old.dtype)
@@ -109,8 +105,10 @@ class _Column:
 
     def _append(self, cols: list[np.ndarray]) -> None:
         n, k = self.n, len(cols[1])
-        if n + k > len(self.step):  # grow geometrically: appends cost O(new) on average
-            cap = max(2 * (n + k), 1024)
+        if n + k > len(self.step):
+            # A first load takes just what it needs (most runs are finished); a growing
+            # one grows by half: appends cost O(new) on average.
+            cap = k if n == 0 else n + k + (n + k) // 2
             grown = []
             for old in self._arrays():
                 arr = np.empty(cap, old.dtype)
@@ -149,14 +147,17 @@ class _FileState:
         return self._lut
 
 
-class NeedsRebuild(Exception):
-    """The run's files changed in a way appending cannot follow."""
+class NeedsRebuild(Exception):  # the files changed in a way appending cannot follow
+    pass
 
 
 class _RunState:
     """One run's decoded keys and files (guarded by the cache's per-run lock)."""
 
+    serials = iter(range(1, 1 << 62))  # tells states apart in `Loaded.version`
+
     def __init__(self, wanted: set[str]) -> None:
+        self.serial = next(self.serials)
         self.wanted = set(wanted)
         self.files: dict[str, _FileState] = {}
         self.columns: dict[str, _Column] = {}
@@ -292,8 +293,9 @@ class _RunState:
         col = self.columns.get(name)
         coords = self.ctx_coords()
         if col is None or col.n == 0:
-            return Loaded(None, list(self.loop_names), coords)
-        return Loaded(col.series(), list(self.loop_names), coords, col.vmin, col.vmax)
+            return Loaded(None, list(self.loop_names), coords, version=(self.serial, 0))
+        return Loaded(col.series(), list(self.loop_names), coords, col.vmin, col.vmax,
+                      (self.serial, col.n))
 
 
 class SeriesCache:
