@@ -11,6 +11,7 @@ const PAGES = {
   compare: () => import("./compare.js"),
   run: () => import("./run.js"),
   model: () => import("./model.js"),
+  images: () => import("./media.js"),
 };
 
 let current = null;  // the page's cleanup function
