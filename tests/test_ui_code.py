@@ -339,3 +339,26 @@ def test_chosen_file_and_diff_are_in_the_link(server, store, page, browser):
         assert pg.locator(".code-diff .file.current").get_attribute("data-path") == "train.py"
     finally:
         other.close()
+
+
+def test_diff_reader_takes_git_paths_with_spaces_unicode_and_renames(server, page, tmp_path):
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    _write(repo, "data dir/é ü 名前.txt", "one\ntwo\n")
+    _write(repo, "old name.py", "".join(f"x = {i}\n" for i in range(20)))
+    _write(repo, "gone.bin", "\0\1\2")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a")
+    _write(repo, "data dir/é ü 名前.txt", "one\n2\nthree\n")
+    git(repo, "mv", "old name.py", "new name.py")
+    git(repo, "rm", "-q", "gone.bin")
+    text = git(repo, "diff", "-M", "--cached", "HEAD") + git(repo, "diff", "-M")
+    page.goto(server)
+    files = page.evaluate("""async ([url, text]) => (await import(url)).parseDiff(text)
+        .map((f) => [f.path, f.old, f.status, f.add, f.del, f.binary])""",
+                          [f"{server}static/js/diffview.js", text])
+    assert sorted(files) == [
+        ["data dir/é ü 名前.txt", "data dir/é ü 名前.txt", "modified", 2, 1, False],
+        ["gone.bin", "gone.bin", "removed", 0, 0, True],
+        ["new name.py", "old name.py", "renamed", 0, 0, False]]

@@ -161,10 +161,11 @@ export function fileTree(entries, { onOpen, badge, openAll = false } = {}) {
   };
   const el = h("div", { class: "file-tree" }, render(root, 0));
   function select(path) {
-    if (current) current.classList.remove("current");
+    if (current) { current.classList.remove("current"); current.removeAttribute("aria-current"); }
     current = buttons.get(path) || null;
     if (!current) return;
     current.classList.add("current");
+    current.setAttribute("aria-current", "true");
     for (let p = current.parentElement; p && p !== el; p = p.parentElement) if (p.tagName === "DETAILS") p.open = true;
   }
   function filter(pred) {

@@ -50,7 +50,7 @@ export function parseDiff(text) {
     else if (line.startsWith("--- ")) { const p = gitPath(line.slice(4)); if (p && f.status !== "renamed") f.old = p; }
     else if (line.startsWith("+++ ")) { const p = gitPath(line.slice(4)); if (p) f.path = p; }
   }
-  for (const x of files) if (x.status === "removed" && x.old) x.path = x.old;
+  for (const x of files) if (x.status === "removed") x.path = x.old = x.old || x.path;
   return files;
 }
 

@@ -163,8 +163,11 @@ function diffCard(id) {
     setParams(other === pick.value ? { diff: pick.value } : { diff: pick.value, dfile: null });
     if (!pick.value) { clear(out); return; }
     clear(out).append(h("p", { class: "muted", text: "…" }));
-    try { showDiff(out, await api.get("diff", { a: pick.value, b: id })); }
-    catch (e) { clear(out).append(h("p", { class: "error", text: e.message })); }
+    const asked = pick.value;  // a slower answer for an earlier pick must not win
+    try {
+      const res = await api.get("diff", { a: asked, b: id });
+      if (asked === pick.value) showDiff(out, res);
+    } catch (e) { if (asked === pick.value) clear(out).append(h("p", { class: "error", text: e.message })); }
   });
   return c;
 }
