@@ -130,7 +130,7 @@ def test_group_colour_is_stable_and_runs_drawn_under_the_band(page, server, stor
     chart = _chart(page, server, ids, "&group=arg:lr")
     first = {g["label"]: g["color"] for g in _grouped(chart, 2)["groups"]}
     # Another selection order: each group keeps its colour (these two labels hash alike:
-    # the second takes the next free palette entry).
+    # the second takes the next palette entry not taken nor close in hue).
     chart = _chart(page, server, [ids[3], ids[0], ids[2], ids[1]], "&group=arg:lr")
     assert {g["label"]: g["color"] for g in _grouped(chart, 2)["groups"]} == first
     assert len(set(first.values())) == 2
@@ -231,6 +231,32 @@ def test_runs_with_different_x_grids_align_by_value(page, server):
     assert agg["n"][4] == 2
     assert agg["std"][4] == pytest.approx(np.std([40, 5]))
     assert agg["min"][6] == 3 and agg["max"][6] == 60
+
+
+def test_group_colours_stay_apart_in_hue(page, server):
+    page.goto(server)
+    page.wait_for_selector("table.runs tr[data-id]")
+    hues = page.evaluate("""async () => {
+      const p = await import("./static/js/palette.js");
+      const hue = (c) => {
+        const [r, g, b] = c.match(/\\d+/g).slice(0, 3).map((v) => Number(v) / 255);
+        const max = Math.max(r, g, b), d = max - Math.min(r, g, b);
+        const h = max === r ? ((g - b) / d) % 6 : max === g ? (b - r) / d + 2 : (r - g) / d + 4;
+        return (h * 60 + 360) % 360;
+      };
+      const out = {};
+      for (const labels of [["lr=0.01", "lr=0.1"], ["lr=0.001", "lr=0.01"], ["g=0", "g=1", "g=2", "g=3"]]) {
+        const colours = p.labelColors(labels);
+        out[labels.join(" ")] = labels.map((l) => hue(colours.get(l)));
+      }
+      // Alone, a label has its hash's colour: the one a run with that id would have.
+      out.same = p.labelColors(["some-run"]).get("some-run") === p.themeColor("some-run");
+      return out; }""")
+    assert hues.pop("same") is True
+    for labels, hs in hues.items():
+        for i, a in enumerate(hs):
+            for b in hs[i + 1:]:
+                assert min(abs(a - b), 360 - abs(a - b)) >= 25, (labels, hs)
 
 
 def _luminance(css: str) -> float:

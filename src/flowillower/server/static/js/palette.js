@@ -60,15 +60,29 @@ export function themeColor(key) {
   return p[i];
 }
 
+function hue(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  const r = (n >> 16) / 255, g = ((n >> 8) & 255) / 255, b = (n & 255) / 255;
+  const max = Math.max(r, g, b), d = max - Math.min(r, g, b);
+  if (!d) return 0;
+  const h = max === r ? ((g - b) / d) % 6 : max === g ? (b - r) / d + 2 : (r - g) / d + 4;
+  return (h * 60 + 360) % 360;
+}
+const HUES = BASE.map(hue);
+const NEAR = 25;  // degrees: two palette entries closer in hue read as the same line
+
 /** Colours for labels shown together (groups, categories): each the hash of its label, so
- * a group keeps its colour in any selection and on every page; labels of one view that
- * hash alike take the next free palette entries. Returns Map label -> colour. */
+ * a group keeps its colour in any selection and on every page. When that entry is taken,
+ * or close in hue to one taken (the palette has several pinks), a label takes the next
+ * entry that is not, or else the next free one. Returns Map label -> colour. */
 export function labelColors(labels) {
-  const used = new Set();
+  const used = [];
+  const far = (i) => used.every((j) => Math.min(Math.abs(HUES[i] - HUES[j]), 360 - Math.abs(HUES[i] - HUES[j])) >= NEAR);
   return new Map(labels.map((label) => {
-    let i = paletteIndex(label);
-    while (used.has(i) && used.size < PALETTE_SIZE) i = (i + 1) % PALETTE_SIZE;
-    used.add(i);
+    const start = paletteIndex(label);
+    const order = Array.from({ length: PALETTE_SIZE }, (_, k) => (start + k) % PALETTE_SIZE);
+    const i = order.find((j) => !used.includes(j) && far(j)) ?? order.find((j) => !used.includes(j)) ?? start;
+    used.push(i);
     return [label, themeColor(i)];
   }));
 }
