@@ -87,8 +87,8 @@ def _workspace(workdir: str | Path | None) -> Iterator[Path]:
 
 
 def _checkout(git: _Clone, branch: str) -> bool:
-    """An empty repository with `origin`, holding the tip of `branch` if the remote has
-    one (depth 1). Fails, before anything is written anywhere, when the remote cannot be
+    """An empty repository with `origin`, its index at the tip of `branch` if the remote
+    has one (depth 1). Fails, before anything is written anywhere, when the remote cannot be
     read (a typo, no access): a push would fail the same way."""
     git.work.mkdir()
     git(["init", "--quiet", "--template=", "-b", branch])
@@ -100,9 +100,14 @@ def _checkout(git: _Clone, branch: str) -> bool:
         raise GitError(redact(f"cannot read {git.target.url}: {err}"))
     if not listed.stdout.strip():
         return False  # a new repository or branch: the site starts its history
-    git(["fetch", "--quiet", "--depth", "1", "origin",
-         f"refs/heads/{branch}:refs/remotes/origin/{branch}"], remote=True)
-    git(["reset", "--quiet", "--hard", f"refs/remotes/origin/{branch}"])
+    tip = f"refs/remotes/origin/{branch}"
+    git(["fetch", "--quiet", "--depth", "1", "origin", f"refs/heads/{branch}:{tip}"],
+        remote=True)
+    # The index only: the files are replaced by the new site anyway, so none is checked
+    # out, except the remote's .gitattributes (kept, with our LFS block rewritten).
+    git(["reset", "--quiet", tip])
+    if git(["cat-file", "-e", f"{tip}:.gitattributes"], check=False).returncode == 0:
+        git(["checkout", tip, "--", ".gitattributes"])
     return True
 
 
