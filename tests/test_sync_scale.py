@@ -70,10 +70,14 @@ def count_hashed(monkeypatch) -> list[str]:
 def test_push_offers_only_new_and_changed_runs(store, tmp_path, monkeypatch):
     remote = bare_remote(tmp_path / "remote.git")
     log_receives(remote)
+    # a run's own index row is this machine's (inode, ctime): it never travels
+    (store / "runs" / run_id(2) / "index-row.json").write_text("{}")
     first = push(store, str(remote))
     assert (first["new"], first["updated"], first["up_to_date"], first["runs"]) == (30, 0, 0, 30)
     assert len(received(remote)) == 30
     assert (store / "local" / "push" / "commits.json").is_file()
+    assert "index-row.json" not in store_ref(remote, "ls-tree", "--name-only",
+                                             REF + run_id(2)).split()
 
     settle(make_run(store, run_id(99), None))
     replay = store / "runs" / run_id(3) / "replays" / "r1.fwl"

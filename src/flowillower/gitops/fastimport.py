@@ -156,7 +156,8 @@ def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str],
         return {}
     with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
         marks = Path(tmp) / "marks"
-        scratch = f"refs/flowillower/import/{os.getpid()}"
+        # a name of this call's own: two pushes of one process may run at once
+        scratch = f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
         proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
                                      f"--export-marks={marks}"], stdout=None)
         assert proc.stdin is not None

@@ -118,5 +118,6 @@ def commit_runs(store_root: Path, run_ids: list[str], include_large: bool = Fals
                 state[run_id] = {"fp": fingerprint, "commit": commit, "snapshot": snapshot or ""}
             else:
                 state.pop(run_id, None)  # still being written: look again next time
-        save_commits(store_root, state)
+        save_commits(store_root, {rid: entry for rid, entry in state.items()
+                                  if (runs_dir / rid).is_dir()})  # deleted runs go
     return done

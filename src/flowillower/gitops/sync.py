@@ -28,7 +28,7 @@ from ..errors import GitError
 from .incoming import LARGE_ARTIFACT, valid_run_id
 from .maintenance import store_lock
 from .pull import pull
-from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, project_dirs
+from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, list_refs, project_dirs
 from .repo import ensure_store_ignored, redact, resolve_remote, store_git
 from .runcommits import commit_runs
 from .snapshot import SNAPSHOT_REF_PREFIX
@@ -37,6 +37,7 @@ __all__ = ["push", "pull", "commit_run", "RUN_REF_PREFIX", "LARGE_ARTIFACT", "MA
 
 MAX_ATTEMPTS = 6  # pushes per call: the first, then retries after fetching what changed
 _BEHIND = ("fetch first", "non-fast-forward", "stale info", "already exists")
+_CHUNK = 1000  # refspecs per `git push` command line
 
 
 def commit_run(store_root: Path, run_id: str, include_large: bool = False
@@ -94,18 +95,31 @@ def _code_refs(git_dir: Path, snapshots: set[str]) -> list[str]:
     return have
 
 
-def _send(git_dir: Path, url: str, refs: list[str]) -> dict[str, tuple[str, str]]:
-    """`git push` of `refs` (same name there); {ref: (porcelain flag, summary)}."""
-    proc = store_git(git_dir, ["push", "--porcelain", "--no-verify", url,
-                               *(f"{ref}:{ref}" for ref in refs)], transport=True, check=False)
+def _send(git_dir: Path, url: str, refs: list[str], all_runs: bool
+          ) -> dict[str, tuple[str, str]]:
+    """`git push` of `refs` (same name there); {ref: (porcelain flag, summary)}.
+
+    git matches each named refspec against every local ref (quadratic in thousands of
+    runs), so `all_runs` (every local run ref is to be pushed) sends the run refs as one
+    pattern; otherwise refspecs go in chunks (a command line has a length limit).
+    """
+    specs = [f"{ref}:{ref}" for ref in refs
+             if not (all_runs and ref.startswith(RUN_REF_PREFIX))]
+    if all_runs:
+        specs.insert(0, f"{RUN_REF_PREFIX}*:{RUN_REF_PREFIX}*")
     status: dict[str, tuple[str, str]] = {}
-    for line in proc.stdout.decode(errors="replace").splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2 and ":" in parts[1]:
-            status[parts[1].split(":")[0]] = (parts[0], parts[2] if len(parts) > 2 else "")
-    if proc.returncode != 0 and not any(flag == "!" for flag, _s in status.values()):
-        err = proc.stderr.decode(errors="replace").strip()
-        raise GitError(redact(f"push to {url} failed: {err}"))
+    for start in range(0, len(specs), _CHUNK):
+        proc = store_git(git_dir, ["push", "--porcelain", "--no-verify", url,
+                                   *specs[start:start + _CHUNK]], transport=True, check=False)
+        found: dict[str, tuple[str, str]] = {}
+        for line in proc.stdout.decode(errors="replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and ":" in parts[1]:
+                found[parts[1].split(":")[0]] = (parts[0], parts[2] if len(parts) > 2 else "")
+        if proc.returncode != 0 and not any(flag == "!" for flag, _s in found.values()):
+            err = proc.stderr.decode(errors="replace").strip()
+            raise GitError(redact(f"push to {url} failed: {err}"))
+        status.update(found)
     return status
 
 
@@ -186,6 +200,7 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
     for run_id in run_ids:
         result["skipped_large"] += [[run_id, *item] for item in recorded[run_id][1]]
     pending = {RUN_REF_PREFIX + rid: rec[0] for rid, rec in recorded.items()}
+    selected = set(pending)
     code_refs = {SNAPSHOT_REF_PREFIX + sha: sha for sha in code}
     result["code"] = len(code_refs)
     for attempt in range(MAX_ATTEMPTS):
@@ -197,7 +212,9 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
         if not pending and not code_refs:
             break
         result["attempts"] += 1
-        status = _send(git_dir, url, sorted(pending) + sorted(code_refs))
+        # One pattern for the run refs when it matches exactly the runs being pushed.
+        all_runs = attempt == 0 and set(list_refs(git_dir, RUN_REF_PREFIX)) <= selected
+        status = _send(git_dir, url, sorted(pending) + sorted(code_refs), all_runs)
         behind = []
         for ref in list(pending):
             flag, summary = status.get(ref, ("!", "not reported"))
