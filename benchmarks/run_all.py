@@ -27,9 +27,11 @@ QUICK: dict[str, list[str]] = {
     "bench_demo_steps.py": ["--epochs", "20"],
     "bench_finish.py": ["--repeats", "5"],
     "bench_hindsight.py": ["--epochs", "8", "--repeats", "1"],
+    "bench_index.py": ["--runs", "300", "--repeats", "1"],
     "bench_logging.py": ["--repeats", "3"],
     "bench_model.py": ["--rounds", "5"],
     "bench_resolve.py": ["--rounds", "1", "--repeats", "3"],
+    "bench_sync.py": ["--runs", "300"],
     "bench_ui.py": ["--runs", "1000", "--chart-runs", "50"],
 }
 

@@ -225,15 +225,21 @@ def test_a_finished_run_whose_row_still_says_running_is_scanned(tmp_path, no_dec
     assert decoded == [run.id]
 
 
-def test_pulled_runs_can_be_indexed_by_id(tmp_path, no_decoding):
-    forbidden, _ = no_decoding
+def test_pulled_runs_are_indexed_by_id_and_get_a_row(tmp_path, no_decoding):
+    forbidden, decoded = no_decoding
     run = _finished_run(tmp_path / ".flowillower")
+    (run.dir / index_journal.ROW_FILE).unlink()  # rows never travel with a pull
+    decoded.clear()
     store = Store(tmp_path / ".flowillower")
-    forbidden.add(run.id)
     assert store.index.add_runs([run.id, "../etc", "", ".hidden", "missing"]) == 1
+    assert decoded == [run.id]  # read once, at pull time
+    assert (run.dir / index_journal.ROW_FILE).exists()
     [row] = store.index.run_rows()
     assert row["id"] == run.id and row["metrics"]["loss"]["count"] == 30
     assert store.sync() == 0  # the same signature as a full sync would take
+    forbidden.add(run.id)
+    assert store.index.rebuild() == 1  # from the row now
+    _check_listed(tmp_path / ".flowillower")
 
 
 def test_a_full_disk_at_finish_leaves_the_row_out_and_nothing_else(tiny_disk):
@@ -255,3 +261,20 @@ def test_a_full_disk_at_finish_leaves_the_row_out_and_nothing_else(tiny_disk):
     assert not [p for p in os.listdir(run.dir) if p.endswith(".tmp")]
     ballast.unlink()  # room for the index itself
     _check_listed(store_root)
+
+
+def test_the_first_page_loads_only_its_runs_and_matches_the_full_listing(tmp_path):
+    store_root = tmp_path / ".flowillower"
+    runs = [_finished_run(store_root, name=f"r{i}", lr=0.1 * (i + 1)) for i in range(5)]
+    Store(store_root).annotate(runs[3].id, hidden=True)
+    full = Store(store_root).runs(include_hidden=False)
+    assert [r["name"] for r in full] == ["r4", "r2", "r1", "r0"]  # newest first
+    for limit in (0, 1, 3, 10):
+        page = Store(store_root).runs(include_hidden=False, limit=limit)  # a cold process
+        assert page == full[:limit], limit
+    everything = Store(store_root).runs(limit=2)
+    assert [r["name"] for r in everything] == ["r4", "r3"]
+    assert everything[0]["metrics"]["loss"]["count"] == 30
+    assert everything[1]["args"] == {"lr": pytest.approx(0.4)}
+    picked = Store(store_root).runs(lambda r: r["args"]["lr"] < 0.25, limit=1)
+    assert [r["name"] for r in picked] == ["r1"]

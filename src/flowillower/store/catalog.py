@@ -13,14 +13,16 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
 from .index import Index
 from .layout import find_store_root, runs_dir
 from .provenance import forget_run
-from .reader import RunReader
 from .resolve import InvalidRunRefError, check_ref, run_path
+
+if TYPE_CHECKING:  # the reader brings numpy: only commands that decode a run load it
+    from .reader import RunReader
 
 RowPredicate = Callable[[dict[str, Any]], bool]
 
@@ -42,8 +44,9 @@ class Store:
         return self.index.sync()
 
     def runs(self, where: RowPredicate | None = None, *, include_hidden: bool = True,
-             sync: bool = True) -> list[dict[str, Any]]:
-        """Run rows (newest first); with `where`, only those for which `where(row)` holds.
+             sync: bool = True, limit: int | None = None) -> list[dict[str, Any]]:
+        """Run rows (newest first); with `where`, only those for which `where(row)` holds;
+        with `limit`, the first `limit` of them (without `where`, only those are loaded).
 
         A filter text (fitlog syntax, expression, words) becomes a predicate with
         `flowillower.queries.filters.row_filter(text)`.
@@ -54,10 +57,10 @@ class Store:
                             "flowillower.queries.filters.row_filter(text)")
         if sync:
             self.sync()
-        rows = self.index.run_rows(include_hidden=include_hidden)
-        if where is not None:
-            rows = [row for row in rows if where(row)]
-        return rows
+        if where is None:
+            return self.index.run_rows(include_hidden=include_hidden, limit=limit)
+        rows = [row for row in self.index.run_rows(include_hidden=include_hidden) if where(row)]
+        return rows if limit is None else rows[:max(limit, 0)]
 
     def resolve(self, ref: str) -> str:
         """Run id from an id, unique prefix, unique random suffix or unique name.
@@ -100,6 +103,9 @@ class Store:
                         "id, names that look like paths are never looked up)",)
 
     def reader(self, ref: str) -> RunReader:
+        """A reader of the run `ref` names (checked as `run_dir`)."""
+        from .reader import RunReader
+
         return RunReader(self.run_dir(ref))
 
     def annotate(self, ref: str, **fields: Any) -> dict[str, Any]:

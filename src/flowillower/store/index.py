@@ -20,10 +20,16 @@ from typing import Any
 
 from ..errors import RunNotFoundError
 from .documents import read_annotation
-from .index_journal import read_row
-from .index_rows import RunParts, arg_records, metric_records, row_record, scan_run
+from .index_journal import read_row, record_finish
+from .index_rows import (
+    RunParts,
+    arg_records,
+    metric_records,
+    row_record,
+    run_status,
+    scan_run,
+)
 from .layout import runs_dir
-from .reader import RunReader
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -63,6 +69,8 @@ def _signature(run_dir: str | Path, live: bool = True) -> str:
     return "|".join(parts)
 
 
+# Host parameters one SQLite statement may take (the library's floor since 3.32).
+_MAX_PARAMS = 32766
 _JSON_WORDS = {"true": True, "false": False, "null": None}
 
 
@@ -87,6 +95,33 @@ def latest_annotation(run_dir: Path) -> dict[str, Any]:
         for path in sorted(notes_dir.glob("*.json")):
             merged.update(read_annotation(path))  # a broken edit is skipped, never fatal
     return merged
+
+
+class _Batch:
+    """Rows of several runs, written with one statement per table."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple] = []
+        self.args: list[tuple] = []
+        self.metrics: list[tuple] = []
+
+    def add(self, parts: RunParts, row: tuple) -> None:
+        self.runs.append(row)
+        self.args.extend(arg_records(parts))
+        self.metrics.extend(metric_records(parts))
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Inside the caller's transaction: a run's row and its args/metrics go together."""
+        if not self.runs:
+            return
+        ids = [(row[0],) for row in self.runs]
+        conn.executemany("DELETE FROM args WHERE run_id=?", ids)
+        conn.executemany("DELETE FROM metrics WHERE run_id=?", ids)
+        conn.executemany("INSERT OR REPLACE INTO runs VALUES (" + ",".join("?" * len(
+            self.runs[0])) + ")", self.runs)
+        conn.executemany("INSERT INTO args VALUES (?,?,?,?)", self.args)
+        conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?)", self.metrics)
+        self.runs, self.args, self.metrics = [], [], []
 
 
 class Index:
@@ -143,7 +178,7 @@ class Index:
             if old_sig == sig and not (old_status == "running"
                                        and self._may_have_died(entry.name)):
                 continue
-            changed.append((entry.path, sig if old_status != "running" else ""))
+            changed.append((entry.path, sig, old_status == "running"))
         updated = self._index_paths(conn, changed)
         gone = set(known) - present
         if gone or updated:
@@ -158,7 +193,9 @@ class Index:
 
     def add_runs(self, ids: Iterable[str]) -> int:
         """Index these runs now (e.g. the ones `pull` just brought), without walking the
-        whole store; ids that are not run folders in `runs/` are skipped. Returns #indexed."""
+        whole store; ids that are not run folders in `runs/` are skipped. A finished run
+        without a valid row (rows never travel) is read once and gets one, so later
+        readers and `reindex` need not decode it either. Returns #indexed."""
         base = runs_dir(self.root)
         paths = []
         for run_id in ids:
@@ -167,34 +204,44 @@ class Index:
                 continue
             path = os.path.join(base, run_id)
             if os.path.isdir(path) and not os.path.islink(path):
-                paths.append((path, ""))
+                if read_row(path) is None and os.path.exists(path + "/summary.json"):
+                    record_finish(Path(path))  # best effort: without it, scanned below
+                paths.append((path, _signature(path), True))
         updated = self._index_paths(self.connect(), paths)
         if updated:
             self._rows_cache = None
         return updated
 
-    def _index_paths(self, conn: sqlite3.Connection, paths: list[tuple[str, str]]) -> int:
+    def _index_paths(self, conn: sqlite3.Connection, paths: list[tuple[str, str, bool]]
+                     ) -> int:
         """Index run folders: from their recorded rows where those hold, else by scanning.
-        `paths`: (folder, its signature when known to be finished, else "")."""
+        `paths`: (folder, its signature, whether that is the long one of a live run)."""
+        batch = _Batch()
         updated = 0
-        conn.execute("BEGIN")  # one transaction per batch: a commit per run costs more
+        conn.execute("BEGIN")  # a transaction per batch of runs: a commit per run costs more
         try:
-            for n, (path, sig) in enumerate(paths, 1):
-                run_dir = Path(path)
+            for path, sig, live in paths:
                 parts = read_row(path)
                 if parts is not None and parts.status == "running":
-                    parts.status = RunReader(run_dir).status  # its process may be gone
-                if not sig:  # a new or live run: the short signature once it has finished
-                    status = parts.status if parts is not None else RunReader(run_dir).status
-                    sig = _signature(path, live=status == "running")
-                if parts is None and not (run_dir / "run.json").exists() \
-                        and not (run_dir / "data.fwl").exists():
-                    continue  # a directory being created right now
-                self._index_run(conn, run_dir, sig, parts)
+                    parts.status = run_status(Path(path))  # its process may be gone
+                if live:  # a new or live run: the short signature once it has finished
+                    status = parts.status if parts is not None else run_status(Path(path))
+                    if status != "running":  # the finished parts come first in the long one
+                        sig = "|".join(sig.split("|")[:len(_FINISHED_PARTS)])
+                if parts is None:
+                    if not os.path.exists(path + "/run.json") \
+                            and not os.path.exists(path + "/data.fwl"):
+                        continue  # a directory being created right now
+                    parts = scan_run(Path(path))
+                # The signature says whether notes/ exists (its third part): no stat here.
+                notes = latest_annotation(Path(path)) if sig.split("|")[2] != "-" else {}
+                batch.add(parts, row_record(parts, notes, sig))
                 updated += 1
-                if n % 500 == 0:  # let other readers' writes in now and then
+                if len(batch.runs) >= 500:  # let other readers' writes in now and then
+                    batch.write(conn)
                     conn.execute("COMMIT")
                     conn.execute("BEGIN")
+            batch.write(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -203,7 +250,7 @@ class Index:
 
     def _may_have_died(self, run_id: str) -> bool:
         # A running run whose process was killed changes no file: re-check its status.
-        return RunReader(runs_dir(self.root) / run_id).status != "running"
+        return run_status(runs_dir(self.root) / run_id) != "running"
 
     def rebuild(self) -> int:
         """Forget everything and index all runs again (`flowillower reindex`)."""
@@ -216,44 +263,37 @@ class Index:
                 pass
         return self.sync()
 
-    def _index_run(self, conn: sqlite3.Connection, run_dir: Path, sig: str,
-                   parts: RunParts | None = None) -> None:
-        """Store one run's row (inside the caller's transaction): from `parts` (its
-        recorded row) or by scanning it."""
-        if parts is None:
-            parts = scan_run(run_dir)
-        notes = latest_annotation(run_dir) if os.path.isdir(run_dir / "notes") else {}
-        row = row_record(parts, notes, sig)
-        # The caller holds the transaction: a run's row and its args/metrics go together.
-        conn.execute("INSERT OR REPLACE INTO runs VALUES (" + ",".join("?" * len(row)) + ")",
-                     row)
-        conn.execute("DELETE FROM args WHERE run_id=?", (parts.run_id,))
-        conn.execute("DELETE FROM metrics WHERE run_id=?", (parts.run_id,))
-        conn.executemany("INSERT INTO args VALUES (?,?,?,?)", arg_records(parts))
-        conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                         metric_records(parts))
-
     # -- reading ---------------------------------------------------------------------
-    def run_rows(self, ids: Iterable[str] | None = None, *, include_hidden: bool = True
-                 ) -> list[dict[str, Any]]:
-        """One dict per run: fields, `args` {name: value}, `metrics` {name: stats}.
+    def run_rows(self, ids: Iterable[str] | None = None, *, include_hidden: bool = True,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+        """One dict per run, newest first: fields, `args` {name: value}, `metrics`
+        {name: stats}; with `limit`, only the newest `limit` runs (of `ids`, if given).
 
         Rows are cached between syncs that change nothing; callers get copies of the
         list, and must not mutate the row dicts.
         """
+        if self._rows_cache is None and ids is None and limit is not None \
+                and 0 <= limit <= _MAX_PARAMS:
+            # The first page of a cold process: load only those runs' args and metrics.
+            return list(self._load_rows(limit, include_hidden).values())
         if self._rows_cache is None:
             self._rows_cache = self._load_rows()
         rows = self._rows_cache.values()
         if ids is not None:
             wanted = set(ids)
             rows = [r for r in rows if r["id"] in wanted]
-        return [r for r in rows if include_hidden or not r["hidden"]]
+        rows = [r for r in rows if include_hidden or not r["hidden"]]
+        return rows if limit is None else rows[:max(limit, 0)]
 
-    def _load_rows(self) -> dict[str, dict[str, Any]]:
+    def _load_rows(self, limit: int | None = None, include_hidden: bool = True
+                   ) -> dict[str, dict[str, Any]]:
         conn = self.connect()
         cur = conn.execute("SELECT id, project, name, status, created, ended, duration, tags, "
                            "notes, hidden, host, git_head, git_branch, git_dirty, snapshot, "
-                           "error, loops FROM runs ORDER BY created DESC, id DESC")
+                           "error, loops FROM runs" + ("" if include_hidden else
+                                                        " WHERE hidden=0")
+                           + " ORDER BY created DESC, id DESC"
+                           + ("" if limit is None else f" LIMIT {int(limit)}"))
         cols = [d[0] for d in cur.description]
         rows = {}
         for rec in cur:
@@ -263,13 +303,16 @@ class Index:
             row["hidden"] = bool(row["hidden"])
             row["args"], row["metrics"] = {}, {}
             rows[row["id"]] = row
+        only, params = "", ()
+        if limit is not None:
+            only, params = f" WHERE run_id IN ({','.join('?' * len(rows))})", tuple(rows)
         for run_id, name, value, value_json in conn.execute(
-                "SELECT run_id, name, value, value_json FROM args"):
+                "SELECT run_id, name, value, value_json FROM args" + only, params):
             if run_id in rows:
                 rows[run_id]["args"][name] = _decode(value, value_json)
         for run_id, name, role, kind, count, last, last_json, lo, hi, last_step, replayed in (
                 conn.execute("SELECT run_id, name, role, kind, count, last, last_json, min, "
-                             "max, last_step, replayed FROM metrics")):
+                             "max, last_step, replayed FROM metrics" + only, params)):
             if run_id in rows:
                 rows[run_id]["metrics"][name] = {
                     "role": role, "kind": kind, "count": count,

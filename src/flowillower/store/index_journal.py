@@ -38,7 +38,7 @@ def frame_files(run_dir: str, names: list[str] | None = None) -> dict[str, int]:
     base = os.fspath(run_dir)
     found: dict[str, int] = {}
     for name in os.listdir(base) if names is None else names:
-        if _DATA_FILE.match(name):
+        if name[:4] == "data" and _DATA_FILE.match(name):
             found[name] = os.stat(base + "/" + name).st_size
         elif name == "replays":
             try:
@@ -121,13 +121,17 @@ def _number_or_none(value: Any) -> bool:
                              and math.isfinite(value))
 
 
+_ARG_TYPES = (str, str)  # name, value as JSON text
+_NUMBER_TYPES = (int, float, type(None))
+# The types of a metric's fields as the writer records them (min, max: a number or null).
+_METRIC_TYPES = {(str, str, str, int, str, lo, hi, step, bool) for lo in _NUMBER_TYPES
+                 for hi in _NUMBER_TYPES for step in (int, type(None))}
+
+
 def _metric_ok(m: Any) -> bool:
-    return (isinstance(m, list) and len(m) == 9 and isinstance(m[0], str)
+    return (type(m) is list and tuple(map(type, m)) in _METRIC_TYPES
             and m[1] in ("metric", "watch") and m[2] in ("float", "int", "object")
-            and isinstance(m[3], int) and not isinstance(m[3], bool) and m[3] >= 0
-            and isinstance(m[4], str) and _number_or_none(m[5]) and _number_or_none(m[6])
-            and (m[7] is None or (isinstance(m[7], int) and not isinstance(m[7], bool)))
-            and isinstance(m[8], bool))
+            and m[3] >= 0 and _number_or_none(m[5]) and _number_or_none(m[6]))
 
 
 def _parse(doc: Any, run_id: str) -> RunParts | None:
@@ -146,8 +150,7 @@ def _parse(doc: Any, run_id: str) -> RunParts | None:
             and isinstance(loops, list) and all(isinstance(x, str) for x in loops)
             and isinstance(args, list) and isinstance(metrics, list)):
         return None
-    if not all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)
-               and isinstance(a[1], str) for a in args):
+    if not all(type(a) is list and tuple(map(type, a)) == _ARG_TYPES for a in args):
         return None
     if not all(_metric_ok(m) for m in metrics):
         return None

@@ -1,0 +1,152 @@
+"""No cold index (issue 17): the first `flowillower ls` after many runs were trained,
+`flowillower reindex` from scratch, and `ls` once warm, the previous package vs this one.
+
+Each version trains its own store: `--runs` real runs (1,000; 10,000 with `--full`)
+written through the API (args, 5 steps of two metrics, finish) by `--workers` processes,
+so each store holds what that version's writers leave (this one: a row per run). Then,
+with no index yet, each command runs as a user types it (a fresh `python -m flowillower`
+process; "warm ls" is the best of `--repeats`). Each figure is wall-clock seconds and, in
+brackets, the CPU seconds the command used (on a loaded machine the wall clock mostly
+measures the wait for a core). The previous package is `git archive BASELINE_REV`
+unpacked in a temporary folder (benchmarks/_baseline.py). A second table reads this
+store's rows serially, in threads and in processes (how `reindex` could spread the work).
+Run: python benchmarks/bench_index.py [--runs 1000] [--full] [--workers 4] [--repeats 3]
+     [--baseline REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _baseline import env_running, previous_package
+
+BASELINE_REV = "22dee9f"  # the last commit before runs recorded their index rows
+
+TRAIN = """
+import sys, flowillower as fw
+store, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(first, first + count):
+    fw.init(project="bench", name=f"run-{i}", dir=store, snapshot=False)
+    fw.config({"lr": 0.001 * (1 + i % 7), "batch": 32 << (i % 3), "seed": i})
+    for step in range(5):
+        fw.log_metrics({"loss": 1.0 / (step + 1 + i % 5), "acc": step / 5}, step=step)
+    fw.finish()
+"""
+
+
+Timing = tuple[float, float]  # wall seconds, CPU seconds of the child processes
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(commands: list[list[str]], env: dict[str, str]) -> Timing:
+    """Run `commands` at once; wall and CPU seconds until all are done."""
+    cpu, t0 = _children_cpu(), time.perf_counter()
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL) for c in commands]
+    if any(p.wait() for p in procs):
+        raise SystemExit(f"failed: {commands[0]}")
+    return time.perf_counter() - t0, _children_cpu() - cpu
+
+
+def train(store: Path, runs: int, workers: int, env: dict[str, str]) -> Timing:
+    """Write `runs` finished runs with `workers` processes."""
+    per = -(-runs // workers)
+    return _timed([[sys.executable, "-c", TRAIN, str(store), str(w * per),
+                    str(min(per, runs - w * per))] for w in range(workers) if w * per < runs],
+                  env)
+
+
+def cli(store: Path, env: dict[str, str], *args: str) -> Timing:
+    return _timed([[sys.executable, "-m", "flowillower", *args, "--dir", str(store)]], env)
+
+
+def measure(store: Path, runs: int, workers: int, repeats: int, env: dict[str, str]
+            ) -> dict[str, Timing]:
+    out = {"train": train(store, runs, workers, env)}
+    out["first ls"] = cli(store, env, "ls")
+    out["warm ls"] = min(cli(store, env, "ls") for _ in range(repeats))
+    out["reindex"] = cli(store, env, "reindex")
+    return out
+
+
+def _read_rows(paths: list[str]) -> int:
+    from flowillower.store.index_journal import read_row
+
+    return sum(read_row(p) is not None for p in paths)
+
+
+def spread(store: Path) -> list[tuple[str, float, float]]:
+    """Reading every run's row: serially, in 2 and 4 threads, in 2 processes."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    base = store / "runs"
+    paths = [str(base / name) for name in sorted(os.listdir(base))]
+    out = []
+    for label, workers, pool in (("serial", 1, None), ("2 threads", 2, ThreadPoolExecutor),
+                                 ("4 threads", 4, ThreadPoolExecutor),
+                                 ("2 processes", 2, ProcessPoolExecutor)):
+        cpu = time.process_time() + _children_cpu()
+        t0 = time.perf_counter()
+        if pool is None:
+            found = _read_rows(paths)
+        else:
+            with pool(workers) as ex:
+                found = sum(ex.map(_read_rows, [paths[i::workers] for i in range(workers)]))
+        assert found == len(paths), (label, found)
+        out.append((label, time.perf_counter() - t0,
+                    time.process_time() + _children_cpu() - cpu))
+    return out
+
+
+def _cell(t: Timing | None) -> str:
+    return "-" if t is None else f"{t[0]:.2f} ({t[1]:.2f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--full", action="store_true", help="10,000 runs")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default=BASELINE_REV)
+    opts, _ = parser.parse_known_args()
+    runs = 10_000 if opts.full else opts.runs
+    with tempfile.TemporaryDirectory() as tmp:
+        old_src = previous_package(opts.baseline, Path(tmp))
+        results: dict[str, dict[str, Timing]] = {}
+        for label, src in (("previous", old_src), ("this", None)):
+            if label == "previous" and src is None:
+                continue
+            env = env_running(src)
+            env.pop("FLOWILLOWER_DIR", None)
+            store = Path(tmp) / f"{label}-store" / ".flowillower"
+            results[label] = measure(store, runs, opts.workers, opts.repeats, env)
+        ways = spread(Path(tmp) / "this-store" / ".flowillower")
+    print(f"\nindex at {runs:,} runs, {opts.workers} training processes: seconds wall "
+          "(CPU), a fresh CLI process each")
+    print(f"{'case':34}{'previous':>16}{'this':>16}{'this/prev':>11}")
+    names = {"train": f"train {runs:,} runs (writers)", "first ls": "first `ls` after training",
+             "reindex": "`reindex` from scratch", "warm ls": "warm `ls` (best)"}
+    for key, title in names.items():
+        prev = results.get("previous", {}).get(key)
+        this = results["this"][key]
+        ratio = f"{this[0] / prev[0]:>11.2f}" if prev else f"{'-':>11}"
+        print(f"{title:34}{_cell(prev):>16}{_cell(this):>16}{ratio}")
+    print(f"\nreading the {runs:,} rows (this store): seconds wall (CPU)")
+    for label, wall, cpu in ways:
+        print(f"{label:34}{f'{wall:.2f} ({cpu:.2f})':>16}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
