@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 from flowillower.run import Run
 from flowillower.server.app import create_app
 from tests.conftest import static_server, ui_server, wait_for
-from tests.conftest_git import git
+from tests.conftest_git import fingerprint, git
 
 LOCAL = "http://127.0.0.1:8686"
 FILLERS = 130  # src/pkg/layers/layer_NNN.py: with the rest, a ~140-file snapshot
@@ -186,7 +186,10 @@ def _check_browser(page, base: str, ids: dict, *, live: bool) -> None:
 
 
 def test_snapshot_browser_and_code_diff_live(server, store, page):
+    project = store[0].parent
+    before = fingerprint(project)
     _check_browser(page, server, store[1], live=True)
+    assert fingerprint(project) == before  # the user's repo: not a byte, ref or lock
 
 
 def test_run_without_snapshot_says_so(server, store, page):
@@ -362,3 +365,33 @@ def test_diff_reader_takes_git_paths_with_spaces_unicode_and_renames(server, pag
         ["data dir/é ü 名前.txt", "data dir/é ü 名前.txt", "modified", 2, 1, False],
         ["gone.bin", "gone.bin", "removed", 0, 0, True],
         ["new name.py", "old name.py", "renamed", 0, 0, False]]
+
+
+def test_export_publishes_only_snapshot_commits(store, tmp_path):
+    """A run.json naming another commit of the store (a pushed run's folder, a teammate's
+    hostile push) as its snapshot gets no code in the export."""
+    import shutil
+
+    from flowillower.server.export import export_site
+
+    root, ids = store
+    copy = tmp_path / "store"
+    shutil.copytree(root, copy)
+    bare = copy / "git"
+    blob = subprocess.run(["git", "--git-dir", str(bare), "hash-object", "-w", "--stdin"],
+                          input=b"PRIVATE-RUN-DATA\n", capture_output=True, check=True)
+    tree = subprocess.run(["git", "--git-dir", str(bare), "mktree"], capture_output=True,
+                          check=True, input=f"100644 blob {blob.stdout.decode().strip()}\t"
+                                              "notes.txt\n".encode())
+    commit = git(bare, "commit-tree", tree.stdout.decode().strip(), "-m", "a run").strip()
+    meta_path = copy / "runs" / ids["nosnap"] / "run.json"
+    meta = json.loads(meta_path.read_text())
+    meta["git"] = {**(meta.get("git") or {}), "snapshot": commit}
+    meta_path.write_text(json.dumps(meta))
+    out = tmp_path / "site"
+    result = export_site(copy, out)
+    assert result["code"]["snapshots"] == 2  # base's and tuned's, not the run commit
+    run = json.loads((out / "data/runs" / ids["nosnap"] / "run.json").read_text())
+    assert run["snapshot"] is None
+    found = subprocess.run(["grep", "-rl", "PRIVATE-RUN-DATA", str(out)], capture_output=True)
+    assert found.returncode == 1 and found.stdout == b""

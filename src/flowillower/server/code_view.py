@@ -18,8 +18,8 @@ from ..gitops.leaveout import secret_pattern
 from ..gitops.paths import GITLINK, decode_path, safe_rel
 from ..gitops.repo import abandon, batch_read, finish, store_git, store_popen
 
-__all__ = ["FILE_CAP", "SEARCH_LIMIT", "snapshot_sha", "snapshot_tree", "file_doc",
-           "read_blobs", "search_contents", "code_diff"]
+__all__ = ["FILE_CAP", "SEARCH_LIMIT", "snapshot_sha", "snapshot_refs", "snapshot_tree",
+           "exportable", "file_doc", "read_blobs", "search_contents", "code_diff"]
 
 FILE_CAP = 1_000_000  # bytes of one file shown; the rest is cut with a note
 DIFF_CAP = 5_000_000  # characters of one diff sent to the page
@@ -31,6 +31,21 @@ def snapshot_sha(meta: dict[str, Any]) -> str | None:
     """The run's code snapshot commit from its run.json, or None (none, or not an id)."""
     sha = (meta.get("git") or {}).get("snapshot")
     return str(sha) if sha and _SHA.fullmatch(str(sha)) else None
+
+
+def snapshot_refs(git_dir: Path) -> set[str]:
+    """The commits the store keeps as code snapshots (`refs/flowillower/code/<sha>`).
+
+    The store's repository also holds each pushed run's folder as a commit; a run.json
+    naming one of those as its "snapshot" (a teammate's hostile push) must not get that
+    run's files published as code.
+    """
+    from ..gitops.snapshot import SNAPSHOT_REF_PREFIX
+
+    raw = store_git(git_dir, ["for-each-ref", "--format=%(objectname) %(refname)",
+                              SNAPSHOT_REF_PREFIX]).stdout.decode("utf-8", "replace")
+    pairs = (line.split(" ", 1) for line in raw.splitlines() if " " in line)
+    return {sha for sha, ref in pairs if ref == SNAPSHOT_REF_PREFIX + sha}
 
 
 def snapshot_tree(git_dir: Path, sha: str) -> list[dict[str, Any]]:

@@ -12,8 +12,9 @@ The page computes a diff of two runs itself from their trees and the changed fil
 (`static/js/linediff.js`), so any two exported runs can be compared without writing a
 diff per pair.
 
-Only files of the snapshot commit are read, so nothing the snapshot left out (secrets,
-`.flowillowerignore`, size caps) can reach the site; a file named like a secret that a
+Only files of a snapshot commit (one kept by a `refs/flowillower/code/<sha>` ref, never
+another commit of the store, such as a pushed run's folder) are read, so nothing the
+snapshot left out (secrets, `.flowillowerignore`, size caps) can reach the site; a file named like a secret that a
 snapshot holds anyway (a `!pattern` override) is left out of the site too (`left_out`).
 """
 
@@ -24,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
-from .code_view import FILE_CAP, exportable, file_doc, read_blobs, snapshot_sha, snapshot_tree
+from .code_view import (
+    FILE_CAP,
+    exportable,
+    file_doc,
+    read_blobs,
+    snapshot_refs,
+    snapshot_sha,
+    snapshot_tree,
+)
 
 __all__ = ["CodeExport"]
 
@@ -41,6 +50,7 @@ class CodeExport:
     def __init__(self, git_dir: Path, out: Path, dump: Dump, cap: int = FILE_CAP) -> None:
         self.git_dir, self.base, self.dump, self.cap = Path(git_dir), Path(out) / "data" / "code", dump, cap
         self.trees: dict[str, bool] = {}  # snapshot -> written (False: not in this store)
+        self.known: set[str] | None = None  # the store's snapshot refs, read on first use
         self.blobs: set[str] = set()
         self.stats = {"snapshots": 0, "files": 0, "blobs": 0, "bytes": 0, "source_bytes": 0}
 
@@ -48,6 +58,13 @@ class CodeExport:
         """Export the snapshot of the run with this run.json; its id, or None if none."""
         sha = snapshot_sha(meta)
         if sha is None or not self.git_dir.is_dir():
+            return None
+        if self.known is None:
+            try:
+                self.known = snapshot_refs(self.git_dir)
+            except (GitError, OSError):
+                self.known = set()
+        if sha not in self.known:  # not a snapshot of this store (maybe a run's commit)
             return None
         if sha not in self.trees:
             self.trees[sha] = self._write(sha)
