@@ -192,6 +192,12 @@ def test_tooltip_lists_every_run_sorted_by_mouse_and_keyboard(page, server, stor
     assert swatch not in ("", "rgba(0, 0, 0, 0)")
     page.keyboard.press("Tab")  # focus leaves: the read-out goes
     expect(tip).to_be_hidden()
+    # A click focuses the plot too, but the read-out stays where the mouse is.
+    box = chart.locator(".u-over").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    expect(tip).to_be_visible()
+    clicked = int(re.fullmatch(r"step (\d+)", tip.locator(".tip-x").text_content()).group(1))
+    assert 0 < clicked < STEPS // 2
     # Grouped, the mouse: each group's mean with its ± std at the cursor.
     chart = _chart(page, server, ids, "&group=arg:lr")
     _grouped(chart, 2)

@@ -83,7 +83,12 @@ export function attachCursorKeys(host, u, onLeave) {
   host.setAttribute("aria-label", "chart: arrow keys move the read-out between points");
   let at = null;
   const current = () => (u.cursor.idx ?? at ?? lastIndex(u));
-  host.onfocus = () => { at = lastIndex(u); moveTo(u, at); };
+  // Keyboard focus only: a click on the plot (zoom drag, hover) keeps the mouse's cursor.
+  host.onfocus = () => {
+    if (!host.matches(":focus-visible")) return;
+    at = lastIndex(u);
+    moveTo(u, at);
+  };
   host.onblur = () => { at = null; u.setCursor({ left: -10, top: -10 }); onLeave(); };
   host.onkeydown = (e) => {
     const step = { ArrowLeft: -1, ArrowRight: 1, PageDown: -10, PageUp: 10 }[e.key];
