@@ -146,6 +146,25 @@ def test_group_colour_is_stable_and_runs_drawn_under_the_band(page, server, stor
             assert s["values"] == [_loss(r, step) for step in range(STEPS)]
 
 
+def _ema(values: list[float], alpha: float) -> list[float]:
+    """TensorBoard's debiased EMA, as chart.js smooths."""
+    out, acc = [], 0.0
+    for n, v in enumerate(values, 1):
+        acc = acc * alpha + (1 - alpha) * v
+        out.append(acc / (1 - alpha ** n))
+    return out
+
+
+def test_smoothing_applies_to_each_run_before_the_mean(page, server, store):
+    chart = _chart(page, server, store[1], "&group=arg:lr&smooth=0.5")
+    data = _grouped(chart, 2)
+    for label, members in (("lr=0.001", [0, 1]), ("lr=0.01", [2, 3])):
+        smoothed = np.array([_ema([_loss(r, s) for s in range(STEPS)], 0.5) for r in members])
+        np.testing.assert_allclose(_series(data, label, "mean"), smoothed.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(_series(data, label, "hi"), smoothed.mean(0) + smoothed.std(0),
+                                   rtol=1e-12)
+
+
 def test_group_view_link_reproduces_it(page, browser, server, store):
     ids = store[1]
     chart = _chart(page, server, ids)
