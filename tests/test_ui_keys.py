@@ -135,3 +135,40 @@ def test_keyboard_focus_ring_on_a_button(page, server, scheme):
     assert ring["visible"]
     assert ring["style"] != "none" and ring["width"] >= 2, ring
     assert contrast(ring["colour"], ring["bg"]) >= 3, ring
+
+
+RING = """() => { const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const s = getComputedStyle(e), td = e.tagName === "TR" ? getComputedStyle(e.cells[0]) : null;
+  const ring = (s.outlineStyle !== "none" && parseFloat(s.outlineWidth) >= 2) ||
+    (td && td.boxShadow !== "none") || s.boxShadow !== "none";
+  return { what: `${e.tagName}.${e.className}:${(e.textContent || e.value || "").slice(0, 20)}`, ring }; }"""
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    from flowillower.server.demo import make_demo_store
+
+    root = tmp_path_factory.mktemp("keysdemo") / ".flowillower"
+    ids = make_demo_store(root, runs=2, steps=20, epochs=2, media=False, model=False)
+    with ui_server(root, sync_interval=0.5) as url:
+        yield url, ids
+
+
+def test_every_keyboard_stop_shows_a_focus_ring(page, demo_server):
+    base, ids = demo_server
+    routes = ["#/", f"#/charts?runs={ids[0]},{ids[1]}", "#/compare", f"#/run/{ids[0]}"]
+    for route in routes:
+        page.goto(base + route)
+        page.wait_for_selector("main#view > :not(p.muted)")
+        page.wait_for_load_state("networkidle")
+        seen = []
+        for _ in range(20):
+            page.keyboard.press("Tab")
+            got = page.evaluate(RING)
+            if got is None:
+                continue
+            seen.append(got)
+        assert len(seen) >= 5, (route, seen)
+        missing = [s["what"] for s in seen if not s["ring"]]
+        assert not missing, f"{route}: no visible focus ring on {missing}"

@@ -180,3 +180,40 @@ def test_select_all_reflects_the_rows(page, server):
     head.click()
     wait_for(lambda: state() == [False, False], timeout=10, what="unchecked with no row")
     expect(page.locator("#sel-info")).to_have_text("")
+
+
+def test_best_values_beyond_the_loaded_rows(page, server):
+    """More runs than the loaded pages: the best comes from the server's sorted answer
+    (asked once per column and goal), not from the rows in hand; names decide the goal."""
+    open_table(page, server)
+    out = page.evaluate("""async () => {
+      const m = await import("./static/js/table-best.js");
+      const cols = [{ key: "last:val/loss", group: "metrics", metric: "val/loss", stat: "last" },
+                    { key: "last:score", group: "metrics", metric: "score", stat: "last" },
+                    { key: "count:score", group: "metrics", metric: "score", stat: "count" }];
+      const loaded = [{ cells: { "last:val/loss": 0.5, "last:score": 7 } }];
+      const server = { "last:val/loss|min": ["NaN", 0.125, 0.25], "last:score|max": [9, 8] };
+      const asked = [];
+      const cache = new Map();
+      let redraws = 0;
+      const ask = async (key, goal) => { asked.push(`${key}|${goal}`);
+        return server[`${key}|${goal}`].map((v) => ({ cells: { [key]: v } })); };
+      const first = m.bestValues(cols, {}, loaded, false, cache, ask, () => { redraws += 1; });
+      await new Promise((r) => setTimeout(r, 50));
+      const second = m.bestValues(cols, {}, loaded, false, cache, ask, () => {});
+      const local = m.bestValues(cols, { "last:score": "min" }, loaded, true, new Map(), ask, () => {});
+      const names = ["train/loss", "val_accuracy", "fid", "heatmap_size", "mAP", "step_time",
+                     "mean_reward", "widgets", "top1"].map((n) => [n, m.goalFromName(n)]);
+      return { first: first.size, second: Object.fromEntries(second), asked, redraws,
+               local: Object.fromEntries(local), names: Object.fromEntries(names) };
+    }""")
+    assert out["first"] == 0  # nothing marked until the server answered
+    assert out["asked"] == ["last:val/loss|min", "last:score|max"]  # once each, no count column
+    assert out["redraws"] == 2
+    assert out["second"] == {"last:val/loss": {"value": 0.125, "goal": "min"},
+                             "last:score": {"value": 9, "goal": "max"}}
+    assert out["local"] == {"last:val/loss": {"value": 0.5, "goal": "min"},
+                            "last:score": {"value": 7, "goal": "min"}}
+    assert out["names"] == {"train/loss": "min", "val_accuracy": "max", "fid": "min",
+                            "heatmap_size": None, "mAP": "max", "step_time": "min",
+                            "mean_reward": "max", "widgets": None, "top1": "max"}

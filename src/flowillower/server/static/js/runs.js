@@ -115,7 +115,7 @@ export async function render(root, { params }) {
     st.epoch += 1;
     st.pages.clear();
     st.inflight.clear();
-    st.bestCache.clear();
+    st.bestCache = new Map();  // answers still on their way land in the old one
     keys.reset();
     err.textContent = "";
     setPrefs("q", st.q); setPrefs("sort", st.sort); setPrefs("desc", st.desc);
@@ -180,10 +180,16 @@ export async function render(root, { params }) {
   // else the server's sort answers, one short page per column).
   function bests(cols) {
     const rows = loadedRows();
-    return bestValues(cols, st.goals, rows, rows.length >= st.matched, st.bestCache,
-      async (key, goal) => (await api.get("runs", { q: st.q, hidden: st.hidden, sort: key,
-        desc: goal === "max", limit: 20, col: [key] })).rows, () => draw());
+    const epoch = st.epoch;
+    // One question at a time (a cold sort of 10,000 rows is ~0.3 s of server time: pages
+    // asked while scrolling go between them), and none left over from an older filter.
+    const ask = (key, goal) => (bestQueue = bestQueue.catch(() => {}).then(async () => (epoch !== st.epoch ? []
+      : (await api.get("runs", { q: st.q, hidden: st.hidden, sort: key, desc: goal === "max",
+        limit: 20, col: [key] })).rows)));
+    return bestValues(cols, st.goals, rows, rows.length >= st.matched, st.bestCache, ask,
+      () => { if (epoch === st.epoch) draw(); });
   }
+  let bestQueue = Promise.resolve();
 
   function markBest(td, best) {
     td.classList.add("best");

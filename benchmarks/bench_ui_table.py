@@ -1,0 +1,97 @@
+"""The runs table's best markers at scale: what it costs to know each metric column's best
+value among all matched runs when the browser holds only the first page of rows.
+
+The table asks the server for one short page per column, sorted best first
+(`/api/runs?sort=KEY&desc=...&limit=20&col=KEY`). The naive baseline, measured in the
+same run, fetches every page of every matched row (as a client computing the best itself
+would have to) and takes the min / max in Python. Stores of N runs x 5 metrics are
+written by bench_ui.py's fast writer and served by the real app over HTTP.
+
+Run: python benchmarks/bench_ui_table.py [--runs 1000] [--steps 50]  (docs/ui.md: --runs 1000,10000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench_ui import METRICS, Server, build_store
+
+PAGE = 200  # rows per page, as in the table (js/runs.js)
+
+
+def goal(metric: str) -> str:
+    return "min" if "loss" in metric else "max"
+
+
+def columns() -> list[tuple[str, str]]:
+    return [(f"{stat}:{m}", goal(m)) for m in METRICS for stat in ("last", "best")]
+
+
+def ours(client) -> tuple[float, int, dict[str, float]]:
+    """(seconds, bytes, best per column): one sorted short page per column."""
+    t0, size, best = time.perf_counter(), 0, {}
+    for key, g in columns():
+        r = client.get("/api/runs", params={"sort": key, "desc": str(g == "max").lower(),
+                                            "limit": 20, "col": key})
+        size += len(r.content)
+        vals = [row["cells"][key] for row in r.json()["rows"]]
+        best[key] = pick(vals, g)
+    return time.perf_counter() - t0, size, best
+
+
+def naive(client, n: int) -> tuple[float, int, dict[str, float]]:
+    """(seconds, bytes, best per column): every page of rows, best computed here."""
+    t0, size = time.perf_counter(), 0
+    keys = [k for k, _ in columns()]
+    cells: dict[str, list] = {k: [] for k in keys}
+    for offset in range(0, n, PAGE):
+        r = client.get("/api/runs", params={"offset": offset, "limit": PAGE, "col": keys})
+        size += len(r.content)
+        for row in r.json()["rows"]:
+            for k in keys:
+                cells[k].append(row["cells"][k])
+    best = {k: pick(cells[k], g) for k, g in columns()}
+    return time.perf_counter() - t0, size, best
+
+
+def pick(values: list, g: str) -> float:
+    nums = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return (min if g == "min" else max)(nums)
+
+
+def main() -> None:
+    import httpx
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="1000", help="store sizes (comma separated)")
+    ap.add_argument("--steps", type=int, default=50, help="steps per run")
+    ap.add_argument("--repeats", type=int, default=5)
+    opts, _ = ap.parse_known_args()
+    print(f"{'runs':>6} {'columns':>7} {'ours cold s':>11} {'ours warm s':>11} {'ours KB':>8} "
+          f"{'naive warm s':>12} {'naive KB':>9} {'same bests':>10}")
+    for n in (int(x) for x in opts.runs.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / ".flowillower"
+            build_store(root, n, opts.steps)
+            srv = Server(root)
+            try:
+                with httpx.Client(base_url=srv.base, timeout=300) as c:
+                    c.get("/api/runs")  # the first sync and the default page, as on opening
+                    cold, size, mine = ours(c)
+                    warm = statistics.median(ours(c)[0] for _ in range(opts.repeats))
+                    base = [naive(c, n) for _ in range(max(1, opts.repeats // 2))]
+                    naive_s = statistics.median(b[0] for b in base)
+                    print(f"{n:>6} {len(columns()):>7} {cold:>11.3f} {warm:>11.3f} "
+                          f"{size / 1024:>8.1f} {naive_s:>12.3f} {base[0][1] / 1024:>9.1f} "
+                          f"{str(mine == base[0][2]):>10}")
+            finally:
+                srv.stop()
+
+
+if __name__ == "__main__":
+    main()
