@@ -110,6 +110,7 @@ def test_group_by_arg_draws_mean_lines_with_std_or_minmax_bands(page, server, st
     legend = chart.locator("table.legend tr[data-group]")
     expect(legend).to_have_count(2)
     expect(legend.first).to_contain_text("lr=0.001 (2 runs)")
+    assert legend.first.get_attribute("title").startswith("run0, run1\n")
     page.select_option('select[aria-label="band"]', "minmax")
     wait_for(lambda: chart.evaluate("e => e.fwData().bands.length") == 2
              and np.allclose(_series(_drawn(chart), "lr=0.01", "hi"), _expected([2, 3])["max"]),

@@ -266,11 +266,14 @@ export class Chart {
   // Legend rows are entries (a run, or a group): a click hides or shows all their series.
   drawLegend(entries, grouped) {
     this.cursorCells = new Map();
+    const names = new Map(this.runs.map((r) => [r.id, r.name]));
     const rows = entries.map((e) => {
+      // A group's row names its runs on hover.
+      const title = e.runs ? `${e.runs.map((id) => names.get(id) || id).join(", ")}\nclick to hide / show` : "click to hide / show";
       const cur = h("td", { class: "num" });
       this.cursorCells.set(e.cursor, cur);
       const name = e.href ? h("a", { href: e.href, text: e.name }) : h("span", { class: "group-name", text: e.name });
-      const tr = h("tr", { class: this.hidden.has(e.key) ? "off" : "", title: "click to hide / show",
+      const tr = h("tr", { class: this.hidden.has(e.key) ? "off" : "", title,
         dataset: grouped ? { group: e.key } : { run: e.key } },
         h("td", null, h("span", { class: "swatch", style: { background: e.color } }), name),
         cur, h("td", { class: "num", text: fmtNum(e.last) }), h("td", { class: "num", text: fmtNum(e.min) }),

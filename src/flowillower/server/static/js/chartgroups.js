@@ -55,7 +55,7 @@ export function groupPlot(present, group, { smooth = 0, log = false, theme }) {
     const meanIdx = series.findIndex((s) => s.group === info.label && s.role === "mean") + 1;
     bands.push({ series: [hiIdx, loIdx], fill: withAlpha(info.color, theme.band) });
     const means = info.agg.mean.filter((v) => v !== null);
-    return { key: info.label, name: info.name, color: info.color, series: idx, cursor: meanIdx,
+    return { key: info.label, name: info.name, color: info.color, series: idx, cursor: meanIdx, runs: info.runs,
       last: means.length ? means[means.length - 1] : null,
       min: means.length ? Math.min(...means) : null, max: means.length ? Math.max(...means) : null };
   });
