@@ -70,7 +70,15 @@ def visual_error(y: np.ndarray, keep: np.ndarray, true_env) -> float:
 def bench_downsample(sizes: list[int], out: int = 2000) -> list[dict[str, object]]:
     from tsdownsample import MinMaxDownsampler, MinMaxLTTBDownsampler
 
+    from flowillower.server import downsample
     from flowillower.server.downsample import minmax_indices
+
+    def numpy_only(y: np.ndarray) -> np.ndarray:
+        saved, downsample._tsdownsample = downsample._tsdownsample, False
+        try:
+            return minmax_indices(y, out)
+        finally:
+            downsample._tsdownsample = saved
 
     rows = []
     for n in sizes:
@@ -81,7 +89,8 @@ def bench_downsample(sizes: list[int], out: int = 2000) -> list[dict[str, object
         starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
         true_env = (np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts))
         cases = {
-            "numpy minmax (ours)": lambda y=y: minmax_indices(y, out),
+            "numpy minmax (before)": lambda y=y: numpy_only(y),
+            "minmax_indices (now)": lambda y=y: minmax_indices(y, out),
             "tsdownsample MinMax": lambda y=y: MinMaxDownsampler().downsample(y, n_out=out),
             "tsdownsample MinMaxLTTB": lambda x=x, y=y: MinMaxLTTBDownsampler().downsample(
                 x, y, n_out=out),
@@ -271,8 +280,8 @@ def main() -> None:
     table(bench_routes(opts.runs, opts.steps, opts.seconds))
     print("\nimport time (fresh interpreter, median of 3)")
     table([{"import": s, "ms": import_ms(s)} for s in (
-        "import flowillower", "import flowillower.server.routing", "import fastapi",
-        "import tsdownsample")])
+        "import flowillower", "import flowillower.server.app",
+        "import fastapi, flowillower.server.app", "import tsdownsample")])
     print(f"\nFastAPI requires: {deps_added()} (on top of starlette, which we already use)")
     print(json.dumps({"done": True}))
 

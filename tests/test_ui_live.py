@@ -289,3 +289,25 @@ def test_minmax_keeps_spikes_ends_and_the_bound_with_and_without_tsdownsample(mo
     for name in ("clean", "nan"):
         a, b = picked[None, name], picked[False, name]
         assert y[a].max() == y[b].max() and y[a].min() == y[b].min()
+
+
+def test_chart_answers_are_reused_only_while_the_series_is_unchanged(tmp_path):
+    from starlette.testclient import TestClient
+
+    from flowillower.server.app import create_app
+
+    run = Run("p", "r", dir=tmp_path, snapshot=False)
+    for step in range(3):
+        run.log_metrics({"loss": float(step)}, step)
+    run.flush()
+    params = {"run": run.id, "key": "loss"}
+    with TestClient(create_app(tmp_path), base_url="http://127.0.0.1:8686") as c:
+        answers = c.app.state.api.answers
+        first = c.get("/api/series", params=params).json()
+        assert first["runs"][0]["x"] == [0, 1, 2] and answers.hits == 0
+        assert c.get("/api/series", params=params).json() == first and answers.hits == 1
+        run.log_metrics({"loss": 9.0}, 3)
+        run.flush()
+        grown = c.get("/api/series", params=params).json()["runs"][0]
+        assert grown["x"] == [0, 1, 2, 3] and grown["last"] == 9.0 and answers.hits == 1
+    run.finish()
