@@ -118,7 +118,7 @@ def _tree_names(page, selector: str) -> list[str]:
 
 def _check_browser(page, base: str, ids: dict, *, live: bool) -> None:
     """The snapshot browser of `tuned` and its diff against `base` on one page. `live`:
-    the server (content search; deploy.key shown as the snapshot holds it), else an
+    the server (deploy.key shown as the snapshot holds it), else an
     export (which leaves deploy.key out)."""
     key = ["deploy.key"] if live else []
     page.goto(f"{base}#/run/{ids['tuned']}")
@@ -147,12 +147,12 @@ def _check_browser(page, base: str, ids: dict, *, live: bool) -> None:
     wait_for(lambda: visible.count() == 1, timeout=10, what="the filtered tree")
     assert visible.get_attribute("data-path") == "src/pkg/models/net.py"
     assert page.locator(".snap-count").text_content() == f"1 of {total} files"
-    if live:  # content search (server): a word inside a file
-        page.fill("input[aria-label='filter snapshot files']", "class head")
-        page.check("input[aria-label='search file contents']")
-        wait_for(lambda: visible.count() == 1 and visible.get_attribute("data-path")
-                 == "src/pkg/models/head.py", timeout=10, what="the content search")
-        page.uncheck("input[aria-label='search file contents']")
+    # Contents too (the server's git grep, or the export's files read by the page).
+    page.fill("input[aria-label='filter snapshot files']", "class head")
+    page.check("input[aria-label='search file contents']")
+    wait_for(lambda: visible.count() == 1 and visible.get_attribute("data-path")
+             == "src/pkg/models/head.py", timeout=20, what="the content search")
+    page.uncheck("input[aria-label='search file contents']")
     page.fill("input[aria-label='filter snapshot files']", "big")
     wait_for(lambda: visible.count() == 1, timeout=10, what="big.txt alone")
     visible.click()

@@ -17,12 +17,12 @@ async function treeOf(json, sha) {
 
 const blobPath = (blob) => `data/code/blobs/${blob.slice(0, 2)}/${blob}.json`;
 
-/** /api/runs/<id>/code: the snapshot's files (no content search in an export). */
+/** /api/runs/<id>/code: the snapshot's files. */
 export async function codeTree(json, id) {
   const sha = await snapshotOf(json, id);
   if (!sha) fail(404, `run ${id} has no code snapshot`);
   const doc = await treeOf(json, sha);
-  return { run: id, snapshot: sha, files: doc.tree.map((e) => e.path), tree: doc.tree, search: false };
+  return { run: id, snapshot: sha, files: doc.tree.map((e) => e.path), tree: doc.tree, search: true };
 }
 
 /** /api/runs/<id>/code/file?path=: one file's text (cut at the export's size cap). */
@@ -31,6 +31,24 @@ export async function codeFile(json, id, path) {
   const entry = tree.find((e) => e.path === path);
   if (!entry) fail(404, `no file '${path}' in the snapshot of run ${id}`);
   return { run: id, path, ...(await json(blobPath(entry.blob))) };
+}
+
+/** /api/runs/<id>/code/search?text=: paths of files holding `text` (literal, any case),
+ * read from the exported files (each fetched once, a few at a time). */
+export async function codeSearch(json, id, text) {
+  const { tree } = await codeTree(json, id);
+  const needle = text.toLowerCase();
+  const hits = new Set();
+  let next = 0;
+  const worker = async () => {
+    while (next < tree.length) {
+      const e = tree[next++];
+      const doc = await json(blobPath(e.blob)).catch(() => null);
+      if (doc && doc.text && doc.text.toLowerCase().includes(needle)) hits.add(e.path);
+    }
+  };
+  if (needle) await Promise.all(Array.from({ length: 6 }, worker));
+  return { run: id, text, paths: tree.map((e) => e.path).filter((p) => hits.has(p)).slice(0, 1000) };
 }
 
 /** The code part of /api/diff from run a to run b: { diff, truncated, code_error }. */

@@ -1,6 +1,6 @@
 // The API, answered from a static export's data files (see server/export.py). Mirrors
 // the server's table logic (store_view.py) and series shapes (series.py).
-import { codeDiff, codeFile, codeTree } from "./codelocal.js";
+import { codeDiff, codeFile, codeSearch, codeTree } from "./codelocal.js";
 import { FilterError, compileFilter, exampleFilter } from "./filter.js";
 
 const cache = new Map();
@@ -254,6 +254,7 @@ export async function get(path, params) {
     if (what === "models") return { run: row.id, models: (await json(`${base}/run.json`)).models };
     if (what === "code" && !parts[3]) return codeTree(json, row.id);
     if (what === "code" && parts[3] === "file") return codeFile(json, row.id, params.path || "");
+    if (what === "code" && parts[3] === "search") return codeSearch(json, row.id, params.text || "");
   }
   fail(404, `no data for ${path} in this export`);
 }
