@@ -41,6 +41,7 @@ def store(tmp_path_factory):
                   snapshot=False)
         for step in range(STEPS):
             run.log_metrics({"train/loss": _loss(r, step)}, step)
+        run.log_metrics({"final_acc": 0.5 + 0.125 * r}, STEPS)  # logged once
         run.finish()
         ids.append(run.id)
     return root, ids
@@ -145,6 +146,21 @@ def test_group_colour_is_stable_and_runs_drawn_under_the_band(page, server, stor
         if s["role"] == "member":
             r = ids.index(s["run"])
             assert s["values"] == [_loss(r, step) for step in range(STEPS)]
+
+
+def test_metric_logged_once_grouped_is_a_card_of_group_means(page, server, store):
+    ids = store[1]
+    page.goto(f"{server}#/charts?runs={','.join(ids)}&m=final_acc&group=arg:lr")
+    card = page.locator('.chart[data-key="final_acc"][data-shape="card"]')
+    expect(card).to_have_attribute("data-groups", "2")
+    for label, members in (("lr=0.001", [0, 1]), ("lr=0.01", [2, 3])):
+        vals = np.array([0.5 + 0.125 * r for r in members])
+        row = card.locator(f'tr[data-group="{label}"]')
+        expect(row).to_contain_text(f"{label} (2 runs)")
+        mean, spread = row.locator("td.value").text_content().split(" ± ")
+        assert float(mean) == pytest.approx(vals.mean()) and float(spread) == pytest.approx(vals.std())
+    page.select_option('select[aria-label="band"]', "minmax")
+    expect(card.locator('tr[data-group="lr=0.01"] td.value')).to_have_text("0.8125 [0.75, 0.875]")
 
 
 def _ema(values: list[float], alpha: float) -> list[float]:

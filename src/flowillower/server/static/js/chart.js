@@ -3,7 +3,7 @@
 // running runs by asking only for points after each run's cursor.
 import { ema, join } from "./align.js";
 import { api } from "./api.js";
-import { groupData, groupPlot } from "./chartgroups.js";
+import { groupCard, groupData, groupPlot } from "./chartgroups.js";
 import { attachCursorKeys, showTip, tipElement } from "./charttip.js";
 import { copyButton, fmtDuration, fmtNum, fmtTime, h, loadScript } from "./dom.js";
 import { axisColors, chartTheme, onTheme, themeColor } from "./palette.js";
@@ -240,26 +240,34 @@ export class Chart {
   drawCard(present) {
     if (this.u) { this.u.destroy(); this.u = null; }
     const names = new Map(this.runs.map((r) => [r.id, r.name]));
-    const vals = present.map((d) => (typeof d.y[0] === "number" ? d.y[0] : null));
-    const top = Math.max(...vals.map((v) => (v === null ? 0 : Math.abs(v))), 0) || 1;
-    const rows = present.map((d, k) => {
-      const v = vals[k];
-      const bar = h("div", { class: "bar", style: { background: themeColor(d.run), height: "8px", minWidth: "1px",
-        width: `${v === null ? 0 : (100 * Math.abs(v)) / top}%` } });
-      return h("tr", { dataset: { run: d.run } },
-        h("td", null, h("span", { class: "swatch", style: { background: themeColor(d.run) } }),
-          h("a", { href: `#/run/${encodeURIComponent(d.run)}`, text: names.get(d.run) || d.run })),
-        h("td", { style: { width: "50%" } }, bar),
-        h("td", { class: "num value", text: fmtNum(d.y[0]) }),
-        h("td", { class: "muted", text: d.x.length ? `at ${this.axisLabel()} ${this.fmtX(d.x[0])}` : "" }));
+    const grouped = Boolean(this.opts.group?.groups?.length);
+    // Grouped: one row per group, its mean with the band's spread over its runs' values.
+    const items = grouped ? groupCard(present, this.opts.group) : present.map((d) => {
+      const v = typeof d.y[0] === "number" ? d.y[0] : null;
+      return { key: d.run, name: names.get(d.run) || d.run, href: `#/run/${encodeURIComponent(d.run)}`,
+        color: themeColor(d.run), value: v, text: fmtNum(d.y[0]),
+        note: d.x.length ? `at ${this.axisLabel()} ${this.fmtX(d.x[0])}` : "" };
     });
-    const head = h("tr", { class: "muted" }, h("td", { text: "run" }), h("td", { text: `${this.key} (logged once)` }),
-      h("td", { class: "num", text: "value" }), h("td"));
+    const top = Math.max(...items.map((it) => (it.value === null ? 0 : Math.abs(it.value))), 0) || 1;
+    const rows = items.map((it) => {
+      const bar = h("div", { class: "bar", style: { background: it.color, height: "8px", minWidth: "1px",
+        width: `${it.value === null ? 0 : (100 * Math.abs(it.value)) / top}%` } });
+      return h("tr", { dataset: grouped ? { group: it.key } : { run: it.key } },
+        h("td", null, h("span", { class: "swatch", style: { background: it.color } }),
+          it.href ? h("a", { href: it.href, text: it.name }) : h("span", { class: "group-name", text: it.name })),
+        h("td", { style: { width: "50%" } }, bar),
+        h("td", { class: "num value", text: it.text }),
+        h("td", { class: "muted", text: it.note }));
+    });
+    const head = h("tr", { class: "muted" }, h("td", { text: grouped ? "group" : "run" }),
+      h("td", { text: `${this.key} (logged once)` }),
+      h("td", { class: "num", text: grouped ? (this.opts.group.band === "minmax" ? "mean [min, max]" : "mean ± std") : "value" }), h("td"));
     this.plotEl.replaceChildren(h("table", { class: "legend value-card" }, head, rows));
     this.legendEl.replaceChildren();
     this.drawMissing();
     this.el.dataset.shape = "card";
     this.el.dataset.drawn = String(present.length);
+    this.el.dataset.groups = grouped ? String(items.length) : "";
     performance.mark("fw:chart-drawn");
   }
 

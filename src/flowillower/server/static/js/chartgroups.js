@@ -3,6 +3,7 @@
 // the tooltip shows for a group at the cursor.
 import { ema, join } from "./align.js";
 import { aggregate, bandEdges } from "./groups.js";
+import { fmtNum } from "./dom.js";
 import { labelColors, withAlpha } from "./palette.js";
 
 /** uPlot data, series and bands for `present` runs ({run, x, y}) grouped by
@@ -65,4 +66,22 @@ export function groupPlot(present, group, { smooth = 0, log = false, theme }) {
 /** The joined uPlot data of a groupPlot: [x, ...one array per series]. */
 export function groupData(plot) {
   return plot.columns.length ? join(plot.columns) : [[]];
+}
+
+/** A metric logged once, grouped: per group {key, name, color, value (the mean), text,
+ * note, runs}, the spread as the band shows it (± std, or [min, max]) over its runs. */
+export function groupCard(present, group) {
+  const byRun = new Map(present.map((d) => [d.run, d]));
+  const colors = labelColors(group.groups.map((g) => g.label));
+  const out = [];
+  for (const g of group.groups) {
+    const vals = g.ids.map((id) => byRun.get(id)?.y?.[0]).filter((v) => typeof v === "number" && Number.isFinite(v));
+    if (!vals.length) continue;
+    const mean = vals.reduce((a, b) => a + b, 0) / vals.length;
+    const std = Math.sqrt(vals.reduce((a, b) => a + (b - mean) ** 2, 0) / vals.length);
+    const spread = group.band === "minmax" ? ` [${fmtNum(Math.min(...vals))}, ${fmtNum(Math.max(...vals))}]` : ` ± ${fmtNum(std)}`;
+    out.push({ key: g.label, name: `${g.label} (${vals.length} run${vals.length === 1 ? "" : "s"})`, color: colors.get(g.label),
+      value: mean, text: `${fmtNum(mean)}${vals.length > 1 ? spread : ""}`, note: "", runs: g.ids });
+  }
+  return out;
 }
