@@ -233,3 +233,10 @@ def test_push_of_a_space_leaves_the_users_repo_alone(tmp_path, monkeypatch):
     assert result["pushed"] and result["runs"]["pushed"] == 1
     assert state() == before
     assert git(bare, "ls-tree", "--name-only", "main").split().count("index.html") == 1
+    # A remote *name* of the project for the Space is a Space too (CLI and Python).
+    git(project, "remote", "add", "space", "https://huggingface.co/spaces/alice/runs")
+    before = state()
+    assert share_push("space")["kind"] == "hf"
+    res = CliRunner().invoke(cli, ["push", "space"])
+    assert res.exit_code == 0 and "data of 1 run(s)" in res.output, res.output
+    assert state() == before

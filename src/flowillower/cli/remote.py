@@ -49,17 +49,17 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool, no_c
     Each run travels on its own ref, so pushes from several machines never conflict.
     Checkpoints stay local; with --no-code, code snapshots too. A Hugging Face Space
     (https://huggingface.co/spaces/USER/SPACE, hf:USER/SPACE) or a ModelScope studio
-    (ms:USER/STUDIO) also gets the static viewer of these runs (`flowillower deploy`).
+    (ms:USER/STUDIO), or a remote name of yours for one, also gets the static viewer of
+    these runs (`flowillower deploy`).
     """
     from ..gitops.sync import push
-    from ..server.deploy_targets import is_hosted
+    from ..server.share import deploy_runs, hosted_target
 
     store = open_store(store_dir)
     ids = _select_runs(store_dir, runs_filter) if runs_filter is not None else None
-    if is_hosted(remote):
-        from ..server.share import deploy_runs
-
-        report_deploy(deploy_runs(store.root, remote, ids, include_large=include_large,
+    target = hosted_target(remote, store.root)
+    if target is not None:
+        report_deploy(deploy_runs(store.root, target, ids, include_large=include_large,
                                   no_code=no_code), as_json)
         return
     result = push(store.root, remote, run_ids=ids, include_large=include_large,

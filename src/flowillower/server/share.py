@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import GitError, InvalidRunRefError, RunNotFoundError
@@ -16,7 +17,7 @@ from ..remote import push as push_runs
 from ..remote import select_runs
 from ..store.catalog import Store
 
-__all__ = ["push", "deploy_runs"]
+__all__ = ["push", "deploy_runs", "hosted_target"]
 
 
 def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
@@ -34,17 +35,32 @@ def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
     the result is then `flowillower.server.deploy.deploy`'s summary, and a `GitError`
     says so if the host refused the run refs (the viewer is deployed already).
     """
-    from .deploy_targets import is_hosted
-
-    if not is_hosted(remote):
-        return push_runs(remote, runs, include_large=include_large, no_code=no_code, dir=dir)
     store = Store(dir, must_exist=True)
-    result = deploy_runs(store.root, remote, select_runs(store, runs),
+    target = hosted_target(remote, store.root)
+    if target is None:
+        return push_runs(remote, runs, include_large=include_large, no_code=no_code, dir=dir)
+    result = deploy_runs(store.root, target, select_runs(store, runs),
                          include_large=include_large, no_code=no_code)
     refused = result["runs"].get("error")
     if refused:
         raise GitError(f"the viewer is deployed to {result['page']}, but {refused}")
     return result
+
+
+def hosted_target(remote: str, store_root: str | os.PathLike[str]) -> str | None:
+    """`remote` itself, or the address of the git remote it names in your project, when
+    that is a Space or a studio; None for any other remote."""
+    from ..gitops.refs import project_dirs
+    from ..gitops.repo import resolve_remote
+    from .deploy_targets import is_hosted
+
+    if is_hosted(remote):
+        return remote
+    try:
+        url = resolve_remote(remote, project_dirs(Path(store_root)), push=True)
+    except GitError:
+        return None  # not a remote name: the plain push says what is wrong
+    return url if is_hosted(url) else None
 
 
 def deploy_runs(store_root: str | os.PathLike[str], target: str, ids: list[str] | None,
