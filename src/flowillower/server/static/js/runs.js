@@ -45,8 +45,8 @@ export async function render(root, { params }) {
     fetchCells: async (keys) => (await api.get("runs", { q: st.q, hidden: st.hidden, limit: 1, col: keys })).rows[0]?.cells,
     onToggle: (open) => { st.same = open; setPrefs("sameOpen", open); writeUrl(); } });
   const actions = h("span");
-  const table = h("table", { class: "runs", role: "grid", "aria-label": "runs",
-    "aria-multiselectable": "true" });
+  // aria-selected marks the keyboard's cursor row (the ticked boxes are the selection).
+  const table = h("table", { class: "runs", role: "grid", "aria-label": "runs" });
   const wrap = h("div", { class: "table-wrap" }, table);
   const colBtn = h("button", { text: "Columns", title: "show, hide and reorder columns" });
 
