@@ -29,7 +29,8 @@ SPACE = "https://huggingface.co/spaces/alice/runs"
 POINTER = b"version https://git-lfs.github.com/spec/v1\n"
 
 
-def _require_lfs() -> None:
+def require_lfs() -> None:
+    """Skip without git-lfs on a developer's machine; fail on CI, which installs it."""
     if shutil.which("git-lfs") is None:
         if in_ci():
             pytest.fail("CI must test the LFS path: install git-lfs", pytrace=False)
@@ -39,7 +40,7 @@ def _require_lfs() -> None:
 @pytest.fixture
 def hub(tmp_path, monkeypatch) -> Path:
     """A HOME whose git sends huggingface.co to bare repositories under `hub/`."""
-    _require_lfs()
+    require_lfs()
     root = tmp_path / "hub"
     (root / "spaces" / "alice").mkdir(parents=True)
     bare_remote(root / "spaces" / "alice" / "runs")

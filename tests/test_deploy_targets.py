@@ -26,6 +26,7 @@ from flowillower.server.deploy import deploy
 from flowillower.server.deploy_targets import is_hosted, parse_target, readme
 from flowillower.server.share import push as share_push
 from tests.conftest_git import bare_remote, git, isolate_home
+from tests.test_deploy_lfs import require_lfs
 
 TOKEN = "hf_Sup3rSecretTok3n_do_not_leak_8f2c"
 
@@ -37,6 +38,7 @@ class _GitOverHttp(BaseHTTPRequestHandler):
         srv = self.server
         auth = self.headers.get("Authorization", "")
         srv.seen.append(auth)
+        srv.requests.append((self.path, auth == srv.expected))
         if auth != srv.expected:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="hub"')
@@ -81,7 +83,7 @@ def http_hub(tmp_path):
     root = tmp_path / "hub"
     root.mkdir()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _GitOverHttp)
-    server.root, server.seen, server.expected = root, [], None
+    server.root, server.seen, server.requests, server.expected = root, [], [], None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server, root
@@ -190,6 +192,26 @@ def test_token_authenticates_and_is_never_written(http_hub, tmp_path, monkeypatc
     assert secret not in _everything_under(home)
     assert not (home / ".git-credentials").exists()
     assert TOKEN not in res.output and TOKEN not in repr(result)
+
+
+def test_lfs_upload_carries_the_token_and_a_failed_one_pushes_nothing(http_hub, tmp_path,
+                                                                      monkeypatch):
+    require_lfs()
+    server, root = http_hub  # a git server without an LFS endpoint
+    bare = _bare(root / "spaces" / "alice" / "runs")
+    _home_for(monkeypatch, tmp_path, f"http://127.0.0.1:{server.server_port}/",
+              "https://huggingface.co/")
+    server.expected = "Basic " + base64.b64encode(f"user:{TOKEN}".encode()).decode()
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    store = tmp_path / "proj" / ".flowillower"
+    make_demo_store(store, runs=1, steps=20, names=["a"], model=False)  # with images
+    with pytest.raises(GitError, match="lfs/objects/batch") as err:
+        deploy(store, "hf:alice/runs")
+    assert TOKEN not in str(err.value)
+    # git-lfs asked the LFS API with the token (git's credential path, our helper) ...
+    assert ("/spaces/alice/runs.git/info/lfs/objects/batch", True) in server.requests
+    # ... and, the images not uploaded, the branch was never pushed (no dangling pointers).
+    assert git(bare, "for-each-ref") == ""
 
 
 def test_wrong_token_error_names_the_address_not_the_token(http_hub, tmp_path, monkeypatch):
