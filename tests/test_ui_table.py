@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from flowillower.run import Run
-from tests.conftest import require_browser, ui_server, wait_for
+from tests.conftest import require_browser, static_server, ui_server, wait_for
 
 playwright_api = require_browser()
 expect = playwright_api.expect
@@ -25,7 +25,7 @@ CONSTANT_ARGS = {f"const_{i}": f"value-{i}" for i in range(10)}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("table") / ".flowillower"
     for i, name in enumerate(NAMES):
         run = Run("tbl", name, dir=root, snapshot=False)
@@ -34,7 +34,12 @@ def server(tmp_path_factory):
         run.log_metrics({"val/loss": LOSS[i], "val/acc": ACC[i], "widgets": WIDGETS[i],
                          "act/fc1/mean": 0.25}, 0)
         run.finish()
-    with ui_server(root, sync_interval=0.2) as url:
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    with ui_server(store, sync_interval=0.2) as url:
         yield url
 
 
@@ -217,3 +222,19 @@ def test_best_values_beyond_the_loaded_rows(page, server):
     assert out["names"] == {"train/loss": "min", "val_accuracy": "max", "fid": "min",
                             "heatmap_size": None, "mAP": "max", "step_time": "min",
                             "mean_reward": "max", "widgets": None, "top1": "max"}
+
+
+def test_exported_site_marks_and_folds_the_same(page, store, tmp_path):
+    """A static export answers the same questions from its data files (local.js)."""
+    from flowillower.server.export import export_site
+
+    site = tmp_path / "site"
+    export_site(store, site)
+    with static_server(site) as base:
+        open_table(page, base)
+        wait_for(lambda: "last:widgets" in best_cells(page), timeout=10, what="best markers")
+        best = best_cells(page)
+        assert best["last:val/loss"] == ("r1", "best (min)")
+        assert best["last:val/acc"] == ("r2", "best (max)")
+        page.locator(".same-line").get_by_role("button", name="show").click()
+        expect(page.locator(".same-pairs .pair", has_text="act/fc1/mean")).to_have_text("act/fc1/mean=0.25")
