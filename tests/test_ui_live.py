@@ -311,3 +311,84 @@ def test_chart_answers_are_reused_only_while_the_series_is_unchanged(tmp_path):
         grown = c.get("/api/series", params=params).json()["runs"][0]
         assert grown["x"] == [0, 1, 2, 3] and grown["last"] == 9.0 and answers.hits == 1
     run.finish()
+
+
+def test_loop_coordinates_match_the_reader_and_a_huge_context_id_is_cheap(tmp_path):
+    from flowillower.store.format import encode_frame
+    from flowillower.store.reader import RunReader
+
+    run_dir = tmp_path / "r5"
+    run_dir.mkdir()
+
+    def frame(steps: range, keys: dict | None) -> bytes:
+        # Context ids are the file's own: one per step here, new ones in each frame.
+        n = len(steps)
+        return encode_frame(keys=keys, contexts={s + 1: {"epoch": s // 4, "batch": s % 4}
+                                                 for s in steps},
+                            call_cols=[np.array([s + 1 for s in steps], np.uint32),
+                                       np.array(steps, np.int64), np.array(steps, float),
+                                       np.ones(n, np.uint32)],
+                            float_cols=[np.zeros(n, np.uint32), np.full(n, 0.5)])
+
+    path = run_dir / "data.fwl"
+    path.write_bytes(frame(range(6), {0: ("loss", "metric")}))
+    cache = SeriesCache()
+    cache.get(run_dir, ["loss", "acc"])
+    with open(path, "ab") as fh:  # a second frame, with more context ids
+        fh.write(frame(range(6, 10), None))
+    got = cache.get(run_dir, ["loss", "acc"])
+    ref = RunReader(run_dir).load(["loss", "acc"])
+    mine, theirs = got["loss"], ref.series["loss"]
+    assert mine.series.step.tolist() == theirs.step.tolist() == list(range(10))
+    for loop in ("epoch", "batch"):
+        a = mine.ctx_coords[mine.series.ctx, mine.loop_names.index(loop)]
+        b = ref.ctx_coords[theirs.ctx, ref.loop_names.index(loop)]
+        assert a.tolist() == b.tolist(), loop
+    with open(path, "ab") as fh:
+        # A hostile frame: context id 2**32 - 1 (a table indexed by id would be 32 GB).
+        fh.write(encode_frame(keys={1: ("acc", "metric")}, contexts={2**32 - 1: {"epoch": 9}},
+                              call_cols=[np.array([2**32 - 1], np.uint32),
+                                         np.array([10], np.int64), np.array([11.0]),
+                                         np.ones(1, np.uint32)],
+                              float_cols=[np.ones(1, np.uint32), np.array([0.9])]))
+    got = cache.get(run_dir, ["loss", "acc"])
+    acc = got["acc"]
+    assert acc.series.values.tolist() == [0.9] and got["loss"].series.step[-1] == 9
+    assert acc.ctx_coords[acc.series.ctx, acc.loop_names.index("epoch")].tolist() == [9]
+
+
+def test_concurrent_readers_see_consistent_prefixes_while_the_run_grows(tmp_path):
+    import threading
+
+    run_dir = tmp_path / "r6"
+    run_dir.mkdir()
+    path = run_dir / "data.fwl"
+    path.write_bytes(b"")
+    cache = SeriesCache()
+    done = threading.Event()
+    problems: list[str] = []
+
+    def reader() -> None:
+        seen = 0
+        while not done.is_set() or seen < 2000:
+            s = cache.get(run_dir, ["loss"])["loss"].series
+            steps = [] if s is None else s.step.tolist()
+            if steps != list(range(len(steps))) or len(steps) < seen:
+                problems.append(f"{len(steps)} after {seen}")
+                return
+            seen = len(steps)
+            if done.is_set() and seen == 2000:
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    with open(path, "ab") as fh:
+        for start in range(0, 2000, 100):
+            fh.write(_frame("loss", list(range(start, start + 100)),
+                            [float(s) for s in range(start, start + 100)], [1.0] * 100))
+            fh.flush()
+    done.set()
+    for t in threads:
+        t.join(60)
+    assert not problems and cache.decodes == 1

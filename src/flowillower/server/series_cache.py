@@ -135,15 +135,14 @@ class _FileState:
         self.keys: dict[int, tuple[str, str]] = {}
         self.ctx_map: dict[int, int] = {}  # file's context id -> run-wide id
         self.pending: list[Block] = []  # values whose key is defined in a later frame
-        self._lut: np.ndarray | None = None
+        self._lut: tuple[np.ndarray, np.ndarray] | None = None
 
-    def lut(self) -> np.ndarray:
-        """`ctx_map` as an array (unknown context ids map to 0: no loop coordinates)."""
-        if self._lut is None or len(self._lut) != max(self.ctx_map, default=0) + 1:
-            lut = np.zeros(max(self.ctx_map, default=0) + 1, np.int64)
-            for local, gid in self.ctx_map.items():
-                lut[local] = gid
-            self._lut = lut
+    def lut(self) -> tuple[np.ndarray, np.ndarray]:
+        """`ctx_map` as sorted (file ids, run-wide ids): looked up by binary search, so
+        a hostile file's huge context id costs no huge table."""
+        if self._lut is None:
+            local = np.array(sorted(self.ctx_map), np.int64)
+            self._lut = (local, np.array([self.ctx_map[i] for i in local.tolist()], np.int64))
         return self._lut
 
 
@@ -266,8 +265,9 @@ class _RunState:
             if name not in self.wanted:
                 continue
             ctx_local = block.ctx[sel].astype(np.int64)
-            lut = state.lut()
-            ctx = np.where(ctx_local < len(lut), lut[np.minimum(ctx_local, len(lut) - 1)], 0)
+            ids, gids = state.lut()
+            pos = np.minimum(np.searchsorted(ids, ctx_local), max(len(ids) - 1, 0))
+            ctx = np.where(ids[pos] == ctx_local, gids[pos], 0) if len(ids) else ctx_local * 0
             parts.setdefault(name, []).append(
                 (role, block.kind, [ctx, block.step[sel], block.time[sel],
                                     block.values[sel], np.full(int(sel.sum()),
