@@ -70,12 +70,39 @@ def cli(store: Path, env: dict[str, str], *args: str) -> Timing:
     return _timed([[sys.executable, "-m", "flowillower", *args, "--dir", str(store)]], env)
 
 
+# What `flowillower ls` does once its one-line change (report of issue 17) passes the
+# limit on: the CLI's imports, then the first page of rows (the previous package has no
+# `limit=`: all rows, then the page).
+PAGE = """
+import sys
+from flowillower.cli import main
+from flowillower.store.catalog import Store
+store = Store(sys.argv[1])
+try:
+    rows = store.runs(include_hidden=False, limit=50)
+except TypeError:
+    rows = store.runs(include_hidden=False)[:50]
+assert len(rows) == min(50, int(sys.argv[2]))
+"""
+# The UI's first table: every run's row, from a process that never indexed the store.
+TABLE = """
+import sys
+from flowillower.store.catalog import Store
+assert len(Store(sys.argv[1]).runs()) == int(sys.argv[2])
+"""
+
+
 def measure(store: Path, runs: int, workers: int, repeats: int, env: dict[str, str]
             ) -> dict[str, Timing]:
     out = {"train": train(store, runs, workers, env)}
     out["first ls"] = cli(store, env, "ls")
     out["warm ls"] = min(cli(store, env, "ls") for _ in range(repeats))
+    out["warm page"] = min(_timed([[sys.executable, "-c", PAGE, str(store), str(runs)]], env)
+                           for _ in range(repeats))
     out["reindex"] = cli(store, env, "reindex")
+    for suffix in ("", "-wal", "-shm"):  # a store never indexed, as after training
+        (store / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    out["first table"] = _timed([[sys.executable, "-c", TABLE, str(store), str(runs)]], env)
     return out
 
 
@@ -134,9 +161,11 @@ def main() -> int:
         ways = spread(Path(tmp) / "this-store" / ".flowillower")
     print(f"\nindex at {runs:,} runs, {opts.workers} training processes: seconds wall "
           "(CPU), a fresh CLI process each")
-    print(f"{'case':34}{'previous':>16}{'this':>16}{'this/prev':>11}")
+    print(f"{'case':34}{'previous':>16}{'this':>16}{'this/prev':>11}")  # wall ratio
     names = {"train": f"train {runs:,} runs (writers)", "first ls": "first `ls` after training",
-             "reindex": "`reindex` from scratch", "warm ls": "warm `ls` (best)"}
+             "first table": "first `Store.runs()` (UI table)",
+             "reindex": "`reindex` from scratch", "warm ls": "warm `ls` (best)",
+             "warm page": "warm first 50 rows + CLI imports"}
     for key, title in names.items():
         prev = results.get("previous", {}).get(key)
         this = results["this"][key]
