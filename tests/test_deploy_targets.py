@@ -205,13 +205,35 @@ def test_lfs_upload_carries_the_token_and_a_failed_one_pushes_nothing(http_hub, 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     store = tmp_path / "proj" / ".flowillower"
     make_demo_store(store, runs=1, steps=20, names=["a"], model=False)  # with images
-    with pytest.raises(GitError, match="lfs/objects/batch") as err:
+    with pytest.raises(GitError, match="LFS storage of https://huggingface.co/spaces/alice/"
+                                         "runs failed: .*lfs/objects/batch") as err:
         deploy(store, "hf:alice/runs")
-    assert TOKEN not in str(err.value)
+    assert TOKEN not in str(err.value) and "credential.helper" not in str(err.value)
     # git-lfs asked the LFS API with the token (git's credential path, our helper) ...
     assert ("/spaces/alice/runs.git/info/lfs/objects/batch", True) in server.requests
     # ... and, the images not uploaded, the branch was never pushed (no dangling pointers).
     assert git(bare, "for-each-ref") == ""
+
+
+def test_host_refusing_the_run_refs_keeps_the_site_and_says_so(tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    bare = _bare(hub / "spaces" / "alice" / "runs")
+    hook = bare / "hooks" / "pre-receive"  # a host that takes branches only
+    hook.write_text("#!/bin/sh\nwhile read old new ref; do case $ref in refs/heads/*) ;; "
+                    "*) echo \"only branches here: $ref\" >&2; exit 1;; esac; done\n")
+    hook.chmod(0o755)
+    isolate_home(monkeypatch, tmp_path,
+                 f'[url "file://{hub}/"]\n\tinsteadOf = https://huggingface.co/\n')
+    store = tmp_path / "proj" / ".flowillower"
+    make_demo_store(store, runs=1, steps=20, names=["a"], model=False, media=False)
+    with pytest.raises(GitError, match="viewer is deployed to https://huggingface.co/spaces/"
+                                       "alice/runs, but the remote refused the run refs"):
+        share_push("hf:alice/runs", dir=store)
+    assert "index.html" in git(bare, "ls-tree", "--name-only", "main")
+    assert git(bare, "for-each-ref", "refs/flowillower/") == ""
+    res = CliRunner().invoke(cli, ["push", "hf:alice/runs", "--dir", str(store)])
+    assert res.exit_code == 1
+    assert "site unchanged" in res.output and "only branches here" in res.output
 
 
 def test_wrong_token_error_names_the_address_not_the_token(http_hub, tmp_path, monkeypatch):

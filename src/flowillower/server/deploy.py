@@ -164,24 +164,35 @@ def _push_runs(git: _Clone, store_root: Path, ids: list[str] | None, **options: 
               "skipped_large": local["skipped_large"]}
     proc = git(["push", "--porcelain", "--no-verify", "origin", _RUN_REFS], check=False,
                remote=True)
-    total = 0
+    total, declined = 0, []
     for line in proc.stdout.decode("utf-8", "replace").splitlines():
         parts = line.split("\t")
         if len(parts) < 2 or not parts[1].startswith("refs/flowillower/runs/"):
             continue
         total += 1
         run_id = parts[1].split(":")[0].removeprefix("refs/flowillower/runs/")
-        if parts[0] == "!":
+        if parts[0] == "!" and "remote rejected" in line:
+            declined.append(run_id)  # the host's policy, not a teammate's newer version
+        elif parts[0] == "!":
             result["rejected"].append(run_id)
         elif parts[0] == "=":
             result["up_to_date"] += 1
         else:
             result["pushed"] += 1
-    if proc.returncode != 0 and not result["rejected"]:
+    if proc.returncode != 0 and (declined or not result["rejected"]):
         err = proc.stderr.decode("utf-8", "replace").strip()
         result["error"] = redact(f"the remote refused the run refs: {err[-2000:]}")
-    result["runs"] = total - len(result["rejected"])
+    result["runs"] = total - len(result["rejected"]) - len(declined)
     return result
+
+
+def _send(git: _Clone, args: list[str], what: str) -> None:
+    """A transfer to the remote; on failure, git's own words without our command line
+    (the credential helper's text would only hide them)."""
+    proc = git(args, check=False, remote=True)
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip()[-2000:]
+        raise GitError(redact(f"{what} {git.target.url} failed: {err}"))
 
 
 def deploy(site_or_store: str | Path, target: str, *, runs_filter: str | None = None,
@@ -235,9 +246,10 @@ def deploy(site_or_store: str | Path, target: str, *, runs_filter: str | None = 
                 raise GitError(f"{len(raw)} file(s) would reach git history without LFS "
                                f"(e.g. {raw[0]!r}); nothing was pushed")
             if through_lfs:
-                git(["lfs", "push", "origin", "HEAD"], remote=True)
-            git(["push", "--quiet", "--no-verify", "origin", f"HEAD:refs/heads/{branch}"],
-                remote=True)
+                _send(git, ["lfs", "push", "origin", "HEAD"],
+                      f"uploading {len(through_lfs)} file(s) to the LFS storage of")
+            _send(git, ["push", "--quiet", "--no-verify", "origin",
+                        f"HEAD:refs/heads/{branch}"], "pushing the site to")
             result.update(pushed=True,
                           commit=git(["rev-parse", "HEAD"]).stdout.decode().strip())
         else:
