@@ -392,3 +392,17 @@ def test_concurrent_readers_see_consistent_prefixes_while_the_run_grows(tmp_path
     for t in threads:
         t.join(60)
     assert not problems and cache.decodes == 1
+
+
+def test_json_values_count_at_their_size_in_the_byte_bound(tmp_path):
+    run_dir = tmp_path / "r7"
+    run_dir.mkdir()
+    hist = {"min": -1.0, "max": 1.0, "counts": list(range(64))}
+    rows = [("act/hist", "metric", "object", {}, s, float(s), hist) for s in range(1000)]
+    (run_dir / "data.fwl").write_bytes(encode_rows(rows, []))
+    cache = SeriesCache(max_bytes=10**9)
+    loaded = cache.get(run_dir, ["act/hist"])["act/hist"]
+    assert loaded.series.values[999] == hist
+    size = cache.nbytes()
+    # 1000 dicts of 64-int lists: several hundred kB in Python, not 1000 pointers.
+    assert size > 1000 * 64 * 8, size

@@ -29,100 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from ..store.format import last_frame_end
-from ..store.reader import Block, Series, decode_values
+from ..store.reader import Block, decode_values
 from .series import Loaded
+from .series_columns import DTYPES, Column
 
 DEFAULT_MAX_BYTES = 512 * 2**20
-_OBJECT_BYTES = 64  # a rough size of one JSON value held in an object column
 _MAX_CHANGES = 32  # remembered out-of-order insertions per key (for live cursors)
-_DTYPES = {"float": np.float64, "int": np.int64, "object": object}
 
 
 def _max_bytes_from_env() -> int:
     raw = os.environ.get("FLOWILLOWER_SERIES_CACHE_MB", "").strip()
     return int(float(raw) * 2**20) if raw.replace(".", "", 1).isdigit() else DEFAULT_MAX_BYTES
-
-
-class _Column:
-    """One key's values in logging order, with spare capacity to append into."""
-
-    def __init__(self, name: str, role: str, kind: str) -> None:
-        self.name, self.role, self.kind = name, role, kind
-        self.n = 0
-        self.ctx = np.empty(0, np.int64)
-        self.step = np.empty(0, np.int64)
-        self.time = np.empty(0, np.float64)
-        self.values = np.empty(0, _DTYPES[kind])
-        self.replayed = np.empty(0, bool)
-        self.vmin: float | None = None
-        self.vmax: float | None = None
-
-    def nbytes(self) -> int:
-        per = 8 * 3 + 1 + (_OBJECT_BYTES if self.kind == "object" else 8)
-        return per * len(self.step)
-
-    def _arrays(self) -> list[np.ndarray]:
-        return [self.ctx, self.step, self.time, self.values, self.replayed]
-
-    def _set(self, arrays: list[np.ndarray]) -> None:
-        self.ctx, self.step, self.time, self.values, self.replayed = arrays
-
-    def add(self, kind: str, cols: list[np.ndarray]) -> int | None:
-        """Merge new (ctx, step, time, values, replayed) rows, sorted by time (stable);
-        returns the position of the first old value that moved, or None (an append)."""
-        if kind != self.kind and self.kind != "object":
-            # One kind for the whole key, as the reader does: object > float > int.
-            self.kind = "object" if "object" in (kind, self.kind) else "float"
-            arrays = self._arrays()
-            arrays[3] = arrays[3].astype(_DTYPES[self.kind])  # a copy: old views stay
-            self._set(arrays)
-        cols[3] = cols[3].astype(_DTYPES[self.kind], copy=False)
-        if self.kind != "object" and len(cols[3]):
-            finite = cols[3][np.isfinite(cols[3])] if self.kind == "float" else cols[3]
-            if len(finite):
-                lo, hi = float(finite.min()), float(finite.max())
-                self.vmin = lo if self.vmin is None else min(self.vmin, lo)
-                self.vmax = hi if self.vmax is None else max(self.vmax, hi)
-        n, k = self.n, len(cols[1])
-        t_new = cols[2]
-        if n == 0 or t_new[0] >= self.time[n - 1]:
-            self._append(cols)
-            return None
-        pos = int(np.searchsorted(self.time[:n], t_new[0], side="right"))
-        # Copy on write: a reader may hold views of the current arrays.
-        merged = [np.concatenate([old[pos:n], new]) for old, new in zip(self._arrays(), cols)]
-        order = np.argsort(merged[2], kind="stable")  # old rows first on ties
-        cap = n + k + (n + k) // 2
-        fresh = []
-        for old, part in zip(self._arrays(), merged):
-            arr = np.empty(cap, old.dtype)
-            arr[:pos] = old[:pos]
-            arr[pos:n + k] = part[order]
-            fresh.append(arr)
-        self._set(fresh)
-        self.n = n + k
-        return pos
-
-    def _append(self, cols: list[np.ndarray]) -> None:
-        n, k = self.n, len(cols[1])
-        if n + k > len(self.step):
-            # A first load takes just what it needs (most runs are finished); a growing
-            # one grows by half: appends cost O(new) on average.
-            cap = k if n == 0 else n + k + (n + k) // 2
-            grown = []
-            for old in self._arrays():
-                arr = np.empty(cap, old.dtype)
-                arr[:n] = old[:n]
-                grown.append(arr)
-            self._set(grown)
-        for arr, new in zip(self._arrays(), cols):
-            arr[n:n + k] = new
-        self.n = n + k
-
-    def series(self) -> Series:
-        n = self.n
-        return Series(self.name, self.role, self.ctx[:n], self.step[:n], self.time[:n],
-                      self.values[:n], self.replayed[:n], self.kind)
 
 
 class _FileState:
@@ -159,7 +76,7 @@ class _RunState:
         self.serial = next(self.serials)
         self.wanted = set(wanted)
         self.files: dict[str, _FileState] = {}
-        self.columns: dict[str, _Column] = {}
+        self.columns: dict[str, Column] = {}
         self.loop_names: list[str] = []
         self.coord_index: dict[tuple, int] = {(): 0}
         self.coords: list[tuple] = [()]
@@ -278,8 +195,8 @@ class _RunState:
         kind = "object" if "object" in kinds else ("float" if "float" in kinds else "int")
         col = self.columns.get(key)
         if col is None:
-            col = self.columns[key] = _Column(key, plist[0][0], kind)
-        dtype = _DTYPES["object" if "object" in (kind, col.kind) else kind]
+            col = self.columns[key] = Column(key, plist[0][0], kind)
+        dtype = DTYPES["object" if "object" in (kind, col.kind) else kind]
         cols = [np.concatenate([p[2][i] for p in plist]) if len(plist) > 1 else plist[0][2][i]
                 for i in range(5)]
         cols[3] = cols[3].astype(dtype, copy=False) if len(plist) == 1 else \
@@ -388,6 +305,11 @@ class SeriesCache:
         # A cursor handed out after a change is at least the count after it (counts
         # grow), so only cursors below both counts can predate it.
         return any(pos < cursor <= before and cursor < after for before, pos, after in hist)
+
+    def nbytes(self) -> int:
+        """Bytes held by the decoded runs (the quantity `max_bytes` bounds)."""
+        with self._lock:
+            return sum(e.size() for e in self._entries.values())
 
     def _evict(self) -> None:
         total = sum(e.size() for e in self._entries.values())
