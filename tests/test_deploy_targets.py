@@ -136,6 +136,25 @@ def test_targets_by_name_and_address():
     assert TOKEN not in str(err.value)
 
 
+def test_the_token_goes_to_the_remotes_host_only(tmp_path, monkeypatch):
+    isolate_home(monkeypatch, tmp_path, "")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    args, env = parse_target("hf:alice/x").auth("huggingface.co")
+
+    def fill(host: str) -> str:
+        proc = subprocess.run(["git", *args, "credential", "fill"],
+                              input=f"protocol=https\nhost={host}\n\n", text=True,
+                              capture_output=True, env={**os.environ, **env,
+                                                        "GIT_TERMINAL_PROMPT": "0"})
+        return proc.stdout
+
+    assert f"username=user\npassword={TOKEN}" in fill("huggingface.co")
+    for elsewhere in ("evil.example", "huggingface.co.evil.example", "cdn-lfs.hf.co"):
+        assert TOKEN not in fill(elsewhere)
+    monkeypatch.delenv("HF_TOKEN")
+    assert parse_target("hf:alice/x").auth("huggingface.co") == ([], {})
+
+
 def test_readmes_per_host():
     hf = readme("runs", "hf")
     assert hf.startswith("---\n") and "sdk: static\n" in hf and "app_file: index.html" in hf

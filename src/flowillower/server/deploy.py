@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import GitError, StoreError
 from ..gitops.repo import redact, run_git
@@ -58,7 +59,15 @@ class _Clone:
 
     def __init__(self, work: Path, target: Target) -> None:
         self.work, self.target = work, target
-        self.auth_args, self.auth_env = target.auth()
+        self.auth_args: list[str] = []
+        self.auth_env: dict[str, str] = {}
+
+    def authenticate(self) -> None:
+        """Credentials for the host `origin` leads to once the user's URL rewrites
+        (`url.<base>.insteadOf`) are applied, as git itself will see it."""
+        url = self(["ls-remote", "--get-url", "origin"]).stdout.decode().strip()
+        host = urlsplit(url).netloc.rpartition("@")[2] if "://" in url else ""
+        self.auth_args, self.auth_env = self.target.auth(host)
 
     def __call__(self, args: Sequence[str], input: bytes | None = None, check: bool = True,
                  *, remote: bool = False, env: dict[str, str] | None = None
@@ -94,6 +103,7 @@ def _checkout(git: _Clone, branch: str) -> bool:
     git(["init", "--quiet", "--template=", "-b", branch])
     git(["config", "core.hooksPath", os.devnull])  # also for pushes *into* this repo
     git(["remote", "add", "origin", git.target.url])
+    git.authenticate()
     listed = git(["ls-remote", "origin", f"refs/heads/{branch}"], check=False, remote=True)
     if listed.returncode != 0:
         err = listed.stderr.decode("utf-8", "replace").strip()

@@ -27,9 +27,14 @@ _SHORT = re.compile(rf"^(hf|ms):({_NAME})/({_NAME})$")
 _HF_URL = re.compile(rf"^https://huggingface\.co/spaces/({_NAME})/({_NAME}?)(?:\.git)?/?$")
 _MS_URL = re.compile(
     rf"^https://(?:www\.)?modelscope\.(?:cn|ai)/studios/({_NAME})/({_NAME}?)(?:\.git)?/?$")
-# The helper answers `get` with the user and token of *its own* environment; git's
-# `store`/`approve` calls get nothing back, so no helper of the user's ever saves the token.
-_HELPER = ('!f() { test "$1" = get || exit 0; '
+# The helper answers `get` with the user and token of *its own* environment, and only
+# for the host the remote's address leads to (after the user's URL rewrites): a redirect
+# or an LFS endpoint elsewhere never gets the token. `store`/`erase` get nothing, and the
+# user's helpers are off for these commands, so none of them ever saves it.
+_HELPER = ('!f() { test "$1" = get || exit 0; ok=; '
+           'while IFS= read -r line; do '
+           'test "$line" = "host=$FLOWILLOWER_GIT_HOST" && ok=1; done; '
+           'test -n "$ok" || exit 0; '
            'printf "username=%s\\npassword=%s\\n" "$FLOWILLOWER_GIT_USER" '
            '"$FLOWILLOWER_GIT_TOKEN"; }; f')
 
@@ -69,12 +74,13 @@ class Target:
                 return value
         return None
 
-    def auth(self) -> tuple[list[str], dict[str, str]]:
-        """(git `-c` options, environment) for a command talking to this target.
+    def auth(self, host: str) -> tuple[list[str], dict[str, str]]:
+        """(git `-c` options, environment) for a command talking to this target, whose
+        address leads to `host` (`name[:port]`, after the user's URL rewrites).
 
         With a token: the user's credential helpers are switched off for the command
         (so none of them stores the token) and ours hands git the token from the
-        environment. Without one: nothing changes, the user's own setup applies.
+        environment, for `host` only. Without one: the user's own setup applies.
         """
         token = self.token()
         if token is None:
@@ -83,7 +89,8 @@ class Target:
             raise GitError(f"the token in ${self.token_vars[0]} spans several lines; "
                            "set it to the token alone")
         return (["-c", "credential.helper=", "-c", f"credential.helper={_HELPER}"],
-                {"FLOWILLOWER_GIT_USER": self.user, "FLOWILLOWER_GIT_TOKEN": token})
+                {"FLOWILLOWER_GIT_USER": self.user, "FLOWILLOWER_GIT_TOKEN": token,
+                 "FLOWILLOWER_GIT_HOST": host})
 
 
 def hosted(owner: str, name: str, kind: str) -> Target:
