@@ -132,9 +132,8 @@ def _replace_site(work: Path, site: Path) -> list[str]:
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         links = {n for n in names if os.path.islink(os.path.join(folder, n))}
-        links |= {n for n in names if n == ".git"}
         skipped.extend(Path(folder, n).relative_to(site).as_posix() for n in sorted(links))
-        return links
+        return links | ({".git"} & set(names))  # a repository inside the site: not ours
 
     shutil.copytree(site, work, dirs_exist_ok=True, ignore=ignore)
     return skipped
