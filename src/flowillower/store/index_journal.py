@@ -23,7 +23,6 @@ from typing import Any
 
 from .documents import GIT_FIELDS, META_FIELDS, checked, read_summary
 from .index_rows import RunParts, scan_run, to_json
-from .row_scan import quick_parts
 
 ROW_FILE = "index-row.json"
 ROW_VERSION = 1
@@ -98,9 +97,7 @@ def record_finish(run_dir: Path) -> bool:
         files = frame_files(base)
         if sum(files.values()) > MAX_READ_BACK_BYTES:
             raise OverflowError("too big to read back at finish")
-        # Without numpy when the run allows it: a script that never loaded numpy would
-        # spend more on importing it than on its whole finish.
-        parts = quick_parts(run_dir) or scan_run(run_dir)
+        parts = scan_run(run_dir)  # the readers' own decoder: the row says what they would
         document = {"version": ROW_VERSION, "id": parts.run_id, "status": parts.status,
                     "meta": parts.meta, "created": parts.created, "ended": parts.ended,
                     "error": parts.error, "loops": parts.loops,
