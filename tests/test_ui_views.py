@@ -146,3 +146,24 @@ def test_browser_saves_a_view_and_another_browser_opens_it(tmp_path, browser):
                  what="the saved view to open")
         assert other.evaluate("document.documentElement.scrollWidth <= innerWidth")
         other.context.close()
+
+
+def test_exported_site_lists_the_views_read_only(tmp_path, browser):
+    from flowillower.server.export import export_site
+    from tests.conftest import static_server
+
+    root = _store(tmp_path)
+    SavedViews(root).save("log losses", "#/charts?x=step&log=true")
+    site = tmp_path / "site"
+    export_site(root, site)
+    assert json.loads((site / "data" / "views.json").read_text())["views"][0]["name"] == \
+        "log losses"
+    with static_server(site) as base:
+        pg = browser.new_context(viewport={"width": 1200, "height": 800}).new_page()
+        pg.goto(f"{base}#/")
+        pg.click("#views-menu summary")
+        pg.wait_for_selector(".views-list a:text('log losses')").click()
+        wait_for(lambda: pg.evaluate("location.hash") == "#/charts?x=step&log=true",
+                 timeout=20, what="the exported view to open")
+        assert pg.query_selector(".views-form") is None  # read-only: nothing to save
+        pg.context.close()

@@ -106,7 +106,7 @@ class Api:
             if row is None:
                 continue
             runs.append({k: row.get(k) for k in ("id", "name", "status", "created",
-                                                  "loops")})
+                                                  "loops", "args", "tags")})
             for loop in row.get("loops") or []:
                 loops[loop] = None
             for name, stats in row["metrics"].items():

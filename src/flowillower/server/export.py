@@ -45,6 +45,7 @@ from ..store.index import latest_annotation
 from ..store.layout import runs_dir
 from ..store.reader import RunReader
 from ..store.resolve import InvalidRunRefError, run_file, run_path
+from ..store.views import SavedViews
 from .api import classify
 from .app import STATIC_DIR, render_index
 from .downsample import json_floats, minmax_indices
@@ -335,6 +336,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
             file_ok = str(exc)
     twins = out if file_ok is True else None
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve static/ as is
+    _dump(out / "data" / "views.json", {"views": SavedViews(store.root).list()}, twins)
     base = runs_dir(store.root)
     kept = []
     code = CodeExport(store.git_dir, out, lambda path, obj: _dump(path, obj, twins))
@@ -367,6 +369,7 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                     if twins:
                         _graph_twin(out, target)
                     models.append("" if len(rel.parts) == 2 else rel.parts[1])
+        kept[-1] = {**row, "models": models}  # the model page's "compare with" list
         _dump(dest / "run.json", {
             "run": row, "meta": meta, "summary": read_summary(run_dir),
             "annotations": latest_annotation(run_dir), "keys": keys, "models": models,

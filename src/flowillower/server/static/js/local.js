@@ -185,7 +185,7 @@ async function keys(p) {
   for (const id of ids) {
     let row;
     try { row = await resolve(id); } catch { continue; }
-    runs.push({ id: row.id, name: row.name, status: row.status, created: row.created, loops: row.loops });
+    runs.push({ id: row.id, name: row.name, status: row.status, created: row.created, loops: row.loops, args: row.args || {}, tags: row.tags || [] });
     (row.loops || []).forEach((l) => loops.add(l));
     for (const [k, s] of Object.entries(row.metrics)) if (chartable(s)) counts.set(k, (counts.get(k) || 0) + 1);
   }
@@ -234,6 +234,7 @@ export async function get(path, params) {
   if (path === "keys") return keys(params);
   if (path === "points") return points(params);
   if (path === "diff") return diff(params);
+  if (path === "views") return json("data/views.json").catch(() => ({ views: [] }));
   if (path === "models") return modelRuns();
   if (parts[0] === "runs" && parts[1]) {
     const row = await resolve(parts[1]);
