@@ -22,7 +22,7 @@ from flowillower.server.deploy import deploy
 from flowillower.server.deploy_lfs import BEGIN, END, LfsMissingError, attributes, lfs_files
 from flowillower.server.export import export_site
 from flowillower.server.share import push as share_push
-from tests.conftest import in_ci
+from tests.conftest import in_ci, static_server, wait_for
 from tests.conftest_git import bare_remote, git, isolate_home
 
 SPACE = "https://huggingface.co/spaces/alice/runs"
@@ -97,6 +97,25 @@ def test_space_images_travel_through_lfs_and_a_clone_gets_their_bytes(hub, tmp_p
     pulled = fw.pull(SPACE, dir=other)
     assert pulled["runs_added"] == 2
     assert sorted(p.name for p in (other / "runs").iterdir()) == sorted(ids)
+
+
+def test_the_cloned_space_serves_the_viewer_with_real_images(hub, tmp_path, page):
+    from playwright.sync_api import expect
+
+    store = tmp_path / "proj" / ".flowillower"
+    ids = make_demo_store(store, runs=2, steps=30, names=["first", "second"], model=False)
+    share_push("hf:alice/runs", dir=store)
+    git(tmp_path, "lfs", "install", "--skip-repo")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", SPACE, str(clone))
+    with static_server(clone) as url:  # what the Hub's static server does with it
+        page.goto(url)
+        expect(page.locator("table.runs tr[data-id]")).to_have_count(2)
+        page.goto(f"{url}#/run/{ids[0]}")
+        image = page.locator("#view img").first
+        expect(image).to_be_visible()
+        wait_for(lambda: image.evaluate("i => i.complete && i.naturalWidth > 0"),
+                 timeout=30, what="an image of the Space to decode (bytes, not a pointer)")
 
 
 def test_odd_names_large_text_and_raw_binaries_go_through_lfs(hub, tmp_path):
