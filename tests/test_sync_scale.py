@@ -60,7 +60,7 @@ def count_hashed(monkeypatch) -> list[str]:
     real = runcommits.hash_files
 
     def spy(files, algo):
-        seen.append(files[0][2].parent.name if files else "?")
+        seen.append(Path(files[0][2]).parent.name if files else "?")
         return real(files, algo)
 
     monkeypatch.setattr(runcommits, "hash_files", spy)

@@ -32,7 +32,7 @@ class RunCommit:
     """One run commit to write: its ref's run id, files, blob ids, parents and tree."""
 
     run_id: str
-    files: list[tuple[str, str, Path]]  # (rel, mode, path)
+    files: list[tuple[str, str, str]]  # (rel, mode, path)
     blobs: list[str]  # blob id of each file, in the same order
     tree: str
     parents: list[str]
@@ -44,7 +44,7 @@ def object_format(git_dir: Path) -> str:
     return out or "sha1"
 
 
-def _content(path: Path, mode: str) -> Iterable[bytes]:
+def _content(path: str, mode: str) -> Iterable[bytes]:
     if mode == "120000":
         yield os.fsencode(os.readlink(path))
         return
@@ -53,11 +53,11 @@ def _content(path: Path, mode: str) -> Iterable[bytes]:
             yield chunk
 
 
-def _size(path: Path, mode: str) -> int:
-    return len(os.fsencode(os.readlink(path))) if mode == "120000" else path.stat().st_size
+def _size(path: str, mode: str) -> int:
+    return len(os.fsencode(os.readlink(path))) if mode == "120000" else os.stat(path).st_size
 
 
-def hash_files(files: list[tuple[str, str, Path]], algo: str) -> list[str]:
+def hash_files(files: list[tuple[str, str, str]], algo: str) -> list[str]:
     """Blob id of each (rel, mode, path), as `git hash-object` would give it."""
     ids = []
     for _rel, mode, path in files:
@@ -69,7 +69,7 @@ def hash_files(files: list[tuple[str, str, Path]], algo: str) -> list[str]:
     return ids
 
 
-def tree_id(files: list[tuple[str, str, Path]], blobs: list[str], algo: str) -> str:
+def tree_id(files: list[tuple[str, str, str]], blobs: list[str], algo: str) -> str:
     """The id of the tree holding `files` (nested folders included)."""
     root: dict[bytes, object] = {}
     for (rel, mode, _path), blob in zip(files, blobs):
@@ -123,7 +123,7 @@ def _quote(rel: str) -> bytes:
     return bytes(out + b'"')
 
 
-def _send_inline(out: IO[bytes], rel: str, mode: str, path: Path, algo: str) -> str:
+def _send_inline(out: IO[bytes], rel: str, mode: str, path: str, algo: str) -> str:
     """Stream one file as an inline blob; the id of what was sent.
 
     Exactly the announced size is sent even if the file grows meanwhile (a live run).

@@ -42,7 +42,7 @@ _STATE_VERSION = 1
 class RunFiles:
     """The files of one run folder that travel, as found by `scan_run`."""
 
-    files: list[tuple[str, str, Path]] = field(default_factory=list)  # (rel, mode, path)
+    files: list[tuple[str, str, str]] = field(default_factory=list)  # (rel, mode, path)
     large: list[list[Any]] = field(default_factory=list)  # [rel, size] left behind
     fingerprint: str = ""
     settled: bool = True  # no file changed in the last SETTLE_SECONDS
@@ -64,7 +64,7 @@ def scan_run(run_dir: Path, include_large: bool, limit: int = LARGE_ARTIFACT) ->
     found = RunFiles()
     rows: list[tuple[str, int, int, str]] = []
     now = time.time()
-    stack = [(run_dir, "")]
+    stack = [(os.fspath(run_dir), "")]  # plain strings: thousands of runs, no Path objects
     while stack:
         folder, prefix = stack.pop()
         try:
@@ -77,7 +77,7 @@ def scan_run(run_dir: Path, include_large: bool, limit: int = LARGE_ARTIFACT) ->
                 continue
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                stack.append((Path(entry.path), rel + "/"))
+                stack.append((entry.path, rel + "/"))
                 continue
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 continue  # a fifo or socket is no run file
@@ -87,15 +87,14 @@ def scan_run(run_dir: Path, include_large: bool, limit: int = LARGE_ARTIFACT) ->
                 found.large.append([rel, st.st_size])
                 continue
             mode = _mode(st)
-            found.files.append((rel, mode, Path(entry.path)))
+            found.files.append((rel, mode, entry.path))
             rows.append((rel, st.st_size, st.st_mtime_ns, mode))
             if now - st.st_mtime_ns / 1e9 < SETTLE_SECONDS:
                 found.settled = False
     found.files.sort(key=lambda item: item[0].encode("utf-8", "surrogateescape"))
     found.large.sort()
     rows.sort()
-    digest = hashlib.sha1(json.dumps([include_large, limit, rows]).encode(
-        "utf-8", "surrogateescape"))
+    digest = hashlib.sha1(repr((include_large, limit, rows)).encode("utf-8", "surrogateescape"))
     found.fingerprint = digest.hexdigest()
     return found
 
