@@ -22,13 +22,14 @@ from ..store.index import latest_annotation
 from ..store.resolve import InvalidRunRefError, run_file
 from .answer_cache import AnswerCache
 from .code_view import code_diff, file_doc, search_contents, snapshot_sha, snapshot_tree
+from .columns import is_watch
 from .live import live_series
 from .model_runs import model_names, model_run_endpoints
 from .routing import ApiError, Endpoint, P
 from .security import safe_run_file
 from .series import chart_series, hist_series
 from .series_cache import SeriesCache
-from .store_view import StoreView, is_watch
+from .store_view import StoreView
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}

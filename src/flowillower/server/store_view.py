@@ -10,8 +10,6 @@ generation of the rows, so scrolling a 10,000-row table re-sorts nothing.
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,73 +21,16 @@ from ..errors import FilterSyntaxError, RunNotFoundError
 from ..store.catalog import Store
 from ..store.layout import runs_dir
 from ..store.resolve import InvalidRunRefError, check_ref, run_path
+from .columns import (
+    RUN_FIELDS,
+    STAT_PREFIXES,
+    Row,
+    cell,
+    hashable,
+    sort_key,
+    table_columns,
+)
 from .routing import ApiError
-
-Row = dict[str, Any]
-
-RUN_FIELDS = ("name", "status", "created", "duration", "tags", "notes", "id", "host",
-              "git_branch", "project")
-# Field columns a fresh table shows; the user picks others from the column menu.
-DEFAULT_FIELDS = ("status", "name", "created", "duration", "tags", "notes")
-_STAT_PREFIXES = ("last", "best", "min", "max", "count")
-# Statistic series of `fw.watch` are many per run: listed, but hidden by default.
-_WATCH_PREFIXES = ("act/", "grad/", "param/")
-_LOWER_IS_BETTER = re.compile(r"loss|err|ppl|perplex|mse|mae|nll|wer|cer|latency|time|"
-                              r"regret|dist|div", re.I)
-
-
-def lower_is_better(metric: str) -> bool:
-    """Whether a metric's best value is its minimum (losses, errors) or maximum."""
-    return bool(_LOWER_IS_BETTER.search(metric))
-
-
-def _metric_best(stats: dict[str, Any], name: str) -> Any:
-    return stats.get("min") if lower_is_better(name) else stats.get("max")
-
-
-def cell(row: Row, key: str) -> Any:
-    """The value of a table column (`name`, `arg:lr`, `last:loss`, `best:acc`...)."""
-    if key in RUN_FIELDS or key == "hidden":
-        return row.get(key)
-    kind, _, name = key.partition(":")
-    if kind == "arg":
-        return row["args"].get(name)
-    stats = row["metrics"].get(name)
-    if stats is None or kind not in _STAT_PREFIXES:
-        return None
-    if kind == "best":
-        return _metric_best(stats, name)
-    return stats.get(kind)
-
-
-def _sort_key(value: Any) -> tuple:
-    """Total order over mixed values: numbers < strings < others; missing sorts last."""
-    if value is None:
-        return (3, 0, "")
-    if isinstance(value, bool):
-        return (0, float(value), "")
-    if isinstance(value, (int, float)):
-        return (0, value, "") if not math.isnan(value) else (2, 0, "")
-    if isinstance(value, str):
-        return (1, 0, value.lower())
-    return (2, 0, str(value))
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, (list, dict)):
-        return repr(value)
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    return value
-
-
-def _is_chartable(stats: dict[str, Any]) -> bool:
-    return stats.get("kind") in ("float", "int")
-
-
-def is_watch(name: str, stats: dict[str, Any] | None = None) -> bool:
-    """Per-module statistics of `fw.watch` (role "watch", or their key prefixes)."""
-    return bool(stats and stats.get("role") == "watch") or name.startswith(_WATCH_PREFIXES)
 
 
 class StoreView:
@@ -273,70 +214,20 @@ class StoreView:
         """Every column of the matched runs, with constant ones flagged (to fold)."""
         rows = self.filtered(q, hidden)
 
-        def compute() -> list[dict[str, Any]]:
-            arg_vals: dict[str, set] = {}
-            arg_count: dict[str, int] = {}
-            metric_last: dict[str, set] = {}
-            metric_count: dict[str, int] = {}
-            replayed: set[str] = set()
-            watch: set[str] = set()
-            for r in rows:
-                for name, value in r["args"].items():
-                    vals = arg_vals.setdefault(name, set())
-                    if len(vals) < 2:
-                        vals.add(_hashable(value))
-                    arg_count[name] = arg_count.get(name, 0) + 1
-                for name, stats in r["metrics"].items():
-                    if not _is_chartable(stats):
-                        continue
-                    vals = metric_last.setdefault(name, set())
-                    if len(vals) < 2:
-                        vals.add(_hashable(stats.get("last")))
-                    metric_count[name] = metric_count.get(name, 0) + 1
-                    if stats.get("replayed"):
-                        replayed.add(name)
-                    if is_watch(name, stats):
-                        watch.add(name)
-            n = len(rows)
-            cols: list[dict[str, Any]] = []
-            for f in RUN_FIELDS:
-                cols.append({"key": f, "label": f.replace("git_", ""), "group": "run",
-                             "constant": False, "visible": f in DEFAULT_FIELDS})
-            for name in sorted(arg_vals):
-                constant = n > 1 and len(arg_vals[name]) == 1 and arg_count[name] == n
-                col = {"key": f"arg:{name}", "label": name, "group": "args",
-                       "constant": constant, "count": arg_count[name], "visible": True}
-                if constant:
-                    col["value"] = next(r["args"][name] for r in rows if name in r["args"])
-                cols.append(col)
-            metric_names = sorted(metric_count, key=lambda m: (m in watch, -metric_count[m], m))
-            shown = 0
-            for name in metric_names:
-                visible = name not in watch and shown < 12
-                shown += visible
-                constant = n > 1 and len(metric_last[name]) == 1 and metric_count[name] == n
-                for stat in ("last", "best"):
-                    cols.append({"key": f"{stat}:{name}", "label": f"{name} ({stat})",
-                                 "group": "metrics", "metric": name, "stat": stat,
-                                 "constant": constant and stat == "last", "visible": visible,
-                                 "count": metric_count[name], "replayed": name in replayed,
-                                 "goal": "min" if lower_is_better(name) else "max",
-                                 "watch": name in watch})
-            return cols
-
-        return self._cached(("columns", (q or "").strip(), hidden), compute)
+        return self._cached(("columns", (q or "").strip(), hidden),
+                            lambda: table_columns(rows))
 
     def ordered(self, q: str | None, hidden: bool, sort: str, desc: bool,
                 group: str | None) -> list[Row]:
         rows = self.filtered(q, hidden)
 
         def compute() -> list[Row]:
-            out = sorted(rows, key=lambda r: _sort_key(cell(r, sort)), reverse=desc)
+            out = sorted(rows, key=lambda r: sort_key(cell(r, sort)), reverse=desc)
             if desc:  # missing values last in both directions
                 out = [r for r in out if cell(r, sort) is not None] + \
                       [r for r in out if cell(r, sort) is None]
             if group:
-                out.sort(key=lambda r: _sort_key(cell(r, group)))  # stable: keeps `sort`
+                out.sort(key=lambda r: sort_key(cell(r, group)))  # stable: keeps `sort`
             return out
 
         return self._cached(("order", (q or "").strip(), hidden, sort, desc, group), compute)
@@ -375,7 +266,7 @@ class StoreView:
         if group:
             counts: dict[Any, int] = {}
             for r in rows:
-                key = _hashable(cell(r, group))
+                key = hashable(cell(r, group))
                 counts[key] = counts.get(key, 0) + 1
             result["groups"] = [{"value": k, "count": v} for k, v in
                                 list(counts.items())[:500]]
@@ -384,7 +275,7 @@ class StoreView:
     @staticmethod
     def _valid_key(key: str) -> bool:
         kind, sep, name = key.partition(":")
-        return bool(sep and name) and kind in ("arg", *_STAT_PREFIXES)
+        return bool(sep and name) and kind in ("arg", *STAT_PREFIXES)
 
     def points(self, dims: list[str], q: str | None = None, hidden: bool = False,
                limit: int = 10000) -> dict[str, Any]:

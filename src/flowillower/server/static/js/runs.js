@@ -260,7 +260,10 @@ export async function render(root, { params }) {
     const chart = h("button", { class: "primary", text: `Chart ${n} selected`, disabled: !n,
       onclick: () => { location.hash = "#/charts"; } });
     const clearBtn = h("button", { text: "Clear", disabled: !n, onclick: () => selection.clear() });
-    actions.append(chart, " ", clearBtn);
+    // The side-by-side images page (media.js), linked without loading it here.
+    const images = h("button", { text: `Images of ${n} selected`, disabled: !n,
+      onclick: () => { location.hash = `#/images?runs=${selection.ids().map(encodeURIComponent).join(",")}`; } });
+    actions.append(chart, " ", images, " ", clearBtn);
     if (!api.readonly) {
       actions.append(" ",
         h("button", { text: "Hide", disabled: !n, title: "hide the selected runs", onclick: () => bulk({ hidden: true }) }),
