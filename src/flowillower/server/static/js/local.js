@@ -90,9 +90,11 @@ function columns(rows) {
     if (visible) shown += 1;
     const constant = n > 1 && mLast.get(k).size === 1 && mCount.get(k) === n;
     for (const stat of ["last", "best"]) {
-      cols.push({ key: `${stat}:${k}`, label: `${k} (${stat})`, group: "metrics", metric: k, stat,
+      const col = { key: `${stat}:${k}`, label: `${k} (${stat})`, group: "metrics", metric: k, stat,
         constant: constant && stat === "last", visible, count: mCount.get(k), replayed: replayed.has(k),
-        goal: LOWER.test(k) ? "min" : "max" });
+        goal: LOWER.test(k) ? "min" : "max" };
+      if (col.constant) col.value = rows.find((r) => k in r.metrics).metrics[k].last;  // the folded line's value
+      cols.push(col);
     }
   });
   return cols;
