@@ -21,7 +21,6 @@ from flowillower.server.demo import make_demo_store
 from flowillower.server.deploy import deploy
 from flowillower.server.deploy_lfs import BEGIN, END, LfsMissingError, attributes, lfs_files
 from flowillower.server.export import export_site
-from flowillower.server.share import push as share_push
 from tests.conftest import in_ci, static_server, wait_for
 from tests.conftest_git import bare_remote, git, isolate_home
 
@@ -65,10 +64,10 @@ def test_space_images_travel_through_lfs_and_a_clone_gets_their_bytes(hub, tmp_p
     store = tmp_path / "proj" / ".flowillower"
     ids = make_demo_store(store, runs=1, steps=40, names=["a"], model=False)
     gitconfig = (tmp_path / "home" / ".gitconfig").read_text()
-    assert share_push(SPACE, dir=store)["pushed"]
+    assert fw.push(SPACE, dir=store)["pushed"]
     # A later deploy on top: the images already there stay pointers to stored objects.
     ids += make_demo_store(store, runs=1, steps=40, names=["b"], model=False, seed=7)
-    result = share_push(SPACE, dir=store)
+    result = fw.push(SPACE, dir=store)
     assert result["pushed"] and result["kind"] == "hf" and result["runs"]["pushed"] == 1
     assert (tmp_path / "home" / ".gitconfig").read_text() == gitconfig  # user's config
     images = [p for p in result["lfs"] if p.endswith(".png")]
@@ -104,7 +103,7 @@ def test_the_cloned_space_serves_the_viewer_with_real_images(hub, tmp_path, page
 
     store = tmp_path / "proj" / ".flowillower"
     ids = make_demo_store(store, runs=2, steps=30, names=["first", "second"], model=False)
-    share_push("hf:alice/runs", dir=store)
+    fw.push("hf:alice/runs", dir=store)
     git(tmp_path, "lfs", "install", "--skip-repo")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", SPACE, str(clone))
@@ -151,7 +150,7 @@ def test_without_git_lfs_one_line_error_and_nothing_pushed(hub, tmp_path, monkey
     os.symlink(shutil.which("git"), bindir / "git")  # git, but no git-lfs beside it
     monkeypatch.setenv("PATH", str(bindir))
     with pytest.raises(LfsMissingError, match="install the git-lfs package"):
-        share_push(SPACE, dir=store)
+        fw.push(SPACE, dir=store)
     res = CliRunner().invoke(cli, ["deploy", "hf:alice/runs", "--dir", str(store)])
     assert res.exit_code == 1
     assert len(res.output.strip().splitlines()) == 1 and "git-lfs" in res.output

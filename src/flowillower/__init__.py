@@ -59,7 +59,7 @@ _LAZY = {
     "dataframe": "flowillower.queries.dataframe:dataframe",
     "query": "flowillower.queries.sql:query",
     "runs": "flowillower.queries.dataframe:runs",
-    "push": "flowillower.remote:push",
+    "push": "flowillower.server.share:push",
     "pull": "flowillower.remote:pull",
     "replay": "flowillower.hindsight.replay:replay",
     "checkpointing": "flowillower.hindsight.checkpointing:checkpointing",
