@@ -282,8 +282,13 @@ def test_server_routes_refuse_paths_and_links(project, client):
         for route in ("", "/models", "/model", "/code", "/media?key=loss",
                       "/hist?key=loss", "/files/media/x.png"):
             r = client.get(f"/api/runs/{ref}{route}")
-            assert 400 <= r.status_code < 500, (ref, route, r.status_code, r.text)
             assert "VALUE" not in r.text
+            if not r.url.path.startswith("/api/runs/"):
+                # The client resolved the dot segment itself (/api/runs/../models is
+                # /api/models, a store-wide list): no run reference reached the server.
+                assert r.json() == client.get(r.url.path).json()
+                continue
+            assert 400 <= r.status_code < 500, (ref, route, r.status_code, r.text)
         r = client.get(f"/api/series?run={ref}&key=loss")
         assert 400 <= r.status_code < 500, (ref, r.status_code, r.text)
         r = client.get(f"/api/keys?run={ref}")
