@@ -117,8 +117,8 @@ def record_finish(run_dir: Path) -> bool:
 
 # -- reading ---------------------------------------------------------------------------
 def _number_or_none(value: Any) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                             and math.isfinite(value))
+    kind = type(value)
+    return value is None or kind is int or (kind is float and math.isfinite(value))
 
 
 _ARG_TYPES = (str, str)  # name, value as JSON text
@@ -126,17 +126,22 @@ _NUMBER_TYPES = (int, float, type(None))
 # The types of a metric's fields as the writer records them (min, max: a number or null).
 _METRIC_TYPES = {(str, str, str, int, str, lo, hi, step, bool) for lo in _NUMBER_TYPES
                  for hi in _NUMBER_TYPES for step in (int, type(None))}
+_ROLES = frozenset(("metric", "watch"))
+_KINDS = frozenset(("float", "int", "object"))
+_isfinite = math.isfinite
 
 
 def _metric_ok(m: Any) -> bool:
+    # Exact types first (no bool passes for an int); then only floats need a finite check.
     return (type(m) is list and tuple(map(type, m)) in _METRIC_TYPES
-            and m[1] in ("metric", "watch") and m[2] in ("float", "int", "object")
-            and m[3] >= 0 and _number_or_none(m[5]) and _number_or_none(m[6]))
+            and m[1] in _ROLES and m[2] in _KINDS and m[3] >= 0
+            and (type(m[5]) is not float or _isfinite(m[5]))
+            and (type(m[6]) is not float or _isfinite(m[6])))
 
 
 def _parse(doc: Any, run_id: str) -> RunParts | None:
     """The row's parts when every field has the type the writer gives it."""
-    if not (isinstance(doc, dict) and doc.get("version") == ROW_VERSION
+    if not (type(doc) is dict and doc.get("version") == ROW_VERSION
             and doc.get("id") == run_id and doc.get("status") in _STATUSES):
         return None
     meta = checked(doc.get("meta"), META_FIELDS)
@@ -145,18 +150,18 @@ def _parse(doc: Any, run_id: str) -> RunParts | None:
     if "git" in meta:
         meta["git"] = checked(meta["git"], GIT_FIELDS)
     loops, args, metrics = doc.get("loops"), doc.get("args"), doc.get("metrics")
-    if not (_number_or_none(doc.get("created")) and _number_or_none(doc.get("ended"))
-            and (doc.get("error") is None or isinstance(doc.get("error"), str))
-            and isinstance(loops, list) and all(isinstance(x, str) for x in loops)
-            and isinstance(args, list) and isinstance(metrics, list)):
+    created, ended, error = doc.get("created"), doc.get("ended"), doc.get("error")
+    if not (_number_or_none(created) and _number_or_none(ended)
+            and (error is None or type(error) is str)
+            and type(loops) is list and all(type(x) is str for x in loops)
+            and type(args) is list and type(metrics) is list):
         return None
     if not all(type(a) is list and tuple(map(type, a)) == _ARG_TYPES for a in args):
         return None
-    if not all(_metric_ok(m) for m in metrics):
+    if not all(map(_metric_ok, metrics)):
         return None
-    return RunParts(run_id, meta, doc["status"], doc.get("created"), doc.get("ended"),
-                    doc.get("error"), loops, [tuple(a) for a in args],
-                    [tuple(m) for m in metrics])
+    return RunParts(run_id, meta, doc["status"], created, ended, error, loops,
+                    list(map(tuple, args)), list(map(tuple, metrics)))
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -22,6 +22,8 @@ from .documents import read_meta, read_summary
 
 def sql_value(value: Any) -> Any:
     """A value SQLite keeps with its type (NaN/inf/objects go through JSON)."""
+    if type(value) is float:  # the common case first
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or value is None:
         return None if value is None else int(value)
     if isinstance(value, int):
