@@ -117,6 +117,11 @@ def _snap(x: np.ndarray, y: np.ndarray, lo: float, width: float, nb: int
     return slots[keep], y[src[keep]], src[keep]
 
 
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """`a[idx]` for sorted unique `idx`, without a copy when `idx` is every position."""
+    return a if len(idx) == len(a) else a[idx]
+
+
 def stats(y: np.ndarray) -> dict[str, Any]:
     """last, min and max of a chart's values (JSON-safe)."""
     finite = y[np.isfinite(y)]
@@ -149,10 +154,13 @@ def chart_series(items: list[tuple[str, Loaded, Loaded | None, float | None]], k
             per_run.append({"run": run_id, "count": len(s.values), "cursor": len(s.values),
                             "kind": "object", "x": [], "y": []})
             continue
-        y_all = s.values.astype(np.float64)
+        y_all = np.asarray(s.values, dtype=np.float64)  # no copy of float columns
         x_all = x_values(loaded, axis, created, other.series if other else None)
+        known = loaded.vmin is not None and len(y_all)  # the cache's running min / max
         entry: dict[str, Any] = {"run": run_id, "count": len(y_all), "cursor": len(y_all),
-                                 **stats(y_all)}
+                                 **(stats(y_all[-1:]) | {"min": loaded.vmin,
+                                                         "max": loaded.vmax}
+                                    if known else stats(y_all))}
         start = 0
         if afters is not None:
             start = afters[i] if i < len(afters) else 0
@@ -161,34 +169,38 @@ def chart_series(items: list[tuple[str, Loaded, Loaded | None, float | None]], k
                 start = 0
             entry["after"] = start
             idx = np.arange(start, len(y_all))
+        elif x0 is None and x1 is None:  # the whole series: no index copies
+            finite = np.isfinite(x_all)
+            idx = np.arange(len(x_all)) if finite.all() else np.flatnonzero(finite)
         else:
             idx = clip_range(x_all, x0, x1)
-        idx = idx[np.isfinite(x_all[idx])]
+        if afters is not None or x0 is not None or x1 is not None:
+            idx = idx[np.isfinite(x_all[idx])]
         per_run.append(entry)
         arrays.append((entry, idx, x_all, y_all))
         entry["_replayed"] = s.replayed
 
     total = sum(len(idx) for _, idx, _, _ in arrays)
+    spans = [(float(_take(x, idx).min()), float(_take(x, idx).max()))
+             for _, idx, x, _ in arrays if len(idx)]
     distinct = None
     if afters is None and arrays and axis == "step":
-        lo = min((x[idx].min() for _, idx, x, _ in arrays if len(idx)), default=0.0)
-        hi = max((x[idx].max() for _, idx, x, _ in arrays if len(idx)), default=0.0)
+        lo = min((a for a, _ in spans), default=0.0)
+        hi = max((b for _, b in spans), default=0.0)
         distinct = hi - lo + 1
     snap = (afters is None and len(arrays) > 1 and total > 2 * points
             and not (distinct is not None and distinct <= points))
     result: dict[str, Any] = {"key": key, "x_axis": axis, "points": points, "x": None,
                               "sampled": False, "runs": per_run}
     if snap:
-        lo = min(float(x[idx].min()) for _, idx, x, _ in arrays if len(idx)) \
-            if any(len(idx) for _, idx, _, _ in arrays) else 0.0
-        hi = max(float(x[idx].max()) for _, idx, x, _ in arrays if len(idx)) \
-            if any(len(idx) for _, idx, _, _ in arrays) else 1.0
+        lo = min((a for a, _ in spans), default=0.0)
+        hi = max((b for _, b in spans), default=1.0)
         nb = max(1, points // 2)
         width = (hi - lo) / nb if hi > lo else 1.0
         used = np.zeros(2 * nb, bool)
         snapped = []
         for entry, idx, x, y in arrays:
-            slots, vals, src = _snap(x[idx], y[idx], lo, width, nb)
+            slots, vals, src = _snap(_take(x, idx), _take(y, idx), lo, width, nb)
             used[slots] = True
             snapped.append((entry, slots, vals, idx[src] if len(src) else src))
         slot_ids = np.flatnonzero(used)
@@ -210,7 +222,7 @@ def chart_series(items: list[tuple[str, Loaded, Loaded | None, float | None]], k
     for entry, idx, x, y in arrays:
         keep = idx
         if len(idx) > points:
-            keep = idx[minmax_indices(y[idx], points)]
+            keep = idx[minmax_indices(_take(y, idx), points)]
             result["sampled"] = True
         xs = x[keep]
         entry["x"] = (xs.astype(np.int64).tolist() if axis == "step"
