@@ -63,6 +63,9 @@ _LAZY = {
     "pull": "flowillower.remote:pull",
     "replay": "flowillower.hindsight.replay:replay",
     "checkpointing": "flowillower.hindsight.checkpointing:checkpointing",
+    "use_artifact": "flowillower.lineage:use_artifact",
+    "best": "flowillower.lineage:best",
+    "register": "flowillower.registry:register",
 }
 
 

@@ -35,6 +35,8 @@ _OPTIONAL = (
     ("flowillower.cli.ui", {"ui_command": "ui", "export_command": "export",
                             "deploy_command": "deploy"}, None),
     ("flowillower.examples.flow_matching.cli", {"demo_command": "demo"}, "demo"),
+    ("flowillower.cli.registry", {"registry_command": "registry"}, None),
+    ("flowillower.cli.du", {"du_command": "du"}, None),
 )
 
 

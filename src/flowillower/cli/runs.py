@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..queries.filters import compile_filter
+from ..store.catalog import Store
 from .common import (
     STATUS_STYLE,
     dir_option,
@@ -86,7 +87,10 @@ def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
     run_id = store.resolve(run)
     row = store.runs(lambda r: r["id"] == run_id)[0]
     reader = store.reader(run_id)
-    detail = {**row, "meta": reader.meta, "summary": reader.summary}
+    from ..lineage import graph
+
+    lineage = graph(store, run_id)  # inputs, consumers and the DAG around the run
+    detail = {**row, "meta": reader.meta, "summary": reader.summary, "lineage": lineage}
     if as_json:
         print_json(detail)
         return
@@ -115,6 +119,18 @@ def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
                     [[name, fmt_value(m["last"]), fmt_value(m["min"]) if m["min"] is not None
                       else "", fmt_value(m["max"]) if m["max"] is not None else "", m["count"]]
                      for name, m in row["metrics"].items()])
+    _print_lineage(lineage)
+
+
+def _print_lineage(lineage: dict) -> None:
+    """The run's inputs (runs whose artifacts it used) and consumers (runs using its)."""
+    for title, records, arrow in (("inputs", lineage["inputs"], "<-"),
+                                  ("consumers", lineage["consumers"], "->")):
+        if records:
+            click.echo(click.style(title, bold=True))
+            for rec in records:
+                via = f"  ({rec['via']})" if rec.get("via") else ""
+                click.echo(f"  {arrow} {rec['run']}  {rec['artifact']}{via}")
 
 
 @click.command("df")
@@ -172,17 +188,29 @@ def rm_command(runs: tuple[str, ...], hide: bool, yes: bool, store_dir: str | No
 
 @click.command("gc")
 @click.option("--checkpoints", is_flag=True, help="Also delete every run's checkpoints.")
+@click.option("--keep-last", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Delete media and checkpoints of all but the newest N runs.")
+@click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Delete media and checkpoints of runs started over DAYS days ago.")
+@click.option("-y", "--yes", is_flag=True, help="Delete media / checkpoints without asking.")
+@click.option("--dry-run", is_flag=True, help="Only say what --keep-last/--older-than frees.")
 @dir_option
 @friendly_errors
-def gc_command(checkpoints: bool, store_dir: str | None) -> None:
+def gc_command(checkpoints: bool, keep_last: int | None, older_than: float | None,
+               yes: bool, dry_run: bool, store_dir: str | None) -> None:
     """Reclaim space: drop code snapshots no run uses (and, if asked, checkpoints).
 
     Objects and code refs written in the last two hours are kept: a run that is starting
-    right now may not have named its snapshot yet.
+    right now may not have named its snapshot yet. With --keep-last N and/or
+    --older-than DAYS, the media and checkpoints of runs outside the newest N and older
+    than DAYS go too (values never do; running runs are kept); asks first unless -y.
     """
     from ..store.reader import RunReader
 
     store = open_store(store_dir)
+    if keep_last is not None or older_than is not None:
+        if not _prune_media(store, keep_last, older_than, yes, dry_run) or dry_run:
+            return
     freed, live = 0, []
     for run_dir in sorted(Path(store.root, "runs").iterdir()) if checkpoints else ():
         ckpt = run_dir / "checkpoints"
@@ -200,6 +228,30 @@ def gc_command(checkpoints: bool, store_dir: str | None) -> None:
                "two hours")
     if live:
         click.echo(f"kept the checkpoints of {len(live)} running run(s): {', '.join(live)}")
+
+
+def _prune_media(store: Store, keep_last: int | None, older_than: float | None, yes: bool,
+                 dry_run: bool) -> bool:
+    """Media and checkpoints of old runs (store.usage.plan_prune): listed, confirmed,
+    removed. False when the user declined."""
+    from ..store.usage import plan_prune, prune
+
+    plan = plan_prune(store.runs(), store.root, keep_last, older_than)
+    total = sum(sum(c.bytes.values()) for c in plan)
+    files = sum(sum(c.files.values()) for c in plan)
+    click.echo(f"{'would free' if dry_run else 'frees'} {total / 2**20:.1f} MiB in {files} "
+               f"file(s) of media and checkpoints from {len(plan)} run(s); values stay")
+    for cand in plan[:20]:
+        click.echo(f"  {cand.id}  " + ", ".join(f"{k} {v / 2**20:.1f} MiB"
+                                                 for k, v in cand.bytes.items()))
+    if dry_run or not plan:
+        return True
+    if not yes and not click.confirm("delete them?", default=False):
+        click.echo("nothing deleted")
+        return False
+    freed = prune(store.root, plan)
+    click.echo(f"freed {freed / 2**20:.1f} MiB of media and checkpoints")
+    return True
 
 
 def _prune_snapshot_refs(root: Path) -> int:
