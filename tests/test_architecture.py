@@ -27,7 +27,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PKG
 LAYERS: list[tuple[str, list[str]]] = [
     # Plain values and settings every other layer uses; they import nothing of ours but
     # each other.
-    ("foundation", ["errors", "values", "sizes", "args", "system", "procfs"]),
+    ("foundation", ["errors", "values", "sizes", "args", "system", "procfs", "heartbeat",
+                    "notify"]),
     # Files on disk: the record buffer, frame format, writer, reader and index (`store`),
     # and git (`gitops`). They know nothing of runs being logged.
     ("store", ["store", "gitops"]),
@@ -39,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # replays, model graphs and watching, queries over the store, push / pull, fitlog.
     # Hindsight's `fw.checkpointing` finds the current run through `api` (same layer).
     ("features", ["api", "hindsight", "model", "queries", "remote", "fitlog", "lineage",
-                  "registry"]),
+                  "registry", "sysmetrics", "alerts"]),
     # Front ends: the package facade (`flowillower/__init__.py`, which also plugs replay
     # mode into run creation), the command line, the web UI and the examples.
     ("front", ["", "__main__", "cli", "server", "examples"]),

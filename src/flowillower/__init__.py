@@ -15,6 +15,8 @@ import os
 from typing import Any
 
 from . import args as _args
+from . import heartbeat as _heartbeat
+from . import sysmetrics as _sysmetrics
 from .api import (
     arg,
     config,
@@ -53,6 +55,8 @@ def _join_replay(run: Run) -> None:
 
 
 on_run_created(_join_replay)
+on_run_created(_heartbeat.attach)  # every live run beats ($FLOWILLOWER_HEARTBEAT)
+on_run_created(_sysmetrics.attach_from_env)  # $FLOWILLOWER_SYSTEM_METRICS=<seconds>
 
 # Heavier functions, resolved on first use: name -> "module:attribute".
 _LAZY = {
@@ -63,6 +67,9 @@ _LAZY = {
     "pull": "flowillower.remote:pull",
     "replay": "flowillower.hindsight.replay:replay",
     "checkpointing": "flowillower.hindsight.checkpointing:checkpointing",
+    "alert": "flowillower.alerts:alert",
+    "alert_rules": "flowillower.alerts:alert_rules",
+    "system_metrics": "flowillower.sysmetrics:system_metrics",
     "use_artifact": "flowillower.lineage:use_artifact",
     "best": "flowillower.lineage:best",
     "register": "flowillower.registry:register",
