@@ -179,6 +179,7 @@ def main() -> None:
               "(one real run copied with new ids, each with a frame of its own)")
         results = {"this package": run_child(tmp, "new", None, store)}
         if not args.no_baseline:
+            (tmp / "baseline").mkdir()
             src = previous_package(args.baseline_rev, tmp / "baseline")
             if src is not None:
                 results[f"before ({args.baseline_rev})"] = run_child(tmp, "old", src, store)

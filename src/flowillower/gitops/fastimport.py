@@ -123,34 +123,38 @@ def _quote(rel: str) -> bytes:
     return bytes(out + b'"')
 
 
-def _send_inline(out: IO[bytes], rel: str, mode: str, path: str, algo: str) -> str:
-    """Stream one file as an inline blob; the id of what was sent.
-
-    Exactly the announced size is sent even if the file grows meanwhile (a live run).
-    """
+def _send_blob(out: IO[bytes], mark: int, mode: str, path: str) -> None:
+    """Stream one file as a marked blob, exactly the announced size even if the file
+    grows meanwhile (a live run)."""
     size = _size(path, mode)
-    out.write(b"M %s inline %s\ndata %d\n" % (mode.encode(), _quote(rel), size))
-    h = hashlib.new(algo, b"blob %d\0" % size)
+    out.write(b"blob\nmark :%d\ndata %d\n" % (mark, size))
     left = size
     for chunk in _content(path, mode):
         chunk = chunk[:left]
         out.write(chunk)
-        h.update(chunk)
         left -= len(chunk)
         if not left:
             break
     if left:
         raise GitError(f"{path} shrank while it was being pushed; push again")
     out.write(b"\n")
-    return h.hexdigest()
 
 
-def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str],
-                   algo: str = "sha1") -> dict[str, str]:
+def _similar_first(item: tuple[str, tuple[str, str, str]]) -> tuple[str, str, str]:
+    """Sort key putting files of one kind together (every run.json, every data.fwl):
+    fast-import stores each blob as a delta of the one before, so neighbours that look
+    alike make a small pack, and pushes reuse those deltas."""
+    rel = item[1][0]
+    name = rel.rsplit("/", 1)[-1]
+    return (name.rsplit(".", 1)[-1], name, rel)
+
+
+def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str]
+                   ) -> dict[str, str]:
     """Write `commits` with one `git fast-import`; {run id: commit id}.
 
-    Blobs in `have` are already in the repository and are named, not sent. No ref is
-    left behind: the caller points the run refs at the commits (one transaction).
+    Blobs in `have` are already in the repository and are named, not sent; the others
+    are sent first, alike ones together. No ref is left behind: the caller points the run refs at the commits (one transaction).
     """
     if not commits:
         return {}
@@ -164,7 +168,16 @@ def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str],
         who = f"{IDENTITY['GIT_AUTHOR_NAME']} <{IDENTITY['GIT_AUTHOR_EMAIL']}> {FIXED_DATE}"
         try:
             out = proc.stdin
-            sent: set[str] = set()
+            new: dict[str, tuple[str, str, str]] = {}
+            for commit in commits:
+                for file, blob in zip(commit.files, commit.blobs):
+                    if blob not in have:
+                        new.setdefault(blob, file)
+            marks_of: dict[str, int] = {}
+            for mark, (blob, (_rel, mode, path)) in enumerate(
+                    sorted(new.items(), key=_similar_first), start=len(commits) + 1):
+                _send_blob(out, mark, mode, path)
+                marks_of[blob] = mark  # what was sent, even if the file changed meanwhile
             for mark, commit in enumerate(commits, start=1):
                 message = f"flowillower run {commit.run_id}\n".encode()
                 out.write(b"reset %s\ncommit %s\nmark :%d\n" % (scratch.encode(),
@@ -174,19 +187,16 @@ def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str],
                 for kind, parent in zip(("from", "merge", "merge"), commit.parents):
                     out.write(f"{kind} {parent}\n".encode())
                 out.write(b"deleteall\n")  # the tree is the folder, not the parent's plus
-                for (rel, mode, path), blob in zip(commit.files, commit.blobs):
-                    if blob in have or blob in sent:
-                        out.write(b"M %s %s %s\n" % (mode.encode(), blob.encode(), _quote(rel)))
-                        continue
-                    if _send_inline(out, rel, mode, path, algo) == blob:
-                        sent.add(blob)  # a file that changed meanwhile is sent again
+                for (rel, mode, _path), blob in zip(commit.files, commit.blobs):
+                    ref = b":%d" % marks_of[blob] if blob in marks_of else blob.encode()
+                    out.write(b"M %s %s %s\n" % (mode.encode(), ref, _quote(rel)))
                 out.write(b"\n")
             out.write(b"reset %s\ndone\n" % scratch.encode())  # leave no scratch ref
         except BaseException:
             abandon(proc)
             raise
         finish(proc)
-        ids = {}
+        ids: dict[int, str] = {}
         for line in marks.read_text().splitlines():
             mark, _, sha = line.partition(" ")
             ids[int(mark.lstrip(":"))] = sha

@@ -104,7 +104,7 @@ def commit_runs(store_root: Path, run_ids: list[str], include_large: bool = Fals
                 targets[job.run_id] = job.parents[0]  # unchanged folder: the same commit
             else:
                 writes.append(job)
-        targets.update(import_commits(git_dir, writes, set(found.values()), algo))
+        targets.update(import_commits(git_dir, writes, set(found.values())))
         moves = "".join(f"update {RUN_REF_PREFIX}{run_id} {commit}\n"
                         for run_id, commit in targets.items()
                         if refs.get(RUN_REF_PREFIX + run_id) != commit)
