@@ -142,6 +142,7 @@ class SystemSampler:
         self.gpus: list[tuple[int, Any]] = []
         self.process = self.psutil.Process()
         self.logged = 0  # means logged so far (their step)
+        self.rounds = 0  # intervals completed, logged or not (not on disk yet)
         self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True,
@@ -236,6 +237,7 @@ class SystemSampler:
                 after = self.counters()
                 means = {k: sums[k] / counts[k] for k in sums}
                 means.update(self._rates(before, after, now - start))
+                self.rounds += 1
                 if not self._log(means):
                     break
                 sums, counts = {}, {}
