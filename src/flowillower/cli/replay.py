@@ -11,8 +11,13 @@ from .common import dir_option, friendly_errors
 @click.argument("names", nargs=-1, required=True)
 @click.option("--runs", "runs_filter", default=None, metavar="FILTER",
               help="Only runs matching this filter (fitlog syntax, expression or text).")
-@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="Worker processes; outer iterations are split among them.")
+@click.option("--workers", "-w", default=None, type=click.IntRange(1, 4096),
+              help="Tasks at once; outer iterations are split among them [default: 1 "
+                   "locally, every CPU of a Ray cluster].")
+@click.option("--executor", "executor_name", default=None, metavar="local|ray[=ADDRESS]",
+              help="Where the tasks run: local processes, or a Ray cluster (the one "
+                   "`ray start` made here, or HOST:PORT) [default: "
+                   "$FLOWILLOWER_REPLAY_EXECUTOR, else local].")
 @click.option("--yes", "-y", is_flag=True,
               help="Do not ask before replaying (never implies --trust).")
 @click.option("--trust", "trust_all", is_flag=True,
@@ -27,8 +32,8 @@ from .common import dir_option, friendly_errors
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @dir_option
 @friendly_errors
-def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int, yes: bool,
-                   trust_all: bool, trust_authors: tuple[str, ...], script: str | None,
+def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int | None,
+                   executor_name: str | None, yes: bool, trust_all: bool, trust_authors: tuple[str, ...], script: str | None,
                    as_json: bool, store_dir: str | None) -> None:
     """Compute values past runs never logged, as if they had been logged originally.
 
@@ -40,13 +45,26 @@ def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int
     Runs from elsewhere (pulled from a remote, or recorded on another host) are left out:
     replaying runs their code here. Pass --trust, or --trust-author NAME, to include them.
     """
+    from ..hindsight.engines import make_executor
     from ..hindsight.replay import report_json, run_replay
 
-    report = run_replay(list(names), runs=runs_filter, workers=workers, yes=yes, dir=store_dir,
-                    script=script, trust=True if trust_all else list(trust_authors),
-                    echo=lambda text: click.echo(text, err=True),
-                    confirm=lambda _prompt: click.confirm("Replay now?", default=False,
-                                                          err=True))
+    def echo(text: str) -> None:
+        click.echo(text, err=True)
+
+    try:
+        executor = make_executor(executor_name, workers, echo=echo)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--executor") from None
+    executor.open()
+    try:
+        report = run_replay(list(names), runs=runs_filter, workers=executor.workers, yes=yes,
+                            dir=store_dir, script=script,
+                            trust=True if trust_all else list(trust_authors), echo=echo,
+                            confirm=lambda _prompt: click.confirm("Replay now?",
+                                                                  default=False, err=True),
+                            executor=executor)
+    finally:
+        executor.close()
     if as_json:
         click.echo(report_json(report))
     if report.interrupted:

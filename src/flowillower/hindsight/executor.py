@@ -1,8 +1,9 @@
 """Running replay tasks: a small interface, and a local process pool behind it.
 
-A task is a self-contained command (argv, working directory, environment, scratch
-directory). The planner never sees how tasks run, so a cluster engine (Ray, Slurm) only
-has to implement `Executor.run` (a shared filesystem carries the scratch directories).
+A task is a command (argv, working directory, environment, scratch directory) on this
+machine. The planner never sees how tasks run: a cluster engine implements
+`Executor.run`, packing each task into a self-contained payload (`task.py`) so that its
+workers need no shared filesystem (`ray_executor.py`); `engines.make_executor` picks one.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ class Executor(ABC):
     def __init__(self, workers: int = 1) -> None:
         self.workers = max(1, int(workers))
         self.interrupted = False
+
+    @property
+    def task_overhead_s(self) -> float:
+        """Seconds one task costs the engine besides its own work (0: a local process's
+        start is part of the run's recorded set-up)."""
+        return 0.0
+
+    def open(self) -> None:  # noqa: B027 - most engines have nothing to connect to
+        """Connect to the engine (a cluster sets `workers` to its size unless given)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release what the executor holds (a cluster connection)."""
 
     @abstractmethod
     def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
@@ -125,10 +138,3 @@ def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def make_executor(kind: str = "local", workers: int = 1) -> Executor:
-    """The executor named `kind` ("local"; cluster engines plug in here)."""
-    if kind == "local":
-        return LocalExecutor(workers)
-    raise ValueError(f"unknown executor {kind!r}; available: local")

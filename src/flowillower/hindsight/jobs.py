@@ -157,11 +157,23 @@ def materialize(job: Job, base: Path, git_dir: Path) -> None:
         env.pop("FLOWILLOWER_RUN_ID", None)
         env[REPLAY_ENV] = str(plan_path)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(recorded_threads(job.plan, env))
         env["PYTHONPATH"] = os.pathsep.join(
             [package_parent, *filter(None, [env.get("PYTHONPATH")])])
         job.tasks.append(Task(f"{out.run_id}#{job.attempt}.{t.index}",
                               [sys.executable, str(script), *argv], cwd, env, scratch,
                               t.estimate, {"job": job, "plan": t}))
+
+
+def recorded_threads(plan: RunPlan, env: dict[str, str]) -> dict[str, str]:
+    """Thread counts for a worker: those the run recorded (CPU float reductions depend
+    on them), unless the environment already fixes them."""
+    meta = plan.info.store.meta or {}
+    threads = meta.get("torch_threads")
+    if not isinstance(threads, int) or threads < 1:
+        return {}
+    return {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            if var not in env}
 
 
 def _link_skipped(git: dict[str, Any], root: Path, tree: Path) -> None:

@@ -313,13 +313,18 @@ def _split(plan: RunPlan, t: TaskPlan) -> tuple[TaskPlan, TaskPlan] | None:
     return a, b
 
 
-def schedule(plans: list[RunPlan], workers: int) -> float:
+def schedule(plans: list[RunPlan], workers: int, task_overhead: float = 0.0) -> float:
     """Split outer iterations among `workers` while that shortens the replay; return the
-    estimated wall time."""
+    estimated wall time. `task_overhead`: what the engine adds to every task (seconds:
+    `Executor.task_overhead_s`), so a split must also pay for one more of those."""
     workers = max(1, workers)
+
+    def makespan(costs: list[float]) -> float:
+        return _lpt([c + task_overhead for c in costs], workers)
+
     while True:
         tasks = [(p, t) for p in plans for t in p.tasks]
-        current = _lpt([t.estimate for _, t in tasks], workers)
+        current = makespan([t.estimate for _, t in tasks])
         if len(tasks) >= 4 * workers:
             break
         improved = False
@@ -331,8 +336,15 @@ def schedule(plans: list[RunPlan], workers: int) -> float:
                 continue
             trial = [x.estimate for _, x in tasks if x is not t] + [parts[0].estimate,
                                                                    parts[1].estimate]
-            # Each extra worker pays the set-up again: split only for a clear gain.
-            if _lpt(trial, workers) < current * SPLIT_GAIN:
+            # Each extra worker pays the set-up again: split only for a clear gain. While
+            # workers are idle, the gain is the longest task's (tasks of equal length are
+            # split one after another); after that, the whole schedule's.
+            if len(tasks) < workers:
+                gain = (max(p.estimate for p in parts) + task_overhead
+                        < (t.estimate + task_overhead) * SPLIT_GAIN)
+            else:
+                gain = makespan(trial) < current * SPLIT_GAIN
+            if gain:
                 k = plan.tasks.index(t)
                 plan.tasks[k:k + 1] = list(parts)
                 improved = True
@@ -342,7 +354,23 @@ def schedule(plans: list[RunPlan], workers: int) -> float:
     for plan in plans:
         for k, t in enumerate(plan.tasks):
             t.index = k
-    return _lpt([t.estimate for p in plans for t in p.tasks], workers)
+    return makespan([t.estimate for p in plans for t in p.tasks])
+
+
+def scale_out(plan: RunPlan, worker_counts: list[int],
+              task_overhead: float = 0.0) -> list[dict[str, Any]]:
+    """The schedule `plan` would get on each cluster size, without changing `plan`: per
+    size the estimated wall time, the segments and the checkpointed entry points used."""
+    rows = []
+    for workers in worker_counts:
+        trial = RunPlan(plan.info, plan.statements, plan.strategy, list(plan.tasks),
+                        plan.notes, plan.checkpoints, plan.dropped)
+        estimate = schedule([trial], workers, task_overhead)
+        rows.append({"workers": workers, "estimate": estimate,
+                     "segments": len(trial.tasks),
+                     "entry_points": sum(1 for t in trial.tasks if t.restore_first),
+                     "work": sum(t.estimate for t in trial.tasks)})
+    return rows
 
 
 def plan_json(plan: RunPlan, task: TaskPlan, scratch: Path, project: str | None) -> str:

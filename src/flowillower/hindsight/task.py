@@ -1,0 +1,207 @@
+"""Self-contained replay tasks, for executors whose workers share no disk with the driver.
+
+A local task is a command line over folders on this machine (`executor.Task`). `pack`
+turns one into a `Payload` that names no driver path: the extracted snapshot with the
+transplanted script (a tar, shared by every segment of the run), the run's checkpoints
+with this machine's digest record of them (a tar, shared likewise, loaded only after the
+worker checks them against that record exactly as a local replay does), the plan with
+its paths made relative, the recorded argv and the thread counts. `run_payload` runs on
+the worker: it unpacks into a private temporary folder, runs the script there and
+returns what the scratch folder holds afterwards (the value frames, the progress marks,
+the log) as bytes; `unpack_result` writes that into the task's scratch folder on the
+driver, where the replay merges it as if the task had run locally. The driver alone
+writes `replays/*.fwl`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .ckpt_files import CKPT_DIRNAME
+
+# Environment that decides a worker's numerics; everything else is the worker's own.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "PYTHONHASHSEED",
+               "CUBLAS_WORKSPACE_CONFIG")
+RESULT_LIMIT = 1 << 30  # bytes a worker may send back for one task
+
+
+@dataclass
+class Payload:
+    """Everything a remote worker needs for one task, without the driver's disk."""
+
+    task_id: str
+    run_id: str
+    tree_key: str  # which shared tree archive (`Packer.trees`)
+    ckpt_key: str | None  # which shared checkpoint archive, None when the plan has none
+    plan: dict[str, Any]
+    script: str  # the script, relative to the tree
+    cwd: str  # the working directory, relative to the tree
+    args: list[str]  # the recorded command-line arguments after the script
+    env: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def _tar(add: list[tuple[Path, str]], dereference: bool = True) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.dereference = dereference  # files linked in from the project travel as bytes
+        for path, name in add:
+            if path.exists():
+                tar.add(str(path), arcname=name)
+    return buf.getvalue()
+
+
+class Packer:
+    """Builds payloads; each tree and checkpoint archive is built (and shipped) once."""
+
+    def __init__(self) -> None:
+        self.trees: dict[str, bytes] = {}
+        self.ckpts: dict[str, bytes] = {}
+
+    def pack(self, task: Any) -> Payload:
+        """The payload of `task` (an `executor.Task` made by `jobs.materialize`)."""
+        job = task.meta["job"]
+        tree = Path(job.tree)
+        plan = json.loads((task.scratch / "plan.json").read_text(encoding="utf-8"))
+        run_dir = Path(plan["run_dir"])
+        run_id = run_dir.name
+        tree_key = f"tree:{job.workdir}"
+        if tree_key not in self.trees:
+            self.trees[tree_key] = _tar([(tree, "tree")])
+        ckpt_key = None
+        if plan.get("checkpoints"):
+            from . import ledger
+
+            ckpt_key = f"ckpt:{run_dir}"
+            if ckpt_key not in self.ckpts:
+                self.ckpts[ckpt_key] = _tar(
+                    [(run_dir / CKPT_DIRNAME, f"store/runs/{run_id}/{CKPT_DIRNAME}"),
+                     (ledger.run_ledger(run_dir),
+                      f"store/local/checkpoints/{run_id}.jsonl")], dereference=False)
+        # Paths on the driver mean nothing there: the worker fills in its own.
+        plan["run_dir"] = plan["scratch"] = None
+        script = Path(task.argv[1]).relative_to(tree).as_posix()
+        cwd = Path(task.cwd).relative_to(tree).as_posix()
+        env = {k: v for k, v in task.env.items() if k in THREAD_VARS}
+        return Payload(task.id, run_id, tree_key, ckpt_key, plan, script, cwd,
+                       list(task.argv[2:]), env)
+
+    def shared(self, key: str | None) -> bytes | None:
+        if key is None:
+            return None
+        return self.trees.get(key, self.ckpts.get(key))
+
+
+def _safe_extract(data: bytes, into: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        for member in tar.getmembers():
+            parts = PurePosixPath(member.name).parts
+            if member.name.startswith("/") or ".." in parts:
+                raise ValueError(f"refusing archive member {member.name!r}")
+            if member.issym() or member.islnk():
+                raise ValueError(f"refusing link in archive: {member.name!r}")
+        tar.extractall(into, filter="data")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """A script must not outlive its (killed) worker process."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def run_payload(payload: dict[str, Any] | Payload, tree: bytes,
+                ckpt: bytes | None) -> dict[str, Any]:
+    """On a worker: unpack, run the task's script, return its scratch files and status.
+
+    Returns `{"returncode", "seconds", "files": {relative path: bytes}, "host"}`.
+    """
+    import socket
+
+    if isinstance(payload, Payload):
+        payload = dict(payload.__dict__)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="flowillower-task-") as tmp:
+        root = Path(tmp)
+        _safe_extract(tree, root)
+        if ckpt is not None:
+            _safe_extract(ckpt, root)
+        scratch = root / "scratch"
+        scratch.mkdir()
+        plan = dict(payload["plan"])
+        plan["run_dir"] = str(root / "store" / "runs" / payload["run_id"])
+        plan["scratch"] = str(scratch)
+        plan_path = scratch / "plan.json"
+        plan_path.write_text(json.dumps(plan), encoding="utf-8")
+        import flowillower
+
+        from .session import REPLAY_ENV
+
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("FLOWILLOWER_") and k != "PYTHONPATH"}
+        env.update(payload.get("env") or {})
+        env[REPLAY_ENV] = str(plan_path)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = str(Path(flowillower.__file__).resolve().parent.parent)
+        tree_dir = root / "tree"
+        cwd = tree_dir / payload["cwd"]
+        cwd.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, str(tree_dir / payload["script"]), *payload["args"]]
+        with open(scratch / "output.log", "wb") as log:
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    preexec_fn=_die_with_parent)
+            try:
+                code = proc.wait()
+            except BaseException:  # cancelled: take the script down with us
+                proc.kill()
+                proc.wait()
+                raise
+        files: dict[str, bytes] = {}
+        total = 0
+        for path in sorted(scratch.rglob("*")):
+            if path.is_file() and path.name != "plan.json" and not path.is_symlink():
+                data = path.read_bytes()
+                total += len(data)
+                if total > RESULT_LIMIT:
+                    raise RuntimeError("the task's results exceed 1 GiB")
+                files[path.relative_to(scratch).as_posix()] = data
+    return {"returncode": code, "seconds": time.perf_counter() - t0, "files": files,
+            "host": socket.gethostname()}
+
+
+def unpack_result(scratch: Path, result: dict[str, Any]) -> None:
+    """Write a worker's returned files into the task's scratch folder (driver side)."""
+    scratch = Path(scratch).resolve()
+    for rel, data in result.get("files", {}).items():
+        target = (scratch / rel).resolve()
+        if scratch not in target.parents:
+            raise ValueError(f"a worker returned a file outside its scratch folder: {rel!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+
+def write_failure(scratch: Path, reason: str) -> None:
+    """Append why a remote task produced nothing to its log (shown in the report)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    with open(scratch / "output.log", "a", encoding="utf-8") as fh:
+        fh.write(reason.rstrip() + "\n")
