@@ -68,6 +68,8 @@ def _source_run(store: Store, ref: str, name: str) -> tuple[str, str | None]:
         return registry.resolve(model, version, dir=store.root), ref
     try:
         return store.resolve(ref), None
+    except InvalidRunRefError:
+        raise  # a path, `..`, a link: never retried as anything else
     except RunNotFoundError:
         pass  # not a run: maybe a filter
     from .queries.filters import compile_filter

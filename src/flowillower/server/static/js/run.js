@@ -104,6 +104,7 @@ export async function render(root, { args, params }) {
     snapshotBrowser(snap, id, meta.argv);
   }
   grid.append(diffCard(id));
+  import("./lineage.js").then((m) => m.lineageCard(grid, id)).catch(() => null);  // inputs and consumers DAG
 
   for (const key of d.keys.image) grid.append(await imageCard(id, key));
   for (const key of d.keys.artifact) grid.append(await artifactCard(id, key));
