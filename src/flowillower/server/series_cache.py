@@ -173,7 +173,8 @@ class _RunState:
         if block.kind == "object":  # keys in order of first appearance
             kids = kids[np.argsort(first)]
         for kid in kids.tolist():
-            sel = block.key == kid
+            # One key in the block (common): every row, no selection copies.
+            sel = slice(None) if len(kids) == 1 else block.key == kid
             if kid not in state.keys:  # defined in a later frame (or lost with a torn one)
                 state.pending.append(Block(block.kind, *(c[sel] for c in (
                     block.key, block.ctx, block.step, block.time, block.values))))
@@ -187,7 +188,7 @@ class _RunState:
             ctx = np.where(ids[pos] == ctx_local, gids[pos], 0) if len(ids) else ctx_local * 0
             parts.setdefault(name, []).append(
                 (role, block.kind, [ctx, block.step[sel], block.time[sel],
-                                    block.values[sel], np.full(int(sel.sum()),
+                                    block.values[sel], np.full(len(ctx),
                                                                state.replayed)]))
 
     def _merge(self, key: str, plist: list) -> int | None:
@@ -197,10 +198,10 @@ class _RunState:
         if col is None:
             col = self.columns[key] = Column(key, plist[0][0], kind)
         dtype = DTYPES["object" if "object" in (kind, col.kind) else kind]
-        cols = [np.concatenate([p[2][i] for p in plist]) if len(plist) > 1 else plist[0][2][i]
-                for i in range(5)]
-        cols[3] = cols[3].astype(dtype, copy=False) if len(plist) == 1 else \
-            np.concatenate([p[2][3].astype(dtype) for p in plist])
+        cols = [np.concatenate([p[2][i].astype(dtype, copy=False) if i == 3 else p[2][i]
+                                for p in plist]) if len(plist) > 1 else plist[0][2][i]
+                for i in range(5)]  # owned arrays (copies): the column may adopt them
+        cols[3] = cols[3].astype(dtype, copy=False)
         if len(cols[2]) > 1 and not bool((cols[2][1:] >= cols[2][:-1]).all()):
             order = np.argsort(cols[2], kind="stable")  # several threads' frames
             cols = [c[order] for c in cols]

@@ -70,9 +70,12 @@ class Column:
         if self.kind == "object":
             self.object_bytes += object_bytes(cols[3])
         if self.kind != "object" and len(cols[3]):
-            finite = cols[3][np.isfinite(cols[3])] if self.kind == "float" else cols[3]
-            if len(finite):
-                lo, hi = float(finite.min()), float(finite.max())
+            vals = cols[3]
+            lo, hi = float(vals.min()), float(vals.max())  # no copy when all are finite
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                vals = vals[np.isfinite(vals)]
+                lo, hi = (float(vals.min()), float(vals.max())) if len(vals) else (None, None)
+            if lo is not None and hi is not None:
                 self.vmin = lo if self.vmin is None else min(self.vmin, lo)
                 self.vmax = hi if self.vmax is None else max(self.vmax, hi)
         n, k = self.n, len(cols[1])
@@ -97,6 +100,11 @@ class Column:
 
     def _append(self, cols: list[np.ndarray]) -> None:
         n, k = self.n, len(cols[1])
+        if n == 0 and all(c.base is None and c.flags.writeable and c.dtype == a.dtype
+                          for c, a in zip(cols, self._arrays())):
+            self._set(list(cols))  # a first load's fresh arrays: adopted, not copied
+            self.n = k
+            return
         if n + k > len(self.step):
             # A first load takes just what it needs (most runs are finished); a growing
             # one grows by half: appends cost O(new) on average.
