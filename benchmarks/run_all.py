@@ -32,6 +32,7 @@ QUICK: dict[str, list[str]] = {
     "bench_model.py": ["--rounds", "5"],
     "bench_resolve.py": ["--rounds", "1", "--repeats", "3"],
     "bench_sync.py": ["--runs", "300"],
+    "bench_system_metrics.py": ["--seconds", "12"],
     "bench_ui.py": ["--runs", "1000", "--chart-runs", "50"],
 }
 

@@ -158,7 +158,8 @@ class SystemSampler:
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
-    def _find_gpus(self) -> None:
+    def find_gpus(self) -> None:
+        """Pick the GPUs to read (see `visible_gpus`), unless some are picked already."""
         if self.nvml is None or self.gpus:
             return
         try:
@@ -204,8 +205,9 @@ class SystemSampler:
             pass
         return out
 
-    def _rates(self, before: dict[str, float], after: dict[str, float],
+    def rates(self, before: dict[str, float], after: dict[str, float],
                seconds: float) -> dict[str, float]:
+        """Disk and network MB/s between two `counters()`, and the store disk's use."""
         out = {}
         for name, unit in (("disk/read", "disk/read_mb_s"), ("disk/write", "disk/write_mb_s"),
                            ("network/sent", "network/sent_mb_s"),
@@ -221,7 +223,7 @@ class SystemSampler:
 
     def _loop(self) -> None:
         cpu0 = time.thread_time()
-        self._find_gpus()
+        self.find_gpus()
         self.sample()  # primes psutil's cpu_percent (its first answer is meaningless)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
@@ -236,14 +238,14 @@ class SystemSampler:
             if now - start >= self.interval - 1e-3:
                 after = self.counters()
                 means = {k: sums[k] / counts[k] for k in sums}
-                means.update(self._rates(before, after, now - start))
+                means.update(self.rates(before, after, now - start))
                 self.rounds += 1
                 if not self._log(means):
                     break
                 sums, counts = {}, {}
                 start, before = now, after
                 if not self.gpus:
-                    self._find_gpus()  # a process takes its GPU after the run starts
+                    self.find_gpus()  # a process takes its GPU after the run starts
             self.cpu_seconds = time.thread_time() - cpu0
         self.cpu_seconds = time.thread_time() - cpu0
         if _samplers.get(self.run.id) is self:
