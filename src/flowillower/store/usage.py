@@ -201,7 +201,10 @@ def prune(root: Path, candidates: list[PruneCandidate]) -> int:
             if folder.is_symlink() or not folder.is_dir():
                 continue
             trash = trash_root / f"{cand.id}-{kind}-{os.urandom(4).hex()}"
-            os.replace(folder, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(folder, trash)  # renames the entry itself, never what a link names
+            if trash.is_symlink():  # swapped for a link since the check: drop the link only
+                trash.unlink()
+            else:
+                shutil.rmtree(trash, ignore_errors=True)
             freed += cand.bytes[kind]
     return freed
