@@ -182,3 +182,44 @@ def test_setting_turns_sampling_on_for_every_run(tmp_path, store_dir):
     finally:
         stop.touch()
         assert proc.wait(timeout=60) == 0
+
+
+def test_run_page_charts_system_values_against_wall_time(page, tmp_path, monkeypatch):
+    """The run page's System panel (system.js): one chart per key the run holds, GPUs
+    included (mocked NVML), x in wall-clock seconds; a run without them has no panel."""
+    from conftest import require_browser, ui_server
+
+    require_browser()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    root = tmp_path / "ui" / ".flowillower"
+    run = fw.init(project="sys", name="sampled", dir=root)
+    fw.log("loss", 1.0)
+    sampler = SystemSampler(run, interval=0.1, sample_every=0.02, nvml=FakeNVML()).start()
+    wait_for(lambda: sampler.logged >= 3, timeout=30)
+    fw.finish()
+    wait_for(lambda: not sampler.thread.is_alive(), timeout=30)
+    plain = fw.init(project="sys", name="plain", dir=root)
+    fw.log("loss", 1.0)
+    fw.finish()
+    data = RunReader(run.dir).load()
+    keys = sorted(k for k in data.series if k.startswith("system/"))
+    assert "system/gpu0/power_w" in keys and len(keys) == len(PROCESS_KEYS) + 5
+    with ui_server(root) as base:
+        page.goto(f"{base}#/run/{run.id}")
+        card = page.locator("section.system-card")
+        card.wait_for()
+        charts = card.locator(".chart")
+        wait_for(lambda: charts.count() == len(keys), timeout=30, what="one chart per key")
+        shown = sorted(charts.nth(i).get_attribute("data-key") for i in range(len(keys)))
+        assert shown == keys
+        power = card.locator(".chart[data-key='system/gpu0/power_w']")
+        drawn = wait_for(lambda: power.evaluate("el => el.fwData()"), timeout=30,
+                         what="the power chart drawn")
+        times = data.series["system/gpu0/power_w"].time
+        assert drawn["x"] == pytest.approx(list(times), abs=1e-3)  # wall time, not steps
+        assert drawn["series"][0]["values"][0] == pytest.approx(250.002)
+        page.goto(f"{base}#/run/{plain.id}")
+        page.locator("h1.run-name", has_text="plain").wait_for()
+        page.locator("section.card h2", has_text="Environment").wait_for()
+        page.wait_for_load_state("networkidle")
+        assert page.locator("section.system-card").count() == 0

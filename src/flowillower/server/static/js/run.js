@@ -92,6 +92,7 @@ export async function render(root, { args, params }) {
   const pk = meta.packages || {};
   grid.append(card("Environment", kv(env),
     h("details", null, h("summary", { text: `packages (${Object.keys(pk).length})` }), kv(pk, Object.keys(pk).sort()))));
+  import("./system.js").then((m) => m.systemPanel(grid, row)).catch((e) => grid.append(card("System", h("p", { class: "error", text: e.message }))));
 
   const git = meta.git || {};
   const gitCard = card("Git and code", kv({ head: git.head, branch: git.branch, dirty: git.dirty,
