@@ -149,7 +149,8 @@ def _write(dest: Path, rel: bytes, data: bytes, aside: bool = False) -> str | No
     path = dest / os.fsdecode(rel)
     try:
         if aside:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if b"/" in rel:  # the run's own folder exists: no system call for top files
+                path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "xb") as fh:  # exclusive: a duplicate path keeps the first
                 fh.write(data)
             return None
