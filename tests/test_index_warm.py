@@ -276,3 +276,14 @@ def test_the_first_page_loads_only_its_runs_and_matches_the_full_listing(tmp_pat
     assert everything[1]["args"] == {"lr": pytest.approx(0.4)}
     picked = Store(store_root).runs(lambda r: r["args"]["lr"] < 0.25, limit=1)
     assert [r["name"] for r in picked] == ["r1"]
+
+
+def test_a_run_too_big_to_read_back_at_finish_is_left_to_readers(tmp_path, monkeypatch,
+                                                                  no_decoding):
+    _, decoded = no_decoding
+    monkeypatch.setattr(index_journal, "MAX_READ_BACK_BYTES", 100)
+    run = _finished_run(tmp_path / ".flowillower")
+    assert decoded == []  # finish did not read it back
+    assert not (run.dir / index_journal.ROW_FILE).exists()  # nor left the start row
+    _check_listed(tmp_path / ".flowillower")
+    assert decoded == [run.id]
