@@ -22,6 +22,61 @@ _debug = False
 _defaults: dict[str, Any] = {}
 # Threads logging before any run exists must start one run, not one each.
 _start_lock = threading.RLock()
+# Watchers `fw.watch` made, with their run: `fw.finish` closes them, so a model watched
+# in one run has no hooks left when the next run of the same process starts.
+_watchers: list[tuple[Run, Any]] = []
+
+
+class JobScope:
+    """Settings for every run started while one job of a sweep is open (`begin_job`).
+
+    A sweep launcher (e.g. Hydra's) running several jobs in one process opens a scope per
+    job: each run the job starts (by `fw.init` or implicitly) gets the scope's tags, its
+    args (before the job's own config) and, unless the job names them, its project, name
+    and store. `close` finishes the runs the job left open and ends the scope.
+    """
+
+    def __init__(self, project: str | None = None, name: str | None = None,
+                 tags: Iterable[str] = (), args: Mapping[str, Any] | None = None,
+                 dir: str | os.PathLike[str] | None = None) -> None:
+        self.project, self.name, self.dir = project, name, dir
+        self.tags = list(tags)
+        self.args = dict(args or {})
+        self.runs: list[Run] = []  # started under this scope, oldest first
+        self.closed = False
+
+    def close(self, status: str = "success") -> list[Run]:
+        """Finish the scope's runs still open with `status` and end the scope; returns
+        the runs the job started."""
+        global _scope
+        with _start_lock:
+            if _scope is self:
+                _scope = None
+            self.closed = True
+        for run in self.runs:
+            if run.status is None:
+                _close_watchers(run)
+                run.finish(status)
+        return list(self.runs)
+
+
+_scope: JobScope | None = None
+
+
+def begin_job(project: str | None = None, name: str | None = None,
+              tags: Iterable[str] = (), args: Mapping[str, Any] | None = None,
+              dir: str | os.PathLike[str] | None = None) -> JobScope:
+    """Open a `JobScope`: runs started until its `close()` get these settings. A scope
+    still open is closed first (its runs finished), so jobs never share a run."""
+    global _scope
+    with _start_lock:
+        previous = _scope
+    if previous is not None:
+        previous.close()
+    scope = JobScope(project, name, tags, args, dir)
+    with _start_lock:
+        _scope = scope
+    return scope
 
 
 def debug(flag: bool = True) -> None:
@@ -67,14 +122,25 @@ def init(
     global _current
     with _start_lock:
         if _current is not None and _current.status is None:
+            _close_watchers(_current)
             _current.finish()
         this_rank, all_ranks, run_id = _rank_settings(record_all_ranks)
         _defaults.update(dict(project=project, dir=dir, record_all_ranks=record_all_ranks))
+        scope = _scope
+        if scope is not None:  # a sweep's job: its settings unless the call names them
+            project, name = project or scope.project, name or scope.name
+            dir = dir if dir is not None else scope.dir
+            own = list(tags or [])
+            tags = own + [t for t in scope.tags if t not in own]
         run = Run(project, name, None, tags, notes, dir, snapshot=snapshot, rank=this_rank,
                   record_all_ranks=all_ranks, run_id=run_id, max_buffer=max_buffer)
         if this_rank != 0 and not all_ranks:
             run.status = "skipped"  # non-zero rank: a silent run that records nothing
         _current = run
+        if scope is not None:
+            scope.runs.append(run)
+    if scope is not None and scope.args and run.status is None:
+        run.config(scope.args)  # first: the job's own config may refine the same keys
     if config is not None and run.status is None:
         run.config(config)
     return run
@@ -132,6 +198,7 @@ def end_current_run() -> None:
     global _current
     with _start_lock:
         if _current is not None and _current.status is None:
+            _close_watchers(_current)
             _current.finish()
             _current = None
 
@@ -228,10 +295,24 @@ def watch(model: Any, every: int = 1,
 
     def sink(stats: dict[str, Any], step: int) -> None:
         # Their own role keeps per-module statistics out of the runs table's metrics.
-        run.log_at_step(stats, step, role="watch")
+        if run.status is None:  # a run finished without fw.finish (Run.finish) ignores them
+            run.log_at_step(stats, step, role="watch")
 
     options.setdefault("sink", sink)
-    return _watch(model, every=every, what=what, run=run, **options)
+    watcher = _watch(model, every=every, what=what, run=run, **options)
+    with _start_lock:
+        _watchers[:] = [(r, w) for r, w in _watchers if not w.closed] + [(run, watcher)]
+    return watcher
+
+
+def _close_watchers(run: Run) -> None:
+    """Close the watchers `fw.watch` made for `run`: pending statistics land in the run
+    and their hooks leave the model before the run ends."""
+    with _start_lock:
+        mine = [w for r, w in _watchers if r is run]
+        _watchers[:] = [(r, w) for r, w in _watchers if r is not run]
+    for watcher in mine:
+        watcher.close()
 
 
 def unwatch(model: Any) -> bool:
@@ -245,6 +326,7 @@ def finish(status: str = "success", notify: str | None = None) -> None:
     """End the current run (`notify`: a Slack / Discord / Feishu webhook URL)."""
     if _debug or _current is None or _current.status is not None:
         return
+    _close_watchers(_current)
     _current.finish(status, notify)
 
 
@@ -257,4 +339,4 @@ def flush() -> None:
 __all__ = ["init", "log", "log_metrics", "arg", "config", "log_image", "log_artifact",
            "loop", "iteration", "finish", "flush", "debug", "current_run", "log_model",
            "watch", "unwatch", "active_run", "open_run", "is_debug", "set_defaults",
-           "end_current_run"]
+           "end_current_run", "JobScope", "begin_job"]
