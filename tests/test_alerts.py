@@ -152,3 +152,23 @@ def test_failing_webhook_never_breaks_logging(capfd):
     data = RunReader(run.dir).load()
     assert RunReader(run.dir).status == "success" and "after" in data.series
     assert len(data.series["loss"].values) == 20
+
+
+def test_guide_example_sends_what_it_says(receiver, monkeypatch, tmp_path):
+    """docs/guide.md, "System metrics, alerts and heartbeats": its example, run as written
+    with $FLOWILLOWER_WEBHOOK pointing at the receiver."""
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    section = guide.split("## System metrics, alerts and heartbeats", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```py\n(.*?)```", section, re.S)
+    monkeypatch.setenv("FLOWILLOWER_WEBHOOK", receiver.url)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "guide.md system example", "exec"), namespace)
+    wait_for(lambda: len(receiver.bodies) == 2, timeout=30, what="the example's two alerts")
+    texts = sorted(b["alert"]["title"] + ": " + b["alert"]["text"] for b in receiver.bodies)
+    assert texts == ["loss is nan: loss became nan at step 60",
+                     "training done: watched ran 100 steps"]
+    assert namespace["run"].status == "success"

@@ -123,9 +123,13 @@ class AlertRules:
             self.thread.join(timeout)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.check_every):
+        # Short waits: the last check comes within half a second of the run's end.
+        due = time.monotonic() + self.check_every
+        while not self._stop.wait(min(0.5, self.check_every)):
             finished = self.run.status is not None
-            self.check()
+            if finished or time.monotonic() >= due:
+                self.check()
+                due = time.monotonic() + self.check_every
             if finished:
                 break
         if _rules.get(self.run.id) is self:
