@@ -4,9 +4,12 @@ API and the run page; `fw.best` picks runs; hostile references and records are r
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -227,3 +230,20 @@ def test_hostile_references_and_records_are_refused(store_dir, tmp_path):
     fw.finish()
     assert [n["id"] for n in graph(Store(store_dir), src.id)["nodes"]] == \
         sorted([src.id, victim.id])
+
+
+def test_guide_example_runs_as_written(store_dir, tmp_path, monkeypatch):
+    """docs/guide.md "Lineage and the model registry": its example does what it says."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    section = guide.split("## Lineage and the model registry", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```py\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "guide.md lineage example", "exec"), {})
+    assert out.getvalue() == "weights lr=0.01\n"
+    store = Store(store_dir)
+    ids = {r["name"]: r["id"] for r in store.runs()}
+    assert fw.best("val_loss", dir=store_dir).id == ids["train-0.01"]
+    assert [(i["run"], i["via"]) for i in graph(store, ids["evaluate"])["inputs"]] == \
+        [(ids["train-0.01"], "registry:velocity-net@prod")]
