@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # Front ends: the package facade (`flowillower/__init__.py`, which also plugs replay
     # mode into run creation), the command line, the web UI and the examples.
     ("front", ["", "__main__", "cli", "server", "examples"]),
+    # Adapters for training frameworks and notebooks: they may use everything below.
+    ("integrations", ["integrations"]),
 ]
 
 
