@@ -49,7 +49,7 @@ def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | 
     resolution is printed on stderr; an unknown or ambiguous name exits 1 with the
     spellings to use (`args.lr`, `metrics.lr`)."""
     store = open_store(store_dir)
-    rows = store.runs(include_hidden=show_all)
+    rows = store.runs(include_hidden=show_all, limit=None if filter else limit)
     if filter:  # names resolve against these runs; unknown/ambiguous ones exit 1
         compiled = compile_filter(filter, rows)
         for line in compiled.describe():
