@@ -172,3 +172,10 @@ def test_guide_example_sends_what_it_says(receiver, monkeypatch, tmp_path):
     assert texts == ["loss is nan: loss became nan at step 60",
                      "training done: watched ran 100 steps"]
     assert namespace["run"].status == "success"
+
+
+def test_alert_is_a_no_op_under_debug(receiver):
+    fw.debug(True)
+    assert fw.alert("quiet", webhook=receiver.url) is False
+    assert fw.alert_rules(receiver.url) is None and fw.system_metrics() is None
+    assert receiver.bodies == []

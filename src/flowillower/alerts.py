@@ -50,13 +50,16 @@ def alert(title: str, text: str = "", level: str = "warn", *, webhook: str | Non
           ) -> bool:
     """Send an alert about the current run to `webhook` (default: the webhook of the run's
     `alert_rules`, else $FLOWILLOWER_WEBHOOK) and record it in the run. Returns whether
-    a webhook took it; a failing one prints one stderr line and never raises."""
+    a webhook took it; a failing one prints one stderr line and never raises. A no-op
+    under `fw.debug(True)` and on ranks that do not record."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
     from .api import active_run
 
     run = active_run()
-    if webhook is None and run is not None:
+    if run is None:  # fw.debug(True) or a rank that does not record: a no-op
+        return False
+    if webhook is None:
         rules = _rules.get(run.id)
         webhook = rules.webhook if rules is not None else None
     return _send(run, webhook, str(title), str(text), level)
