@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import weakref
@@ -56,6 +55,8 @@ def interval_setting() -> float:
 
 def write_heartbeat(run_dir: Path, interval: float, now: float | None = None) -> None:
     """Replace `<run_dir>/heartbeat.json` atomically with the time of this beat."""
+    import socket  # here, not at import: `import flowillower` stays cheap
+
     beat = {"time": time.time() if now is None else now, "interval": interval,
             "host": socket.gethostname(), "pid": os.getpid()}
     path = Path(run_dir) / HEARTBEAT_FILE
@@ -93,6 +94,8 @@ def liveness(run_dir: str | os.PathLike[str], status: str, *, now: float | None 
     """
     if status != "running":
         return status
+    import socket
+
     run_dir = Path(run_dir)
     meta = _read_meta(run_dir)
     if meta.get("host") == socket.gethostname():
