@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["webhook_body", "post_json", "redact"]
+__all__ = ["webhook_body", "post_json", "post_error", "redact"]
 
 
 def webhook_body(url: str, text: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -30,9 +30,9 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}/…" if parts.scheme else "<not a url>"
 
 
-def post_json(url: str, body: dict[str, Any], timeout: float = 5.0) -> bool:
-    """POST `body` as JSON; on any failure print one line on stderr (the address
-    redacted) and return False. Never raises: a dead webhook must not stop training."""
+def post_error(url: str, body: dict[str, Any], timeout: float = 5.0) -> str | None:
+    """POST `body` as JSON: None when the receiver took it, else what went wrong (the
+    address redacted, ready to show). Never raises."""
     import urllib.request  # only when posting: it costs ~13 ms to import
 
     try:
@@ -41,9 +41,17 @@ def post_json(url: str, body: dict[str, Any], timeout: float = 5.0) -> bool:
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if 200 <= response.status < 300:
-                return True
+                return None
             problem = f"HTTP {response.status}"
     except Exception as exc:
         problem = str(exc) or type(exc).__name__
-    print(f"flowillower: webhook {redact(url)} failed: {problem}", file=sys.stderr)
-    return False
+    return f"webhook {redact(url)} failed: {problem.replace(url, redact(url))}"
+
+
+def post_json(url: str, body: dict[str, Any], timeout: float = 5.0) -> bool:
+    """POST `body` as JSON; on any failure print one line on stderr (the address
+    redacted) and return False. Never raises: a dead webhook must not stop training."""
+    problem = post_error(url, body, timeout)
+    if problem is not None:
+        print(f"flowillower: {problem}", file=sys.stderr)
+    return problem is None
