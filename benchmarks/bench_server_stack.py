@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import socket
 import statistics
 import subprocess
@@ -231,15 +232,18 @@ def bench_routes(runs: int, steps: int, seconds: float) -> list[dict[str, object
              "series": "/api/series?" + urllib.parse.urlencode(
                  {"run": ids[:10], "key": "train/loss", "points": 1000}, doseq=True)}
     rows = []
-    for name, code in (("routing.py (ours)", OURS), ("FastAPI", FASTAPI)):
-        proc, port = serve(code, root)
-        try:
-            for route, path in paths.items():
-                load(port, path, 1.0)  # warm: caches filled, connections made
-                rows.append({"stack": name, "route": route, **load(port, path, seconds)})
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    try:
+        for name, code in (("routing.py (ours)", OURS), ("FastAPI", FASTAPI)):
+            proc, port = serve(code, root)
+            try:
+                for route, path in paths.items():
+                    load(port, path, 1.0)  # warm: caches filled, connections made
+                    rows.append({"stack": name, "route": route, **load(port, path, seconds)})
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
