@@ -62,6 +62,7 @@ def _cli(*args: str, input: str | None = None) -> str:
 def test_du_counts_every_kind(store_dir, tmp_path):
     old = _run(store_dir, tmp_path, "old", 40, checkpoints=True)
     new = _run(store_dir, tmp_path, "new", 0)
+    fw.register(new, "net", alias="prod", dir=store_dir)  # the registry: the store's own
     usage = json.loads(_cli("du", "--json", "--dir", str(store_dir)))
     runs = {r["id"]: r for r in usage["runs"]}
     for run_id in (old, new):
@@ -75,7 +76,8 @@ def test_du_counts_every_kind(store_dir, tmp_path):
     kinds = usage["by_kind"]
     assert kinds["checkpoints"] == runs[old]["checkpoints"]
     assert kinds["snapshots"] == _files(store_dir / "git")
-    assert usage["total"] == sum(kinds.values())
+    assert usage["total"] == sum(kinds.values()) == _files(store_dir)  # every byte, once
+    assert kinds["store"] >= _files(store_dir / "registry") > 0
     assert [r["id"] for r in usage["runs"]] == [old, new]  # largest first
     text = _cli("du", "--dir", str(store_dir))
     assert "checkpoints" in text and old in text and "KiB" in text

@@ -79,6 +79,7 @@ class StoreUsage:
     index: int  # index.sqlite and its journal: derived, rebuilt by `reindex`
     local: int  # this machine's records (pulled runs, checkpoint digests)
     trash: int  # half-finished deletes
+    store: int = 0  # the rest: registry, saved views, .gitignore, ...
 
     def by_kind(self) -> dict[str, int]:
         """Every run's bytes summed per kind, and the store-wide kinds."""
@@ -87,7 +88,7 @@ class StoreUsage:
             for kind, size in run.kinds.items():
                 totals[kind] += size
         return {**totals, "snapshots": self.snapshots, "index": self.index,
-                "local": self.local, "trash": self.trash}
+                "local": self.local, "trash": self.trash, "store": self.store}
 
     @property
     def total(self) -> int:
@@ -129,14 +130,42 @@ def _run_dirs(root: Path) -> list[Path]:
                   if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
 
 
+def _not_runs(runs: Path) -> int:
+    """Bytes of the entries in `runs/` that are no run: hidden ones, links, files."""
+    total = 0
+    for entry in os.scandir(runs):
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            is_dir = entry.is_dir(follow_symlinks=False)
+            total += tree_bytes(Path(entry.path))[0] if is_dir else \
+                entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+_STORE_PARTS = {"git": "snapshots", "local": "local", ".trash": "trash"}
+
+
 def measure(root: Path) -> StoreUsage:
-    """The store at `root`, measured."""
-    index = sum(tree_bytes(p)[0] if p.is_dir() else p.lstat().st_size
-                for p in root.glob("index.sqlite*") if not p.is_symlink())
-    return StoreUsage(runs=[_run_usage(d) for d in _run_dirs(root)],
-                      snapshots=tree_bytes(root / "git")[0], index=index,
-                      local=tree_bytes(root / "local")[0],
-                      trash=tree_bytes(root / ".trash")[0])
+    """The store at `root`, measured: every file under it counted once."""
+    parts = dict.fromkeys(("snapshots", "index", "local", "trash", "store"), 0)
+    runs: list[RunUsage] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if entry.name == "runs" and is_dir:
+            runs = [_run_usage(d) for d in _run_dirs(root)]
+            parts["store"] += _not_runs(Path(entry.path))
+            continue
+        kind = "index" if entry.name.startswith("index.sqlite") else \
+            _STORE_PARTS.get(entry.name, "store")
+        parts[kind] += tree_bytes(Path(entry.path))[0] if is_dir else st.st_size
+    return StoreUsage(runs=runs, **parts)
 
 
 @dataclass
