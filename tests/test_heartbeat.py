@@ -38,8 +38,9 @@ def test_pulled_run_with_a_stale_heartbeat_reads_lost(tmp_path):
     heartbeat.write_heartbeat(stale, 30.0, now=now - 600)
     fresh = _foreign_run(store, "r-fresh", now - 7200)
     heartbeat.write_heartbeat(fresh, 30.0, now=now - 20)
-    # The store's own status cannot tell: no summary, a pid on another host.
-    assert run_status(stale) == run_status(fresh) == "running"
+    # What the store reads (no summary, a pid on another host), then judged by heartbeat.
+    assert liveness(stale, run_status(stale)) == "lost"
+    assert liveness(fresh, run_status(fresh)) == "running"
     assert liveness(stale, "running", now=now) == "lost"
     assert liveness(fresh, "running", now=now) == "running"
     # Three intervals plus a minute of clock skew: 150 s for a 30 s heartbeat.
@@ -135,10 +136,9 @@ def test_subprocess_heartbeat_advances_and_kill_9_leaves_it_stale(tmp_path):
         # The same folder seen from another host (as a pull would bring it): lost.
         meta = json.loads((run_dir / "run.json").read_text())
         (run_dir / "run.json").write_text(json.dumps({**meta, "host": "elsewhere"}))
-        assert run_status(run_dir) == "running"
         # Default: three beats plus a minute of clock skew; a tighter bound says lost now.
         assert liveness(run_dir, "running") == "running"
-        assert liveness(run_dir, "running", stale_after=0.8) == "lost"
+        assert liveness(run_dir, run_status(run_dir), stale_after=0.8) == "lost"
         assert liveness(run_dir, "running", now=last["time"] + 61) == "lost"
     finally:
         stop.touch()
