@@ -108,6 +108,8 @@ def test_run_page_draws_the_dag(pipeline, page):
     other = Run("pipe", "alone", dir=store.root, snapshot=False)
     other.log_metrics({"x": 1.0}, 0)
     other.finish()
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text))
     with ui_server(store.root) as base:
         page.goto(f"{base}#/run/{ids['train']}")
         card = page.locator("section.lineage-card")
@@ -126,6 +128,11 @@ def test_run_page_draws_the_dag(pipeline, page):
         xs = {n: card.locator(f"g.lineage-node[data-id='{n}']").bounding_box()["x"]
               for n in ids.values()}
         assert xs[ids["featurise"]] < xs[ids["train"]] < xs[ids["evaluate"]]
+        # Drawn in the theme's colours, under the page's CSP (no refused style).
+        fill = card.locator("g.lineage-node.current rect").evaluate(
+            "el => getComputedStyle(el).fill")
+        assert fill.startswith("rgb") and fill != "rgb(0, 0, 0)"
+        assert not [m for m in console if "Content Security Policy" in m]
         card.locator(f"g.lineage-node[data-id='{ids['evaluate']}']").click()
         page.wait_for_function(f"location.hash === '#/run/{ids['evaluate']}'")
         page.locator("section.lineage-card g.lineage-node.current").wait_for()

@@ -4,7 +4,7 @@
 import { api, runPath } from "./api.js";
 import { h, svg } from "./dom.js";
 
-const NODE_W = 190, NODE_H = 40, GAP_X = 90, GAP_Y = 22, PAD = 12;
+const NODE_W = 190, NODE_H = 40, GAP_X = 180, GAP_Y = 22, PAD = 12;
 
 // Column of each node: the longest path from a source (so every edge points right).
 function layers(nodes, edges) {
@@ -55,7 +55,7 @@ export function drawLineage(data) {
       paint(svg("path", { d: `M${x1},${y1} C${x1 + GAP_X / 2},${y1} ${x2 - GAP_X / 2},${y2} ${x2},${y2}`,
         fill: "none", "marker-end": "url(#lineage-arrow)" }), { stroke: "var(--edge)" }),
       paint(svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, "text-anchor": "middle",
-        text: short(e.via ? `${e.artifact} (${e.via.replace(/^registry:/, "")})` : e.artifact, 28) }),
+        text: short(e.via ? `${e.artifact} (${e.via.replace(/^registry:/, "")})` : e.artifact, 27) }),
       { fill: "var(--edge-fg)", fontSize: "11px" })));
   }
   for (const n of data.nodes) {
