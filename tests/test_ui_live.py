@@ -355,6 +355,11 @@ def test_loop_coordinates_match_the_reader_and_a_huge_context_id_is_cheap(tmp_pa
     acc = got["acc"]
     assert acc.series.values.tolist() == [0.9] and got["loss"].series.step[-1] == 9
     assert acc.ctx_coords[acc.series.ctx, acc.loop_names.index("epoch")].tolist() == [9]
+    # The store's reader (queries, export) maps the same hostile id without a 32 GB table.
+    ref = RunReader(run_dir).load(["loss", "acc"])
+    racc = ref.series["acc"]
+    assert racc.values.tolist() == [0.9]
+    assert ref.ctx_coords[racc.ctx, ref.loop_names.index("epoch")].tolist() == [9]
 
 
 def test_concurrent_readers_see_consistent_prefixes_while_the_run_grows(tmp_path):

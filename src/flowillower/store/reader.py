@@ -146,6 +146,15 @@ def decode_values(data: bytes) -> FileValues:
     return out
 
 
+def _map_contexts(ctx: np.ndarray, local_ids: np.ndarray, global_ids: np.ndarray
+                  ) -> np.ndarray:
+    """Each local context id's global id (0 for an id no definition names)."""
+    if not len(local_ids):
+        return np.zeros(len(ctx), np.int64)
+    pos = np.minimum(np.searchsorted(local_ids, ctx), len(local_ids) - 1)
+    return np.where(local_ids[pos] == ctx, global_ids[pos], 0)
+
+
 class _Collector:
     """Accumulates decoded frames of several files into global numbering."""
 
@@ -177,9 +186,12 @@ class _Collector:
             return
         decoded = decode_values(data)
         keys, contexts = decoded.keys, decoded.contexts
-        ctx_map = np.zeros(max(contexts, default=0) + 1, np.int64)  # local -> global id
-        for local in sorted(contexts):
-            ctx_map[local] = self._global_ctx(contexts[local])
+        # Local -> global context ids as two sorted arrays, not a table indexed by the
+        # local id: a hostile file's id of 2**32-1 must not allocate gigabytes, and an
+        # id no definition names maps to context 0 (the run level).
+        local_ids = np.array(sorted(contexts), np.int64)
+        global_ids = np.array([self._global_ctx(contexts[i]) for i in local_ids.tolist()],
+                              np.int64)
         for events, blocks in decoded.frames:
             self.frame_seq += 1
             for ev in events:
@@ -196,7 +208,8 @@ class _Collector:
                     if self.wanted is not None and name not in self.wanted:
                         continue
                     sel = kcol == kid
-                    self._add(name, role, block.kind, replayed, ctx_map[block.ctx[sel]],
+                    self._add(name, role, block.kind, replayed,
+                              _map_contexts(block.ctx[sel], local_ids, global_ids),
                               block.step[sel], block.time[sel], block.values[sel])
 
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
