@@ -31,9 +31,11 @@ QUICK: dict[str, list[str]] = {
     "bench_logging.py": ["--repeats", "3"],
     "bench_model.py": ["--rounds", "5"],
     "bench_resolve.py": ["--rounds", "1", "--repeats", "3"],
+    "bench_server_stack.py": ["--seconds", "2"],
     "bench_sync.py": ["--runs", "300"],
     "bench_system_metrics.py": ["--seconds", "12"],
     "bench_ui.py": ["--runs", "1000", "--chart-runs", "50"],
+    "bench_ui_series.py": ["--small", "20x100000", "--large", "2000000"],
 }
 
 
