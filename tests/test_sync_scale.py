@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -205,3 +206,28 @@ def test_push_and_pull_start_a_few_git_processes_not_a_chain_per_run(store, tmp_
     got = pull(tmp_path / "bob" / ".flowillower", str(remote))
     assert (got["runs_added"], got["files_added"], got["refused"]) == (30, 120, {})
     assert len(started) <= 14, started  # was 2 per run (~60) before
+
+
+def test_many_refs_go_as_one_pattern_or_in_chunks(store, tmp_path, monkeypatch):
+    """Thousands of runs: sent as one refspec pattern when it names exactly the runs being
+    pushed, else in chunks of named refs (a command line has a length limit). Shown here
+    with chunks of 4."""
+    import flowillower.gitops.sync as sync
+
+    monkeypatch.setattr(sync, "_CHUNK", 4)
+    remote = bare_remote(tmp_path / "remote.git")
+    some = [run_id(i) for i in range(10)]
+    assert push(store, str(remote), run_ids=some)["new"] == 10  # no other refs yet: pattern
+    other = [run_id(i) for i in range(10, 20)]
+    assert push(store, str(remote), run_ids=other)["new"] == 10  # named refs, 3 chunks
+    everything = push(store, str(remote))  # pattern again: every ref here is selected
+    assert (everything["new"], everything["up_to_date"], everything["rejected"]) == (10, 20, [])
+    assert len(store_ref(remote, "for-each-ref", REF).splitlines()) == 30
+    # A run deleted here keeps its ref until gc: the pattern would send it, so named refs go.
+    shutil.rmtree(store / "runs" / run_id(0))
+    fresh = bare_remote(tmp_path / "fresh.git")
+    assert push(store, str(fresh))["new"] == 29
+    sent = store_ref(fresh, "for-each-ref", "--format=%(refname)", REF).split()
+    assert len(sent) == 29 and REF + run_id(0) not in sent
+    bob = tmp_path / "bob" / ".flowillower"
+    assert pull(bob, str(remote))["runs_added"] == 30

@@ -35,7 +35,7 @@ from .snapshot import SNAPSHOT_REF_PREFIX
 
 __all__ = ["push", "pull", "commit_run", "RUN_REF_PREFIX", "LARGE_ARTIFACT", "MAX_ATTEMPTS"]
 
-MAX_ATTEMPTS = 6  # pushes per call: the first, then retries after fetching what changed
+MAX_ATTEMPTS = 10  # pushes per call: the first, then retries after fetching what changed
 _BEHIND = ("fetch first", "non-fast-forward", "stale info", "already exists")
 _CHUNK = 1000  # refspecs per `git push` command line
 
@@ -212,8 +212,10 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
         if not pending and not code_refs:
             break
         result["attempts"] += 1
-        # One pattern for the run refs when it matches exactly the runs being pushed.
-        all_runs = attempt == 0 and set(list_refs(git_dir, RUN_REF_PREFIX)) <= selected
+        # Many runs to send: one pattern for the run refs, when it matches exactly the runs
+        # being pushed (a few named refs are cheaper: the pattern makes git look at all).
+        all_runs = (attempt == 0 and len(pending) > _CHUNK // 4
+                    and set(list_refs(git_dir, RUN_REF_PREFIX)) <= selected)
         status = _send(git_dir, url, sorted(pending) + sorted(code_refs), all_runs)
         behind = []
         for ref in list(pending):
@@ -229,7 +231,7 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
             break
         # Another machine pushed meanwhile: wait a random while, so pushers that collided
         # do not collide again in lockstep, then join what changed.
-        time.sleep(random.uniform(0.05, 0.25) * 2 ** attempt)
+        time.sleep(min(3.0, random.uniform(0.05, 0.3) * 1.6 ** attempt))
         if behind:
             ready = _catch_up(store_root, remote, behind, include_large, result)
             for rid in behind:
