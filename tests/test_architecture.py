@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # replays, model graphs and watching, queries over the store, push / pull, fitlog.
     # Hindsight's `fw.checkpointing` finds the current run through `api` (same layer).
     ("features", ["api", "hindsight", "model", "queries", "remote", "fitlog", "lineage",
-                  "registry", "sysmetrics", "alerts"]),
+                  "registry", "sysmetrics", "alerts", "monitoring"]),
     # Front ends: the package facade (`flowillower/__init__.py`, which also plugs replay
     # mode into run creation), the command line, the web UI and the examples.
     ("front", ["", "__main__", "cli", "server", "examples"]),

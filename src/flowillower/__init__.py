@@ -69,7 +69,7 @@ _LAZY = {
     "checkpointing": "flowillower.hindsight.checkpointing:checkpointing",
     "alert": "flowillower.alerts:alert",
     "alert_rules": "flowillower.alerts:alert_rules",
-    "system_metrics": "flowillower.sysmetrics:system_metrics",
+    "system_metrics": "flowillower.monitoring:system_metrics",
     "use_artifact": "flowillower.lineage:use_artifact",
     "best": "flowillower.lineage:best",
     "register": "flowillower.registry:register",

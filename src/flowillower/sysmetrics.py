@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["SystemSampler", "system_metrics", "visible_gpus", "attach_from_env",
+__all__ = ["SystemSampler", "start", "sampler_of", "visible_gpus", "attach_from_env",
            "PROCESS_KEYS", "GPU_FIELDS"]
 
 ENV = "FLOWILLOWER_SYSTEM_METRICS"  # seconds between logged means; unset or 0: off
@@ -270,19 +270,11 @@ class SystemSampler:
 _samplers: dict[str, SystemSampler] = {}
 
 
-def system_metrics(interval: float = 10.0, sample_every: float = 1.0, *,
-                   gpus: Iterable[int] | str | None = None, run: Any = None,
-                   nvml: Any = "auto") -> SystemSampler | None:
-    """Sample system metrics for `run` (default: the current run) until it finishes:
-    means of `sample_every`-second readings logged every `interval` seconds under
-    `system/`. `gpus`: "all" or NVML indices, overriding the visible-device rule.
-    Replaces the run's earlier sampler; None under `fw.debug(True)` or a silent rank."""
-    if run is None:
-        from .api import active_run
-
-        run = active_run()
-        if run is None:
-            return None
+def start(run: Any, interval: float = 10.0, sample_every: float = 1.0, *,
+          gpus: Iterable[int] | str | None = None, nvml: Any = "auto") -> SystemSampler:
+    """Sample system metrics for `run` until it finishes (`fw.system_metrics` for the
+    current run; `fw.init` may call this directly: no import of `api` here). Replaces the
+    run's earlier sampler."""
     old = _samplers.pop(run.id, None)
     if old is not None:
         old.stop()
@@ -307,7 +299,7 @@ def attach_from_env(run: Any) -> None:
     if interval <= 0 or run.rank != 0:
         return
     try:
-        system_metrics(interval, min(1.0, interval), run=run)
+        start(run, interval, min(1.0, interval))
     except ImportError:
         import sys
 
