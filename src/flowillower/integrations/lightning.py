@@ -139,7 +139,8 @@ class FlowillowerLogger(Logger):
         self._log_graph = log_graph
         self._watched: set[int] = set()
         self._graphed: set[int] = set()
-        self._coords = LoopCoordinates(self)
+        # The callback keeping the trainer's epoch / step as loop coordinates.
+        self.coordinates = LoopCoordinates(self)
 
     # -- identity ----------------------------------------------------------------------
     @property
@@ -206,8 +207,8 @@ class FlowillowerLogger(Logger):
             trainer = model.trainer
         except (AttributeError, RuntimeError):  # a module not attached to a trainer
             return
-        if trainer is not None and self._coords not in trainer.callbacks:
-            trainer.callbacks.append(self._coords)
+        if trainer is not None and self.coordinates not in trainer.callbacks:
+            trainer.callbacks.append(self.coordinates)
 
     def _start_watch(self, run: Run, model: Any) -> None:
         from ..model.api import watch
@@ -239,7 +240,7 @@ class FlowillowerLogger(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """`success`: flush, the run stays open; `failed` and the like end the run."""
-        self._coords.close()
+        self.coordinates.close()
         run = self.experiment
         if run.status is not None:
             return
@@ -251,6 +252,6 @@ class FlowillowerLogger(Logger):
 
     def finish(self, status: str = "success") -> None:
         """End the run now (otherwise it ends with the process or `fw.finish()`)."""
-        self._coords.close()
+        self.coordinates.close()
         if self._run is not None and isinstance(self._run, Run):
             self._run.finish(status)

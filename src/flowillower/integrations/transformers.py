@@ -79,10 +79,11 @@ class FlowillowerCallback(TrainerCallback):
         self._epoch: AbstractContextManager[Any] | None = None
         self._step: AbstractContextManager[Any] | None = None
         self._logged: tuple[int, frozenset[str]] | None = None
+        self._logs: tuple[Any, bool] | None = None
 
     # -- the run -----------------------------------------------------------------------
     def _open(self, args: Any) -> Run | None:
-        if not getattr(args, "should_log", True):  # other processes record nothing
+        if not self._should_log(args):  # other processes record nothing
             return None
         if self.run is None or self.run.status is not None:
             self.run = api.open_run()
@@ -93,9 +94,15 @@ class FlowillowerCallback(TrainerCallback):
                 self.run = api.init(**init)
         return self.run if self.run.status is None else None
 
+    def _should_log(self, args: Any) -> bool:
+        # A property that asks the distributed state each time: read once per arguments.
+        if self._logs is None or self._logs[0] is not args:
+            self._logs = (args, bool(getattr(args, "should_log", True)))
+        return self._logs[1]
+
     def _live(self, args: Any) -> Run | None:
         run = self.run
-        if run is None or run.status is not None or not getattr(args, "should_log", True):
+        if run is None or run.status is not None or not self._should_log(args):
             return None
         return run
 
