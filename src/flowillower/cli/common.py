@@ -124,7 +124,8 @@ def fmt_value(value: Any) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
-STATUS_STYLE = {"success": "green", "running": "cyan", "failed": "red", "killed": "yellow"}
+STATUS_STYLE = {"success": "green", "running": "cyan", "failed": "red", "killed": "yellow",
+                "lost": "magenta"}
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
