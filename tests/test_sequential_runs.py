@@ -141,3 +141,17 @@ def test_a_new_job_closes_the_one_left_open(tmp_path) -> None:
     fw.log("x", 2.0)
     (run_b,) = scope_b.close()
     assert (run_a.tags, run_b.tags) == (["a"], ["b"])
+
+
+def test_a_debug_run_leaves_nothing_when_the_next_run_starts(store_dir) -> None:
+    """A job run under fw.debug(True) (e.g. a sweep's tracking.enabled=false job) is
+    ended by the next job's fw.init: nothing of it is written, its config included."""
+    fw.debug(True)
+    fw.init(config={"lr": 0.1})
+    fw.log("loss", 1.0)
+    fw.debug(False)
+    run = fw.init(config={"lr": 0.2})
+    fw.log("loss", 2.0)
+    fw.finish()
+    assert [d.name for d in (store_dir / "runs").iterdir()] == [run.id]
+    assert run.args == {"lr": 0.2}

@@ -137,11 +137,13 @@ def init(
         if this_rank != 0 and not all_ranks:
             run.status = "skipped"  # non-zero rank: a silent run that records nothing
         _current = run
-        if scope is not None:
+        if scope is not None and not _debug:  # fw.debug(True): the job records nothing
             scope.runs.append(run)
-    if scope is not None and scope.args and run.status is None:
+    # Under fw.debug(True) nothing is recorded, not even the config: a run left open by a
+    # debug job is then finished by the next fw.init without leaving a directory.
+    if scope is not None and scope.args and run.status is None and not _debug:
         run.config(scope.args)  # first: the job's own config may refine the same keys
-    if config is not None and run.status is None:
+    if config is not None and run.status is None and not _debug:
         run.config(config)
     return run
 
