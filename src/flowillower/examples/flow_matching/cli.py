@@ -96,6 +96,7 @@ def demo_command() -> None:
 
     \b
         flowillower demo train training.n_epochs=500 model.hidden_dims=[256,512,512,256]
+        flowillower demo train --multirun training.learning_rate=0.001,0.003
 
     See `flowillower demo keys` for every setting and its default.
     """
@@ -106,10 +107,41 @@ def demo_command() -> None:
 @dir_option
 @friendly_errors
 def train_command(overrides: tuple[str, ...], store_dir: str | None) -> None:
-    """Train one model and record it as a run."""
+    """Train one model and record it as a run.
+
+    With --multirun (-m), Hydra sweeps comma-separated values, one run per combination,
+    e.g. `flowillower demo train --multirun training.learning_rate=0.001,0.003`.
+    """
     _check_dependencies()
+    from .config import SWEEP_FLAGS
+
+    if any(o in SWEEP_FLAGS for o in overrides):
+        _sweep(list(overrides), store_dir)
+        return
     _validate(overrides)
     _run_training(list(overrides), store_dir)
+
+
+def _sweep(argv: list[str], store_dir: str | None) -> None:
+    """A Hydra sweep in one child process (Hydra parses the overrides and reports their
+    errors); says which runs it recorded."""
+    import importlib.util
+
+    from ...store.catalog import Store
+
+    if importlib.util.find_spec("hydra") is None:
+        raise click.ClickException("--multirun needs Hydra: pip install 'flowillower"
+                                   "[integrations]' (or hydra-core)")
+    store = Store(store_dir)
+    before = {row["id"] for row in store.runs()} if (store.root / "runs").is_dir() else set()
+    code = subprocess.call(_train_command(argv), env=_env(store_dir))
+    new = [row for row in store.runs() if row["id"] not in before] \
+        if (store.root / "runs").is_dir() else []
+    names = ", ".join(str(row.get("name") or row["id"]) for row in new)
+    click.echo(f"sweep recorded {len(new)} run{'s' if len(new) != 1 else ''}: {names}"
+               if new else "sweep recorded no run")
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @demo_command.command("visualize", context_settings={"ignore_unknown_options": True})

@@ -22,6 +22,7 @@ from ...errors import FlowillowerError
 from ...sizes import parse_size
 
 DATASETS = ("trex", "moons", "spirals", "checkerboard", "gaussians")
+SWEEP_FLAGS = ("--multirun", "-m")  # Hydra's: the command runs a sweep (see sweep.py)
 SAMPLERS = ("euler", "midpoint")
 LR_SCHEDULES = ("cosine", "constant")
 

@@ -2,6 +2,7 @@
 
     flowillower demo train training.n_epochs=500 training.learning_rate=0.005
     python -m flowillower.examples.flow_matching.train data.name=moons   # the same
+    flowillower demo train --multirun training.learning_rate=0.001,0.003  # Hydra sweep
 
 What gets recorded: the whole resolved configuration; the loss at every step and per
 epoch; energy and Chamfer distances between generated and target points after each epoch;
@@ -26,7 +27,12 @@ import torch
 
 import flowillower as fw
 from flowillower.examples.flow_matching import plots
-from flowillower.examples.flow_matching.config import ConfigError, parse_overrides, to_dict
+from flowillower.examples.flow_matching.config import (
+    SWEEP_FLAGS,
+    ConfigError,
+    parse_overrides,
+    to_dict,
+)
 from flowillower.examples.flow_matching.data import make_dataset
 from flowillower.examples.flow_matching.metrics import chamfer_distance, energy_distance
 from flowillower.examples.flow_matching.model import (
@@ -176,4 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if any(arg in SWEEP_FLAGS for arg in sys.argv[1:]):  # a Hydra sweep: one run per job
+        from flowillower.examples.flow_matching.sweep import run as sweep
+
+        sys.exit(sweep(main))
     sys.exit(main())
