@@ -157,11 +157,16 @@ def test_watch_records_statistics_per_step(store_dir: Path) -> None:
     assert any(name.startswith("grad/net.0") for name in series)
 
 
-def test_checkpoints_are_noted(store_dir: Path, tmp_path: Path) -> None:
+def test_checkpoints_are_noted_and_kept_out_of_the_store(store_dir: Path,
+                                                         tmp_path: Path) -> None:
     logger = FlowillowerLogger(project="lit")
-    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss")
-    _fit(logger, epochs=2, enable_checkpointing=True, callbacks=[ckpt])
+    ckpt = pl.callbacks.ModelCheckpoint(monitor="val_loss")  # its default folder
+    _fit(logger, epochs=2, enable_checkpointing=True, callbacks=[ckpt],
+         default_root_dir=tmp_path / "root")
     logger.finish()
+    run_id = logger.experiment.id
+    assert Path(ckpt.best_model_path).parent == tmp_path / "root" / "lit" / run_id / "checkpoints"
+    assert not list(store_dir.rglob("*.ckpt"))
     events = [e for e in RunReader(logger.experiment.dir).load().events
               if e["event"] == "checkpoint"]
     assert len(events) == 2
@@ -247,6 +252,8 @@ def test_forgotten_per_epoch_metric_replays_to_fresh_run_values(tmp_path: Path,
     assert report.ok, str(report)
     replayed = _series(store, "w_norm")
     assert [coords for _, coords in replayed] == [(0,), (1,), (2,)]  # keyed by epoch
+    (original,) = (store / "runs").iterdir()
+    assert RunReader(original).load(["w_norm"]).series["w_norm"].replayed.all()
 
     # The new script from scratch, in this process (a third Lightning start-up in a
     # subprocess would double the test's time; same libraries, same thread count).

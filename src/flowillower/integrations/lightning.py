@@ -157,9 +157,10 @@ class FlowillowerLogger(Logger):
 
     @property
     def save_dir(self) -> str | None:
-        """The run's folder (Lightning puts checkpoints under its root dir instead)."""
-        run = self.experiment
-        return str(run.dir) if isinstance(run, Run) else None
+        """None: Lightning then puts its checkpoints under the trainer's
+        `default_root_dir` (`<root>/<project>/<run id>/checkpoints`), never inside the
+        store, whose run folders are pushed."""
+        return None
 
     @property
     @rank_zero_experiment
