@@ -109,6 +109,10 @@ def test_run_page_draws_the_dag(pipeline, page):
     other = Run("pipe", "alone", dir=store.root, snapshot=False)
     other.log_metrics({"x": 1.0}, 0)
     other.finish()
+    # A teammate's hostile record: markup in the artifact name is shown as text.
+    hostile = "<img src=x onerror=alert(1)>"
+    (store.root / "runs" / ids["evaluate"] / "inputs" / "20990101T000000.000000-abcdef.json"
+     ).write_text(json.dumps({"run": ids["featurise"], "artifact": hostile}))
     console: list[str] = []
     page.on("console", lambda msg: console.append(msg.text))
     with ui_server(store.root) as base:
@@ -137,6 +141,10 @@ def test_run_page_draws_the_dag(pipeline, page):
         card.locator(f"g.lineage-node[data-id='{ids['evaluate']}']").click()
         page.wait_for_function(f"location.hash === '#/run/{ids['evaluate']}'")
         page.locator("section.lineage-card g.lineage-node.current").wait_for()
+        labels = page.locator("section.lineage-card g.lineage-edge text").evaluate_all(
+            "els => els.map(e => e.textContent)")
+        assert hostile[:26] + "…" in labels  # cut to fit, as text
+        assert page.locator("section.lineage-card img").count() == 0 and not page.dialogs
         # A run without lineage gets no card (its lineage answer has no edges).
         with page.expect_response(lambda r: r.url.endswith(f"/{other.id}/lineage")) as got:
             page.goto(f"{base}#/run/{other.id}")
