@@ -128,15 +128,20 @@ def write_summary(run: Run, writer: Any, status: str, end: float, error: str | N
     return summary
 
 
-def record_index_row(run: Run, finished: bool, meta: dict[str, Any] | None = None) -> bool:
+def record_index_row(run: Run, finished: bool, meta: dict[str, Any] | None = None, *,
+                     writer: Any = None, summary: dict[str, Any] | None = None) -> bool:
     """Record the run's index row (`<run>/index-row.json`) at start (`meta`: run.json's
-    fields) or at finish, so readers know it without decoding its records. Never raises
-    and never warns: without a row, readers scan the run as they always did."""
+    fields) or at finish (from the closed `writer`'s statistics and the `summary` just
+    written: no records are read back, numpy is not imported), so readers know it
+    without decoding its records. Never raises and never warns: without a row, readers
+    scan the run as they always did."""
     try:
-        from .store import index_journal  # numpy only at finish, and only then
+        from .store import index_journal
 
         if finished:
-            return index_journal.record_finish(run.dir)
+            written = getattr(writer, "written", None)  # a stand-in writer may lack it
+            return index_journal.record_written(
+                run.dir, written() if callable(written) else None, dict(summary or {}))
         return index_journal.record_start(run.dir, dict(meta or {}), dict(run.args))
     except Exception:
         return False

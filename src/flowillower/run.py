@@ -357,7 +357,7 @@ class Run(LoopSurface):
             summary = lifecycle.write_summary(self, writer, status, end, error,
                                               self._defs.names(), self._defs.roles)
             if self.rank == 0:  # after the summary: the row is checked against it
-                lifecycle.record_index_row(self, True)
+                lifecycle.record_index_row(self, True, writer=writer, summary=summary)
         if summary["unused_kwargs"]:
             warnings.warn("flowillower: --kwargs given but never read by fw.arg(): "
                           + ", ".join(summary["unused_kwargs"]), stacklevel=2)

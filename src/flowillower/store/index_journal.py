@@ -2,8 +2,10 @@
 
 Each run writes only its own file (a temporary file, then a rename), so writers never
 wait for each other or for readers, on one machine or on a shared (NFS) store. A row
-that cannot be written (full disk, read-only store, a run too big to read back) only
-means readers scan that run as they did before rows existed: it never fails the run.
+that cannot be written (full disk, read-only store, frame files the writer did not write
+itself: other ranks', replays) only means readers scan that run as they did before rows
+existed: it never fails the run. At finish the row comes from the writer's own per-key
+statistics (`store.written`): finish neither reads the records back nor imports numpy.
 
 Readers trust a row only while it matches the run's files: the same frame files with
 the same sizes, and a status, timing, args and last values that agree with
@@ -19,17 +21,16 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .documents import GIT_FIELDS, META_FIELDS, checked, read_summary
+from .documents import GIT_FIELDS, META_FIELDS, checked, read_meta, read_summary
 from .index_rows import RunParts, scan_run, to_json
+
+if TYPE_CHECKING:
+    from .written import WrittenStats
 
 ROW_FILE = "index-row.json"
 ROW_VERSION = 1
-# At finish, a run holding more frame bytes than this is left to readers: reading it
-# back would make finish wait (~0.06 s of CPU per 1.8 MB, 600,000 floats; readers scan
-# it once, as before). Most runs are far smaller; a few big ones cost readers little.
-MAX_READ_BACK_BYTES = 8 * 1024 * 1024
 _STATUSES = ("running", "success", "failed", "killed")
 _DATA_FILE = re.compile(r"data(\.rank\d+)?\.fwl\Z")
 
@@ -90,14 +91,46 @@ def record_start(run_dir: Path, meta: dict[str, Any], args: dict[str, Any]) -> b
     return _write(run_dir, document)
 
 
+def _record_or_remove(run_dir: Path, document: dict[str, Any] | None) -> bool:
+    if document is not None and _write(run_dir, document):
+        return True
+    try:  # never leave the start row claiming a finished run is still running
+        os.remove(os.fspath(run_dir) + "/" + ROW_FILE)
+    except OSError:
+        pass
+    return False
+
+
+def record_written(run_dir: Path, written: WrittenStats | None,
+                   summary: dict[str, Any]) -> bool:
+    """At finish: record the row from the writer's statistics (`written`, None when it
+    has none) and the summary it has just written, reading no records; False when it
+    could not (the run is then scanned by readers, as before)."""
+    base = os.fspath(run_dir)
+    document = None
+    try:
+        files = frame_files(base)
+        if written is not None and files == {written.name: written.size}:
+            meta = read_meta(run_dir) or {"id": run_dir.name}
+            loops, args, metrics = written.row_parts()
+            document = {"version": ROW_VERSION, "id": run_dir.name,
+                        "status": summary["status"], "meta": meta,
+                        "created": meta.get("created") or summary.get("created"),
+                        "ended": summary.get("ended"), "error": summary.get("error"),
+                        "loops": loops, "args": [list(a) for a in args],
+                        "metrics": [list(m) for m in metrics], "files": files,
+                        "summary": _summary_stamp(base)}
+    except Exception:  # a row is optional: without it readers scan, as before
+        document = None
+    return _record_or_remove(run_dir, document)
+
+
 def record_finish(run_dir: Path) -> bool:
-    """Read the finished run back (as a reader would) and record its row; False when
-    it could not (the run is then scanned by readers, as before)."""
+    """Read a finished run back (as a reader would) and record its row, e.g. for a run
+    that arrived without one (rows never travel); False when it could not."""
     base = os.fspath(run_dir)
     try:
         files = frame_files(base)
-        if sum(files.values()) > MAX_READ_BACK_BYTES:
-            raise OverflowError("too big to read back at finish")
         parts = scan_run(run_dir)  # the readers' own decoder: the row says what they would
         document = {"version": ROW_VERSION, "id": parts.run_id, "status": parts.status,
                     "meta": parts.meta, "created": parts.created, "ended": parts.ended,
@@ -107,13 +140,7 @@ def record_finish(run_dir: Path) -> bool:
                     "files": files, "summary": _summary_stamp(base)}
     except Exception:
         document = None
-    if document is not None and _write(run_dir, document):
-        return True
-    try:  # never leave the start row claiming a finished run is still running
-        os.remove(base + "/" + ROW_FILE)
-    except OSError:
-        pass
-    return False
+    return _record_or_remove(run_dir, document)
 
 
 # -- reading ---------------------------------------------------------------------------

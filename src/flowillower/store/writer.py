@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from ..sizes import size_from_env
 from .format import columns, encode_frame, last_frame_end, warm_up
 from .latest import LatestValues
+from .written import WrittenStats
 
 DEFAULT_MAX_PENDING = 256 * 2**20
 EARLY_FLUSH_CALLS = 50_000  # queued log calls that make the writer flush before its interval
@@ -140,6 +141,9 @@ class FrameWriter:
         self._caught_up = [0, 0]  # frames, values written since the outage began
         self._latest = LatestValues()
         self.last = self._latest.values  # key id -> last value written (by logging time)
+        # Per-key statistics of what this writer wrote (the run's index row), kept only
+        # for a file it starts empty: of an older file's frames it knows nothing.
+        self._written: WrittenStats | None = WrittenStats(path.name) if self._end == 0 else None
         # Daemon: interpreter shutdown must reach our atexit hook, which flushes.
         self._thread = threading.Thread(target=self._loop, name="flowillower-writer", daemon=True)
         self._thread.start()
@@ -220,6 +224,8 @@ class FrameWriter:
                 return False
             self._pending.popleft()
             self._latest.remember(item.batch)
+            if self._written is not None:
+                self._count_written(item.batch)
             self._caught_up[0] += 1
             self._caught_up[1] += item.values
         if self.failure is not None:
@@ -229,6 +235,23 @@ class FrameWriter:
                                          if self.dropped else ""))
             self.failure = None
         return True
+
+    def _count_written(self, batch: dict[str, Any]) -> None:
+        written = self._written
+        assert written is not None
+        try:
+            written.add(batch)
+            written.size = self._end
+        except Exception:  # never costs a value: only the row is given up (readers scan)
+            self._written = None
+
+    def written(self) -> WrittenStats | None:
+        """Statistics of every value this writer wrote (see `store.written`), once it is
+        closed; None while open, or when they cannot describe the file (it held frames
+        before, or counting failed): the run's row is then left to readers."""
+        if self._fd is not None or self._written is None:
+            return None
+        return self._written if self._written.size == self._end else None
 
     def _append(self, data: bytes) -> None:
         fd = self._fd

@@ -1,0 +1,257 @@
+"""What a run's writer has written, per key: the run's index row without reading it back.
+
+The writer feeds `WrittenStats.add` every batch right after its frame is on disk (off
+the logging thread). Per key it keeps the count, the smallest and largest finite number,
+the kinds seen and the last value by logging order, exactly as the reader orders values
+(`store.reader.Series`): by time, then by frame, then (kinds of one frame) by the running
+largest step, then by position. `row_parts` turns that into the loops, args and metrics
+`index_rows.scan_run` would decode from the file, without numpy and without the file.
+"""
+
+from __future__ import annotations
+
+import operator
+from array import array
+from bisect import bisect_left
+from itertools import accumulate, compress, islice
+from typing import Any
+
+from .format import encode_rows, iter_frames
+from .index_rows import to_json
+
+FLOAT, INT, OBJECT = 0, 1, 2  # a frame's value blocks, in the order the reader reads them
+_LE = operator.le
+_FEW_KEYS = 8  # up to this many keys in a float block: one C-speed pass per key
+
+
+def _finite_range(vals: Any) -> tuple[Any, Any]:
+    """(min, max) of the finite numbers of `vals`, an array('d') (None, None when there
+    are none)."""
+    vals = vals.tolist()  # boxed once: min/max over a list is twice as quick
+    total = sum(vals)
+    if total - total == 0:  # a finite sum: every value is finite (the common case)
+        return min(vals), max(vals)
+    finite = [v for v in vals if v - v == 0]
+    return (min(finite), max(finite)) if finite else (None, None)
+
+
+class _Key:
+    """One key id's statistics; `order` = (time, frame, tie, kind, position) of `value`."""
+
+    __slots__ = ("count", "lo", "hi", "kinds", "first", "order", "value", "step")
+
+    def __init__(self, first: tuple) -> None:
+        self.count = 0
+        self.lo: Any = None
+        self.hi: Any = None
+        self.kinds = 0  # bit per kind
+        self.first = first  # where the reader first meets it: its place in the listing
+        self.order: tuple = (float("-inf"),)
+        self.value: Any = None
+        self.step = 0
+
+    def extend(self, count: int, lo: Any, hi: Any, kind: int) -> None:
+        self.count += count
+        self.kinds |= 1 << kind
+        if lo is not None:
+            self.lo = lo if self.lo is None or lo < self.lo else self.lo
+            self.hi = hi if self.hi is None or hi > self.hi else self.hi
+
+
+class WrittenStats:
+    """Per-key statistics of the frames one writer wrote to one (initially empty) file.
+
+    `name` and `size`: the file and the bytes written to it; the row claims exactly that
+    file, so a run with other frame files (ranks, replays) is left to readers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.size = 0
+        self._frames = 0
+        self._keys: dict[int, tuple[str, str]] = {}
+        self._stats: dict[int, _Key] = {}
+        self._loops: dict[str, tuple[int, int]] = {}  # loop -> (first context id, place)
+
+    # -- fed by the writer thread ----------------------------------------------------
+    def add(self, batch: dict[str, Any]) -> None:
+        """Account for one batch whose frame was just written."""
+        self._frames += 1
+        self._keys.update(batch["keys"])
+        loops = self._loops
+        for cid, coords in batch["contexts"].items():
+            for place, loop in enumerate(coords):
+                known = loops.get(loop)
+                if known is None or (cid, place) < known:
+                    loops[loop] = (cid, place)
+        cands: dict[int, list[tuple]] = {}
+        calls, (keys, values) = batch["call_cols"], batch["float_cols"]
+        if len(keys):
+            self._floats(calls, keys, values, cands)
+        for kind in (INT, OBJECT):
+            rows = batch["ints" if kind == INT else "objects"]
+            if rows:
+                self._rows(rows, kind, cands)
+        frame = self._frames
+        for kid, found in cands.items():
+            if len(found) > 1:  # several kinds of one key in this frame
+                found = [self._tied(c, batch) for c in found]
+            t, tie, kind, pos, value, step = max(found, key=lambda c: c[:4])
+            st = self._stats[kid]
+            if t >= st.order[0]:  # a later frame wins a tie in time
+                st.order = (t, frame, 0 if tie is None else tie, kind, pos)
+                st.value, st.step = value, step
+
+    def _stat(self, kid: int, kind: int, place: int) -> _Key:
+        st = self._stats.get(kid)
+        if st is None:
+            st = self._stats[kid] = _Key((self._frames, kind, place))
+        return st
+
+    def _floats(self, calls: list[array], keys: array, values: array,
+                cands: dict[int, list[tuple]]) -> None:
+        steps, times, counts = calls[1], calls[2], calls[3]
+        n, c = len(counts), counts[0]
+        monotone = all(map(_LE, times, islice(times, 1, None)))
+        if counts.count(c) == n and keys[:c] * n == keys and len(set(keys[:c])) == c:
+            # Every call logs the same keys in the same order (one training loop): each
+            # key's values are a strided slice, its last value in the last call by time.
+            if monotone:
+                last = n - 1
+            else:
+                t_max = max(times)
+                last = n - 1 - times[::-1].index(t_max)
+            for j, kid in enumerate(keys[:c]):
+                vals = values[j::c]
+                self._stat(kid, FLOAT, kid).extend(n, *_finite_range(vals), FLOAT)
+                pos = last * c + j
+                cands.setdefault(kid, []).append(
+                    (times[last], None, FLOAT, pos, values[pos], steps[last]))
+            return
+        distinct = set(keys)
+        if monotone and len(distinct) <= _FEW_KEYS:
+            ends = list(accumulate(counts))
+            backwards = keys[::-1]
+            for kid in distinct:
+                vals = array("d", compress(values, map(kid.__eq__, keys)))
+                self._stat(kid, FLOAT, kid).extend(len(vals), *_finite_range(vals), FLOAT)
+                pos = len(keys) - 1 - backwards.index(kid)
+                call = bisect_left(ends, pos + 1)
+                cands.setdefault(kid, []).append(
+                    (times[call], None, FLOAT, pos, values[pos], steps[call]))
+            return
+        self._float_rows(steps, times, counts, keys, values, cands)
+
+    def _float_rows(self, steps: array, times: array, counts: array, keys: array,
+                    values: array, cands: dict[int, list[tuple]]) -> None:
+        """Any float block (several threads' calls, many keys): value by value."""
+        acc: dict[int, list] = {}  # kid -> [count, lo, hi, t, pos, step]
+        pos = 0
+        for t, step, count in zip(times, steps, counts):
+            for i in range(pos, pos + count):
+                kid, v = keys[i], values[i]
+                a = acc.get(kid)
+                if a is None:
+                    a = acc[kid] = [0, None, None, t, i, step]
+                a[0] += 1
+                if v - v == 0:
+                    if a[1] is None or v < a[1]:
+                        a[1] = v
+                    if a[2] is None or v > a[2]:
+                        a[2] = v
+                if t >= a[3]:
+                    a[3], a[4], a[5] = t, i, step
+            pos += count
+        for kid, (count, lo, hi, t, i, step) in acc.items():
+            self._stat(kid, FLOAT, kid).extend(count, lo, hi, FLOAT)
+            cands.setdefault(kid, []).append((t, None, FLOAT, i, values[i], step))
+
+    def _rows(self, rows: list, kind: int, cands: dict[int, list[tuple]]) -> None:
+        """Int or JSON rows `(key, ctx, step, time, value)`, one by one (Python objects
+        already: the writer's encoder walks them too)."""
+        acc: dict[int, list] = {}  # kid -> [count, lo, hi, t, pos]
+        for pos, (kid, _ctx, _step, t, v) in enumerate(rows):
+            a = acc.get(kid)
+            if a is None:
+                a = acc[kid] = [0, None, None, t, pos]
+                self._stat(kid, kind, kid if kind == INT else pos)
+            a[0] += 1
+            if kind == INT:
+                if a[1] is None or v < a[1]:
+                    a[1] = v
+                if a[2] is None or v > a[2]:
+                    a[2] = v
+            if t >= a[3]:
+                a[3], a[4] = t, pos
+        for kid, (count, lo, hi, t, pos) in acc.items():
+            self._stats[kid].extend(count, lo, hi, kind)
+            row = rows[pos]
+            cands.setdefault(kid, []).append((t, None, kind, pos, row[4], row[2]))
+
+    @staticmethod
+    def _tied(cand: tuple, batch: dict[str, Any]) -> tuple:
+        """`cand` with its tie-breaker: the largest step of its key and kind in this
+        frame up to it (the reader's order among kinds logged at the same time)."""
+        t, _, kind, pos, value, step = cand
+        if kind == FLOAT:
+            (_, steps, _, counts), (keys, _) = batch["call_cols"], batch["float_cols"]
+            kid, top, start = keys[pos], None, 0
+            for s, count in zip(steps, counts):
+                if start > pos:
+                    break
+                if kid in keys[start:min(start + count, pos + 1)]:
+                    top = s if top is None or s > top else top
+                start += count
+        else:
+            rows = batch["ints" if kind == INT else "objects"]
+            kid = rows[pos][0]
+            top = max(r[2] for r in rows[:pos + 1] if r[0] == kid)
+        return t, top, kind, pos, value, step
+
+    # -- read at finish --------------------------------------------------------------
+    def row_parts(self) -> tuple[list[str], list[tuple[str, str]], list[tuple]]:
+        """(loops, args, metrics) as `index_rows.scan_run` derives them from the file."""
+        loops = sorted(self._loops, key=self._loops.__getitem__)
+        named: dict[str, list[tuple[_Key, str]]] = {}
+        for kid, st in sorted(self._stats.items(), key=lambda item: item[1].first):
+            if kid in self._keys:  # a value whose definition never reached the file
+                name, role = self._keys[kid]  # is left out by readers too
+                named.setdefault(name, []).append((st, role))
+        lasts = {name: max(group, key=lambda g: g[0].order)[0] for name, group in named.items()}
+        objects = self._decoded_objects(named, lasts)
+        args: list[tuple[str, str]] = []
+        metrics: list[tuple] = []
+        for name, group in named.items():
+            role = group[0][1]
+            if role == "sys":
+                continue
+            kinds = 0
+            for st, _ in group:
+                kinds |= st.kinds
+            kind = "object" if kinds >> OBJECT & 1 else "float" if kinds & 1 else "int"
+            last = lasts[name]
+            value = objects.get(name, last.value)
+            if kind == "float":
+                value = float(value)
+            if role == "arg":
+                args.append((name, to_json(value)))
+                continue
+            lo = hi = None
+            if kind != "object":
+                lows = [st.lo for st, _ in group if st.lo is not None]
+                if lows:
+                    lo = float(min(lows))
+                    hi = float(max(st.hi for st, _ in group if st.hi is not None))
+            metrics.append((name, role, kind, sum(st.count for st, _ in group),
+                            to_json(value), lo, hi, int(last.step), False))
+        return loops, args, metrics
+
+    @staticmethod
+    def _decoded_objects(named: dict[str, list], lasts: dict[str, _Key]) -> dict[str, Any]:
+        """Last JSON values as a reader gets them back (the frame format's round trip:
+        tuples, odd floats, big ints, dict keys)."""
+        rows = [(name, "metric", "object", {}, 0, 0.0, st.value)
+                for name, st in lasts.items() if st.order[3] == OBJECT]
+        if not rows:
+            return {}
+        [frame] = iter_frames(encode_rows(rows, []))
+        return {row[0]: obj[4] for row, obj in zip(rows, frame.objects)}
