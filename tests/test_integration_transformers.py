@@ -115,3 +115,24 @@ def test_a_run_opened_before_training_is_used_and_can_stay_open(tmp_path: Path,
     assert "train_loss" in series
     (saved,) = [e for e in RunReader(run.dir).load().events if e["event"] == "checkpoint"]
     assert saved["step"] == 2 and (Path(saved["path"]) / "model.safetensors").is_file()
+
+
+def test_logged_values_numbers_only_nan_kept(tmp_path: Path) -> None:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from flowillower.integrations.transformers import FlowillowerCallback
+
+    run = fw.init(project="direct")
+    callback = FlowillowerCallback(run=run, log_model=False)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    state = TrainerState(global_step=7, epoch=0.5)
+    callback.on_log(args, state, TrainerControl(), logs={
+        "loss": float("nan"), "grad_norm": torch.tensor(1.5), "note": "text",
+        "epoch": 0.5, "flag": True, "tokens": 128})
+    callback.on_train_end(args, state, TrainerControl())
+    assert run.status == "success"
+    series = RunReader(run.dir).load().series
+    assert sorted(n for n in series if series[n].role == "metric") == [
+        "grad_norm", "loss", "tokens"]
+    assert str(series["loss"].values[0]) == "nan" and series["grad_norm"].last() == 1.5
+    assert series["tokens"].last() == 128 and series["loss"].step.tolist() == [7]

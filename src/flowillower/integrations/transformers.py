@@ -14,7 +14,6 @@ docs/integrations/transformers.md.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -31,15 +30,13 @@ _NOT_METRICS = {"epoch"}
 
 
 def _numbers(values: Mapping[str, Any]) -> dict[str, float | int]:
-    """The finite numbers of a logs / metrics dict (transformers may add strings)."""
+    """The numbers of a logs / metrics dict (transformers may add strings)."""
     out: dict[str, float | int] = {}
     for key, value in values.items():
         if key in _NOT_METRICS or isinstance(value, bool):
             continue
-        if isinstance(value, int):
-            out[key] = value
-        elif isinstance(value, float) and math.isfinite(value):
-            out[key] = value
+        if isinstance(value, (int, float)):
+            out[key] = value  # NaN / inf too: a diverging loss is worth seeing
         elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
             out[key] = float(value.item())  # a 0-d tensor or numpy scalar
     return out
