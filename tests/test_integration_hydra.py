@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -142,23 +143,18 @@ def test_job_calling_fw_init_joins_the_job(tmp_path: Path) -> None:
         assert run["summary"]["args"]["training.label"].startswith("lr-")
 
 
-REPLAYABLE = '''
-import hydra
-import flowillower as fw
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations" / "hydra.md"
 
 
-@hydra.main(version_base=None, config_path=".", config_name="config")
-def main(cfg):
-    w = 1.0
-    with fw.checkpointing(state={"w": w}):
-        for epoch in fw.loop("epoch", range(cfg.training.epochs)):
-            w = w * (1 + cfg.training.lr)
-            fw.log("loss", w)
-
-
-if __name__ == "__main__":
-    main()
-'''
+def _doc_example() -> tuple[str, str, list[str]]:
+    """The page's config.yaml, app.py and sweep command."""
+    text = DOC.read_text()
+    (config,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    (app,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    command = re.findall(r"```bash\n(.*?)```", text, re.S)[0].splitlines()[0].split()
+    assert command[:2] == ["python", "app.py"]
+    return config, app, command[2:]
 
 
 def _git(root: Path, *args: str) -> None:
@@ -166,22 +162,31 @@ def _git(root: Path, *args: str) -> None:
                    cwd=root, check=True, capture_output=True)
 
 
-def test_each_job_of_a_sweep_replays_with_its_own_overrides(tmp_path: Path) -> None:
-    """A replay re-runs `app.py <the job's overrides>` (not the whole sweep): each run
-    gets the forgotten value computed with its own learning rate."""
-    root = _project(tmp_path / "proj", REPLAYABLE)
+def test_docs_example_sweeps_and_each_job_replays_alone(tmp_path: Path) -> None:
+    """docs/integrations/hydra.md as written: three runs in one sweep; then the page's
+    replay re-runs `app.py <the job's overrides>` (not the whole sweep) for each run,
+    which gets the forgotten value computed with its own learning rate."""
+    config, app, argv = _doc_example()
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "config.yaml").write_text(config)
+    (root / "app.py").write_text(app)
     (root / ".gitignore").write_text("multirun/\noutputs/\n")
     _git(root, "init", "-q")
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", "sweep")
-    _run(root, "--multirun", "training.lr=0.1,0.2")
-    app = (root / "app.py").read_text()
+    _run(root, *argv)
+    runs = _runs(root)
+    lrs = [0.1, 0.2, 0.3]
+    assert [r["summary"]["args"]["training.lr"] for r in runs] == lrs
+    assert len({r["summary"]["args"]["sweep"] for r in runs}) == 1
+    assert {r["meta"]["project"] for r in runs} == {"sweeps"}
     (root / "app.py").write_text(app.replace(
-        '            fw.log("loss", w)\n',
-        '            fw.log("loss", w)\n            fw.log("double", 2 * w)\n'))
+        '            fw.log("loss", 1 / w)\n',
+        '            fw.log("loss", 1 / w)\n            fw.log("double", 2 * w)\n'))
     report = fw.replay("double", dir=root, yes=True, echo=lambda line: None)
-    assert report.ok and len(report.runs) == 2, str(report)
-    for run, lr in zip(_runs(root), [0.1, 0.2]):
-        want = [(1 + lr) ** (e + 1) for e in range(3)]
-        assert _loss(run["dir"]) == pytest.approx(want)
-        assert _loss(run["dir"], "double") == [2 * w for w in _loss(run["dir"])]
+    assert report.ok and len(report.runs) == 3, str(report)
+    for run, lr in zip(_runs(root), lrs):
+        w = [(1 + lr) ** (e + 1) for e in range(3)]
+        assert _loss(run["dir"]) == pytest.approx([1 / x for x in w])
+        assert _loss(run["dir"], "double") == pytest.approx([2 * x for x in w])

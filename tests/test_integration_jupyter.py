@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.request
 from pathlib import Path
 
@@ -19,15 +20,10 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-CELLS = [
-    "import flowillower as fw\n%load_ext flowillower.integrations.jupyter",
-    'run = fw.init(project="nb")',
-    'for epoch in fw.loop("epoch", range(3)):\n    fw.log("loss", 1.0 / (epoch + 1))',
-    "from flowillower.integrations.jupyter import show\nshow()",
-    "run",
-    "fw.finish()",
-    'print("after the run")',
-]
+DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations" / "jupyter.md"
+# The page's notebook, one cell per block, then a cell run after the run ended.
+DOC_CELLS = [b.strip() for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)]
+CELLS = [*DOC_CELLS, 'print("after the run")']
 
 
 def _execute(folder: Path, cells: list[str], name: str = "analysis.ipynb"):
@@ -64,14 +60,14 @@ def test_notebook_run_is_recorded_with_its_notebook(notebook_run) -> None:
     folder, nb, run_dir = notebook_run
     reader = RunReader(run_dir)
     meta, summary = reader.meta, json.loads((run_dir / "summary.json").read_text())
-    assert meta["project"] == "nb" and summary["status"] == "success"
+    assert meta["project"] == "notebook" and summary["status"] == "success"
     assert meta["name"].startswith("analysis-")  # not ipykernel_launcher-...
     assert summary["unused_kwargs"] == [] and summary["args"] == {}  # `-f kernel.json`
     assert reader.load(["loss"]).series["loss"].values.tolist() == [1.0, 0.5, 1 / 3]
     record = json.loads((run_dir / "notebook.json").read_text())
     assert record["path"] == str((folder / "analysis.ipynb").resolve())
     # The executed cells in order, up to the cell that ended the run.
-    assert [c["source"] for c in record["cells"]] == CELLS[:6]
+    assert [c["source"] for c in record["cells"]] == DOC_CELLS
     copy = nbformat.read(run_dir / record["copy"], as_version=4)
     assert [c.source for c in copy.cells] == CELLS
     # The working tree's code snapshot holds the saved notebook too.

@@ -49,6 +49,8 @@ _servers: dict[Path, str] = {}
 _server_lock = threading.Lock()
 _tracked: weakref.WeakSet[Run] = weakref.WeakSet()
 _ended: weakref.WeakSet[Run] = weakref.WeakSet()  # runs whose record is final
+_copied: weakref.WeakKeyDictionary[Run, tuple] = weakref.WeakKeyDictionary()
+_notebook: Path | None = None  # this kernel's notebook, once found
 
 
 def _ipython() -> Any:
@@ -101,17 +103,31 @@ def notebook_path(shell: Any = None, cells: list[str] | None = None) -> Path | N
     return best[1] if best else None
 
 
+def _find_notebook(shell: Any, cells: list[str]) -> Path | None:
+    """`notebook_path`, looked up once per kernel (a search reads every notebook in the
+    folder): the same file is reused while it exists."""
+    global _notebook
+    if _notebook is None or not _notebook.is_file():
+        _notebook = notebook_path(shell, cells)
+    return _notebook
+
+
 def _record(run: Run) -> None:
-    """Write (or update) the run's notebook.json and its copy of the notebook."""
+    """Write (or update) the run's notebook.json and its copy of the notebook (copied
+    again only when the file changed since the last copy)."""
     shell = _ipython()
     cells = executed_cells(shell)
-    path = notebook_path(shell, cells)
+    path = _find_notebook(shell, cells)
     copied = None
-    if path is not None and path.stat().st_size <= MAX_COPY:
+    if path is not None:
+        stat = path.stat()
         target = run.dir / "notebook" / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        copied = f"notebook/{path.name}"
+        if stat.st_size <= MAX_COPY:
+            copied = f"notebook/{path.name}"
+            if _copied.get(run) != (path, stat.st_size, stat.st_mtime_ns):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                _copied[run] = (path, stat.st_size, stat.st_mtime_ns)
     doc = {"path": str(path) if path else None, "copy": copied,
            "cells": [{"index": i + 1, "source": source} for i, source in enumerate(cells)],
            "replay": "a notebook run is replayed from a script: export the notebook "
@@ -140,7 +156,7 @@ def attach(run: Run) -> None:
     if shell is None or run.rank != 0:
         return
     if run.name == default_name(run.id):  # the user gave no name
-        path = notebook_path(shell)
+        path = _find_notebook(shell, executed_cells(shell))
         run.name = f"{path.stem if path else 'notebook'}-{run.id[-4:]}"
     _tracked.add(run)
 
