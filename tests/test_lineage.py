@@ -195,7 +195,7 @@ def test_use_artifact_by_filter_and_best(store_dir, tmp_path):
         run.record_args({"lr": {"alpha": 0.1, "beta": 0.01, "gamma": 0.001, "delta": 0.3}[name]})
         (tmp_path / f"{name}.txt").write_text(name)
         run.log_artifact("weights", tmp_path / f"{name}.txt", step=0)
-        run.log_metrics({"loss": 1.0}, 0)
+        run.log_metrics({"loss": 1.0, "val/acc": 1 - loss}, 0)
         run.log_metrics({"loss": loss}, 1)
         run.finish()
     best = fw.best("loss", dir=store_dir)  # NaN never wins
@@ -210,6 +210,10 @@ def test_use_artifact_by_filter_and_best(store_dir, tmp_path):
     fw.init(project="p", name="user", dir=store_dir)
     assert Path(fw.use_artifact("lr < 0.05", "weights")).read_text() == "gamma"
     assert Path(fw.use_artifact(best, "weights")).read_text() == "beta"  # a row works too
+    # Filters spell `val/acc` as `val-acc`; anything with a `/` is refused as a path.
+    assert Path(fw.use_artifact("val-acc > 0.7", "weights")).read_text() == "beta"
+    with pytest.raises(InvalidRunRefError):
+        fw.use_artifact("val/acc > 0.7", "weights")
 
 
 def test_hostile_references_and_records_are_refused(store_dir, tmp_path):

@@ -69,7 +69,8 @@ def _source_run(store: Store, ref: str, name: str) -> tuple[str, str | None]:
     try:
         return store.resolve(ref), None
     except InvalidRunRefError:
-        raise  # a path, `..`, a link: never retried as anything else
+        raise  # a path, `..`, a link: never retried as anything else (filters spell
+        # `val/acc` as `val-acc`)
     except RunNotFoundError:
         pass  # not a run: maybe a filter
     from .queries.filters import compile_filter
