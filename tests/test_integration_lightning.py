@@ -187,6 +187,15 @@ def test_other_ranks_record_nothing(store_dir: Path, monkeypatch) -> None:
     assert not (store_dir / "runs").exists() or not any((store_dir / "runs").iterdir())
 
 
+def test_debug_mode_records_nothing(store_dir: Path) -> None:
+    fw.debug(True)
+    logger = FlowillowerLogger(project="lit")
+    model = _fit(logger, epochs=1)
+    assert len(model.losses) == 4  # trained as usual
+    assert logger.version == "debug" and api.open_run() is None
+    assert not store_dir.exists()
+
+
 SCRIPT = '''
 import lightning.pytorch as pl
 import torch

@@ -89,6 +89,15 @@ def test_only_the_logging_process_records(tmp_path: Path, monkeypatch) -> None:
     assert not (tmp_path / "project" / ".flowillower" / "runs").exists()
 
 
+def test_debug_mode_records_nothing(tmp_path: Path, monkeypatch) -> None:
+    fw.debug(True)
+    source = _doc_example().replace("max_steps=6", "max_steps=2").split("\nprint(")[0]
+    ns = _train(tmp_path, monkeypatch, source)
+    assert ns["trainer"].state.global_step == 2
+    assert api.open_run() is None
+    assert not (tmp_path / "project" / ".flowillower").exists()
+
+
 def test_a_run_opened_before_training_is_used_and_can_stay_open(tmp_path: Path,
                                                                 monkeypatch) -> None:
     run = fw.init(project="outer", name="mine")

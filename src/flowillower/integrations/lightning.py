@@ -54,6 +54,8 @@ class LoopCoordinates(Callback):
         self._step: AbstractContextManager[Any] | None = None
 
     def _enter(self, name: str, index: int) -> AbstractContextManager[Any] | None:
+        if api.is_debug():
+            return None
         run = self._logger.experiment
         if not isinstance(run, Run) or run.status is not None:
             return None
@@ -146,12 +148,16 @@ class FlowillowerLogger(Logger):
     @property
     def name(self) -> str:
         """The project the run belongs to."""
+        if api.is_debug():
+            return str(self._init["project"] or "debug")
         run = self.experiment
         return run.project if isinstance(run, Run) else str(self._init["project"] or "")
 
     @property
     def version(self) -> str:
         """The run's id."""
+        if api.is_debug():
+            return "debug"
         run = self.experiment
         return run.id if isinstance(run, Run) else ""
 
@@ -164,9 +170,12 @@ class FlowillowerLogger(Logger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> Run:
-        """The flowillower `Run` (on other ranks: Lightning's no-op stand-in)."""
+    def experiment(self) -> Run | Any:
+        """The flowillower `Run` (on other ranks: Lightning's no-op stand-in; None under
+        `fw.debug(True)`, which starts no run)."""
         if self._run is None:
+            if api.is_debug():
+                return None
             self._run = api.open_run() or api.init(**self._init)
         return self._run
 
@@ -175,6 +184,8 @@ class FlowillowerLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log Lightning's metrics at its step; its `epoch` entry is a coordinate (the
         loop callback's), not a metric."""
+        if api.is_debug():  # fw.debug(True): nothing is recorded
+            return
         values = {k: v for k, v in metrics.items() if k != "epoch"}
         if values:
             self.experiment.log_metrics(values, step)
@@ -183,12 +194,16 @@ class FlowillowerLogger(Logger):
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """Record hyper-parameters, nested dicts / dataclasses / Namespaces / OmegaConf
         flattened to dotted names (`model.width`)."""
+        if api.is_debug():  # fw.debug(True): nothing is recorded
+            return
         self.experiment.config(_params_dict(params))
 
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Lightning calls this as a stage starts: record the model once (`fw.log_model`),
         start `watch`, and plug the loop callback into the model's trainer."""
+        if api.is_debug():  # fw.debug(True): nothing is recorded
+            return
         run = self.experiment
         self._attach(model)
         if self._watch and id(model) not in self._watched:
@@ -224,6 +239,8 @@ class FlowillowerLogger(Logger):
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Note each checkpoint Lightning saves (path, monitored score) as a run event."""
+        if api.is_debug():  # fw.debug(True): nothing is recorded
+            return
         score = getattr(checkpoint_callback, "best_model_score", None)
         self.experiment.event(
             "checkpoint", path=str(getattr(checkpoint_callback, "last_model_path", "") or
@@ -234,6 +251,8 @@ class FlowillowerLogger(Logger):
     @rank_zero_only
     def save(self) -> None:
         """Persist everything logged so far."""
+        if api.is_debug():  # fw.debug(True): nothing is recorded
+            return
         run = self.experiment
         if run.status is None:
             run.flush()
@@ -241,6 +260,8 @@ class FlowillowerLogger(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """`success`: flush, the run stays open; `failed` and the like end the run."""
+        if api.is_debug():  # fw.debug(True): nothing is recorded
+            return
         self.coordinates.close()
         run = self.experiment
         if run.status is not None:

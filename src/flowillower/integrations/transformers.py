@@ -80,7 +80,7 @@ class FlowillowerCallback(TrainerCallback):
 
     # -- the run -----------------------------------------------------------------------
     def _open(self, args: Any) -> Run | None:
-        if not self._should_log(args):  # other processes record nothing
+        if api.is_debug() or not self._should_log(args):  # other processes record nothing
             return None
         if self.run is None or self.run.status is not None:
             self.run = api.open_run()
@@ -99,7 +99,8 @@ class FlowillowerCallback(TrainerCallback):
 
     def _live(self, args: Any) -> Run | None:
         run = self.run
-        if run is None or run.status is not None or not self._should_log(args):
+        if run is None or run.status is not None or api.is_debug() or \
+                not self._should_log(args):
             return None
         return run
 
