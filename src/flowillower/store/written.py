@@ -17,7 +17,6 @@ from itertools import accumulate, compress, islice
 from typing import Any
 
 from .format import encode_rows, iter_frames
-from .index_rows import to_json
 
 FLOAT, INT, OBJECT = 0, 1, 2  # a frame's value blocks, in the order the reader reads them
 _LE = operator.le
@@ -210,6 +209,8 @@ class WrittenStats:
     # -- read at finish --------------------------------------------------------------
     def row_parts(self) -> tuple[list[str], list[tuple[str, str]], list[tuple]]:
         """(loops, args, metrics) as `index_rows.scan_run` derives them from the file."""
+        from .index_rows import to_json  # at finish only: `import flowillower` stays light
+
         loops = sorted(self._loops, key=self._loops.__getitem__)
         named: dict[str, list[tuple[_Key, str]]] = {}
         for kid, st in sorted(self._stats.items(), key=lambda item: item[1].first):

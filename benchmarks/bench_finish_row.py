@@ -1,0 +1,98 @@
+"""fw.finish() with the run's index row: built from the writer's per-key statistics
+(this code) vs read back from the run's records with the reader (the previous package).
+
+Each case logs 20,000 steps x 3 floats (60,000 values) and times `fw.finish()`, in child
+processes: "in-process" is the median of several runs finished one after another in one
+process (numpy already imported after the first, for the previous package), "fresh
+process" the first and only finish of a new process (what a script sees at its end).
+The logging before it is timed too (us per step), to show the statistics the writer
+keeps cost the logging loop nothing measurable. The previous package is `git archive
+BASELINE_REV` unpacked in a temporary folder; both run alternately, round by round.
+Run: python benchmarks/bench_finish_row.py [--repeats 5] [--baseline REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _baseline import env_running, previous_package
+
+BASELINE_REV = "6976060^"  # the commit before finish stopped reading the run back
+STEPS = 20_000
+
+CHILD = r"""
+import json, sys, time
+from _baseline import check_imported_from
+import flowillower as fw
+check_imported_from(None if sys.argv[3] == "-" else sys.argv[3])
+runs, folder, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[4])
+out = {"finish": [], "log": []}
+for _ in range(runs):
+    run = fw.init(project="bench", dir=folder, snapshot=False)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        fw.log_metrics({"loss": 0.5 / (i + 1), "lr": 0.1, "acc": float(i % 7)}, step=i)
+    t1 = time.perf_counter()
+    fw.finish()
+    out["finish"].append(time.perf_counter() - t1)
+    out["log"].append((t1 - t0) / steps)
+    assert (run.dir / "index-row.json").exists(), "no row recorded"
+print(json.dumps(out))
+"""
+
+
+def child(src: Path | None, runs: int) -> dict[str, list[float]]:
+    """Finish (and per-step logging) seconds of `runs` runs in one new process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(runs), tmp, str(src) if src else "-",
+             str(STEPS)], capture_output=True, text=True, check=True, env=env_running(src),
+            cwd=Path(__file__).parent)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", default=BASELINE_REV)
+    opts, _ = parser.parse_known_args()  # run_all.py passes every benchmark the same args
+    with tempfile.TemporaryDirectory() as tmp:
+        src = previous_package(opts.baseline, Path(tmp))
+        versions = {"this": None}
+        if src is not None:
+            versions = {f"previous ({opts.baseline})": src, **versions}
+        else:
+            print(f"(no baseline: cannot read {opts.baseline} from git)")
+        results: dict[tuple[str, str], list[float]] = {}
+        logging: dict[str, list[float]] = {name: [] for name in versions}
+        for _ in range(opts.repeats):  # alternate: both see the same machine load
+            for name, path in versions.items():
+                fresh = child(path, 1)
+                warm = child(path, 4)
+                results.setdefault((name, "fresh process"), []).extend(fresh["finish"])
+                # The first finish of a process pays imports: in-process rows are the rest.
+                results.setdefault((name, "in-process"), []).extend(warm["finish"][1:])
+                logging[name] += fresh["log"] + warm["log"]
+    print(f"fw.finish() after {STEPS * 3:,} values, index row included "
+          f"(median / max, {opts.repeats} rounds, ms)")
+    print(f"{'case':<46}{'median':>9}{'max':>9}{'vs previous':>13}")
+    for where in ("in-process", "fresh process"):
+        base = None
+        for name in versions:
+            times = results[(name, where)]
+            med = statistics.median(times)
+            base = med if base is None else base
+            print(f"{name + ', ' + where:<46}{med * 1e3:>9.2f}{max(times) * 1e3:>9.2f}"
+                  f"{med / base:>13.2f}")
+    print("\nlogging before it, us/step (median of every run):",
+          ", ".join(f"{name} {statistics.median(t) * 1e6:.2f}" for name, t in logging.items()))
+
+
+if __name__ == "__main__":
+    main()
