@@ -118,6 +118,20 @@ def test_three_epochs_values_hyperparameters_graph_and_status(store_dir: Path) -
     assert "Linear" in graphs[0].read_text()
 
 
+def test_hyperparameters_of_every_shape_are_flattened(store_dir: Path) -> None:
+    omegaconf = pytest.importorskip("omegaconf")
+    logger = FlowillowerLogger(project="lit")
+    logger.log_hyperparams(omegaconf.OmegaConf.create(
+        {"model": {"width": 64, "depth": "${model.width}"}, "seed": 3}))
+    logger.log_hyperparams(argparse.Namespace(batch=32, optim=Optim(lr=0.5)))
+    logger.log_hyperparams({"data": {"name": "rand", "sizes": [1, 2]}})
+    logger.finish()
+    row = fw.runs().iloc[0]
+    assert (row["model.width"], row["model.depth"], row["seed"]) == (64, 64, 3)  # resolved
+    assert (row["batch"], row["optim.lr"], row["optim.momentum"]) == (32, 0.5, 0.0)
+    assert (row["data.name"], row["data.sizes"]) == ("rand", [1, 2])
+
+
 def test_failed_training_marks_the_run_failed(store_dir: Path) -> None:
     logger = FlowillowerLogger(project="lit")
     with pytest.raises(RuntimeError, match="diverged"):
