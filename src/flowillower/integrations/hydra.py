@@ -75,15 +75,17 @@ class FlowillowerCallback(Callback):
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         """Open the job's scope: its runs get the resolved config and the job's facts."""
-        from omegaconf import OmegaConf, open_dict, read_write
+        from omegaconf import OmegaConf
 
         from ..args import flatten_config
 
         settings = job_settings(config)
-        task = config.copy()  # as Hydra hands it to the task: without its own node
-        with read_write(task), open_dict(task):
-            del task["hydra"]
-        resolved = flatten_config(OmegaConf.to_container(task, resolve=True))
+        # The task's config (without Hydra's own node), resolved node by node in place:
+        # copying the whole config first costs ~20 ms a job for Hydra's node alone.
+        task = {key: OmegaConf.to_container(config[key], resolve=True)
+                if OmegaConf.is_config(config[key]) else config[key]
+                for key in config if key != "hydra"}
+        resolved = flatten_config(task)
         tags = list(self.tags)
         name = self.name
         if "sweep" in settings:

@@ -33,11 +33,11 @@ from typing import Any
 
 from .. import api
 from ..run import Run, on_run_created
-from ..runinfo import atomic_write_json, default_name
+from ..runinfo import default_name
 from ..store.layout import find_store_root
 
 __all__ = ["show", "embed_html", "ui_url", "notebook_path", "executed_cells", "attach",
-           "load_ipython_extension", "FRAME_ANCESTORS"]
+           "load_ipython_extension", "unload_ipython_extension", "FRAME_ANCESTORS"]
 
 # Who may frame the UI: local notebook servers and VS Code's notebook webviews.
 FRAME_ANCESTORS = os.environ.get(
@@ -132,7 +132,11 @@ def _record(run: Run) -> None:
            "cells": [{"index": i + 1, "source": source} for i, source in enumerate(cells)],
            "replay": "a notebook run is replayed from a script: export the notebook "
                      "(jupyter nbconvert --to script) and replay with script= / --script"}
-    atomic_write_json(run.dir / "notebook.json", doc)
+    # Rewritten after every cell: compact JSON (C encoder), through a rename as always.
+    target = run.dir / "notebook.json"
+    tmp = target.with_name(f".notebook.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
+    os.replace(tmp, target)
 
 
 def _after_cell(*_args: Any) -> None:
@@ -169,6 +173,14 @@ def load_ipython_extension(shell: Any) -> None:
         events.register("post_run_cell", _after_cell)
     html = shell.display_formatter.formatters["text/html"]
     html.for_type(Run, lambda run: embed_html(runs=[run], page="run"))
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    """`%unload_ext flowillower.integrations.jupyter`: stop recording notebooks with runs
+    and showing runs inline (runs already created stay tracked until they end)."""
+    if _after_cell in shell.events.callbacks.get("post_run_cell", []):
+        shell.events.unregister("post_run_cell", _after_cell)
+    shell.display_formatter.formatters["text/html"].pop(Run, None)
 
 
 def _frameable(app: Any) -> Any:
