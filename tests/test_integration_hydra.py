@@ -135,9 +135,12 @@ def test_job_calling_fw_init_joins_the_job(tmp_path: Path) -> None:
     app = APP.replace("    for epoch", '    fw.init(name=f"mine-{cfg.training.lr}", tags=["own"])\n'
                       "    for epoch")
     root = _project(tmp_path / "proj", app)
-    _run(root, "--multirun", "training.lr=0.1,0.2")
+    _run(root, "--config-name", "config", "--multirun", "training.lr=0.1,0.2")
     runs = _runs(root)
     assert [r["meta"]["name"] for r in runs] == ["mine-0.1", "mine-0.2"]
+    # Hydra's own flags stay in the job's command line, the sweep switch does not.
+    assert [r["meta"]["argv"] for r in runs] == [
+        ["app.py", "--config-name", "config", f"training.lr={lr}"] for lr in (0.1, 0.2)]
     for run in runs:
         assert run["meta"]["tags"] == ["own", f"sweep:{run['summary']['args']['sweep']}"]
         assert run["summary"]["args"]["training.label"].startswith("lr-")

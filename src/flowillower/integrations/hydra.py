@@ -14,8 +14,9 @@ arg and a `sweep:<dir>` tag, so the runs table shows it and charts can group by 
 Jobs that Hydra runs one after another in the same process each get their own run. The
 task function logs with `fw.log` as usual; a `fw.init` inside the job joins the job's
 settings (its own project / name / tags win). While a job runs, `sys.argv` reads
-`[script, *job overrides]`, so the run records the command that re-runs that job alone
-(what `flowillower replay` executes). Hydra is imported only by this module.
+`[script, *Hydra flags, *job overrides]` (`--multirun` left out), so the run records the
+command that re-runs that job alone (what `flowillower replay` executes). Hydra is
+imported only by this module.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def job_settings(config: Any) -> dict[str, Any]:
     return values
 
 
+def _hydra_flags(argv: list[str]) -> list[str]:
+    """The command line's Hydra flags (`--config-name x`, `-cd dir`, ...) without the
+    sweep switch and without the overrides (a job has its own)."""
+    return [arg for arg in argv if arg not in ("-m", "--multirun")
+            and (arg.startswith("-") or "=" not in arg)]
+
+
 class FlowillowerCallback(Callback):
     """Records every Hydra job as a flowillower run (see the module docstring).
 
@@ -96,7 +104,7 @@ class FlowillowerCallback(Callback):
         # The command that re-runs this job alone, for run.json (and replay).
         self._argv = list(sys.argv)
         overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
-        sys.argv[:] = [self._argv[0], *overrides]
+        sys.argv[:] = [self._argv[0], *_hydra_flags(self._argv[1:]), *overrides]
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         """Finish the job's runs: `success`, or `failed` (with the traceback) when the task
