@@ -143,6 +143,20 @@ def test_failed_training_marks_the_run_failed(store_dir: Path) -> None:
     assert RunReader(run.dir).status == "failed"
 
 
+@pytest.mark.parametrize(("lightning_status", "status"), [
+    ("success", None), ("failed", "failed"), ("finished", "killed")])
+def test_finalize_statuses(store_dir: Path, lightning_status: str, status) -> None:
+    logger = FlowillowerLogger(project="lit")
+    logger.log_metrics({"loss": 1.0, "epoch": 0}, step=0)
+    logger.finalize(lightning_status)  # "finished": a SLURM requeue signal
+    run = logger.experiment
+    assert run.status == status
+    if status is None:  # still open: a later stage logs into it
+        logger.log_metrics({"loss": 0.5}, step=1)
+        logger.finish()
+    assert RunReader(run.dir).status == (status or "success")
+
+
 def test_an_open_run_is_used_and_test_after_fit_logs_into_it(store_dir: Path) -> None:
     run = fw.init(project="mine", name="outer")
     logger = FlowillowerLogger()
