@@ -303,7 +303,9 @@ def watch(model: Any, every: int = 1,
     options.setdefault("sink", sink)
     watcher = _watch(model, every=every, what=what, run=run, **options)
     with _start_lock:
-        _watchers[:] = [(r, w) for r, w in _watchers if not w.closed] + [(run, watcher)]
+        # Forget watchers closed, or of runs ended without fw.finish (Run.finish).
+        _watchers[:] = [(r, w) for r, w in _watchers if not w.closed and r.status is None
+                        ] + [(run, watcher)]
     return watcher
 
 
