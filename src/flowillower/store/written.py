@@ -11,27 +11,68 @@ largest step, then by position. `row_parts` turns that into the loops, args and 
 from __future__ import annotations
 
 import operator
+import sys
 from array import array
 from bisect import bisect_left
-from itertools import accumulate, compress, islice
+from itertools import accumulate, chain, compress, islice, repeat
 from typing import Any
 
 from .format import encode_rows, iter_frames
 
 FLOAT, INT, OBJECT = 0, 1, 2  # a frame's value blocks, in the order the reader reads them
 _LE = operator.le
-_FEW_KEYS = 8  # up to this many keys in a float block: one C-speed pass per key
 
 
-def _finite_range(vals: Any) -> tuple[Any, Any]:
-    """(min, max) of the finite numbers of `vals`, an array('d') (None, None when there
-    are none)."""
-    vals = vals.tolist()  # boxed once: min/max over a list is twice as quick
+def _finite_range(vals: list[float]) -> tuple[Any, Any]:
+    """(min, max) of the finite numbers of `vals` (None, None when there are none)."""
     total = sum(vals)
     if total - total == 0:  # a finite sum: every value is finite (the common case)
         return min(vals), max(vals)
     finite = [v for v in vals if v - v == 0]
     return (min(finite), max(finite)) if finite else (None, None)
+
+
+class _KeyMasks:
+    """A float block's key column as bytes, for one C-speed byte mask per key: ids below
+    2**16 (two bytes of each 4-byte id), at most `MAX_KEYS` distinct keys."""
+
+    MAX_KEYS = 32  # past this, one pass per key costs more than going value by value
+    _tables: dict[int, bytes] = {}
+
+    def __init__(self, low: bytes, high: bytes | None, keys: set[int]) -> None:
+        self.low, self.high, self.keys = low, high, keys
+
+    @classmethod
+    def of(cls, keys: array) -> _KeyMasks | None:
+        if keys.itemsize != 4:
+            return None
+        raw = keys.tobytes()
+        lo, hi, z1, z2 = (0, 1, 2, 3) if sys.byteorder == "little" else (3, 2, 1, 0)
+        top = raw[z1::4] + raw[z2::4]
+        if top.count(0) != len(top):
+            return None
+        low, high = raw[lo::4], raw[hi::4]
+        if high.count(0) == len(high):
+            distinct, high = set(low), None
+        else:
+            distinct = set(keys)
+        return cls(low, high, distinct) if len(distinct) <= cls.MAX_KEYS else None
+
+    @classmethod
+    def _table(cls, byte: int) -> bytes:
+        table = cls._tables.get(byte)
+        if table is None:
+            table = cls._tables[byte] = bytes(int(i == byte) for i in range(256))
+        return table
+
+    def mask(self, kid: int) -> bytes:
+        """1 at each row of key `kid`, 0 elsewhere."""
+        mask = self.low.translate(self._table(kid & 255))
+        if self.high is not None:  # both bytes must match: AND the two masks
+            other = self.high.translate(self._table(kid >> 8))
+            both = int.from_bytes(mask, "little") & int.from_bytes(other, "little")
+            mask = both.to_bytes(len(mask), "little")
+        return mask
 
 
 class _Key:
@@ -92,8 +133,9 @@ class WrittenStats:
                 self._rows(rows, kind, cands)
         frame = self._frames
         for kid, found in cands.items():
-            if len(found) > 1:  # several kinds of one key in this frame
-                found = [self._tied(c, batch) for c in found]
+            if len(found) > 1:  # several kinds of one key in this frame: only those
+                top = max(c[0] for c in found)  # logged at its latest time need the tie
+                found = [self._tied(c, batch) for c in found if c[0] == top]
             t, tie, kind, pos, value, step = max(found, key=lambda c: c[:4])
             st = self._stats[kid]
             if t >= st.order[0]:  # a later frame wins a tie in time
@@ -120,25 +162,32 @@ class WrittenStats:
                 t_max = max(times)
                 last = n - 1 - times[::-1].index(t_max)
             for j, kid in enumerate(keys[:c]):
-                vals = values[j::c]
+                vals = values[j::c].tolist()  # boxed once: min/max of a list are quicker
                 self._stat(kid, FLOAT, kid).extend(n, *_finite_range(vals), FLOAT)
                 pos = last * c + j
                 cands.setdefault(kid, []).append(
                     (times[last], None, FLOAT, pos, values[pos], steps[last]))
             return
-        distinct = set(keys)
-        if monotone and len(distinct) <= _FEW_KEYS:
-            ends = list(accumulate(counts))
-            backwards = keys[::-1]
-            for kid in distinct:
-                vals = array("d", compress(values, map(kid.__eq__, keys)))
-                self._stat(kid, FLOAT, kid).extend(len(vals), *_finite_range(vals), FLOAT)
-                pos = len(keys) - 1 - backwards.index(kid)
-                call = bisect_left(ends, pos + 1)
-                cands.setdefault(kid, []).append(
-                    (times[call], None, FLOAT, pos, values[pos], steps[call]))
+        masks = _KeyMasks.of(keys)
+        if masks is None:
+            self._float_rows(steps, times, counts, keys, values, cands)
             return
-        self._float_rows(steps, times, counts, keys, values, cands)
+        # Any other mix of calls: per key, a byte mask of its rows (C-speed passes).
+        vlist, ends = values.tolist(), list(accumulate(counts))
+        tvals = None if monotone else list(chain.from_iterable(map(repeat, times, counts)))
+        for kid in masks.keys:
+            mask = masks.mask(kid)
+            vals = list(compress(vlist, mask))
+            self._stat(kid, FLOAT, kid).extend(len(vals), *_finite_range(vals), FLOAT)
+            if tvals is None:  # times in order: its last row is its last value
+                pos = mask.rfind(1)
+            else:  # the last of its rows logged at its latest time
+                ts = list(compress(tvals, mask))
+                nth = len(ts) - 1 - ts[::-1].index(max(ts))
+                pos = next(islice(compress(range(len(vlist)), mask), nth, None))
+            call = bisect_left(ends, pos + 1)
+            cands.setdefault(kid, []).append(
+                (times[call], None, FLOAT, pos, vlist[pos], steps[call]))
 
     def _float_rows(self, steps: array, times: array, counts: array, keys: array,
                     values: array, cands: dict[int, list[tuple]]) -> None:
