@@ -157,6 +157,22 @@ def test_finalize_statuses(store_dir: Path, lightning_status: str, status) -> No
     assert RunReader(run.dir).status == (status or "success")
 
 
+def test_a_pickled_logger_leaves_its_run_behind(store_dir: Path) -> None:
+    import pickle
+
+    logger = FlowillowerLogger(project="lit", watch=True)
+    logger.log_metrics({"loss": 1.0}, step=0)
+    copy = pickle.loads(pickle.dumps(logger))  # what ddp_spawn does to the trainer
+    assert logger.experiment.status is None  # the original keeps its run
+    logger.finish()
+    # In the new process (no run open there) the copy starts a run of its own.
+    copy.log_metrics({"loss": 0.5}, step=1)
+    assert copy.experiment is not logger.experiment and copy.experiment.status is None
+    assert copy.name == "lit"
+    copy.finish()
+    assert RunReader(copy.experiment.dir).load().series["loss"].values.tolist() == [0.5]
+
+
 def test_an_open_run_is_used_and_test_after_fit_logs_into_it(store_dir: Path) -> None:
     run = fw.init(project="mine", name="outer")
     logger = FlowillowerLogger()

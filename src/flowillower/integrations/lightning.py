@@ -144,6 +144,14 @@ class FlowillowerLogger(Logger):
         # The callback keeping the trainer's epoch / step as loop coordinates.
         self.coordinates = LoopCoordinates(self)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Strategies that spawn processes pickle the trainer with its loggers: a run (its
+        # threads, locks, files) belongs to the process that started it, so the copy
+        # starts its own on first use, on rank zero only.
+        state = self.__dict__.copy()
+        state["_run"] = None
+        return state
+
     # -- identity ----------------------------------------------------------------------
     @property
     def name(self) -> str:
