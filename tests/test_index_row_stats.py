@@ -167,6 +167,7 @@ def _varied_run(store: Path, fault: Faults | None = None) -> fw.Run:
         if fault is not None and epoch == 1:
             fault.code = None  # the disk is back: everything pending is caught up
         fw.log("mixed", epoch if epoch != 1 else 0.5)  # an int and a float
+        fw.log("lr", 0.1 / (epoch + 1))  # an arg's name as a metric: one series
     for th in threads:
         th.join()
     fw.finish()
