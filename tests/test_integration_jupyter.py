@@ -127,3 +127,23 @@ def test_notebook_found_by_session_variable(tmp_path, monkeypatch) -> None:
     assert json.loads((run_dir / "notebook.json").read_text())["path"] == str(other.resolve())
     assert json.loads((run_dir / "run.json").read_text())["name"].startswith("real-")
     assert os.path.isfile(run_dir / "notebook" / "real.ipynb")
+
+
+def test_a_notebook_left_out_of_snapshots_stays_out_of_the_run(tmp_path, monkeypatch) -> None:
+    """`.flowillowerignore` keeps a notebook out of code snapshots (they travel with
+    push); its copy and its cells then stay out of the run as well."""
+    folder = tmp_path / "private"
+    folder.mkdir()
+    (folder / ".flowillowerignore").write_text("secret-*.ipynb\n")
+    monkeypatch.setenv("PYTHONPATH", str(Path(fw.__file__).resolve().parent.parent))
+    monkeypatch.setenv("FLOWILLOWER_DIR", str(folder / ".flowillower"))
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    token = 'api_key = "sk-not-for-the-store"'
+    _execute(folder, [CELLS[0], token, 'fw.log("x", 1.0)', "fw.finish()"], "secret-nb.ipynb")
+    (run_dir,) = list((folder / ".flowillower" / "runs").iterdir())
+    record = json.loads((run_dir / "notebook.json").read_text())
+    assert record["path"] == str((folder / "secret-nb.ipynb").resolve())
+    assert record["copy"] is None and record["cells"] == [] and record["left_out"]
+    assert not (run_dir / "notebook").exists()
+    assert not any("sk-not-for-the-store" in p.read_text(errors="replace")
+                   for p in run_dir.rglob("*") if p.is_file())

@@ -3,14 +3,16 @@
     %load_ext flowillower.integrations.jupyter     # once per kernel (or import this module)
     run = fw.init(project="notebook")
     ...
-    fw.show()        # the runs table, inline; a Run as a cell's value shows its page
+    show()           # the run's charts inline; a Run as a cell's value shows its page
 
 Once loaded, every run started in the kernel gets `notebook.json` in its directory: the
 notebook file (found by the path Jupyter, JupyterLab or VS Code give the kernel, else by
 looking in the working directory for the notebook holding the executed cells), a copy of
 it (`notebook/<name>.ipynb`), and the cells executed in this kernel, in execution order,
 from IPython's history, updated after each cell until the run ends. The working tree's
-code snapshot holds the saved .ipynb as for any file. The kernel's own command line
+code snapshot holds the saved .ipynb as for any file, and its rules hold for the copy
+and the cells too: a notebook the snapshot leaves out (a secret pattern, a
+`.flowillowerignore` line) is named in notebook.json, nothing more. The kernel's own command line
 (`ipykernel_launcher -f kernel.json`) is never read as `--kwargs`, and the run's default
 name is the notebook's (`<notebook>-<4 hex>`), not `ipykernel_launcher-...`.
 
@@ -118,6 +120,14 @@ def _record(run: Run) -> None:
     shell = _ipython()
     cells = executed_cells(shell)
     path = _find_notebook(shell, cells)
+    git = json.loads((run.dir / "run.json").read_text(encoding="utf-8")).get("git")
+    if run.capture_code and (not isinstance(git, dict) or "root" not in git):
+        return  # the snapshot is not taken yet: its rules decide what may be kept
+    why = _left_out(path, git) if path is not None else None
+    if why is not None:  # a secret or .flowillowerignore'd notebook stays out of the run too
+        doc = {"path": str(path), "copy": None, "cells": [], "left_out": why}
+        _write(run, doc)
+        return
     copied = None
     if path is not None:
         stat = path.stat()
@@ -130,8 +140,25 @@ def _record(run: Run) -> None:
                 _copied[run] = (path, stat.st_size, stat.st_mtime_ns)
     doc = {"path": str(path) if path else None, "copy": copied,
            "cells": [{"index": i + 1, "source": source} for i, source in enumerate(cells)],
-           "replay": "a notebook run is replayed from a script: export the notebook "
-                     "(jupyter nbconvert --to script) and replay with script= / --script"}
+           "replay": "a replay executes a script, and a notebook is not one: export the "
+                     "notebook (jupyter nbconvert --to script), run the script, and replay "
+                     "that run"}
+    _write(run, doc)
+
+
+def _left_out(path: Path, git: Any) -> str | None:
+    """Why the code snapshot left the notebook out (a secret pattern, .flowillowerignore),
+    or None: the notebook's copy and cells follow the snapshot's rules."""
+    if not isinstance(git, dict) or not git.get("root"):
+        return None
+    rel = os.path.relpath(path, git["root"]).replace(os.sep, "/")
+    for entry in git.get("left_out") or []:
+        if isinstance(entry, list) and entry and entry[0] == rel:
+            return str(entry[1]) if len(entry) > 1 else "left out"
+    return None
+
+
+def _write(run: Run, doc: dict[str, Any]) -> None:
     # Rewritten after every cell: compact JSON (C encoder), through a rename as always.
     target = run.dir / "notebook.json"
     tmp = target.with_name(f".notebook.json.{os.getpid()}.tmp")
