@@ -189,6 +189,15 @@ def test_an_open_run_is_used_and_test_after_fit_logs_into_it(store_dir: Path) ->
     assert "val_loss" in series and len(series["val_loss"].values) == 2  # fit + test
 
 
+def test_coordinates_callback_passed_by_hand_without_autolog(store_dir: Path) -> None:
+    logger = FlowillowerLogger(project="lit")
+    _fit(logger, epochs=2, enable_autolog_hparams=False, callbacks=[logger.coordinates])
+    logger.finish()
+    df = fw.dataframe("train_loss")
+    assert df["epoch"].tolist() == [0] * 4 + [1] * 4 and df["step"].tolist() == list(range(8))
+    assert not (logger.experiment.dir / "model").exists()  # no log_graph call: no graph
+
+
 def test_watch_records_statistics_per_step(store_dir: Path) -> None:
     logger = FlowillowerLogger(project="lit", watch={"what": ["gradients"], "every": 2})
     _fit(logger, epochs=1)
