@@ -6,7 +6,8 @@ processes: "in-process" is the median of several runs finished one after another
 process (numpy already imported after the first, for the previous package), "fresh
 process" the first and only finish of a new process (what a script sees at its end).
 The logging before it is timed too (us per step), to show the statistics the writer
-keeps cost the logging loop nothing measurable. The previous package is `git archive
+keeps cost the logging loop nothing measurable. "this, no row" is this code with the
+writer's statistics switched off (no row at finish): the floor, what the row costs. The previous package is `git archive
 BASELINE_REV` unpacked in a temporary folder; both run alternately, round by round.
 Run: python benchmarks/bench_finish_row.py [--repeats 5] [--baseline REV]
 """
@@ -31,7 +32,12 @@ import json, sys, time
 from _baseline import check_imported_from
 import flowillower as fw
 check_imported_from(None if sys.argv[3] == "-" else sys.argv[3])
-runs, folder, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[4])
+runs, folder, steps, off = int(sys.argv[1]), sys.argv[2], int(sys.argv[4]), sys.argv[5]
+if off == "off":  # no statistics kept, no row recorded
+    from flowillower.store.written import WrittenStats
+    from flowillower.store.writer import FrameWriter
+    WrittenStats.add = lambda self, batch: None
+    FrameWriter.written = lambda self: None
 out = {"finish": [], "log": []}
 for _ in range(runs):
     run = fw.init(project="bench", dir=folder, snapshot=False)
@@ -42,17 +48,17 @@ for _ in range(runs):
     fw.finish()
     out["finish"].append(time.perf_counter() - t1)
     out["log"].append((t1 - t0) / steps)
-    assert (run.dir / "index-row.json").exists(), "no row recorded"
+    assert (run.dir / "index-row.json").exists() == (off == "on"), "row or not"
 print(json.dumps(out))
 """
 
 
-def child(src: Path | None, runs: int) -> dict[str, list[float]]:
+def child(src: Path | None, runs: int, off: bool) -> dict[str, list[float]]:
     """Finish (and per-step logging) seconds of `runs` runs in one new process."""
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
             [sys.executable, "-c", CHILD, str(runs), tmp, str(src) if src else "-",
-             str(STEPS)], capture_output=True, text=True, check=True, env=env_running(src),
+             str(STEPS), "off" if off else "on"], capture_output=True, text=True, check=True, env=env_running(src),
             cwd=Path(__file__).parent)
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -64,17 +70,18 @@ def main() -> None:
     opts, _ = parser.parse_known_args()  # run_all.py passes every benchmark the same args
     with tempfile.TemporaryDirectory() as tmp:
         src = previous_package(opts.baseline, Path(tmp))
-        versions = {"this": None}
+        versions: dict[str, tuple[Path | None, bool]] = {"this": (None, False),
+                                                         "this, no row": (None, True)}
         if src is not None:
-            versions = {f"previous ({opts.baseline})": src, **versions}
+            versions = {f"previous ({opts.baseline})": (src, False), **versions}
         else:
             print(f"(no baseline: cannot read {opts.baseline} from git)")
         results: dict[tuple[str, str], list[float]] = {}
         logging: dict[str, list[float]] = {name: [] for name in versions}
         for _ in range(opts.repeats):  # alternate: both see the same machine load
-            for name, path in versions.items():
-                fresh = child(path, 1)
-                warm = child(path, 4)
+            for name, (path, off) in versions.items():
+                fresh = child(path, 1, off)
+                warm = child(path, 4, off)
                 results.setdefault((name, "fresh process"), []).extend(fresh["finish"])
                 # The first finish of a process pays imports: in-process rows are the rest.
                 results.setdefault((name, "in-process"), []).extend(warm["finish"][1:])
