@@ -102,9 +102,20 @@ def test_multirun_makes_one_run_per_job_in_one_sweep(tmp_path: Path) -> None:
         assert run["summary"]["status"] == "success"
         # Nothing leaks from the job before: each run has only its own values.
         assert _loss(run["dir"]) == pytest.approx([lr, 2 * lr, 3 * lr])
-    # The store's table lists the sweep as an arg column (what the UI groups by).
+    # The store's table lists the sweep as an arg column, and the UI's runs table groups
+    # by it (its API answers what the page shows).
     table = fw.runs(dir=root / ".flowillower")
     assert sorted(table["sweep"].tolist()) == [args["sweep"]] * 3
+    import warnings
+
+    from flowillower.server.app import create_app
+
+    with warnings.catch_warnings():  # starlette's note about httpx is not ours
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    with TestClient(create_app(root / ".flowillower"), base_url="http://127.0.0.1:8686") as c:
+        grouped = c.get("/api/runs", params={"group": "arg:sweep"}).json()
+    assert grouped["groups"] == [{"value": args["sweep"], "count": 3}]
 
 
 def test_failed_job_is_a_failed_run_and_the_sweep_goes_on(tmp_path: Path) -> None:
