@@ -147,3 +147,33 @@ def test_a_notebook_left_out_of_snapshots_stays_out_of_the_run(tmp_path, monkeyp
     assert not (run_dir / "notebook").exists()
     assert not any("sk-not-for-the-store" in p.read_text(errors="replace")
                    for p in run_dir.rglob("*") if p.is_file())
+
+
+def test_a_local_page_shows_the_embedded_ui_and_only_ours_is_frameable(tmp_path, page) -> None:
+    """In a real browser, the IFrame `show` puts into a page served from a local port
+    (where Jupyter serves notebooks) shows the runs table; the plain `flowillower ui`
+    server, which forbids framing, stays blank in the same IFrame."""
+    from flowillower.integrations.jupyter import embed_html
+    from tests.conftest import static_server, ui_server, wait_for
+
+    run = fw.init(project="framed")
+    fw.log("loss", 0.5)
+    fw.finish()
+    store = run.store_root
+    markup = embed_html(page="runs", dir=store)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "nb.html").write_text(f"<html><body>{markup}</body></html>")
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
+    with ui_server(store) as plain_url, static_server(site) as url:
+        refused = markup.replace(markup.split('src="', 1)[1].split("#", 1)[0], plain_url)
+        (site / "plain.html").write_text(f"<html><body>{refused}</body></html>")
+        page.goto(url + "nb.html")
+        frame = wait_for(lambda: next((f for f in page.frames if f is not page.main_frame
+                                       and "/#/" in f.url), None), timeout=30)
+        frame.wait_for_selector(f"table.runs tr[data-id='{run.id}']")
+        assert not [m for m in console if "frame-ancestors" in m], console
+        page.goto(url + "plain.html")
+        wait_for(lambda: [m for m in console if "frame-ancestors" in m], timeout=30,
+                 what="chromium to refuse framing the plain UI")
