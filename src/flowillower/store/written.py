@@ -17,8 +17,6 @@ from bisect import bisect_left
 from itertools import accumulate, chain, compress, islice, repeat
 from typing import Any
 
-from .format import encode_rows, iter_frames
-
 FLOAT, INT, OBJECT = 0, 1, 2  # a frame's value blocks, in the order the reader reads them
 _LE = operator.le
 
@@ -297,11 +295,28 @@ class WrittenStats:
 
     @staticmethod
     def _decoded_objects(named: dict[str, list], lasts: dict[str, _Key]) -> dict[str, Any]:
-        """Last JSON values as a reader gets them back (the frame format's round trip:
-        tuples, odd floats, big ints, dict keys)."""
-        rows = [(name, "metric", "object", {}, 0, 0.0, st.value)
-                for name, st in lasts.items() if st.order[3] == OBJECT]
-        if not rows:
-            return {}
-        [frame] = iter_frames(encode_rows(rows, []))
-        return {row[0]: obj[4] for row, obj in zip(rows, frame.objects)}
+        """Last JSON values as a reader gets them back from a frame (see `as_read`)."""
+        return {name: as_read(st.value) for name, st in lasts.items()
+                if st.order[3] == OBJECT}
+
+
+def as_read(value: Any) -> Any:
+    """A logged JSON value as readers decode it from its frame (`store.format`): dict keys
+    as text, tuples kept, the format's one-key `$float` / `$int` / `$tuple` dicts decoded
+    (a user's dict that looks like one reads as one, for readers too)."""
+    if isinstance(value, dict):
+        items = [(k if type(k) is str else str(k), v) for k, v in value.items()]
+        if len(items) == 1:
+            ((tag, inner),) = items
+            if tag == "$float":
+                return float(inner)
+            if tag == "$int":
+                return int(inner)
+            if tag == "$tuple":
+                return tuple(as_read(v) for v in inner)
+        return {k: as_read(v) for k, v in items}
+    if isinstance(value, tuple):
+        return tuple(as_read(v) for v in value)
+    if isinstance(value, list):
+        return [as_read(v) for v in value]
+    return value
