@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from flowillower.gitops.sync import pull, push
 from flowillower.lineage import ArtifactNotFoundError, graph, read_inputs
 from flowillower.run import Run
 from flowillower.store.catalog import Store
-from tests.conftest import ui_server
+from tests.conftest import fill_disk, ui_server, wait_for
 from tests.conftest_git import bare_remote, git, isolate_home
 
 FEATURISE = """
@@ -298,3 +299,23 @@ def test_lineage_travels_with_push_and_pull(tmp_path, monkeypatch):
     bob, src, consumer = _pushed_pipeline(tmp_path, monkeypatch)
     assert [(c["run"], c["artifact"]) for c in graph(Store(bob), src)["consumers"]] == \
         [(consumer, "weights")]
+
+
+def test_a_full_disk_costs_the_record_not_the_script(tiny_disk, tmp_path):
+    store = tiny_disk / ".flowillower"
+    src = _artifact_run(store, tmp_path)
+    run = fw.init(project="p", name="consumer", dir=store, snapshot=False)
+    fw.log("x", 1.0)  # the run is on disk
+    fw.flush()
+    # run.json is completed by a set-up thread: let it finish, so only the record is left
+    wait_for(lambda: not any(t.name == "flowillower-setup" for t in threading.enumerate()),
+             timeout=60, what="the run's set-up thread")
+    fill_disk(tiny_disk)
+    with pytest.warns(UserWarning, match="could not record"):
+        path = fw.use_artifact(src.id, "weights")
+    assert Path(path).read_text() == "payload"
+    inputs = run.dir / "inputs"
+    assert not inputs.exists() or list(inputs.iterdir()) == []  # no half-written record
+    (tiny_disk / "ballast").unlink()
+    fw.use_artifact(src.id, "weights")  # room again: recorded
+    assert [r["run"] for r in read_inputs(run.dir)] == [src.id]

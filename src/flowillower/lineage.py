@@ -15,12 +15,14 @@ Input records of pulled runs are data: their fields are checked, never used as p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import stat
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +119,28 @@ def artifact_path(run_dir: Path, name: str, step: int | None = None) -> tuple[Pa
 
 # -- recording -------------------------------------------------------------------------
 def _record(run: Any, entry: dict[str, Any]) -> None:
+    """Write the dependency as a new file in the run; a full or read-only disk costs the
+    record only (a warning), never the script that asked for the artifact."""
     micros = time.time_ns() // 1000
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(micros // 1_000_000))
-    run.write_json(f"{INPUTS_DIRNAME}/{stamp}.{micros % 1_000_000:06d}-"
-                   f"{secrets.token_hex(3)}.json", entry)
+    name = f"{stamp}.{micros % 1_000_000:06d}-{secrets.token_hex(3)}.json"
+    tmp = None
+    try:
+        run.ensure_on_disk()
+        folder = run.dir / INPUTS_DIRNAME
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{name}.tmp"  # never read as a record (readers want the pattern)
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump(entry, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, folder / name)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        warnings.warn(f"flowillower: could not record that run {run.id} used artifact "
+                      f"{entry['artifact']!r} of run {entry['run']}: {exc}", stacklevel=3)
 
 
 def use_artifact(ref: Any, name: str, *, step: int | None = None,
