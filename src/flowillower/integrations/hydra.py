@@ -122,6 +122,8 @@ class FlowillowerCallback(Callback):
                 if failed:  # a job dying before it logs is still a row of the sweep
                     run.ensure_on_disk()
             if failed:
+                # Hydra's `return_value` property re-raises a failed job's exception
+                # (and prints to stderr): its stored value is read instead.
                 error = getattr(job_return, "_return_value", None)
                 for run in scope.runs:
                     if run.status is None and isinstance(error, BaseException):
