@@ -13,6 +13,14 @@ from flowillower import api
 from flowillower.store.reader import RunReader
 
 
+@pytest.fixture(autouse=True)
+def no_scope_left():
+    """A failing test must not leave its job scope to the tests after it."""
+    yield
+    if api._scope is not None:
+        api._scope.close()
+
+
 def _series(run: fw.Run, *names: str) -> dict:
     """The run's series by name, without flowillower's own timings (role `sys`)."""
     series = RunReader(run.dir).load(list(names) or None).series
