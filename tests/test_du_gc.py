@@ -103,6 +103,10 @@ def test_gc_keep_last_older_than_frees_media_and_checkpoints_never_values(store_
                 for i in (oldest, older) for k in ("media", "checkpoints"))
     assert f"would free {pruned / 2**20:.1f} MiB in {files} file(s)" in dry
     assert "from 2 run(s); values stay" in dry and oldest in dry and older in dry
+    assert "dry run: nothing deleted" in dry
+    assert "dry run: nothing deleted" in _cli("gc", "--checkpoints", "--dry-run", "--dir",
+                                              str(store_dir))
+    assert (store_dir / "runs" / oldest / "checkpoints").is_dir()
     declined = _cli(*args, input="n\n")
     assert "nothing deleted" in declined
     assert (store_dir / "runs" / oldest / "media").is_dir()  # neither deleted anything

@@ -193,7 +193,8 @@ def rm_command(runs: tuple[str, ...], hide: bool, yes: bool, store_dir: str | No
 @click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
               help="Delete media and checkpoints of runs started over DAYS days ago.")
 @click.option("-y", "--yes", is_flag=True, help="Delete media / checkpoints without asking.")
-@click.option("--dry-run", is_flag=True, help="Only say what --keep-last/--older-than frees.")
+@click.option("--dry-run", is_flag=True, help="Delete nothing; say what --keep-last/"
+              "--older-than would free.")
 @dir_option
 @friendly_errors
 def gc_command(checkpoints: bool, keep_last: int | None, older_than: float | None,
@@ -209,8 +210,11 @@ def gc_command(checkpoints: bool, keep_last: int | None, older_than: float | Non
 
     store = open_store(store_dir)
     if keep_last is not None or older_than is not None:
-        if not _prune_media(store, keep_last, older_than, yes, dry_run) or dry_run:
+        if not _prune_media(store, keep_last, older_than, yes, dry_run):
             return
+    if dry_run:  # a dry run deletes nothing at all, snapshots and --checkpoints included
+        click.echo("dry run: nothing deleted")
+        return
     freed, live = 0, []
     for run_dir in sorted(Path(store.root, "runs").iterdir()) if checkpoints else ():
         ckpt = run_dir / "checkpoints"
