@@ -10,6 +10,7 @@ run's replay only. Ctrl-C cancels every remote task (`ray.cancel(force=True)`).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,11 @@ from .task import Packer, run_payload, unpack_result, write_failure
 
 def _remote_entry(payload: dict[str, Any], tree: bytes, ckpt: bytes | None) -> dict[str, Any]:
     """What a Ray worker runs (module level: Ray imports it by name on the worker)."""
-    return run_payload(payload, tree, ckpt)
+    import ray
+
+    out = run_payload(payload, tree, ckpt)
+    out["node"] = ray.get_runtime_context().get_node_id()
+    return out
 
 
 def _noop() -> float:
@@ -43,10 +48,16 @@ class RayExecutor(Executor):
         self._overhead: float | None = None
         self.bytes_shipped: dict[str, int] = {}  # task id -> bytes of its inputs
         self.bytes_put = 0  # bytes put into the object store (each archive once)
+        self.nodes: dict[str, str] = {}  # task id -> the Ray node that ran it
 
     # -- the cluster -------------------------------------------------------------------
     def connect(self) -> Any:
         """Connect to the cluster (once); returns the `ray` module."""
+        host = self.address.rpartition(":")[0]
+        if host in ("127.0.0.1", "localhost", "::1"):
+            # Otherwise Ray swaps loopback for this machine's network address (it reads
+            # this when imported).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
             import ray
         except ImportError:
@@ -54,6 +65,15 @@ class RayExecutor(Executor):
 
             raise FlowillowerError("the ray executor needs Ray: pip install "
                                    "'flowillower[ray]'") from None
+        from ray._private import ray_constants
+
+        if host in ("127.0.0.1", "localhost", "::1") and ray_constants.ENABLE_RAY_CLUSTER:
+            from ..errors import FlowillowerError
+
+            raise FlowillowerError(
+                f"cannot reach a Ray cluster on loopback ({self.address}): Ray was imported "
+                "before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set; set it in the "
+                "environment first")
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=False,
                      logging_level="ERROR", configure_logging=False)
@@ -92,7 +112,10 @@ class RayExecutor(Executor):
     def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
             on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
         ray = self.connect()
-        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(_remote_entry)
+        # SPREAD: segments of one run go to different nodes first (each node then
+        # fetches the run's archives once).
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries,
+                            scheduling_strategy="SPREAD")(_remote_entry)
         packer = Packer()
         refs: dict[str, Any] = {}
         pending = list(tasks)
@@ -150,6 +173,9 @@ class RayExecutor(Executor):
                 results[task.id] = TaskResult(task.id, None, 0.0, interrupted=True)
         finally:
             refs.clear()  # the archives leave the object store with their last reference
+        if self.echo is not None and self.nodes:
+            self.echo(f"ray: {len(self.nodes)} task(s) on {len(set(self.nodes.values()))} "
+                      f"node(s); {self.bytes_put / 1e6:.2f} MB put into the object store")
         return results
 
     def _collect(self, ray: Any, ref: Any, task: Task, t0: float) -> TaskResult:
@@ -163,7 +189,7 @@ class RayExecutor(Executor):
                           + (reason[0] if reason else ""))
             return TaskResult(task.id, None, seconds)
         unpack_result(task.scratch, out)
-        task.meta["host"] = out.get("host")
+        self.nodes[task.id] = str(out.get("node"))
         return TaskResult(task.id, out["returncode"], seconds)
 
 

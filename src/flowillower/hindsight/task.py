@@ -15,6 +15,7 @@ writes `replays/*.fwl`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -55,6 +56,11 @@ class Payload:
         return json.dumps(self.__dict__, sort_keys=True)
 
 
+def _key(text: str) -> str:
+    """A name for a shared archive that says nothing about the driver's paths."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _tar(add: list[tuple[Path, str]], dereference: bool = True) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -79,14 +85,14 @@ class Packer:
         plan = json.loads((task.scratch / "plan.json").read_text(encoding="utf-8"))
         run_dir = Path(plan["run_dir"])
         run_id = run_dir.name
-        tree_key = f"tree:{job.workdir}"
+        tree_key = "tree:" + _key(str(job.workdir))
         if tree_key not in self.trees:
             self.trees[tree_key] = _tar([(tree, "tree")])
         ckpt_key = None
         if plan.get("checkpoints"):
             from . import ledger
 
-            ckpt_key = f"ckpt:{run_dir}"
+            ckpt_key = "ckpt:" + _key(str(run_dir))
             if ckpt_key not in self.ckpts:
                 self.ckpts[ckpt_key] = _tar(
                     [(run_dir / CKPT_DIRNAME, f"store/runs/{run_id}/{CKPT_DIRNAME}"),

@@ -1,0 +1,234 @@
+"""Replay on a cluster: self-contained task payloads, a real two-node Ray cluster on
+loopback (tests/ray_cluster.py), bit-identical values, killed workers retried.
+
+Scripts use numpy only (no torch start-up per process) and sleep a little per step so
+the planner splits a run into two segments.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import flowillower as fw
+from flowillower.hindsight.executor import Executor, Task, TaskResult
+from flowillower.hindsight.task import Packer, unpack_result
+from flowillower.store.reader import RunReader
+from tests.test_hindsight_replay import _env, make_project, quiet, run_ids, run_script, values
+
+# Ray is imported only once the fixture has set its loopback variable (read at import).
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                reason="Ray is not installed (extra flowillower[ray])")
+
+OLD = '''
+    import os
+    import time
+    import numpy as np
+    import flowillower as fw
+
+    rng = np.random.RandomState(fw.arg("seed", 0))
+    w = np.zeros(4)
+    marks, kills = fw.arg("marks", ""), fw.arg("kills", 0)
+    with fw.checkpointing(w=w, rng=rng, every=1):
+        for epoch in fw.loop("epoch", range(fw.arg("epochs", 6))):
+            for step in fw.loop("step", range(4)):
+                w += 0.1 * rng.randn(4)
+                time.sleep(0.05)
+            fw.log("loss", float(w.sum()))
+            if marks and os.environ.get("FLOWILLOWER_REPLAY") and epoch == 4:
+                # a replay worker's process dies (an OOM kill, a lost node): count it
+                done = open(marks).read().count("x") if os.path.exists(marks) else 0
+                if done < kills:
+                    with open(marks, "a") as fh:
+                        fh.write("x")
+                    os.kill(os.getppid(), 9)
+                    os._exit(3)
+'''
+
+
+def new_script(old: str = OLD) -> str:
+    return old.replace('''                w += 0.1 * rng.randn(4)
+''', '''                w += 0.1 * rng.randn(4)
+                fw.log("gstep", float(w @ w))
+''')
+
+
+def record(root: Path, *kwargs: str) -> None:
+    run_script(root, "train.py", OLD, *kwargs)
+
+
+def fresh(tmp: Path, *kwargs: str) -> dict:
+    ref = make_project(tmp)
+    run_script(ref, "train.py", new_script(), *kwargs)
+    (ref_id,) = run_ids(ref / ".flowillower")
+    return values(ref / ".flowillower" / "runs" / ref_id, "gstep")
+
+
+def use_new_script(root: Path) -> None:
+    (root / "train.py").write_text(textwrap.dedent(new_script()).lstrip())
+
+
+class IsolatedExecutor(Executor):
+    """Runs each task's payload in a process of its own whose working directory is
+    elsewhere, while the project (repo and store) is renamed away: a worker that read
+    the driver's disk would fail."""
+
+    def __init__(self, project: Path, workers: int = 1) -> None:
+        super().__init__(workers)
+        self.project = project
+        self.payloads: list[str] = []
+
+    def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
+            on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
+        packer = Packer()
+        results = {}
+        hidden = self.project.with_name(self.project.name + "-hidden")
+        for task in tasks:
+            payload = packer.pack(task)
+            self.payloads.append(payload.to_json())
+            work = Path(os.environ.get("TMPDIR", "/tmp")) / f"fw-iso-{os.getpid()}"
+            work.mkdir(exist_ok=True)
+            (work / "payload.json").write_text(payload.to_json())
+            (work / "tree.tar").write_bytes(packer.shared(payload.tree_key) or b"")
+            (work / "ckpt.tar").write_bytes(packer.shared(payload.ckpt_key) or b"")
+            code = ("import json, pickle, sys; from pathlib import Path; "
+                    "from flowillower.hindsight.task import run_payload; "
+                    "p = json.loads(Path('payload.json').read_text()); "
+                    "c = Path('ckpt.tar').read_bytes() or None; "
+                    "r = run_payload(p, Path('tree.tar').read_bytes(), c); "
+                    "Path('result.pkl').write_bytes(pickle.dumps(r))")
+            self.project.rename(hidden)
+            try:
+                proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=_env(),
+                                      capture_output=True, text=True, timeout=120)
+            finally:
+                hidden.rename(self.project)
+            assert proc.returncode == 0, proc.stderr
+            import pickle
+
+            out = pickle.loads((work / "result.pkl").read_bytes())
+            shutil.rmtree(work)
+            task.scratch.mkdir(parents=True, exist_ok=True)
+            unpack_result(task.scratch, out)
+            results[task.id] = TaskResult(task.id, out["returncode"], out["seconds"])
+            on_done(task, results[task.id])
+        return results
+
+
+def test_payload_worker_needs_neither_store_nor_repo(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "proj")
+    record(root)
+    want = fresh(tmp_path / "ref")
+    shutil.copytree(root, tmp_path / "local")
+    use_new_script(root)
+    use_new_script(tmp_path / "local")
+    iso = IsolatedExecutor(root, workers=2)
+    report = fw.replay("gstep", dir=root, workers=2, yes=True, echo=quiet, executor=iso)
+    assert report.ok, str(report)
+    assert report.runs[0].tasks == 2  # two segments, each from its own checkpoint
+    for text in iso.payloads:  # no path of the driver's machine travels
+        assert str(tmp_path) not in text and "/proj" not in text
+    local = fw.replay("gstep", dir=tmp_path / "local", workers=2, yes=True, echo=quiet)
+    assert local.ok, str(local)
+    (run_id,) = run_ids(root / ".flowillower")
+    got = values(root / ".flowillower" / "runs" / run_id, "gstep")
+    assert len(got) == 24 and got == want
+    assert got == values(tmp_path / "local" / ".flowillower" / "runs" / run_id, "gstep")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    from tests.ray_cluster import LOOPBACK_ENV, start_cluster
+
+    saved = {k: os.environ.get(k) for k in LOOPBACK_ENV}
+    os.environ.update(LOOPBACK_ENV)
+    running = start_cluster(head_cpus=2, node_cpus=1)
+    try:
+        yield running.address
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        running.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_cli_ray_replay_is_bit_identical_to_local_and_fresh(tmp_path: Path,
+                                                             cluster: str) -> None:
+    root = make_project(tmp_path / "proj")
+    record(root)
+    want = fresh(tmp_path / "ref")
+    shutil.copytree(root, tmp_path / "local")
+    for project in (root, tmp_path / "local"):
+        use_new_script(project)
+    env = _env(**{"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowillower", "replay", "gstep", "--executor",
+         f"ray={cluster}", "-w", "2", "-y", "--json", "--dir", str(root / ".flowillower")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (outcome,) = json.loads(proc.stdout)["runs"]
+    assert outcome["status"] == "replayed" and outcome["tasks"] == 2
+    assert "ray segments:" in proc.stderr and "estimated time" in proc.stderr
+    assert "ray: 2 task(s) on 2 node(s)" in proc.stderr  # both started at once: SPREAD
+    local = fw.replay("gstep", dir=tmp_path / "local", workers=2, yes=True, echo=quiet)
+    assert local.ok, str(local)
+    (run_id,) = run_ids(root / ".flowillower")
+    got = values(root / ".flowillower" / "runs" / run_id, "gstep")
+    assert len(got) == 24 and got == want
+    assert got == values(tmp_path / "local" / ".flowillower" / "runs" / run_id, "gstep")
+
+
+def test_killed_ray_worker_is_retried(tmp_path: Path, cluster: str) -> None:
+    from flowillower.hindsight.ray_executor import RayExecutor
+
+    marks = tmp_path / "marks"
+    root = make_project(tmp_path / "proj")
+    record(root, f"marks={marks}", "kills=1")
+    want = fresh(tmp_path / "ref", f"marks={marks}", "kills=1")
+    use_new_script(root)
+    executor = RayExecutor(cluster, workers=2, max_retries=2)
+    report = fw.replay("gstep", dir=root, workers=2, yes=True, echo=quiet, executor=executor)
+    assert report.ok, str(report)
+    assert marks.read_text() == "x"  # one worker process was killed, the retry went on
+    (run_id,) = run_ids(root / ".flowillower")
+    run_dir = root / ".flowillower" / "runs" / run_id
+    assert values(run_dir, "gstep") == want
+    assert len(list((run_dir / "replays").glob("*.fwl"))) == 1
+
+
+def test_worker_that_keeps_dying_fails_only_its_run(tmp_path: Path, cluster: str) -> None:
+    from flowillower.hindsight.ray_executor import RayExecutor
+
+    marks = tmp_path / "marks"
+    root = make_project(tmp_path / "proj")
+    record(root, f"marks={marks}", "kills=99")
+    record(root, "seed=1")
+    executor = RayExecutor(cluster, workers=2, max_retries=1)
+    use_new_script(root)
+    report = fw.replay("gstep", dir=root, workers=2, yes=True, echo=quiet, executor=executor)
+    assert not report.ok
+    assert marks.read_text() == "xx"  # the first try and one retry
+    store = root / ".flowillower"
+    by_status = {o.status: o for o in report.runs}
+    assert set(by_status) == {"failed", "replayed"}, str(report)
+    failed = by_status["failed"]
+    assert "ray: the task failed after up to 1 retries" in failed.message
+    assert "no values were written" in failed.message
+    assert not list((store / "runs" / failed.run_id).glob("replays/*"))
+    assert "gstep" not in RunReader(store / "runs" / failed.run_id).load().series
+    assert by_status["replayed"].values == {"gstep": 24}
