@@ -23,9 +23,11 @@ _LE = operator.le
 
 def _finite_range(vals: list[float]) -> tuple[Any, Any]:
     """(min, max) of the finite numbers of `vals` (None, None when there are none)."""
-    total = sum(vals)
-    if total - total == 0:  # a finite sum: every value is finite (the common case)
-        return min(vals), max(vals)
+    # min/max skip a NaN (it compares false) unless it comes first, which they return;
+    # so two finite results are the finite range: no infinity, NaNs (if any) skipped.
+    lo, hi = min(vals), max(vals)
+    if lo - lo == 0 and hi - hi == 0:
+        return lo, hi
     finite = [v for v in vals if v - v == 0]
     return (min(finite), max(finite)) if finite else (None, None)
 
