@@ -115,6 +115,22 @@ def test_one_file_changed_on_two_machines_is_a_conflict_not_an_overwrite(tmp_pat
     assert store_ref(remote, "rev-parse", REF + SHARED) == tip  # nothing pushed over it
     assert json.loads((bob / "runs" / SHARED / "notes" / "n.json").read_text()) == {
         "notes": "bob's"}  # and nothing of bob's replaced
+    # The command line says which run and file did not go, and exits 1 for scripts.
+    from click.testing import CliRunner
+
+    from flowillower.cli import main as cli_main
+
+    out = CliRunner().invoke(cli_main, ["push", str(remote), "--dir", str(bob.parent)])
+    assert out.exit_code == 1, out.output
+    assert f"not pushed {SHARED}" in out.output and "notes/n.json" in out.output
+    assert "0 new, 0 updated" in out.output
+    # Pushing again (the join of both versions is not kept as ours) still sends nothing
+    # over Alice's note.
+    again = push(bob, str(remote))
+    assert again["rejected"] == [SHARED] and SHARED in again["conflicts"]
+    assert store_ref(remote, "rev-parse", REF + SHARED) == tip
+    assert json.loads(store_ref(remote, "show", f"{REF}{SHARED}:notes/n.json")) == {
+        "notes": "alice's"}
 
 
 def test_a_hostile_version_on_the_remote_is_never_joined(tmp_path, monkeypatch):

@@ -68,10 +68,19 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool, no_c
         print_json(result)
         return
     code = "no code snapshots" if no_code else f"{result['code']} code snapshot(s)"
-    click.echo(f"pushed {result['runs']} run(s) and {code} to {result['remote']}")
-    if result.get("rejected"):
-        click.echo(f"{len(result['rejected'])} run(s) changed on the remote too: run "
-                   f"`flowillower pull {remote}` and push again: {', '.join(result['rejected'])}")
+    click.echo(f"{result.get('new', 0)} new, {result.get('updated', 0)} updated, "
+               f"{result.get('up_to_date', 0)} up to date run(s) and {code} on "
+               f"{result['remote']}")
+    for run_id, items in (result.get("conflicts") or {}).items():
+        click.echo(f"not pushed {run_id}: changed here and on the remote: " + "; ".join(
+            f"{path} ({why})" for path, why in items[:5]), err=True)
+    retry = [r for r in result.get("rejected") or [] if r not in (result.get("conflicts") or {})]
+    if retry:
+        click.echo(f"{len(retry)} run(s) still changed on the remote after several tries: "
+                   f"run `flowillower pull {remote}` and push again: {', '.join(retry)}",
+                   err=True)
+    if result.get("rejected") or result.get("conflicts"):
+        raise SystemExit(1)  # a script must notice runs that did not go
 
 
 def report_deploy(result: dict[str, Any], as_json: bool = False) -> None:

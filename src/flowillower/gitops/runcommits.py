@@ -14,6 +14,7 @@ transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -26,7 +27,7 @@ from .pushstate import load_commits, save_commits, scan_run
 from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, list_refs
 from .repo import store_git
 
-__all__ = ["Recorded", "commit_runs"]
+__all__ = ["Recorded", "commit_runs", "lost_changes"]
 
 Recorded = tuple[str, list[list[Any]], str | None]  # (commit, large left out, snapshot)
 
@@ -61,13 +62,65 @@ def _parents(git_dir: Path, own: str | None, pulled: str | None) -> list[str]:
     return parents
 
 
+def _changed(git_dir: Path, old: str | None, new: str) -> dict[str, bytes]:
+    """{path: status} of files `new` changed from `old` (every file when `old` is None)."""
+    if old is None:
+        out = store_git(git_dir, ["ls-tree", "-r", "-z", "--name-only", new]).stdout
+        return {p.decode("utf-8", "replace"): b"A" for p in out.split(b"\0") if p}
+    out = store_git(git_dir, ["diff-tree", "-r", "-z", "--no-renames", "--name-status",
+                              old, new]).stdout.split(b"\0")
+    return {p.decode("utf-8", "replace"): st for st, p in zip(out[0::2], out[1::2]) if p}
+
+
+def lost_changes(git_dir: Path, base: str | None, theirs: str, ours: str
+                 ) -> list[list[str]]:
+    """Files the remote's version `theirs` changed since `base` that `ours` does not keep:
+    a join of the two would silently drop another machine's change. A record file
+    (`.fwl`) ours extends is kept (theirs is its prefix)."""
+    there = _changed(git_dir, base, theirs)
+    lost = []
+    for path, status in _changed(git_dir, theirs, ours).items():
+        if path in there and (status == b"D" or not path.endswith(".fwl")):
+            lost.append([path, "changed here and on the remote (kept both sides apart: "
+                               "neither was pushed over the other)"])
+    return lost
+
+
+def _drop_lost_joins(git_dir: Path, jobs: list[RunCommit], targets: dict[str, str],
+                     pulled_of: dict[str, tuple[str | None, str]],
+                     conflicts: dict[str, list[list[str]]]) -> None:
+    """Versions built on a pulled version whose changes they would drop are written again
+    on our own version alone (the push is then refused and the conflict reported) —
+    never a fast-forward over a teammate's change."""
+    redo = []
+    for job in jobs:
+        if job.run_id not in pulled_of or job.run_id not in targets:
+            continue
+        own, pulled = pulled_of[job.run_id]
+        if pulled not in job.parents:
+            continue
+        base = None
+        if own:
+            found = store_git(git_dir, ["merge-base", own, pulled], check=False)
+            base = found.stdout.decode().strip() or None
+        lost = lost_changes(git_dir, base, pulled, targets[job.run_id])
+        if lost:
+            conflicts[job.run_id] = lost
+            redo.append(dataclasses.replace(job, parents=[own] if own else []))
+    targets.update(import_commits(git_dir, redo, set()))
+
+
 def commit_runs(store_root: Path, run_ids: list[str], include_large: bool = False,
-                large_limit: int = LARGE_ARTIFACT) -> dict[str, Recorded]:
+                large_limit: int = LARGE_ARTIFACT,
+                conflicts: dict[str, list[list[str]]] | None = None) -> dict[str, Recorded]:
     """Record each run folder as (a new version of) its run commit; the caller holds the
     store lock. Artifacts over `large_limit` bytes stay out unless `include_large`.
     Returns {run id: (commit, [[path, size] of large artifacts left out],
-    code snapshot named by run.json or None)}.
+    code snapshot named by run.json or None)}. Runs whose folder would drop a change of
+    the version last pulled go to `conflicts` ({run id: [[path, why], ...]}).
     """
+    conflicts = {} if conflicts is None else conflicts
+    pulled_of: dict[str, tuple[str | None, str]] = {}
     git_dir = store_root / "git"
     runs_dir = store_root / "runs"
     refs = list_refs(git_dir, "refs/flowillower/")
@@ -82,6 +135,8 @@ def commit_runs(store_root: Path, run_ids: list[str], include_large: bool = Fals
             raise GitError(f"no run {run_id!r} in {store_root} (no run.json); nothing to push")
         scan = scan_run(run_dir, include_large, large_limit)
         own, pulled = refs.get(RUN_REF_PREFIX + run_id), refs.get(INCOMING_PREFIX + run_id)
+        if pulled and pulled != own:
+            pulled_of[run_id] = (own, pulled)
         fingerprint = f"{scan.fingerprint}:{pulled or ''}"
         known = state.get(run_id)
         if known and own and known["fp"] == fingerprint and known["commit"] == own:
@@ -105,6 +160,7 @@ def commit_runs(store_root: Path, run_ids: list[str], include_large: bool = Fals
             else:
                 writes.append(job)
         targets.update(import_commits(git_dir, writes, set(found.values())))
+        _drop_lost_joins(git_dir, writes, targets, pulled_of, conflicts)
         moves = "".join(f"update {RUN_REF_PREFIX}{run_id} {commit}\n"
                         for run_id, commit in targets.items()
                         if refs.get(RUN_REF_PREFIX + run_id) != commit)

@@ -138,6 +138,11 @@ def _conflicts(git_dir: Path, run_id: str, theirs: str, ours: str) -> list[list[
     return found
 
 
+def _contains(git_dir: Path, commit: str, ancestor: str) -> bool:
+    return store_git(git_dir, ["merge-base", "--is-ancestor", ancestor, commit],
+                     check=False).returncode == 0
+
+
 def _catch_up(store_root: Path, remote: str, behind: list[str], include_large: bool,
               result: dict[str, Any]) -> dict[str, str]:
     """Runs that changed on the remote meanwhile: pull their new files (checked as any
@@ -149,9 +154,10 @@ def _catch_up(store_root: Path, remote: str, behind: list[str], include_large: b
                                            for rid, items in got["refused"].items()}
     for rid, why in got["runs_refused"]:
         refused.setdefault(rid, []).append(["<run>", why])
+    lost: dict[str, list[list[str]]] = {}
     with store_lock(git_dir):
         recorded = commit_runs(store_root, [rid for rid in behind if rid not in refused],
-                               include_large, LARGE_ARTIFACT)
+                               include_large, LARGE_ARTIFACT, conflicts=lost)
     theirs = dict(line.split(" ", 1)[::-1] for line in store_git(git_dir, [
         "for-each-ref", "--format=%(objectname) %(refname)", INCOMING_PREFIX]
     ).stdout.decode().splitlines())
@@ -159,8 +165,11 @@ def _catch_up(store_root: Path, remote: str, behind: list[str], include_large: b
     for rid in behind:
         commit = recorded[rid][0] if rid in recorded else ""
         other = theirs.get(INCOMING_PREFIX + rid)
-        if commit and other and rid not in refused:
-            refused[rid] = _conflicts(git_dir, rid, other, commit) or []
+        if rid in lost:
+            refused[rid] = lost[rid]
+        elif commit and other and rid not in refused and not _contains(git_dir, commit, other):
+            refused[rid] = _conflicts(git_dir, rid, other, commit) or [
+                ["<run>", "the remote's version is not part of ours"]]
         if refused.get(rid):
             result["conflicts"][rid] = refused[rid]
         else:
@@ -194,12 +203,15 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
     git_dir = store_root / "git"
     store_git(git_dir, ["rev-parse", "--git-dir"])  # creates the repository if needed
     with store_lock(git_dir):  # gc waits while run commits reuse objects already there
-        recorded = commit_runs(store_root, run_ids, include_large, LARGE_ARTIFACT)
+        recorded = commit_runs(store_root, run_ids, include_large, LARGE_ARTIFACT,
+                               conflicts=result["conflicts"])
         code = [] if no_code else _code_refs(git_dir, {snap for _c, _l, snap
                                                        in recorded.values() if snap})
     for run_id in run_ids:
         result["skipped_large"] += [[run_id, *item] for item in recorded[run_id][1]]
-    pending = {RUN_REF_PREFIX + rid: rec[0] for rid, rec in recorded.items()}
+    # A run whose folder would drop a change pulled from the remote is not offered.
+    pending = {RUN_REF_PREFIX + rid: rec[0] for rid, rec in recorded.items()
+               if rid not in result["conflicts"]}
     selected = set(pending)
     code_refs = {SNAPSHOT_REF_PREFIX + sha: sha for sha in code}
     result["code"] = len(code_refs)
