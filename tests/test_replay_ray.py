@@ -232,3 +232,25 @@ def test_worker_that_keeps_dying_fails_only_its_run(tmp_path: Path, cluster: str
     assert not list((store / "runs" / failed.run_id).glob("replays/*"))
     assert "gstep" not in RunReader(store / "runs" / failed.run_id).load().series
     assert by_status["replayed"].values == {"gstep": 24}
+
+
+def test_planner_splits_into_as_many_segments_as_workers_pay_for(tmp_path: Path) -> None:
+    """Equal segments are split one after another while workers are idle (the split of
+    one of two equal halves does not shorten the schedule by itself); the engine's task
+    overhead makes a split cost more."""
+    from flowillower.hindsight.analysis import analyze
+    from flowillower.hindsight.planner import load_run_info, plan_run, scale_out
+
+    root = make_project(tmp_path / "proj")
+    record(root, "epochs=12")
+    (run_id,) = run_ids(root / ".flowillower")
+    info = load_run_info(root / ".flowillower" / "runs" / run_id)
+    plan = plan_run(info, analyze(textwrap.dedent(new_script()), ["gstep"], info.outer))
+    rows = {r["workers"]: r for r in scale_out(plan, [1, 2, 4, 8])}
+    assert len(plan.tasks) == 1  # scale_out leaves the plan alone
+    assert rows[1]["segments"] == 1 and rows[2]["segments"] == 2
+    assert rows[4]["segments"] == 4 and rows[8]["segments"] >= 6
+    assert rows[4]["entry_points"] == 4  # each segment starts from a checkpoint
+    assert rows[1]["estimate"] > rows[2]["estimate"] > rows[4]["estimate"]
+    costly = {r["workers"]: r for r in scale_out(plan, [4], task_overhead=60.0)}
+    assert costly[4]["segments"] == 1  # a minute per task: splitting never pays
