@@ -9,6 +9,9 @@ The logging before it is timed too (us per step), to show the statistics the wri
 keeps cost the logging loop nothing measurable. "this, no row" is this code with the
 writer's statistics switched off (no row at finish): the floor, what the row costs. The previous package is `git archive
 BASELINE_REV` unpacked in a temporary folder; both run alternately, round by round.
+The last table is the writer thread's cost of the statistics per value, by the shape of
+a batch of 60,000 floats, next to `LatestValues` (the summary's last values, which the
+writer kept before) on the same batches.
 Run: python benchmarks/bench_finish_row.py [--repeats 5] [--baseline REV]
 """
 
@@ -20,7 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from array import array
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from _baseline import env_running, previous_package
 
@@ -63,6 +70,55 @@ def child(src: Path | None, runs: int, off: bool) -> dict[str, list[float]]:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
+def shaped_batch(keys_of: Callable[[int], list[int]], calls: int, threads: int = 1
+                 ) -> dict[str, Any]:
+    """A drained batch: `calls` float calls (keys `keys_of(i)`) from `threads` threads,
+    their buffers one after another as `BufferSet.drain` hands them over."""
+    cols = [array("I"), array("q"), array("d"), array("I")]
+    keys, values = array("I"), array("d")
+    for _ in range(threads):
+        for i in range(calls // threads):
+            ks = keys_of(i)
+            for col, item in zip(cols, (0, i, 1.7e9 + i * 1e-3, len(ks))):
+                col.append(item)
+            keys.extend(ks)
+            values.extend(0.5 / (i + 1) + k for k in ks)
+    return {"call_cols": cols, "float_cols": [keys, values], "ints": [], "objects": [],
+            "keys": {}, "contexts": {}, "events": []}
+
+
+def per_value(rounds: int = 5) -> None:
+    """ns per value of `WrittenStats.add` and `LatestValues.remember` (best of rounds)."""
+    from flowillower.store.latest import LatestValues
+    from flowillower.store.written import WrittenStats
+
+    shapes = {
+        "3 keys in every call (a training loop)": shaped_batch(lambda i: [0, 1, 2], 20_000),
+        "3 keys + 1 every 100 calls": shaped_batch(
+            lambda i: [0, 1, 2] + ([3] if i % 100 == 0 else []), 20_000),
+        "12 keys, irregular": shaped_batch(
+            lambda i: [k for k in range(12) if (i + k) % 4], 6_000),
+        "ids past 256, irregular": shaped_batch(
+            lambda i: [300, 301, 302] + ([3] if i % 100 == 0 else []), 20_000),
+        "2 threads, 3 keys + 1": shaped_batch(
+            lambda i: [0, 1, 2] + ([3] if i % 100 == 0 else []), 20_000, 2),
+        "40 keys, irregular (value by value)": shaped_batch(
+            lambda i: [k for k in range(40) if (i + k) % 3], 2_200),
+    }
+    print("\nwriter thread, per value of a 60,000-float batch (best of "
+          f"{rounds}, ns): statistics vs LatestValues")
+    for name, batch in shapes.items():
+        n = len(batch["float_cols"][0])
+        best = {"stats": 1.0, "latest": 1.0}
+        for _ in range(rounds):
+            for which, feed in (("stats", WrittenStats("x").add),
+                                ("latest", LatestValues().remember)):
+                t0 = time.perf_counter()
+                feed(batch)
+                best[which] = min(best[which], time.perf_counter() - t0)
+        print(f"  {name:<40}{best['stats'] / n * 1e9:>7.0f}{best['latest'] / n * 1e9:>7.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
@@ -99,6 +155,7 @@ def main() -> None:
                   f"{med / base:>13.2f}")
     print("\nlogging before it, us/step (median of every run):",
           ", ".join(f"{name} {statistics.median(t) * 1e6:.2f}" for name, t in logging.items()))
+    per_value()
 
 
 if __name__ == "__main__":
