@@ -292,9 +292,6 @@ def test_a_pulled_runs_artifact_is_used_from_the_pullers_store(tmp_path, monkeyp
     assert path.resolve().is_relative_to((bob / "runs" / src).resolve())
 
 
-@pytest.mark.xfail(strict=True, reason="gitops/incoming.py refuses a pulled run's inputs/ "
-                   "folder until it lists inputs/*.json among a run's files (asked of the "
-                   "lead); strict: this test fails once that lands, so remove the mark")
 def test_lineage_travels_with_push_and_pull(tmp_path, monkeypatch):
     bob, src, consumer = _pushed_pipeline(tmp_path, monkeypatch)
     assert [(c["run"], c["artifact"]) for c in graph(Store(bob), src)["consumers"]] == \

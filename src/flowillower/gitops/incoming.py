@@ -5,8 +5,8 @@ of it reaches the store, every tree entry is checked against the shapes a run fo
 really has, and every file's content against its format:
 
 * `run.json` (a JSON object whose `id` is the run's id: otherwise the whole run is
-  refused), `summary.json` / `summary.rank<N>.json`, `notes/*.json`, `model/**.json`:
-  JSON that parses;
+  refused), `summary.json` / `summary.rank<N>.json`, `heartbeat.json`, `notes/*.json`,
+  `inputs/*.json` (lineage records), `model/**.json`: JSON that parses;
 * `data.fwl` / `data.rank<N>.fwl`, `replays/*.fwl`: record files made of intact frames;
 * `media/**`, `artifacts/**` (up to `LARGE_ARTIFACT` bytes each): opaque data, served and
   downloaded but never executed;
@@ -28,7 +28,8 @@ __all__ = ["LARGE_ARTIFACT", "valid_run_id", "entry_refusal", "content_refusal",
 
 LARGE_ARTIFACT = 50 * 2**20  # GitHub warns at 50 MB and refuses files over 100 MB
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_TOP_FILES = re.compile(r"^(run\.json|summary(\.rank\d+)?\.json|data(\.rank\d+)?\.fwl)$")
+_TOP_FILES = re.compile(
+    r"^(run\.json|summary(\.rank\d+)?\.json|heartbeat\.json|data(\.rank\d+)?\.fwl)$")
 _REPLAY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.fwl$")
 _NOTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.json$")
 _FILE_MODES = ("100644", "100755")
@@ -62,6 +63,9 @@ def entry_refusal(rel: bytes, mode: str, kind: str, size: int) -> str | None:
         return None if depth == 2 and _REPLAY.match(parts[1]) else "not a replay record file"
     if top == "notes":
         return None if depth == 2 and _NOTE.match(parts[1]) else "not a note (notes/*.json)"
+    if top == "inputs":
+        return (None if depth == 2 and _NOTE.match(parts[1])
+                else "not a lineage record (inputs/*.json)")
     if top == "model":
         return None if parts[-1].endswith(".json") else "not a model graph (model/**.json)"
     if top == "media":
