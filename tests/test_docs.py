@@ -19,7 +19,7 @@ from flowillower.cli import main as cli_main
 from flowillower.store.reader import RunReader
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+DOCS = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
 
 
 def _blocks(doc: str) -> list[str]:

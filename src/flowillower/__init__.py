@@ -64,6 +64,7 @@ _LAZY = {
     "query": "flowillower.queries.sql:query",
     "runs": "flowillower.queries.dataframe:runs",
     "push": "flowillower.server.share:push",
+    "show": "flowillower.integrations.jupyter:show",
     "pull": "flowillower.remote:pull",
     "replay": "flowillower.hindsight.replay:replay",
     "checkpointing": "flowillower.hindsight.checkpointing:checkpointing",
