@@ -163,3 +163,28 @@ def test_a_debug_run_leaves_nothing_when_the_next_run_starts(store_dir) -> None:
     fw.finish()
     assert [d.name for d in (store_dir / "runs").iterdir()] == [run.id]
     assert run.args == {"lr": 0.2}
+
+
+def test_a_loop_still_running_when_another_thread_finishes_the_run(tmp_path) -> None:
+    """The loop's own timing after `fw.finish` from another thread is skipped, not an
+    error in the training thread."""
+    run = fw.init(project="p")
+    inside, finished, errors = threading.Event(), threading.Event(), []
+
+    def train() -> None:
+        try:
+            for epoch in fw.loop("epoch", range(2)):
+                fw.log("loss", float(epoch))
+                if epoch == 0:
+                    inside.set()
+                    finished.wait(30)
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever escaped
+            errors.append(exc)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    assert inside.wait(30)
+    fw.finish()
+    finished.set()
+    worker.join(30)
+    assert run.status == "success" and errors == []

@@ -192,7 +192,8 @@ def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
             _begin_iteration(run, st, path, outer.coords, name, index)
             yield item
             end = _now()
-            run.log_metrics({timing_key: end - start}, role="sys")
+            if run.status is None:  # another thread may have finished the run meanwhile
+                run.log_metrics({timing_key: end - start}, role="sys")
             start = end
             count += 1
         completed = True
@@ -220,7 +221,8 @@ def iteration_scope(run: Run, name: str, index: int):
     start = _now()
     try:
         yield
-        run.log_metrics({f"time/{name}": _now() - start}, role="sys")
+        if run.status is None:  # the run may have been finished inside the iteration
+            run.log_metrics({f"time/{name}": _now() - start}, role="sys")
     finally:
         outer.restore(st)
         st.depth -= 1
