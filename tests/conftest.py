@@ -30,6 +30,8 @@ def clean_state(tmp_path, monkeypatch):
     api._current = None
     api._debug = False
     api._defaults.clear()
+    api._scope = None  # a sweep job's settings (integrations.hydra)
+    api._watchers.clear()
     args.cli_kwargs.clear()
     args.replay_overrides = None
     yield
