@@ -223,3 +223,19 @@ def test_run_page_charts_system_values_against_wall_time(page, tmp_path, monkeyp
         page.locator("section.card h2", has_text="Environment").wait_for()
         page.wait_for_load_state("networkidle")
         assert page.locator("section.system-card").count() == 0
+
+
+def test_init_option_samples_the_run(tmp_path):
+    run = fw.init(project="p", dir=tmp_path / ".flowillower", system_metrics=0.2)
+    fw.log("loss", 1.0, step=0)
+
+    def sampled() -> bool:
+        fw.flush()
+        series = RunReader(run.dir).load(["system/cpu/machine_percent"]).series
+        return bool(series) and len(series["system/cpu/machine_percent"].values) >= 2
+
+    wait_for(sampled, timeout=60, interval=0.2, what="system values from fw.init's option")
+    fw.finish()
+    threads = [t.name for t in threading.enumerate() if "system" in t.name.lower()]
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name in threads
+                          and t.is_alive()], timeout=30, what="the sampler to stop")

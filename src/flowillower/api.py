@@ -110,6 +110,7 @@ def init(
     record_all_ranks: bool = False,
     snapshot: bool = True,
     max_buffer: int | str | None = None,
+    system_metrics: float | bool | None = None,
 ) -> Run:
     """Start a run and make it current. Nothing is written until the first logged value.
 
@@ -117,7 +118,9 @@ def init(
     `record_all_ranks`; then all ranks write into the run named by $FLOWILLOWER_RUN_ID
     (or the torchelastic run id). `max_buffer` (bytes, or a size like "300MB") bounds
     the values held in memory while the disk cannot be written; past it values are
-    dropped and counted in summary.json (`dropped_values`).
+    dropped and counted in summary.json (`dropped_values`). `system_metrics`: sample CPU,
+    memory, disk, network and GPUs under `system/` (True: every 10 s, or the seconds
+    between logged means; needs psutil, the `[system]` extra).
     """
     global _current
     with _start_lock:
@@ -145,6 +148,10 @@ def init(
         run.config(scope.args)  # first: the job's own config may refine the same keys
     if config is not None and run.status is None and not _debug:
         run.config(config)
+    if system_metrics and run.status is None and not _debug:
+        from .sysmetrics import start as sample_system
+
+        sample_system(run, 10.0 if system_metrics is True else float(system_metrics))
     return run
 
 
