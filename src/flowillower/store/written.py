@@ -111,18 +111,15 @@ class WrittenStats:
         self._keys: dict[int, tuple[str, str]] = {}
         self._stats: dict[int, _Key] = {}
         self._loops: dict[str, tuple[int, int]] = {}  # loop -> (first context id, place)
+        self._loops_cid = -1  # contexts above this id cannot change `_loops`' order
 
     # -- fed by the writer thread ----------------------------------------------------
     def add(self, batch: dict[str, Any]) -> None:
         """Account for one batch whose frame was just written."""
         self._frames += 1
         self._keys.update(batch["keys"])
-        loops = self._loops
-        for cid, coords in batch["contexts"].items():
-            for place, loop in enumerate(coords):
-                known = loops.get(loop)
-                if known is None or (cid, place) < known:
-                    loops[loop] = (cid, place)
+        if batch["contexts"]:
+            self._add_loops(batch["contexts"])
         cands: dict[int, list[tuple]] = {}
         calls, (keys, values) = batch["call_cols"], batch["float_cols"]
         if len(keys):
@@ -141,6 +138,31 @@ class WrittenStats:
             if t >= st.order[0]:  # a later frame wins a tie in time
                 st.order = (t, frame, 0 if tie is None else tie, kind, pos)
                 st.value, st.step = value, step
+
+    def _add_loops(self, contexts: dict[int, dict[str, int]]) -> None:
+        """Loops in the reader's order: by the first context (lowest id) naming them, then
+        by their place in it. Contexts come a step each, ids rising: their loops are
+        mostly known already, and then only a new loop can change anything."""
+        loops = self._loops
+        if min(contexts) > self._loops_cid:
+            todo = set().union(*contexts.values()) - loops.keys()
+            for cid in sorted(contexts) if todo else ():
+                coords = contexts[cid]
+                if not todo.isdisjoint(coords):
+                    for place, loop in enumerate(coords):
+                        if loop in todo:
+                            loops[loop] = (cid, place)
+                            todo.discard(loop)
+                    if not todo:
+                        break
+        else:  # a context below one already seen (ids out of order): every one counts
+            for cid, coords in contexts.items():
+                for place, loop in enumerate(coords):
+                    known = loops.get(loop)
+                    if known is None or (cid, place) < known:
+                        loops[loop] = (cid, place)
+        if loops:
+            self._loops_cid = max(cid for cid, _ in loops.values())
 
     def _stat(self, kid: int, kind: int, place: int) -> _Key:
         st = self._stats.get(kid)
