@@ -267,3 +267,15 @@ def test_a_writer_reopening_an_older_file_keeps_no_statistics(tmp_path):
     again = FrameWriter(tmp_path / "data.fwl", source, interval=3600.0)
     again.close()
     assert again.written() is None  # it knows nothing of the frames already there
+
+
+def test_a_logged_list_changed_after_its_frame_was_written_reads_as_written(tmp_path):
+    run = fw.init(project="p", dir=str(tmp_path / ".flowillower"), snapshot=False)
+    counts = [1.0, 2.0]  # plain number lists are logged without a copy
+    fw.log("hist", counts, step=0)
+    fw.flush()
+    counts.append(3.0)  # after its frame is on disk
+    fw.finish()
+    doc = json.loads((run.dir / index_journal.ROW_FILE).read_text())
+    assert doc["metrics"] == [list(m) for m in scan_run(run.dir).metrics]
+    assert doc["metrics"][0][4] == "[1.0, 2.0]"

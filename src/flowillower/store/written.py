@@ -137,7 +137,9 @@ class WrittenStats:
             st = self._stats[kid]
             if t >= st.order[0]:  # a later frame wins a tie in time
                 st.order = (t, frame, 0 if tie is None else tie, kind, pos)
-                st.value, st.step = value, step
+                # A JSON value as readers get it back, copied now: the caller may change
+                # its dict or list after this frame was written.
+                st.value, st.step = as_read(value) if kind == OBJECT else value, step
 
     def _add_loops(self, contexts: dict[int, dict[str, int]]) -> None:
         """Loops in the reader's order: by the first context (lowest id) naming them, then
@@ -213,7 +215,8 @@ class WrittenStats:
 
     def _float_rows(self, steps: array, times: array, counts: array, keys: array,
                     values: array, cands: dict[int, list[tuple]]) -> None:
-        """Any float block (several threads' calls, many keys): value by value."""
+        """Any float block (more than `_KeyMasks.MAX_KEYS` keys, ids past 2**16): value
+        by value."""
         acc: dict[int, list] = {}  # kid -> [count, lo, hi, t, pos, step]
         pos = 0
         for t, step, count in zip(times, steps, counts):
@@ -289,7 +292,6 @@ class WrittenStats:
                 name, role = self._keys[kid]  # is left out by readers too
                 named.setdefault(name, []).append((st, role))
         lasts = {name: max(group, key=lambda g: g[0].order)[0] for name, group in named.items()}
-        objects = self._decoded_objects(named, lasts)
         args: list[tuple[str, str]] = []
         metrics: list[tuple] = []
         for name, group in named.items():
@@ -301,9 +303,7 @@ class WrittenStats:
                 kinds |= st.kinds
             kind = "object" if kinds >> OBJECT & 1 else "float" if kinds & 1 else "int"
             last = lasts[name]
-            value = objects.get(name, last.value)
-            if kind == "float":
-                value = float(value)
+            value = float(last.value) if kind == "float" else last.value
             if role == "arg":
                 args.append((name, to_json(value)))
                 continue
@@ -316,12 +316,6 @@ class WrittenStats:
             metrics.append((name, role, kind, sum(st.count for st, _ in group),
                             to_json(value), lo, hi, int(last.step), False))
         return loops, args, metrics
-
-    @staticmethod
-    def _decoded_objects(named: dict[str, list], lasts: dict[str, _Key]) -> dict[str, Any]:
-        """Last JSON values as a reader gets them back from a frame (see `as_read`)."""
-        return {name: as_read(st.value) for name, st in lasts.items()
-                if st.order[3] == OBJECT}
 
 
 def as_read(value: Any) -> Any:
