@@ -242,8 +242,10 @@ class FrameWriter:
         try:
             written.add(batch)
             written.size = self._end
-        except Exception:  # never costs a value: only the row is given up (readers scan)
-            self._written = None
+        except BaseException as exc:  # half counted (even by a signal): give the row up,
+            self._written = None  # never a value (readers scan the run instead)
+            if not isinstance(exc, Exception):
+                raise
 
     def written(self) -> WrittenStats | None:
         """Statistics of every value this writer wrote (see `store.written`), once it is
