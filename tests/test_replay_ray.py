@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import flowillower as fw
 from flowillower.hindsight.executor import Executor, Task, TaskResult
 from flowillower.hindsight.task import Packer, unpack_result
 from flowillower.store.reader import RunReader
+from tests.conftest import wait_for
 from tests.test_hindsight_replay import _env, make_project, quiet, run_ids, run_script, values
 
 # Ray is imported only once the fixture has set its loopback variable (read at import).
@@ -37,7 +39,7 @@ OLD = '''
 
     rng = np.random.RandomState(fw.arg("seed", 0))
     w = np.zeros(4)
-    marks, kills = fw.arg("marks", ""), fw.arg("kills", 0)
+    marks, kills, beat = fw.arg("marks", ""), fw.arg("kills", 0), fw.arg("beat", "")
     with fw.checkpointing(w=w, rng=rng, every=1):
         for epoch in fw.loop("epoch", range(fw.arg("epochs", 6))):
             for step in fw.loop("step", range(4)):
@@ -52,6 +54,11 @@ OLD = '''
                         fh.write("x")
                     os.kill(os.getppid(), 9)
                     os._exit(3)
+            if beat and os.environ.get("FLOWILLOWER_REPLAY") and epoch == 4:
+                while True:  # a segment that would run for ever, until cancelled
+                    with open(beat, "a") as fh:
+                        fh.write("x")
+                    time.sleep(0.05)
 '''
 
 
@@ -254,3 +261,40 @@ def test_planner_splits_into_as_many_segments_as_workers_pay_for(tmp_path: Path)
     assert rows[1]["estimate"] > rows[2]["estimate"] > rows[4]["estimate"]
     costly = {r["workers"]: r for r in scale_out(plan, [4], task_overhead=60.0)}
     assert costly[4]["segments"] == 1  # a minute per task: splitting never pays
+
+
+def test_ctrl_c_cancels_remote_tasks(tmp_path: Path, cluster: str) -> None:
+    """Ctrl-C while a segment runs: the driver stays connected to the cluster, so the
+    remote script stops only because its task was cancelled."""
+    from flowillower.hindsight.ray_executor import RayExecutor
+    from flowillower.hindsight.replay import run_replay
+
+    beat = tmp_path / "beat"
+    root = make_project(tmp_path / "proj")
+    record(root, f"beat={beat}")
+    use_new_script(root)
+
+    class CtrlC(RayExecutor):
+        def run(self, tasks, on_done, on_tick=None):  # type: ignore[no-untyped-def]
+            def tick() -> None:
+                if beat.exists():
+                    raise KeyboardInterrupt  # where the driver's loop would get it
+            return super().run(tasks, on_done, tick)
+
+    executor = CtrlC(cluster, workers=2)
+    report = run_replay("gstep", dir=root, workers=2, yes=True, echo=quiet,
+                        executor=executor)
+    assert report.interrupted and report.runs[0].status == "interrupted"
+    import ray
+
+    assert ray.is_initialized()  # still connected: nothing but the cancel stops it
+    sizes: list[tuple[float, int]] = []
+
+    def still() -> bool:  # the remote script stopped: the file no longer grows
+        sizes.append((time.monotonic(), beat.stat().st_size))
+        old = [s for t, s in sizes if t < sizes[-1][0] - 1.0]
+        return bool(old) and old[-1] == sizes[-1][1]
+
+    wait_for(still, timeout=60, interval=0.2, what="the cancelled task to stop")
+    (run_id,) = run_ids(root / ".flowillower")
+    assert not list((root / ".flowillower" / "runs" / run_id).glob("replays/*"))
