@@ -197,3 +197,20 @@ def test_one_key_with_values_of_every_kind(store_dir):
     assert frame["step"].tolist() == list(range(len(logged)))
     for step, value in enumerate(want):
         assert _same(_py(frame["v"].iloc[step]), value), (step, frame["v"].iloc[step])
+
+
+def test_a_dict_that_looks_like_a_format_tag_reads_back_as_logged(tmp_path):
+    """{"$float": "abc"} is the user's dict, not our tag: the frame stays readable, every
+    other value in it too, and the dict comes back as logged."""
+    from flowillower.run import Run
+    from flowillower.store.reader import RunReader
+
+    run = Run("p", "tags", dir=tmp_path / ".fw", snapshot=False)
+    odd = {"$float": "abc"}
+    run.log_metrics({"loss": 0.5, "odd": odd, "also": {"$tuple": 3}, "t": {"$dict": 1}}, 0)
+    run.finish()
+    series = RunReader(run.dir).load().series
+    assert series["loss"].values.tolist() == [0.5]
+    assert list(series["odd"].values) == [odd]
+    assert list(series["also"].values) == [{"$tuple": 3}]
+    assert list(series["t"].values) == [{"$dict": 1}]

@@ -119,7 +119,12 @@ def _encode_obj(value: Any) -> Any:
                 return value
         return [_encode_obj(v) for v in value]
     if isinstance(value, dict):
-        return {k if type(k) is str else str(k): _encode_obj(v) for k, v in value.items()}
+        out = {k if type(k) is str else str(k): _encode_obj(v) for k, v in value.items()}
+        if len(out) == 1 and next(iter(out)).startswith("$"):
+            # A user's one-key dict that looks like one of our tags ({"$float": "abc"})
+            # is wrapped, or reading it back would misread it (or fail the whole frame).
+            return {"$dict": out}
+        return out
     return value
 
 
@@ -127,12 +132,17 @@ def _decode_obj(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1:
             ((tag, inner),) = value.items()
-            if tag == "$float":
-                return float(inner)
-            if tag == "$int":
-                return int(inner)
-            if tag == "$tuple":
-                return tuple(_decode_obj(v) for v in inner)
+            try:
+                if tag == "$float":
+                    return float(inner)
+                if tag == "$int":
+                    return int(inner)
+                if tag == "$tuple":
+                    return tuple(_decode_obj(v) for v in inner)
+                if tag == "$dict" and isinstance(inner, dict):
+                    return {k: _decode_obj(v) for k, v in inner.items()}
+            except (TypeError, ValueError):
+                pass  # not ours after all (a file of an older version): the dict as logged
         return {k: _decode_obj(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode_obj(v) for v in value]

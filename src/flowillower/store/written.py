@@ -320,19 +320,10 @@ class WrittenStats:
 
 def as_read(value: Any) -> Any:
     """A logged JSON value as readers decode it from its frame (`store.format`): dict keys
-    as text, tuples kept, the format's one-key `$float` / `$int` / `$tuple` dicts decoded
-    (a user's dict that looks like one reads as one, for readers too)."""
+    as text, tuples kept (a user's dict that looks like one of the format's tags is
+    wrapped when written, so it reads back as logged)."""
     if isinstance(value, dict):
-        items = [(k if type(k) is str else str(k), v) for k, v in value.items()]
-        if len(items) == 1:
-            ((tag, inner),) = items
-            if tag == "$float":
-                return float(inner)
-            if tag == "$int":
-                return int(inner)
-            if tag == "$tuple":
-                return tuple(as_read(v) for v in inner)
-        return {k: as_read(v) for k, v in items}
+        return {(k if type(k) is str else str(k)): as_read(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return tuple(as_read(v) for v in value)
     if isinstance(value, list):
