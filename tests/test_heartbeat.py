@@ -145,3 +145,57 @@ def test_subprocess_heartbeat_advances_and_kill_9_leaves_it_stale(tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+
+
+def test_the_table_the_cli_and_the_reader_show_lost(tmp_path):
+    """The index, `flowillower ls --json` and `RunReader.status` all read a stale foreign
+    run as `lost`; a fresh one stays `running`; a newer heartbeat pulled later revives it."""
+    from click.testing import CliRunner
+
+    from flowillower.cli import main as cli_main
+    from flowillower.store.catalog import Store
+    from flowillower.store.reader import RunReader
+
+    store = tmp_path / ".flowillower"
+    now = time.time()
+    stale = _foreign_run(store, "r-stale", now - 7200)
+    heartbeat.write_heartbeat(stale, 30.0, now=now - 600)
+    fresh = _foreign_run(store, "r-fresh", now - 7200)
+    heartbeat.write_heartbeat(fresh, 30.0, now=now - 5)
+    assert {r["id"]: r["status"] for r in Store(store).runs()} == {
+        "r-stale": "lost", "r-fresh": "running"}
+    assert RunReader(stale).status == "lost" and RunReader(fresh).status == "running"
+    out = CliRunner().invoke(cli_main, ["ls", "--json", "--dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert {r["id"]: r["status"] for r in json.loads(out.output)} == {
+        "r-stale": "lost", "r-fresh": "running"}
+    # The teammate's machine is alive after all: a fresher heartbeat arrives (by pull,
+    # which rewrites a pulled run's heartbeat.json): the next listing says running.
+    heartbeat.write_heartbeat(stale, 30.0, now=time.time())
+    assert {r["id"]: r["status"] for r in Store(store).runs()}["r-stale"] == "running"
+
+
+def test_pull_brings_a_newer_heartbeat_of_a_pulled_run(tmp_path, monkeypatch):
+    """A pulled run's heartbeat.json is the one file pull rewrites (a live teammate's run
+    beats on): a second pull replaces it; a run of our own keeps its own."""
+    from flowillower.gitops.sync import pull, push
+    from tests.conftest_git import bare_remote, isolate_home, make_run
+
+    isolate_home(monkeypatch, tmp_path)
+    remote = bare_remote(tmp_path / "remote.git")
+    alice, bob = tmp_path / "alice" / ".flowillower", tmp_path / "bob" / ".flowillower"
+    run_dir = make_run(alice, "20261125-000000-7e7e7e7e", None)
+    (run_dir / "summary.json").unlink()  # still running on alice's machine
+    heartbeat.write_heartbeat(run_dir, 30.0, now=1000.0)
+    push(alice, str(remote))
+    pull(bob, str(remote))
+    mine = bob / "runs" / run_dir.name / "heartbeat.json"
+    assert json.loads(mine.read_text())["time"] == 1000.0
+    heartbeat.write_heartbeat(run_dir, 30.0, now=2000.0)
+    push(alice, str(remote))
+    pull(bob, str(remote))
+    assert json.loads(mine.read_text())["time"] == 2000.0
+    # Alice's own heartbeat is never replaced by what a remote holds.
+    heartbeat.write_heartbeat(run_dir, 30.0, now=3000.0)
+    pull(alice, str(remote))
+    assert json.loads((run_dir / "heartbeat.json").read_text())["time"] == 3000.0

@@ -24,6 +24,9 @@ from .repo import abandon, batch_read, finish, store_popen
 __all__ = ["RunPlan", "plan_run", "write_runs"]
 
 
+HEARTBEAT = b"heartbeat.json"  # a live run rewrites it (heartbeat.py)
+
+
 @dataclass
 class RunPlan:
     """One pulled run to write: where, which blobs to which paths, what was refused."""
@@ -57,7 +60,8 @@ def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: li
             if _blocked(target, rel) or local.is_symlink() or local.is_dir():
                 refused.append((rel, "the local path is a link or a folder"))
                 continue
-            if local.exists() and not (rel.endswith(b".fwl") and local.stat().st_size < size):
+            if local.exists() and not (rel.endswith(b".fwl") and local.stat().st_size < size) \
+                    and not (plan.pulled_before and rel == HEARTBEAT):
                 continue  # ours already: never overwritten
         plan.wanted.setdefault(sha, []).append(rel)
     return plan
@@ -86,8 +90,11 @@ def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
                                                       dir=plan.target.parent)) \
                         if plan.is_new else plan.target
                 for rel in plan.wanted[sha] if data is not None else ():
-                    reason = content_refusal(rel, data) or _write(plan.dest, rel, data,
-                                                                  plan.is_new)
+                    if rel == HEARTBEAT and plan.pulled_before and not plan.is_new:
+                        reason = content_refusal(rel, data) or _refresh(plan.dest, rel, data)
+                    else:
+                        reason = content_refusal(rel, data) or _write(plan.dest, rel, data,
+                                                                      plan.is_new)
                     if reason:
                         plan.refused.append((rel, reason))
                     else:
@@ -138,6 +145,23 @@ def _blocked(target: Path, rel: bytes) -> bool:
         if node.is_symlink() or (node.exists() and not node.is_dir()):
             return True
     return False
+
+
+def _refresh(dest: Path, rel: bytes, data: bytes) -> str | None:
+    """Replace a pulled run's heartbeat with the remote's newer one: the one file of a
+    teammate's run that is rewritten, not appended, while the run lives (never a run of
+    ours: only runs that arrived by pull get here)."""
+    path = dest / os.fsdecode(rel)
+    if path.is_symlink():
+        return "the local path is a link (kept it)"
+    tmp = path.with_name(f".{path.name}.pull.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return f"cannot be written here ({exc.strerror or exc})"
+    return None
 
 
 def _write(dest: Path, rel: bytes, data: bytes, aside: bool = False) -> str | None:

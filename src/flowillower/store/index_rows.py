@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..heartbeat import liveness
 from ..procfs import pid_alive
 from .documents import read_meta, read_summary
 
@@ -81,7 +82,7 @@ def run_status(run_dir: Path) -> str:
     if meta.get("host") == socket.gethostname() and not pid_alive(
             int(meta.get("pid", 0)), meta.get("pid_start")):
         return "killed"
-    return "running"
+    return liveness(run_dir, "running")  # another host's run with a stale heartbeat: lost
 
 
 def scan_run(run_dir: Path) -> RunParts:

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from ..heartbeat import liveness
 from .documents import read_meta, read_summary
 from .format import iter_frames
 from .layout import pid_alive
 
 # The order of statuses a run goes through; `killed` is inferred for dead writers.
-STATUSES = ("running", "success", "failed", "killed")
+STATUSES = ("running", "success", "failed", "killed", "lost")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -289,7 +290,7 @@ class RunReader:
         if meta.get("host") == socket.gethostname() and not pid_alive(
                 int(meta.get("pid", 0)), meta.get("pid_start")):
             return "killed"
-        return "running"
+        return liveness(self.dir, "running")  # another host's run, heartbeat stale: lost
 
     def load(self, names: list[str] | set[str] | None = None) -> RunData:
         """Decode the run's values; `names` restricts which keys are materialised."""
