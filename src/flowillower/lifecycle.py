@@ -10,7 +10,6 @@ through their public methods (`finish`, `fail`) and fields: this module sits bel
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ import warnings
 from typing import Any, Protocol
 
 from . import args as _args
+from .notify import post_error, webhook_body
 from .runinfo import atomic_write_json
 
 
@@ -153,27 +153,15 @@ def webhook_payload(url: str, run: Run, summary: dict[str, Any]) -> dict[str, An
                         for k, v in list(summary.get("last", {}).items())[:10])
     text = (f"flowillower run {run.name} ({run.id}) finished: {summary['status']} "
             f"after {summary['duration']:.1f}s" + (f"; {metrics}" if metrics else ""))
-    if "feishu" in url or "larksuite" in url:
-        return {"msg_type": "text", "content": {"text": text}}
-    if "discord" in url:
-        return {"content": text}
-    return {"text": text, "run": {"id": run.id, "name": run.name, "status": summary["status"],
-                                  "duration": summary["duration"], "last": summary["last"]}}
+    return webhook_body(url, text, {"run": {
+        "id": run.id, "name": run.name, "status": summary["status"],
+        "duration": summary["duration"], "last": summary["last"]}})
 
 
 def post_webhook(url: str, run: Run, summary: dict[str, Any], timeout: float = 5.0) -> bool:
-    """POST the run summary; a failure warns and returns False, it never raises."""
-    import urllib.request  # only when notifying: it costs ~13 ms to import
-
-    try:
-        body = json.dumps(webhook_payload(url, run, summary), default=str).encode()
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            ok = 200 <= response.status < 300
-        if not ok:
-            warnings.warn(f"flowillower: webhook answered HTTP {response.status}", stacklevel=3)
-        return ok
-    except Exception as exc:
-        warnings.warn(f"flowillower: webhook {url} failed: {exc}", stacklevel=3)
-        return False
+    """POST the run summary; a failure warns (the address redacted: a webhook's path is
+    its secret) and returns False, it never raises."""
+    problem = post_error(url, webhook_payload(url, run, summary), timeout)
+    if problem is not None:
+        warnings.warn(f"flowillower: {problem}", stacklevel=3)
+    return problem is None
