@@ -389,3 +389,19 @@ def test_a_full_disk_loses_nothing_and_says_so_while_it_happens(tiny_disk, capsy
     steps, values = loss_values(run.dir)
     assert len(steps) == step
     assert steps == list(range(step)) and values == [value(i) for i in range(step)]
+
+
+def test_run_json_on_a_full_disk_warns_and_the_summary_error_is_loud(tiny_disk):
+    """Completing run.json at set-up end or finish on a full disk warns (the first
+    run.json stays); the summary that cannot be written is an error the caller sees."""
+    from flowillower.run import Run
+
+    run = Run("disk", "meta", dir=tiny_disk / "store", snapshot=False)
+    run.log_metrics({"loss": 1.0}, 0)
+    run.flush()
+    first = (run.dir / "run.json").read_text()
+    fill_disk(tiny_disk)
+    with pytest.warns(UserWarning, match="could not complete run.json"):
+        with pytest.raises(OSError):
+            run.finish()
+    assert (run.dir / "run.json").read_text() == first  # never a torn run.json

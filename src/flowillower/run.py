@@ -115,6 +115,7 @@ class Run(LoopSurface):
         self.capture_code = snapshot and rank == 0
         for hook in list(_creation_hooks):
             hook(self)
+        self._meta_warned = False
         self._setup = Setup(self.store_root, self.capture_code, self._setup_finished)
         if config is not None:
             self.config(config)
@@ -123,7 +124,18 @@ class Run(LoopSurface):
     def _setup_finished(self) -> None:
         with self._lock:  # on disk already: complete its run.json now
             if self._writer is not None and self.rank == 0:
-                self._write_meta()
+                self._complete_meta()
+
+    def _complete_meta(self) -> None:
+        """Rewrite run.json with what set-up found; a full disk keeps the first run.json
+        (finish tries again) and says so once, instead of failing a thread or finish."""
+        try:
+            self._write_meta()
+        except OSError as exc:
+            if not self._meta_warned:
+                self._meta_warned = True
+                warnings.warn(f"flowillower: could not complete run.json of {self.id}: "
+                              f"{exc.strerror or exc}; the run's values are kept", stacklevel=2)
 
     def _write_meta(self) -> dict[str, Any]:
         fields = {"id": self.id, "project": self.project, "name": self.name,
@@ -353,7 +365,7 @@ class Run(LoopSurface):
             # waits only when the run was shorter than its set-up.
             self._setup.done.wait(timeout=10)
             if self.rank == 0:
-                self._write_meta()  # complete meta even if setup finished late
+                self._complete_meta()  # complete meta even if setup finished late
             summary = lifecycle.write_summary(self, writer, status, end, error,
                                               self._defs.names(), self._defs.roles)
             if self.rank == 0:  # after the summary: the row is checked against it
