@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from ..store.provenance import compact_pulled
 from .incoming import read_run_json, valid_run_id
 from .maintenance import store_lock
 from .pulltrees import read_entries
@@ -120,6 +121,7 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dic
             else:
                 result["runs_refused"].append([run_id, plan])
         write_runs(git_dir, store_root, plans, origin, result)
+        compact_pulled(store_root)  # under the lock: one merger at a time
     return result
 
 

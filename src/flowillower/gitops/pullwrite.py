@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..store.provenance import is_pulled, mark_pulled
+from ..store.provenance import is_pulled, mark_pulled_many
 from .incoming import content_refusal
 from .pulltrees import Entry
 from .repo import abandon, batch_read, finish, store_popen
@@ -41,6 +41,7 @@ class RunPlan:
     refused: list[tuple[bytes, str]] = field(default_factory=list)
     dest: Path | None = None
     added: int = 0
+    record: dict[str, Any] = field(default_factory=dict)  # extra pull-record fields
 
 
 def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: list[Entry],
@@ -73,10 +74,19 @@ def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
     counts, pull record) as soon as its last file is written."""
     requests = [(plan, sha) for plan in plans for sha in plan.wanted]
     left = {id(plan): len(plan.wanted) for plan in plans}
+    # Every run that may arrive is recorded as pulled BEFORE any is renamed in, in one
+    # file: a pull killed half-way leaves runs that still read as a teammate's (a record
+    # of a run that then never arrived only keeps that id untrusted: the safe side).
+    # A run made here that gains a teammate's note stays ours; a pulled one stays pulled.
+    mark_pulled_many(store_root, [
+        {"run": plan.run_id, "remote": origin["remote"], "url": origin["url"],
+         "commit": plan.commit, "author": plan.meta.get("user"),
+         "host": plan.meta.get("host"), **plan.record}
+        for plan in plans if (plan.is_new and plan.wanted) or plan.pulled_before])
     try:
         for plan in plans:
             if not plan.wanted:
-                _finish(store_root, plan, origin, result)
+                _finish(plan, result)
         if not requests:
             return
         reader = store_popen(git_dir, ["cat-file", "--batch"])
@@ -101,7 +111,7 @@ def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
                         plan.added += 1
                 left[id(plan)] -= 1
                 if not left[id(plan)]:
-                    _finish(store_root, plan, origin, result)
+                    _finish(plan, result)
         except BaseException:
             abandon(reader)
             raise
@@ -112,9 +122,8 @@ def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
                 shutil.rmtree(plan.dest, ignore_errors=True)
 
 
-def _finish(store_root: Path, plan: RunPlan, origin: dict[str, str],
-            result: dict[str, Any]) -> None:
-    """Rename a new run in, count what was written, remember where it came from."""
+def _finish(plan: RunPlan, result: dict[str, Any]) -> None:
+    """Rename a new run in, count what was written."""
     if plan.is_new and plan.added and plan.dest is not None:
         try:
             os.rename(plan.dest, plan.target)
@@ -130,11 +139,6 @@ def _finish(store_root: Path, plan: RunPlan, origin: dict[str, str],
         result["runs_added"] += 1
     elif plan.added:
         result["runs_updated"] += 1
-    # A run made here that gains a teammate's note stays ours; a pulled one stays pulled.
-    if arrived or plan.pulled_before:
-        mark_pulled(store_root, plan.run_id, origin["remote"], url=origin["url"],
-                    commit=plan.commit, author=plan.meta.get("user"),
-                    host=plan.meta.get("host"))
 
 
 def _blocked(target: Path, rel: bytes) -> bool:
