@@ -298,3 +298,19 @@ def test_ctrl_c_cancels_remote_tasks(tmp_path: Path, cluster: str) -> None:
     wait_for(still, timeout=60, interval=0.2, what="the cancelled task to stop")
     (run_id,) = run_ids(root / ".flowillower")
     assert not list((root / ".flowillower" / "runs" / run_id).glob("replays/*"))
+
+
+def test_lab_default_executor_comes_from_the_environment(tmp_path: Path) -> None:
+    """`$FLOWILLOWER_REPLAY_EXECUTOR` is read when --executor is not given; the flag wins."""
+    root = make_project(tmp_path / "proj")
+    record(root, "epochs=1")
+    env = _env(FLOWILLOWER_REPLAY_EXECUTOR="kubernetes")
+    argv = [sys.executable, "-m", "flowillower", "replay", "loss", "-y", "--dir",
+            str(root / ".flowillower")]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "unknown executor 'kubernetes'" in proc.stderr
+    proc = subprocess.run(argv + ["--executor", "local"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "every selected run already has loss" in proc.stderr

@@ -13,10 +13,12 @@ from .common import dir_option, friendly_errors
               help="Only runs matching this filter (fitlog syntax, expression or text).")
 @click.option("--workers", "-w", default=None, type=click.IntRange(1, 4096),
               help="Tasks at once; outer iterations are split among them [default: 1 "
-                   "locally, every CPU of a Ray cluster].")
-@click.option("--executor", "executor_name", default=None, metavar="local|ray[=ADDRESS]",
-              help="Where the tasks run: local processes, or a Ray cluster (the one "
-                   "`ray start` made here, or HOST:PORT) [default: "
+                   "locally, every CPU of a Ray cluster, 8 Slurm jobs].")
+@click.option("--executor", "executor_name", default=None,
+              metavar="local|ray[=ADDRESS]|slurm[=FOLDER]",
+              help="Where the tasks run: local processes, a Ray cluster (the one "
+                   "`ray start` made here, or HOST:PORT), or Slurm jobs through submitit "
+                   "(FOLDER on the cluster's shared disk) [default: "
                    "$FLOWILLOWER_REPLAY_EXECUTOR, else local].")
 @click.option("--yes", "-y", is_flag=True,
               help="Do not ask before replaying (never implies --trust).")
