@@ -42,12 +42,22 @@ def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
                      include_large=include_large, no_code=no_code)
 
 
-def pull(remote: str = "origin", *, dir: str | os.PathLike[str] | None = None
+def pull(remote: str = "origin", *, runs: str | Sequence[str] | None = None,
+         no_media: bool = False, dir: str | os.PathLike[str] | None = None
          ) -> dict[str, Any]:
-    """Fetch teammates' runs from `remote`; they appear next to yours."""
+    """Fetch teammates' runs from `remote`; they appear next to yours.
+
+    `runs` writes only some: a filter as `flowillower ls` takes (over the fields of each
+    run's run.json and summary.json: project, name, tags, host, user, created, status,
+    args, last metric values) or run ids / id prefixes / names (a list, or text joined
+    by commas). `no_media` leaves `media/` and `artifacts/` files on the remote for
+    later (a pull without it, or opening the run in the UI, brings them).
+    """
+    from .gitops.pullselect import RunSelection
     from .gitops.sync import pull as pull_runs
 
+    selection = RunSelection.parse(runs) if runs is not None else None
     store = Store(dir)
-    result = pull_runs(store.root, remote)
+    result = pull_runs(store.root, remote, runs=selection, no_media=no_media)
     store.sync()
     return result

@@ -113,10 +113,15 @@ def report_deploy(result: dict[str, Any], as_json: bool = False) -> None:
 
 @click.command("pull")
 @click.argument("remote", default="origin")
+@click.option("--runs", "runs_filter", default=None,
+              help="Runs to pull: a filter as `ls` takes, or ids / names (comma-separated).")
+@click.option("--no-media", is_flag=True,
+              help="Leave media/ and artifacts/ on the remote (fetched when a run is opened).")
 @dir_option
 @json_option
 @friendly_errors
-def pull_command(remote: str, store_dir: str | None, as_json: bool) -> None:
+def pull_command(remote: str, runs_filter: str | None, no_media: bool,
+                 store_dir: str | None, as_json: bool) -> None:
     """Fetch runs others pushed to REMOTE; they appear next to yours.
 
     Only what a run holds is accepted (run.json, summaries, record files, media,
@@ -124,12 +129,17 @@ def pull_command(remote: str, store_dir: str | None, as_json: bool) -> None:
     """
     from ..remote import pull
 
-    result = pull(remote, dir=store_dir)
+    result = pull(remote, runs=runs_filter, no_media=no_media, dir=store_dir)
     if as_json:
         print_json(result)
         return
     click.echo(f"pulled from {result['remote']}: {result['runs_added']} new run(s), "
                f"{result['files_added']} new file(s)")
+    if result.get("runs_not_selected"):
+        click.echo(f"left {result['runs_not_selected']} run(s) the selection does not match")
+    if result.get("media_left"):
+        click.echo(f"left {result['media_left']} media/artifact file(s) on the remote: "
+                   "opening a run in `flowillower ui` fetches its own")
     for run_id, why in result.get("runs_refused", []):
         click.echo(f"refused run {run_id}: {why}", err=True)
     for run_id, items in result.get("refused", {}).items():

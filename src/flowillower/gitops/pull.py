@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
-from ..store.provenance import compact_pulled
+from ..store.provenance import compact_pulled, pulled_runs
 from .incoming import read_run_json, valid_run_id
 from .maintenance import store_lock
+from .pullselect import RunSelection, select_commits
 from .pulltrees import read_entries
 from .pullwrite import RunPlan, plan_run, write_runs
 from .refs import (
@@ -50,11 +51,15 @@ _PATH_CHECKS_WARN = [arg for check in ("hasDot", "hasDotdot", "hasDotgit", "full
                      for arg in ("-c", f"fetch.fsck.{check}=warn")]
 
 
-def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dict[str, Any]:
+def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
+         runs: RunSelection | None = None, no_media: bool = False) -> dict[str, Any]:
     """Fetch runs (and their code snapshots) from `remote` into the store.
 
     `run_ids` fetches only those runs' refs, no code refs (a push catching up with runs
-    another machine changed meanwhile).
+    another machine changed meanwhile; a run's media fetched on demand), and looks at
+    each again even when its ref did not move. `runs` writes only the runs it selects
+    (`pullselect`). `no_media` leaves `media/` and `artifacts/` files on the remote; the
+    pull record counts them (`media_left`) and a later pull without it brings them.
 
     Returns `{"remote", "runs_added", "runs_updated", "files_added", "refused"
     ({run id: [[path, reason], ...]}), "runs_refused" ([[run id, reason], ...]: runs not
@@ -74,7 +79,10 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dic
         before = list_refs(git_dir, INCOMING_PREFIX)
         wanted = set(run_ids or ())
         # --no-prune: a user's fetch.prune=true must not delete our local code refs.
-        if run_ids is None:
+        if run_ids is None and runs is not None and runs.ids is not None:
+            specs = [f"+{RUN_REF_PREFIX}{rid}:{INCOMING_PREFIX}{rid}" for rid in runs.ids]
+            specs.append(f"+{_CODE_PREFIX}*:{INCOMING_CODE_PREFIX}*")
+        elif run_ids is None:
             specs = [f"+{RUN_REF_PREFIX}*:{INCOMING_PREFIX}*",
                      f"+{_CODE_PREFIX}*:{INCOMING_CODE_PREFIX}*"]
         else:
@@ -91,6 +99,8 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dic
         result["snapshots_refused"] = _adopt_code_refs(git_dir)
         origin = {"remote": redact(remote), "url": redact(url)}
         commits: dict[str, str] = {}
+        media_left = {rid for rid, rec in pulled_runs(store_root).items()
+                      if rec.get("media_left")} if not no_media else set()
         for ref, commit in sorted(list_refs(git_dir, INCOMING_PREFIX).items()):
             run_id = ref.removeprefix(INCOMING_PREFIX)
             if run_ids is not None and run_id not in wanted:
@@ -100,9 +110,14 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dic
                 store_git(git_dir, ["update-ref", "-d", ref])
                 continue  # never let a remote ref name escape runs/
             target = runs_dir / run_id
-            if target.exists() and before.get(ref) == commit:
+            if run_ids is None and target.exists() and before.get(ref) == commit \
+                    and run_id not in media_left:
                 continue  # nothing new since the last pull
             commits[run_id] = commit
+        if runs is not None:
+            offered = len(commits)
+            commits = select_commits(git_dir, commits, runs)
+            result["runs_not_selected"] = offered - len(commits)
         todo = {}
         for run_id, (entries, refused, broken) in read_entries(git_dir, commits).items():
             if broken:
@@ -114,13 +129,14 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None) -> dic
         plans = []
         for run_id, (commit, entries, refused) in todo.items():
             meta, why = metas[run_id]
-            plan = plan_run(store_root, (commit, run_id, meta), entries, refused) \
-                if meta is not None else why
+            plan = plan_run(store_root, (commit, run_id, meta), entries, refused,
+                            no_media=no_media) if meta is not None else why
             if isinstance(plan, RunPlan):
                 plans.append(plan)
             else:
                 result["runs_refused"].append([run_id, plan])
         write_runs(git_dir, store_root, plans, origin, result)
+        result["media_left"] = sum(plan.record.get("media_left", 0) for plan in plans)
         compact_pulled(store_root)  # under the lock: one merger at a time
     return result
 

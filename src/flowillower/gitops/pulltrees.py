@@ -15,14 +15,14 @@ from pathlib import Path
 from .incoming import entry_refusal
 from .repo import abandon, batch_read, finish, store_git, store_popen
 
-__all__ = ["Entry", "read_entries"]
+__all__ = ["Entry", "read_entries", "read_objects", "parse_tree"]
 
 Entry = tuple[bytes, str, str, int]  # (path, mode, blob id, size)
 _MAX_DEPTH = 64
 _GITLINK = 0o160000
 
 
-def _read_all(git_dir: Path, shas: list[str]) -> dict[str, bytes | None]:
+def read_objects(git_dir: Path, shas: list[str]) -> dict[str, bytes | None]:
     """{id: content} of `shas`, one `cat-file --batch` for all."""
     found: dict[str, bytes | None] = {}
     wanted = list(dict.fromkeys(shas))
@@ -39,7 +39,7 @@ def _read_all(git_dir: Path, shas: list[str]) -> dict[str, bytes | None]:
     return found
 
 
-def _parse_tree(data: bytes, raw_len: int) -> list[tuple[int, bytes, str]]:
+def parse_tree(data: bytes, raw_len: int) -> list[tuple[int, bytes, str]]:
     """[(mode, name, id)] of a tree object; ValueError when malformed."""
     entries, pos = [], 0
     while pos < len(data):
@@ -67,7 +67,7 @@ def read_entries(git_dir: Path, commits: dict[str, str]
     out: dict[str, tuple[list[Entry], list[tuple[bytes, str]], str | None]] = {}
     listed: dict[str, list[tuple[bytes, str, str, str]]] = {rid: [] for rid in commits}
     broken: dict[str, str] = {}
-    bodies = _read_all(git_dir, list(commits.values()))
+    bodies = read_objects(git_dir, list(commits.values()))
     level: list[tuple[str, bytes, str]] = []  # (run id, path prefix, tree id)
     for run_id, commit in commits.items():
         body = bodies.get(commit) or b""
@@ -79,7 +79,7 @@ def read_entries(git_dir: Path, commits: dict[str, str]
     for depth in range(_MAX_DEPTH + 1):
         if not level:
             break
-        trees = _read_all(git_dir, [tree for _r, _p, tree in level])
+        trees = read_objects(git_dir, [tree for _r, _p, tree in level])
         below = []
         for run_id, prefix, tree in level:
             if run_id in broken:
@@ -88,7 +88,7 @@ def read_entries(git_dir: Path, commits: dict[str, str]
                 broken[run_id] = f"folders nested deeper than {_MAX_DEPTH} levels"
                 continue
             try:
-                parsed = _parse_tree(trees.get(tree) or b"", len(tree) // 2)
+                parsed = parse_tree(trees.get(tree) or b"", len(tree) // 2)
             except ValueError:
                 broken[run_id] = "a malformed tree"
                 continue

@@ -25,6 +25,7 @@ __all__ = ["RunPlan", "plan_run", "write_runs"]
 
 
 HEARTBEAT = b"heartbeat.json"  # a live run rewrites it (heartbeat.py)
+MEDIA_DIRS = (b"media/", b"artifacts/")  # what `pull --no-media` leaves for later
 
 
 @dataclass
@@ -45,9 +46,10 @@ class RunPlan:
 
 
 def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: list[Entry],
-             refused: list[tuple[bytes, str]]) -> RunPlan | str:
+             refused: list[tuple[bytes, str]], no_media: bool = False) -> RunPlan | str:
     """What to write of one run whose run.json passed; a reason when the run cannot be
-    written at all."""
+    written at all. `no_media`: files under media/ and artifacts/ are left out and
+    counted in the pull record (`media_left`)."""
     commit, run_id, meta = run
     target = store_root / "runs" / run_id
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -55,8 +57,12 @@ def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: li
     is_new = not target.exists()
     plan = RunPlan(run_id, commit, meta, target, is_new,
                    not is_new and is_pulled(store_root, run_id), refused=refused)
+    left = 0
     for rel, _mode, sha, size in entries:
         local = target / os.fsdecode(rel)
+        if no_media and rel.startswith(MEDIA_DIRS):
+            left += not local.exists()  # what this run still lacks here
+            continue
         if not is_new:
             if _blocked(target, rel) or local.is_symlink() or local.is_dir():
                 refused.append((rel, "the local path is a link or a folder"))
@@ -65,6 +71,7 @@ def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: li
                     and not (plan.pulled_before and rel == HEARTBEAT):
                 continue  # ours already: never overwritten
         plan.wanted.setdefault(sha, []).append(rel)
+    plan.record["media_left"] = left
     return plan
 
 

@@ -32,6 +32,7 @@ LOCAL_DIRNAME = "local"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # '+' is never part of a run id: no batch file name can be taken for a run's records.
 _BATCH = re.compile(r"^(pull|forget)\+\d+\+\d+(\+\d+)?\.jsonl$")
+_LATEST = ("media_left",)  # fields the latest pull sets, not the first
 _COMPACT_OVER = 16  # batch files a pull tolerates before it merges them into one
 _cache: dict[str, tuple[tuple, dict[str, dict[str, Any]]]] = {}
 _cache_lock = threading.Lock()
@@ -130,6 +131,10 @@ def _merge(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     pulls.sort(key=lambda e: _time(e, "first_pull"))
     record = dict(pulls[0])
     record["last_pull"] = max(_time(e, "last_pull") for e in pulls)
+    for key in _LATEST:  # what the run still lacks: the latest pull knows
+        known = [e for e in pulls if key in e]
+        if known:
+            record[key] = max(known, key=lambda e: _time(e, "last_pull"))[key]
     if any("error" in e for e in pulls):  # one unreadable line keeps the run untrusted
         record.setdefault("error", "unreadable pull record")
     return record
