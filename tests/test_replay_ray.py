@@ -314,3 +314,32 @@ def test_lab_default_executor_comes_from_the_environment(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "every selected run already has loss" in proc.stderr
+
+
+def test_tree_archive_carries_no_file_from_outside_the_project(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from flowillower.hindsight.task import tar_tree
+
+    project, tree = tmp_path / "proj", tmp_path / "work" / "tree"
+    project.mkdir()
+    (project / "big.bin").write_bytes(b"weights")
+    (tmp_path / "secret.txt").write_text("token")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "key").write_text("key")
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "train.py").write_text("print(1)\n")
+    (tree / "pkg" / "empty").mkdir()
+    (tree / "big.bin").symlink_to(project / "big.bin")  # linked in: too big for git
+    (tree / "alias.py").symlink_to(tree / "train.py")
+    (tree / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    (tree / "up.txt").symlink_to("../../secret.txt")
+    (tree / "outdir").symlink_to(tmp_path / "outside")
+    (tree / "gone").symlink_to(tmp_path / "missing")
+    with tarfile.open(fileobj=io.BytesIO(tar_tree(tree, [tree, project]))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert not any(m.issym() or m.islnk() for m in members.values())
+        assert set(members) == {"tree", "tree/pkg", "tree/pkg/empty", "tree/train.py",
+                                "tree/big.bin", "tree/alias.py"}
+        assert tar.extractfile("tree/big.bin").read() == b"weights"  # type: ignore[union-attr]

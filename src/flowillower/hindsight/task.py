@@ -61,13 +61,40 @@ def _key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _tar(add: list[tuple[Path, str]], dereference: bool = True) -> bytes:
+def _tar(add: list[tuple[Path, str]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.dereference = dereference  # files linked in from the project travel as bytes
         for path, name in add:
             if path.exists():
                 tar.add(str(path), arcname=name)
+    return buf.getvalue()
+
+
+def _within(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def tar_tree(tree: Path, roots: list[Path]) -> bytes:
+    """The extracted snapshot as a tar. Links (files too big for the snapshot, linked
+    from the project; links committed to the repository) travel as the bytes they point
+    to when those lie in the tree or the project, and are left out otherwise: a task
+    never carries other files of this machine."""
+    roots = [r.resolve() for r in roots]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.dereference = True
+        tar.add(str(tree), arcname="tree", recursive=False)
+        for top, dirs, files in os.walk(tree):
+            for name in sorted(dirs) + sorted(files):
+                path = Path(top) / name
+                arc = "tree/" + path.relative_to(tree).as_posix()
+                if path.is_symlink():
+                    target = path.resolve()
+                    if target.exists() and _within(target, roots):
+                        tar.add(str(path), arcname=arc)  # a linked folder: all of it
+                    continue
+                tar.add(str(path), arcname=arc, recursive=False)
+            dirs[:] = [d for d in dirs if not (Path(top) / d).is_symlink()]
     return buf.getvalue()
 
 
@@ -87,7 +114,9 @@ class Packer:
         run_id = run_dir.name
         tree_key = "tree:" + _key(str(job.workdir))
         if tree_key not in self.trees:
-            self.trees[tree_key] = _tar([(tree, "tree")])
+            git = (job.plan.info.meta.get("git") or {}) if job.plan else {}
+            project = [Path(git["root"])] if git.get("root") else []
+            self.trees[tree_key] = tar_tree(tree, [tree, *project])
         ckpt_key = None
         if plan.get("checkpoints"):
             from . import ledger
@@ -97,7 +126,7 @@ class Packer:
                 self.ckpts[ckpt_key] = _tar(
                     [(run_dir / CKPT_DIRNAME, f"store/runs/{run_id}/{CKPT_DIRNAME}"),
                      (ledger.run_ledger(run_dir),
-                      f"store/local/checkpoints/{run_id}.jsonl")], dereference=False)
+                      f"store/local/checkpoints/{run_id}.jsonl")])
         # Paths on the driver mean nothing there: the worker fills in its own.
         plan["run_dir"] = plan["scratch"] = None
         script = Path(task.argv[1]).relative_to(tree).as_posix()
