@@ -129,3 +129,42 @@ def test_cli_and_api_pull_with_runs_and_no_media(remote, tmp_path):
     got = fw.pull(remote, runs=["aaaaaaaa"], dir=bob)
     assert got["runs_added"] == 1
     assert _pulled(bob) == ["20261124-100000-aaaaaaaa", "20261124-100200-cccccccc"]
+
+
+# -- media fetched when a run is opened ----------------------------------------------
+def test_fetching_a_runs_media_brings_that_run_only_and_only_media(remote, tmp_path):
+    from flowillower.gitops.pullmedia import fetch_run_media
+
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, remote, no_media=True)
+    opened, other = "20261124-100000-aaaaaaaa", "20261124-100100-bbbbbbbb"
+    got = fetch_run_media(bob, opened)
+    assert (got["pulled"], got["files_added"], got["media_left"]) == (True, 2, 0)
+    run = bob / "runs" / opened
+    assert (run / "artifacts" / "w.bin").read_bytes() == opened.encode()
+    assert len(list((run / "media" / "img").iterdir())) == 1
+    assert not (bob / "runs" / other / "media").exists()  # another run: still on the remote
+    assert pulled_info(bob, other)["media_left"] == 2
+    assert fetch_run_media(bob, opened)["files_added"] == 0  # nothing left: no git at all
+    with pytest.raises(ValueError):
+        fetch_run_media(bob, "../alice")
+
+
+def test_media_of_a_run_made_here_is_never_fetched(tmp_path):
+    from flowillower.gitops.pullmedia import fetch_run_media
+
+    store = tmp_path / ".flowillower"
+    make_run(store, "20261124-100000-dddddddd", None)
+    got = fetch_run_media(store, "20261124-100000-dddddddd")
+    assert (got["pulled"], got["files_added"]) == (False, 0)
+
+
+def test_an_unreachable_remote_is_named_when_media_is_fetched(remote, tmp_path):
+    from flowillower.gitops.pullmedia import MediaFetchError, fetch_run_media
+
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, remote, no_media=True)
+    (tmp_path / "remote.git").rename(tmp_path / "moved.git")
+    with pytest.raises(MediaFetchError, match="cannot be reached"):
+        fetch_run_media(bob, "20261124-100000-aaaaaaaa")
+    assert pulled_info(bob, "20261124-100000-aaaaaaaa")["media_left"] == 2

@@ -52,14 +52,16 @@ _PATH_CHECKS_WARN = [arg for check in ("hasDot", "hasDotdot", "hasDotgit", "full
 
 
 def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
-         runs: RunSelection | None = None, no_media: bool = False) -> dict[str, Any]:
+         runs: RunSelection | None = None, no_media: bool = False,
+         media_only: bool = False) -> dict[str, Any]:
     """Fetch runs (and their code snapshots) from `remote` into the store.
 
     `run_ids` fetches only those runs' refs, no code refs (a push catching up with runs
     another machine changed meanwhile; a run's media fetched on demand), and looks at
     each again even when its ref did not move. `runs` writes only the runs it selects
     (`pullselect`). `no_media` leaves `media/` and `artifacts/` files on the remote; the
-    pull record counts them (`media_left`) and a later pull without it brings them.
+    pull record counts them (`media_left`) and a later pull without it brings them;
+    `media_only` writes nothing else (a run's media fetched when it is opened).
 
     Returns `{"remote", "runs_added", "runs_updated", "files_added", "refused"
     ({run id: [[path, reason], ...]}), "runs_refused" ([[run id, reason], ...]: runs not
@@ -130,7 +132,8 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
         for run_id, (commit, entries, refused) in todo.items():
             meta, why = metas[run_id]
             plan = plan_run(store_root, (commit, run_id, meta), entries, refused,
-                            no_media=no_media) if meta is not None else why
+                            no_media=no_media, media_only=media_only) \
+                if meta is not None else why
             if isinstance(plan, RunPlan):
                 plans.append(plan)
             else:

@@ -46,10 +46,11 @@ class RunPlan:
 
 
 def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: list[Entry],
-             refused: list[tuple[bytes, str]], no_media: bool = False) -> RunPlan | str:
+             refused: list[tuple[bytes, str]], no_media: bool = False,
+             media_only: bool = False) -> RunPlan | str:
     """What to write of one run whose run.json passed; a reason when the run cannot be
     written at all. `no_media`: files under media/ and artifacts/ are left out and
-    counted in the pull record (`media_left`)."""
+    counted in the pull record (`media_left`); `media_only`: nothing else is written."""
     commit, run_id, meta = run
     target = store_root / "runs" / run_id
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -62,6 +63,8 @@ def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: li
         local = target / os.fsdecode(rel)
         if no_media and rel.startswith(MEDIA_DIRS):
             left += not local.exists()  # what this run still lacks here
+            continue
+        if media_only and not rel.startswith(MEDIA_DIRS):
             continue
         if not is_new:
             if _blocked(target, rel) or local.is_symlink() or local.is_dir():

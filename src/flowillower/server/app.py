@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from .api import Api
 from .lineage_api import lineage_endpoints
+from .media_fetch import media_fetch_endpoints
 from .routing import ApiError, json_response, make_route, openapi_schema
 from .security import GuardMiddleware
 from .store_view import StoreView
@@ -140,6 +141,7 @@ def create_app(store_root: str | os.PathLike[str], token: str | None = None, *,
     view = StoreView(store_root, interval=sync_interval)
     api = Api(view, token)
     endpoints = api.endpoints() + saved_view_endpoints(view.root) + lineage_endpoints(view.root)
+    endpoints += media_fetch_endpoints(view.root)
     schema = openapi_schema(endpoints, __version__)
 
     async def index(request: Request) -> Response:

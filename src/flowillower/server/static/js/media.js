@@ -25,6 +25,16 @@ export function imagesHref(runs, key, step) {
   return `#/run/${encodeURIComponent(runs[0])}/images?${q.toString().replace(/%2C/g, ",")}`;
 }
 
+/** Fetch what `pull --no-media` left on the remote of run `id` (live UI only; a run with
+ * nothing left answers at once): {added, note, error}. Opening a run fetches its media. */
+export async function fetchRunMedia(id) {
+  if (api.readonly) return { added: 0, note: "" };
+  try {
+    const r = await api.put(runPath(id, "/fetched-media"));
+    return { added: r.files_added, note: r.files_added ? `fetched ${r.files_added} media file(s) of this run from ${r.remote}` : "" };
+  } catch (e) { return { added: 0, error: true, note: e.message }; }
+}
+
 /** The run page's card of one image key: a step slider, click / Enter to enlarge. */
 export async function imageCard(id, key) {
   const c = h("section", { class: "card media-card" }, h("h2", { text: `Images: ${key}` }));
@@ -79,6 +89,9 @@ export async function render(root, { args, params }) {
     root.append(h("p", { class: "error", text: e.message }), h("a", { href: "#/", text: "← runs" }));
     return null;
   }
+  const fetched = await Promise.all(infos.map((d) => fetchRunMedia(d.run.id)));
+  for (const f of fetched) if (f.error) root.append(h("p", { class: "error media-fetch", text: f.note }));
+  if (fetched.some((f) => f.added)) infos = await Promise.all(infos.map((d) => api.get(runPath(d.run.id))));
   const ids = infos.map((d) => d.run.id);
   const keys = [...new Set(infos.flatMap((d) => d.keys.image))].sort();
   let key = params.get("key") || keys[0] || "";

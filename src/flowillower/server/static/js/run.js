@@ -4,7 +4,7 @@ import { api, runPath } from "./api.js";
 import { clear, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
 import { showCodeDiff } from "./diffview.js";
 import { heatmap } from "./heatmap.js";
-import { imageCard } from "./media.js";
+import { fetchRunMedia, imageCard } from "./media.js";
 import { snapshotBrowser } from "./snapshot.js";
 import { params, selection, setParams } from "./state.js";
 
@@ -107,8 +107,12 @@ export async function render(root, { args, params }) {
   grid.append(diffCard(id));
   import("./lineage.js").then((m) => m.lineageCard(grid, id)).catch(() => null);  // inputs and consumers DAG
 
-  for (const key of d.keys.image) grid.append(await imageCard(id, key));
-  for (const key of d.keys.artifact) grid.append(await artifactCard(id, key));
+  // A run pulled with --no-media gets its media from its remote now (media.js).
+  const got = await fetchRunMedia(id);
+  if (got.note) grid.append(card("Media", h("p", { class: got.error ? "error media-fetch" : "muted media-fetch", text: got.note })));
+  const keys = got.added ? (await api.get(runPath(id))).keys : d.keys;
+  for (const key of keys.image) grid.append(await imageCard(id, key));
+  for (const key of keys.artifact) grid.append(await artifactCard(id, key));
   for (const key of d.keys.hist.slice(0, 12)) {
     const c = card(`Histogram ${key}`, h("p", { class: "muted", text: "loading…" }));
     grid.append(c);
