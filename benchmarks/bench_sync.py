@@ -2,7 +2,8 @@
 
 A store of N finished runs (50 steps of two metrics each) is pushed to a bare remote, then
 one new run is added and pushed, a fresh store pulls everything, one more run is pushed
-and the fresh store pulls it. The runs are made quickly: one real run written through
+and the fresh store pulls it; another fresh store pulls 16 runs picked by an id prefix
+(`pull --runs`). The runs are made quickly: one real run written through
 the API (`fw.init` / `fw.log` / `fw.finish`) is copied N times with new ids (run.json and
 summary.json name the new id) and each copy's record file gets one more intact frame with
 a value of its own, so no two runs share a blob (a remote holding N identical files
@@ -58,6 +59,13 @@ got = timed("fresh pull", lambda: pull(fresh, remote))
 add_run(store, "new-2")
 push(store, remote)
 again = timed("pull of 1 new run", lambda: pull(fresh, remote))
+try:  # pull --runs: 16 runs picked out of all by an id prefix (the previous package lacks it)
+    from flowillower.gitops.pullselect import RunSelection
+    picked = timed("pull --runs (16 runs)", lambda: pull(
+        fresh.with_name("picked"), remote, runs=RunSelection.parse("20260101-000000-0000000")))
+    times["runs added (pull --runs)"] = picked["runs_added"]
+except ImportError:
+    pass
 times["pushed (incremental)"] = pushed["pushed"]
 times["runs added (fresh pull)"] = got["runs_added"]
 times["runs added (incremental pull)"] = again["runs_added"]
@@ -185,7 +193,8 @@ def main() -> None:
                 results[f"before ({args.baseline_rev})"] = run_child(tmp, "old", src, store)
         results["plain git (floor)"] = floor(tmp, tmp / "new" / "store")
         store_size, store_blocks = folder_bytes(store / "runs")
-        rows = ["first push", "push of 1 new run", "fresh pull", "pull of 1 new run"]
+        rows = ["first push", "push of 1 new run", "fresh pull", "pull of 1 new run",
+                "pull --runs (16 runs)"]
         labels = list(results)
         print(f"\n{'seconds, ' + str(count) + ' runs':<26}" +
               "".join(f"{label:>22}" for label in labels))
@@ -193,7 +202,8 @@ def main() -> None:
             cells = [results[label].get(row) for label in labels]
             print(f"{row:<26}" + "".join(f"{c:>22.2f}" if c is not None else f"{'-':>22}"
                                          for c in cells))
-        for check in ("pushed (incremental)", "runs added (fresh pull)"):
+        for check in ("pushed (incremental)", "runs added (fresh pull)",
+                      "runs added (pull --runs)"):
             print(f"{check:<26}" + "".join(f"{results[label].get(check, '-'):>22}"
                                            for label in labels))
         print(f"\nbytes per run: store's run folders {store_size / count:.0f} "

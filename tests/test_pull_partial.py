@@ -168,3 +168,42 @@ def test_an_unreachable_remote_is_named_when_media_is_fetched(remote, tmp_path):
     with pytest.raises(MediaFetchError, match="cannot be reached"):
         fetch_run_media(bob, "20261124-100000-aaaaaaaa")
     assert pulled_info(bob, "20261124-100000-aaaaaaaa")["media_left"] == 2
+
+
+def test_fetching_media_writes_nothing_else_of_the_run(remote, tmp_path):
+    from flowillower.gitops.pullmedia import fetch_run_media
+
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, remote, no_media=True)
+    run_id = "20261124-100000-aaaaaaaa"
+    alice = tmp_path / "alice" / ".flowillower"
+    (alice / "runs" / run_id / "notes").mkdir()
+    (alice / "runs" / run_id / "notes" / "n.json").write_text('{"notes": "later"}')
+    push(alice, remote)  # the run moved on the remote: a note besides its media
+    assert fetch_run_media(bob, run_id)["files_added"] == 2
+    assert not (bob / "runs" / run_id / "notes").exists()
+    got = pull(bob, remote)  # the note comes with a pull, the other runs' media too
+    assert (got["files_added"], got["refused"]) == (5, {}), got
+    assert (bob / "runs" / run_id / "notes" / "n.json").read_text() == '{"notes": "later"}'
+
+
+def test_a_pull_killed_after_a_run_arrived_leaves_it_a_teammates(remote, tmp_path,
+                                                                  monkeypatch):
+    import os
+
+    from flowillower.store.provenance import is_pulled
+
+    real = os.rename
+
+    def rename_then_die(src, dst):
+        real(src, dst)
+        if os.path.basename(os.path.dirname(dst)) == "runs":
+            raise KeyboardInterrupt  # killed right after the first run appeared in runs/
+
+    monkeypatch.setattr("flowillower.gitops.pullwrite.os.rename", rename_then_die)
+    bob = tmp_path / "bob" / ".flowillower"
+    with pytest.raises(KeyboardInterrupt):
+        pull(bob, remote)
+    monkeypatch.undo()
+    arrived = _pulled(bob)
+    assert len(arrived) == 1 and is_pulled(bob, arrived[0])

@@ -139,6 +139,8 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
             else:
                 result["runs_refused"].append([run_id, plan])
         write_runs(git_dir, store_root, plans, origin, result)
+        if media_only:  # the rest of a newer version is not here: the next pull writes it
+            _restore_refs(git_dir, before, list(commits))
         result["media_left"] = sum(plan.record.get("media_left", 0) for plan in plans)
         compact_pulled(store_root)  # under the lock: one merger at a time
     return result
@@ -168,6 +170,14 @@ def _run_metas(git_dir: Path, listed: dict[str, list[tuple[bytes, str, str, int]
             raise
         finish(reader)
     return metas
+
+
+def _restore_refs(git_dir: Path, before: dict[str, str], run_ids: list[str]) -> None:
+    """Point incoming refs of `run_ids` back to what they were before this pull."""
+    lines = [f"update {INCOMING_PREFIX}{rid} {before[INCOMING_PREFIX + rid]}\n"
+             for rid in run_ids if INCOMING_PREFIX + rid in before]
+    if lines:
+        store_git(git_dir, ["update-ref", "--stdin"], input="".join(lines).encode())
 
 
 def _adopt_code_refs(git_dir: Path) -> int:
