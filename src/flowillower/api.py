@@ -15,6 +15,8 @@ from typing import Any
 from . import args as _args
 from .errors import NoActiveRunError
 from .run import Run
+from .store import continuation as _resume
+from .store.layout import ensure_store, find_store_root, new_run_id
 
 _current: Run | None = None
 _debug = False
@@ -111,6 +113,9 @@ def init(
     snapshot: bool = True,
     max_buffer: int | str | None = None,
     system_metrics: float | bool | None = None,
+    id: str | None = None,  # noqa: A002 - the name users know from other trackers
+    resume: str = "never",
+    fork_from: tuple[str, int] | None = None,
 ) -> Run:
     """Start a run and make it current. Nothing is written until the first logged value.
 
@@ -121,6 +126,14 @@ def init(
     dropped and counted in summary.json (`dropped_values`). `system_metrics`: sample CPU,
     memory, disk, network and GPUs under `system/` (True: every 10 s, or the seconds
     between logged means; needs psutil, the `[system]` extra).
+
+    `id` names the run; `resume` says what an existing run of that id means: "never"
+    (an error), "allow" (continue it, else start it), "must" (continue it, else an
+    error) or "auto" (a script restarted after a crash continues its run, found through
+    $FLOWILLOWER_RUN_ID, $SLURM_JOB_ID or an id file keyed by the script and its
+    arguments). A continued run writes a new segment; values at steps it logs again
+    supersede the earlier ones. `fork_from=(run_id, step)` starts a new run holding
+    the parent's values up to `step`, its args, and `fork_of` in run.json.
     """
     global _current
     with _start_lock:
@@ -135,8 +148,16 @@ def init(
             dir = dir if dir is not None else scope.dir
             own = list(tags or [])
             tags = own + [t for t in scope.tags if t not in own]
+        records = (this_rank == 0 or all_ranks) and not _debug
+        cont = _continuation(dir, id, resume, fork_from, records)
         run = Run(project, name, None, tags, notes, dir, snapshot=snapshot, rank=this_rank,
-                  record_all_ranks=all_ranks, run_id=run_id, max_buffer=max_buffer)
+                  record_all_ranks=all_ranks, run_id=cont.run_id or run_id,
+                  max_buffer=max_buffer,
+                  segment=cont.segment, previous=cont.previous, fork_of=cont.fork_of)
+        if cont.inherited_args:
+            run.args.update(cont.inherited_args)
+        if cont.id_file is not None and this_rank == 0:
+            _resume.remember(cont.id_file, run.id)
         if this_rank != 0 and not all_ranks:
             run.status = "skipped"  # non-zero rank: a silent run that records nothing
         _current = run
@@ -153,6 +174,27 @@ def init(
 
         sample_system(run, 10.0 if system_metrics is True else float(system_metrics))
     return run
+
+
+def _continuation(dir: str | os.PathLike[str] | None, run_id: str | None, resume: str,
+                  fork_from: tuple[str, int] | None, records: bool) -> _resume.Continuation:
+    """What `init` starts: a new run, the next segment of one, or a fork (its parent's
+    values copied in first). `records`: False for a process that records nothing."""
+    if not records or (fork_from is None and resume == "never" and run_id is None):
+        return _resume.Continuation(run_id)  # the common case: no store look-up
+    root = find_store_root(dir)
+    if fork_from is None:
+        return _resume.resolve(root, run_id, resume)
+    if resume != "never":
+        raise ValueError("fork_from starts a new run: it cannot be combined with resume")
+    parent, step = _resume.parse_fork(fork_from)
+    cont = _resume.resolve(root, run_id, "never")
+    cont.run_id = cont.run_id or new_run_id()
+    ensure_store(root)
+    inherited = _resume.write_fork(root, parent, step, cont.run_id)
+    cont.segment, cont.fork_of = 2, inherited["fork_of"]
+    cont.inherited_args = inherited["args"]
+    return cont
 
 
 def current_run(create: bool = True) -> Run:

@@ -32,6 +32,7 @@ from .loops import LoopSurface, StepHook
 from .rows import queue_known, queue_new
 from .runinfo import Setup, atomic_write_json, default_name, max_buffer_bytes, meta_document
 from .store.buffer import BufferSet
+from .store.continuation import continuation_fields, data_file_name, set_aside_summary
 from .store.layout import (
     ensure_store,
     find_store_root,
@@ -78,21 +79,24 @@ class Run(LoopSurface):
         run_id: str | None = None,
         flush_interval: float = 0.5,
         max_buffer: int | str | None = None,
+        segment: int = 1, previous: Mapping[str, Any] | None = None,
+        fork_of: Mapping[str, Any] | None = None,
     ) -> None:
         self.store_root = find_store_root(dir)
         self.id = run_id or new_run_id()
-        self.project = project or self.store_root.parent.name
-        self.name = name or default_name(self.id)
-        self.tags = list(tags or [])
-        self.notes = notes or ""
-        self.created = _now()
+        prev = self._previous = dict(previous or {})  # run.json continued (segment > 1)
+        self.segment, self.fork_of = segment, dict(fork_of or prev.get("fork_of") or {})
+        self.project = project or prev.get("project") or self.store_root.parent.name
+        self.name = name or prev.get("name") or default_name(self.id)
+        self.tags, self.notes = list(tags or prev.get("tags") or []), notes or prev.get("notes", "")
+        self.created = prev.get("created") or _now()
         # A forked child (e.g. a DataLoader worker) inherits this object; only the process
         # that created the run may finish it.
         self._owner_pid = os.getpid()
         self.rank = rank
         self.status: str | None = None  # set once finished
         self.dir = runs_dir(self.store_root) / self.id
-        self._data_file = "data.fwl" if rank == 0 else f"data.rank{rank}.fwl"
+        self._data_file = data_file_name(rank, segment)
         self._record_all_ranks = record_all_ranks
         self._flush_interval = flush_interval
         # Bytes of values the writer may hold while it cannot write (None: its default).
@@ -141,6 +145,7 @@ class Run(LoopSurface):
         fields = {"id": self.id, "project": self.project, "name": self.name,
                   "tags": self.tags, "notes": self.notes, "created": self.created,
                   "rank": self.rank}
+        fields.update(continuation_fields(self.segment, self.fork_of, self._previous))
         meta = meta_document(fields, self._setup.extra)
         atomic_write_json(self.dir / "run.json", meta)
         return meta
@@ -156,6 +161,7 @@ class Run(LoopSurface):
                 return
             ensure_store(self.store_root)
             self.dir.mkdir(parents=True, exist_ok=True)
+            set_aside_summary(self.dir, self.rank, self.segment, self.event)  # resumed
             meta = self._write_meta() if self.rank == 0 else None
             # max_pending_bytes only when set: the writer's own default reads the
             # environment (and benchmarks swap in writers that predate the bound).

@@ -29,7 +29,8 @@ __all__ = ["LARGE_ARTIFACT", "valid_run_id", "entry_refusal", "content_refusal",
 LARGE_ARTIFACT = 50 * 2**20  # GitHub warns at 50 MB and refuses files over 100 MB
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TOP_FILES = re.compile(
-    r"^(run\.json|summary(\.rank\d+)?\.json|heartbeat\.json|data(\.rank\d+)?\.fwl)$")
+    r"^(run\.json|summary(\.rank\d+)?(\.seg\d+)?\.json|heartbeat\.json"
+    r"|data(\.rank\d+)?(\.seg\d+)?\.fwl)$")
 _REPLAY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.fwl$")
 _NOTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.json$")
 _FILE_MODES = ("100644", "100755")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 ROW_FILE = "index-row.json"
 ROW_VERSION = 1
 _STATUSES = ("running", "success", "failed", "killed")
-_DATA_FILE = re.compile(r"data(\.rank\d+)?\.fwl\Z")
+_DATA_FILE = re.compile(r"data(\.rank\d+)?(\.seg\d+)?\.fwl\Z")
 
 
 def frame_files(run_dir: str, names: list[str] | None = None) -> dict[str, int]:

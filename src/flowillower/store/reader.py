@@ -19,6 +19,7 @@ from ..heartbeat import liveness
 from .documents import read_meta, read_summary
 from .format import iter_frames
 from .layout import pid_alive
+from .segments import NO_CUTOFF, STEPPED_ROLES, cutoffs, segment_files
 
 # The order of statuses a run goes through; `killed` is inferred for dead writers.
 STATUSES = ("running", "success", "failed", "killed", "lost")
@@ -168,6 +169,8 @@ class _Collector:
         self.roles: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
         self.frame_seq = 0  # frames read so far, over all files: their writing order
+        self.rewinds: dict[int, int | None] = {}  # segment -> its rewind point
+        self.segment = 0  # of the file being added
 
     def _global_ctx(self, coords: dict[str, int]) -> int:
         key = tuple(coords.items())
@@ -180,13 +183,18 @@ class _Collector:
             self.coords.append(key)
         return gid
 
-    def add_file(self, path: Path, replayed: bool) -> None:
+    def add_file(self, path: Path, replayed: bool, segment: int = 0) -> None:
+        """Add one frame file's values; `segment` (1, 2, ...; 0: a replay) places them
+        in the run's continuations (see `segments`)."""
         try:
             data = path.read_bytes()
         except OSError:
             return
         decoded = decode_values(data)
         keys, contexts = decoded.keys, decoded.contexts
+        if segment:
+            self._note_rewind(decoded, segment)
+        self.segment = segment
         # Local -> global context ids as two sorted arrays, not a table indexed by the
         # local id: a hostile file's id of 2**32-1 must not allocate gigabytes, and an
         # id no definition names maps to context 0 (the run level).
@@ -213,12 +221,46 @@ class _Collector:
                               _map_contexts(block.ctx[sel], local_ids, global_ids),
                               block.step[sel], block.time[sel], block.values[sel])
 
+    def _note_rewind(self, decoded: FileValues, segment: int) -> None:
+        """The lowest step of the file's stepped values, over every key (not only the
+        wanted ones: what a segment supersedes must not depend on the query)."""
+        ids = [kid for kid, (_n, role) in decoded.keys.items() if role in STEPPED_ROLES]
+        point = self.rewinds.get(segment)
+        if ids:
+            wanted = np.array(ids, np.int64)
+            for _events, blocks in decoded.frames:
+                for block in blocks:
+                    steps = block.step[np.isin(block.key, wanted) & (block.step >= 0)]
+                    if len(steps):
+                        low = int(steps.min())
+                        point = low if point is None else min(point, low)
+        self.rewinds[segment] = point
+
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
         self.roles.setdefault(name, role)
         self.parts.setdefault(name, []).append(
-            (kind, replayed, ctx, step, time, values, self.frame_seq))
+            (kind, replayed, ctx, step, time, values, self.frame_seq, self.segment))
+
+    def _superseded(self) -> None:
+        """Leave out values a later segment rewound over (they stay in their file)."""
+        cuts = cutoffs(self.rewinds)
+        if not any(cut != NO_CUTOFF for cut in cuts.values()):
+            return
+        for name, parts in self.parts.items():
+            if self.roles[name] not in STEPPED_ROLES:
+                continue
+            kept = []
+            for part in parts:
+                cut = cuts.get(part[7], NO_CUTOFF)
+                if cut != NO_CUTOFF:
+                    sel = part[3] < cut
+                    if not sel.all():
+                        part = (*part[:2], *(col[sel] for col in part[2:6]), *part[6:])
+                kept.append(part)
+            self.parts[name] = [p for p in kept if len(p[3])] or kept[:1]
 
     def finish(self) -> RunData:
+        self._superseded()
         coords = np.full((len(self.coords), len(self.loop_names)), -1, np.int64)
         col = {name: i for i, name in enumerate(self.loop_names)}
         for gid, key in enumerate(self.coords):
@@ -235,7 +277,7 @@ def _merge(name: str, role: str, parts: list) -> Series:
     kinds = {p[0] for p in parts}
     kind = "object" if "object" in kinds else ("float" if "float" in kinds else "int")
     if len(parts) == 1:
-        _, rep, ctx, step, time, values, _ = parts[0]
+        _, rep, ctx, step, time, values, *_ = parts[0]
         replayed = np.full(len(step), rep)
     else:
         ctx = np.concatenate([p[2] for p in parts])
@@ -275,7 +317,7 @@ class RunReader:
 
     def data_files(self) -> list[tuple[Path, bool]]:
         """The run's frame files with a flag telling replayed ones apart."""
-        files = [(p, False) for p in sorted(self.dir.glob("data*.fwl"))]
+        files = [(p, False) for p, _seg in segment_files(self.dir)]
         replays = self.dir / "replays"
         if replays.is_dir():
             files += [(p, True) for p in sorted(replays.glob("*.fwl"))]
@@ -295,6 +337,12 @@ class RunReader:
     def load(self, names: list[str] | set[str] | None = None) -> RunData:
         """Decode the run's values; `names` restricts which keys are materialised."""
         collector = _Collector(set(names) if names is not None else None)
+        segments = {p: seg for p, seg in segment_files(self.dir)}
         for path, replayed in self.data_files():
-            collector.add_file(path, replayed)
+            collector.add_file(path, replayed, 0 if replayed else segments.get(path, 1))
         return collector.finish()
+
+    @property
+    def segments(self) -> int:
+        """How many stretches the run has (resumed runs: more than 1)."""
+        return max(1, max((seg for _p, seg in segment_files(self.dir)), default=1))
