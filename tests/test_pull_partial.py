@@ -207,3 +207,19 @@ def test_a_pull_killed_after_a_run_arrived_leaves_it_a_teammates(remote, tmp_pat
     monkeypatch.undo()
     arrived = _pulled(bob)
     assert len(arrived) == 1 and is_pulled(bob, arrived[0])
+
+
+def test_many_pull_record_files_are_merged_into_one(tmp_path):
+    from flowillower.store.provenance import compact_pulled, forget_run, mark_pulled_many
+
+    ids = [f"20261124-100000-{i:08x}" for i in range(20)]
+    for run_id in ids:  # twenty pulls of one run each
+        mark_pulled_many(tmp_path, [{"run": run_id, "remote": "origin", "author": "a"}])
+    mark_pulled_many(tmp_path, [{"run": ids[0], "remote": "other", "author": "b"}])
+    forget_run(tmp_path, ids[1])
+    before = {run_id: pulled_info(tmp_path, run_id) for run_id in ids}
+    assert before[ids[1]] is None and before[ids[0]]["author"] == "a"  # first pull wins
+    assert compact_pulled(tmp_path)
+    assert len(list((local_dir(tmp_path) / "pulled").iterdir())) == 1
+    assert {run_id: pulled_info(tmp_path, run_id) for run_id in ids} == before
+    assert not compact_pulled(tmp_path)
