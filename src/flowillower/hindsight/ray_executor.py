@@ -75,8 +75,14 @@ class RayExecutor(Executor):
                 "before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set; set it in the "
                 "environment first")
         if not ray.is_initialized():
-            ray.init(address=self.address, log_to_driver=False,
-                     logging_level="ERROR", configure_logging=False)
+            try:
+                ray.init(address=self.address, log_to_driver=False,
+                         logging_level="ERROR", configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                from ..errors import FlowillowerError
+
+                raise FlowillowerError(f"cannot connect to the Ray cluster at "
+                                       f"{self.address}: {exc}") from None
             self._connected_here = True
             if not self.explicit_workers:
                 self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
