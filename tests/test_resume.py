@@ -242,3 +242,30 @@ def test_the_guide_example_runs_and_reads_as_it_says(tmp_path, monkeypatch, caps
                                    + [0.1 / (s + 1) for s in range(8, 12)])
     meta = json.loads((namespace["child"].dir / "run.json").read_text())
     assert meta["fork_of"]["run"] == "sweep-a" and meta["fork_of"]["step"] == 7
+
+
+def test_a_restart_inside_loops_rewinds_by_the_outer_loop_index(store_dir):
+    """Loop steps restart in a new process; the loop indices (the script's own, from
+    its checkpoint) say where it rewound to: epochs 2 and 3 are the restart's."""
+    fw.init(id="epochs", snapshot=False)
+    fw.arg("lr", 0.1)
+    for epoch in range(4):
+        with fw.iteration("epoch", epoch):
+            for _batch in fw.loop("batch", range(2)):
+                fw.log("loss", float(epoch))
+    fw.log("best", 3.0, step=3)  # a run-level value at step 3: kept, nothing redid it
+    fw.finish("killed")
+    fw.init(id="epochs", resume="must", snapshot=False)
+    for epoch in range(2, 4):  # the checkpoint was taken after epoch 1
+        with fw.iteration("epoch", epoch):
+            for _batch in fw.loop("batch", range(2)):
+                fw.log("loss", 10.0 + epoch)
+    fw.finish()
+    fw.runs()
+    df = fw.dataframe("loss", "best", runs=["epochs"])
+    got = sorted(zip(df["epoch"], df["batch"], df["loss"]))
+    assert got == [(0, 0, 0.0), (0, 1, 0.0), (1, 0, 1.0), (1, 1, 1.0),
+                   (2, 0, 12.0), (2, 1, 12.0), (3, 0, 13.0), (3, 1, 13.0)]
+    series = RunReader(store_dir / "runs" / "epochs").load().series
+    assert series["best"].values.tolist() == [3.0]
+    assert series["lr"].values.tolist() == [0.1]

@@ -19,7 +19,7 @@ from ..heartbeat import liveness
 from .documents import read_meta, read_summary
 from .format import iter_frames
 from .layout import pid_alive
-from .segments import NO_CUTOFF, STEPPED_ROLES, cutoffs, segment_files
+from .segments import NO_CUTOFF, RUN_LEVEL, STEPPED_ROLES, cutoffs, segment_files
 
 # The order of statuses a run goes through; `killed` is inferred for dead writers.
 STATUSES = ("running", "success", "failed", "killed", "lost")
@@ -169,8 +169,9 @@ class _Collector:
         self.roles: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
         self.frame_seq = 0  # frames read so far, over all files: their writing order
-        self.rewinds: dict[int, int | None] = {}  # segment -> its rewind point
+        self.rewinds: dict[int, dict[str, int]] = {}  # segment -> its rewind points
         self.segment = 0  # of the file being added
+        self.segmented = False  # whether the run has several segments (see `segments`)
 
     def _global_ctx(self, coords: dict[str, int]) -> int:
         key = tuple(coords.items())
@@ -192,7 +193,7 @@ class _Collector:
             return
         decoded = decode_values(data)
         keys, contexts = decoded.keys, decoded.contexts
-        if segment:
+        if segment and self.segmented:  # a run never resumed pays nothing here
             self._note_rewind(decoded, segment)
         self.segment = segment
         # Local -> global context ids as two sorted arrays, not a table indexed by the
@@ -222,19 +223,29 @@ class _Collector:
                               block.step[sel], block.time[sel], block.values[sel])
 
     def _note_rewind(self, decoded: FileValues, segment: int) -> None:
-        """The lowest step of the file's stepped values, over every key (not only the
+        """The file's rewind points (see `segments`), over every key (not only the
         wanted ones: what a segment supersedes must not depend on the query)."""
+        points = self.rewinds.setdefault(segment, {})
         ids = [kid for kid, (_n, role) in decoded.keys.items() if role in STEPPED_ROLES]
-        point = self.rewinds.get(segment)
-        if ids:
-            wanted = np.array(ids, np.int64)
-            for _events, blocks in decoded.frames:
-                for block in blocks:
-                    steps = block.step[np.isin(block.key, wanted) & (block.step >= 0)]
-                    if len(steps):
-                        low = int(steps.min())
-                        point = low if point is None else min(point, low)
-        self.rewinds[segment] = point
+        if not ids:
+            return
+        wanted = np.array(ids, np.int64)
+        for _events, blocks in decoded.frames:
+            for block in blocks:
+                sel = np.isin(block.key, wanted)
+                if not sel.any():
+                    continue
+                ctx, step = block.ctx[sel], block.step[sel]
+                for c in np.unique(ctx).tolist():
+                    coords = decoded.contexts.get(c) or {}
+                    if coords:  # inside loops: the outermost loop's index
+                        kind, low = next(iter(coords.items()))
+                    else:
+                        real = step[(ctx == c) & (step >= 0)]
+                        if not len(real):
+                            continue
+                        kind, low = RUN_LEVEL, int(real.min())
+                    points[kind] = min(points.get(kind, NO_CUTOFF), int(low))
 
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
         self.roles.setdefault(name, role)
@@ -244,16 +255,23 @@ class _Collector:
     def _superseded(self) -> None:
         """Leave out values a later segment rewound over (they stay in their file)."""
         cuts = cutoffs(self.rewinds)
-        if not any(cut != NO_CUTOFF for cut in cuts.values()):
+        if not any(cuts.values()):
             return
+        # Per global context: its outermost loop and index (run level: none, the step).
+        outer = [key[0] if key else (RUN_LEVEL, -1) for key in self.coords]
+        outer_idx = np.array([idx for _loop, idx in outer], np.int64)
         for name, parts in self.parts.items():
             if self.roles[name] not in STEPPED_ROLES:
                 continue
             kept = []
             for part in parts:
-                cut = cuts.get(part[7], NO_CUTOFF)
-                if cut != NO_CUTOFF:
-                    sel = part[3] < cut
+                cut = cuts.get(part[7])
+                if cut:
+                    limit = np.array([cut.get(loop, NO_CUTOFF) for loop, _i in outer],
+                                     np.int64)
+                    ctx, step = part[2], part[3]
+                    position = np.where(outer_idx[ctx] >= 0, outer_idx[ctx], step)
+                    sel = position < limit[ctx]
                     if not sel.all():
                         part = (*part[:2], *(col[sel] for col in part[2:6]), *part[6:])
                 kept.append(part)
@@ -338,6 +356,7 @@ class RunReader:
         """Decode the run's values; `names` restricts which keys are materialised."""
         collector = _Collector(set(names) if names is not None else None)
         segments = {p: seg for p, seg in segment_files(self.dir)}
+        collector.segmented = len(set(segments.values())) > 1
         for path, replayed in self.data_files():
             collector.add_file(path, replayed, 0 if replayed else segments.get(path, 1))
         return collector.finish()

@@ -4,24 +4,26 @@ A run's first stretch writes `data.fwl`; each resumed stretch writes a new file
 `data.seg<N>.fwl` (N = 2, 3, ...), so a run stays append-only and no file is ever
 merged or rewritten. Rank files follow the same rule (`data.rank1.seg2.fwl`).
 
-Rewinding: a resumed script usually restarts from a checkpoint, so its first step may be
-lower than the last step already recorded. The *rewind point* of a segment is the lowest
-step (>= 0) of its metric values; every value of an earlier segment at that step or later
-is superseded: readers leave it out, the file keeps it. Args are run-level (step 0) and
-never superseded: the last value logged wins as always. Values without a step (-1) and
-system values (charted against wall time) are never superseded.
+Rewinding: a resumed script usually restarts from a checkpoint, so its first position
+may be before the last one already recorded. A segment's *rewind points* are, for its
+metric values logged outside any loop, their lowest step (>= 0), and for those logged
+inside loops, per outermost loop, the lowest index of that loop. Every value of an earlier
+segment at or past a later segment's rewind point (the same kind of position: a step, or
+an index of the same outermost loop) is superseded: readers leave it out, the file keeps
+it. Args are never superseded (the last value logged wins as always); values without a
+step (-1) and system values (charted against wall time) are never superseded either.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 DATA_FILE = re.compile(r"data(?:\.rank(\d+))?(?:\.seg(\d+))?\.fwl\Z")
 # Roles whose values a later segment supersedes (keyed by the training step).
 STEPPED_ROLES = frozenset({"metric", "watch"})
 NO_CUTOFF = 2**63 - 1
+RUN_LEVEL = ""  # the rewind point of values outside loops (steps); else a loop's name
 
 
 def segment_number(name: str) -> int:
@@ -60,20 +62,14 @@ def next_segment(run_dir: Path) -> int:
     return segment_count(run_dir) + 1
 
 
-def cutoffs(rewinds: dict[int, int | None]) -> dict[int, int]:
-    """Per segment, the first step superseded by a later segment (`NO_CUTOFF`: none).
-    `rewinds`: every segment -> its rewind point (None: it has no stepped values)."""
-    out: dict[int, int] = {}
-    lowest = NO_CUTOFF
+def cutoffs(rewinds: dict[int, dict[str, int]]) -> dict[int, dict[str, int]]:
+    """Per segment, the first position later segments supersede, per kind of position
+    (`RUN_LEVEL`: steps; else an outermost loop's index). `rewinds`: every segment ->
+    its own rewind points (empty: it has no stepped values)."""
+    out: dict[int, dict[str, int]] = {}
+    lowest: dict[str, int] = {}
     for seg in sorted(rewinds, reverse=True):
-        out[seg] = lowest
-        point = rewinds[seg]
-        if point is not None:
-            lowest = min(lowest, point)
+        out[seg] = dict(lowest)
+        for kind, point in rewinds[seg].items():
+            lowest[kind] = min(lowest.get(kind, NO_CUTOFF), point)
     return out
-
-
-def rewind_point(steps: Iterable[int]) -> int | None:
-    """The lowest real step (>= 0) of a segment's stepped values, None without any."""
-    real = [s for s in steps if s >= 0]
-    return min(real) if real else None
