@@ -343,3 +343,20 @@ def test_tree_archive_carries_no_file_from_outside_the_project(tmp_path: Path) -
         assert set(members) == {"tree", "tree/pkg", "tree/pkg/empty", "tree/train.py",
                                 "tree/big.bin", "tree/alias.py"}
         assert tar.extractfile("tree/big.bin").read() == b"weights"  # type: ignore[union-attr]
+
+
+def test_unreachable_ray_cluster_is_an_error_at_once(tmp_path: Path) -> None:
+    import socket
+
+    root = make_project(tmp_path / "proj")
+    record(root, "epochs=1")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowillower", "replay", "gstep", "-y", "--executor",
+         f"ray=127.0.0.1:{port}", "--dir", str(root / ".flowillower")],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"cannot connect to the Ray cluster at 127.0.0.1:{port}" in proc.stderr
+    assert not list((root / ".flowillower" / "runs").glob("*/replays/*"))

@@ -75,6 +75,7 @@ class RayExecutor(Executor):
                 "before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set; set it in the "
                 "environment first")
         if not ray.is_initialized():
+            self._probe()
             try:
                 ray.init(address=self.address, log_to_driver=False,
                          logging_level="ERROR", configure_logging=False)
@@ -87,6 +88,22 @@ class RayExecutor(Executor):
             if not self.explicit_workers:
                 self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         return ray
+
+    def _probe(self) -> None:
+        """Fail at once when nothing listens at HOST:PORT (Ray itself retries for
+        minutes)."""
+        import socket
+
+        host, _, port = self.address.rpartition(":")
+        if not host or not port.isdigit():
+            return
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as exc:
+            from ..errors import FlowillowerError
+
+            raise FlowillowerError(f"cannot connect to the Ray cluster at {self.address}: "
+                                   f"{exc.strerror or exc}") from None
 
     def open(self) -> None:
         self.connect()
