@@ -223,3 +223,28 @@ def test_many_pull_record_files_are_merged_into_one(tmp_path):
     assert len(list((local_dir(tmp_path) / "pulled").iterdir())) == 1
     assert {run_id: pulled_info(tmp_path, run_id) for run_id in ids} == before
     assert not compact_pulled(tmp_path)
+
+
+def test_the_fetched_media_route_is_an_edit_for_one_real_run(remote, tmp_path):
+    import warnings
+
+    from flowillower.server.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    bob = tmp_path / "bob" / ".flowillower"
+    pull(bob, remote, no_media=True)
+    run_id = "20261124-100200-cccccccc"
+    path = f"/api/runs/{run_id}/fetched-media"
+    with TestClient(create_app(bob), base_url="http://127.0.0.1:8686") as client:
+        assert client.put(path).status_code == 403  # no CSRF header: refused, nothing done
+        assert not (bob / "runs" / run_id / "media").exists()
+        write = {"X-Flowillower-Token": ""}
+        for bad in ("..", "..%2F..%2Fetc", "nope"):
+            assert client.put(f"/api/runs/{bad}/fetched-media", headers=write
+                              ).status_code in (400, 404, 405)  # 405: ".." folded away
+        got = client.put(path, headers=write)
+        assert got.status_code == 200 and got.json()["files_added"] == 2
+        assert (bob / "runs" / run_id / "artifacts" / "w.bin").read_bytes() == run_id.encode()
