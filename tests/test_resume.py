@@ -269,3 +269,40 @@ def test_a_restart_inside_loops_rewinds_by_the_outer_loop_index(store_dir):
     series = RunReader(store_dir / "runs" / "epochs").load().series
     assert series["best"].values.tolist() == [3.0]
     assert series["lr"].values.tolist() == [0.1]
+
+
+def test_a_teammate_who_pulled_the_killed_run_sees_it_resumed(tmp_path, monkeypatch):
+    """Pulled while dead (no summary), pulled again after the resume: the new segment
+    and the final summary arrive, and both machines read the same values."""
+    from flowillower.gitops.sync import pull, push
+    from tests.conftest_git import bare_remote, isolate_home, make_repo
+
+    isolate_home(monkeypatch, tmp_path)
+    store = make_repo(tmp_path, "clean") / ".flowillower"
+    remote = bare_remote(tmp_path / "remote.git")
+    bob = tmp_path / "bob" / ".flowillower"
+    died = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal
+        import flowillower as fw
+        fw.init(id="pre-empted", dir={str(store)!r}, snapshot=False)
+        for step in range(5):
+            fw.log("loss", float(step), step=step)
+        fw.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    run_dir = store / "runs" / "pre-empted"
+    assert run_status(run_dir) == "killed"
+    assert push(store, str(remote))["rejected"] == []
+    assert pull(bob, f"file://{remote}")["runs_added"] == 1
+    fw.init(id="pre-empted", dir=store, resume="must", snapshot=False)
+    for step in range(3, 7):
+        fw.log("loss", 10.0 + step, step=step)
+    fw.finish()
+    assert push(store, str(remote))["rejected"] == []
+    pull(bob, f"file://{remote}")
+    assert (bob / "runs" / "pre-empted" / "data.seg2.fwl").exists()
+    assert RunReader(bob / "runs" / "pre-empted").status == "success"
+    expected = [0.0, 1.0, 2.0, 13.0, 14.0, 15.0, 16.0]
+    assert _frame("pre-empted", store)["loss"].tolist() == expected
+    assert _frame("pre-empted", bob)["loss"].tolist() == expected
