@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
-from ..store.provenance import compact_pulled, pulled_runs
+from ..store.provenance import compact_pulled, runs_missing_media
 from .incoming import read_run_json, valid_run_id
 from .maintenance import store_lock
 from .pullselect import RunSelection, select_commits
@@ -101,8 +101,7 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
         result["snapshots_refused"] = _adopt_code_refs(git_dir)
         origin = {"remote": redact(remote), "url": redact(url)}
         commits: dict[str, str] = {}
-        media_left = {rid for rid, rec in pulled_runs(store_root).items()
-                      if rec.get("media_left")} if not no_media else set()
+        media_left = runs_missing_media(store_root) if not no_media else set()
         for ref, commit in sorted(list_refs(git_dir, INCOMING_PREFIX).items()):
             run_id = ref.removeprefix(INCOMING_PREFIX)
             if run_ids is not None and run_id not in wanted:

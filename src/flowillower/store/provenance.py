@@ -33,7 +33,8 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # '+' is never part of a run id: no batch file name can be taken for a run's records.
 _BATCH = re.compile(r"^(pull|forget)\+\d+\+\d+(\+\d+)?\.jsonl$")
 _LATEST = ("media_left",)  # fields the latest pull sets, not the first
-_COMPACT_OVER = 16  # batch files a pull tolerates before it merges them into one
+_COMPACT_OVER = 16
+_MEDIA_LEFT = re.compile(r'"media_left": [1-9]')  # batch files a pull tolerates before it merges them into one
 _cache: dict[str, tuple[tuple, dict[str, dict[str, Any]]]] = {}
 _cache_lock = threading.Lock()
 
@@ -185,6 +186,22 @@ def pulled_runs(store_root: Path) -> dict[str, dict[str, Any]]:
     """{run id: pull record} of every run recorded in batch files (see `pulled_info`)."""
     merged = {run_id: _merge(events) for run_id, events in _batched(store_root).items()}
     return {run_id: record for run_id, record in merged.items() if record is not None}
+
+
+def runs_missing_media(store_root: Path) -> set[str]:
+    """Ids of pulled runs whose media `pull --no-media` left on the remote. Cheap when
+    there are none (a text search of the record files, no JSON parsed)."""
+    for entry in _batch_files(_pulled_dir(store_root)):
+        try:
+            text = Path(entry.path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if _MEDIA_LEFT.search(text):
+            break
+    else:
+        return set()
+    return {run_id for run_id, record in pulled_runs(store_root).items()
+            if record.get("media_left")}
 
 
 def pulled_info(store_root: Path, run_id: str) -> dict[str, Any] | None:
