@@ -306,3 +306,26 @@ def test_a_teammate_who_pulled_the_killed_run_sees_it_resumed(tmp_path, monkeypa
     expected = [0.0, 1.0, 2.0, 13.0, 14.0, 15.0, 16.0]
     assert _frame("pre-empted", store)["loss"].tolist() == expected
     assert _frame("pre-empted", bob)["loss"].tolist() == expected
+
+
+def test_two_restarts_racing_never_share_a_segment_file(store_dir):
+    from flowillower.store.continuation import resolve
+
+    fw.init(id="raced", snapshot=False)
+    fw.log("loss", 1.0, step=0)
+    fw.finish("killed")
+    first = resolve(store_dir, "raced", "must")
+    second = resolve(store_dir, "raced", "must")  # before the first wrote anything
+    assert (first.segment, second.segment) == (2, 3)
+    assert (store_dir / "runs" / "raced" / "data.seg2.fwl").exists()
+    run = fw.init(id="raced", resume="must", snapshot=False)
+    assert run.segment == 4
+    fw.log("loss", 0.5, step=1)
+    fw.finish()
+    data = RunReader(store_dir / "runs" / "raced").load()
+    assert data.series["loss"].values.tolist() == [1.0, 0.5]
+
+
+def test_resume_is_refused_with_record_all_ranks(store_dir):
+    with pytest.raises(ValueError, match="record_all_ranks"):
+        fw.init(id="x", resume="allow", record_all_ranks=True, snapshot=False)

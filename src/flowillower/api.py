@@ -182,6 +182,9 @@ def _continuation(dir: str | os.PathLike[str] | None, run_id: str | None, resume
     values copied in first). `records`: False for a process that records nothing."""
     if not records or (fork_from is None and resume == "never" and run_id is None):
         return _resume.Continuation(run_id)  # the common case: no store look-up
+    if _defaults.get("record_all_ranks") and (resume != "never" or fork_from is not None):
+        raise ValueError("resume and fork_from are not supported with record_all_ranks yet "
+                         "(every rank would need the same segment)")
     root = find_store_root(dir)
     if fork_from is None:
         return _resume.resolve(root, run_id, resume)

@@ -148,7 +148,22 @@ def resolve(store_root: Path, run_id: str | None, resume: str) -> Continuation:
         raise FlowillowerError(
             f"run {run_id!r} is still running (pid {meta.get('pid')} on "
             f"{meta.get('host')}); only a run that ended can be continued")
-    return Continuation(run_id, next_segment(run_dir), _previous(run_dir), remember_at)
+    return Continuation(run_id, claim_segment(run_dir), _previous(run_dir), remember_at)
+
+
+def claim_segment(run_dir: Path) -> int:
+    """The next segment number, claimed by creating its (empty) frame file exclusively:
+    two restarts of one run racing each get a segment of their own, never one file."""
+    segment = next_segment(run_dir)
+    while True:
+        try:
+            fd = os.open(run_dir / data_file_name(0, segment),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            segment += 1
+            continue
+        os.close(fd)
+        return segment
 
 
 def _previous(run_dir: Path) -> dict[str, Any]:
