@@ -31,6 +31,8 @@ def test_fork_inherits_values_up_to_the_step_args_and_parent(store_dir):
     parent = _parent()
     child = fw.init(fork_from=(parent, 6), snapshot=False)
     assert child.id != parent
+    # On disk at once, parent recorded, even before the fork logs anything.
+    assert json.loads((child.dir / "run.json").read_text())["fork_of"]["run"] == parent
     assert fw.arg("lr", 1.0) == 1.0  # the child's own arg (no --kwargs) ...
     for step in range(7, 10):
         fw.log("loss", -float(step), step=step)

@@ -154,8 +154,9 @@ def init(
                   record_all_ranks=all_ranks, run_id=cont.run_id or run_id,
                   max_buffer=max_buffer,
                   segment=cont.segment, previous=cont.previous, fork_of=cont.fork_of)
-        if cont.inherited_args:
+        if cont.fork_of:  # its copied values are on disk: so is the run that holds them
             run.args.update(cont.inherited_args)
+            run.ensure_on_disk()
         if cont.id_file is not None and this_rank == 0:
             _resume.remember(cont.id_file, run.id)
         if this_rank != 0 and not all_ranks:
