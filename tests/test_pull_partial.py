@@ -14,6 +14,7 @@ from flowillower.errors import InvalidRunRefError
 from flowillower.gitops.pullselect import RunSelection
 from flowillower.gitops.refs import INCOMING_PREFIX, list_refs
 from flowillower.gitops.sync import pull, push
+from flowillower.queries.filters import parse_filter
 from flowillower.store.catalog import Store
 from flowillower.store.provenance import local_dir, pulled_info, pulled_runs
 from tests.conftest_git import bare_remote, isolate_home, make_run
@@ -56,10 +57,10 @@ def _pulled(store) -> list[str]:
 ])
 def test_pull_runs_writes_only_the_selected_runs(remote, tmp_path, runs, expected):
     bob = tmp_path / "bob" / ".flowillower"
-    got = pull(bob, remote, runs=RunSelection.parse(runs))
+    got = pull(bob, remote, runs=RunSelection.parse(runs, parse_filter))
     assert _pulled(bob) == expected
     # full ids fetch only their refs: nothing else was there to leave out
-    left = 0 if RunSelection.parse(runs).ids else 3 - len(expected)
+    left = 0 if RunSelection.parse(runs, parse_filter).ids else 3 - len(expected)
     assert (got["runs_added"], got.get("runs_not_selected", 0)) == (len(expected), left)
     assert sorted(pulled_runs(bob)) == expected
     # A later plain pull brings the rest, from refs already fetched.
@@ -77,7 +78,7 @@ def test_pull_of_full_ids_fetches_only_their_refs(remote, tmp_path):
 def test_a_path_is_not_a_run_selection():
     for bad in ("../x", "", "a/b", ["ok", ".."]):
         with pytest.raises(InvalidRunRefError):
-            RunSelection.parse(bad)
+            RunSelection.parse(bad, parse_filter)
 
 
 def test_no_media_leaves_media_and_artifacts_until_a_plain_pull(remote, tmp_path):

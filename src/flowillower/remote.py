@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import InvalidRunRefError
-from .queries.filters import row_filter
+from .queries.filters import parse_filter, row_filter
 from .store.catalog import Store
 
 
@@ -56,7 +56,7 @@ def pull(remote: str = "origin", *, runs: str | Sequence[str] | None = None,
     from .gitops.pullselect import RunSelection
     from .gitops.sync import pull as pull_runs
 
-    selection = RunSelection.parse(runs) if runs is not None else None
+    selection = RunSelection.parse(runs, parse_filter) if runs is not None else None
     store = Store(dir)
     result = pull_runs(store.root, remote, runs=selection, no_media=no_media)
     store.sync()

@@ -41,14 +41,21 @@ class RunSelection:
     text: str = ""
 
     @classmethod
-    def parse(cls, runs: str | Sequence[str]) -> RunSelection:
-        """A selection from a filter text or run references (see the module)."""
+    def parse(cls, runs: str | Sequence[str],
+              parse_filter: Callable[[str], Callable[[dict[str, Any]], bool]] | None = None
+              ) -> RunSelection:
+        """A selection from a filter text or run references (see the module).
+
+        `parse_filter` compiles a filter text into a row predicate (the query layer's
+        `queries.filters.parse_filter`, passed in: this layer sits below it); without it
+        only run references are accepted.
+        """
         if isinstance(runs, str):
             if not runs.strip():
                 raise InvalidRunRefError("an empty run selection; pull without runs= for all")
             if _FILTER_CHARS.search(runs.strip()):
-                from ..queries.filters import parse_filter  # the query layer, on demand
-
+                if parse_filter is None:
+                    raise InvalidRunRefError(f"not run references: {runs!r}")
                 return cls(parse_filter(runs), None, runs)
             refs = [part.strip() for part in runs.split(",") if part.strip()]
         else:
