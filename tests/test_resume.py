@@ -329,3 +329,21 @@ def test_two_restarts_racing_never_share_a_segment_file(store_dir):
 def test_resume_is_refused_with_record_all_ranks(store_dir):
     with pytest.raises(ValueError, match="record_all_ranks"):
         fw.init(id="x", resume="allow", record_all_ranks=True, snapshot=False)
+
+
+def test_a_damaged_run_json_does_not_break_the_restart(store_dir):
+    fw.init(id="damaged", snapshot=False)
+    fw.log("loss", 1.0, step=0)
+    fw.finish("failed")
+    path = store_dir / "runs" / "damaged" / "run.json"
+    meta = json.loads(path.read_text())
+    meta.update(fork_of="not a mapping", segments_git=7, name=["not", "text"], created="x")
+    path.write_text(json.dumps(meta))
+    run = fw.init(id="damaged", resume="must", snapshot=False)
+    fw.log("loss", 0.5, step=1)
+    fw.finish()
+    meta = json.loads(path.read_text())
+    assert meta["segments"] == 2 and "fork_of" not in meta
+    assert isinstance(meta["created"], float) and run.name == meta["name"]
+    assert RunReader(store_dir / "runs" / "damaged").load().series["loss"].values.tolist() \
+        == [1.0, 0.5]
