@@ -314,6 +314,15 @@ def test_lab_default_executor_comes_from_the_environment(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "every selected run already has loss" in proc.stderr
+    # From Python the same: the variable names the executor, a name given wins.
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLOWILLOWER_REPLAY_EXECUTOR", "kubernetes")
+        with pytest.raises(ValueError, match="unknown executor 'kubernetes'"):
+            fw.replay("loss", dir=root, yes=True, echo=quiet)
+        report = fw.replay("loss", dir=root, yes=True, echo=quiet, executor="local")
+    assert report.ok, str(report)
 
 
 def test_tree_archive_carries_no_file_from_outside_the_project(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from ..store.catalog import Store
 from ..store.format import write_replay_file
 from ..store.layout import new_run_id
 from .console import describe, exit_text, progress_line, tail
-from .executor import Executor, LocalExecutor, Task, TaskResult
+from .executor import Executor, Task, TaskResult
 from .frames import original_times, read_rows
 from .jobs import Job, force_inner, materialize, prepare_job, progress
 from .planner import TaskPlan, load_run_info, plan_run, schedule
@@ -57,7 +57,7 @@ class _Replayer:
     def __init__(self, names: list[str], runs: str | None, workers: int, yes: bool,
                  dir: str | os.PathLike[str] | None, script: str | os.PathLike[str] | None,
                  echo: Callable[[str], None], confirm: Callable[[str], bool] | None,
-                 executor: Executor | None, trust: TrustArg = False) -> None:
+                 executor: Executor | str | None, trust: TrustArg = False) -> None:
         self.names = names
         self.trust = TrustPolicy(trust)
         self.left_out: list[Origin] = []  # runs from elsewhere, not trusted
@@ -68,7 +68,14 @@ class _Replayer:
         self.script = Path(script).resolve() if script else None
         self.echo = echo
         self.confirm = confirm
-        self.executor = executor or LocalExecutor(self.workers)
+        # A name or None ($FLOWILLOWER_REPLAY_EXECUTOR): made, opened and closed here.
+        self._owns_executor = executor is None or isinstance(executor, str)
+        if self._owns_executor:
+            from .engines import make_executor
+
+            executor = make_executor(executor, self.workers, echo=echo)
+        assert executor is not None
+        self.executor = executor
         self.replay_id = new_run_id()
         self.jobs: list[Job] = []
         self._progress_shown = 0.0
@@ -134,7 +141,8 @@ class _Replayer:
                 job.outcome.status = "skipped"
                 job.outcome.message = "nothing left that this run can replay"
                 job.finished = True
-        estimate = schedule([j.plan for j in live if j.plan], self.workers)
+        estimate = schedule([j.plan for j in live if j.plan], self.workers,
+                            self.executor.task_overhead_s)
         for job in live:
             assert job.plan is not None
             job.outcome.estimate = job.plan.estimate
@@ -238,6 +246,15 @@ class _Replayer:
 
     # -- the whole thing ------------------------------------------------------------------
     def run(self) -> ReplayReport:
+        if not self._owns_executor:
+            return self._run()
+        self.executor.open()
+        try:
+            return self._run()
+        finally:
+            self.executor.close()
+
+    def _run(self) -> ReplayReport:
         t0 = time.perf_counter()
         outcomes = self.select()
         report = ReplayReport(self.replay_id, self.names, outcomes)
@@ -286,7 +303,8 @@ class _Replayer:
                     job.results = {}
                     job.outcome.status = "planned"
                     job.outcome.message = ""
-                schedule([j.plan for j in retry if j.plan], self.workers)
+                schedule([j.plan for j in retry if j.plan], self.workers,
+                         self.executor.task_overhead_s)
                 self._execute(retry, base, report)
         finally:
             if not os.environ.get("FLOWILLOWER_KEEP_REPLAY_DIR"):
@@ -344,7 +362,7 @@ def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1
            script: str | os.PathLike[str] | None = None, *,
            echo: Callable[[str], None] | None = None,
            confirm: Callable[[str], bool] | None = None,
-           executor: Executor | None = None, trust: TrustArg = False) -> ReplayReport:
+           executor: Executor | str | None = None, trust: TrustArg = False) -> ReplayReport:
     """Fill in values past runs never logged: `fw.replay("grad_norm", runs="lr < 0.01")`.
 
     `names`: value names (a list or "a,b"); `runs`: a run filter (see `fw.dataframe`);
@@ -354,7 +372,10 @@ def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1
     that came from elsewhere (pulled, or recorded on another host) are left out unless
     trusted: True (all of them) or author names (runs whose recorded authors are all
     among them); their code would run on this machine. Prints the schedule (with each
-    run's author and host) and progress through `echo`. Returns a `ReplayReport`. Ctrl-C stops the
+    run's author and host) and progress through `echo`. `executor`: where tasks run —
+    "local" (this machine's processes), "ray" / "ray=HOST:PORT" (a Ray cluster),
+    "slurm" / "slurm=FOLDER" (Slurm jobs through submitit), an `Executor`, or None
+    ($FLOWILLOWER_REPLAY_EXECUTOR, else local). Returns a `ReplayReport`. Ctrl-C stops the
     workers, leaves unfinished runs without values, prints the report and re-raises
     KeyboardInterrupt.
     """
@@ -370,7 +391,7 @@ def run_replay(names: str | Iterable[str], runs: str | None = None, workers: int
                script: str | os.PathLike[str] | None = None, *,
                echo: Callable[[str], None] | None = None,
                confirm: Callable[[str], bool] | None = None,
-               executor: Executor | None = None, trust: TrustArg = False) -> ReplayReport:
+               executor: Executor | str | None = None, trust: TrustArg = False) -> ReplayReport:
     """`replay` that returns the report even when interrupted (used by the CLI)."""
     wanted = _split_names(names)
     emit = echo or (lambda text: print(text, file=sys.stderr, flush=True))
