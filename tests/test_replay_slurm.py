@@ -5,6 +5,7 @@ submitit's local executor, the same code path without `sbatch`."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import flowillower as fw
+from tests.conftest import wait_for
 from tests.test_hindsight_replay import make_project, quiet, run_ids, values
 from tests.test_replay_ray import fresh, record, use_new_script
 
@@ -30,10 +32,45 @@ def _slurm_up() -> bool:
     return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
 
 
-def test_slurm_replay_retries_a_killed_job_and_is_bit_identical(tmp_path: Path) -> None:
+_DAEMONS = ("slurmd", "slurmctld", "munged")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """"slurm" when a single-node Slurm answers (started here as root from Debian's
+    slurm-wlm + munge when installed, and stopped again after the module), else "local"."""
+    started = []
+    if not _slurm_up() and shutil.which("slurmctld") and shutil.which("munged") \
+            and os.geteuid() == 0:
+        running = {d for d in _DAEMONS
+                   if subprocess.run(["pgrep", "-x", d], capture_output=True).returncode == 0}
+        script = Path(__file__).with_name("slurm_single_node.sh")
+        if subprocess.run(["sh", str(script)], capture_output=True, timeout=120).returncode == 0:
+            started = [d for d in _DAEMONS if d not in running]
+            try:
+                wait_for(_slurm_up, timeout=60, interval=0.5, what="slurmd to register")
+            except AssertionError:
+                pass  # not up: the test takes submitit's local path
+    try:
+        yield "slurm" if _slurm_up() else "local"
+    finally:
+        for daemon in started:  # services this module started stop with it
+            subprocess.run(["pkill", "-x", daemon], capture_output=True)
+        if started:
+            try:
+                wait_for(lambda: subprocess.run(["pgrep", "-f", "slurm|munged"],
+                                                capture_output=True).returncode != 0,
+                         timeout=60, interval=0.5, what="the Slurm daemons to stop")
+            except AssertionError:
+                for daemon in (*started, "slurmstepd"):
+                    subprocess.run(["pkill", "-9", "-x", daemon], capture_output=True)
+
+
+def test_slurm_replay_retries_a_killed_job_and_is_bit_identical(tmp_path: Path,
+                                                                 slurm_cluster: str) -> None:
     from flowillower.hindsight.slurm_executor import SlurmExecutor
 
-    cluster = "slurm" if _slurm_up() else "local"
+    cluster = slurm_cluster
     marks = tmp_path / "marks"
     root = make_project(tmp_path / "proj")
     record(root, f"marks={marks}", "kills=1")
