@@ -58,8 +58,9 @@ def slurm_cluster():
             subprocess.run(["pkill", "-x", daemon], capture_output=True)
         if started:
             try:
-                wait_for(lambda: subprocess.run(["pgrep", "-f", "slurm|munged"],
-                                                capture_output=True).returncode != 0,
+                wait_for(lambda: all(subprocess.run(["pgrep", "-x", d], capture_output=True
+                                                    ).returncode != 0
+                                     for d in (*started, "slurmstepd")),
                          timeout=60, interval=0.5, what="the Slurm daemons to stop")
             except AssertionError:
                 for daemon in (*started, "slurmstepd"):
