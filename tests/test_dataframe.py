@@ -114,3 +114,19 @@ def test_million_values_read_back(store_dir):
     assert len(df) == 250_000
     assert np.array_equal(df["a"].to_numpy(), values[0::4])
     assert np.array_equal(df["d"].to_numpy(), values[3::4])
+
+
+def test_named_runs_read_their_latest_values(tmp_path):
+    """A run listed while it was still logging, then finished: naming it by its full id
+    gives its final values, not the index row of the earlier listing."""
+    root = tmp_path / ".flowillower"
+    run = fw.init(project="p", dir=root)
+    fw.log("loss", 1.0, step=0)
+    fw.flush()
+    fw.runs(dir=root)  # the index now holds the run as running, with one value
+    fw.log("loss", 0.5, step=1)
+    fw.finish()
+    df = fw.dataframe("loss", runs=[run.id], dir=root)
+    assert sorted(df["step"].tolist()) == [0, 1]
+    table = fw.runs([run.id], dir=root)
+    assert table["status"].tolist() == ["success"] and table["loss"].tolist() == [0.5]

@@ -122,6 +122,19 @@ def test_restart_from_an_earlier_checkpoint_rewinds(tmp_path, store_dir):
     df = _frame(run_dir.name)
     assert df["step"].tolist() == list(range(10))
     assert df["pid"].tolist() == [first.pid] * 4 + [second.pid] * 6
+    # The UI's charts read the run as the dataframe does: each step once.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    from flowillower.server.app import create_app
+
+    with TestClient(create_app(store_dir), base_url="http://127.0.0.1:8686") as client:
+        got = client.get("/api/series", params={"run": run_dir.name, "key": "pid"}).json()
+    (series,) = got["runs"]
+    assert series["x"] == list(range(10)) and series["count"] == 10, got
+    assert series["y"] == [float(first.pid)] * 4 + [float(second.pid)] * 6
     # Superseded, never deleted: the first segment still holds steps 4..8.
     old = decode_values((run_dir / "data.fwl").read_bytes())
     steps = {s for name, *_r, s, _t, _v in old.rows(lambda n, r: n == "loss")}

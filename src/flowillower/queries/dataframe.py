@@ -35,7 +35,9 @@ def _select(store: Store, runs: RunSelection, include_hidden: bool) -> list[dict
     if runs is None or isinstance(runs, str):
         return store.runs(row_filter(runs), include_hidden=include_hidden)
     ids = {store.resolve(ref) for ref in runs}
-    return [row for row in store.runs(include_hidden=True, sync=False) if row["id"] in ids]
+    # Synced: a full id resolves without looking at the index, whose row of that run may
+    # predate its last values (finished since the last listing).
+    return [row for row in store.runs(include_hidden=True) if row["id"] in ids]
 
 
 def _run_reader(store: Store, run_id: str) -> RunReader | None:

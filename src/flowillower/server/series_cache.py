@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ..store.format import last_frame_end
-from ..store.reader import Block, decode_values
+from ..store.reader import Block, RunReader, decode_values
+from ..store.segments import segment_count, segment_files
 from .series import Loaded
 from .series_columns import DTYPES, Column
 
@@ -216,6 +217,18 @@ class _RunState:
                       (self.serial, col.n))
 
 
+def _resumed(run_dir: Path, names: list[str]) -> dict[str, Loaded]:
+    """A resumed run's series through the reader, whose rewind rule leaves out values a
+    later segment superseded (rare: decoded whole each time, not incrementally)."""
+    data = RunReader(run_dir).load(list(names))
+    stamp = tuple((p.name, p.stat().st_size) for p, _seg in segment_files(run_dir))
+    replays = run_dir / "replays"
+    if replays.is_dir():
+        stamp += tuple((p.name, p.stat().st_size) for p in sorted(replays.glob("*.fwl")))
+    return {n: Loaded(data.series.get(n), list(data.loop_names), data.ctx_coords,
+                      version=("segments", stamp)) for n in names}
+
+
 class SeriesCache:
     """Per-run incrementally decoded series, LRU-bounded by bytes (thread-safe)."""
 
@@ -238,6 +251,8 @@ class SeriesCache:
             ) -> dict[str, Loaded]:
         """Series `names` of a run, decoded up to the files' current ends (a missing key
         gives `Loaded(series=None)`); `prefetch` keys are decoded in the same pass."""
+        if segment_count(run_dir) > 1:
+            return _resumed(run_dir, names)
         cpu0 = _time.thread_time()
         run_id = run_dir.name
         with self._run_lock(run_id):

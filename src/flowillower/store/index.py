@@ -30,6 +30,7 @@ from .index_rows import (
     scan_run,
 )
 from .layout import runs_dir
+from .segments import segment_number
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -64,6 +65,14 @@ def _signature(run_dir: str | Path, live: bool = True) -> str:
         try:
             st = os.stat(base + "/" + rel if rel else base)
             parts.append(f"{st.st_mtime_ns}:{st.st_size}")
+        except OSError:
+            parts.append("-")
+    if live:  # a resumed run appends to its newest segment file (store/segments.py)
+        try:
+            segs = [n for n in os.listdir(base) if n.startswith("data.seg")]
+            if segs:
+                st = os.stat(base + "/" + max(segs, key=segment_number))
+                parts.append(f"{st.st_mtime_ns}:{st.st_size}")
         except OSError:
             parts.append("-")
     return "|".join(parts)
