@@ -49,6 +49,14 @@ def test_fork_inherits_values_up_to_the_step_args_and_parent(store_dir):
     assert "note" not in RunReader(child.dir).load().series
     # The parent is untouched.
     assert _frame(parent, "loss")["loss"].tolist() == [100.0 - s for s in range(10)]
+    # `flowillower show` names the parent and the step.
+    from click.testing import CliRunner
+
+    from flowillower.cli import main as cli_main
+
+    out = CliRunner().invoke(cli_main, ["show", child.id, "--dir", str(store_dir.parent)])
+    assert out.exit_code == 0, out.output
+    assert f"fork of   {parent} at step 6" in out.output
 
 
 def test_fork_of_a_rewound_run_copies_what_readers_see(store_dir):

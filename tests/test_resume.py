@@ -98,6 +98,12 @@ def test_kill_9_then_auto_resume_is_one_contiguous_run(tmp_path, store_dir):
     assert run_status(run_dir) == "success"
     assert sorted(p.name for p in run_dir.glob("data*.fwl")) == ["data.fwl", "data.seg2.fwl"]
     assert json.loads((run_dir / "run.json").read_text())["segments"] == 2
+    from click.testing import CliRunner
+
+    from flowillower.cli import main as cli_main
+
+    shown = CliRunner().invoke(cli_main, ["show", run_dir.name, "--dir", str(store_dir.parent)])
+    assert "segments  2 (resumed 1 time(s))" in shown.output, shown.output
     df = _frame(run_dir.name)
     # Step 5 was logged, then killed before its checkpoint: logged again, kept once.
     assert df["step"].tolist() == list(range(10))

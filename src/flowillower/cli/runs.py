@@ -100,6 +100,11 @@ def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
     click.echo(f"  status    {row['status']}")
     click.echo(f"  project   {row['project']}")
     click.echo(f"  started   {fmt_time(row['created'])}   duration {fmt_duration(row['duration'])}")
+    if isinstance(meta.get("segments"), int) and meta["segments"] > 1:  # resumed
+        click.echo(f"  segments  {meta['segments']} (resumed {meta['segments'] - 1} time(s))")
+    fork = meta.get("fork_of")
+    if isinstance(fork, dict):
+        click.echo(f"  fork of   {fork.get('run')} at step {fork.get('step')}")
     if row["tags"]:
         click.echo(f"  tags      {', '.join(row['tags'])}")
     if row["notes"]:
