@@ -462,3 +462,17 @@ def test_script_without_fw_loop_is_re_executed(tmp_path: Path) -> None:
     (run_id,) = run_ids(root / ".flowillower")
     assert values(root / ".flowillower" / "runs" / run_id, "w0") == {
         ((0,), 0): 0.0, ((1,), 1): 1.0, ((2,), 2): 3.0}
+
+
+def test_a_notebook_run_says_how_to_replay_it(tmp_path: Path) -> None:
+    """A run started in Jupyter (the integration writes notebook.json) is refused with the
+    way out, not a misleading message about ipykernel's launcher script."""
+    root = make_project(tmp_path / "proj")
+    run_script(root, "train.py", OLD_NP, "epochs=2")
+    store = root / ".flowillower"
+    (run_id,) = run_ids(store)
+    (store / "runs" / run_id / "notebook.json").write_text('{"path": "explore.ipynb"}')
+    report = fw.replay("extra", dir=root, yes=True, echo=quiet)
+    (outcome,) = report.runs
+    assert outcome.status == "failed" and "Jupyter notebook" in outcome.message
+    assert "nbconvert" in outcome.message

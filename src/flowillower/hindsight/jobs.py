@@ -71,6 +71,12 @@ def prepare_job(job: Job, info: RunInfo, store: Store, script: Path | None) -> N
     argv = meta.get("argv") or []
     if not run_script and argv:
         run_script = os.path.join(meta.get("cwd") or "", argv[0])
+    if (info.run_dir / "notebook.json").is_file() \
+            or os.path.basename(run_script or "") == "ipykernel_launcher.py":
+        raise FlowillowerError(
+            "the run was started in a Jupyter notebook and a replay executes a script: "
+            "export the notebook (jupyter nbconvert --to script NOTEBOOK.ipynb), run that "
+            "script as a new run, and replay that run")
     if not run_script or not run_script.endswith(".py"):
         raise FlowillowerError(f"the run was not started from a Python script "
                                f"(argv: {argv[:2]}); only scripts can be replayed")
