@@ -27,7 +27,7 @@ from .pushstate import load_commits, save_commits, scan_run
 from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, list_refs
 from .repo import store_git
 
-__all__ = ["Recorded", "commit_runs", "lost_changes"]
+__all__ = ["Recorded", "commit_runs", "is_ancestor", "lost_changes"]
 
 Recorded = tuple[str, list[list[Any]], str | None]  # (commit, large left out, snapshot)
 
@@ -41,7 +41,8 @@ def _snapshot_of(run_dir: Path) -> str | None:
     return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
 
 
-def _is_ancestor(git_dir: Path, maybe_ancestor: str, commit: str) -> bool:
+def is_ancestor(git_dir: Path, maybe_ancestor: str, commit: str) -> bool:
+    """Whether `commit` contains `maybe_ancestor` (one `git merge-base --is-ancestor`)."""
     return store_git(git_dir, ["merge-base", "--is-ancestor", maybe_ancestor, commit],
                      check=False).returncode == 0
 
@@ -55,9 +56,9 @@ def _parents(git_dir: Path, own: str | None, pulled: str | None) -> list[str]:
     if len(parents) == 2:
         # both refs exist and differ only for a run changed on two machines: rare, so one
         # ancestry check per such run is fine
-        if parents[0] == parents[1] or _is_ancestor(git_dir, parents[1], parents[0]):
+        if parents[0] == parents[1] or is_ancestor(git_dir, parents[1], parents[0]):
             return parents[:1]
-        if _is_ancestor(git_dir, parents[0], parents[1]):
+        if is_ancestor(git_dir, parents[0], parents[1]):
             return parents[1:]
     return parents
 

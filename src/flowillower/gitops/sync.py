@@ -30,7 +30,7 @@ from .maintenance import store_lock
 from .pull import pull
 from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, list_refs, project_dirs
 from .repo import ensure_store_ignored, redact, resolve_remote, store_git
-from .runcommits import commit_runs
+from .runcommits import commit_runs, is_ancestor
 from .snapshot import SNAPSHOT_REF_PREFIX
 
 __all__ = ["push", "pull", "commit_run", "RUN_REF_PREFIX", "LARGE_ARTIFACT", "MAX_ATTEMPTS"]
@@ -138,11 +138,6 @@ def _conflicts(git_dir: Path, run_id: str, theirs: str, ours: str) -> list[list[
     return found
 
 
-def _contains(git_dir: Path, commit: str, ancestor: str) -> bool:
-    return store_git(git_dir, ["merge-base", "--is-ancestor", ancestor, commit],
-                     check=False).returncode == 0
-
-
 def _catch_up(store_root: Path, remote: str, behind: list[str], include_large: bool,
               result: dict[str, Any]) -> dict[str, str]:
     """Runs that changed on the remote meanwhile: pull their new files (checked as any
@@ -167,7 +162,7 @@ def _catch_up(store_root: Path, remote: str, behind: list[str], include_large: b
         other = theirs.get(INCOMING_PREFIX + rid)
         if rid in lost:
             refused[rid] = lost[rid]
-        elif commit and other and rid not in refused and not _contains(git_dir, commit, other):
+        elif commit and other and rid not in refused and not is_ancestor(git_dir, other, commit):
             refused[rid] = _conflicts(git_dir, rid, other, commit) or [
                 ["<run>", "the remote's version is not part of ours"]]
         if refused.get(rid):

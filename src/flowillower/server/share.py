@@ -23,17 +23,11 @@ __all__ = ["push", "deploy_runs", "hosted_target"]
 def push(remote: str = "origin", runs: str | Sequence[str] | None = None, *,
          include_large: bool = False, no_code: bool = False,
          dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Publish runs to `remote` (a remote name of your repo, a path or a URL).
-
-    `runs` is a filter selecting what to push (default: all) or a list of run ids /
-    prefixes / names (a path or `..` raises `InvalidRunRefError`; so does an empty
-    string: all runs is `None`). Checkpoints never travel; large artifacts only with
-    `include_large`; `no_code` sends run data without code snapshots.
-
-    A Hugging Face Space (`https://huggingface.co/spaces/USER/SPACE` or `hf:USER/SPACE`)
-    or a ModelScope studio (`ms:USER/STUDIO`) also gets the static viewer of these runs:
-    the result is then `flowillower.server.deploy.deploy`'s summary, and a `GitError`
-    says so if the host refused the run refs (the viewer is deployed already).
+    """`flowillower.remote.push` (same arguments and result) for any remote; a Hugging
+    Face Space (`https://huggingface.co/spaces/USER/SPACE` or `hf:USER/SPACE`) or a
+    ModelScope studio (`ms:USER/STUDIO`) also gets the static viewer of these runs: the
+    result is then `flowillower.server.deploy.deploy`'s summary, and a `GitError` says so
+    if the host refused the run refs (the viewer is deployed already).
     """
     store = Store(dir, must_exist=True)
     target = hosted_target(remote, store.root)
