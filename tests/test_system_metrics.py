@@ -235,7 +235,6 @@ def test_init_option_samples_the_run(tmp_path):
         return bool(series) and len(series["system/cpu/machine_percent"].values) >= 2
 
     wait_for(sampled, timeout=60, interval=0.2, what="system values from fw.init's option")
+    (sampler,) = [t for t in threading.enumerate() if t.name == f"flowillower-system-{run.id}"]
     fw.finish()
-    threads = [t.name for t in threading.enumerate() if "system" in t.name.lower()]
-    wait_for(lambda: not [t for t in threading.enumerate() if t.name in threads
-                          and t.is_alive()], timeout=30, what="the sampler to stop")
+    wait_for(lambda: not sampler.is_alive(), timeout=30, what="the sampler to stop")
