@@ -74,6 +74,12 @@ def only_run(store: Path):
 T = TypeVar("T")
 
 
+def ok(response):
+    """The JSON of an HTTP answer that must be 200 (its text in the failure otherwise)."""
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
              what: str = "") -> T:
     """Poll `predicate` until it returns something truthy and return that; fail after

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 from flowillower.run import Run
 from flowillower.server.app import create_app
 from flowillower.server.demo import make_demo_store
-from tests.conftest import wait_for
+from tests.conftest import ok, wait_for
 
 LOCAL = "http://127.0.0.1:8686"
 WRITE = {"X-Flowillower-Token": ""}  # the header the UI sends on changes (CSRF defence)
@@ -49,10 +49,6 @@ def fresh(tmp_path):
     with TestClient(create_app(root, sync_interval=0.05), base_url=LOCAL) as c:
         yield root, ids, c
 
-
-def ok(response):
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def poll(c, path: str, params: dict, until, what: str) -> dict:

@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 
 from flowillower.run import Run
 from flowillower.server.app import create_app
-from tests.conftest import static_server, ui_server, wait_for
+from tests.conftest import ok, static_server, ui_server, wait_for
 from tests.conftest_git import fingerprint, git
 
 LOCAL = "http://127.0.0.1:8686"
@@ -73,26 +73,22 @@ def store(tmp_path_factory):
     return root, ids
 
 
-def _ok(response):
-    assert response.status_code == 200, response.text
-    return response.json()
-
 
 def test_api_code_tree_file_search_and_no_snapshot(store):
     root, ids = store
     with TestClient(create_app(root), base_url=LOCAL) as c:
-        d = _ok(c.get(f"/api/runs/{ids['base']}/code"))
+        d = ok(c.get(f"/api/runs/{ids['base']}/code"))
         paths = [e["path"] for e in d["tree"]]
         assert "src/pkg/models/net.py" in paths and ".env" not in paths
         net = next(e for e in d["tree"] if e["path"] == "src/pkg/models/net.py")
         assert net["size"] == len("WIDTH = 64\n\nclass Net:\n    pass\n")
         assert re.fullmatch(r"[0-9a-f]{40}", net["blob"]) and d["files"] == paths
-        big = _ok(c.get(f"/api/runs/{ids['base']}/code/file", params={"path": "data/big.txt"}))
+        big = ok(c.get(f"/api/runs/{ids['base']}/code/file", params={"path": "data/big.txt"}))
         assert big["size"] == BIG // 100 * 100 and big["truncated"] is True
         assert len(big["text"]) == 1_000_000
-        small = _ok(c.get(f"/api/runs/{ids['base']}/code/file", params={"path": "train.py"}))
+        small = ok(c.get(f"/api/runs/{ids['base']}/code/file", params={"path": "train.py"}))
         assert small["truncated"] is False and small["text"].startswith("import os")
-        hits = _ok(c.get(f"/api/runs/{ids['base']}/code/search", params={"text": "class net"}))
+        hits = ok(c.get(f"/api/runs/{ids['base']}/code/search", params={"text": "class net"}))
         assert hits["paths"] == ["src/pkg/models/net.py"]
         r = c.get(f"/api/runs/{ids['nosnap']}/code")
         assert r.status_code == 404 and "no code snapshot" in r.json()["error"]

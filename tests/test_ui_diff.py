@@ -15,7 +15,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 
 from flowillower.run import Run
 from flowillower.server.app import create_app
-from tests.conftest import static_server, ui_server, wait_for
+from tests.conftest import ok, static_server, ui_server, wait_for
 
 LOCAL = "http://127.0.0.1:8686"
 BASE_TO_TUNED = [{"key": "dropout", "change": "removed", "a": 0.5},
@@ -46,26 +46,22 @@ def store(tmp_path_factory):
     return root, ids
 
 
-def _ok(response):
-    assert response.status_code == 200, response.text
-    return response.json()
-
 
 def test_api_diff_returns_arg_changes_and_the_code_diff(store):
     root, ids = store
     with TestClient(create_app(root), base_url=LOCAL) as c:
-        d = _ok(c.get("/api/diff", params={"a": ids["base"], "b": ids["tuned"]}))
+        d = ok(c.get("/api/diff", params={"a": ids["base"], "b": ids["tuned"]}))
         assert (d["a"], d["b"]) == (ids["base"], ids["tuned"])
         assert d["args"] == BASE_TO_TUNED
         assert "-lr = 0.1" in d["diff"] and "+lr = 0.2" in d["diff"]
         assert d["code_error"] is None
         # No snapshot: the args still differ, and the answer says why there is no code.
-        d = _ok(c.get("/api/diff", params={"a": ids["tuned"], "b": ids["nosnap"]}))
+        d = ok(c.get("/api/diff", params={"a": ids["tuned"], "b": ids["nosnap"]}))
         assert d["args"] == [{"key": "lr", "change": "changed", "a": 0.2, "b": 0.3},
                              {"key": "warmup", "change": "removed", "a": 100}]
         assert d["diff"] is None and "no code snapshot" in d["code_error"]
         assert ids["nosnap"] in d["code_error"]
-        same = _ok(c.get("/api/diff", params={"a": ids["base"], "b": ids["base"]}))
+        same = ok(c.get("/api/diff", params={"a": ids["base"], "b": ids["base"]}))
         assert same["args"] == [] and same["diff"] == ""
         assert c.get("/api/diff", params={"a": ids["base"], "b": "nope"}).status_code == 404
 

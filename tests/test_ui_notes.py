@@ -19,7 +19,7 @@ from flowillower.run import Run
 from flowillower.server.app import create_app
 from flowillower.store import catalog
 from flowillower.store.catalog import Store
-from tests.conftest import ui_server, wait_for
+from tests.conftest import ok, ui_server, wait_for
 from tests.conftest_git import bare_remote, isolate_home
 
 LOCAL = "http://127.0.0.1:8686"
@@ -38,34 +38,30 @@ def _make_runs(root) -> tuple[str, str]:
     return noted.id, plain.id
 
 
-def _ok(response):
-    assert response.status_code == 200, response.text
-    return response.json()
-
 
 def _table_notes(c) -> dict[str, str]:
-    return {r["id"]: r["notes"] for r in _ok(c.get("/api/runs"))["rows"]}
+    return {r["id"]: r["notes"] for r in ok(c.get("/api/runs"))["rows"]}
 
 
 def test_api_reads_the_init_note_and_saves_exactly_the_text(tmp_path):
     root = tmp_path / ".flowillower"
     noted, plain = _make_runs(root)
     with TestClient(create_app(root, sync_interval=0.05), base_url=LOCAL) as c:
-        assert _ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == NOTE
+        assert ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == NOTE
         assert _table_notes(c) == {noted: NOTE, plain: ""}
         # Saving the unchanged text keeps the note.
-        saved = _ok(c.patch(f"/api/runs/{noted}", json={"notes": NOTE}, headers=WRITE))
+        saved = ok(c.patch(f"/api/runs/{noted}", json={"notes": NOTE}, headers=WRITE))
         assert saved["run"]["notes"] == NOTE
-        assert _ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == NOTE
+        assert ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == NOTE
         # A new text replaces it; an emptied box empties it (exactly what was sent).
         for text in ("  edited  \n", ""):
-            _ok(c.patch(f"/api/runs/{noted}", json={"notes": text}, headers=WRITE))
-            assert _ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == text
+            ok(c.patch(f"/api/runs/{noted}", json={"notes": text}, headers=WRITE))
+            assert ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == text
             assert _table_notes(c)[noted] == text
         # Editing the hidden flag alone leaves the note as it was.
-        _ok(c.patch(f"/api/runs/{noted}", json={"notes": "kept"}, headers=WRITE))
-        _ok(c.patch(f"/api/runs/{noted}", json={"hidden": False}, headers=WRITE))
-        assert _ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == "kept"
+        ok(c.patch(f"/api/runs/{noted}", json={"notes": "kept"}, headers=WRITE))
+        ok(c.patch(f"/api/runs/{noted}", json={"hidden": False}, headers=WRITE))
+        assert ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == "kept"
 
 
 def test_a_note_saved_in_the_ui_survives_push_and_pull(tmp_path, monkeypatch):
@@ -73,7 +69,7 @@ def test_a_note_saved_in_the_ui_survives_push_and_pull(tmp_path, monkeypatch):
     root = tmp_path / "alice" / ".flowillower"
     noted, _ = _make_runs(root)
     with TestClient(create_app(root), base_url=LOCAL) as c:
-        _ok(c.patch(f"/api/runs/{noted}", json={"notes": "from the UI"}, headers=WRITE))
+        ok(c.patch(f"/api/runs/{noted}", json={"notes": "from the UI"}, headers=WRITE))
     remote = bare_remote(tmp_path / "remote.git")
     push(root, str(remote))
     bob = tmp_path / "bob" / ".flowillower"
@@ -81,7 +77,7 @@ def test_a_note_saved_in_the_ui_survives_push_and_pull(tmp_path, monkeypatch):
     rows = {r["id"]: r for r in Store(bob).runs()}
     assert rows[noted]["notes"] == "from the UI"
     with TestClient(create_app(bob), base_url=LOCAL) as c:
-        assert _ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == "from the UI"
+        assert ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == "from the UI"
 
 
 def test_edits_apply_in_time_order_across_a_second_boundary(tmp_path, monkeypatch):
@@ -158,7 +154,7 @@ def test_a_save_on_a_full_disk_says_so_and_keeps_the_note(tiny_disk):
     root = tiny_disk / ".flowillower"
     noted, _ = _make_runs(root)
     with TestClient(create_app(root), base_url=LOCAL) as c:
-        _ok(c.patch(f"/api/runs/{noted}", json={"notes": "kept"}, headers=WRITE))
+        ok(c.patch(f"/api/runs/{noted}", json={"notes": "kept"}, headers=WRITE))
         filler = tiny_disk / "filler"
         with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
             try:
@@ -171,4 +167,4 @@ def test_a_save_on_a_full_disk_says_so_and_keeps_the_note(tiny_disk):
         notes_dir = root / "runs" / noted / "notes"
         assert not [p.name for p in notes_dir.iterdir() if p.suffix != ".json"]
         filler.unlink()  # room for the index again
-        assert _ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == "kept"
+        assert ok(c.get(f"/api/runs/{noted}"))["run"]["notes"] == "kept"
