@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store.format import last_frame_end
-from ..store.reader import Block, RunReader, decode_values
+from ..store.reader import Block, ContextTable, RunReader, decode_values
 from ..store.segments import segment_count, segment_files
 from .series import Loaded
 from .series_columns import DTYPES, Column
@@ -78,36 +78,18 @@ class _RunState:
         self.wanted = set(wanted)
         self.files: dict[str, _FileState] = {}
         self.columns: dict[str, Column] = {}
-        self.loop_names: list[str] = []
-        self.coord_index: dict[tuple, int] = {(): 0}
-        self.coords: list[tuple] = [()]
-        self._ctx_coords: np.ndarray | None = None
+        self.contexts = ContextTable()
         self.decoded_bytes = 0
 
     def size(self) -> int:
         return sum(c.nbytes() for c in self.columns.values()) + 4096
 
-    def ctx_coords(self) -> np.ndarray:
-        if self._ctx_coords is None or len(self._ctx_coords) != len(self.coords):
-            out = np.full((len(self.coords), len(self.loop_names)), -1, np.int64)
-            col = {name: i for i, name in enumerate(self.loop_names)}
-            for gid, key in enumerate(self.coords):
-                for loop, idx in key:
-                    out[gid, col[loop]] = idx
-            self._ctx_coords = out
-        return self._ctx_coords
+    @property
+    def loop_names(self) -> list[str]:
+        return self.contexts.loop_names
 
-    def _global_ctx(self, coords: dict[str, int]) -> int:
-        key = tuple(coords.items())
-        gid = self.coord_index.get(key)
-        if gid is None:
-            for loop in coords:
-                if loop not in self.loop_names:
-                    self.loop_names.append(loop)
-                    self._ctx_coords = None
-            gid = self.coord_index[key] = len(self.coords)
-            self.coords.append(key)
-        return gid
+    def ctx_coords(self) -> np.ndarray:
+        return self.contexts.table()
 
     def update(self, run_dir: Path) -> dict[str, tuple[int, int, int]]:
         """Decode what was appended since the last call; for keys whose older values
@@ -162,7 +144,7 @@ class _RunState:
         decoded = decode_values(chunk[:end])
         state.keys.update(decoded.keys)
         for local in sorted(decoded.contexts):
-            state.ctx_map[local] = self._global_ctx(decoded.contexts[local])
+            state.ctx_map[local] = self.contexts.id_of(decoded.contexts[local])
             state._lut = None
         blocks = state.pending + [b for _ev, bl in decoded.frames for b in bl]
         state.pending = []

@@ -157,23 +157,18 @@ def _map_contexts(ctx: np.ndarray, local_ids: np.ndarray, global_ids: np.ndarray
     return np.where(local_ids[pos] == ctx, global_ids[pos], 0)
 
 
-class _Collector:
-    """Accumulates decoded frames of several files into global numbering."""
+class ContextTable:
+    """The loop coordinates of every context a run's files define, numbered run-wide
+    (0: the run level, outside any loop); each file's local context ids map onto these."""
 
-    def __init__(self, wanted: set[str] | None) -> None:
-        self.wanted = wanted
+    def __init__(self) -> None:
         self.loop_names: list[str] = []
         self.coord_index: dict[tuple, int] = {(): 0}
-        self.coords: list[tuple] = [()]
-        self.parts: dict[str, list] = {}
-        self.roles: dict[str, str] = {}
-        self.events: list[dict[str, Any]] = []
-        self.frame_seq = 0  # frames read so far, over all files: their writing order
-        self.rewinds: dict[int, dict[str, int]] = {}  # segment -> its rewind points
-        self.segment = 0  # of the file being added
-        self.segmented = False  # whether the run has several segments (see `segments`)
+        self.coords: list[tuple] = [()]  # run-wide id -> ((loop, index), ...)
+        self._table: np.ndarray | None = None
 
-    def _global_ctx(self, coords: dict[str, int]) -> int:
+    def id_of(self, coords: dict[str, int]) -> int:
+        """The run-wide id of a context (its loops in nesting order), added when new."""
         key = tuple(coords.items())
         gid = self.coord_index.get(key)
         if gid is None:
@@ -182,7 +177,34 @@ class _Collector:
                     self.loop_names.append(loop)
             gid = self.coord_index[key] = len(self.coords)
             self.coords.append(key)
+            self._table = None
         return gid
+
+    def table(self) -> np.ndarray:
+        """[id, loop column] -> index in that loop (-1: not inside it); cached."""
+        if self._table is None:
+            out = np.full((len(self.coords), len(self.loop_names)), -1, np.int64)
+            col = {name: i for i, name in enumerate(self.loop_names)}
+            for gid, key in enumerate(self.coords):
+                for loop, idx in key:
+                    out[gid, col[loop]] = idx
+            self._table = out
+        return self._table
+
+
+class _Collector:
+    """Accumulates decoded frames of several files into global numbering."""
+
+    def __init__(self, wanted: set[str] | None) -> None:
+        self.wanted = wanted
+        self.contexts = ContextTable()
+        self.parts: dict[str, list] = {}
+        self.roles: dict[str, str] = {}
+        self.events: list[dict[str, Any]] = []
+        self.frame_seq = 0  # frames read so far, over all files: their writing order
+        self.rewinds: dict[int, dict[str, int]] = {}  # segment -> its rewind points
+        self.segment = 0  # of the file being added
+        self.segmented = False  # whether the run has several segments (see `segments`)
 
     def add_file(self, path: Path, replayed: bool, segment: int = 0) -> None:
         """Add one frame file's values; `segment` (1, 2, ...; 0: a replay) places them
@@ -200,7 +222,7 @@ class _Collector:
         # local id: a hostile file's id of 2**32-1 must not allocate gigabytes, and an
         # id no definition names maps to context 0 (the run level).
         local_ids = np.array(sorted(contexts), np.int64)
-        global_ids = np.array([self._global_ctx(contexts[i]) for i in local_ids.tolist()],
+        global_ids = np.array([self.contexts.id_of(contexts[i]) for i in local_ids.tolist()],
                               np.int64)
         for events, blocks in decoded.frames:
             self.frame_seq += 1
@@ -258,7 +280,7 @@ class _Collector:
         if not any(cuts.values()):
             return
         # Per global context: its outermost loop and index (run level: none, the step).
-        outer = [key[0] if key else (RUN_LEVEL, -1) for key in self.coords]
+        outer = [key[0] if key else (RUN_LEVEL, -1) for key in self.contexts.coords]
         outer_idx = np.array([idx for _loop, idx in outer], np.int64)
         for name, parts in self.parts.items():
             if self.roles[name] not in STEPPED_ROLES:
@@ -279,14 +301,9 @@ class _Collector:
 
     def finish(self) -> RunData:
         self._superseded()
-        coords = np.full((len(self.coords), len(self.loop_names)), -1, np.int64)
-        col = {name: i for i, name in enumerate(self.loop_names)}
-        for gid, key in enumerate(self.coords):
-            for loop, idx in key:
-                coords[gid, col[loop]] = idx
         series = {name: _merge(name, self.roles[name], parts)
                   for name, parts in self.parts.items()}
-        return RunData(self.loop_names, coords, series, self.events)
+        return RunData(self.contexts.loop_names, self.contexts.table(), series, self.events)
 
 
 def _merge(name: str, role: str, parts: list) -> Series:
