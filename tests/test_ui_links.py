@@ -193,3 +193,30 @@ def test_exported_site_link_round_trip(page, browser, store, tmp_path):
             assert_same_view(other, cols)
         finally:
             context.close()
+
+
+def test_compare_late_answer_of_older_settings_is_dropped(page, server):
+    """Two setting changes in a row: the answer for the first arrives after the second's.
+    The page draws the newest settings and never the stale answer (which lacks the colour
+    column and used to throw)."""
+    page.goto(f"{server}#/compare")
+    page.wait_for_selector("select[aria-label='x column']")
+    expect(page.locator(".muted", has_text="runs")).to_be_visible()
+    held = []
+    page.route("**/api/points*", lambda route: held.append(route))
+    page.select_option("select[aria-label='x column']", value="arg:dropout")
+    # page.evaluate is a round trip, so the route handlers get to run while we poll
+    wait_for(lambda: page.evaluate("1") and len(held) == 1, timeout=10,
+             what="the first points request")
+    page.select_option("select[aria-label='colour']", value="arg:optimizer")
+    wait_for(lambda: page.evaluate("1") and len(held) == 2, timeout=10,
+             what="the second points request")
+    assert "arg%3Aoptimizer" in held[1].request.url
+    assert "arg%3Aoptimizer" not in held[0].request.url
+    held[1].continue_()
+    expect(page.locator(".cmp-key .chip").first).to_be_visible()
+    held[0].continue_()
+    page.evaluate("new Promise((r) => setTimeout(r, 300))")  # let the late answer land
+    # still the newest settings' drawing: the optimizer categories stay in the key
+    assert page.locator(".cmp-key .chip").all_text_contents() == ["optimizer=adam", "optimizer=sgd"]
+    assert not page.errors, page.errors

@@ -78,15 +78,19 @@ export async function render(root) {
   const tip = h("div", { class: "tooltip", hidden: true });
   document.body.append(tip);
 
+  let drawn = 0;  // the latest draw's number: an older answer arriving late is dropped
   async function draw() {
+    const mine = ++drawn;
     Object.entries({ mode: st.mode, x: st.x, y: st.y, c: st.c }).forEach(([k, v]) => setPrefs(`cmp.${k}`, v));
     setParams({ mode: st.mode, x: st.x, y: st.y, c: st.c, logx: String(st.logx), logy: String(st.logy), q: search.value.trim() });
     const dims = st.mode === "scatter" ? [st.x, st.y, st.c].filter(Boolean)
       : [...new Set([...args.map((a) => a.key).slice(0, 10), st.y])];
     let data;
     try { data = await api.get("points", { dim: dims, q: search.value.trim() }); } catch (e) {
-      note.textContent = e.message; return;
+      if (mine === drawn) note.textContent = e.message;
+      return;
     }
+    if (mine !== drawn) return;  // the settings changed while this answer was on its way
     note.textContent = `${data.matched} runs`;
     if (st.mode === "scatter") scatter(data); else parallel(data, dims);
   }
