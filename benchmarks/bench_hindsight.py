@@ -9,12 +9,14 @@ Measured in one go on a CPU training script (an MLP, one torch thread, 20 epochs
 4. the planner's estimate against each measured replay time.
 
 With `--demo` it measures README's walkthrough instead, in a scratch git copy of this
-repository's HEAD: `flowillower demo quickstart --no-ui` (2 runs side by side), then the
-`grad_norm` line added after `loss.backward()` and `flowillower replay grad_norm --workers 2
--y`; the naive baseline, re-running both runs, is the training time itself.
+repository's HEAD, all on the same two runs: `flowillower demo quickstart --no-ui` (2 runs
+side by side; the naive replay baseline, re-running both, is this training time), then a
+per-epoch `weight_norm` line replayed with `--workers 2`, then the inner-loop `grad_norm`
+line after `loss.backward()` replayed with `--workers 1`, `--workers 2` and (Ray installed,
+no `--no-ray`) `--executor ray=...` on a private 2-CPU Ray head on 127.0.0.1.
 
 Run: python benchmarks/bench_hindsight.py [--epochs 20] [--steps 160] [--repeats 2]
-     python benchmarks/bench_hindsight.py --demo [--demo-epochs 120]
+     python benchmarks/bench_hindsight.py --demo [--demo-epochs 120] [--no-ray]
 """
 
 from __future__ import annotations
@@ -128,14 +130,21 @@ def timed_replay(root: Path, names: str, workers: int) -> tuple[float, float, st
 
 GRAD_NORM = ('                fw.log("grad_norm", torch.nn.utils.get_total_norm(\n'
              '                    [p.grad for p in model.parameters()]).item())\n')
+# README's per-epoch statement: after the batch loop, once per epoch.
+WEIGHT_NORM = ('            fw.log("weight_norm", torch.nn.utils.get_total_norm(\n'
+               '                [p.detach() for p in model.parameters()]).item())\n')
+INNER_ANCHOR = "                loss.backward()\n"
+OUTER_ANCHOR = "            fw.log(\"lr\", scheduler.get_last_lr()[0])\n"
 
 
-def _timed_cli(repo: Path, *args: str) -> tuple[float, float, str]:
+def _timed_cli(repo: Path, *args: str, env_extra: dict[str, str] | None = None
+               ) -> tuple[float, float, str]:
     """(wall s, CPU s of the command and its children, output) of one flowillower command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWILLOWER_")}
     env["PYTHONPATH"] = str(repo / "src")  # the scratch copy's package, not the checkout's
+    env.update(env_extra or {})
     out = subprocess.run([sys.executable, "-m", "flowillower", *args], cwd=repo, env=env,
                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -146,10 +155,56 @@ def _timed_cli(repo: Path, *args: str) -> tuple[float, float, str]:
     return wall, cpu, out.stdout + out.stderr
 
 
-def demo(epochs: int) -> int:
-    """README's walkthrough, timed: train the quickstart runs, then replay grad_norm."""
+RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray stays on 127.0.0.1
+# A one-node Ray cluster owned by this process: it lives while our pipe stays open, and
+# stopping it ends only its own processes (`ray stop` would end every Ray on the box).
+RAY_HEAD = """
+import sys, ray
+ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+         log_to_driver=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+def _ray_head() -> tuple[subprocess.Popen, str] | None:
+    """(process, address) of a private 2-CPU Ray head, or None without Ray."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return None
+    env = {**os.environ, **RAY_LOOPBACK}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-c", RAY_HEAD], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    address = (proc.stdout.readline() if proc.stdout else "").strip()
+    if not address:
+        proc.kill()
+        proc.wait()
+        return None
+    return proc, address
+
+
+def _stop_head(head: tuple[subprocess.Popen, str] | None) -> None:
+    if head is None:
+        return
+    proc = head[0]
+    try:
+        proc.communicate("", timeout=120)  # closing stdin: ray.shutdown, then exit
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def demo(epochs: int, with_ray: bool = True) -> int:
+    """README's walkthrough, timed on the same two runs: training them (the naive replay
+    baseline: re-running), then replaying a per-epoch statement and the inner-loop
+    `grad_norm` with 1 and 2 local workers, and with 2 Ray workers when Ray is installed."""
     here = Path(__file__).resolve().parent.parent
     base = Path(tempfile.mkdtemp(prefix="fw-bench-demo-replay-"))
+    head = None
     try:
         repo = base / "repo"
         repo.mkdir()
@@ -164,23 +219,46 @@ def demo(epochs: int) -> int:
         train_s, train_cpu, trained = _timed_cli(repo, "demo", "quickstart", "--no-ui",
                                                  "--epochs", str(epochs))
         script = repo / "src/flowillower/examples/flow_matching/train.py"
-        anchor = "                loss.backward()\n"
-        script.write_text(script.read_text().replace(anchor, anchor + GRAD_NORM))
-        replay_s, replay_cpu, report = _timed_cli(repo, "replay", "grad_norm",
-                                                  "--workers", "2", "-y")
-        values = [line.strip() for line in report.splitlines() if "replayed  grad_norm" in line]
+        original = script.read_text()
+        rows: list[tuple[str, float, float]] = []
+        values: list[str] = []
+
+        def replay(label: str, name: str, *extra: str, env: dict | None = None) -> None:
+            wall, cpu, report = _timed_cli(repo, "replay", name, *extra, "-y", env_extra=env)
+            rows.append((label, wall, cpu))
+            values.extend(line.strip() for line in report.splitlines()
+                          if f"replayed  {name}" in line)
+            drop_replays(repo)  # the next replay computes the same values again
+
+        script.write_text(original.replace(OUTER_ANCHOR, OUTER_ANCHOR + WEIGHT_NORM))
+        replay("replay weight_norm --workers 2 -y    (per epoch)", "weight_norm",
+               "--workers", "2")
+        script.write_text(original.replace(INNER_ANCHOR, INNER_ANCHOR + GRAD_NORM))
+        replay("replay grad_norm --workers 1 -y      (inner loop)", "grad_norm",
+               "--workers", "1")
+        replay("replay grad_norm --workers 2 -y      (inner loop)", "grad_norm",
+               "--workers", "2")
+        head = _ray_head() if with_ray else None
+        if head is not None:
+            replay("replay grad_norm --executor ray=127.0.0.1:PORT --workers 2 -y",
+                   "grad_norm", "--executor", f"ray={head[1]}", "--workers", "2",
+                   env=RAY_LOOPBACK)
         print(f"README's demo walkthrough, 2 runs x {epochs} epochs, {os.cpu_count()} CPUs, "
-              f"load {load:.1f} before, {os.getloadavg()[0]:.1f} after")
-        print(f"  flowillower demo quickstart --no-ui (naive replay baseline: re-running)  "
+              f"load {load:.1f} before, {os.getloadavg()[0]:.1f} after "
+              f"(python benchmarks/bench_hindsight.py --demo)")
+        print(f"  {'flowillower demo quickstart --no-ui (naive baseline: re-running)':<64}"
               f"{train_s:6.1f} s wall  {train_cpu:6.1f} s CPU")
-        print(f"  flowillower replay grad_norm --workers 2 -y                              "
-              f"{replay_s:6.1f} s wall  {replay_cpu:6.1f} s CPU  "
-              f"({replay_s / train_s:.2f}x the training's wall time)")
+        for label, wall, cpu in rows:
+            print(f"  {'flowillower ' + label:<64}{wall:6.1f} s wall  {cpu:6.1f} s CPU  "
+                  f"({train_s / wall:.1f}x faster than re-training)")
+        if head is None and with_ray:
+            print("  (Ray is not installed: no Ray row; pip install 'flowillower[ray]')")
         print("  " + "; ".join(values))
         print("  quickstart said: " + " ".join(line.strip() for line in trained.splitlines()
                                                if "trained in" in line))
         return 0
     finally:
+        _stop_head(head)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -201,9 +279,10 @@ def main() -> int:
     parser.add_argument("--demo", action="store_true",
                         help="time README's walkthrough: quickstart, then replay grad_norm")
     parser.add_argument("--demo-epochs", type=int, default=120)
+    parser.add_argument("--no-ray", action="store_true", help="--demo without the Ray row")
     args, _unknown = parser.parse_known_args()
     if args.demo:
-        return demo(args.demo_epochs)
+        return demo(args.demo_epochs, not args.no_ray)
     base = Path(tempfile.mkdtemp(prefix="fw-bench-hindsight-"))
     try:
         root = base / "proj"
