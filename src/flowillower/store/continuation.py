@@ -174,19 +174,38 @@ def _previous(run_dir: Path) -> dict[str, Any]:
         meta.pop("fork_of", None)
     if not isinstance(meta.get("segments_git"), list):
         meta.pop("segments_git", None)
+    envs = meta.get("segments_env")
+    if not isinstance(envs, list) or not all(isinstance(e, dict) for e in envs):
+        meta.pop("segments_env", None)
     return meta
+
+
+# What a replay needs to re-run an earlier segment's process (its code: segments_git).
+SEGMENT_ENV = ("argv", "cwd", "script", "host", "user", "pid", "executable")
+
+
+def _segment_env(meta: dict[str, Any]) -> dict[str, Any]:
+    return {key: meta[key] for key in SEGMENT_ENV if key in meta}
 
 
 def continuation_fields(segment: int, fork_of: dict[str, Any] | None,
                         previous: dict[str, Any]) -> dict[str, Any]:
     """run.json's fields of a continued or forked run: its segment count, the code
-    snapshot of each earlier segment (`segments_git`; `git` is the latest one's) and the
-    parent it was forked from. `previous`: run.json of the run continued."""
+    snapshot of each earlier segment (`segments_git`; `git` is the latest one's), how
+    each earlier segment's process was started (`segments_env`: argv, cwd, script, host,
+    ...; the top-level fields are the latest one's) and the parent it was forked from.
+    `previous`: run.json of the run continued."""
     fields: dict[str, Any] = {}
     if segment > 1:  # a fork's copied values are its segment 1
         fields["segments"] = segment
     if previous:
-        fields["segments_git"] = [*previous.get("segments_git", []), previous.get("git")]
+        earlier = previous.get("segments_git", [])
+        fields["segments_git"] = [*earlier, previous.get("git")]
+        # How each earlier segment's process was started (its argv may differ from the
+        # latest one's: a restart from a chosen checkpoint); {} where not recorded.
+        envs = list(previous.get("segments_env") or [])[:len(earlier)]
+        envs += [{}] * (len(earlier) - len(envs))
+        fields["segments_env"] = [*envs, _segment_env(previous)]
     if fork_of:
         fields["fork_of"] = fork_of
     return fields

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 DATA_FILE = re.compile(r"data(?:\.rank(\d+))?(?:\.seg(\d+))?\.fwl\Z")
 # Roles whose values a later segment supersedes (keyed by the training step).
@@ -73,3 +74,59 @@ def cutoffs(rewinds: dict[int, dict[str, int]]) -> dict[int, dict[str, int]]:
         for kind, point in rewinds[seg].items():
             lowest[kind] = min(lowest.get(kind, NO_CUTOFF), point)
     return out
+
+
+def file_rewinds(decoded: Any) -> dict[str, int]:
+    """The rewind points of one decoded frame file (`reader.FileValues`), by the rule in
+    this module's docstring: over every stepped key, for values inside loops the lowest
+    index of their outermost loop, for the others their lowest step >= 0."""
+    import numpy as np
+
+    points: dict[str, int] = {}
+    ids = [kid for kid, (_n, role) in decoded.keys.items() if role in STEPPED_ROLES]
+    if not ids:
+        return points
+    wanted = np.array(ids, np.int64)
+    for _events, blocks in decoded.frames:
+        for block in blocks:
+            sel = np.isin(block.key, wanted)
+            if not sel.any():
+                continue
+            ctx, step = block.ctx[sel], block.step[sel]
+            for c in np.unique(ctx).tolist():
+                coords = decoded.contexts.get(c) or {}
+                if coords:
+                    kind, low = next(iter(coords.items()))
+                else:
+                    real = step[(ctx == c) & (step >= 0)]
+                    if not len(real):
+                        continue
+                    kind, low = RUN_LEVEL, int(real.min())
+                points[kind] = min(points.get(kind, NO_CUTOFF), int(low))
+    return points
+
+
+def run_rewinds(run_dir: Path) -> dict[int, dict[str, int]]:
+    """Every segment of the run -> its rewind points (all its rank files together)."""
+    from .reader import decode_values
+
+    out: dict[int, dict[str, int]] = {}
+    for path, seg in segment_files(run_dir):
+        points = out.setdefault(seg, {})
+        try:
+            found = file_rewinds(decode_values(path.read_bytes()))
+        except OSError:
+            continue
+        for kind, low in found.items():
+            points[kind] = min(points.get(kind, NO_CUTOFF), low)
+    return out
+
+
+def still_read(cut: dict[str, int], coords: dict[str, int], step: int) -> bool:
+    """Whether a stepped value of a segment whose cutoffs are `cut` (see `cutoffs`) is
+    read, not superseded: its outermost loop's index, else its step, below the cutoff
+    (values without a step are always read)."""
+    if coords:
+        loop, index = next(iter(coords.items()))
+        return index < cut.get(loop, NO_CUTOFF)
+    return step < cut.get(RUN_LEVEL, NO_CUTOFF)
