@@ -25,6 +25,7 @@ from .code_view import code_diff, file_doc, search_contents, snapshot_sha, snaps
 from .columns import is_watch
 from .live import live_series
 from .model_runs import model_names, model_run_endpoints
+from .panels_api import panel_endpoints
 from .routing import ApiError, Endpoint, P
 from .security import safe_run_file
 from .series import chart_series, hist_series
@@ -376,7 +377,7 @@ class Api:
                      "A file under the run's media/ or artifacts/", [
                          run, P("path", where="path", required=True, max_length=1000),
                          P("download", "boolean", default=False)], tag="media"),
-            *model_run_endpoints(self.view),
+            *model_run_endpoints(self.view), *panel_endpoints(self.view),
             Endpoint("GET", "/api/runs/{run}/models", self.models,
                      "Names of the run's model graphs", [run], tag="model"),
             Endpoint("GET", "/api/runs/{run}/model", self.model,

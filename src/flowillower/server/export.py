@@ -8,7 +8,9 @@ The same front end, told by a meta tag to read data files instead of the API (se
     static/app.bundle.js           its modules as one classic script (pages opened from a file)
     data/index.json                run rows (what the runs table filters and sorts)
     data/runs/<id>/run.json        the run page's data (as /api/runs/<id>)
-    data/runs/<id>/series.json     every chartable key, downsampled to `points` values
+    data/runs/<id>/series.json     every chartable key (system/ too), downsampled to `points` values
+    data/runs/<id>/lineage.json    inputs and consumers (as /api/runs/<id>/lineage), when any
+    data/runs/<id>/family.json     parent, forks, segments (as /api/runs/<id>/family), when any
     data/runs/<id>/hist.json       histogram series (model page heat maps)
     data/runs/<id>/media.json      images / artifacts per key
     data/runs/<id>/media/...       image files; artifacts/... up to a size cap
@@ -50,6 +52,7 @@ from .app import STATIC_DIR, render_index
 from .downsample import json_floats, minmax_indices
 from .export_bundle import BUNDLE, BundleError, bundle_modules, graph_twin, script_twin
 from .export_code import CodeExport
+from .export_panels import export_panels
 from .routing import sanitize
 from .series import Loaded, hist_series
 
@@ -129,9 +132,12 @@ def _loop_changes(data: Any, names: list[str]) -> dict[str, list[list[int]]]:
 def _series_doc(data: Any, created: float | None, points: int) -> dict[str, Any]:
     keys = [n for n, s in data.series.items() if s.role != "arg" and s.kind != "object"
             and s.role != "sys"]
+    # System values (the run page's System panel) are charted against wall time: their
+    # steps are the sampler's counts, so they take no part in the loops' positions.
+    system = [n for n, s in data.series.items() if s.role == "sys" and s.kind != "object"]
     doc: dict[str, Any] = {"created": created, "loops": _loop_changes(data, keys), "series": {}}
     t0 = created or 0.0
-    for name in keys:
+    for name in keys + system:
         s = data.series[name]
         y = s.values.astype(np.float64)
         n_points = points // 3 if name.startswith(_WATCH) else points
@@ -188,7 +194,8 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
                 snapshots: bool = True) -> dict[str, Any]:
     """Write the static UI site for the runs matching `runs_filter` into `out_dir`.
 
-    Returns ``{"runs", "bytes", "seconds", "out", "serve", "url", "file", "code"}``: `serve` is
+    Returns ``{"runs", "bytes", "seconds", "out", "serve", "url", "file", "code", "panels"}``
+    (`panels`: how many runs got a lineage / family card): `serve` is
     the command that serves the site at `url`; `file` is True when the site also runs
     opened from a file (else why not: the page then shows `serve`). `points`: values
     kept per series (min/max buckets); `media`: copy images and artifacts (artifacts up to
@@ -262,10 +269,12 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
         if keys["image"] or keys["artifact"]:
             _dump(dest / "media.json", _copy_media(run_dir, dest, data, keys,
                                                    max_artifact_bytes, media), twins)
+    # The run page's lineage and family cards (export_panels.py).
+    panels = export_panels(store, kept, out, lambda path, obj: _dump(path, obj, twins))
     # No timestamp: the same runs export to the same bytes (a redeploy pushes nothing).
     rows = kept
     _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows}, twins)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
             "out": str(out), "serve": serve_command(out), "url": "http://127.0.0.1:8000/",
-            "file": file_ok, "code": code.stats}
+            "file": file_ok, "code": code.stats, "panels": panels}

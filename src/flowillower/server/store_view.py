@@ -10,6 +10,7 @@ generation of the rows, so scrolling a 10,000-row table re-sorts nothing.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from .columns import (
     Row,
     cell,
     hashable,
+    lower_is_better,
     sort_key,
     table_columns,
 )
@@ -276,6 +278,54 @@ class StoreView:
     def _valid_key(key: str) -> bool:
         kind, sep, name = key.partition(":")
         return bool(sep and name) and kind in ("arg", *STAT_PREFIXES)
+
+    def best(self, cols: list[str], goals: list[str] | None = None, q: str | None = None,
+             hidden: bool = False) -> dict[str, Any]:
+        """The best value of each metric column among the matched runs, in one pass.
+
+        `goals[i]` ("min" / "max") says which way column `cols[i]` is better; missing, the
+        metric's name decides (`columns.lower_is_better`). Only finite numbers count
+        (NaN, inf, booleans and text never win). Answers `{"best": {key: {"value",
+        "goal", "run", "ties"}}}` (`value` None when no matched run has a number there)."""
+        goals = list(goals or [])
+        if len(goals) > len(cols):
+            raise ApiError(400, "give at most one goal= per col=", "goal")
+        wanted: list[tuple[str, str, str, str]] = []  # key, stat, metric, goal
+        for i, key in enumerate(dict.fromkeys(cols)):
+            stat, _, name = key.partition(":")
+            if stat not in ("last", "best", "min", "max") or not name:
+                raise ApiError(400, f"{key!r} is not a metric column (last:, best:, min:, "
+                               "max: and a metric name)", "col")
+            goal = goals[i] if i < len(goals) else ("min" if lower_is_better(name) else "max")
+            if goal not in ("min", "max"):
+                raise ApiError(400, f"goal must be min or max, not {goal!r}", "goal")
+            wanted.append((key, stat, name, goal))
+        rows = self.filtered(q, hidden)
+
+        def compute() -> dict[str, Any]:
+            found: dict[str, list] = {k: [None, None, 0] for k, *_ in wanted}  # value, id, ties
+            for r in rows:  # rows outside, columns inside: one pass over the matched runs
+                metrics = r["metrics"]
+                for key, stat, name, goal in wanted:
+                    stats = metrics.get(name)
+                    if stats is None:
+                        continue
+                    v = cell(r, key) if stat == "best" else stats.get(stat)
+                    if type(v) is not float and type(v) is not int:
+                        continue  # bools, text, None
+                    if v != v or v in (math.inf, -math.inf):
+                        continue
+                    slot = found[key]
+                    if slot[0] is None or (v < slot[0] if goal == "min" else v > slot[0]):
+                        slot[0], slot[1], slot[2] = v, r["id"], 1
+                    elif v == slot[0]:
+                        slot[2] += 1
+            return {"matched": len(rows), "best": {
+                key: {"value": found[key][0], "goal": goal, "run": found[key][1],
+                      "ties": found[key][2]} for key, _s, _n, goal in wanted}}
+
+        return self._cached(("best", (q or "").strip(), hidden,
+                             tuple((k, g) for k, _s, _n, g in wanted)), compute)
 
     def points(self, dims: list[str], q: str | None = None, hidden: bool = False,
                limit: int = 10000) -> dict[str, Any]:

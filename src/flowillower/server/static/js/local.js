@@ -203,6 +203,24 @@ async function points(p) {
     status: rows.map((r) => r.status), dims: Object.fromEntries(dims.map((k) => [k, rows.map((r) => cell(r, k) ?? null)])) };
 }
 
+// The best value of metric columns among the matched runs, one pass (as /api/best).
+async function best(p) {
+  const rows = await filtered((p.q || "").trim(), p.hidden === true || p.hidden === "true");
+  const cols = [...new Set([].concat(p.col || []))], goals = [].concat(p.goal || []);
+  const out = {};
+  cols.forEach((key, i) => {
+    const goal = goals[i] === "min" || goals[i] === "max" ? goals[i] : (LOWER.test(key.slice(key.indexOf(":") + 1)) ? "min" : "max");
+    let value = null, run = null, ties = 0;
+    for (const r of rows) {
+      const v = cell(r, key);
+      if (typeof v !== "number" || !Number.isFinite(v)) continue;
+      if (value === null || (goal === "min" ? v < value : v > value)) { value = v; run = r.id; ties = 1; } else if (v === value) ties += 1;
+    }
+    out[key] = { value, goal, run, ties };
+  });
+  return { generation: 0, matched: rows.length, best: out };
+}
+
 // Arg differences come from the exported index, as `/api/diff` computes them; the code
 // diff from the exported snapshots (codelocal.js).
 async function diff(p) {
@@ -235,6 +253,7 @@ export async function get(path, params) {
   if (path === "series") return series(params);
   if (path === "keys") return keys(params);
   if (path === "points") return points(params);
+  if (path === "best") return best(params);
   if (path === "diff") return diff(params);
   if (path === "views") return json("data/views.json").catch(() => ({ views: [] }));
   if (path === "models") return modelRuns();
@@ -253,6 +272,8 @@ export async function get(path, params) {
       if (!hs[params.key]) fail(404, `run ${row.id} has no series '${params.key}'`);
       return hs[params.key];
     }
+    // The run page's lineage and family cards (server/export_panels.py): only runs with one.
+    if (what === "lineage" || what === "family") return json(`${base}/${what}.json`);
     if (what === "model") return json(`${base}/model/${params.name ? `${encodeURIComponent(params.name)}/` : ""}graph.json`);
     if (what === "models") return { run: row.id, models: (await json(`${base}/run.json`)).models };
     if (what === "code" && !parts[3]) return codeTree(json, row.id);

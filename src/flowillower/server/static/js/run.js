@@ -106,6 +106,7 @@ export async function render(root, { args, params }) {
   }
   grid.append(diffCard(id));
   import("./lineage.js").then((m) => m.lineageCard(grid, id)).catch(() => null);  // inputs and consumers DAG
+  import("./family.js").then((m) => m.familyPanel(grid, id)).catch(() => null);  // forks tree, segments
 
   // A run pulled with --no-media gets its media from its remote now (media.js).
   const got = await fetchRunMedia(id);

@@ -1,6 +1,8 @@
 // The runs table's "best" marker: per numeric metric column, the best value among the
 // matched runs (min for losses and errors, max for accuracies and scores; the user flips
 // a column whose name says neither, and the choice travels in the URL as `best`).
+import { api } from "./api.js";
+import { params } from "./state.js";
 
 // Whole words of a metric name (split at / _ . - and spaces) that say which way is better.
 const MIN_WORDS = new Set(["loss", "losses", "err", "error", "errors", "mae", "mse", "rmse",
@@ -45,13 +47,22 @@ export function bestOf(values, goal) {
   return best;
 }
 
+// The filter the table shows, as its link says: the runs table writes `q` and `hidden`
+// into the URL before it draws (views are links), so the link is the table's scope.
+function linkedScope() {
+  const p = params();
+  return { q: p.get("q") || "", hidden: p.get("hidden") === "1" };
+}
+
 /** Best values of the marked columns, computed here when every matched row is loaded and
- * asked of the server (its sort, one short page per column) when only some are.
- * `loaded` are the rows in hand, `complete` whether they are all the matched ones,
- * `ask(key, goal)` resolves to a few rows sorted best first. Answers land in `cache`
- * (key|goal -> value, or null for none) and `done()` is called to redraw. */
-export function bestValues(cols, overrides, loaded, complete, cache, ask, done) {
+ * asked of the server when only some are: every column not yet known in ONE request
+ * (`/api/best`, one pass over the matched runs; a static export answers it from its
+ * rows). `loaded` are the rows in hand, `complete` whether they are all the matched
+ * ones, `scope` the table's {q, hidden} (else, e.g. a function, the link's). Answers
+ * land in `cache` (key|goal -> value, or null for none) and `done()` redraws. */
+export function bestValues(cols, overrides, loaded, complete, cache, scope, done) {
   const out = new Map();
+  const asking = [];
   for (const col of cols) {
     if (!marksBest(col)) continue;
     const { goal } = goalOf(col, overrides);
@@ -62,15 +73,22 @@ export function bestValues(cols, overrides, loaded, complete, cache, ask, done) 
     }
     const id = `${col.key}|${goal}`;
     if (!cache.has(id)) {
-      cache.set(id, undefined);  // asked: one request per column and goal
-      ask(col.key, goal).then((rows) => {
-        const v = bestOf(rows.map((r) => r.cells?.[col.key]), goal);
-        cache.set(id, v === undefined ? null : v);
-        done();
-      }).catch(() => cache.set(id, null));
+      cache.set(id, undefined);  // asked: once per column and goal
+      asking.push({ key: col.key, goal, id });
     }
     const v = cache.get(id);
     if (v !== undefined && v !== null) out.set(col.key, { value: v, goal });
+  }
+  if (asking.length) {
+    const where = scope && typeof scope === "object" ? scope : linkedScope();
+    api.get("best", { q: where.q, hidden: where.hidden, col: asking.map((a) => a.key), goal: asking.map((a) => a.goal) })
+      .then((res) => {
+        for (const a of asking) {
+          const b = res.best?.[a.key];
+          cache.set(a.id, b && b.goal === a.goal && isNum(b.value) ? b.value : null);
+        }
+        done();
+      }).catch(() => asking.forEach((a) => cache.set(a.id, null)));
   }
   return out;
 }
