@@ -187,8 +187,10 @@ def test_pull_never_overwrites_or_truncates_local_files(hostile_remote, tmp_path
     # A record file that extends ours grows; one with another beginning is refused.
     assert (local / "data.fwl").read_bytes() == grown
     assert (local / "replays" / "r1.fwl").read_bytes() == FRAMES
-    assert got["refused"][GOOD] == [["replays/r1.fwl",
-                                     "a record file that does not extend yours (kept yours)"]]
+    # A newer version of the run may not rewrite its finished summary either (pullrefresh).
+    assert got["refused"][GOOD] == [
+        ["summary.json", "the summary of a finished run is final (kept yours)"],
+        ["replays/r1.fwl", "a record file that does not extend yours (kept yours)"]]
     # Files already here are never replaced.
     assert (local / "summary.json").read_bytes() == b'{"status": "success"}'
     assert (local / "run.json").read_bytes() == run_json

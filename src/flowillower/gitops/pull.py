@@ -5,7 +5,9 @@ Run refs are fetched into `refs/flowillower/incoming/`, code refs into
 commit it points to). Each run commit is then checked entry by entry (`incoming`): what a
 run may not hold is reported and never written. A new run is assembled aside and renamed
 into `runs/` whole; a run already here only gains files it lacks, and a record file
-(`*.fwl`) grows only when the incoming copy extends the local one byte for byte. Every run
+(`*.fwl`) grows only when the incoming copy extends the local one byte for byte; a newer
+version of a pulled run left unchanged here also replaces what its run rewrites
+(`pullrefresh`: run.json, a summary set aside by a resume). Every run
 a pull brings is remembered as pulled (`store.provenance`), with its remote.
 """
 
@@ -18,6 +20,7 @@ from ..errors import GitError
 from ..store.provenance import compact_pulled, runs_missing_media
 from .incoming import read_run_json, valid_run_id
 from .maintenance import store_lock
+from .pullrefresh import refreshable
 from .pullselect import RunSelection, select_commits
 from .pulltrees import read_entries
 from .pullwrite import RunPlan, plan_run, write_runs
@@ -128,10 +131,15 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
         metas = _run_metas(git_dir, {run_id: entries for run_id, (_c, entries, _r)
                                      in todo.items()})
         plans = []
+        # a newer version of a pulled run, unchanged here, may replace rewritten files
+        fresh = {} if media_only else refreshable(
+            git_dir, store_root, origin["url"], before,
+            {run_id: commit for run_id, (commit, _e, _r) in todo.items()})
         for run_id, (commit, entries, refused) in todo.items():
             meta, why = metas[run_id]
             plan = plan_run(store_root, (commit, run_id, meta), entries, refused,
-                            no_media=no_media, media_only=media_only) \
+                            no_media=no_media, media_only=media_only,
+                            refresh=fresh.get(run_id)) \
                 if meta is not None else why
             if isinstance(plan, RunPlan):
                 plans.append(plan)

@@ -4,7 +4,9 @@ All runs of a pull are written from one `cat-file --batch` (a fresh pull of thou
 runs starts one reader, not one per run). A new run is assembled aside and renamed into
 `runs/` whole, so readers never see half a run; a run already here only gains files it
 lacks, and a record file (`*.fwl`) grows only when the incoming copy extends the local one
-byte for byte.
+byte for byte. A pulled run that a newer version may update (`pullrefresh`) also has its
+rewritten files (run.json, a summary set aside by a resume, notes) replaced atomically,
+each only if it is still the file that was checked.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..store.provenance import is_pulled, mark_pulled_many
-from .incoming import content_refusal
+from .fastimport import hash_files
+from .incoming import content_refusal, read_run_json
+from .pullrefresh import SUMMARY, Refresh, identity_refusal, replace_refusal
 from .pulltrees import Entry
 from .repo import abandon, batch_read, finish, store_popen
 
@@ -43,14 +47,18 @@ class RunPlan:
     dest: Path | None = None
     added: int = 0
     record: dict[str, Any] = field(default_factory=dict)  # extra pull-record fields
+    replacing: dict[bytes, str] = field(default_factory=dict)  # path -> our blob id
+    remove: dict[bytes, str] = field(default_factory=dict)  # set-aside summaries
+    algo: str = "sha1"
 
 
 def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: list[Entry],
              refused: list[tuple[bytes, str]], no_media: bool = False,
-             media_only: bool = False) -> RunPlan | str:
+             media_only: bool = False, refresh: Refresh | None = None) -> RunPlan | str:
     """What to write of one run whose run.json passed; a reason when the run cannot be
     written at all. `no_media`: files under media/ and artifacts/ are left out and
-    counted in the pull record (`media_left`); `media_only`: nothing else is written."""
+    counted in the pull record (`media_left`); `media_only`: nothing else is written;
+    `refresh`: the run is a newer version of a pulled run (`pullrefresh.refreshable`)."""
     commit, run_id, meta = run
     target = store_root / "runs" / run_id
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -58,7 +66,12 @@ def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: li
     is_new = not target.exists()
     plan = RunPlan(run_id, commit, meta, target, is_new,
                    not is_new and is_pulled(store_root, run_id), refused=refused)
-    left = 0
+    left, later = 0, []
+    if refresh is not None:
+        plan.algo = refresh.algo
+        names = {rel for rel, _m, _s, _z in entries}
+        plan.remove = {rel: ours for rel, ours in refresh.local.items() if rel not in names
+                       and SUMMARY.match(rel) and not replace_refusal(rel, ours, entries)}
     for rel, _mode, sha, size in entries:
         local = target / os.fsdecode(rel)
         if no_media and rel.startswith(MEDIA_DIRS):
@@ -70,9 +83,24 @@ def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: li
             if _blocked(target, rel) or local.is_symlink() or local.is_dir():
                 refused.append((rel, "the local path is a link or a folder"))
                 continue
+            if refresh is not None and rel != HEARTBEAT and local.exists():
+                ours = refresh.local.get(rel)
+                if ours is None or ours == sha:
+                    continue  # the same file
+                why = None if rel.endswith(b".fwl") else replace_refusal(rel, ours, entries)
+                if why:
+                    refused.append((rel, why))
+                elif not rel.endswith(b".fwl"):
+                    plan.replacing[rel] = ours
+                    later.append((sha, rel))  # after the files it adds (a set-aside summary)
+                else:
+                    plan.wanted.setdefault(sha, []).append(rel)  # grows, or is refused
+                continue
             if local.exists() and not (rel.endswith(b".fwl") and local.stat().st_size < size) \
                     and not (plan.pulled_before and rel == HEARTBEAT):
                 continue  # ours already: never overwritten
+        plan.wanted.setdefault(sha, []).append(rel)
+    for sha, rel in later:
         plan.wanted.setdefault(sha, []).append(rel)
     plan.record["media_left"] = left
     return plan
@@ -110,7 +138,9 @@ def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
                                                       dir=plan.target.parent)) \
                         if plan.is_new else plan.target
                 for rel in plan.wanted[sha] if data is not None else ():
-                    if rel == HEARTBEAT and plan.pulled_before and not plan.is_new:
+                    if rel in plan.replacing:
+                        reason = content_refusal(rel, data) or _replace(plan, rel, data)
+                    elif rel == HEARTBEAT and plan.pulled_before and not plan.is_new:
                         reason = content_refusal(rel, data) or _refresh(plan.dest, rel, data)
                     else:
                         reason = content_refusal(rel, data) or _write(plan.dest, rel, data,
@@ -133,7 +163,12 @@ def write_runs(git_dir: Path, store_root: Path, plans: list[RunPlan],
 
 
 def _finish(plan: RunPlan, result: dict[str, Any]) -> None:
-    """Rename a new run in, count what was written."""
+    """Rename a new run in, drop summaries a resume set aside, count what was written."""
+    removed = 0
+    for rel, ours in plan.remove.items():
+        if _holds(plan.target / os.fsdecode(rel), ours, plan.algo):
+            (plan.target / os.fsdecode(rel)).unlink()
+            removed += 1
     if plan.is_new and plan.added and plan.dest is not None:
         try:
             os.rename(plan.dest, plan.target)
@@ -147,7 +182,7 @@ def _finish(plan: RunPlan, result: dict[str, Any]) -> None:
     arrived = plan.is_new and plan.added > 0
     if arrived:
         result["runs_added"] += 1
-    elif plan.added:
+    elif plan.added or removed:
         result["runs_updated"] += 1
 
 
@@ -162,9 +197,9 @@ def _blocked(target: Path, rel: bytes) -> bool:
 
 
 def _refresh(dest: Path, rel: bytes, data: bytes) -> str | None:
-    """Replace a pulled run's heartbeat with the remote's newer one: the one file of a
-    teammate's run that is rewritten, not appended, while the run lives (never a run of
-    ours: only runs that arrived by pull get here)."""
+    """Replace a file of a pulled run with the remote's newer one, atomically: its
+    heartbeat, or a file `pullrefresh` let a newer version replace (never a run of ours:
+    only runs that arrived by pull get here)."""
     path = dest / os.fsdecode(rel)
     if path.is_symlink():
         return "the local path is a link (kept it)"
@@ -176,6 +211,31 @@ def _refresh(dest: Path, rel: bytes, data: bytes) -> str | None:
         tmp.unlink(missing_ok=True)
         return f"cannot be written here ({exc.strerror or exc})"
     return None
+
+
+def _holds(path: Path, blob: str, algo: str) -> bool:
+    """Whether `path` is a plain file whose blob id is `blob` (checked just before it is
+    replaced or removed: a file changed here meanwhile is kept)."""
+    try:
+        return not path.is_symlink() and path.is_file() and \
+            hash_files([("", "100644", str(path))], algo)[0] == blob
+    except OSError:
+        return False
+
+
+def _replace(plan: RunPlan, rel: bytes, data: bytes) -> str | None:
+    """Replace one file of a refreshable run with its newer version, atomically."""
+    path = plan.target / os.fsdecode(rel)
+    if rel == b"run.json":
+        theirs, why = read_run_json(data, plan.run_id)
+        ours, _ = read_run_json(path.read_bytes() if path.is_file() else None, plan.run_id)
+        why = why or ("run.json here is not this run's (kept yours)" if ours is None
+                      else identity_refusal(ours, theirs or {}))
+        if why:
+            return why
+    if not _holds(path, plan.replacing[rel], plan.algo):
+        return "changed here during the pull (kept yours)"
+    return _refresh(plan.target, rel, data)
 
 
 def _write(dest: Path, rel: bytes, data: bytes, aside: bool = False) -> str | None:
