@@ -22,7 +22,8 @@ from typing import IO
 from ..errors import GitError
 from .repo import FIXED_DATE, IDENTITY, abandon, finish, store_git, store_popen
 
-__all__ = ["RunCommit", "object_format", "hash_files", "tree_id", "existing", "import_commits"]
+__all__ = ["RunCommit", "object_format", "hash_files", "tree_id", "existing", "import_commits",
+           "import_tree_commit"]
 
 _CHUNK = 1 << 20
 
@@ -204,3 +205,46 @@ def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str]
     if len(result) != len(commits):
         raise GitError("git fast-import did not report every run commit")
     return result
+
+
+def import_tree_commit(git_dir: Path, files: dict[str, bytes | str], parents: list[str],
+                       message: str) -> str:
+    """One commit whose tree holds exactly `files` ({path: content, or the id of a blob
+    the repository has}), written by one `git fast-import`; its id.
+
+    Like run commits it gets the fixed identity and date, so the same files on the same
+    parents give the same commit on any machine.
+    """
+    with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
+        marks = Path(tmp) / "marks"
+        scratch = f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
+        proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
+                                     f"--export-marks={marks}"], stdout=None)
+        assert proc.stdin is not None
+        who = f"{IDENTITY['GIT_AUTHOR_NAME']} <{IDENTITY['GIT_AUTHOR_EMAIL']}> {FIXED_DATE}"
+        try:
+            out = proc.stdin
+            text = message.encode()
+            out.write(b"reset %s\ncommit %s\nmark :1\n" % (scratch.encode(), scratch.encode()))
+            out.write(b"author %s\ncommitter %s\n" % (who.encode(), who.encode()))
+            out.write(b"data %d\n%s" % (len(text), text))
+            for kind, parent in zip(("from", "merge", "merge"), parents):
+                out.write(f"{kind} {parent}\n".encode())
+            out.write(b"deleteall\n")
+            for path in sorted(files):
+                content = files[path]
+                if isinstance(content, str):
+                    out.write(b"M 100644 %s %s\n" % (content.encode(), _quote(path)))
+                else:
+                    out.write(b"M 100644 inline %s\ndata %d\n" % (_quote(path), len(content)))
+                    out.write(content + b"\n")
+            out.write(b"\nreset %s\ndone\n" % scratch.encode())
+        except BaseException:
+            abandon(proc)
+            raise
+        finish(proc)
+        for line in marks.read_text().splitlines():
+            mark, _, sha = line.partition(" ")
+            if mark == ":1":
+                return sha
+    raise GitError("git fast-import did not report the commit")

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import GitError
 from ..store.provenance import compact_pulled, runs_missing_media
+from .catalogpull import fetch_code, plan_fetch
 from .incoming import read_run_json, valid_run_id
 from .maintenance import store_lock
 from .pullrefresh import refreshable
@@ -83,8 +84,12 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
     with store_lock(git_dir):  # gc waits: fetched objects are not referenced by runs yet
         before = list_refs(git_dir, INCOMING_PREFIX)
         wanted = set(run_ids or ())
+        catalog = None
         # --no-prune: a user's fetch.prune=true must not delete our local code refs.
-        if run_ids is None and runs is not None and runs.ids is not None:
+        if run_ids is None and runs is not None and runs.ids is None:
+            catalog = plan_fetch(git_dir, url, runs)  # only what the catalog may match
+            specs = catalog.specs
+        elif run_ids is None and runs is not None and runs.ids is not None:
             specs = [f"+{RUN_REF_PREFIX}{rid}:{INCOMING_PREFIX}{rid}" for rid in runs.ids]
             specs.append(f"+{_CODE_PREFIX}*:{INCOMING_CODE_PREFIX}*")
         elif run_ids is None:
@@ -122,6 +127,11 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
             offered = len(commits)
             commits = select_commits(git_dir, commits, runs)
             result["runs_not_selected"] = offered - len(commits)
+        if catalog is not None:  # runs the catalog left out were never fetched
+            result["runs_not_selected"] += catalog.report["skipped"]
+            result["catalog"] = catalog.report
+            if fetch_code(git_dir, url, catalog, commits):
+                result["snapshots_refused"] += _adopt_code_refs(git_dir)
         todo = {}
         for run_id, (entries, refused, broken) in read_entries(git_dir, commits).items():
             if broken:

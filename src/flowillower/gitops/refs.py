@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .repo import store_git
+from ..errors import GitError
+from .repo import redact, store_git
 
-__all__ = ["RUN_REF_PREFIX", "INCOMING_PREFIX", "INCOMING_CODE_PREFIX", "list_refs",
-           "project_dirs"]
+__all__ = ["RUN_REF_PREFIX", "INCOMING_PREFIX", "INCOMING_CODE_PREFIX", "CODE_PREFIX",
+           "CATALOG_REF", "list_refs", "ls_remote", "project_dirs"]
 
 RUN_REF_PREFIX = "refs/flowillower/runs/"
 INCOMING_PREFIX = "refs/flowillower/incoming/"
 # Code refs as a remote has them, before their names are checked against their ids.
 INCOMING_CODE_PREFIX = "refs/flowillower/incoming-code/"
+CODE_PREFIX = "refs/flowillower/code/"
+# A remote's catalog of its runs' filter rows (`catalog`); only ever a hint.
+CATALOG_REF = "refs/flowillower/catalog"
 
 
 def list_refs(git_dir: Path, prefix: str) -> dict[str, str]:
@@ -20,6 +24,23 @@ def list_refs(git_dir: Path, prefix: str) -> dict[str, str]:
     listing = store_git(git_dir, ["for-each-ref", "--format=%(refname) %(objectname)",
                                   prefix]).stdout.decode()
     return dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
+
+
+def ls_remote(git_dir: Path, url: str, patterns: list[str]) -> dict[str, str]:
+    """{ref: object id} of the remote's refs named exactly or matched by a `prefix*`
+    pattern (one `git ls-remote`); GitError when the remote cannot be read."""
+    proc = store_git(git_dir, ["ls-remote", url, *patterns], transport=True, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise GitError(redact(f"reading the refs of {url} failed: {err}"))
+    exact = {p for p in patterns if not p.endswith("*")}
+    prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+    refs = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref in exact or ref.startswith(prefixes):  # ls-remote matches ref name tails
+            refs[ref] = sha
+    return refs
 
 
 def project_dirs(store_root: Path) -> list[Path]:

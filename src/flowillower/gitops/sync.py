@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from .catalogpush import update_catalog
 from .incoming import LARGE_ARTIFACT, valid_run_id
 from .maintenance import store_lock
 from .pull import pull
-from .refs import INCOMING_PREFIX, RUN_REF_PREFIX, list_refs, project_dirs
+from .refs import CATALOG_REF, INCOMING_PREFIX, RUN_REF_PREFIX, list_refs, project_dirs
 from .repo import ensure_store_ignored, redact, resolve_remote, store_git
 from .runcommits import commit_runs, is_ancestor
 from .snapshot import SNAPSHOT_REF_PREFIX
@@ -68,9 +69,10 @@ def _selected(base: Path, run_ids: list[str] | None) -> list[str]:
 
 
 def _remote_refs(git_dir: Path, url: str) -> dict[str, str]:
-    """{ref: commit} of the remote's run and code refs (one `ls-remote`)."""
+    """{ref: commit} of the remote's run, code and catalog refs (one `ls-remote`)."""
     proc = store_git(git_dir, ["ls-remote", url, RUN_REF_PREFIX + "*",
-                               SNAPSHOT_REF_PREFIX + "*"], transport=True, check=False)
+                               SNAPSHOT_REF_PREFIX + "*", CATALOG_REF],
+                     transport=True, check=False)
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
         raise GitError(redact(f"push to {url} failed: {err}"))
@@ -184,7 +186,9 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
     (ids not pushed), "conflicts" ({run id: [[path, why], ...]}: runs changed both here
     and there in ways that cannot be joined), "skipped_large" ([run id, path, size] of
     artifacts left behind), "code" (code snapshots the remote now has for these runs),
-    "attempts" (pushes made)}`.
+    "attempts" (pushes made), "catalog" (the remote's run catalog brought up to date
+    for these runs, `catalogpush.update_catalog`: {"rows", "attempts", "seconds",
+    "error"})}`.
     """
     store_root = Path(store_root).resolve()
     url = resolve_remote(remote, project_dirs(store_root), push=True)
@@ -210,10 +214,12 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
     selected = set(pending)
     code_refs = {SNAPSHOT_REF_PREFIX + sha: sha for sha in code}
     result["code"] = len(code_refs)
+    landed: dict[str, str] = {}  # run id -> the commit the remote now has
+    there: dict[str, str] = {}
     for attempt in range(MAX_ATTEMPTS):
         there = _remote_refs(git_dir, url)
         for ref in [ref for ref, sha in pending.items() if there.get(ref) == sha]:
-            del pending[ref]
+            landed[ref.removeprefix(RUN_REF_PREFIX)] = pending.pop(ref)
             result["up_to_date"] += 1
         code_refs = {ref: sha for ref, sha in code_refs.items() if there.get(ref) != sha}
         if not pending and not code_refs:
@@ -229,7 +235,7 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
             flag, summary = status.get(ref, ("!", "not reported"))
             if flag != "!":
                 result["updated" if ref in there else "new"] += 1
-                del pending[ref]
+                landed[ref.removeprefix(RUN_REF_PREFIX)] = pending.pop(ref)
             elif any(word in summary for word in _BEHIND):
                 behind.append(ref.removeprefix(RUN_REF_PREFIX))
         code_refs = {ref: sha for ref, sha in code_refs.items()
@@ -250,4 +256,5 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
                                  *(ref.removeprefix(RUN_REF_PREFIX) for ref in pending)})
     result["pushed"] = result["new"] + result["updated"]
     result["runs"] = len(run_ids) - len(result["rejected"])
+    result["catalog"] = update_catalog(git_dir, url, landed, there)
     return result
