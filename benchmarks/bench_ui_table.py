@@ -1,11 +1,14 @@
 """The runs table's best markers at scale: what it costs to know each metric column's best
 value among all matched runs when the browser holds only the first page of rows.
 
-The table asks the server for one short page per column, sorted best first
-(`/api/runs?sort=KEY&desc=...&limit=20&col=KEY`). The naive baseline, measured in the
-same run, fetches every page of every matched row (as a client computing the best itself
-would have to) and takes the min / max in Python. Stores of N runs x 5 metrics are
-written by bench_ui.py's fast writer and served by the real app over HTTP.
+The table asks `/api/best?col=KEY&goal=min&col=...` once for every shown metric column
+(one pass over the matched rows on the server). Measured in the same run: the table's
+previous way, one short page per column sorted best first
+(`/api/runs?sort=KEY&desc=...&limit=20&col=KEY`: a full sort per column), and the naive
+baseline, every page of every matched row (as a client computing the best itself would
+have to) with the min / max taken in Python. Stores of N runs x 5 metrics are written by
+bench_ui.py's fast writer and served by the real app over HTTP. Cold: the first request
+for a filter (nothing cached); the one-pass and per-column ways share no cache.
 
 Run: python benchmarks/bench_ui_table.py [--runs 1000] [--steps 50]  (docs/ui.md: --runs 1000,10000)
 """
@@ -33,7 +36,19 @@ def columns() -> list[tuple[str, str]]:
 
 
 def ours(client) -> tuple[float, int, dict[str, float]]:
-    """(seconds, bytes, best per column): one sorted short page per column."""
+    """(seconds, bytes, best per column): one request, one pass on the server."""
+    t0 = time.perf_counter()
+    cols = columns()
+    r = client.get("/api/best", params={"col": [k for k, _ in cols],
+                                        "goal": [g for _, g in cols]})
+    r.raise_for_status()
+    best = {k: v["value"] for k, v in r.json()["best"].items()}
+    return time.perf_counter() - t0, len(r.content), best
+
+
+def sorted_pages(client) -> tuple[float, int, dict[str, float]]:
+    """(seconds, bytes, best per column): the previous way, one sorted short page per
+    column."""
     t0, size, best = time.perf_counter(), 0, {}
     for key, g in columns():
         r = client.get("/api/runs", params={"sort": key, "desc": str(g == "max").lower(),
@@ -73,6 +88,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     opts, _ = ap.parse_known_args()
     print(f"{'runs':>6} {'columns':>7} {'ours cold s':>11} {'ours warm s':>11} {'ours KB':>8} "
+          f"{'sorted cold s':>13} {'sorted warm s':>13} {'sorted KB':>9} "
           f"{'naive warm s':>12} {'naive KB':>9} {'same bests':>10}")
     for n in (int(x) for x in opts.runs.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -84,11 +100,15 @@ def main() -> None:
                     c.get("/api/runs")  # the first sync and the default page, as on opening
                     cold, size, mine = ours(c)
                     warm = statistics.median(ours(c)[0] for _ in range(opts.repeats))
+                    s_cold, s_size, s_best = sorted_pages(c)
+                    s_warm = statistics.median(sorted_pages(c)[0] for _ in range(opts.repeats))
                     base = [naive(c, n) for _ in range(max(1, opts.repeats // 2))]
                     naive_s = statistics.median(b[0] for b in base)
+                    same = mine == base[0][2] == s_best
                     print(f"{n:>6} {len(columns()):>7} {cold:>11.3f} {warm:>11.3f} "
-                          f"{size / 1024:>8.1f} {naive_s:>12.3f} {base[0][1] / 1024:>9.1f} "
-                          f"{str(mine == base[0][2]):>10}")
+                          f"{size / 1024:>8.1f} {s_cold:>13.3f} {s_warm:>13.3f} "
+                          f"{s_size / 1024:>9.1f} {naive_s:>12.3f} {base[0][1] / 1024:>9.1f} "
+                          f"{str(same):>10}")
             finally:
                 srv.stop()
 
