@@ -1,15 +1,70 @@
-"""The `flowillower` command. Each group of commands lives in its own module."""
+"""The `flowillower` command. Each group of commands lives in its own module, imported
+only when one of its commands runs or is listed (`--help`): `flowillower ls` loads what
+`ls` needs, not the UI server's, replay's or the demo's modules."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 from .. import __version__
-from .code import checkout_command, diff_command
 from .common import install_command, install_hint, missing_module
-from .model import model_command
-from .remote import pull_command, push_command
-from .runs import df_command, gc_command, ls_command, reindex_command, rm_command, show_command
+
+# Command name -> (module, attribute, the extra that brings everything the module needs:
+# None for "per module"). A module that fails to import still gets its commands, as
+# stand-ins saying what is wrong (never silently dropped).
+_COMMANDS: dict[str, tuple[str, str, str | None]] = {
+    "ls": ("flowillower.cli.runs", "ls_command", None),
+    "show": ("flowillower.cli.runs", "show_command", None),
+    "diff": ("flowillower.cli.code", "diff_command", None),
+    "checkout": ("flowillower.cli.code", "checkout_command", None),
+    "push": ("flowillower.cli.remote", "push_command", None),
+    "pull": ("flowillower.cli.remote", "pull_command", None),
+    "df": ("flowillower.cli.runs", "df_command", None),
+    "rm": ("flowillower.cli.runs", "rm_command", None),
+    "gc": ("flowillower.cli.runs", "gc_command", None),
+    "reindex": ("flowillower.cli.runs", "reindex_command", None),
+    "model": ("flowillower.cli.model", "model_command", None),
+    "replay": ("flowillower.cli.replay", "replay_command", None),
+    "ui": ("flowillower.cli.ui", "ui_command", None),
+    "export": ("flowillower.cli.ui", "export_command", None),
+    "deploy": ("flowillower.cli.ui", "deploy_command", None),
+    "demo": ("flowillower.examples.flow_matching.cli", "demo_command", "demo"),
+    "registry": ("flowillower.cli.registry", "registry_command", None),
+    "du": ("flowillower.cli.du", "du_command", None),
+}
+
+
+class _LazyCommands(dict):
+    """`main.commands`: every command's name from the start; its object is imported the
+    first time it is looked up (click asks through `get`, listings through `values`)."""
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = dict.__getitem__(self, name)
+        if command is None:
+            command = _load(name)
+            dict.__setitem__(self, name, command)
+        return command
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def values(self) -> list[click.Command]:  # type: ignore[override]
+        return [self[name] for name in self]
+
+    def items(self) -> list[tuple[str, click.Command]]:  # type: ignore[override]
+        return [(name, self[name]) for name in self]
+
+
+def _load(name: str) -> click.Command:
+    import importlib
+
+    module, attr, extra = _COMMANDS[name]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        return _unavailable(name, module, exc, extra)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,22 +77,7 @@ def main() -> None:
     """
 
 
-for _command in (ls_command, show_command, diff_command, checkout_command, push_command,
-                 pull_command, df_command, rm_command, gc_command, reindex_command,
-                 model_command):
-    main.add_command(_command)
-
-
-# Commands whose modules may pull in heavier or optional dependencies: module, {attribute:
-# command name}, and the extra that brings everything the module needs (None: per module).
-_OPTIONAL = (
-    ("flowillower.cli.replay", {"replay_command": "replay"}, None),
-    ("flowillower.cli.ui", {"ui_command": "ui", "export_command": "export",
-                            "deploy_command": "deploy"}, None),
-    ("flowillower.examples.flow_matching.cli", {"demo_command": "demo"}, "demo"),
-    ("flowillower.cli.registry", {"registry_command": "registry"}, None),
-    ("flowillower.cli.du", {"du_command": "du"}, None),
-)
+main.commands = _LazyCommands.fromkeys(_COMMANDS)
 
 
 def _unavailable(name: str, module: str, exc: ImportError, extra: str | None
@@ -68,22 +108,3 @@ def _unavailable(name: str, module: str, exc: ImportError, extra: str | None
         raise exc
 
     return command
-
-
-def _add_optional_commands() -> None:
-    """Import the optional commands' modules; one that fails still gets its commands,
-    as stand-ins saying what is wrong (never silently dropped)."""
-    import importlib
-
-    for module, names, extra in _OPTIONAL:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            for name in names.values():
-                main.add_command(_unavailable(name, module, exc, extra))
-            continue
-        for attr, name in names.items():
-            main.add_command(getattr(mod, attr), name)
-
-
-_add_optional_commands()

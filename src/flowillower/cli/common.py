@@ -128,23 +128,80 @@ STATUS_STYLE = {"success": "green", "running": "cyan", "failed": "red", "killed"
                 "lost": "magenta"}
 
 
+# A cell longer than this is cut (with "…") in plain tables: one odd value must not push
+# every other column off the screen.
+CELL_LIMIT = 80
+
+
+def safe_cell(value: Any, limit: int = CELL_LIMIT) -> str:
+    """`value` as one table cell: control and invisible formatting characters (escape
+    sequences a hostile run name could carry to the terminal, newlines that would break
+    the row) shown as U+FFFD, and at most `limit` characters."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return text
+
+
+def _width(text: str) -> int:
+    """Terminal columns `text` takes (wide East Asian characters take two)."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
                 styles: dict[int, Callable[[Any], str]] | None = None,
                 title: str | None = None) -> None:
-    """A rich table on a terminal (with colour), plain aligned text otherwise."""
+    """Aligned columns (two spaces apart, header first). On a terminal, with colour; a
+    table wider than the terminal goes through rich, which folds columns to fit. Cells
+    go through `safe_cell`: what a run recorded is shown, never interpreted."""
+    tty = sys.stdout.isatty()
+    cells = [[safe_cell(c) for c in row] for row in rows]
+    heads = [safe_cell(h) for h in headers]
+    widths = [max([_width(h)] + [_width(r[i]) for r in cells if i < len(r)])
+              for i, h in enumerate(heads)]
+    if tty:
+        import shutil
+
+        if sum(widths) + 2 * (len(widths) - 1) > shutil.get_terminal_size().columns:
+            _rich_table(heads, rows, cells, styles, title)
+            return
+    lines = [title] if title else []
+    bold, reset = ("\x1b[1m", "\x1b[0m") if tty else ("", "")
+    lines.append(bold + "  ".join(_pad(h, w) for h, w in zip(heads, widths)).rstrip() + reset)
+    colours = {"green": 32, "red": 31, "yellow": 33, "blue": 34, "magenta": 35, "cyan": 36,
+               "white": 37}
+    for raw, row in zip(rows, cells):
+        out = []
+        for i, (text, w) in enumerate(zip(row, widths)):
+            padded = _pad(text, w)
+            if tty and styles and i in styles and styles[i](raw[i]) in colours:
+                padded = f"\x1b[{colours[styles[i](raw[i])]}m{text}\x1b[0m" + padded[len(text):]
+            out.append(padded)
+        lines.append("  ".join(out).rstrip())
+    click.echo("\n".join(lines))
+
+
+def _rich_table(heads: list[str], rows: Sequence[Sequence[Any]], cells: list[list[str]],
+                styles: dict[int, Callable[[Any], str]] | None, title: str | None) -> None:
+    """A table wider than the terminal: rich folds its columns to fit."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    console = Console(no_color=not sys.stdout.isatty(), width=None if sys.stdout.isatty()
-                      else 200, soft_wrap=False)
-    table = Table(*headers, title=title, box=None if not sys.stdout.isatty() else None,
+    console = Console(soft_wrap=False)
+    table = Table(*map(escape, heads), title=title and escape(title), box=None,
                   header_style="bold", pad_edge=False)
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            text = str(cell)
-            if styles and i in styles and sys.stdout.isatty():
-                text = f"[{styles[i](cell)}]{text}[/]"
-            cells.append(text)
-        table.add_row(*cells)
+    for raw, row in zip(rows, cells):
+        table.add_row(*[f"[{styles[i](raw[i])}]{escape(text)}[/]" if styles and i in styles
+                        else escape(text) for i, text in enumerate(row)])
     console.print(table)

@@ -30,15 +30,18 @@ from .index_rows import (
     scan_run,
 )
 from .layout import runs_dir
+from .provenance import pulled_origins
 from .segments import segment_number
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# author: run.json's `user`; origin: the remote a pulled run came from (`provenance`),
+# None for runs made here. Both, and host, as `index_rows.shown_text` keeps them.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, project TEXT, name TEXT, status TEXT, created REAL, ended REAL,
     duration REAL, tags TEXT, notes TEXT, hidden INTEGER DEFAULT 0, host TEXT,
     git_head TEXT, git_branch TEXT, git_dirty INTEGER, snapshot TEXT, signature TEXT,
-    meta TEXT, error TEXT, loops TEXT);
+    meta TEXT, error TEXT, loops TEXT, author TEXT, origin TEXT);
 CREATE TABLE IF NOT EXISTS args (run_id TEXT, name TEXT, value, value_json TEXT,
     PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, name TEXT, role TEXT, kind TEXT,
@@ -56,12 +59,17 @@ _FINISHED_PARTS = ("", "replays", "notes")
 _LIVE_PARTS = ("", "replays", "notes", "data.fwl", "run.json")
 
 
-def _signature(run_dir: str | Path, live: bool = True) -> str:
+def _signature(run_dir: str | Path, live: bool = True, names: list[str] | None = None
+               ) -> str:
     """Cheap change detector: a few stats, no reads (plain strings: pathlib costs more
-    than the stat itself at 10,000 runs)."""
+    than the stat itself at 10,000 runs). `names`: the folder's listing, taken after its
+    own stat, when the caller has one: parts it lacks are not stat'ed."""
     parts = []
     base = os.fspath(run_dir)
     for rel in (_LIVE_PARTS if live else _FINISHED_PARTS):
+        if rel and names is not None and rel not in names:
+            parts.append("-")
+            continue
         try:
             st = os.stat(base + "/" + rel if rel else base)
             parts.append(f"{st.st_mtime_ns}:{st.st_size}")
@@ -69,13 +77,30 @@ def _signature(run_dir: str | Path, live: bool = True) -> str:
             parts.append("-")
     if live:  # a resumed run appends to its newest segment file (store/segments.py)
         try:
-            segs = [n for n in os.listdir(base) if n.startswith("data.seg")]
+            segs = [n for n in (os.listdir(base) if names is None else names)
+                    if n.startswith("data.seg")]
             if segs:
                 st = os.stat(base + "/" + max(segs, key=segment_number))
                 parts.append(f"{st.st_mtime_ns}:{st.st_size}")
         except OSError:
             parts.append("-")
     return "|".join(parts)
+
+
+def _first_look(path: str) -> tuple[str, list[str]] | None:
+    """The signature and listing of a run folder the index has never seen: the folder's
+    stat first, then its listing, then its parts (a change after the stat shows at the
+    next sync, never hides). The short signature when the run has finished
+    (summary.json), the long one otherwise. None when the folder is gone."""
+    try:
+        st = os.stat(path)
+        names = os.listdir(path)
+    except OSError:
+        return None
+    head = f"{st.st_mtime_ns}:{st.st_size}"
+    live = "summary.json" not in names
+    rest = _signature(path, live, names).split("|", 1)[1]
+    return f"{head}|{rest}", names
 
 
 # Host parameters one SQLite statement may take (the library's floor since 3.32).
@@ -182,7 +207,10 @@ class Index:
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             present.add(entry.name)
-            old_sig, old_status = known.get(entry.name, (None, "running"))
+            if entry.name not in known:  # new: its signature comes with its listing
+                changed.append((entry.path, None, True))
+                continue
+            old_sig, old_status = known[entry.name]
             sig = _signature(entry.path, live=old_status == "running")
             if old_sig == sig and not (old_status == "running"
                                        and self._may_have_died(entry.name)):
@@ -221,16 +249,25 @@ class Index:
             self._rows_cache = None
         return updated
 
-    def _index_paths(self, conn: sqlite3.Connection, paths: list[tuple[str, str, bool]]
-                     ) -> int:
+    def _index_paths(self, conn: sqlite3.Connection,
+                     paths: list[tuple[str, str | None, bool]]) -> int:
         """Index run folders: from their recorded rows where those hold, else by scanning.
-        `paths`: (folder, its signature, whether that is the long one of a live run)."""
+        `paths`: (folder, its signature or None for a first look, whether that is the
+        long one of a live run)."""
         batch = _Batch()
         updated = 0
+        origins = pulled_origins(self.root) if paths else {}
         conn.execute("BEGIN")  # a transaction per batch of runs: a commit per run costs more
         try:
             for path, sig, live in paths:
-                parts = read_row(path)
+                names = None
+                if sig is None:
+                    look = _first_look(path)
+                    if look is None:
+                        continue  # gone meanwhile
+                    sig, names = look
+                    live = "summary.json" not in names
+                parts = read_row(path, names)
                 if parts is not None and parts.status == "running":
                     parts.status = run_status(Path(path))  # its process may be gone
                 if live:  # a new or live run: the short signature once it has finished
@@ -244,7 +281,7 @@ class Index:
                     parts = scan_run(Path(path))
                 # The signature says whether notes/ exists (its third part): no stat here.
                 notes = latest_annotation(Path(path)) if sig.split("|")[2] != "-" else {}
-                batch.add(parts, row_record(parts, notes, sig))
+                batch.add(parts, row_record(parts, notes, sig, origins.get(parts.run_id)))
                 updated += 1
                 if len(batch.runs) >= 500:  # let other readers' writes in now and then
                     batch.write(conn)
@@ -299,7 +336,7 @@ class Index:
         conn = self.connect()
         cur = conn.execute("SELECT id, project, name, status, created, ended, duration, tags, "
                            "notes, hidden, host, git_head, git_branch, git_dirty, snapshot, "
-                           "error, loops FROM runs" + ("" if include_hidden else
+                           "error, loops, author, origin FROM runs" + ("" if include_hidden else
                                                         " WHERE hidden=0")
                            + " ORDER BY created DESC, id DESC"
                            + ("" if limit is None else f" LIMIT {int(limit)}"))

@@ -218,14 +218,19 @@ def _agrees(parts: RunParts, summary: dict[str, Any]) -> bool:
     return all(_same(json.loads(shown[name]), value) for name, value in last.items())
 
 
-def read_row(run_dir: str | Path) -> RunParts | None:
+def read_row(run_dir: str | Path, names: list[str] | None = None) -> RunParts | None:
     """The run's recorded row when it is intact and still true of the run's files;
-    None means: scan the run."""
+    None means: scan the run. `names`: the folder's listing when the caller has just
+    taken one (taken before the row is read, so a change after it makes the row stale,
+    never the listing)."""
     base = os.fspath(run_dir)
     try:
+        if names is not None and ROW_FILE not in names:
+            return None
         with open(base + "/" + ROW_FILE, "rb") as fh:
             doc = json.loads(fh.read())
-        names = os.listdir(base)
+        if names is None:
+            names = os.listdir(base)
         parts = _parse(doc, os.path.basename(base))
         if parts is None or frame_files(base, names) != doc.get("files"):
             return None

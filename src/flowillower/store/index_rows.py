@@ -120,8 +120,28 @@ def scan_run(run_dir: Path) -> RunParts:
     return parts
 
 
-def row_record(parts: RunParts, notes: dict[str, Any], sig: str) -> tuple:
-    """The `runs` table's columns for `parts`, user edits (`notes`) applied."""
+# What a name shown in a listing may be at most: a run's own documents may come from a
+# teammate's push, and a megabyte of "author" must not widen every table it is listed in.
+SHOWN_TEXT_LIMIT = 120
+
+
+def shown_text(value: Any, limit: int = SHOWN_TEXT_LIMIT) -> str | None:
+    """A name a run records about itself (author, host) or its origin, as the index keeps
+    and listings show it: text only (else None), control and invisible formatting
+    characters (bidi overrides, zero-width) each replaced by U+FFFD, and at most `limit`
+    characters (longer text is cut and ends in "…"). Empty text is None."""
+    if type(value) is not str or not value:
+        return None
+    if len(value) <= limit and value.isprintable():
+        return value  # the common case: nothing to do
+    cut = value[:limit - 1] + "…" if len(value) > limit else value
+    return "".join(c if c.isprintable() else "\ufffd" for c in cut)
+
+
+def row_record(parts: RunParts, notes: dict[str, Any], sig: str,
+               origin: str | None = None) -> tuple:
+    """The `runs` table's columns for `parts`, user edits (`notes`) applied; `origin`:
+    the remote the run was pulled from (None for a run made here)."""
     meta = parts.meta
     git = meta.get("git") or {}
     created, ended = parts.created, parts.ended
@@ -130,9 +150,10 @@ def row_record(parts: RunParts, notes: dict[str, Any], sig: str) -> tuple:
         created, ended, (ended - created) if (ended and created) else None,
         to_json(notes.get("tags", meta.get("tags", []))),
         notes.get("notes", meta.get("notes", "")), int(bool(notes.get("hidden", False))),
-        meta.get("host"), git.get("head"), git.get("branch"),
+        shown_text(meta.get("host")), git.get("head"), git.get("branch"),
         None if git.get("dirty") is None else int(bool(git.get("dirty"))),
         git.get("snapshot"), sig, to_json(meta), parts.error, to_json(parts.loops),
+        shown_text(meta.get("user")), shown_text(origin),
     )
 
 

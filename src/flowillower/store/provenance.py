@@ -36,6 +36,7 @@ _LATEST = ("media_left",)  # fields the latest pull sets, not the first
 _COMPACT_OVER = 16
 _MEDIA_LEFT = re.compile(r'"media_left": [1-9]')  # batch files a pull tolerates before it merges them into one
 _cache: dict[str, tuple[tuple, dict[str, dict[str, Any]]]] = {}
+_origins_cache: dict[str, tuple[tuple, dict[str, str]]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -231,6 +232,44 @@ def pulled_info(store_root: Path, run_id: str) -> dict[str, Any] | None:
             return record
         events.append(record)
     return _merge(events) if events else None
+
+
+def _origin_of(record: dict[str, Any]) -> str:
+    remote = record.get("remote")
+    return remote if isinstance(remote, str) and remote else "?"
+
+
+def pulled_origins(store_root: Path) -> dict[str, str]:
+    """{run id: the remote it was first pulled from} for every run this machine pulled
+    (both record layouts); runs made here are absent, an unreadable record reads "?".
+
+    What listings show as a run's `origin`. One scandir when nothing was pulled; the
+    answer is kept while the record files are unchanged, so the index can ask at every
+    sync."""
+    folder = _pulled_dir(store_root)
+    try:
+        with os.scandir(folder) as entries:
+            files = sorted((e for e in entries if not e.name.startswith(".")
+                            and e.is_file(follow_symlinks=False)), key=lambda e: e.name)
+            key = tuple((e.name, e.stat(follow_symlinks=False).st_size,
+                         e.stat(follow_symlinks=False).st_mtime_ns) for e in files)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    with _cache_lock:
+        hit = _origins_cache.get(str(folder))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    found = {run_id: _origin_of(record)
+             for run_id, record in pulled_runs(store_root).items()}
+    for name, _size, _mtime in key:  # the one-file-per-run layout (`mark_pulled`)
+        run_id = name[:-5] if name.endswith(".json") else ""
+        if _RUN_ID.match(run_id) and ".." not in run_id:
+            record = pulled_info(store_root, run_id)
+            if record is not None:
+                found[run_id] = _origin_of(record)
+    with _cache_lock:
+        _origins_cache[str(folder)] = (key, found)
+    return found
 
 
 def is_pulled(store_root: Path, run_id: str) -> bool:
