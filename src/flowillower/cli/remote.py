@@ -79,6 +79,9 @@ def push_command(remote: str, runs_filter: str | None, include_large: bool, no_c
         click.echo(f"{len(retry)} run(s) still changed on the remote after several tries: "
                    f"run `flowillower pull {remote}` and push again: {', '.join(retry)}",
                    err=True)
+    if (result.get("catalog") or {}).get("error"):
+        click.echo(f"{result['catalog']['error']} (the runs went; `pull --runs FILTER` "
+                   "fetches the runs it lacks whole)", err=True)
     if result.get("rejected") or result.get("conflicts"):
         raise SystemExit(1)  # a script must notice runs that did not go
 
@@ -135,6 +138,7 @@ def pull_command(remote: str, runs_filter: str | None, no_media: bool,
         return
     click.echo(f"pulled from {result['remote']}: {result['runs_added']} new run(s), "
                f"{result['files_added']} new file(s)")
+    _catalog_notice(result.get("catalog"))
     if result.get("runs_not_selected"):
         click.echo(f"left {result['runs_not_selected']} run(s) the selection does not match")
     if result.get("media_left"):
@@ -154,3 +158,20 @@ def pull_command(remote: str, runs_filter: str | None, no_media: bool,
     if result.get("snapshots_refused"):
         click.echo(f"refused {result['snapshots_refused']} code ref(s) whose name is not "
                    "their commit", err=True)
+
+
+def _catalog_notice(report: dict[str, Any] | None) -> None:
+    """One line when a filtered pull could not go by the remote's run catalog alone."""
+    if not report:
+        return
+    if report["state"] == "missing":
+        click.echo(f"the remote has no run catalog (pushed by an older flowillower): "
+                   f"fetched all {report['runs']} run(s) to check the filter; a push from "
+                   "this version adds one", err=True)
+    elif report["state"] == "unreadable":
+        click.echo(f"the remote's run catalog could not be read ({report['error']}): "
+                   f"fetched all {report['runs']} run(s) to check the filter", err=True)
+    elif report["uncovered"]:
+        click.echo(f"the remote's run catalog does not cover {report['uncovered']} run(s) "
+                   "(pushed without it, or changed since): fetched those whole to check "
+                   "the filter", err=True)
