@@ -3,6 +3,11 @@
 The writer feeds it each batch it wrote. Values of one batch may come from several threads
 (their buffers one after another) and of several kinds (floats, ints, JSON), so "last" is
 decided by the time each value was logged, never by where it sits in the batch.
+
+A remembered list, tuple or dict is a copy (`owned`): the summary shows what was logged,
+even if something later changes the object it was handed. Only containers are copied,
+once per key and batch (the value that wins); scalars, and floats above all, are kept as
+they are.
 """
 
 from __future__ import annotations
@@ -12,8 +17,24 @@ from array import array
 from itertools import islice
 from typing import Any
 
+__all__ = ["LatestValues", "owned"]
+
 _NEVER = float("-inf")
 _LE = operator.le
+
+
+def owned(value: Any) -> Any:
+    """`value` with every list, tuple and dict in it copied (scalars are immutable and
+    kept as they are), so a later change to the logged object does not show."""
+    kind = type(value)
+    if kind is list:
+        return [owned(item) for item in value]
+    if kind is tuple:
+        return tuple(owned(item) for item in value)
+    if isinstance(value, dict):
+        copy = {key: owned(item) for key, item in value.items()}
+        return copy if kind is dict else kind(copy)
+    return value
 
 
 class LatestValues:
@@ -26,11 +47,17 @@ class LatestValues:
     def remember(self, batch: dict[str, Any]) -> None:
         """The last value of every key by logging time (the run summary's `last`): a
         value replaces the remembered one when it was logged at the same time or later."""
-        when = self._times
-        for rows in (batch["ints"], batch["objects"]):
-            for key, _ctx, _step, t, value in rows:
-                if t >= when.get(key, _NEVER):
-                    self.values[key], when[key] = value, t
+        when, last = self._times, self.values
+        for key, _ctx, _step, t, value in batch["ints"]:
+            if t >= when.get(key, _NEVER):
+                last[key], when[key] = value, t
+        won = set()
+        for key, _ctx, _step, t, value in batch["objects"]:
+            if t >= when.get(key, _NEVER):
+                last[key], when[key] = value, t
+                won.add(key)
+        for key in won:  # copied once, the winner only: a batch may log a key 1,000 times
+            last[key] = owned(last[key])
         self._floats(batch["call_cols"], *batch["float_cols"])
 
     def _floats(self, calls: list[array], keys: array, values: array) -> None:
