@@ -148,6 +148,13 @@ class StoreView:
             return ref
         try:
             return self.store.index.resolve(ref)
+        except RunNotFoundError:
+            pass
+        # A run newer than the last sync (a link to a run just started or forked): one
+        # fresh sync before saying it does not exist.
+        self.refresh(wait=True)
+        try:
+            return self.store.index.resolve(ref)
         except RunNotFoundError as exc:
             raise ApiError(404, str(exc)) from None
 
