@@ -1,9 +1,10 @@
 """Which fetched runs a `pull --runs` writes, decided from their run.json and summary.json.
 
 A run's row for the filter is built from those two small files only (id, name, project,
-tags, notes, created, host, user/author, status, ended, duration, args and each metric's
-last value), read out of the fetched commits by one `cat-file --batch` per level (commit,
-root tree, files) without listing the rest of any run. Runs not selected are not written;
+tags, notes, created, host, author -- run.json's `user`, also spelled `user` --, status,
+ended, duration, args and each metric's last value), read out of the fetched commits by
+one `cat-file --batch` per level (commit, root tree, files) without listing the rest of
+any run. Runs not selected are not written;
 their fetched refs stay, so a later pull writes them without fetching again.
 
 `RunSelection.parse` takes what `flowillower ls` takes (a filter: fitlog syntax, an
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidRunRefError
+from ..store.index_rows import shown_text
 from .incoming import valid_run_id
 from .pulltrees import parse_tree, read_objects
 
@@ -79,9 +81,12 @@ def run_row(run_id: str, meta: dict[str, Any], summary: dict[str, Any] | None
     run's run.json and summary.json hold)."""
     summary = summary or {}
     row: dict[str, Any] = {key: meta.get(key) for key in
-                           ("name", "project", "tags", "notes", "created", "host")}
+                           ("name", "project", "tags", "notes", "created")}
     row["id"] = run_id
-    row["user"] = row["author"] = meta.get("user")
+    # As the index keeps them (`flowillower ls` shows them so): `author == 'alice'` picks
+    # the runs `ls "author == 'alice'"` lists once they are here.
+    row["host"] = shown_text(meta.get("host"))
+    row["user"] = row["author"] = shown_text(meta.get("user"))
     row["git_branch"] = (meta.get("git") or {}).get("branch") \
         if isinstance(meta.get("git"), dict) else None
     row["status"] = summary.get("status", "running")

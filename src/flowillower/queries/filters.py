@@ -10,10 +10,12 @@ Three forms are accepted, all turned into a predicate over a run row
   joined by ``-`` such as ``hyper-lr`` are one name; write subtraction with spaces).
 * plain text: every word must appear in the run's id, name, tags, notes or args.
 
-Names resolve as: run fields (id, name, project, status, created, duration, tags, notes,
-host, branch, hidden), ``hyper-X`` / ``args.X`` (an arg), ``metric-X`` / ``metrics.X`` (a
-metric's last value), ``X.min`` / ``X.max`` / ``X.last`` / ``X.count``, and a bare ``X``
-(an arg if the run has one by that name, else a metric's last value). A value the run
+Names resolve as: run fields (id, name, project, status, created, ended, duration, tags,
+notes, host, author, origin, branch, hidden; `created` / `ended` compare with dates written
+as text, ``created > '2026-11-01'``, local time unless a zone is given), ``hyper-X`` /
+``args.X`` (an arg), ``metric-X`` / ``metrics.X`` (a metric's last value), ``X.min`` /
+``X.max`` / ``X.last`` / ``X.count``, and a bare ``X`` (an arg if the run has one by that
+name, else a metric's last value). A value the run
 lacks fails every comparison except ``!=``.
 
 `compile_filter(text, rows)` (the CLI and the UI) resolves each name once against the runs
@@ -32,15 +34,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FilterSyntaxError
+from .names import (
+    FIELDS,
+    TIME_FIELDS,
+    NameUse,
+    Timestamp,
+    Vocabulary,
+    as_time,
+    parse_time,
+    resolve_name,
+)
 from .names import MISSING as _MISSING
-from .names import NameUse, Vocabulary, resolve_name
 
 Row = dict[str, Any]
 Predicate = Callable[[Row], bool]
 Getter = Callable[[str], Callable[[Row], Any]]  # filter name -> `row -> value`
 
-_FIELDS = {"id", "name", "project", "status", "created", "ended", "duration", "tags", "notes",
-           "host", "hidden", "git_branch", "git_head", "snapshot"}
+_FIELDS = FIELDS
 _FIELD_ALIASES = {"branch": "git_branch", "head": "git_head", "run": "id", "run_id": "id"}
 _STATUS_ALIASES = {"finished": "success", "done": "success", "crashed": "failed"}
 _STATS = {"min", "max", "last", "count"}
@@ -50,7 +60,7 @@ def lookup(row: Row, name: str) -> Any:
     """The value a filter name refers to in a run row, or `_MISSING`."""
     name = _FIELD_ALIASES.get(name, name)
     if name in _FIELDS and name in row:
-        return row[name]
+        return as_time(row[name]) if name in TIME_FIELDS else row[name]
     args, metrics = row.get("args", {}), row.get("metrics", {})
     for prefix in ("hyper-", "hyper.", "args.", "arg.", "config."):
         if name.startswith(prefix):
@@ -73,7 +83,14 @@ def lookup(row: Row, name: str) -> Any:
 
 
 def _coerce(left: Any, right: Any) -> tuple[Any, Any]:
-    """Compare numbers with numbers even when one side came in as text."""
+    """Compare numbers with numbers even when one side came in as text, and a run's time
+    with a date written as text (``created > '2026-11-01'``)."""
+    if type(left) is Timestamp and isinstance(right, str):
+        when = parse_time(right)
+        return (left, when) if when is not None else (left, right)
+    if type(right) is Timestamp and isinstance(left, str):
+        when = parse_time(left)
+        return (when, right) if when is not None else (left, right)
     if isinstance(left, str) and isinstance(right, (int, float)) and not isinstance(right, bool):
         try:
             return float(left), right

@@ -21,7 +21,35 @@ Row = dict[str, Any]
 MISSING = object()  # a value the run lacks
 
 FIELDS = frozenset({"id", "name", "project", "status", "created", "ended", "duration", "tags",
-                    "notes", "host", "hidden", "git_branch", "git_head", "snapshot"})
+                    "notes", "host", "author", "origin", "hidden", "git_branch", "git_head",
+                    "snapshot"})
+TIME_FIELDS = frozenset({"created", "ended"})
+
+
+class Timestamp(float):
+    """A run's time (seconds since the epoch, as the index keeps it) that a filter may
+    compare with a date written as text: ``created > '2026-11-01'``."""
+
+    __slots__ = ()
+
+
+def as_time(value: Any) -> Any:
+    """`value` as a `Timestamp` when it is a number (a run's `created` / `ended`)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Timestamp(value)
+    return value
+
+
+def parse_time(text: str) -> float | None:
+    """Seconds since the epoch of an ISO date or date-time (``2026-11-01``,
+    ``2026-11-01 14:30``, ``2026-11-01T14:30:00+01:00``); without a zone it is local time,
+    as `flowillower ls` shows times. None when `text` is not one."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text.strip()).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 FIELD_ALIASES = {"branch": "git_branch", "head": "git_head", "run": "id", "run_id": "id"}
 STATS = ("last", "min", "max", "count")
 ARG_PREFIXES = ("hyper-", "hyper.", "args.", "arg.", "config.")
@@ -96,6 +124,8 @@ class NameUse:
     def getter(self) -> Callable[[Row], Any]:
         """`row -> value` (MISSING when the run lacks it) for a resolved name."""
         key, stat = self.key, self.stat
+        if self.kind == "field" and key in TIME_FIELDS:
+            return lambda row: as_time(row.get(key, MISSING))
         if self.kind == "field":
             return lambda row: row.get(key, MISSING)
         if self.kind == "arg":
