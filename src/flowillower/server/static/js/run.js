@@ -15,6 +15,15 @@ function kv(obj, keys) {
     h("tr", null, h("td", { text: k }), h("td", { text: fmtValue(obj[k]) }))));
 }
 
+// Who made the run, on which machine, and the remote it was pulled from (none: made here).
+// What a run says about itself may come from anyone: text only, long names cut.
+function whoSpans(row) {
+  const cut = (v) => (v.length > 60 ? `${v.slice(0, 59)}…` : v);
+  const span = (label, v, cls) => (v ? h("span", { class: cls, title: `${label} ${v}`, text: `${label} ${cut(String(v))}` }) : null);
+  return [span("by", row.author, "muted who-author"), span("on", row.host, "muted who-host"),
+    span("pulled from", row.origin, "chip who-origin")];
+}
+
 function card(title, ...body) { return h("section", { class: "card" }, h("h2", { text: title }), ...body); }
 
 export async function render(root, { args, params }) {
@@ -35,6 +44,7 @@ export async function render(root, { args, params }) {
     h("div", { class: "toolbar" }, statusBadge(row.status), h("span", { class: "mono muted", text: id }),
       h("span", { text: `started ${fmtTime(row.created)}` }), h("span", { text: `ran ${fmtDuration(row.duration)}` }),
       row.project ? h("span", { class: "muted", text: `project ${row.project}` }) : null,
+      whoSpans(row),
       (row.tags || []).map((t) => h("span", { class: "chip", text: t })),
       h("label", null, selBox, " selected"),
       h("a", { href: `#/charts?runs=${encodeURIComponent(id)}`, text: "charts" }),
