@@ -285,3 +285,9 @@ class FlowillowerLogger(Logger):
         self.coordinates.close()
         if self._run is not None and isinstance(self._run, Run):
             self._run.finish(status)
+
+
+# The replay callback lives in its own module; importable from here with the logger.
+from .lightning_replay import FlowillowerCheckpoint  # noqa: E402
+
+__all__ = ["FlowillowerCheckpoint", "FlowillowerLogger", "LoopCoordinates"]

@@ -1,0 +1,219 @@
+"""What `FlowillowerCheckpoint` captures of a Lightning trainer, and reading it back.
+
+A capture is taken where a training epoch's last batch has run and nothing after it has
+(validation, `on_train_epoch_end`, the epoch's LR steps): the LightningModule (weights,
+gradients, train/eval flags and its plain attributes such as lists of step outputs), the
+optimizers, the LR schedulers, the precision plugin (a GradScaler's state), Lightning's
+loop progress (`global_step`, batch counters), the epoch's accumulated logged values
+(what `trainer.callback_metrics` reduces at the epoch's end) and every global RNG. A
+replay restores exactly that at exactly that point, so the code after the batches runs
+on the state it saw originally.
+
+Files live in `<run>/checkpoints/lightning/` (local only, like every checkpoint: never
+pushed, freed by `flowillower gc --checkpoints`), written by the same background writer
+as `fw.checkpointing`'s, with their digests in `<store>/local/checkpoints/<run
+id>.lightning.jsonl`; nothing is loaded unless its bytes are what this machine wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+from ..hindsight import ledger
+from ..hindsight.ckpt_files import CKPT_DIRNAME, MANIFEST, BlobRef
+from ..hindsight.ckpt_store import load_checkpoint_file
+from ..hindsight.state import (
+    capture_object,
+    capture_rng,
+    copy_tree,
+    object_kind,
+    restore_object,
+    restore_rng,
+)
+
+LIGHTNING_DIR = "lightning"  # under the run's checkpoints/ folder
+FORMAT = "lightning-1"
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """`<run>/checkpoints/lightning`."""
+    return Path(run_dir) / CKPT_DIRNAME / LIGHTNING_DIR
+
+
+def ledger_file(run_dir: Path) -> Path:
+    """The digest record of a run's Lightning checkpoints (beside `fw.checkpointing`'s,
+    never mixed with it: both writers number their files from 0)."""
+    run_dir = Path(run_dir)
+    return ledger.ledger_path(run_dir.parent.parent, f"{run_dir.name}.{LIGHTNING_DIR}")
+
+
+def trainer_objects(trainer: Any, module: Any) -> dict[str, Any]:
+    """The live objects a capture copies and a replay restores in place."""
+    objects: dict[str, Any] = {"module": module}
+    for i, optimizer in enumerate(trainer.optimizers):
+        objects[f"optimizer{i}"] = optimizer
+    for i, config in enumerate(trainer.lr_scheduler_configs):
+        objects[f"scheduler{i}"] = config.scheduler
+    objects["precision"] = trainer.precision_plugin
+    # The epoch's accumulated `self.log(..., on_epoch=True)` values (a dict of metric
+    # objects): reduced into `trainer.callback_metrics` when the epoch ends.
+    results = getattr(trainer.fit_loop.epoch_loop, "_results", None)
+    if isinstance(results, dict):
+        objects["results"] = results
+    return objects
+
+
+def object_kinds(objects: dict[str, Any]) -> dict[str, str]:
+    return {name: object_kind(obj) for name, obj in objects.items()}
+
+
+def _user_attributes(module: Any) -> bytes:
+    """The module's own plain attributes (`self.outputs = []`...), each pickled on its own
+    so one that cannot be (a file handle) does not stop the others."""
+    import torch
+
+    out: dict[str, bytes] = {}
+    for key, value in vars(module).items():
+        if key.startswith("_") or key == "training" or callable(value) \
+                or isinstance(value, torch.nn.Module):
+            continue
+        try:
+            out[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # not picklable: not restorable either
+            continue
+    return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _restore_attributes(module: Any, data: bytes) -> None:
+    for key, raw in pickle.loads(data).items():
+        value = pickle.loads(raw)
+        current = getattr(module, key, None)
+        if isinstance(current, list) and isinstance(value, list):
+            current[:] = value  # in place: other objects may hold the same list
+        elif isinstance(current, dict) and isinstance(value, dict):
+            current.clear()
+            current.update(value)
+        else:
+            setattr(module, key, value)
+
+
+def capture(trainer: Any, module: Any, objects: dict[str, Any], kinds: dict[str, str],
+            loop_totals: dict[tuple[str, ...], int], host: list[Any]) -> dict[str, Any]:
+    """An independent copy of the trainer's state right now (device tensors are copied
+    to host memory and appended to `host`: see `state.copy_tree`)."""
+    return {
+        "objects": {name: capture_object(kinds[name], obj, host)
+                    for name, obj in objects.items()},
+        "attrs": _user_attributes(module),
+        "loops": copy_tree(trainer.fit_loop.state_dict(), host),
+        "rng": capture_rng(),
+        "totals": [[list(path), n] for path, n in loop_totals.items()],
+    }
+
+
+def _restore_loops(fit_loop: Any, state: dict[str, Any]) -> None:
+    """Put Lightning's progress counters back, without `load_state_dict`'s restart mode
+    (which would make the loops behave as if resuming a saved checkpoint)."""
+    for key, value in state.items():
+        *path, last = key.split(".")
+        if last == "state_dict":
+            if path == ["epoch_loop"]:
+                fit_loop.epoch_loop.on_load_checkpoint(value)  # the logger's step count
+            continue
+        target = fit_loop
+        for part in [*path, last]:
+            target = getattr(target, part, None)
+        if target is not None and callable(getattr(target, "load_state_dict", None)):
+            target.load_state_dict(value)
+
+
+def restore(trainer: Any, module: Any, objects: dict[str, Any], kinds: dict[str, str],
+            tree: dict[str, Any]) -> dict[tuple[str, ...], int]:
+    """Put a `capture` back into the live trainer; returns the loop totals it recorded."""
+    for name, state in tree["objects"].items():
+        restore_object(kinds[name], objects[name], state)
+    _restore_attributes(module, tree["attrs"])
+    _restore_loops(trainer.fit_loop, tree["loops"])
+    restore_rng(tree["rng"])
+    return {tuple(path): n for path, n in tree["totals"]}
+
+
+class LightningCheckpoints:
+    """A run's Lightning captures: the manifest, and verified lazy loading."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = checkpoint_dir(run_dir)
+        self.ledger = ledger_file(run_dir)
+        self.meta: dict[str, Any] | None = None
+        self.epochs: dict[int, dict[str, Any]] = {}  # epoch -> its capture's line
+        self.mid_validation: set[int] = set()  # epochs validated before their last batch
+        self.unrecorded: list[str] = []  # files this machine has no record of writing
+        self._files: dict[int, str] = {}
+        self._cache: dict[int, Any] = {}
+        self._read()
+
+    @property
+    def exists(self) -> bool:
+        return self.meta is not None
+
+    def _read(self) -> None:
+        try:
+            text = (self.dir / MANIFEST).read_text(encoding="utf-8")
+        except OSError:
+            return
+        digests = ledger.read(self.ledger)
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break  # a torn last line from a killed process
+            kind = entry.get("type")
+            if kind == "meta" and self.meta is None:
+                self.meta = entry
+            elif kind == "ckpt" and (self.dir / entry["file"]).exists():
+                if entry["file"] not in digests:
+                    self.unrecorded.append(entry["file"])
+                    continue
+                self.epochs[int(entry["i"])] = entry
+                self._files[int(entry["seq"])] = entry["file"]
+            elif kind == "mid_validation":
+                self.mid_validation.add(int(entry["i"]))
+        self._digests = digests
+
+    def skippable(self) -> set[int]:
+        """Epochs whose batches a replay may skip (captured, no validation inside)."""
+        return set(self.epochs) - self.mid_validation
+
+    def _file(self, seq: int) -> Any:
+        if seq not in self._cache:
+            name = self._files[seq]
+            self._cache[seq] = load_checkpoint_file(self.dir / name,
+                                                    self._digests.get(name))[0]
+        return self._cache[seq]
+
+    def load(self, epoch: int) -> dict[str, Any]:
+        """The state captured at the end of `epoch`'s batches (tensors shared with
+        earlier captures resolved); earlier files no longer needed are forgotten."""
+        entry = self.epochs[epoch]
+        used = {int(entry["seq"])}
+
+        def resolve(x: Any) -> Any:
+            if isinstance(x, BlobRef):
+                used.add(x.seq)
+                return self._file(x.seq)["blobs"][x.key]
+            if isinstance(x, dict):
+                return {k: resolve(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [resolve(v) for v in x]
+            if isinstance(x, tuple) and not hasattr(x, "_fields"):
+                return tuple(resolve(v) for v in x)
+            return x
+
+        tree = resolve(self._file(int(entry["seq"]))["tree"])
+        for seq in list(self._cache):
+            if seq not in used:
+                del self._cache[seq]
+        return tree
