@@ -41,6 +41,26 @@ FREE_FLOOR_MAX = 10 << 30
 def free_floor(total: int) -> int:
     """Bytes that must stay free on a disk of `total` bytes after a capture."""
     return min(max(FREE_FLOOR_MIN, int(FREE_FLOOR_SHARE * total)), FREE_FLOOR_MAX)
+
+
+def disk_room(written: int, queued: int, max_disk: int | None,
+              free: Callable[[], tuple[int, int]]) -> int | None:
+    """Bytes a run's checkpoints may still add: the least of `max_disk` less what is
+    `written` or `queued` (full sizes of captures not written yet: de-duplication only
+    ever writes less) and the free space above `free_floor` (`free()`: free and total
+    bytes of the disk). None when neither can be told."""
+    rooms: list[int] = []
+    if max_disk is not None:
+        rooms.append(max_disk - written - queued)
+    try:
+        available, total = free()
+    except OSError:
+        pass  # cannot tell: the writer's own errors still stop it cleanly
+    else:
+        rooms.append(available - queued - free_floor(total))
+    return min(rooms) if rooms else None
+
+
 MEMORY_SHARE = 0.2  # default budget: a fifth of the machine's memory...
 MEMORY_MIN = 1 << 30  # ...at least 1 GiB
 

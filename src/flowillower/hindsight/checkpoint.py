@@ -25,7 +25,8 @@ adaptive captures alike (`capture_budget.py`). Files live in `<run>/checkpoints/
 only). Disk use is bounded too: by `max_disk` when given, and always by a floor of free
 space (`free_floor`: 2% of the disk, at least 1 GiB, at most 10 GiB); once a capture
 would cross either, recording stops with a warning and replays re-execute the
-iterations after it.
+iterations after it. `min_entry_points` keeps enough evenly spread iteration starts for
+parallel replay (`entry_points.py`: the policy, and what wins when settings conflict).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from .ckpt_files import (
     torch_module,
 )
 from .ckpt_store import CheckpointStore
+from .entry_points import EntryPoints, EntryPolicy, resolve_target
 from .state import (
     capture_object,
     capture_rng,
@@ -90,13 +92,13 @@ def _free_bytes(path: Path) -> tuple[int, int]:
 # -- the recorder ---------------------------------------------------------------------------
 
 
-class Recorder:
+class Recorder(EntryPoints):
     """Captures registered state around the outermost loop entered inside `checkpointing`."""
 
     def __init__(self, run: Run, objects: dict[str, Any], every: int | None = None,
                  max_overhead: float = 0.02, max_disk: int | str | None = None,
                  max_memory: int | str | None = None, when_behind: str | None = None,
-                 base_depth: int = 0) -> None:
+                 base_depth: int = 0, min_entry_points: int | None = None) -> None:
         if every is not None and every < 1:
             raise ValueError("every must be a positive number of iterations")
         # Checkpoints the user asked for (`every=`) are waited for by default; adaptive
@@ -131,6 +133,10 @@ class Recorder:
         self._n_inner = 0
         self._last_n_inner = 1
         self._completed = 0
+        target = resolve_target(min_entry_points)
+        self.entries = EntryPolicy(target) if target else None
+        self._forced = False  # the capture being taken is the entry policy's
+        self._warned: set[str] = set()
 
     @property
     def directory(self) -> Path:
@@ -184,6 +190,8 @@ class Recorder:
             "torch_threads": torch.get_num_threads() if torch is not None else None,
             "every": self.every, "max_overhead": self.max_overhead, "max_disk": self.max_disk,
             "max_memory": self.budget.max_memory, "when_behind": self.budget.when_behind,
+            "min_entry_points": self.entries.target if self.entries else None,
+            "outer_len": self.entries.total if self.entries else None,
         }, None, 0.0))
         self._loop_t0 = _now()
 
@@ -239,7 +247,10 @@ class Recorder:
         self._iter, self._iter_t0 = index, now
         self._inner_time, self._n_inner = 0.0, 0
         self._ckpt_iter, take_start = self._decide(index, now)
-        if (self._ckpt_iter or take_start) and not self._room(index, "iteration"):
+        forced = not take_start and self._entry_wanted(index)
+        take_start = take_start or forced
+        if (self._ckpt_iter or take_start) and not self._room(index, "iteration",
+                                                              wait=forced):
             # The writer is behind (same rule for every= and adaptive captures): never
             # pile up copies. Not checkpointed: a replay re-executes this iteration.
             self._ckpt_iter = take_start = False
@@ -247,7 +258,11 @@ class Recorder:
             self.checkpointed.append(index)
         if take_start:
             self.starts.append(index)
-            self._capture("start", index, 0)
+            self._forced = forced
+            try:
+                self._capture("start", index, 0)
+            finally:
+                self._forced = False
 
     def _outer_end(self, completed: bool) -> None:
         now = _now()
@@ -261,6 +276,11 @@ class Recorder:
             self._iter = None  # the iteration did not finish: no timing, no checkpoint
             self._writer.submit(WriteJob(-1, {"type": "abort", "n": self._completed}, None, 0.0))
         self.done = True
+        loop_s = now - self._loop_t0
+        if self.entries and self.entries.owned and self.spent > self.max_overhead * loop_s:
+            self._warn_once("overhead", f"min_entry_points={self.entries.target} took "
+                            f"{self.spent / max(loop_s, 1e-9):.1%} of the loop's time, past "
+                            f"max_overhead={self.max_overhead:.0%} (entry points win)")
 
     def _note(self, entry: dict[str, Any]) -> None:
         self._writer.submit(WriteJob(-1, entry, None, 0.0))
@@ -276,7 +296,8 @@ class Recorder:
     def _capture(self, kind: str, index: int, m: int) -> None:
         if self.stopped is not None:
             return
-        if kind != "final" and not self._room(index, kind):
+        forced = self._forced and kind == "start"
+        if kind != "final" and not self._room(index, kind, wait=forced):
             self._drop(kind, index)  # its manifest line says so; a replay re-executes
             return
         t0 = _now()
@@ -293,7 +314,12 @@ class Recorder:
         size = tree_stats(tree)[0]
         took = _now() - t0
         self.spent += took
+        if forced and not self.entries.planned and not self._plan_entries(index, size):
+            self._drop(kind, index)  # off the stride the disk budget allows
+            return
         reason = self._disk_refusal(size)
+        while reason is not None and self._thin(f"the disk budget ({reason})"):
+            reason = self._disk_refusal(size)
         if reason is not None:
             self._stop(reason, kind, index)
             return
@@ -306,6 +332,13 @@ class Recorder:
         self._writer.submit(WriteJob(seq, {"type": "ckpt", "seq": seq, "kind": kind, "i": index,
                                            "m": m}, tree, took, size, ready))
         self.budget.taken(self._writer, size)
+        if forced:
+            self.entries.taken(index, seq)
+            if self.entries.due_thinning():
+                self._thin(None)
+
+    def _free(self) -> tuple[int, int]:
+        return _free_bytes(self.run.dir)
 
     def _disk_refusal(self, size: int) -> str | None:
         """Why a capture of `size` bytes must not be written (None: it may be).
@@ -329,28 +362,6 @@ class Recorder:
                     f"({free:,} free, the next checkpoint up to {size:,})")
         return None
 
-    def _drop(self, kind: str, index: int) -> None:
-        """A `kind` capture of the current iteration was not taken: without its start it
-        is no entry point, without an inner-loop end it is not skippable."""
-        if kind == "start" and self.starts and self.starts[-1] == index:
-            self.starts.pop()
-        if kind == "inner" and self._iter == index:
-            self._ckpt_iter = False  # its manifest line says so; a replay re-executes it
-            if self.checkpointed and self.checkpointed[-1] == index:
-                self.checkpointed.pop()
-
-    def _stop(self, reason: str, kind: str, index: int) -> None:
-        """Stop recording for good: the current iteration no longer counts as captured."""
-        self.stopped = reason
-        self._drop(kind, index)
-        if kind == "start":
-            self._drop("inner", index)
-        self._writer.submit(WriteJob(-1, {"type": "stopped", "i": index, "kind": kind,
-                                      "reason": reason}, None, 0.0))
-        warnings.warn(f"flowillower: checkpoints stopped at iteration {index} of loop "
-                      f"{self.outer!r}: {reason}. Replays re-execute the iterations after "
-                      "it.", stacklevel=2)
-
     def close(self) -> None:
         """Wait for pending writes; warn (never raise) if checkpoints could not be saved."""
         if self._writer is None:
@@ -366,6 +377,7 @@ class Recorder:
         writer = self._writer
         return {"captures": self.captures, "checkpointed_iterations": list(self.checkpointed),
                 "start_iterations": list(self.starts),
+                "entry_stride": self.entries.stride if self.entries else None,
                 "train_thread_s": self.spent,
                 "write_s": writer.write_s if writer else 0.0,
                 "write_cpu_s": writer.write_cpu_s if writer else 0.0,

@@ -16,12 +16,13 @@ from ..sizes import parse_size
 from . import session
 from .capture_budget import CaptureBudget
 from .checkpoint import Recorder
+from .entry_points import resolve_target
 
 
 @contextmanager
 def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
                   max_disk: int | str | None = None, max_memory: int | str | None = None,
-                  when_behind: str | None = None,
+                  when_behind: str | None = None, min_entry_points: int | None = None,
                   **objects: Any) -> Iterator[Recorder | None]:
     """Register state for hindsight replay: `with fw.checkpointing(model=net, optimizer=opt):`.
 
@@ -38,15 +39,19 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
     (default a fifth of RAM, at least 1 GiB). `every=` and adaptive captures obey the same
     bound on what the writer may hold (see `capture_budget`); past it the training thread
     waits (`when_behind="wait"`, the default with `every`) or the capture is skipped
-    (`"skip"`, the default otherwise: a replay re-executes those iterations). (`every`, `max_overhead`,
-    `max_disk`, `max_memory` and `when_behind` are reserved names.) Inside a replay worker
-    the objects are handed to the replay instead.
+    (`"skip"`, the default otherwise: a replay re-executes those iterations).
+    `min_entry_points=N` (default `$FLOWILLOWER_REPLAY_PARALLELISM`) keeps at least N
+    evenly spread outer-iteration starts, so a replay can split into N parallel segments;
+    the disk budget wins over it, with a warning (see `entry_points`). (`every`,
+    `max_overhead`, `max_disk`, `max_memory`, `when_behind` and `min_entry_points` are
+    reserved names.) Inside a replay worker the objects are handed to the replay instead.
     """
     # Bad values fail here, in a replay or debug run too.
     for size in (max_disk, max_memory):
         if size is not None:
             parse_size(size)
     CaptureBudget(0, when_behind or "skip")
+    resolve_target(min_entry_points)
     run = api.active_run()  # may start the run, which enters replay mode when asked to
     active = session.current()
     if active is not None:
@@ -57,11 +62,15 @@ def checkpointing(*, every: int | None = None, max_overhead: float = 0.02,
         yield None
         return
     recorder = Recorder(run, objects, every, max_overhead, max_disk, max_memory, when_behind,
-                        base_depth=run.loop_depth)
+                        base_depth=run.loop_depth, min_entry_points=min_entry_points)
     handle = run.on_loop(recorder.hook)
+    if recorder.entries is not None:
+        run.set_loop_control(recorder.loop_control)  # to learn the outer loop's length
     try:
         yield recorder
     finally:
+        if recorder.entries is not None:
+            run.set_loop_control(None)
         handle.remove()
         recorder.close()
 

@@ -3,7 +3,10 @@
 The writer serialises captures off the training thread, de-duplicates tensors that did not
 change since the previous capture (a `BlobRef` points at the file holding them), writes
 whole files only (tmp + rename), hashes the bytes as they are written and records the
-digest in the store-local ledger (`ledger.py`) that replay checks before loading.
+digest in the store-local ledger (`ledger.py`) that replay checks before loading. Each
+capture's manifest line lists the earlier files its tensors point into (`refs`), so a
+replay task can ship only the files it needs (`task.py`) and the recorder can thin old
+entry points (`entry_points.py`) without deleting a file a kept capture still uses.
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ class BackgroundWriter:
         self.write_cpu_s = 0.0  # of which the writer thread was on a CPU
         self.bytes = 0
         self.sizes_done = 0  # `WriteJob.size` of the captures handled so far (written or not)
+        self.last_bytes = 0  # bytes of the latest file written
+        self.thinned: list[str] = []  # files deleted by `thin` jobs
+        self._files: dict[int, tuple[str, int, frozenset[int]]] = {}  # seq -> name, bytes, refs
         self._last: dict[str, tuple[Any, BlobRef]] = {}  # tensor path -> (tensor, ref)
         self._manifest = None
         self._thread = threading.Thread(target=self._loop, name="flowillower-checkpoints",
@@ -179,6 +185,9 @@ class BackgroundWriter:
 
     def _write(self, job: WriteJob) -> None:
         if job.tree is None:
+            if job.entry.get("type") == "thin":
+                self._thin(job.entry["seqs"])
+                return
             self._line(job.entry)
             return
         if job.ready is not None:
@@ -186,7 +195,9 @@ class BackgroundWriter:
         t0, cpu0 = _now(), time.thread_time()
         blobs: dict[str, Any] = {}
         torch = torch_module()
-        tree = self._dedupe(job.tree, "", job.seq, blobs) if torch is not None else job.tree
+        refs: set[int] = set()
+        tree = (self._dedupe(job.tree, "", job.seq, blobs, refs) if torch is not None
+                else job.tree)
         name = file_name(job.seq, torch is not None)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.tmp"
@@ -205,22 +216,50 @@ class BackgroundWriter:
         self.write_s += took
         self.write_cpu_s += time.thread_time() - cpu0
         self.bytes += digest.bytes
-        self._line({**job.entry, "file": name, "bytes": digest.bytes,
+        self.last_bytes = digest.bytes
+        self._files[job.seq] = (name, digest.bytes, frozenset(refs))
+        self._line({**job.entry, "file": name, "bytes": digest.bytes, "refs": sorted(refs),
                     "copy_s": round(job.copy_s, 6), "write_s": round(took, 6)})
 
-    def _dedupe(self, x: Any, path: str, seq: int, blobs: dict[str, Any]) -> Any:
+    def _thin(self, seqs: list[int]) -> None:
+        """Delete the files of captures `seqs`, except those a kept capture's tensors
+        still point into (they stay, whole); later captures never point into a deleted
+        one. A manifest line names what went."""
+        gone = {s for s in seqs if s in self._files}
+        used = set().union(*(refs for s, (_, _, refs) in self._files.items() if s not in gone))
+        deleted, kept = [], []
+        for seq in sorted(gone):
+            name, size, _ = self._files[seq]
+            if seq in used:
+                kept.append(name)
+                continue
+            # A reader skips a capture whose file is missing (`CheckpointStore`).
+            (self.dir / name).unlink(missing_ok=True)
+            del self._files[seq]
+            self.bytes -= size
+            deleted.append(name)
+            for path, (_, ref) in list(self._last.items()):
+                if ref.seq == seq:
+                    del self._last[path]
+        self.thinned += deleted
+        self._line({"type": "thinned", "files": deleted, "kept": kept})
+
+    def _dedupe(self, x: Any, path: str, seq: int, blobs: dict[str, Any],
+                refs: set[int]) -> Any:
         if is_tensor(x):
             last = self._last.get(path)
             if last is not None and bit_equal(last[0], x):
+                refs.add(last[1].seq)
                 return last[1]
             ref = BlobRef(seq, path)
             blobs[path] = x
             self._last[path] = (x, ref)
             return ref
         if isinstance(x, dict):
-            return {k: self._dedupe(v, f"{path}/{k}", seq, blobs) for k, v in x.items()}
+            return {k: self._dedupe(v, f"{path}/{k}", seq, blobs, refs) for k, v in x.items()}
         if isinstance(x, list):
-            return [self._dedupe(v, f"{path}/{i}", seq, blobs) for i, v in enumerate(x)]
+            return [self._dedupe(v, f"{path}/{i}", seq, blobs, refs) for i, v in enumerate(x)]
         if isinstance(x, tuple) and not hasattr(x, "_fields"):
-            return tuple(self._dedupe(v, f"{path}/{i}", seq, blobs) for i, v in enumerate(x))
+            return tuple(self._dedupe(v, f"{path}/{i}", seq, blobs, refs)
+                         for i, v in enumerate(x))
         return x
