@@ -188,37 +188,59 @@ def test_select_all_reflects_the_rows(page, server):
 
 
 def test_best_values_beyond_the_loaded_rows(page, server):
-    """More runs than the loaded pages: the best comes from the server's sorted answer
-    (asked once per column and goal), not from the rows in hand; names decide the goal."""
+    """More runs than the loaded pages: the best comes from the server's one-pass answer
+    (/api/best: every column not yet known in ONE request, each once per goal), not from
+    the rows in hand; names decide the goal; the scope is the table's filter."""
     open_table(page, server)
     out = page.evaluate("""async () => {
       const m = await import("./static/js/table-best.js");
       const cols = [{ key: "last:val/loss", group: "metrics", metric: "val/loss", stat: "last" },
-                    { key: "last:score", group: "metrics", metric: "score", stat: "last" },
-                    { key: "count:score", group: "metrics", metric: "score", stat: "count" }];
-      const loaded = [{ cells: { "last:val/loss": 0.5, "last:score": 7 } }];
-      const server = { "last:val/loss|min": ["NaN", 0.125, 0.25], "last:score|max": [9, 8] };
+                    { key: "last:widgets", group: "metrics", metric: "widgets", stat: "last" },
+                    { key: "count:widgets", group: "metrics", metric: "widgets", stat: "count" }];
+      const loaded = [{ cells: { "last:val/loss": 0.5, "last:widgets": 7 } }];
       const asked = [];
-      const cache = new Map();
+      const realFetch = window.fetch;
+      window.fetch = (url, opts) => { if (String(url).includes("api/best")) asked.push(String(url)); return realFetch(url, opts); };
       let redraws = 0;
-      const ask = async (key, goal) => { asked.push(`${key}|${goal}`);
-        return server[`${key}|${goal}`].map((v) => ({ cells: { [key]: v } })); };
-      const first = m.bestValues(cols, {}, loaded, false, cache, ask, () => { redraws += 1; });
-      await new Promise((r) => setTimeout(r, 50));
-      const second = m.bestValues(cols, {}, loaded, false, cache, ask, () => {});
-      const local = m.bestValues(cols, { "last:score": "min" }, loaded, true, new Map(), ask, () => {});
+      const until = async (n) => { while (redraws < n) await new Promise((r) => setTimeout(r, 10)); };
+      const cache = new Map();
+      const all = { q: "", hidden: false };
+      const first = m.bestValues(cols, {}, loaded, false, cache, all, () => { redraws += 1; });
+      await until(1);
+      const second = m.bestValues(cols, {}, loaded, false, cache, all, () => { redraws += 1; });
+      const flipped0 = m.bestValues(cols, { "last:widgets": "min" }, loaded, false, cache, all, () => { redraws += 1; });
+      await until(2);
+      const flipped = m.bestValues(cols, { "last:widgets": "min" }, loaded, false, cache, all, () => {});
+      // Without an explicit scope, the link's filter is the table's.
+      history.replaceState(null, "", "#/?sort=name&desc=0&q=" + encodeURIComponent("lr > 0.25"));
+      const linked = new Map();
+      m.bestValues(cols, {}, loaded, false, linked, () => {}, () => { redraws += 1; });
+      await until(3);
+      const scoped = m.bestValues(cols, {}, loaded, false, linked, () => {}, () => {});
+      const local = m.bestValues(cols, { "last:widgets": "min" }, loaded, true, new Map(), all, () => {});
+      window.fetch = realFetch;
       const names = ["train/loss", "val_accuracy", "fid", "heatmap_size", "mAP", "step_time",
                      "mean_reward", "widgets", "top1"].map((n) => [n, m.goalFromName(n)]);
-      return { first: first.size, second: Object.fromEntries(second), asked, redraws,
+      return { first: first.size, second: Object.fromEntries(second), flipped0: flipped0.size,
+               flipped: Object.fromEntries(flipped), scoped: Object.fromEntries(scoped),
+               asked: asked.map((u) => decodeURIComponent(u.split("?")[1]).split("&").sort()),
                local: Object.fromEntries(local), names: Object.fromEntries(names) };
     }""")
     assert out["first"] == 0  # nothing marked until the server answered
-    assert out["asked"] == ["last:val/loss|min", "last:score|max"]  # once each, no count column
-    assert out["redraws"] == 2
-    assert out["second"] == {"last:val/loss": {"value": 0.125, "goal": "min"},
-                             "last:score": {"value": 9, "goal": "max"}}
+    # One request for both columns (no count column), one more for the flipped goal only.
+    assert out["asked"][:2] == [
+        sorted(["col=last:val/loss", "col=last:widgets", "goal=min", "goal=max", "hidden=false"]),
+        sorted(["col=last:widgets", "goal=min", "hidden=false"])]
+    assert "q=lr+>+0.25" in out["asked"][2] and len(out["asked"]) == 3
+    assert out["second"] == {"last:val/loss": {"value": 0.3, "goal": "min"},
+                             "last:widgets": {"value": 5, "goal": "max"}}
+    assert out["flipped0"] == 1  # the loss is known; the flipped widgets column is asked
+    assert out["flipped"] == {"last:val/loss": {"value": 0.3, "goal": "min"},
+                              "last:widgets": {"value": 1, "goal": "min"}}
+    assert out["scoped"] == {"last:val/loss": {"value": 0.5, "goal": "min"},
+                             "last:widgets": {"value": 5, "goal": "max"}}
     assert out["local"] == {"last:val/loss": {"value": 0.5, "goal": "min"},
-                            "last:score": {"value": 7, "goal": "min"}}
+                            "last:widgets": {"value": 7, "goal": "min"}}
     assert out["names"] == {"train/loss": "min", "val_accuracy": "max", "fid": "min",
                             "heatmap_size": None, "mAP": "max", "step_time": "min",
                             "mean_reward": "max", "widgets": None, "top1": "max"}
