@@ -5,6 +5,7 @@ Only readers (query, index, UI, CLI) import numpy; the logging side never does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .segments import NO_CUTOFF, RUN_LEVEL, STEPPED_ROLES, cutoffs, segment_file
 __all__ = ["STATUSES", "read_json", "Series", "RunData", "Block", "FileValues",
            "decode_values", "ContextTable", "RunReader"]
 
+ARG_PREFIX, METRIC_PREFIX = "args.", "metrics."  # the filter engine's explicit spellings
 # The order of statuses a run goes through; `killed` is inferred for dead writers.
 STATUSES = ("running", "success", "failed", "killed", "lost")
 
@@ -65,7 +67,13 @@ def _py(value: Any) -> Any:
 
 @dataclass
 class RunData:
-    """Everything recorded in a run's frame files, merged across ranks and replays."""
+    """Everything recorded in a run's frame files, merged across ranks and replays.
+
+    `series` is keyed by name. An arg and a metric of one name (`fw.arg("lr", ...)` and
+    `fw.log("lr", ...)`) stay two series: the metric under `lr`, the arg under `args.lr`
+    (each Series keeps its own `name` and `role`). `load(["args.lr"])` or
+    `load(["metrics.lr"])` asks for one role by the filter engine's spelling; that series
+    then also comes under the spelling, named so (a column of that name)."""
 
     loop_names: list[str] = field(default_factory=list)
     ctx_coords: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), np.int64))
@@ -122,9 +130,15 @@ class _Collector:
 
     def __init__(self, wanted: set[str] | None) -> None:
         self.wanted = wanted
+        # `args.lr` / `metrics.lr`: that role's values of `lr` (an arg and a metric of one
+        # name are two series, see `RunData`)
+        self.as_arg = {w[len(ARG_PREFIX):]: w for w in wanted or ()
+                       if w.startswith(ARG_PREFIX)}
+        self.as_metric = {w[len(METRIC_PREFIX):]: w for w in wanted or ()
+                          if w.startswith(METRIC_PREFIX)}
         self.contexts = ContextTable()
-        self.parts: dict[str, list] = {}
-        self.roles: dict[str, str] = {}
+        self.parts: dict[tuple[str, bool], list] = {}  # (name, is an arg) -> its parts
+        self.roles: dict[tuple[str, bool], str] = {}
         self.events: list[dict[str, Any]] = []
         self.frame_seq = 0  # frames read so far, over all files: their writing order
         self.rewinds: dict[int, dict[str, int]] = {}  # segment -> its rewind points
@@ -162,7 +176,8 @@ class _Collector:
                     if int(kid) not in keys:  # its definition was in a torn last frame
                         continue
                     name, role = keys[int(kid)]
-                    if self.wanted is not None and name not in self.wanted:
+                    if self.wanted is not None and name not in self.wanted and name not in (
+                            self.as_arg if role == "arg" else self.as_metric):
                         continue
                     sel = kcol == kid
                     self._add(name, role, block.kind, replayed,
@@ -195,8 +210,9 @@ class _Collector:
                     points[kind] = min(points.get(kind, NO_CUTOFF), int(low))
 
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
-        self.roles.setdefault(name, role)
-        self.parts.setdefault(name, []).append(
+        key = (name, role == "arg")
+        self.roles.setdefault(key, role)
+        self.parts.setdefault(key, []).append(
             (kind, replayed, ctx, step, time, values, self.frame_seq, self.segment))
 
     def _superseded(self) -> None:
@@ -207,7 +223,7 @@ class _Collector:
         # Per global context: its outermost loop and index (run level: none, the step).
         outer = [key[0] if key else (RUN_LEVEL, -1) for key in self.contexts.coords]
         outer_idx = np.array([idx for _loop, idx in outer], np.int64)
-        for name, parts in self.parts.items():
+        for name, parts in self.parts.items():  # name: (name, is an arg)
             if self.roles[name] not in STEPPED_ROLES:
                 continue
             kept = []
@@ -226,8 +242,15 @@ class _Collector:
 
     def finish(self) -> RunData:
         self._superseded()
-        series = {name: _merge(name, self.roles[name], parts)
-                  for name, parts in self.parts.items()}
+        series = {}
+        for (name, is_arg), parts in self.parts.items():
+            one = _merge(name, self.roles[name, is_arg], parts)
+            # an arg sharing its name with a metric is `args.<name>`; the metric keeps it
+            series[ARG_PREFIX + name if is_arg and (name, False) in self.parts else name] = one
+            asked = (self.as_arg if is_arg else self.as_metric).get(name)
+            if asked is not None and not any((asked, a) in self.parts for a in (False, True)):
+                # asked for by its explicit spelling (and no key is named so): under it
+                series[asked] = dataclasses.replace(one, name=asked)
         return RunData(self.contexts.loop_names, self.contexts.table(), series, self.events)
 
 
