@@ -15,7 +15,8 @@ that calls `join_replay` in such a worker: when that script's run starts, `attac
 
 Plan fields: `run_dir`, `scratch`, `outer` (loop name or null), `first`/`stop` (outer
 iterations to run), `emit_from`, `skip` (iterations whose inner loops are skipped),
-`checkpoints` (bool), `restore_first` (restore start(first)), `post_loop`, `args`.
+`checkpoints` (bool), `restore_first` (restore start(first)), `post_loop`, `args`, and
+for `replay --watch` `watch` ({"name", "every", "max_depth"}: see watch_worker.py).
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class ReplaySession:
         self.skipping = False
         self.m = 0
         self._marked_skip = False
+        self.watch_spec: dict[str, Any] | None = plan.get("watch")
+        self.watching: Any = None  # watch_worker.WorkerWatch once NAME is registered
         self._progress = open(self.scratch / "progress", "a", encoding="utf-8")
 
     # -- set-up ---------------------------------------------------------------------------
@@ -104,6 +107,12 @@ class ReplaySession:
     def registered(self, objects: dict[str, Any]) -> Iterator[None]:
         """`fw.checkpointing(...)` in the replayed script hands its objects to the replay."""
         self.objects.update(objects)
+        spec = self.watch_spec
+        if spec and self.watching is None and spec["name"] in objects and self.run:
+            from .watch_worker import start
+
+            # Live from the run's first step; a later segment from its restored start.
+            self.watching = start(self.run, objects, spec, self.scratch, self.first == 0)
         try:
             yield
         finally:
@@ -190,6 +199,21 @@ class ReplaySession:
         # after the previous inner loops left, exactly as in the original run.
         if self.store is not None and i == self.first and self.plan.get("restore_first"):
             self._restore(self.store.start(i), f"the start of iteration {i}")
+        if self.watch_spec and i == self.first:
+            self._watch_from_here()
+
+    def _watch_from_here(self) -> None:
+        """`replay --watch`: the segment's start state is in place; steps count from here."""
+        if self.watching is None:
+            from .watch_worker import WatchNotRegistered
+
+            assert self.watch_spec is not None
+            name = self.watch_spec["name"]
+            raise WatchNotRegistered(
+                f"replay --watch {name}: the replayed code registered no {name!r} with "
+                f"fw.checkpointing (registered: {', '.join(sorted(self.objects)) or 'none'})")
+        if not self.watching.live:
+            self.watching.go_live(int(self.watch_spec.get("max_depth", 0)))
 
     def _iteration_done(self) -> None:
         if self.cur is not None:
@@ -216,6 +240,8 @@ class ReplaySession:
                 self._restore(self.store.final(), "the end of the loop")
             return
         # Nothing after the loops is wanted: stop here instead of running the rest.
+        if self.watching is not None:
+            self.watching.close()  # the last watched step's statistics, before the end
         self.mark("done")
         run = self.run
         if run is not None:
