@@ -35,26 +35,49 @@ def _varying_args(rows: list[dict], limit: int = 4) -> list[str]:
     return varying[:limit]
 
 
+# Who and where: shown when they tell the listed runs apart (one author on one machine
+# needs no column); origin whenever a listed run was pulled.
+_WHO = ("author", "host")
+
+
+def _who_columns(rows: list[dict]) -> list[str]:
+    cols = [k for k in _WHO if len({r.get(k) for r in rows}) > 1]
+    return cols + (["origin"] if any(r.get("origin") for r in rows) else [])
+
+
 @click.command("ls")
 @click.argument("filter", required=False)
 @click.option("--all", "show_all", is_flag=True, help="Include hidden runs.")
-@click.option("-n", "--limit", type=int, default=50, show_default=True)
+@click.option("-n", "--limit", type=int, default=50, show_default=True,
+              help="Runs (or, with --group-by, groups) to list.")
+@click.option("-g", "--group-by", "group_by", default=None, metavar="NAME",
+              help="Count the matching runs per value of NAME instead of listing them: a "
+              "run field (author, host, origin, project, status, ...), an arg or metric, "
+              "or day / week / month (of the start).")
 @dir_option
 @json_option
 @friendly_errors
-def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | None,
-               as_json: bool) -> None:
-    """List runs, newest first. FILTER: text, `lr < 0.3 and status == "finished"` or
-    fitlog's ${'hyper-lr':'<0.3'}$. Names resolve against the listed runs and the
-    resolution is printed on stderr; an unknown or ambiguous name exits 1 with the
-    spellings to use (`args.lr`, `metrics.lr`)."""
+def ls_command(filter: str | None, show_all: bool, limit: int, group_by: str | None,
+               store_dir: str | None, as_json: bool) -> None:
+    """List runs, newest first. FILTER: text, `lr < 0.3 and status == "finished"`,
+    `author == 'alice' and created > '2026-11-01'` or fitlog's ${'hyper-lr':'<0.3'}$.
+    Names resolve against the listed runs and the resolution is printed on stderr; an
+    unknown or ambiguous name exits 1 with the spellings to use (`args.lr`,
+    `metrics.lr`). Columns for author, host and origin (the remote a pulled run came
+    from) appear when they tell the listed runs apart."""
     store = open_store(store_dir)
-    rows = store.runs(include_hidden=show_all, limit=None if filter else limit)
+    rows = store.runs(include_hidden=show_all,
+                      limit=None if filter or group_by else limit)
     if filter:  # names resolve against these runs; unknown/ambiguous ones exit 1
         compiled = compile_filter(filter, rows)
         for line in compiled.describe():
             click.echo(f"filter: {line}", err=True)
         rows = [r for r in rows if compiled.predicate(r)]
+    if group_by:
+        from .groups import print_groups
+
+        print_groups(rows, group_by, limit, as_json)
+        return
     rows = rows[:limit]
     if as_json:
         print_json(rows)
@@ -62,14 +85,15 @@ def ls_command(filter: str | None, show_all: bool, limit: int, store_dir: str | 
     if not rows:
         click.echo("no runs" + (f" match {filter!r}" if filter else ""))
         return
+    who = _who_columns(rows)
     args = _varying_args(rows)
     metrics = list(dict.fromkeys(m for r in rows for m, stats in r["metrics"].items()
                                  if stats["role"] == "metric"))[:4]
-    headers = ["id", "name", "status", "start", "duration", *args, *metrics]
+    headers = ["id", "name", "status", "start", "duration", *who, *args, *metrics]
     table = []
     for r in rows:
         table.append([r["id"], r["name"], r["status"], fmt_time(r["created"]),
-                      fmt_duration(r["duration"]),
+                      fmt_duration(r["duration"]), *[r.get(k) or "-" for k in who],
                       *[fmt_value(r["args"].get(a, "")) for a in args],
                       *[fmt_value(r["metrics"][m]["last"]) if m in r["metrics"] else ""
                         for m in metrics]])

@@ -13,10 +13,13 @@ from typing import Any
 
 Row = dict[str, Any]
 
-RUN_FIELDS = ("name", "status", "created", "duration", "tags", "notes", "id", "host",
-              "git_branch", "project")
+RUN_FIELDS = ("name", "status", "created", "duration", "tags", "notes", "id", "author",
+              "host", "origin", "git_branch", "project")
 # Field columns a fresh table shows; the user picks others from the column menu.
 DEFAULT_FIELDS = ("status", "name", "created", "duration", "tags", "notes")
+# Who made a run, where, and where it came from: hidden like the other details while
+# they tell no run apart, shown once they do (two authors or hosts, a pulled run).
+WHO_FIELDS = ("author", "host")
 STAT_PREFIXES = ("last", "best", "min", "max", "count")
 # Statistic series of `fw.watch` are many per run: listed, but hidden by default.
 _WATCH_PREFIXES = ("act/", "grad/", "param/")
@@ -81,6 +84,12 @@ def is_watch(name: str, stats: dict[str, Any] | None = None) -> bool:
     return bool(stats and stats.get("role") == "watch") or name.startswith(_WATCH_PREFIXES)
 
 
+def _telling_fields(rows: list[Row]) -> set[str]:
+    """Of author, host and origin, the ones worth a column by default for `rows`."""
+    out = {f for f in WHO_FIELDS if len({r.get(f) for r in rows}) > 1}
+    return out | ({"origin"} if any(r.get("origin") for r in rows) else set())
+
+
 def table_columns(rows: list[Row]) -> list[dict[str, Any]]:
     """Every column of `rows`, with the ones constant across them flagged (to fold)."""
     arg_vals: dict[str, set] = {}
@@ -108,9 +117,10 @@ def table_columns(rows: list[Row]) -> list[dict[str, Any]]:
                 watch.add(name)
     n = len(rows)
     cols: list[dict[str, Any]] = []
+    telling = _telling_fields(rows)
     for f in RUN_FIELDS:
         cols.append({"key": f, "label": f.replace("git_", ""), "group": "run",
-                     "constant": False, "visible": f in DEFAULT_FIELDS})
+                     "constant": False, "visible": f in DEFAULT_FIELDS or f in telling})
     for name in sorted(arg_vals):
         constant = n > 1 and len(arg_vals[name]) == 1 and arg_count[name] == n
         col = {"key": f"arg:{name}", "label": name, "group": "args",

@@ -5,13 +5,14 @@ import { clear, debounce, fmtValue, h } from "./dom.js";
 import { prefs, selection, setParams, setPrefs } from "./state.js";
 import { bestValues, parseGoals } from "./table-best.js";
 import { constantColumns, customCols, parseCols, visibleColumns as shownColumns } from "./table-columns.js";
-import { cellFor } from "./table-cells.js";
+import { cellFor, ROW_FIELDS } from "./table-cells.js";
 import { tableHeader } from "./table-header.js";
 import { tableKeys } from "./table-keys.js";
 import { sameLine } from "./table-same.js";
 
 const ROW = 28;       // px, must match --row in app.css
 const PAGE = 200;     // rows per request
+const GROUP_FIELDS = ["author", "host", "origin", "project"];
 
 export async function render(root, { params }) {
   // A link that carries the view (sort is always written) is the whole truth: what it
@@ -39,7 +40,7 @@ export async function render(root, { params }) {
   // How each name of the filter resolved (learning_rate → args.training.learning_rate).
   const resolved = h("div", { class: "muted filter-names", "aria-live": "polite" });
   const count = h("span", { class: "muted" });
-  const groupSel = h("select", { title: "group rows by an arg" });
+  const groupSel = h("select", { title: "group rows by an arg", "aria-label": "group rows by author, host, origin, project or an arg" });
   const hiddenBox = h("input", { type: "checkbox", checked: st.hidden });
   const same = sameLine({ open: st.same,
     fetchCells: async (keys) => (await api.get("runs", { q: st.q, hidden: st.hidden, limit: 1, col: keys })).rows[0]?.cells,
@@ -69,8 +70,8 @@ export async function render(root, { params }) {
       hidden: st.hidden ? "1" : null, cols: customCols(st.colPrefs) ? st.colPrefs : null,
       best: goals, same: st.same ? "1" : null });
   }
-  function wantedKeys() {
-    return visibleColumns().filter((c) => c.group !== "run").map((c) => c.key);
+  function wantedKeys() {  // run fields that rows do not carry (author, origin) come as cells
+    return visibleColumns().filter((c) => c.group !== "run" || !ROW_FIELDS.has(c.key)).map((c) => c.key);
   }
 
   // -- data --------------------------------------------------------------------------
@@ -341,9 +342,9 @@ export async function render(root, { params }) {
   const offSel = selection.onChange(draw);
 
   await reload();
-  // The group-by choices are the args of the listed runs.
+  // The group-by choices: who / where / which project, then the args of the listed runs.
   groupSel.append(h("option", { value: "", text: "—" }));
-  st.columns.filter((c) => c.group === "args").forEach((c) => {
+  st.columns.filter((c) => GROUP_FIELDS.includes(c.key) || c.group === "args").forEach((c) => {
     groupSel.append(h("option", { value: c.key, text: c.label, selected: c.key === st.group }));
   });
 

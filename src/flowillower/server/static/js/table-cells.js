@@ -3,6 +3,17 @@ import { api, runPath } from "./api.js";
 import { clear, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from "./dom.js";
 
 const NUMERIC = (k) => /^(last|best|min|max|count):/.test(k) || k === "duration";
+// Run fields each row of /api/runs carries; other run fields come as cells.
+export const ROW_FIELDS = new Set(["id", "name", "status", "created", "duration", "tags", "notes",
+  "hidden", "host", "git_branch", "project"]);
+const SHORT = 40;  // characters of a name a cell shows; the whole name is its tooltip
+
+/** Who made a run, where, where it came from: text (never markup), cut when long. */
+function nameCell(value) {
+  const text = value == null ? "" : String(value);
+  const cut = text.length > SHORT ? `${text.slice(0, SHORT - 1)}…` : text;
+  return h("td", { class: "who", text: cut, title: text });
+}
 
 /** The <td> of one column of a row. `onError(message)`: a note that could not be saved. */
 export function cellFor(row, col, onError) {
@@ -17,7 +28,8 @@ export function cellFor(row, col, onError) {
   if (k === "tags") return h("td", null, (row.tags || []).map((t) => h("span", { class: "chip", text: t })));
   if (k === "notes") return noteCell(row, onError);
   if (k === "git_branch") return h("td", { text: row.git_branch || "" });
-  if (col.group === "run") return h("td", { text: fmtValue(row[k]) });
+  if (k === "author" || k === "host" || k === "origin") return nameCell(k in row ? row[k] : row.cells?.[k]);
+  if (col.group === "run") return h("td", { text: fmtValue(k in row ? row[k] : row.cells?.[k]) });
   const v = row.cells?.[k];
   const td = h("td", { class: NUMERIC(k) || typeof v === "number" ? "num" : "",
     text: NUMERIC(k) ? fmtNum(v) : fmtValue(v), title: typeof v === "object" ? "" : String(v ?? "") });
