@@ -18,7 +18,18 @@ Measured in the same run, each in a child process on its own copy of the store:
 
 Also printed: bytes on the remote per run next to the store's own bytes per run.
 
+A second table (`filter_pull_table`) is about `pull --runs FILTER` on runs of realistic
+size: N runs (1,000; 10,000 with --full) of ~1 MB of logged values (`--run-mb`) and three
+30 KB images each, 16 of them in the project the filter asks for. Pulled into a fresh
+store by this package, which goes by the remote's run catalog, against the same pull from
+the same remote with its catalog ref removed (the full fetch of every run ref that a
+filtered pull made before the catalog, and still makes from a remote an older version
+pushed), and plain `git fetch` of the 16 matching refs (the floor): seconds and bytes
+fetched. With it, what the catalog costs a push: its share of the first push and of a
+push of one new run, and its bytes on the remote.
+
 Run: python benchmarks/bench_sync.py [--runs N] [--full] [--no-baseline]
+         [--filter-runs N] [--run-mb MB] [--only-filter | --no-filter]
 (1,000 runs by default, 10,000 with --full.)
 """
 
@@ -168,6 +179,139 @@ def floor(tmp: Path, store: Path) -> dict[str, float]:
             "remote bytes": folder_bytes(remote)[0]}
 
 
+FILTERED = 16  # runs of the project the filter asks for
+
+
+def big_frame(count: int, seed: int) -> bytes:
+    """A record frame of `count` values of a metric: noisy mantissas as training values
+    have, so it compresses about as much as real ones (~10 bytes a value)."""
+    from array import array
+
+    from flowillower.store.format import encode_frame
+
+    raw = bytearray(os.urandom(8 * count))
+    raw[7::8] = b"\x3f" * count  # values in [0.5, 1): the exponent is shared
+    raw[6::8] = b"\xe0" * count
+    values = array("d")
+    values.frombytes(bytes(raw))
+    return encode_frame(keys={901: ("loss_curve", "metric")},
+                        call_cols=[array("I", bytes(4 * count)), array("q", range(count)),
+                                   array("d", [1.7e9 + seed + i * 0.01 for i in range(count)]),
+                                   array("I", [1]) * count],
+                        float_cols=[array("I", [901]) * count, values])
+
+
+def make_big_run(template: Path, runs_dir: Path, run_id: str, project: str, values: int,
+                 seed: int) -> None:
+    """A finished run of ~`values` x 10 bytes of record data and three 30 KB images."""
+    target = runs_dir / run_id
+    (target / "media" / "img").mkdir(parents=True)
+    for name in ("run.json", "summary.json"):
+        doc = json.loads((template / name).read_text())
+        doc["id"] = run_id
+        if name == "run.json":
+            doc["project"] = project
+        (target / name).write_text(json.dumps(doc, indent=1))
+    (target / "data.fwl").write_bytes((template / "data.fwl").read_bytes()
+                                      + big_frame(values, seed))
+    for i in range(3):
+        (target / "media" / "img" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n"
+                                                           + os.urandom(30_000))
+    past = time.time() - 60
+    for path in target.rglob("*"):
+        os.utime(path, (past, past))
+
+
+def git_bytes(git_dir: Path) -> int:
+    return folder_bytes(git_dir / "objects")[0] if git_dir.is_dir() else 0
+
+
+def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> None:
+    """The second table (see the module)."""
+    from flowillower.gitops.pullselect import RunSelection
+    from flowillower.gitops.sync import pull, push
+    from flowillower.queries.filters import parse_filter
+
+    store = tmp / "big" / "store"
+    values = max(1, int(run_mb * 2**20 / 10.5))
+    t0 = time.perf_counter()
+    step = max(1, count // FILTERED)
+    for i in range(count):
+        project = "target" if i % step == 0 and i // step < FILTERED else "other"
+        make_big_run(template, store / "runs", f"20260202-{i // 1000:06d}-{i:08x}", project,
+                     values, i)
+    size = folder_bytes(store / "runs")[0]
+    print(f"\n{count} runs of {size / count / 2**20:.2f} MB made in "
+          f"{time.perf_counter() - t0:.1f} s ({FILTERED} in project 'target')")
+    remote = tmp / "big" / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    pushes = {}
+    t0 = time.perf_counter()
+    first = push(store, str(remote))
+    pushes["first push"] = (time.perf_counter() - t0, first["catalog"])
+    make_big_run(template, store / "runs", "20990101-000000-feedbeef", "other", values, -1)
+    t0 = time.perf_counter()
+    one = push(store, str(remote))
+    pushes["push of 1 new run"] = (time.perf_counter() - t0, one["catalog"])
+    catalog_bytes = _catalog_bytes(remote)
+    selection = RunSelection.parse("project == 'target'", parse_filter)
+    rows = {}
+
+    def timed_pull(label: str) -> None:
+        fresh = tmp / "big" / label.split()[0]
+        t0 = time.perf_counter()
+        got = pull(fresh, str(remote), runs=selection)
+        rows[label] = (time.perf_counter() - t0, git_bytes(fresh / "git"), got["runs_added"])
+
+    timed_pull("catalog (this package)")
+    saved = subprocess.run(["git", f"--git-dir={remote}", "rev-parse",
+                            "refs/flowillower/catalog"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    subprocess.run(["git", f"--git-dir={remote}", "update-ref", "-d",
+                    "refs/flowillower/catalog"], check=True)
+    timed_pull("baseline: full-ref fetch")
+    subprocess.run(["git", f"--git-dir={remote}", "update-ref", "refs/flowillower/catalog",
+                    saved], check=True)
+    floor_dir = tmp / "big" / "floor.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(floor_dir)], check=True)
+    wanted = [line.split("\t")[1] for line in subprocess.run(
+        ["git", f"--git-dir={store / 'git'}", "for-each-ref", "--format=%(objectname)\t%(refname)",
+         "refs/flowillower/runs/"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()]
+    matching = [ref for ref in wanted if json.loads((store / "runs" / ref.rsplit("/", 1)[1]
+                                                     / "run.json").read_text())["project"]
+                == "target"]
+    t0 = time.perf_counter()
+    subprocess.run(["git", f"--git-dir={floor_dir}", "fetch", "-q", str(remote),
+                    *[f"{ref}:{ref}" for ref in matching]], check=True)
+    rows["plain git fetch of the 16 refs"] = (time.perf_counter() - t0, git_bytes(floor_dir), None)
+    print(f"\n{'pull --runs FILTER, ' + str(count) + ' runs':<34}{'seconds':>10}"
+          f"{'MB fetched':>12}{'runs written':>14}")
+    for label, (secs, got_bytes, written) in rows.items():
+        print(f"{label:<34}{secs:>10.2f}{got_bytes / 2**20:>12.1f}"
+              f"{written if written is not None else '-':>14}")
+    print(f"\n{'push, ' + str(count) + ' runs':<34}{'seconds':>10}{'catalog s':>12}"
+          f"{'rows':>14}")
+    for label, (secs, report) in pushes.items():
+        print(f"{label:<34}{secs:>10.2f}{report['seconds']:>12.2f}{report['rows']:>14}")
+    print(f"catalog on the remote: {catalog_bytes / 1024:.0f} KB packed "
+          f"({catalog_bytes / (count + 1):.0f} bytes per run; the runs: "
+          f"{git_bytes(remote) / (count + 1) / 2**20:.2f} MB per run)")
+
+
+def _catalog_bytes(remote: Path) -> int:
+    """Bytes on disk of every object reachable from the remote's catalog ref."""
+    objects = subprocess.run(["git", f"--git-dir={remote}", "rev-list", "--objects",
+                              "refs/flowillower/catalog"], capture_output=True, text=True,
+                             check=True).stdout
+    sizes = subprocess.run(["git", f"--git-dir={remote}", "cat-file",
+                            "--batch-check=%(objectsize:disk)"],
+                           input="".join(line.split(" ")[0] + "\n"
+                                         for line in objects.splitlines()),
+                           capture_output=True, text=True, check=True).stdout
+    return sum(int(n) for n in sizes.split())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1000)
@@ -175,11 +319,22 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the previous package (minutes at 10,000 runs)")
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
+    parser.add_argument("--filter-runs", type=int, default=1000,
+                        help="runs of the pull --runs table (10,000 with --full)")
+    parser.add_argument("--run-mb", type=float, default=1.0,
+                        help="MB of logged values per run in the pull --runs table")
+    parser.add_argument("--only-filter", action="store_true", help="only the second table")
+    parser.add_argument("--no-filter", action="store_true", help="only the first table")
     args, _ = parser.parse_known_args()  # run_all.py passes every benchmark the same args
     count = 10_000 if args.full else args.runs
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as name:
         tmp = Path(name)
         template = make_template(tmp / "template")
+        if not args.no_filter:
+            filter_pull_table(tmp, template, 10_000 if args.full else args.filter_runs,
+                              args.run_mb)
+        if args.only_filter:
+            return
         store = tmp / "store"
         t0 = time.perf_counter()
         make_store(template, store, count)

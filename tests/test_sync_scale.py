@@ -43,9 +43,11 @@ def store(tmp_path, monkeypatch):
 
 
 def received(remote: Path) -> list[str]:
-    """Refs the remote's receive-pack updated, as its post-receive hook logged them."""
+    """Run refs the remote's receive-pack updated, as its post-receive hook logged them
+    (the run catalog ref, updated after the runs, is counted by test_pull_catalog.py)."""
     log = remote / "received.log"
-    return log.read_text().split() if log.exists() else []
+    return [ref for ref in (log.read_text().split() if log.exists() else [])
+            if ref.startswith(REF)]
 
 
 def log_receives(remote: Path) -> None:

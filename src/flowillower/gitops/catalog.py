@@ -179,10 +179,12 @@ def covers(row: dict[str, Any] | None, commit: str) -> bool:
     return row is not None and row.get("commit") == commit and row.get("partial") is not True
 
 
-def write_catalog(git_dir: Path, base: Catalog, rows: dict[str, dict[str, Any]]) -> str:
+def write_catalog(git_dir: Path, base: Catalog, rows: dict[str, dict[str, Any]],
+                  ref: str | None = None) -> str:
     """A new catalog version: `base`'s rows with `rows` put in (the union by run id,
-    these rows winning), on `base` as parent. Only the shards holding `rows` (and any
-    that could not be read) are written again; the others keep their blobs."""
+    these rows winning), on `base` as parent, kept by `ref`. Only the shards holding
+    `rows` (and any that could not be read) are written again; the others keep their
+    blobs."""
     touched = {shard_of(run_id) for run_id in rows} | base.bad_shards
     files: dict[str, bytes | str] = {"format": _FORMAT}
     files.update({path: sha for path, sha in base.shards.items() if path not in touched})
@@ -192,15 +194,24 @@ def write_catalog(git_dir: Path, base: Catalog, rows: dict[str, dict[str, Any]])
         if shard:
             files[path] = json.dumps(shard, sort_keys=True, separators=(",", ":")).encode()
     return import_tree_commit(git_dir, files, [base.commit] if base.commit else [],
-                              "flowillower run catalog\n")
+                              "flowillower run catalog\n", ref)
+
+
+def _resolve(git_dir: Path, names: list[str]) -> list[tuple[str, str] | None]:
+    """(object id, type) of each name, in order; None for a name that names nothing."""
+    proc = store_git(git_dir, ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+                     input="".join(f"{name}\n" for name in names).encode())
+    lines = proc.stdout.decode().splitlines()
+    return [(fields[0], fields[1]) if len(fields) == 2 and fields[1] != "missing" else None
+            for fields in (line.split() for line in lines)]
 
 
 def fetch_catalog(git_dir: Path, url: str, commit: str) -> str:
     """Make the remote's catalog `commit` present here, under our ref for that remote
     (fetched only when this store lacks it); the commit now present (a newer one when
     the remote moved meanwhile)."""
-    have = _sizes(git_dir, [commit]).get(commit, ("missing", 0))[0] == "commit"
-    if not have:
+    have, ours = _resolve(git_dir, [commit, seen_ref(url)])
+    if have is None or have[1] != "commit":
         proc = store_git(git_dir, ["fetch", "--quiet", "--no-tags", "--no-prune",
                                    "--no-recurse-submodules", url,
                                    f"+{CATALOG_REF}:{seen_ref(url)}"],
@@ -208,8 +219,9 @@ def fetch_catalog(git_dir: Path, url: str, commit: str) -> str:
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
             raise GitError(redact(f"fetching the run catalog of {url} failed: {err}"))
-        if _sizes(git_dir, [commit]).get(commit, ("missing", 0))[0] != "commit":
-            return store_git(git_dir, ["rev-parse", "--verify", "--quiet",
-                                       seen_ref(url)]).stdout.decode().strip()
-    store_git(git_dir, ["update-ref", seen_ref(url), commit])
+        have, ours = _resolve(git_dir, [commit, seen_ref(url)])
+        if have is None:  # the remote moved on meanwhile: take what came
+            return ours[0] if ours else ""
+    if ours is None or ours[0] != commit:  # keeps it from gc, and names what we saw
+        store_git(git_dir, ["update-ref", seen_ref(url), commit])
     return commit

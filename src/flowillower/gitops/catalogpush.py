@@ -71,11 +71,12 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
                 report["error"] = None  # complete (perhaps thanks to another machine)
                 break
             rows = rows_of_commits(git_dir, mine)
-            commit = write_catalog(git_dir, base, rows)
+            # our ref for the remote's catalog names the new version at once: it holds
+            # the remote's as its parent, and the next try starts from the remote anyway
+            commit = write_catalog(git_dir, base, rows, seen_ref(url))
             report["attempts"] += 1
             done, why = _push(git_dir, url, commit)
             if done:
-                store_git(git_dir, ["update-ref", seen_ref(url), commit])
                 report["rows"], report["error"] = len(rows), None
                 break
             report["error"] = redact(f"the remote's run catalog was not updated: {why}")

@@ -208,16 +208,17 @@ def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str]
 
 
 def import_tree_commit(git_dir: Path, files: dict[str, bytes | str], parents: list[str],
-                       message: str) -> str:
+                       message: str, ref: str | None = None) -> str:
     """One commit whose tree holds exactly `files` ({path: content, or the id of a blob
-    the repository has}), written by one `git fast-import`; its id.
+    the repository has}), written by one `git fast-import`; its id. `ref` is pointed at
+    it (forced); without one no ref is left behind.
 
     Like run commits it gets the fixed identity and date, so the same files on the same
     parents give the same commit on any machine.
     """
     with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
         marks = Path(tmp) / "marks"
-        scratch = f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
+        scratch = ref or f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
         proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
                                      f"--export-marks={marks}"], stdout=None)
         assert proc.stdin is not None
@@ -238,7 +239,8 @@ def import_tree_commit(git_dir: Path, files: dict[str, bytes | str], parents: li
                 else:
                     out.write(b"M 100644 inline %s\ndata %d\n" % (_quote(path), len(content)))
                     out.write(content + b"\n")
-            out.write(b"\nreset %s\ndone\n" % scratch.encode())
+            out.write(b"\n" if ref else b"\nreset %s\n" % scratch.encode())
+            out.write(b"done\n")
         except BaseException:
             abandon(proc)
             raise
