@@ -1,9 +1,10 @@
 """Replay tasks on a Ray cluster (`--executor ray[=ADDRESS]`, extra `flowillower[ray]`).
 
 Workers share no disk with the driver: each task travels as a `task.Payload`; the run's
-snapshot tree and checkpoint archives go into Ray's object store once (`ray.put`) and
-every segment of the run gets the same references, so Ray moves each archive to a node
-at most once. A worker process that dies mid-task (node lost, OOM kill) is retried by
+snapshot tree and each checkpoint file a segment needs go into Ray's object store once
+(`ray.put`, one object per capture) and every segment that needs one gets the same
+reference, so Ray moves each to a node at most once and a segment fetches only the
+captures it starts from (`task.needed_files`). A worker process that dies mid-task (node lost, OOM kill) is retried by
 Ray (`max_retries`); a task that still fails gets the reason in its log and fails its
 run's replay only. Ctrl-C cancels every remote task (`ray.cancel(force=True)`).
 """
@@ -19,11 +20,12 @@ from .executor import Executor, Task, TaskResult
 from .task import Packer, run_payload, unpack_result, write_failure
 
 
-def _remote_entry(payload: dict[str, Any], tree: bytes, ckpt: bytes | None) -> dict[str, Any]:
-    """What a Ray worker runs (module level: Ray imports it by name on the worker)."""
+def _remote_entry(payload: dict[str, Any], tree: bytes, *ckpts: bytes) -> dict[str, Any]:
+    """What a Ray worker runs (module level: Ray imports it by name on the worker). The
+    archives are top-level arguments: Ray resolves references only there."""
     import ray
 
-    out = run_payload(payload, tree, ckpt)
+    out = run_payload(payload, tree, *ckpts)
     out["node"] = ray.get_runtime_context().get_node_id()
     return out
 
@@ -47,6 +49,7 @@ class RayExecutor(Executor):
         self._connected_here = False
         self._overhead: float | None = None
         self.bytes_shipped: dict[str, int] = {}  # task id -> bytes of its inputs
+        self.ckpt_shipped: dict[str, int] = {}  # task id -> of which checkpoint archives
         self.bytes_put = 0  # bytes put into the object store (each archive once)
         self.nodes: dict[str, str] = {}  # task id -> the Ray node that ran it
 
@@ -163,11 +166,13 @@ class RayExecutor(Executor):
                     task = pending.pop(0)
                     task.scratch.mkdir(parents=True, exist_ok=True)
                     payload = packer.pack(task)
+                    ckpt = sum(len(packer.shared(k) or b"") for k in payload.ckpt_parts)
+                    self.ckpt_shipped[task.id] = ckpt
                     self.bytes_shipped[task.id] = (
                         len(payload.to_json()) + len(packer.shared(payload.tree_key) or b"")
-                        + len(packer.shared(payload.ckpt_key) or b""))
+                        + ckpt)
                     ref = remote.remote(dict(payload.__dict__), shared(payload.tree_key),
-                                        shared(payload.ckpt_key))
+                                        *[shared(k) for k in payload.ckpt_parts])
                     running[ref] = (task, time.perf_counter())
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_interval)
                 for ref in ready:

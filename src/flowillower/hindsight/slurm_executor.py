@@ -2,9 +2,9 @@
 
 Slurm moves a job's inputs and outputs through a folder on the cluster's shared disk
 (that is how `sbatch` and `submitit` work: the pickled call and its pickled result live
-there), so that folder is the one shared path: each run's snapshot and checkpoint
-archives (`task.Packer`) are written there once, and every segment of the run reads the
-same files. Workers still never read the store, the user's repository or the driver's
+there), so that folder is the one shared path: each run's snapshot and each checkpoint
+file a segment needs (`task.Packer`, one archive per capture) are written there once,
+and a segment reads only the captures it starts from. Workers still never read the store, the user's repository or the driver's
 disk: only the submitit folder (default `~/.flowillower-submitit`, or
 `$FLOWILLOWER_SUBMITIT_FOLDER`). A job that dies without a result (pre-empted, node
 lost, OOM-killed, cancelled by an administrator) is submitted again up to `max_retries`
@@ -27,11 +27,10 @@ from .task import Packer, run_payload, unpack_result, write_failure
 FOLDER_ENV = "FLOWILLOWER_SUBMITIT_FOLDER"
 
 
-def _slurm_entry(payload: dict[str, Any], tree: str, ckpt: str | None) -> dict[str, Any]:
+def _slurm_entry(payload: dict[str, Any], tree: str, *ckpts: str) -> dict[str, Any]:
     """What a Slurm job runs: the task, from the archives in the submitit folder."""
     tree_bytes = Path(tree).read_bytes()
-    ckpt_bytes = Path(ckpt).read_bytes() if ckpt else None
-    return run_payload(payload, tree_bytes, ckpt_bytes)
+    return run_payload(payload, tree_bytes, *(Path(c).read_bytes() for c in ckpts))
 
 
 class SlurmExecutor(Executor):
@@ -116,7 +115,7 @@ class SlurmExecutor(Executor):
                     task.scratch.mkdir(parents=True, exist_ok=True)
                     payload = packer.pack(task)
                     args = (dict(payload.__dict__), archive(payload.tree_key),
-                            archive(payload.ckpt_key))
+                            *[archive(k) for k in payload.ckpt_parts])
                     running[task.id] = (task, ex.submit(_slurm_entry, *args), args,
                                         time.perf_counter())
                     self.attempts[task.id] = 1

@@ -2,10 +2,13 @@
 
 A local task is a command line over folders on this machine (`executor.Task`). `pack`
 turns one into a `Payload` that names no driver path: the extracted snapshot with the
-transplanted script (a tar, shared by every segment of the run), the run's checkpoints
-with this machine's digest record of them (a tar, shared likewise, loaded only after the
-worker checks them against that record exactly as a local replay does), the plan with
-its paths made relative, the recorded argv and the thread counts. `run_payload` runs on
+transplanted script (a tar, shared by every segment of the run), the checkpoint files
+its segment reads (`needed_files`: the start it enters at, the inner-loop ends of the
+iterations it skips, the final state, and the earlier files their tensors point into),
+each its own small tar shared by every segment that needs it, plus the run's manifest
+and this machine's digest record of its files (loaded only after the worker checks them
+against that record exactly as a local replay does), the plan with its paths made
+relative, the recorded argv and the thread counts. `run_payload` runs on
 the worker: it unpacks into a private temporary folder, runs the script there and
 returns what the scratch folder holds afterwards (the value frames, the progress marks,
 the log) as bytes; `unpack_result` writes that into the task's scratch folder on the
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .ckpt_files import CKPT_DIRNAME
+from .ckpt_files import CKPT_DIRNAME, MANIFEST
 
 # Environment that decides a worker's numerics; everything else is the worker's own.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -45,12 +48,15 @@ class Payload:
     task_id: str
     run_id: str
     tree_key: str  # which shared tree archive (`Packer.trees`)
-    ckpt_key: str | None  # which shared checkpoint archive, None when the plan has none
+    ckpt_key: str | None  # one archive of this task's checkpoint files (None: no checkpoints)
     plan: dict[str, Any]
     script: str  # the script, relative to the tree
     cwd: str  # the working directory, relative to the tree
     args: list[str]  # the recorded command-line arguments after the script
     env: dict[str, str] = field(default_factory=dict)
+    # The same files as `ckpt_key`, one shared archive each (manifest and record first):
+    # an executor ships each once, to every task that needs it.
+    ckpt_parts: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -98,12 +104,66 @@ def tar_tree(tree: Path, roots: list[Path]) -> bytes:
     return buf.getvalue()
 
 
+def needed_files(run_dir: Path, plan: dict[str, Any]) -> list[str] | None:
+    """The checkpoint files a task with `plan` (first, stop, skip, restore_first,
+    restore_final) reads, with the earlier files their tensors point into; None when the
+    run's manifest lines do not list those (`refs`, written since issue 18): then all."""
+    from .ckpt_store import CheckpointStore
+
+    store = CheckpointStore(run_dir)
+    wanted: list[dict[str, Any] | None] = []
+    if plan.get("restore_first") and plan.get("first", 0) < plan.get("stop", 0):
+        wanted.append(store.start(plan["first"]))
+    for i in plan.get("skip") or []:
+        n_inner = store.iters.get(i, {}).get("n_inner", 0)
+        wanted += [store.entries.get(("inner", i, m)) for m in range(n_inner)]
+    if plan.get("restore_final"):
+        wanted.append(store.final())
+    entries = [e for e in wanted if e is not None]
+    if any("refs" not in e for e in entries):
+        return None
+    by_seq = {e["seq"]: e["file"] for e in store.entries.values()}
+    seqs: set[int] = set()
+    todo = [e["seq"] for e in entries]
+    refs = {e["seq"]: e.get("refs", []) for e in store.entries.values()}
+    while todo:
+        seq = todo.pop()
+        if seq not in seqs:
+            seqs.add(seq)
+            todo += refs.get(seq, [])
+    return sorted(by_seq[s] for s in seqs if s in by_seq)
+
+
+def checkpoint_archive(run_dir: Path, names: list[str] | None = None,
+                       with_record: bool = True) -> bytes:
+    """A tar of a run's checkpoint files `names` (None: the whole folder, manifest
+    included), laid out as a worker's private store; `with_record` adds the manifest and
+    this machine's digest record of the run's files."""
+    from . import ledger
+
+    run_id = Path(run_dir).name
+    folder = Path(run_dir) / CKPT_DIRNAME
+    inside = f"store/runs/{run_id}/{CKPT_DIRNAME}"
+    if names is None:
+        add = [(folder, inside)]
+    else:
+        add = [(folder / name, f"{inside}/{name}") for name in names]
+        if with_record:
+            add.append((folder / MANIFEST, f"{inside}/{MANIFEST}"))
+    if with_record:
+        add.append((ledger.run_ledger(Path(run_dir)),
+                    f"store/local/checkpoints/{run_id}.jsonl"))
+    return _tar(add)
+
+
 class Packer:
     """Builds payloads; each tree and checkpoint archive is built (and shipped) once."""
 
     def __init__(self) -> None:
         self.trees: dict[str, bytes] = {}
-        self.ckpts: dict[str, bytes] = {}
+        self.ckpts: dict[str, bytes] = {}  # one per checkpoint file (and run record)
+        self._sets: dict[str, tuple[Path, list[str] | None]] = {}  # a task's whole set
+        self._set_bytes: dict[str, bytes] = {}
 
     def pack(self, task: Any) -> Payload:
         """The payload of `task` (an `executor.Task` made by `jobs.materialize`)."""
@@ -117,27 +177,47 @@ class Packer:
             git = (job.plan.info.meta.get("git") or {}) if job.plan else {}
             project = [Path(git["root"])] if git.get("root") else []
             self.trees[tree_key] = tar_tree(tree, [tree, *project])
-        ckpt_key = None
+        ckpt_key, parts = None, []
         if plan.get("checkpoints"):
-            from . import ledger
-
-            ckpt_key = "ckpt:" + _key(str(run_dir))
-            if ckpt_key not in self.ckpts:
-                self.ckpts[ckpt_key] = _tar(
-                    [(run_dir / CKPT_DIRNAME, f"store/runs/{run_id}/{CKPT_DIRNAME}"),
-                     (ledger.run_ledger(run_dir),
-                      f"store/local/checkpoints/{run_id}.jsonl")])
+            names = needed_files(run_dir, plan)
+            parts = [self._part(run_dir, None, "record")]
+            if names is None:  # a run recorded before refs: its whole folder
+                parts.append(self._part(run_dir, None, "all"))
+            else:
+                parts += [self._part(run_dir, [name], name) for name in names]
+            ckpt_key = "ckptset:" + _key(str(run_dir) + "\n" + "\n".join(names or ["*"]))
+            self._sets[ckpt_key] = (run_dir, names)
         # Paths on the driver mean nothing there: the worker fills in its own.
         plan["run_dir"] = plan["scratch"] = None
         script = Path(task.argv[1]).relative_to(tree).as_posix()
         cwd = Path(task.cwd).relative_to(tree).as_posix()
         env = {k: v for k, v in task.env.items() if k in THREAD_VARS}
         return Payload(task.id, run_id, tree_key, ckpt_key, plan, script, cwd,
-                       list(task.argv[2:]), env)
+                       list(task.argv[2:]), env, parts)
+
+    def _part(self, run_dir: Path, names: list[str] | None, what: str) -> str:
+        """The key of one shared checkpoint archive ("record": manifest and digest
+        record; "all": the whole folder; else the file named)."""
+        key = "ckpt:" + _key(f"{run_dir}\n{what}")
+        if key not in self.ckpts:
+            if what == "record":
+                self.ckpts[key] = checkpoint_archive(run_dir, [])
+            elif what == "all":
+                self.ckpts[key] = checkpoint_archive(run_dir, None, with_record=False)
+            else:
+                self.ckpts[key] = checkpoint_archive(run_dir, names, with_record=False)
+        return key
 
     def shared(self, key: str | None) -> bytes | None:
+        """The bytes of a shared archive: a tree, one checkpoint part, or (`ckpt_key`) a
+        task's checkpoint files in one archive."""
         if key is None:
             return None
+        if key in self._sets:
+            if key not in self._set_bytes:
+                run_dir, names = self._sets[key]
+                self._set_bytes[key] = checkpoint_archive(run_dir, names)
+            return self._set_bytes[key]
         return self.trees.get(key, self.ckpts.get(key))
 
 
@@ -163,8 +243,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def run_payload(payload: dict[str, Any] | Payload, tree: bytes,
-                ckpt: bytes | None) -> dict[str, Any]:
+                *ckpts: bytes | None) -> dict[str, Any]:
     """On a worker: unpack, run the task's script, return its scratch files and status.
+    `ckpts`: the task's checkpoint archive(s) (`ckpt_key`, or each of `ckpt_parts`).
 
     Returns `{"returncode", "seconds", "files": {relative path: bytes}, "host"}`.
     """
@@ -176,8 +257,9 @@ def run_payload(payload: dict[str, Any] | Payload, tree: bytes,
     with tempfile.TemporaryDirectory(prefix="flowillower-task-") as tmp:
         root = Path(tmp)
         _safe_extract(tree, root)
-        if ckpt is not None:
-            _safe_extract(ckpt, root)
+        for ckpt in ckpts:
+            if ckpt is not None:
+                _safe_extract(ckpt, root)
         scratch = root / "scratch"
         scratch.mkdir()
         plan = dict(payload["plan"])
