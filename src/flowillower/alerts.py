@@ -10,7 +10,12 @@ thread and without any cost on the logging path, and alerts when
 * a metric stops improving for N evaluations (once, until it improves),
 * no metric is logged for T minutes (once, until values come again).
 
-A webhook that fails prints one line on stderr and is otherwise ignored.
+Posting is never done by the thread that raises an alert: `fw.alert` records the event,
+queues the post for the background sender (`notify.send_later`) and returns in
+microseconds, whatever the webhook does. Pending alerts are flushed with a deadline
+(`flush_alerts`, and at the interpreter's exit); a process killed with SIGKILL loses
+those still queued (the run's events keep them). A webhook that fails prints one line on
+stderr and is otherwise ignored.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .notify import post_json, webhook_body
+from .notify import EXIT_DEADLINE, flush, send_later, webhook_body
 
-__all__ = ["alert", "alert_rules", "AlertRules", "LEVELS"]
+__all__ = ["alert", "alert_rules", "flush_alerts", "AlertRules", "LEVELS"]
 
 LEVELS = ("info", "warn", "error")
 ENV_WEBHOOK = "FLOWILLOWER_WEBHOOK"
@@ -43,14 +48,21 @@ def _send(run: Any, webhook: str | None, title: str, text: str, level: str) -> b
     message = f"[{level}] {title}{where}" + (f": {text}" if text else "")
     fields = {"alert": {"title": title, "text": text, "level": level,
                         "run": None if run is None else {"id": run.id, "name": run.name}}}
-    return post_json(url, webhook_body(url, message, fields))
+    return send_later(url, webhook_body(url, message, fields))
+
+
+def flush_alerts(timeout: float = EXIT_DEADLINE) -> int:
+    """Wait up to `timeout` seconds for the alerts still queued to be posted; returns how
+    many are still pending (0: every one was sent, or failed and said so on stderr)."""
+    return flush(timeout)
 
 
 def alert(title: str, text: str = "", level: str = "warn", *, webhook: str | None = None
           ) -> bool:
     """Send an alert about the current run to `webhook` (default: the webhook of the run's
-    `alert_rules`, else $FLOWILLOWER_WEBHOOK) and record it in the run. Returns whether
-    a webhook took it; a failing one prints one stderr line and never raises. A no-op
+    `alert_rules`, else $FLOWILLOWER_WEBHOOK) and record it in the run. Returns at once,
+    True when the post was queued for the background sender (False: no webhook, or its
+    queue is full); a failing webhook prints one stderr line and never raises. A no-op
     under `fw.debug(True)` and on ranks that do not record."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
