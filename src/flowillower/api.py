@@ -312,12 +312,14 @@ def log_artifact(name: str, path: str | os.PathLike[str], step: int | None = Non
         run.log_artifact(name, path, step)
 
 
-def loop(name: str, iterable: Iterable[Any], progress: bool | None = None) -> Iterator[Any]:
-    """Iterate while keying everything logged inside by this loop's index."""
+def loop(name: str, iterable: Iterable[Any], progress: bool | None = None, *,
+         start: int = 0) -> Iterator[Any]:
+    """Iterate while keying everything logged inside by this loop's index; `start`: the
+    first item's index (a script restarted from its checkpoint at epoch K passes K)."""
     run = active_run()
     if run is None:
         return iter(iterable)
-    return run.loop(name, iterable, progress)
+    return run.loop(name, iterable, progress, start=start)
 
 
 def iteration(name: str, index: int):

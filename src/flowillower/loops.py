@@ -5,6 +5,12 @@ Every value logged inside a loop is keyed by the coordinates of all enclosing lo
 (e.g. epoch=3, step=120). Each iteration's wall time is recorded as a `sys` value
 `time/<loop>` in that iteration's context; loop start and end are events. The
 hindsight planner reads both.
+
+`fw.loop(name, items, start=K)` numbers its items K, K+1, ... (a script restarted from
+its checkpoint at epoch K); in a resumed run (`fw.init(resume=...)`) the global steps of
+that outermost loop and of the loops inside it then continue from the iterations the
+run's earlier segments recorded before K (`resumed_totals`, read from their `time/<loop>`
+values), and so does `fw.iteration(name, K)` on its first use in a resumed run.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from .threadstate import LoopControl, LoopPosition, ThreadState
@@ -32,6 +39,12 @@ class Run(Protocol):
 
     def log_metrics(self, metrics: Any, step: int | None = None, *,
                     role: str = "metric") -> None: ...
+
+    @property
+    def segment(self) -> int: ...  # 1, or the continuation a resumed run writes
+
+    @property
+    def dir(self) -> Path: ...
 
 
 class StepHook:
@@ -100,10 +113,11 @@ class LoopSurface:
         hooks.append(callback)
         return StepHook(hooks, callback)
 
-    def loop(self, name: str, iterable: Iterable[Any], progress: bool | None = None
-             ) -> Iterator[Any]:
-        """Iterate `iterable`, keying everything logged inside by this loop's index."""
-        return run_loop(self, name, iterable, progress)
+    def loop(self, name: str, iterable: Iterable[Any], progress: bool | None = None, *,
+             start: int = 0) -> Iterator[Any]:
+        """Iterate `iterable`, keying everything logged inside by this loop's index (the
+        first item's index is `start`, as in `enumerate(iterable, start)`)."""
+        return run_loop(self, name, iterable, progress, start)
 
     @contextmanager
     def iteration(self, name: str, index: int):
@@ -166,12 +180,76 @@ def _loop_event(run: Run, st: ThreadState, kind: str, name: str, depth: int) -> 
         run.event(f"thread_{kind}", loop=name, depth=depth, thread=st.thread)
 
 
-def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
-             ) -> Iterator[Any]:
+class StartAt:
+    """The items of a `fw.loop(..., start=K)` as a loop control sees them: iterating it
+    gives the items; `start` is the index of the first one. Controls return positions
+    within the items (0 = the first); the loop adds `start` to them."""
+
+    def __init__(self, items: Iterable[Any], start: int) -> None:
+        self.items, self.start = items, start
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)  # type: ignore[arg-type]  # TypeError for generators
+
+
+def _shifted(pairs: Iterable[tuple[int, Any]], start: int) -> Iterator[tuple[int, Any]]:
+    for position, item in pairs:
+        yield position + start, item
+
+
+def resumed_totals(run_dir: Path, segment: int, outer: str, start: int
+                   ) -> dict[tuple[str, ...], int]:
+    """Iterations the run's earlier segments recorded, per loop path under the outermost
+    loop `outer`, before its index `start`: where a resumed loop's global steps go on.
+
+    Read from the `time/<loop>` value every iteration logs (its step is that iteration's
+    global count). Values of a later-superseded stretch past `start` are not looked at.
+    """
+    from .store.reader import decode_values
+    from .store.segments import segment_files
+
+    totals: dict[tuple[str, ...], int] = {}
+    for path, seg in segment_files(run_dir):
+        if seg >= segment or ".rank" in path.name:
+            continue
+        try:
+            decoded = decode_values(path.read_bytes())
+        except OSError:
+            continue
+        for _name, _role, _kind, coords, step, _when, _value in decoded.rows(
+                lambda name, role: role == "sys" and name.startswith("time/")):
+            names = tuple(coords)
+            if not names or names[0] != outer or coords[outer] >= start or step < 0:
+                continue
+            totals[names] = max(totals.get(names, 0), int(step) + 1)
+    return totals
+
+
+def _continue_steps(run: Run, st: ThreadState, path: tuple[str, ...], start: int) -> None:
+    """A loop starting at index `start`: its global steps (and, in a resumed run, those
+    of the loops inside it) go on where the run left them."""
+    if start <= 0:
+        return
+    if len(path) == 1 and getattr(run, "segment", 1) > 1:
+        for sub, total in resumed_totals(run.dir, run.segment, path[0], start).items():
+            st.loop_totals[sub] = max(st.loop_totals.get(sub, 0), total)
+    if len(path) == 1:  # the outermost loop's step is its index when it started at 0
+        st.loop_totals[path] = max(st.loop_totals.get(path, 0), start)
+
+
+def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None,
+             start: int = 0) -> Iterator[Any]:
     """Generator behind `Run.loop`."""
+    start = int(start)
+    if start < 0:
+        raise ValueError(f"fw.loop start must be >= 0, got {start}")
     st = run.thread_state()  # the thread iterating: a generator runs where it is advanced
     outer = _Frame(st)
     path = tuple(n for n, _ in outer.coords) + (name,)
+    _continue_steps(run, st, path, start)
     st.depth += 1
     st.max_depth = max(st.max_depth, st.depth)
     _loop_event(run, st, "loop_start", name, st.depth)
@@ -182,7 +260,12 @@ def run_loop(run: Run, name: str, iterable: Iterable[Any], progress: bool | None
     timing_key = f"time/{name}"
     # A hindsight replay may pick which (index, item) pairs run; normally all of them.
     control = st.loop_control
-    pairs = enumerate(iterable) if control is None else control(name, st.depth, iterable)
+    if control is None:
+        pairs: Iterable[tuple[int, Any]] = enumerate(iterable, start)
+    elif start:
+        pairs = _shifted(control(name, st.depth, StartAt(iterable, start)), start)
+    else:
+        pairs = control(name, st.depth, iterable)
     count, completed = 0, False
     if st.loop_hooks:
         _call_loop_hooks(st, "loop_start", name, 0)
@@ -215,6 +298,8 @@ def iteration_scope(run: Run, name: str, index: int):
     st = run.thread_state()
     outer = _Frame(st)
     path = tuple(n for n, _ in outer.coords) + (name,)
+    if path not in st.loop_totals and getattr(run, "segment", 1) > 1:
+        _continue_steps(run, st, path, int(index))  # a resumed run's first iteration
     st.depth += 1
     st.max_depth = max(st.max_depth, st.depth)
     _begin_iteration(run, st, path, outer.coords, name, int(index))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import args as _args
+from ..loops import StartAt
 from .ckpt_files import CheckpointError
 from .ckpt_store import CheckpointStore
 from .state import object_kind, restore_state
@@ -157,7 +158,12 @@ class ReplaySession:
         return enumerate(iterable)
 
     def _outer_pairs(self, iterable: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-        first, stop = self.first, self.stop
+        # Positions within the items; `fw.loop(..., start=K)` adds K (the plan's indices
+        # are the run's own: a restarted script's loop starts at its checkpoint's K).
+        base = 0
+        if isinstance(iterable, StartAt):
+            base, iterable = iterable.start, iterable.items
+        first, stop = max(0, self.first - base), max(0, self.stop - base)
         if first >= stop:
             return
         if isinstance(iterable, Sequence):  # range, list, tuple: jump straight there
