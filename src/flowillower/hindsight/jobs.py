@@ -24,6 +24,7 @@ from .executor import Task, TaskResult
 from .planner import RunInfo, RunPlan, plan_json, plan_run
 from .report import RunOutcome
 from .session import REPLAY_ENV
+from .stretches import Stretch
 from .transplant import transplant
 
 
@@ -45,6 +46,18 @@ class Job:
     started: float = 0.0
     attempt: int = 0
     finished: bool = False
+    # A resumed run or a fork is replayed as several jobs, one per stretch (its own code
+    # and checkpoints: stretches.py), sharing the run's outcome; `group` lists them all.
+    stretch: Stretch | None = None
+    group: list[Job] = field(default_factory=list)
+    version: str = ""  # this job's code version (the outcome joins a group's)
+
+    @property
+    def part(self) -> str:
+        """Folder and task-id suffix telling a group's jobs apart ("" for a whole run)."""
+        if self.stretch is None:
+            return ""
+        return f"{self.stretch.run_id}.seg{self.stretch.segment}"
 
 
 def prepare_job(job: Job, info: RunInfo, store: Store, script: Path | None) -> None:
@@ -111,11 +124,13 @@ def prepare_job(job: Job, info: RunInfo, store: Store, script: Path | None) -> N
         old_src.splitlines(keepends=True), result.source.splitlines(keepends=True),
         f"a/{rel}", f"b/{rel}"))
     digest = hashlib.sha256(result.source.encode()).hexdigest()[:12]
-    out.code_version = f"{sha[:10]}+{digest}" if result.changed else sha[:10]
+    job.version = f"{sha[:10]}+{digest}" if result.changed else sha[:10]
     statements = analyze(result.source, out.names, info.outer)
     job.plan = plan_run(info, statements)
-    out.notes += job.plan.notes
-    out.strategy = job.plan.strategy
+    if job.stretch is None:  # else the run's outcome is the group's (see replay.py)
+        out.code_version = job.version
+        out.notes += job.plan.notes
+        out.strategy = job.plan.strategy
     if job.plan.dropped:
         out.names = [n for n in out.names if n not in job.plan.dropped]
 
@@ -126,7 +141,7 @@ def materialize(job: Job, base: Path, git_dir: Path) -> None:
 
     assert job.plan is not None
     out = job.outcome
-    job.workdir = base / out.run_id
+    job.workdir = base / out.run_id / job.part if job.part else base / out.run_id
     tree = job.workdir / "tree"
     if tree.exists():
         shutil.rmtree(tree)
@@ -166,7 +181,8 @@ def materialize(job: Job, base: Path, git_dir: Path) -> None:
         env.update(recorded_threads(job.plan, env))
         env["PYTHONPATH"] = os.pathsep.join(
             [package_parent, *filter(None, [env.get("PYTHONPATH")])])
-        job.tasks.append(Task(f"{out.run_id}#{job.attempt}.{t.index}",
+        part = f"@{job.part}" if job.part else ""
+        job.tasks.append(Task(f"{out.run_id}{part}#{job.attempt}.{t.index}",
                               [sys.executable, str(script), *argv], cwd, env, scratch,
                               t.estimate, {"job": job, "plan": t}))
 

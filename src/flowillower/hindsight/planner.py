@@ -50,9 +50,14 @@ class RunInfo:
     # whose size differs from what it wrote (replay refuses the run).
     unrecorded: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    # One stretch of a resumed run (hindsight/stretches.py): its first outer iteration
+    # (`completed` is where it ends), and whether code after the loops replays here.
+    first: int = 0
+    last: bool = True
 
 
-def _outer_from_events(events: list[dict[str, Any]]) -> str | None:
+def outer_from_events(events: list[dict[str, Any]]) -> str | None:
+    """The outermost `fw.loop` a run entered (its first depth-1 loop_start)."""
     for ev in events:
         if ev.get("event") == "loop_start" and ev.get("depth") == 1:
             return ev.get("loop")
@@ -69,7 +74,7 @@ def load_run_info(run_dir: Path) -> RunInfo:
     summary = reader.summary
     store = CheckpointStore(run_dir)
     unrecorded, changed = store.keep_recorded()
-    outer = store.meta["outer"] if store.exists else _outer_from_events(data.events)
+    outer = store.meta["outer"] if store.exists else outer_from_events(data.events)
     args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
     present = {name for name, s in data.series.items() if s.role == "metric"}
     iter_times: list[float] = []
@@ -171,10 +176,13 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
                      "cover are re-executed")
     places = {s.place for s in statements}
     needs = set().union(*(s.needs for s in statements)) if statements else set()
-    n = info.completed
+    n, lo = info.completed, min(info.first, info.completed)
     post = bool(places & {"post", "unknown"}) or "loop" in needs
     loopwork = bool(places & {"outer", "inner"}) or "loop" in needs
-    if post and not info.loop_ended:
+    if not info.last:  # an earlier stretch of a resumed run: the last one ends the loops
+        post = False
+        loopwork = bool(places & {"outer", "inner"})
+    elif post and not info.loop_ended:
         gone = [name for s in statements if s.place in ("post", "unknown") or "loop" in s.needs
                 for name in s.names]
         dropped += gone
@@ -186,7 +194,7 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
         needs = set().union(*(s.needs for s in statements)) if statements else set()
         loopwork = bool(places & {"outer", "inner"})
     store = info.store
-    has_ckpt = store.exists and store.start(0) is not None
+    has_ckpt = store.exists and store.start(lo) is not None
     need_inner = "inner" in needs or "loop" in needs
     sequential = "carried" in needs or "loop" in needs
     restore = _restore_cost(store) if store.exists else 0.0
@@ -224,7 +232,7 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
             strategy = "after the loops; no checkpoints recorded: re-executed from the start"
             if not store.exists:
                 notes.append("no checkpoints recorded (no fw.checkpointing): re-executing")
-            tasks = [task(0, n, n, [], True, True)]
+            tasks = [task(lo, n, n, [], True, True)]
         elif post:
             strategy = "after the loops; loop skipped, state restored from the final checkpoint"
             tasks = [task(0, 0, 0, [], True, True)]
@@ -237,25 +245,22 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
             notes.append("no checkpoints recorded (the script has no fw.checkpointing around "
                          "its loop): falling back to re-executing the run from the start")
         strategy = "re-executed from the start (no checkpoints)"
-        tasks = [task(0, n, 0, [], post, True)]
+        tasks = [task(lo, n, lo, [], post, True)]
         return RunPlan(info, statements, strategy, tasks, notes, False, dropped)
-    skip = [] if need_inner else [i for i in range(n) if store.skippable(i)]
+    skip = [] if need_inner else [i for i in range(lo, n) if store.skippable(i)]
     if need_inner:
         what = ("inner loops re-executed from the nearest checkpoint" if "inner" in places
                 else "inner loops re-executed (the values depend on them)")
     else:
         what = "inner loops skipped via checkpoints"
-        if len(skip) < n:
-            what += f" ({n - len(skip)} of {n} iterations without one re-executed)"
+        if len(skip) < n - lo:
+            what += f" ({n - lo - len(skip)} of {n - lo} iterations without one re-executed)"
     if sequential:
         what += "; in order from the first iteration"
     strategy = f"outer loop ({info.outer}); {what}"
     if post:
         strategy += "; then the code after the loops"
-    if sequential:
-        tasks = [task(0, n, 0, skip, post, True)]
-    else:
-        tasks = [task(0, n, 0, skip, post, True)]
+    tasks = [task(lo, n, lo, skip, post, True)]
     return RunPlan(info, statements, strategy, tasks, notes, True, dropped)
 
 

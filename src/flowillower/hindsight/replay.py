@@ -25,11 +25,21 @@ from ..queries.filters import row_filter
 from ..store.catalog import Store
 from ..store.format import write_replay_file
 from ..store.layout import new_run_id
-from .console import describe, exit_text, progress_line, tail
+from .console import describe, progress_line
 from .executor import Executor, Task, TaskResult
-from .frames import original_times, read_rows
-from .jobs import Job, force_inner, materialize, prepare_job, progress
-from .planner import TaskPlan, load_run_info, plan_run, schedule
+from .frames import original_times
+from .groups import (
+    all_done,
+    collect,
+    failures,
+    members,
+    replan_inner,
+    stretch_event,
+    stretch_jobs,
+    summarize,
+)
+from .jobs import Job, materialize, prepare_job
+from .planner import load_run_info, schedule
 from .report import ReplayReport, RunOutcome, report_json
 from .transplant import TransplantError
 from .trust import Origin, TrustArg, TrustPolicy, left_out_summary, origin
@@ -123,18 +133,28 @@ class _Replayer:
         info = load_run_info(self.store.run_dir(job.outcome.run_id))
         prepare_job(job, info, self.store, self.script)
 
+    def prepare_run(self, job: Job) -> list[Job]:
+        """The run's jobs: itself, or one per stretch of a resumed run or a fork (each
+        with its own code version and checkpoints: `groups.stretch_jobs`)."""
+        group = stretch_jobs(job, self.store, self.script, self.trust.allows)
+        if group is None:
+            self.prepare(job)
+            return [job]
+        return group
+
     def plan_all(self) -> float:
+        planned: list[Job] = []
         for job in self.jobs:
             try:
-                self.prepare(job)
+                planned += self.prepare_run(job)
+                continue
             except (TransplantError, FlowillowerError) as exc:
-                job.outcome.status = "failed"
                 job.outcome.message = str(exc)
-                job.finished = True
             except Exception as exc:  # a damaged run must not stop the others
-                job.outcome.status = "failed"
                 job.outcome.message = f"could not plan this run: {type(exc).__name__}: {exc}"
-                job.finished = True
+            job.outcome.status, job.finished = "failed", True
+            planned.append(job)
+        self.jobs = planned
         live = [j for j in self.jobs if j.plan is not None and j.outcome.names]
         for job in self.jobs:
             if job.plan is not None and not job.outcome.names:
@@ -144,16 +164,14 @@ class _Replayer:
         estimate = schedule([j.plan for j in live if j.plan], self.workers,
                             self.executor.task_overhead_s)
         for job in live:
-            assert job.plan is not None
-            job.outcome.estimate = job.plan.estimate
-            job.outcome.tasks = len(job.plan.tasks)
+            summarize(job)
         return estimate
 
     # -- running -------------------------------------------------------------------------
     def on_done(self, task: Task, result: TaskResult) -> None:
         job: Job = task.meta["job"]
         job.results[task.id] = result
-        if all(t.id in job.results for t in job.tasks):
+        if all_done(job):
             self.finalize(job)
 
     def on_tick(self) -> None:
@@ -169,31 +187,20 @@ class _Replayer:
     def finalize(self, job: Job) -> None:
         """All tasks of a run ended: merge their values into the run, or report why not."""
         out = job.outcome
-        job.finished = True
-        out.seconds = time.perf_counter() - job.started
-        failures = []
-        for task in job.tasks:
-            result = job.results[task.id]
-            t: TaskPlan = task.meta["plan"]
-            if result.interrupted:
+        for member in members(job):
+            member.finished = True
+        out.seconds = time.perf_counter() - min(m.started for m in members(job))
+        found: list[str] = []
+        for member in members(job):
+            interrupted, why = failures(member)
+            if interrupted:
                 out.status = "interrupted"
                 out.message = "interrupted before it finished: no values written"
                 return
-            if result.returncode != 0:
-                failures.append(f"worker {t.index} (iterations {t.emit_from}..{t.stop - 1}) "
-                                f"exited with {exit_text(result.returncode)}:\n"
-                                + tail(task.log_path))
-                continue
-            done, marks = progress(task.scratch)
-            expected = max(0, t.stop - t.emit_from)
-            if done < expected or (job.plan and job.plan.info.outer and "loop_end" not in marks
-                                   and (t.post_loop or t.stop >= job.plan.info.completed)):
-                failures.append(f"worker {t.index} ended after {done} of {expected} iterations"
-                                f" (did the replayed script reach fw.loop("
-                                f"{job.plan.info.outer!r})?)\n" + tail(task.log_path))
-        if failures:
+            found += why
+        if found:
             out.status = "failed"
-            out.message = "\n".join(failures) + "\nno values were written for this run"
+            out.message = "\n".join(found) + "\nno values were written for this run"
             return
         try:
             self.merge(job)
@@ -212,20 +219,7 @@ class _Replayer:
         assert job.plan is not None
         out = job.outcome
         run_dir = self.store.run_dir(out.run_id)
-        outer = job.plan.info.outer
-        wanted = set(out.names)
-        rows: list[tuple] = []
-        for order, task in enumerate(job.tasks):
-            t: TaskPlan = task.meta["plan"]
-            for data_file in sorted((task.scratch / "store" / "runs").glob("*/data*.fwl")):
-                for row in read_rows(data_file, wanted):
-                    name, role, kind, coords, step, when, value = row
-                    if outer is not None and outer in coords:
-                        if not t.emit_from <= coords[outer] < t.stop:
-                            continue
-                    elif not t.emit_run_level:
-                        continue
-                    rows.append((coords.get(outer, -1) if outer else -1, order, *row))
+        rows = collect(job)
         rows.sort(key=lambda r: (r[0], r[1]))
         times = original_times(run_dir)
         counts: dict[str, int] = {}
@@ -238,7 +232,7 @@ class _Replayer:
             "event": "replay", "replay_id": self.replay_id, "names": out.names,
             "snapshot": job.snapshot, "script": job.relpath, "code_version": out.code_version,
             "strategy": out.strategy, "placements": job.placements, "patch": job.diff,
-            "workers": len(job.tasks),
+            "workers": len(job.tasks), **stretch_event(job),
         }
         final = write_replay_file(run_dir, self.replay_id, final_rows, [event])
         out.values = counts
@@ -285,24 +279,8 @@ class _Replayer:
             self._execute(runnable, base, report)
             # Skipping inner loops relies on the code after them not needing their locals;
             # a run whose skipping replay crashed gets one more try re-executing them.
-            retry = [j for j in runnable if j.outcome.status == "failed" and j.plan
-                     and not report.interrupted and _skipping_failed(j)]
+            retry = [] if report.interrupted else replan_inner(runnable)
             if retry:
-                for job in retry:
-                    assert job.plan is not None
-                    first_error = job.outcome.message.splitlines()[-2:-1]
-                    job.plan = plan_run(job.plan.info, force_inner(job.plan))
-                    job.outcome.notes.append(
-                        "replaying with inner loops skipped failed ("
-                        + (first_error[0].strip() if first_error else "error")
-                        + "); re-executed them instead")
-                    job.outcome.strategy = job.plan.strategy
-                    job.outcome.tasks = len(job.plan.tasks)
-                    job.attempt += 1
-                    job.finished = False
-                    job.results = {}
-                    job.outcome.status = "planned"
-                    job.outcome.message = ""
                 schedule([j.plan for j in retry if j.plan], self.workers,
                          self.executor.task_overhead_s)
                 self._execute(retry, base, report)
@@ -325,6 +303,11 @@ class _Replayer:
                 continue
             job.started = time.perf_counter()
             tasks += job.tasks
+        for job in jobs:  # a run gets values from all of its jobs or none
+            if job.finished and job.group:
+                for member in job.group:
+                    member.finished = True
+        tasks = [t for t in tasks if not t.meta["job"].finished]
         tasks.sort(key=lambda t: -t.estimate)  # longest first: the best makespan
         self.executor.run(tasks, self.on_done, self.on_tick)
         if self.executor.interrupted:
@@ -334,19 +317,6 @@ class _Replayer:
                     for task in job.tasks:
                         job.results.setdefault(task.id, TaskResult(task.id, None, 0.0, True))
                     self.finalize(job)
-
-
-def _skipping_failed(job: Job) -> bool:
-    """A worker crashed (not killed by a signal) after skipping an inner loop."""
-    if "UntrustedCheckpoint" in job.outcome.message:
-        return False  # a checkpoint failed its digest check: refuse, never work around it
-    for task in job.tasks:
-        result = job.results.get(task.id)
-        if result is None or result.ok or result.returncode is None or result.returncode < 0:
-            continue
-        if "skipped" in progress(task.scratch)[1]:
-            return True
-    return False
 
 
 def _ask(prompt: str) -> bool:

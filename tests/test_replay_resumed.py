@@ -1,0 +1,211 @@
+"""Hindsight replay of a resumed run and of a fork: each stretch with its own code.
+
+A script trains with code v1, is killed with kill -9 at epoch 3, is edited to v2 (another
+learning rate, another scale in what it logs) and restarted from its own checkpoint of
+epoch 2 (`fw.init(resume="auto")`, found through $FLOWILLOWER_RUN_ID). Replaying a new
+statement must give, bit for bit, what a fresh run of v1 with the statement logs for
+epochs 0-2 and what a fresh run of v2 restarted from the same checkpoint logs for 3-5,
+each epoch once, and nothing at all when one stretch's worker fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import flowillower as fw
+from flowillower.store.reader import RunReader
+
+PY = sys.executable
+EPOCHS = 6
+
+# argv: EPOCHS CKPT_DIR [--from E] [--die-at E]. Its own checkpoints (one file per epoch,
+# never overwritten) are what a restart loads; fw.checkpointing's are what replay uses.
+TRAIN = '''
+import os, pickle, sys, time
+from pathlib import Path
+import numpy as np
+import flowillower as fw
+
+LR = {lr}
+SCALE = {scale}
+epochs, ckdir = int(sys.argv[1]), Path(sys.argv[2])
+opts = dict(zip(sys.argv[3::2], map(int, sys.argv[4::2])))
+start, die_at = opts.get("--from", 0), opts.get("--die-at", -1)
+fork = os.environ.get("FORK_FROM")
+if fork:  # a variant branching off a finished run
+    fw.init(id="child", fork_from=(fork, int(os.environ["FORK_STEP"])))
+else:
+    fw.init(resume="auto")
+rng = np.random.RandomState(0)
+w = np.zeros(3)
+if start:
+    saved_w, saved_rng = pickle.loads((ckdir / f"epoch{{start - 1}}.pkl").read_bytes())
+    w[:] = saved_w
+    rng.set_state(saved_rng)
+with fw.checkpointing(w=w, rng=rng):
+    for epoch in fw.loop("epoch", range(epochs)):
+        if epoch < start:
+            continue
+        for step in fw.loop("step", range(3)):
+            w += LR * rng.randn(3)
+        fw.log("loss", float((w ** 2).sum()) * SCALE)
+        (ckdir / f"epoch{{epoch}}.pkl").write_bytes(pickle.dumps((w.copy(), rng.get_state())))
+        if epoch == die_at:
+            fw.flush()
+            meta = fw.current_run().dir / "run.json"
+            deadline = time.time() + 60
+            while time.time() < deadline and '"snapshot"' not in (
+                    meta.read_text() if meta.exists() else ""):
+                time.sleep(0.01)
+            os.kill(os.getpid(), 9)
+fw.finish()
+'''
+V1 = TRAIN.format(lr=0.1, scale=1.0)
+V2 = TRAIN.format(lr=0.05, scale=1000.0)
+PROBE = '''        fw.log("loss", float((w ** 2).sum()) * SCALE)
+        fw.log("probe", float(w.sum()) * SCALE)
+'''
+
+
+def _with(source: str, statement: str) -> str:
+    anchor = '''        fw.log("loss", float((w ** 2).sum()) * SCALE)\n'''
+    assert anchor in source
+    return source.replace(anchor, statement)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FLOWILLOWER_") and k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(Path(fw.__file__).resolve().parent.parent)
+    env.update(extra)
+    return env
+
+
+def _project(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"],
+                 ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+    (path / "ckpt").mkdir()
+    return path
+
+
+def _train(root: Path, source: str, *argv: str, expect: int = 0, **env: str) -> None:
+    (root / "train.py").write_text(textwrap.dedent(source).lstrip())
+    proc = subprocess.run([PY, "train.py", str(EPOCHS), str(root / "ckpt"), *argv],
+                          cwd=root, env=_env(**env), capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == expect, proc.stderr
+
+
+def _by_epoch(run_dir: Path, name: str) -> dict[int, float]:
+    """{epoch: value} as readers see the run (rewinds applied); each epoch once."""
+    data = RunReader(run_dir).load([name])
+    series = data.series[name]
+    col = data.loop_names.index("epoch")
+    epochs = [int(data.ctx_coords[c][col]) for c in series.ctx]
+    assert len(epochs) == len(set(epochs)), f"an epoch appears twice: {epochs}"
+    return dict(zip(epochs, (float(v) for v in series.values)))
+
+
+def _quiet(_text: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A run killed at epoch 3 under v1 and resumed under v2 from epoch 3, and fresh
+    references: v1 with the probe, v2 with the probe restarted from the same epoch 2."""
+    base = tmp_path_factory.mktemp("resumed")
+    root = _project(base / "proj")
+    _train(root, V1, "--die-at", "3", expect=-9, FLOWILLOWER_RUN_ID="resumed-run")
+    _train(root, V2, "--from", "3", FLOWILLOWER_RUN_ID="resumed-run")
+    ref = _project(base / "ref")
+    _train(ref, _with(V1, PROBE), FLOWILLOWER_RUN_ID="ref-v1")
+    _train(ref, _with(V2, PROBE), "--from", "3", FLOWILLOWER_RUN_ID="ref-v2")
+    return {"root": root, "run": root / ".flowillower" / "runs" / "resumed-run",
+            "v1": _by_epoch(ref / ".flowillower" / "runs" / "ref-v1", "probe"),
+            "v2": _by_epoch(ref / ".flowillower" / "runs" / "ref-v2", "probe")}
+
+
+def test_each_segment_replays_with_its_own_code(recorded: dict) -> None:
+    root, run_dir = recorded["root"], recorded["run"]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["segments"] == 2
+    assert meta["segments_env"][0]["argv"][3:] == ["--die-at", "3"]  # how v1 was started
+    assert meta["argv"][3:] == ["--from", "3"]
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE)).lstrip())
+    lines: list[str] = []
+    report = fw.replay("probe", runs="id == 'resumed-run'", dir=root, yes=True,
+                       echo=lines.append)
+    (outcome,) = report.runs
+    assert outcome.status == "replayed", str(report)
+    v1, v2 = recorded["v1"], recorded["v2"]
+    want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
+    assert _by_epoch(run_dir, "probe") == want  # bit for bit, each epoch once
+    assert all(abs(want[e]) > 100 * abs(want[2]) for e in range(3, EPOCHS))  # v2's scale
+    assert _by_epoch(run_dir, "loss").keys() == want.keys()
+    schedule = "\n".join(lines)
+    assert "segment 1 of 2" in schedule and "segment 2 of 2" in schedule
+    assert "owns iterations 0..2 of 'epoch'" in schedule
+    (replay_file,) = (run_dir / "replays").glob("*.fwl")
+    from flowillower.store.reader import decode_values
+
+    (event,) = [ev for evs, _b in decode_values(replay_file.read_bytes()).frames
+                for ev in evs if ev.get("event") == "replay"]
+    first, second = event["stretches"]
+    assert (first["segment"], second["segment"]) == (1, 2)
+    assert first["snapshot"] != second["snapshot"]  # two code versions
+    assert first["snapshot"] == meta["segments_git"][0]["snapshot"]
+    assert second["snapshot"] == meta["git"]["snapshot"]
+    df = fw.dataframe("probe", runs=["resumed-run"], dir=root)
+    assert sorted(df["epoch"].tolist()) == list(range(EPOCHS))
+
+
+def test_one_failing_segment_stores_nothing(recorded: dict) -> None:
+    """v1's SCALE is 1.0: the statement divides by zero in segment 1's worker only."""
+    root, run_dir = recorded["root"], recorded["run"]
+    before = sorted((run_dir / "replays").glob("*")) if (run_dir / "replays").exists() else []
+    bad = '''        fw.log("loss", float((w ** 2).sum()) * SCALE)
+        fw.log("ratio", float(w.sum()) / (SCALE - 1.0))
+'''
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, bad)).lstrip())
+    report = fw.replay("ratio", runs="id == 'resumed-run'", dir=root, yes=True, echo=_quiet)
+    (outcome,) = report.runs
+    assert outcome.status == "failed", str(report)
+    assert "segment 1 of 2" in outcome.message and "ZeroDivisionError" in outcome.message
+    assert "no values were written" in outcome.message
+    after = sorted((run_dir / "replays").glob("*")) if (run_dir / "replays").exists() else []
+    assert after == before  # segment 2 succeeded, yet the run got nothing
+    assert "ratio" not in RunReader(run_dir).load(["ratio"]).series
+
+
+def test_fork_replays_its_inherited_part_with_the_parents_code(tmp_path: Path) -> None:
+    root = _project(tmp_path / "proj")
+    _train(root, V1, FLOWILLOWER_RUN_ID="parent")
+    parent = root / ".flowillower" / "runs" / "parent"
+    data = RunReader(parent).load(["loss"])
+    col = data.loop_names.index("epoch")
+    series = data.series["loss"]
+    step_at = {int(data.ctx_coords[c][col]): int(s) for c, s in zip(series.ctx, series.step)}
+    _train(root, V2, "--from", "3", FORK_FROM="parent", FORK_STEP=str(step_at[2]))
+    child = root / ".flowillower" / "runs" / "child"
+    assert json.loads((child / "run.json").read_text())["fork_of"]["run"] == "parent"
+    ref = _project(tmp_path / "ref")
+    _train(ref, _with(V1, PROBE), FLOWILLOWER_RUN_ID="ref-v1")
+    _train(ref, _with(V2, PROBE), "--from", "3", FLOWILLOWER_RUN_ID="ref-v2")
+    v1 = _by_epoch(ref / ".flowillower" / "runs" / "ref-v1", "probe")
+    v2 = _by_epoch(ref / ".flowillower" / "runs" / "ref-v2", "probe")
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE)).lstrip())
+    report = fw.replay("probe", runs="id == 'child'", dir=root, yes=True, echo=_quiet)
+    assert report.ok, str(report)
+    want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
+    assert _by_epoch(child, "probe") == want
+    assert "probe" not in RunReader(parent).load(["probe"]).series  # the parent untouched
