@@ -10,12 +10,16 @@ have to) with the min / max taken in Python. Stores of N runs x 5 metrics are wr
 bench_ui.py's fast writer and served by the real app over HTTP. Cold: the first request
 for a filter (nothing cached); the one-pass and per-column ways share no cache.
 
+Also printed: the run page's family card (`/api/runs/ID/family`, forks found from each
+run.json, re-read only when it changed) against reading every run.json per request.
+
 Run: python benchmarks/bench_ui_table.py [--runs 1000] [--steps 50]  (docs/ui.md: --runs 1000,10000)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -79,6 +83,40 @@ def pick(values: list, g: str) -> float:
     return (min if g == "min" else max)(nums)
 
 
+def make_forks(root: Path, every: int = 100) -> list[str]:
+    """Turn every `every`-th run into a fork of the run before it (run.json's `fork_of`,
+    as `fw.init(fork_from=...)` writes it): chains of one generation; returns the forks."""
+    ids = sorted(p.name for p in (root / "runs").iterdir())
+    forks = []
+    for i in range(every, len(ids), every):
+        path = root / "runs" / ids[i] / "run.json"
+        meta = json.loads(path.read_text())
+        meta["fork_of"] = {"run": ids[i - 1], "step": 10, "name": None, "git": None}
+        path.write_text(json.dumps(meta))
+        forks.append(ids[i])
+    return forks
+
+
+def family(client, run_id: str) -> float:
+    t0 = time.perf_counter()
+    r = client.get(f"/api/runs/{run_id}/family")
+    r.raise_for_status()
+    assert r.json()["parent"] is not None
+    return time.perf_counter() - t0
+
+
+def naive_family(root: Path) -> float:
+    """Every run.json read to find who forked from whom (no cache), as a request would."""
+    t0 = time.perf_counter()
+    parents = {}
+    for path in (root / "runs").glob("*/run.json"):
+        fork = json.loads(path.read_text()).get("fork_of")
+        if isinstance(fork, dict):
+            parents[path.parent.name] = fork.get("run")
+    assert parents
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     import httpx
 
@@ -94,6 +132,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / ".flowillower"
             build_store(root, n, opts.steps)
+            forks = make_forks(root)
             srv = Server(root)
             try:
                 with httpx.Client(base_url=srv.base, timeout=300) as c:
@@ -109,6 +148,12 @@ def main() -> None:
                           f"{size / 1024:>8.1f} {s_cold:>13.3f} {s_warm:>13.3f} "
                           f"{s_size / 1024:>9.1f} {naive_s:>12.3f} {base[0][1] / 1024:>9.1f} "
                           f"{str(same):>10}")
+                    fam_cold = family(c, forks[0])
+                    fam_warm = statistics.median(family(c, f) for f in forks[1:6] or forks)
+                    fam_naive = statistics.median(naive_family(root) for _ in range(3))
+                    print(f"{'':>6} family of a fork ({len(forks)} forks in {n} runs): "
+                          f"cold {fam_cold:.3f} s, warm {fam_warm:.3f} s; naive (read every "
+                          f"run.json per request) {fam_naive:.3f} s")
             finally:
                 srv.stop()
 

@@ -19,18 +19,34 @@ from .store_view import StoreView
 __all__ = ["panel_endpoints", "run_family"]
 
 
-def run_family(view: StoreView, forks: ForkIndex, ref: str) -> dict[str, Any]:
+class _Parents:
+    """{run: fork_of} of every fork in the store, kept per generation of the view's rows:
+    a new fork is a new run, so it comes with a new generation (one `stat` per run then,
+    nothing on the next pages)."""
+
+    def __init__(self) -> None:
+        self.forks = ForkIndex()
+        self._kept: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+
+    def get(self, view: StoreView, runs_root: Path) -> dict[str, dict[str, Any]]:
+        rows = view.rows()
+        generation = view.generation
+        if self._kept[0] != generation:
+            self._kept = (generation, self.forks.parents(runs_root, [r["id"] for r in rows]))
+        return self._kept[1]
+
+
+def run_family(view: StoreView, parents_of: _Parents, ref: str) -> dict[str, Any]:
     """The family document of run `ref` (see `family.family_doc`)."""
     run_dir: Path = view.run_dir(ref)
-    rows = view.rows()
-    parents = forks.parents(run_dir.parent, [r["id"] for r in rows])
+    parents = parents_of.get(view, run_dir.parent)
     segments = segments_doc(run_dir, read_meta(run_dir) or {})
     return family_doc(run_dir.name, parents, view.row, segments)
 
 
 def panel_endpoints(view: StoreView) -> list[Endpoint]:
     """`/api/best` and `/api/runs/{run}/family` over `view`."""
-    forks = ForkIndex()
+    parents = _Parents()
 
     def best(col: list[str], goal: list[str], q: str | None, hidden: bool) -> dict[str, Any]:
         if not col:
@@ -39,7 +55,7 @@ def panel_endpoints(view: StoreView) -> list[Endpoint]:
         return {"generation": view.generation, **view.best(col, goal, q=q, hidden=hidden)}
 
     def family(run: str) -> dict[str, Any]:
-        return run_family(view, forks, run)
+        return run_family(view, parents, run)
 
     return [
         Endpoint("GET", "/api/best", best,
