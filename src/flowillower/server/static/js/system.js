@@ -42,7 +42,7 @@ async function gpuKeys(id) {
 // Append the panel to `grid` when the run has system values (nothing otherwise).
 export async function systemPanel(grid, run) {
   let first;
-  try {  // a static export carries no sys values: no panel, no error
+  try {  // a static export has them in series.json (an older export: no panel, no error)
     first = await api.get("series", { run: [run.id], key: MACHINE[1], x: "time", points: 2, also: MACHINE });
   } catch (e) { return null; }
   if (!first.runs.some((r) => !r.missing && r.count > 0)) return null;
