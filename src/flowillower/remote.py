@@ -50,8 +50,11 @@ def pull(remote: str = "origin", *, runs: str | Sequence[str] | None = None,
     `runs` writes only some: a filter as `flowillower ls` takes (over the fields of each
     run's run.json and summary.json: project, name, tags, host, user, created, status,
     args, last metric values) or run ids / id prefixes / names (a list, or text joined
-    by commas). `no_media` leaves `media/` and `artifacts/` files on the remote for
-    later (a pull without it, or opening the run in the UI, brings them).
+    by commas). A filter is matched against the remote's run catalog first, so only
+    matching runs are fetched (runs the catalog does not describe, or a remote without
+    one, are fetched whole; the result's `catalog` says how many). `no_media` leaves
+    `media/` and `artifacts/` files on the remote for later (a pull without it, or
+    opening the run in the UI, brings them).
     """
     from .gitops.pullselect import RunSelection
     from .gitops.sync import pull as pull_runs
