@@ -209,3 +209,26 @@ def test_fork_replays_its_inherited_part_with_the_parents_code(tmp_path: Path) -
     want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
     assert _by_epoch(child, "probe") == want
     assert "probe" not in RunReader(parent).load(["probe"]).series  # the parent untouched
+
+
+@pytest.mark.parametrize("engine", ["local", "slurm-local"])
+def test_workers_and_self_contained_tasks(recorded: dict, tmp_path: Path, engine: str) -> None:
+    """Two local workers, or submitit's local executor (each task a self-contained
+    payload: its stretch's own code tree and checkpoints, no shared store)."""
+    root, run_dir = recorded["root"], recorded["run"]
+    name = f"probe_{engine.replace('-', '_')}"
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE.replace(
+        '"probe"', f'"{name}"'))).lstrip())
+    executor = None
+    if engine == "slurm-local":
+        pytest.importorskip("submitit")
+        from flowillower.hindsight.slurm_executor import SlurmExecutor
+
+        executor = SlurmExecutor(tmp_path / "submitit", workers=2, cluster="local")
+    report = fw.replay(name, runs="id == 'resumed-run'", dir=root, yes=True, workers=2,
+                       echo=_quiet, executor=executor)
+    assert report.ok, str(report)
+    assert report.runs[0].tasks >= 2  # one task per stretch at least
+    v1, v2 = recorded["v1"], recorded["v2"]
+    want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
+    assert _by_epoch(run_dir, name) == want
