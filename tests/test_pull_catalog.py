@@ -21,7 +21,15 @@ from flowillower.gitops.snapshot import checkout_snapshot, take_snapshot
 from flowillower.gitops.sync import pull, push
 from flowillower.queries.filters import parse_filter
 from tests.conftest import wait_for
-from tests.conftest_git import bare_remote, git, isolate_home, make_repo, make_run, store_ref
+from tests.conftest_git import (
+    bare_remote,
+    git,
+    isolate_home,
+    make_repo,
+    make_run,
+    record_file,
+    store_ref,
+)
 
 REF = "refs/flowillower/runs/"
 VISION = ["20261201-100000-aaaaaaa1", "20261201-100100-aaaaaaa2"]
@@ -244,12 +252,23 @@ print(json.dumps(push(Path(store), remote)))
 
 
 def test_machines_pushing_at_once_keep_a_complete_catalog(tmp_path, monkeypatch):
+    """Four processes push their own runs, and each a replay of one shared run, at the
+    same moment: the catalog ends with a row for every run, each for the version the
+    run's ref names (the shared run's row is its joined, newest version)."""
     isolate_home(monkeypatch, tmp_path)
     remote = bare_remote(tmp_path / "remote.git")
+    shared = "20261201-090000-5a5a5a5a"
+    first = tmp_path / "m0" / ".flowillower"
+    _add_runs(first, None, {shared: "vision"})
+    push(first, str(remote))
     stores = []
     for m in range(4):
         store = tmp_path / f"m{m}" / ".flowillower"
+        if m:
+            pull(store, str(remote))
         _add_runs(store, None, {f"20261201-{m:06d}-{i:08x}": "vision" for i in range(5)})
+        (store / "runs" / shared / "replays").mkdir()
+        (store / "runs" / shared / "replays" / f"m{m}.fwl").write_bytes(record_file(f"m{m}"))
         stores.append(store)
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", PUSHER, str(store), str(remote), str(go)],
@@ -266,9 +285,11 @@ def test_machines_pushing_at_once_keep_a_complete_catalog(tmp_path, monkeypatch)
     heads = dict(line.split()[::-1] for line in git(
         remote, "for-each-ref", "--format=%(objectname) %(refname:lstrip=3)", REF
     ).splitlines())
-    assert len(heads) == 20
+    assert len(heads) == 21
+    assert len(git(remote, "ls-tree", "--name-only", f"{REF}{shared}:replays").split()) == 4
     rows = _remote_catalog(remote).rows
     assert {rid: row["commit"] for rid, row in rows.items()} == heads
     bob = tmp_path / "bob" / ".flowillower"
     assert _vision(bob, remote)["catalog"]["uncovered"] == 0
-    assert len(list((bob / "runs").iterdir())) == 20
+    assert len(list((bob / "runs").iterdir())) == 21
+    assert len(list((bob / "runs" / shared / "replays").iterdir())) == 4
