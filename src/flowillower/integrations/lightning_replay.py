@@ -191,11 +191,16 @@ class FlowillowerCheckpoint(Callback):
         writer.wait_until(lambda: writer.held() < 2)
         t0 = time.perf_counter()
         host: list[Any] = []
-        tree = state.capture(trainer, pl_module, self._objects, self._kinds,
-                             run.loop_position().loop_totals, host)
-        size = tree_stats(tree)[0]
-        reason = self._disk_refusal(size)
-        if reason is not None:
+        try:
+            tree = state.capture(trainer, pl_module, self._objects, self._kinds,
+                                 run.loop_position().loop_totals, host)
+        except Exception as exc:  # state that cannot be copied must never stop training
+            tree, size = None, 0
+            reason: str | None = f"its state could not be captured ({type(exc).__name__}: {exc})"
+        else:
+            size = tree_stats(tree)[0]
+            reason = self._disk_refusal(size)
+        if reason is not None or tree is None:
             self.stopped = reason
             self._note({"type": "stopped", "i": epoch, "reason": reason})
             warnings.warn(f"flowillower: Lightning checkpoints stopped at epoch {epoch}: "

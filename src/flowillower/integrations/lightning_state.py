@@ -17,6 +17,7 @@ id>.lightning.jsonl`; nothing is loaded unless its bytes are what this machine w
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -58,11 +59,6 @@ def trainer_objects(trainer: Any, module: Any) -> dict[str, Any]:
     for i, config in enumerate(trainer.lr_scheduler_configs):
         objects[f"scheduler{i}"] = config.scheduler
     objects["precision"] = trainer.precision_plugin
-    # The epoch's accumulated `self.log(..., on_epoch=True)` values (a dict of metric
-    # objects): reduced into `trainer.callback_metrics` when the epoch ends.
-    results = getattr(trainer.fit_loop.epoch_loop, "_results", None)
-    if isinstance(results, dict):
-        objects["results"] = results
     return objects
 
 
@@ -70,7 +66,33 @@ def object_kinds(objects: dict[str, Any]) -> dict[str, str]:
     return {name: object_kind(obj) for name, obj in objects.items()}
 
 
-def _user_attributes(module: Any) -> bytes:
+def _live(trainer: Any, module: Any) -> dict[str, Any]:
+    """Live objects a pickled state may point at (a logged value's sync function is a
+    method of the strategy, which holds the model): pickled as references, never copied."""
+    return {"trainer": trainer, "strategy": trainer.strategy, "module": module}
+
+
+def _dumps(value: Any, live: dict[str, Any]) -> bytes:
+    ids = {id(obj): key for key, obj in live.items()}
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> str | None:
+            return ids.get(id(obj))
+
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buf.getvalue()
+
+
+def _loads(data: bytes, live: dict[str, Any]) -> Any:
+    class _Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            return live[pid]
+
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+def _user_attributes(module: Any, live: dict[str, Any]) -> bytes:
     """The module's own plain attributes (`self.outputs = []`...), each pickled on its own
     so one that cannot be (a file handle) does not stop the others."""
     import torch
@@ -81,15 +103,15 @@ def _user_attributes(module: Any) -> bytes:
                 or isinstance(value, torch.nn.Module):
             continue
         try:
-            out[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            out[key] = _dumps(value, live)
         except Exception:  # not picklable: not restorable either
             continue
     return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _restore_attributes(module: Any, data: bytes) -> None:
+def _restore_attributes(module: Any, data: bytes, live: dict[str, Any]) -> None:
     for key, raw in pickle.loads(data).items():
-        value = pickle.loads(raw)
+        value = _loads(raw, live)
         current = getattr(module, key, None)
         if isinstance(current, list) and isinstance(value, list):
             current[:] = value  # in place: other objects may hold the same list
@@ -100,14 +122,24 @@ def _restore_attributes(module: Any, data: bytes) -> None:
             setattr(module, key, value)
 
 
+def _results(trainer: Any) -> dict[str, Any] | None:
+    """The epoch's accumulated `self.log(..., on_epoch=True)` values (metric objects by
+    name), reduced into `trainer.callback_metrics` when the epoch ends."""
+    results = getattr(trainer.fit_loop.epoch_loop, "_results", None)
+    return results if isinstance(results, dict) else None
+
+
 def capture(trainer: Any, module: Any, objects: dict[str, Any], kinds: dict[str, str],
             loop_totals: dict[tuple[str, ...], int], host: list[Any]) -> dict[str, Any]:
     """An independent copy of the trainer's state right now (device tensors are copied
     to host memory and appended to `host`: see `state.copy_tree`)."""
+    live = _live(trainer, module)
+    results = _results(trainer)
     return {
         "objects": {name: capture_object(kinds[name], obj, host)
                     for name, obj in objects.items()},
-        "attrs": _user_attributes(module),
+        "attrs": _user_attributes(module, live),
+        "results": _dumps(dict(results), live) if results is not None else None,
         "loops": copy_tree(trainer.fit_loop.state_dict(), host),
         "rng": capture_rng(),
         "totals": [[list(path), n] for path, n in loop_totals.items()],
@@ -135,7 +167,12 @@ def restore(trainer: Any, module: Any, objects: dict[str, Any], kinds: dict[str,
     """Put a `capture` back into the live trainer; returns the loop totals it recorded."""
     for name, state in tree["objects"].items():
         restore_object(kinds[name], objects[name], state)
-    _restore_attributes(module, tree["attrs"])
+    live = _live(trainer, module)
+    _restore_attributes(module, tree["attrs"], live)
+    results = _results(trainer)
+    if results is not None and tree.get("results") is not None:
+        results.clear()
+        results.update(_loads(tree["results"], live))
     _restore_loops(trainer.fit_loop, tree["loops"])
     restore_rng(tree["rng"])
     return {tuple(path): n for path, n in tree["totals"]}

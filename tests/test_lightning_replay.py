@@ -1,0 +1,202 @@
+"""Lightning hindsight replay from `FlowillowerCheckpoint`'s captures: real Lightning, CPU.
+
+One 6-epoch run (Adam, StepLR, dropout, shuffled batches, validation) is recorded once
+for the module. A replay of statements added to `on_train_epoch_end` and
+`on_validation_epoch_end` must skip every training batch (the script counts them in a
+file named by $BATCH_LOG, which the replay worker inherits) and still give values
+bit-identical to a fresh run of the edited script, although the statements read the
+weights, the module's own list of step losses, Lightning's epoch-reduced logged values,
+`global_step` and the scheduler's learning rate: all of them restored from the captures.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pl = pytest.importorskip("lightning.pytorch")
+torch = pytest.importorskip("torch")
+
+import flowillower as fw  # noqa: E402
+from flowillower.hindsight.ledger import UntrustedCheckpoint  # noqa: E402
+from flowillower.integrations.lightning_replay import batch_level_statements  # noqa: E402
+from flowillower.integrations.lightning_state import (  # noqa: E402
+    LightningCheckpoints,
+    checkpoint_dir,
+    ledger_file,
+)
+from flowillower.store.reader import RunReader  # noqa: E402
+from tests.test_hindsight_replay import make_project, run_script  # noqa: E402
+
+SCRIPT = '''
+import os
+
+import lightning.pytorch as pl
+import torch
+
+import flowillower as fw
+from flowillower.integrations.lightning import FlowillowerCheckpoint, FlowillowerLogger
+
+
+def note(kind):
+    if os.environ.get("BATCH_LOG"):
+        with open(os.environ["BATCH_LOG"], "a") as fh:
+            fh.write(kind + "\\n")
+
+
+class Net(pl.LightningModule):
+    def __init__(self, lr: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.2),
+                                       torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        self.step_losses = []
+        self.val_epochs = 0
+
+    def training_step(self, batch, batch_idx):
+        note("train")
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.step_losses.append(float(loss.detach()))
+        self.log("train_loss", loss, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        note("val")
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def on_validation_epoch_end(self):
+        self.val_epochs += 1
+
+    def on_train_epoch_end(self):
+        self.step_losses.clear()
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, 2, 0.5)]
+
+
+pl.seed_everything(0)
+data = torch.utils.data.TensorDataset(torch.randn(96, 4), torch.randn(96, 1))
+trainer = pl.Trainer(max_epochs=6, logger=FlowillowerLogger(project="lreplay"),
+                     callbacks=[FlowillowerCheckpoint()], log_every_n_steps=1,
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, accelerator="cpu")
+trainer.fit(Net(), torch.utils.data.DataLoader(data, batch_size=8, shuffle=True),
+            torch.utils.data.DataLoader(data, batch_size=96))
+'''
+EPOCH_END = '''    def on_train_epoch_end(self):
+        fw.log("w_norm", float(self.net[0].weight.detach().norm()) + sum(self.step_losses)
+               + float(self.trainer.callback_metrics["train_loss_epoch"])
+               + self.trainer.global_step + self.lr_schedulers().get_last_lr()[0])
+'''
+VAL_END = '''    def on_validation_epoch_end(self):
+        fw.log("val_seen", float(self.trainer.callback_metrics["val_loss"]) + self.val_epochs)
+'''
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """(project root, the recorded run's folder): 6 epochs x 12 batches, captured."""
+    root = make_project(tmp_path_factory.mktemp("lreplay") / "proj")
+    run_script(root, "train.py", SCRIPT)
+    (run_dir,) = (root / ".flowillower" / "runs").iterdir()
+    return root, run_dir
+
+
+def _edited() -> str:
+    new = SCRIPT.replace("    def on_train_epoch_end(self):\n", EPOCH_END)
+    new = new.replace("    def on_validation_epoch_end(self):\n", VAL_END)
+    assert new.count("fw.log(") == 2
+    return textwrap.dedent(new).lstrip()
+
+
+def _values(store: Path, name: str) -> dict[tuple, float]:
+    out = {}
+    for run in sorted((store / "runs").iterdir()):
+        data = RunReader(run).load([name])
+        if name in data.series:
+            s = data.series[name]
+            for coords, step, value in zip(data.ctx_coords[s.ctx], s.step.tolist(),
+                                           s.values.tolist()):
+                out[(tuple(int(c) for c in coords if c >= 0), step)] = value
+    return out
+
+
+def test_captures_cover_every_epoch_and_stay_local(recorded) -> None:
+    _root, run_dir = recorded
+    store = LightningCheckpoints(run_dir)
+    assert sorted(store.skippable()) == [0, 1, 2, 3, 4, 5]
+    assert store.meta["objects"] == {"module": "module", "optimizer0": "stateful",
+                                     "scheduler0": "stateful", "precision": "stateful"}
+    assert checkpoint_dir(run_dir).parent.name == "checkpoints"  # never pushed
+    assert ledger_file(run_dir).is_file()
+    assert not store.unrecorded
+
+
+def test_epoch_level_statements_replay_without_training_to_fresh_values(
+        recorded, tmp_path: Path, monkeypatch) -> None:
+    root, run_dir = recorded
+    (root / "train.py").write_text(_edited())
+    batches = tmp_path / "replay-batches.log"
+    monkeypatch.setenv("BATCH_LOG", str(batches))
+    report = fw.replay("w_norm,val_seen", dir=root, yes=True, echo=lambda *a, **k: None)
+    assert report.ok, str(report)
+    seen = batches.read_text().split()
+    assert "train" not in seen  # not one training batch ran
+    assert seen.count("val") == 7  # the sanity check, then every epoch's validation
+    replayed = {n: _values(root / ".flowillower", n) for n in ("w_norm", "val_seen")}
+    assert [c for c, _ in replayed["w_norm"]] == [(e,) for e in range(6)]
+    assert RunReader(run_dir).load(["w_norm"]).series["w_norm"].replayed.all()
+
+    # The edited script from scratch, in this process (same libraries and threads).
+    monkeypatch.delenv("BATCH_LOG")
+    fresh_store = tmp_path / "fresh" / ".flowillower"
+    monkeypatch.setenv("FLOWILLOWER_DIR", str(fresh_store))
+    monkeypatch.chdir(root)
+    exec(compile(_edited(), str(root / "train.py"), "exec"), {"__name__": "m"})
+    fw.finish()
+    for name in ("w_norm", "val_seen"):
+        fresh = _values(fresh_store, name)
+        assert fresh == replayed[name], name  # bit-identical, same coordinates and steps
+    assert len(set(replayed["w_norm"].values())) == 6  # a real comparison: values moved
+
+
+def test_statements_that_may_run_per_batch_keep_the_training() -> None:
+    source = textwrap.dedent(SCRIPT).replace(
+        '        note("train")\n', '        note("train")\n        fw.log("g", 1.0)\n')
+    source = source.replace("def note(kind):\n",
+                            'def note(kind):\n    fw.log("h", 2.0)\n')
+    source += 'fw.log("after", 3.0)\n'
+    source = source.replace("        self.val_epochs += 1\n",
+                            '        self.val_epochs += 1\n        fw.log("v", 4.0)\n')
+    lines = source.splitlines()
+    where = {name: 1 + next(i for i, line in enumerate(lines) if f'fw.log("{name}"' in line)
+             for name in ("g", "h", "after", "v")}
+    flagged = batch_level_statements(source, lambda names: set())
+    assert flagged == [f"line {where['h']} in note()", f"line {where['g']} in training_step()"]
+    # Names the run already has are not being replayed: nothing to decide for them.
+    assert batch_level_statements(source, lambda names: {"g", "h"}) == []
+
+
+def test_a_capture_whose_bytes_changed_is_never_loaded(recorded, tmp_path: Path) -> None:
+    _root, run_dir = recorded
+    copy = tmp_path / "store"
+    shutil.copytree(run_dir.parent.parent, copy, ignore=shutil.ignore_patterns("git"))
+    run_copy = copy / "runs" / run_dir.name
+    store = LightningCheckpoints(run_copy)
+    target = checkpoint_dir(run_copy) / store.epochs[2]["file"]
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert store.load(1)["loops"]  # untouched captures still load
+    with pytest.raises(UntrustedCheckpoint, match="sha256"):
+        LightningCheckpoints(run_copy).load(2)
+    # Without this machine's record of writing them, no capture is used at all.
+    ledger_file(run_copy).unlink()
+    unrecorded = LightningCheckpoints(run_copy)
+    assert unrecorded.skippable() == set() and len(unrecorded.unrecorded) == 6
