@@ -52,9 +52,14 @@ def _send(run: Any, webhook: str | None, title: str, text: str, level: str) -> b
 
 
 def flush_alerts(timeout: float = EXIT_DEADLINE) -> int:
-    """Wait up to `timeout` seconds for the alerts still queued to be posted; returns how
-    many are still pending (0: every one was sent, or failed and said so on stderr)."""
-    return flush(timeout)
+    """Wait up to `timeout` seconds for the alerts still queued to be posted (and first
+    for the rules of finished runs to make their last check); returns how many are still
+    pending (0: every one was sent, or failed and said so on stderr)."""
+    end = time.monotonic() + timeout
+    for rules in list(_rules.values()):
+        if rules.run.status is not None and rules.thread is not threading.current_thread():
+            rules.thread.join(max(0.0, end - time.monotonic()))
+    return flush(max(0.0, end - time.monotonic()))
 
 
 def alert(title: str, text: str = "", level: str = "warn", *, webhook: str | None = None
