@@ -54,6 +54,7 @@ class RunInfo:
     # (`completed` is where it ends), and whether code after the loops replays here.
     first: int = 0
     last: bool = True
+    no_checkpoints: str = ""  # why it has none, when not for want of fw.checkpointing
 
 
 def outer_from_events(events: list[dict[str, Any]]) -> str | None:
@@ -231,7 +232,8 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
             # No final state recorded: the loop has to run to get there.
             strategy = "after the loops; no checkpoints recorded: re-executed from the start"
             if not store.exists:
-                notes.append("no checkpoints recorded (no fw.checkpointing): re-executing")
+                notes.append(info.no_checkpoints
+                             or "no checkpoints recorded (no fw.checkpointing): re-executing")
             tasks = [task(lo, n, n, [], True, True)]
         elif post:
             strategy = "after the loops; loop skipped, state restored from the final checkpoint"
@@ -242,7 +244,8 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
         return RunPlan(info, statements, strategy, tasks, notes, store.exists, dropped)
     if not has_ckpt:
         if not info.unrecorded:
-            notes.append("no checkpoints recorded (the script has no fw.checkpointing around "
+            notes.append(info.no_checkpoints or
+                         "no checkpoints recorded (the script has no fw.checkpointing around "
                          "its loop): falling back to re-executing the run from the start")
         strategy = "re-executed from the start (no checkpoints)"
         tasks = [task(lo, n, lo, [], post, True)]

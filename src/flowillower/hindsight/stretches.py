@@ -238,4 +238,8 @@ def stretch_info(stretch: Stretch, whole: RunInfo | None = None) -> RunInfo:
                    reader.status if stretch.last else "ended", args, outer, end,
                    loop_ended, iter_times, inner_times, float(setup),
                    whole.teardown_s if whole is not None and stretch.last else 0.0,
-                   store, present, unrecorded, changed, first=first, last=stretch.last)
+                   store, present, unrecorded, changed, first=first, last=stretch.last,
+                   no_checkpoints="" if stretch.checkpoints else (
+                       "no checkpoints of its own (fw.checkpointing records a run's first "
+                       "checkpointed loop only): its script is re-executed from the start "
+                       "with its recorded command line"))
