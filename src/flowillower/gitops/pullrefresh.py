@@ -32,7 +32,8 @@ from .pulltrees import Entry, read_entries
 from .refs import INCOMING_PREFIX
 from .runcommits import is_ancestor
 
-__all__ = ["Refresh", "refreshable", "replace_refusal", "SUMMARY", "SET_ASIDE"]
+__all__ = ["Refresh", "refreshable", "replace_refusal", "set_aside_as", "identity_refusal",
+           "SUMMARY", "SET_ASIDE"]
 
 HEARTBEAT = b"heartbeat.json"
 SUMMARY = re.compile(rb"^summary(\.rank\d+)?\.json$")
@@ -120,8 +121,7 @@ def replace_refusal(rel: bytes, local: str, incoming: list[Entry]) -> str | None
     incoming version (`incoming`: its entries), or None. Record files only grow (the
     writer checks that they extend ours)."""
     if SUMMARY.match(rel):
-        if any(SET_ASIDE.match(other) and sha == local and _same_rank(rel, other)
-               for other, _m, sha, _s in incoming):
+        if set_aside_as(rel, local, incoming) is not None:
             return None  # resumed: our summary is kept as summary.seg<N>.json
         return "the summary of a finished run is final (kept yours)"
     if SET_ASIDE.match(rel):
@@ -133,8 +133,14 @@ def replace_refusal(rel: bytes, local: str, incoming: list[Entry]) -> str | None
     return "not a file a newer version may replace (kept yours)"
 
 
-def _same_rank(summary: bytes, set_aside: bytes) -> bool:
-    return summary[:-len(b".json")] == set_aside.rsplit(b".seg", 1)[0]
+def set_aside_as(rel: bytes, local: str, incoming: list[Entry]) -> bytes | None:
+    """The `summary.seg<N>.json` of `incoming` that keeps our summary `rel` (blob id
+    `local`) as a resume sets it aside, or None."""
+    stem = rel[:-len(b".json")]
+    for other, _m, sha, _s in incoming:
+        if sha == local and SET_ASIDE.match(other) and other.rsplit(b".seg", 1)[0] == stem:
+            return other
+    return None
 
 
 def identity_refusal(ours: dict, theirs: dict) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 from ..store.provenance import is_pulled, mark_pulled_many
 from .fastimport import hash_files
 from .incoming import content_refusal, read_run_json
-from .pullrefresh import SUMMARY, Refresh, identity_refusal, replace_refusal
+from .pullrefresh import SUMMARY, Refresh, identity_refusal, replace_refusal, set_aside_as
 from .pulltrees import Entry
 from .repo import abandon, batch_read, finish, store_popen
 
@@ -49,6 +49,7 @@ class RunPlan:
     record: dict[str, Any] = field(default_factory=dict)  # extra pull-record fields
     replacing: dict[bytes, str] = field(default_factory=dict)  # path -> our blob id
     remove: dict[bytes, str] = field(default_factory=dict)  # set-aside summaries
+    kept_as: dict[bytes, bytes] = field(default_factory=dict)  # summary -> its set-aside
     algo: str = "sha1"
 
 
@@ -70,8 +71,12 @@ def plan_run(store_root: Path, run: tuple[str, str, dict[str, Any]], entries: li
     if refresh is not None:
         plan.algo = refresh.algo
         names = {rel for rel, _m, _s, _z in entries}
-        plan.remove = {rel: ours for rel, ours in refresh.local.items() if rel not in names
-                       and SUMMARY.match(rel) and not replace_refusal(rel, ours, entries)}
+        for rel, ours in refresh.local.items():
+            kept = set_aside_as(rel, ours, entries) if SUMMARY.match(rel) else None
+            if kept is not None:
+                plan.kept_as[rel] = kept
+                if rel not in names:  # running again: the incoming run has no summary
+                    plan.remove[rel] = ours
     for rel, _mode, sha, size in entries:
         local = target / os.fsdecode(rel)
         if no_media and rel.startswith(MEDIA_DIRS):
@@ -166,7 +171,7 @@ def _finish(plan: RunPlan, result: dict[str, Any]) -> None:
     """Rename a new run in, drop summaries a resume set aside, count what was written."""
     removed = 0
     for rel, ours in plan.remove.items():
-        if _holds(plan.target / os.fsdecode(rel), ours, plan.algo):
+        if _holds(plan.target / os.fsdecode(rel), ours, plan.algo) and _kept(plan, rel, ours):
             (plan.target / os.fsdecode(rel)).unlink()
             removed += 1
     if plan.is_new and plan.added and plan.dest is not None:
@@ -223,6 +228,13 @@ def _holds(path: Path, blob: str, algo: str) -> bool:
         return False
 
 
+def _kept(plan: RunPlan, rel: bytes, ours: str) -> bool:
+    """Whether a summary about to be replaced or dropped is here as its set-aside copy
+    (never lose a summary because that copy was refused)."""
+    kept = plan.kept_as.get(rel)
+    return kept is None or _holds(plan.target / os.fsdecode(kept), ours, plan.algo)
+
+
 def _replace(plan: RunPlan, rel: bytes, data: bytes) -> str | None:
     """Replace one file of a refreshable run with its newer version, atomically."""
     path = plan.target / os.fsdecode(rel)
@@ -235,6 +247,8 @@ def _replace(plan: RunPlan, rel: bytes, data: bytes) -> str | None:
             return why
     if not _holds(path, plan.replacing[rel], plan.algo):
         return "changed here during the pull (kept yours)"
+    if not _kept(plan, rel, plan.replacing[rel]):
+        return "its set-aside copy did not arrive (kept yours)"
     return _refresh(plan.target, rel, data)
 
 
