@@ -5,7 +5,7 @@ import { api, runPath } from "./api.js";
 import { Chart } from "./chart.js";
 import { clear, copyButton, h, loadScript, svg } from "./dom.js";
 import { heatmap } from "./heatmap.js";
-import { fmtCount, otherGraph, otherModelRuns, statsTable, structureDiff, structureNote } from "./modelcmp.js";
+import { fmtCount, otherGraph, otherModelRuns, replayedMark, statsTable, structureDiff, structureNote } from "./modelcmp.js";
 import { setParams } from "./state.js";
 
 const MAX_NODES = 800;  // dagre slows down (and overflows its stack) on huge graphs
@@ -82,6 +82,8 @@ export async function render(root, { args, params }) {
   }
   const runId = run.run.id;
   const present = new Set(Object.keys(run.run.metrics));
+  // Statistics `flowillower replay --watch` computed afterwards (the run never watched).
+  const replayed = new Set(Object.entries(run.run.metrics).filter(([, s]) => s.role === "watch" && s.replayed).map(([k]) => k));
   const treeEl = h("div", { class: "tree" });
   const canvas = h("div", { class: "canvas" });
   const detail = h("div", { class: "detail" }, h("p", { class: "muted", text: "Click a node to see its shapes, parameters and statistics. Double-click a module to open or close it." }));
@@ -92,7 +94,8 @@ export async function render(root, { args, params }) {
     h("span", { class: "muted", text: `${fmtCount((graph.nodes || []).length)} nodes · ${fmtCount((graph.tree || {}).params)} parameters` }),
     graph.truncated ? h("span", { class: "error", text: "graph truncated at max_nodes" }) : null,
     graph.error ? h("span", { class: "error", text: `probe failed in ${graph.error_path || "?"}: ${graph.error}` }) : null,
-    !graph.probed ? h("span", { class: "muted", text: "no probe forward pass: module tree only (pass an example input to fw.log_model)" }) : null);
+    !graph.probed ? h("span", { class: "muted", text: "no probe forward pass: module tree only (pass an example input to fw.log_model)" }) : null,
+    replayed.size ? h("span", { class: "replayed watch-replayed", title: "computed afterwards by flowillower replay --watch: the run did not watch its model", text: `${fmtCount(replayed.size)} statistics replayed` }) : null);
   // A second run: its graph against this one, and node statistics side by side.
   const vsPick = h("select", { "aria-label": "compare with run", class: "vs-pick" }, h("option", { value: "", text: "compare with… (loading)" }));
   const stepBox = h("input", { type: "number", class: "step-box", "aria-label": "step", placeholder: "last", min: 0 });
@@ -263,8 +266,9 @@ export async function render(root, { args, params }) {
     detail.append(h("h4", { text: "Statistics over steps" }));
     const missing = series.filter((k) => !present.has(k));
     for (const key of series.filter((k) => present.has(k))) {
+      const mark = replayed.has(key) ? replayedMark() : null;
       if (key.endsWith("/hist")) {
-        const box = h("div", null, h("div", { class: "mono", text: key }), h("p", { class: "muted", text: "loading…" }));
+        const box = h("div", null, h("div", { class: "mono" }, key, " ", mark), h("p", { class: "muted", text: "loading…" }));
         detail.append(box);
         api.get(runPath(runId, "/hist"), { key, points: 300 }).then((d) => box.lastChild.replaceWith(heatmap(d, { height: 120 })))
           .catch((e) => { box.lastChild.textContent = e.message; });
@@ -272,12 +276,13 @@ export async function render(root, { args, params }) {
       }
       const c = new Chart(key, runs, { height: 110 });
       charts.push(c);
+      if (mark) detail.append(h("div", { class: "stat-replayed" }, mark));
       detail.append(c.el);
       c.load();
     }
     if (missing.length) {
-      const cmd = `flowillower replay ${missing[0]} --runs ${runId}`;
-      detail.append(h("div", { class: "missing" }, `${missing.length} statistic(s) not recorded in this run (watch the model with fw.watch, or fill them in hindsight): `,
+      const cmd = `flowillower replay --watch model --runs ${runId}`;
+      detail.append(h("div", { class: "missing" }, `${missing.length} statistic(s) not recorded in this run (watch the model with fw.watch, or compute them in hindsight; "model": the name the run gave it in fw.checkpointing): `,
         h("code", { text: cmd }), " ", copyButton(cmd)));
     }
   }

@@ -58,7 +58,7 @@ async function valueAt(run, key, step) {
     let best = 0;
     if (target === null) best = r.x.length - 1;
     else r.x.forEach((x, i) => { if (Math.abs(x - target) < Math.abs(r.x[best] - target)) best = i; });
-    return { step: r.x[best], value: r.y[best] };
+    return { step: r.x[best], value: r.y[best], replayed: (r.replayed || []).includes(best) };
   };
   if (step !== null) {  // a window at full resolution (it keeps a neighbour on each side)
     const near = pick((await api.get("series", { run, key, x: "step", x0: step, x1: step, points: 64 })).runs[0], step);
@@ -66,6 +66,9 @@ async function valueAt(run, key, step) {
   }
   return pick((await api.get("series", { run, key, x: "step", points: 4000 })).runs[0], step);
 }
+
+/** The mark of statistics computed afterwards by `flowillower replay --watch`. */
+export const replayedMark = () => h("span", { class: "replayed-mark", title: "replayed: computed afterwards by flowillower replay --watch", text: "replayed" });
 
 const diffText = (a, b) => (typeof a === "number" && typeof b === "number" ? fmtNum(b - a) : "");
 
@@ -80,8 +83,8 @@ export async function statsTable(box, keys, runs, step) {
   const cell = (got) => {
     if (!got) return h("td", { class: "num muted", text: "—" });
     const off = step !== null && got.step !== step;
-    return h("td", { class: "num", title: `step ${got.step}` }, fmtNum(got.value),
-      off ? h("span", { class: "muted off-step", text: ` @${got.step}` }) : null);
+    return h("td", { class: "num", title: `step ${got.step}${got.replayed ? " (replayed)" : ""}` }, fmtNum(got.value),
+      off ? h("span", { class: "muted off-step", text: ` @${got.step}` }) : null, got.replayed ? replayedMark() : null);
   };
   clear(box).append(h("div", { class: "cmp-scroll" }, h("table", { class: "kv cmp-stats" },
     h("tr", { class: "muted" }, h("td", { text: "statistic" }), ...runs.map((r) => h("td", { class: "num run-head", title: r.name, text: r.name })),
