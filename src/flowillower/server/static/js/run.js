@@ -96,7 +96,8 @@ export async function render(root, { args, params }) {
     h("table", { class: "kv legend" }, h("tr", { class: "muted" }, h("td", { text: "key" }), h("td", { text: "last" }),
       h("td", { text: "min" }), h("td", { text: "max" }), h("td", { text: "count" }), h("td")), metricRows))));
 
-  const env = { host: meta.host, user: meta.user, python: meta.python, platform: meta.platform,
+  // host and user as the index keeps them (run.json may come from anyone: cut, no controls).
+  const env = { host: row.host ?? meta.host, user: row.author ?? meta.user, python: meta.python, platform: meta.platform,
     executable: meta.executable, cwd: meta.cwd, argv: (meta.argv || []).join(" "),
     gpu: meta.gpu ? JSON.stringify(meta.gpu) : "none", pid: meta.pid };
   const pk = meta.packages || {};
