@@ -232,3 +232,19 @@ def test_workers_and_self_contained_tasks(recorded: dict, tmp_path: Path, engine
     v1, v2 = recorded["v1"], recorded["v2"]
     want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
     assert _by_epoch(run_dir, name) == want
+
+
+def test_a_statement_before_the_loop_is_read_once_from_the_last_segment(recorded: dict
+                                                                          ) -> None:
+    """Every segment's set-up logs it at the same step: the later one rewinds it."""
+    root, run_dir = recorded["root"], recorded["run"]
+    source = _with(V2, PROBE).replace('''w = np.zeros(3)
+''', '''w = np.zeros(3)
+fw.log("scale_at_start", SCALE)
+''')
+    (root / "train.py").write_text(textwrap.dedent(source).lstrip())
+    report = fw.replay("scale_at_start", runs="id == 'resumed-run'", dir=root, yes=True,
+                       echo=_quiet)
+    assert report.ok, str(report)
+    series = RunReader(run_dir).load(["scale_at_start"]).series["scale_at_start"]
+    assert series.values.tolist() == [1000.0]  # v2's, once (v1's is rewound)

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import FlowillowerError
 from ..store.catalog import Store
 from ..store.documents import read_meta
+from ..store.segments import RUN_LEVEL, cutoffs, still_read
 from .console import exit_text, tail
 from .frames import read_rows
 from .jobs import Job, force_inner, prepare_job, progress
@@ -126,13 +127,17 @@ def failures(job: Job) -> tuple[bool, list[str]]:
 def collect(job: Job) -> list[tuple]:
     """The wanted values of every task of every job of the run, each row prefixed with
     its sort key (outer iteration, then job and task order): only the iterations each
-    task emits, and of a stretch only what the run reads from it."""
+    task emits, and of a stretch only what the run reads from it. The new values rewind
+    too: a later stretch's new values supersede an earlier one's from their own rewind
+    points (a statement before the loop logs at step 0 in every segment), so each
+    position is read once, as the reader's rule would read a run that logged them."""
     wanted = set(job.outcome.names)
-    rows: list[tuple] = []
+    found: dict[int, list[tuple]] = {}
     for rank, member in enumerate(members(job)):
         assert member.plan is not None
         outer = member.plan.info.outer
         stretch = member.stretch
+        kept = found.setdefault(rank, [])
         for order, task in enumerate(member.tasks):
             t: TaskPlan = task.meta["plan"]
             for data_file in sorted((task.scratch / "store" / "runs").glob("*/data*.fwl")):
@@ -145,9 +150,28 @@ def collect(job: Job) -> list[tuple]:
                         continue
                     if stretch is not None and not stretch.keeps(coords, step):
                         continue  # superseded by a later segment, or not inherited
-                    rows.append((coords.get(outer, -1) if outer else -1,
+                    kept.append((coords.get(outer, -1) if outer else -1,
                                  rank * 1_000_000 + order, *row))
-    return rows
+    if len(found) < 2:
+        return found.get(0, [])
+    cuts = cutoffs({rank: _rewinds(rows) for rank, rows in found.items()})
+    return [row for rank, rows in found.items() for row in rows
+            if still_read(cuts[rank], row[5], row[6])]
+
+
+def _rewinds(rows: list[tuple]) -> dict[str, int]:
+    """Rewind points of one stretch's new values (store.segments' rule)."""
+    points: dict[str, int] = {}
+    for row in rows:
+        coords, step = row[5], row[6]
+        if coords:
+            kind, low = next(iter(coords.items()))
+        elif step >= 0:
+            kind, low = RUN_LEVEL, step
+        else:
+            continue
+        points[kind] = min(points.get(kind, low), low)
+    return points
 
 
 def stretch_event(job: Job) -> dict[str, Any]:
