@@ -21,14 +21,15 @@ from ..store.documents import read_meta, read_summary
 from ..store.resolve import InvalidRunRefError, check_ref
 from ..store.segments import STEPPED_ROLES, segment_files
 
-__all__ = ["ForkIndex", "family_doc", "segments_doc"]
+__all__ = ["ForkIndex", "family_doc", "has_family", "parse_fork", "segments_doc"]
 
 MAX_NODES = 500  # a bigger family is cut (the page draws a small tree)
 MAX_DEPTH = 100  # ancestors followed at most (a cycle of hostile run.json ends too)
 
 
 def parse_fork(meta: Any) -> dict[str, Any] | None:
-    """run.json's `fork_of` as {"run", "step"} when well-formed, else None."""
+    """`fork_of` of a run.json (or an index row) as {"run", "step", "git"} when
+    well-formed, else None."""
     fork = meta.get("fork_of") if isinstance(meta, dict) else None
     if not isinstance(fork, dict):
         return None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.documents import read_meta
-from .family import ForkIndex, family_doc, segments_doc
+from .family import ForkIndex, family_doc, parse_fork, segments_doc
 from .routing import ApiError, Endpoint, P
 from .store_view import StoreView
 
@@ -32,7 +32,11 @@ class _Parents:
         rows = view.rows()
         generation = view.generation
         if self._kept[0] != generation:
-            self._kept = (generation, self.forks.parents(runs_root, [r["id"] for r in rows]))
+            if rows and "fork_of" in rows[0]:  # an index that keeps fork_of: no file read
+                found = {r["id"]: fork for r in rows if (fork := parse_fork(r)) is not None}
+            else:
+                found = self.forks.parents(runs_root, [r["id"] for r in rows])
+            self._kept = (generation, found)
         return self._kept[1]
 
 
