@@ -28,7 +28,7 @@ from pathlib import Path
 from ..store.provenance import pulled_info
 from .fastimport import hash_files, object_format
 from .incoming import entry_refusal
-from .pulltrees import Entry, read_entries
+from .pulltrees import Entry, read_entries, read_objects
 from .refs import INCOMING_PREFIX
 from .runcommits import is_ancestor
 
@@ -55,7 +55,7 @@ def refreshable(git_dir: Path, store_root: Path, url: str, before: dict[str, str
     """{run id: Refresh} of the runs in `commits` ({run id: incoming commit}) that this
     pull from `url` (redacted, as pull records keep it) may update in place; `before`:
     the incoming refs as they were before the fetch."""
-    bases: dict[str, str] = {}
+    maybe: dict[str, str] = {}
     for run_id, commit in commits.items():
         base = before.get(INCOMING_PREFIX + run_id)
         folder = store_root / "runs" / run_id
@@ -64,7 +64,15 @@ def refreshable(git_dir: Path, store_root: Path, url: str, before: dict[str, str
         record = pulled_info(store_root, run_id)
         if not record or "error" in record or record.get("url") != url:
             continue  # made here, unreadable record or another remote: join only
-        if is_ancestor(git_dir, base, commit):
+        maybe[run_id] = base
+    bodies = read_objects(git_dir, [commits[rid] for rid in maybe])
+    bases: dict[str, str] = {}
+    for run_id, base in maybe.items():
+        # a push makes the new version a child of the last one: its parents say so, in
+        # the one read above; anything else is asked of git, run by run (rare)
+        head = (bodies.get(commits[run_id]) or b"").split(b"\n\n", 1)[0]
+        if f"parent {base}".encode() in head.split(b"\n") or \
+                is_ancestor(git_dir, base, commits[run_id]):
             bases[run_id] = base
     if not bases:
         return {}
