@@ -160,14 +160,10 @@ def _timed_cli(repo: Path, *args: str, env_extra: dict[str, str] | None = None
 RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 # A one-node Ray cluster owned by this process: it lives while our pipe stays open, and
 # stopping it ends only its own processes (`ray stop` would end every Ray on the box).
-RAY_HEAD = """
-import sys, ray
-ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-         log_to_driver=False)
-print(ray.get_runtime_context().gcs_address, flush=True)
-sys.stdin.read()
-ray.shutdown()
-"""
+RAY_HEAD = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False, "
+            "_node_ip_address='127.0.0.1', log_to_driver=False); "
+            "print(ray.get_runtime_context().gcs_address, flush=True); "
+            "sys.stdin.read(); ray.shutdown()")
 
 
 def _ray_head() -> tuple[subprocess.Popen, str] | None:
@@ -190,9 +186,9 @@ def _ray_head() -> tuple[subprocess.Popen, str] | None:
 
 
 def _stop_head(head: tuple[subprocess.Popen, str] | None) -> None:
-    if head is None:
+    proc = head[0] if head else None
+    if proc is None:
         return
-    proc = head[0]
     try:
         proc.communicate("", timeout=120)  # closing stdin: ray.shutdown, then exit
     except subprocess.TimeoutExpired:
@@ -200,7 +196,22 @@ def _stop_head(head: tuple[subprocess.Popen, str] | None) -> None:
         proc.wait()
 
 
-def demo(epochs: int, with_ray: bool = True) -> int:
+def _checkpointed(repo: Path) -> str:
+    """Per run: epochs whose inner-loop end was captured (a per-epoch replay skips their
+    batches), entry points (captured starts) and bytes written."""
+    out = []
+    for manifest in sorted((repo / ".flowillower/runs").glob("*/checkpoints/manifest.jsonl")):
+        lines = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()]
+        iters = [x for x in lines if x.get("type") == "iter"]
+        ckpts = [x for x in lines if x.get("type") == "ckpt"]
+        out.append(f"{sum(1 for x in iters if x.get('ckpt'))}/{len(iters)} epochs skippable, "
+                   f"{sum(1 for x in ckpts if x['kind'] == 'start')} entry points, "
+                   f"{sum(x.get('bytes', 0) for x in ckpts) / 1e6:.0f} MB")
+    return "; ".join(out)
+
+
+def demo(epochs: int, with_ray: bool = True, overrides: list[str] | None = None,
+         epoch_only: bool = False) -> int:
     """README's walkthrough, timed on the same two runs: training them (the naive replay
     baseline: re-running), then replaying a per-epoch statement and the inner-loop
     `grad_norm` with 1 and 2 local workers, and with 2 Ray workers when Ray is installed."""
@@ -219,13 +230,15 @@ def demo(epochs: int, with_ray: bool = True) -> int:
              "-qm", "scratch copy")
         load = os.getloadavg()[0]
         train_s, train_cpu, trained = _timed_cli(repo, "demo", "quickstart", "--no-ui",
-                                                 "--epochs", str(epochs))
+                                                 "--epochs", str(epochs), *(overrides or []))
         script = repo / "src/flowillower/examples/flow_matching/train.py"
         original = script.read_text()
         print(f"README's demo walkthrough, 2 runs x {epochs} epochs, {os.cpu_count()} CPUs, "
-              f"load {load:.1f} before (python benchmarks/bench_hindsight.py --demo)")
+              f"load {load:.1f} before (python benchmarks/bench_hindsight.py --demo"
+              f"{''.join(' --demo-set ' + o for o in overrides or [])})")
         print(f"  {'flowillower demo quickstart --no-ui (naive baseline: re-running)':<64}"
               f"{train_s:6.1f} s wall  {train_cpu:6.1f} s CPU", flush=True)
+        print(f"      checkpoints: {_checkpointed(repo)}", flush=True)
 
         def replay(label: str, name: str, *extra: str, env: dict | None = None) -> None:
             try:
@@ -245,6 +258,9 @@ def demo(epochs: int, with_ray: bool = True) -> int:
         replay("replay weight_norm --workers 2 -y    (per epoch)", "weight_norm",
                "--workers", "2")
         script.write_text(original.replace(INNER_ANCHOR, INNER_ANCHOR + GRAD_NORM))
+        if epoch_only:
+            print(f"  load {os.getloadavg()[0]:.1f} after")
+            return 0
         replay("replay grad_norm --workers 1 -y      (inner loop)", "grad_norm",
                "--workers", "1")
         replay("replay grad_norm --workers 2 -y      (inner loop)", "grad_norm",
@@ -284,9 +300,13 @@ def main() -> int:
                         help="time README's walkthrough: quickstart, then replay grad_norm")
     parser.add_argument("--demo-epochs", type=int, default=120)
     parser.add_argument("--no-ray", action="store_true", help="--demo without the Ray row")
+    parser.add_argument("--demo-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="--demo: a setting for both runs (demo quickstart's overrides)")
+    parser.add_argument("--demo-epoch-only", action="store_true",
+                        help="--demo: training and the per-epoch replay only")
     args, _unknown = parser.parse_known_args()
     if args.demo:
-        return demo(args.demo_epochs, not args.no_ray)
+        return demo(args.demo_epochs, not args.no_ray, args.demo_set, args.demo_epoch_only)
     base = Path(tempfile.mkdtemp(prefix="fw-bench-hindsight-"))
     try:
         root = base / "proj"
