@@ -20,6 +20,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
 playwright_api = require_browser()
 expect = playwright_api.expect
 LOCAL = "http://127.0.0.1:8686"
+HOSTILE = "<img src=x onerror=alert(1)>"  # a teammate's run name: shown as text
 
 
 def _run(steps, **init) -> str:
@@ -34,7 +35,7 @@ def make_family() -> dict[str, str]:
     """gen0 -> gen1 (at 5) -> gen2 (at 7); gen0 -> sibling (at 2); a resumed run."""
     ids = {"gen0": _run(range(10), id="gen0", name="gen0")}
     ids["gen1"] = _run(range(6, 9), fork_from=(ids["gen0"], 5), name="gen1")
-    ids["sibling"] = _run(range(3, 5), fork_from=(ids["gen0"], 2), name="sibling")
+    ids["sibling"] = _run(range(3, 5), fork_from=(ids["gen0"], 2), name=HOSTILE)
     ids["gen2"] = _run(range(8, 12), fork_from=(ids["gen1"], 7), name="gen2")
     fw.init(id="resumed", name="resumed", snapshot=False)
     for step in range(8):
@@ -130,6 +131,8 @@ def test_run_page_draws_the_fork_tree_and_segments(store_dir, page):
         gen2 = tree.locator(f"li[data-id='{ids['gen2']}']")
         assert gen2.evaluate("el => el.parentElement.closest('li').dataset.id") == ids["gen1"]
         expect(gen2).to_contain_text("forked at step 7")
+        expect(tree.locator(f"li[data-id='{ids['sibling']}']")).to_contain_text(HOSTILE)
+        assert card.locator("img").count() == 0 and not page.dialogs
         expect(tree.locator("li.current > .family-node")).to_contain_text("gen1")
         x_gen1 = tree.locator("li.current > .family-node").bounding_box()["x"]
         assert gen2.locator(".family-node").first.bounding_box()["x"] > x_gen1
