@@ -1,4 +1,4 @@
-"""`flowillower replay NAME[,NAME...]`: hindsight logging for past runs."""
+"""`flowillower replay NAME[,NAME...]` / `--watch MODEL`: hindsight logging for past runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from .common import dir_option, friendly_errors
 
 
 @click.command("replay")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option("--watch", "watch", default=None, metavar="NAME",
+              help="Also compute fw.watch statistics (activations, gradients, weights) "
+                   "for runs that never watched their model: the object registered as "
+                   "NAME with fw.checkpointing(NAME=model). Needs no NAME argument.")
+@click.option("--watch-every", default=1, type=click.IntRange(1), show_default=True,
+              help="With --watch: watch every N-th step, as fw.watch(every=N).")
+@click.option("--force-watch", is_flag=True,
+              help="With --watch: also runs that already have fw.watch statistics.")
 @click.option("--runs", "runs_filter", default=None, metavar="FILTER",
               help="Only runs matching this filter (fitlog syntax, expression or text).")
 @click.option("--workers", "-w", default=None, type=click.IntRange(1, 4096),
@@ -34,7 +42,8 @@ from .common import dir_option, friendly_errors
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @dir_option
 @friendly_errors
-def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int | None,
+def replay_command(names: tuple[str, ...], watch: str | None, watch_every: int,
+                   force_watch: bool, runs_filter: str | None, workers: int | None,
                    executor_name: str | None, yes: bool, trust_all: bool, trust_authors: tuple[str, ...], script: str | None,
                    as_json: bool, store_dir: str | None) -> None:
     """Compute values past runs never logged, as if they had been logged originally.
@@ -44,9 +53,16 @@ def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int
     transplanted into it) and its checkpoints, in a temporary directory. The schedule is
     shown first, with each run's author and host; confirm with y (or pass -y).
 
+    `flowillower replay --watch model` computes the `fw.watch` statistics of the model
+    registered as `model` with `fw.checkpointing` for runs that never watched it, shown
+    on the model page marked "replayed" (combinable with value names).
+
     Runs from elsewhere (pulled from a remote, or recorded on another host) are left out:
     replaying runs their code here. Pass --trust, or --trust-author NAME, to include them.
     """
+    if not names and watch is None:
+        raise click.UsageError("name a value to replay (flowillower replay grad_norm) or a "
+                               "model to watch (flowillower replay --watch model)")
     from ..hindsight.engines import make_executor
     from ..hindsight.replay import report_json, run_replay
 
@@ -64,7 +80,8 @@ def replay_command(names: tuple[str, ...], runs_filter: str | None, workers: int
                             trust=True if trust_all else list(trust_authors), echo=echo,
                             confirm=lambda _prompt: click.confirm("Replay now?",
                                                                   default=False, err=True),
-                            executor=executor)
+                            executor=executor, watch=watch, watch_every=watch_every,
+                            force_watch=force_watch)
     finally:
         executor.close()
     if as_json:

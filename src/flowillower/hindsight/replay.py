@@ -43,6 +43,7 @@ from .planner import load_run_info, schedule
 from .report import ReplayReport, RunOutcome, report_json
 from .transplant import TransplantError
 from .trust import Origin, TrustArg, TrustPolicy, left_out_summary, origin
+from .watch_replay import WatchRequest, asked, watch_request
 
 __all__ = ["ReplayError", "ReplayReport", "RunOutcome", "replay", "report_json",
            "run_replay"]
@@ -67,8 +68,9 @@ class _Replayer:
     def __init__(self, names: list[str], runs: str | None, workers: int, yes: bool,
                  dir: str | os.PathLike[str] | None, script: str | os.PathLike[str] | None,
                  echo: Callable[[str], None], confirm: Callable[[str], bool] | None,
-                 executor: Executor | str | None, trust: TrustArg = False) -> None:
-        self.names = names
+                 executor: Executor | str | None, trust: TrustArg = False,
+                 watch: WatchRequest | None = None) -> None:
+        self.names, self.watch = names, watch
         self.trust = TrustPolicy(trust)
         self.left_out: list[Origin] = []  # runs from elsewhere, not trusted
         self.filter = runs
@@ -99,9 +101,11 @@ class _Replayer:
             run_id = row["id"]
             metrics = row.get("metrics", {})
             missing = [n for n in self.names if n not in metrics]
+            refused = self.watch.add_missing(metrics, missing) if self.watch else ""
             outcome = RunOutcome(run_id, "complete", missing)
             if not missing:
-                outcome.message = "already has every value"
+                outcome.status, outcome.message = ("skipped", refused) if refused else (
+                    "complete", "already has every value")
             elif row.get("status") == "running":
                 outcome.status = "skipped"
                 outcome.message = "still running; replay it once it has ended"
@@ -131,7 +135,12 @@ class _Replayer:
     def prepare(self, job: Job) -> None:
         """Transplant and plan one run (see `jobs.prepare_job`)."""
         info = load_run_info(self.store.run_dir(job.outcome.run_id))
-        prepare_job(job, info, self.store, self.script)
+        if self.watch is None:
+            return prepare_job(job, info, self.store, self.script)
+        with self.watch.hidden(job.outcome) as wanted:  # no statement: planned by itself
+            prepare_job(job, info, self.store, self.script)
+        if wanted:
+            self.watch.plan(job, info)
 
     def prepare_run(self, job: Job) -> list[Job]:
         """The run's jobs: itself, or one per stretch of a resumed run or a fork (each
@@ -140,6 +149,8 @@ class _Replayer:
         if group is None:
             self.prepare(job)
             return [job]
+        if self.watch is not None:
+            raise FlowillowerError("--watch of a resumed run or a fork is not supported yet")
         return group
 
     def plan_all(self) -> float:
@@ -219,7 +230,10 @@ class _Replayer:
         assert job.plan is not None
         out = job.outcome
         run_dir = self.store.run_dir(out.run_id)
+        outer = job.plan.info.outer
         rows = collect(job)
+        if watch := asked(self.watch, out):
+            rows += watch.rows(job, outer)
         rows.sort(key=lambda r: (r[0], r[1]))
         times = original_times(run_dir)
         counts: dict[str, int] = {}
@@ -234,6 +248,8 @@ class _Replayer:
             "strategy": out.strategy, "placements": job.placements, "patch": job.diff,
             "workers": len(job.tasks), **stretch_event(job),
         }
+        if watch:
+            event["watch"], counts = watch.event(), watch.fold(counts, out.names)
         final = write_replay_file(run_dir, self.replay_id, final_rows, [event])
         out.values = counts
         out.replay_file = str(final)
@@ -296,6 +312,8 @@ class _Replayer:
         for job in jobs:
             try:
                 materialize(job, base, self.store.git_dir)
+                if watch := asked(self.watch, job.outcome):
+                    watch.annotate(job)
             except FlowillowerError as exc:
                 job.outcome.status = "failed"
                 job.outcome.message = str(exc)
@@ -327,12 +345,14 @@ def _ask(prompt: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1,
+def replay(names: str | Iterable[str] = (), runs: str | None = None, workers: int = 1,
            yes: bool = False, dir: str | os.PathLike[str] | None = None,
            script: str | os.PathLike[str] | None = None, *,
            echo: Callable[[str], None] | None = None,
            confirm: Callable[[str], bool] | None = None,
-           executor: Executor | str | None = None, trust: TrustArg = False) -> ReplayReport:
+           executor: Executor | str | None = None, trust: TrustArg = False,
+           watch: str | None = None, watch_every: int = 1,
+           force_watch: bool = False) -> ReplayReport:
     """Fill in values past runs never logged: `fw.replay("grad_norm", runs="lr < 0.01")`.
 
     `names`: value names (a list or "a,b"); `runs`: a run filter (see `fw.dataframe`);
@@ -345,26 +365,33 @@ def replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1
     run's author and host) and progress through `echo`. `executor`: where tasks run —
     "local" (this machine's processes), "ray" / "ray=HOST:PORT" (a Ray cluster),
     "slurm" / "slurm=FOLDER" (Slurm jobs through submitit), an `Executor`, or None
-    ($FLOWILLOWER_REPLAY_EXECUTOR, else local). Returns a `ReplayReport`. Ctrl-C stops the
+    ($FLOWILLOWER_REPLAY_EXECUTOR, else local). `watch`: `fw.watch` statistics for runs
+    that never watched the model they registered under that name with `fw.checkpointing`
+    (`watch_every` as `fw.watch`'s `every`; `force_watch`: runs that already have some;
+    see docs/hindsight.md). Returns a `ReplayReport`. Ctrl-C stops the
     workers, leaves unfinished runs without values, prints the report and re-raises
     KeyboardInterrupt.
     """
     report = run_replay(names, runs, workers, yes, dir, script, echo=echo, confirm=confirm,
-                        executor=executor, trust=trust)
+                        executor=executor, trust=trust, watch=watch, watch_every=watch_every,
+                        force_watch=force_watch)
     if report.interrupted:
         raise KeyboardInterrupt
     return report
 
 
-def run_replay(names: str | Iterable[str], runs: str | None = None, workers: int = 1,
+def run_replay(names: str | Iterable[str] = (), runs: str | None = None, workers: int = 1,
                yes: bool = False, dir: str | os.PathLike[str] | None = None,
                script: str | os.PathLike[str] | None = None, *,
                echo: Callable[[str], None] | None = None,
                confirm: Callable[[str], bool] | None = None,
-               executor: Executor | str | None = None, trust: TrustArg = False) -> ReplayReport:
+               executor: Executor | str | None = None, trust: TrustArg = False,
+               watch: str | None = None, watch_every: int = 1,
+               force_watch: bool = False) -> ReplayReport:
     """`replay` that returns the report even when interrupted (used by the CLI)."""
-    wanted = _split_names(names)
+    request = watch_request(watch, watch_every, force_watch)
+    wanted = _split_names(names) if names or request is None else []
     emit = echo or (lambda text: print(text, file=sys.stderr, flush=True))
     replayer = _Replayer(wanted, runs, workers, yes, dir, script, emit, confirm, executor,
-                         trust)
+                         trust, request)
     return replayer.run()
