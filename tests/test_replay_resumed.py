@@ -130,7 +130,16 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ref = _project(base / "ref")
     _train(ref, _with(V1, PROBE), FLOWILLOWER_RUN_ID="ref-v1")
     _train(ref, _with(V2, PROBE), "--from", "3", FLOWILLOWER_RUN_ID="ref-v2")
+    # A finished v1 run, and a v2 variant forked off it after epoch 2.
+    _train(root, V1, FLOWILLOWER_RUN_ID="parent")
+    parent = root / ".flowillower" / "runs" / "parent"
+    data = RunReader(parent).load(["loss"])
+    col = data.loop_names.index("epoch")
+    series = data.series["loss"]
+    step_at = {int(data.ctx_coords[c][col]): int(s) for c, s in zip(series.ctx, series.step)}
+    _train(root, V2, "--from", "3", FORK_FROM="parent", FORK_STEP=str(step_at[2]))
     return {"root": root, "run": root / ".flowillower" / "runs" / "resumed-run",
+            "parent": parent, "child": root / ".flowillower" / "runs" / "child",
             "v1": _by_epoch(ref / ".flowillower" / "runs" / "ref-v1", "probe"),
             "v2": _by_epoch(ref / ".flowillower" / "runs" / "ref-v2", "probe")}
 
@@ -187,28 +196,18 @@ def test_one_failing_segment_stores_nothing(recorded: dict) -> None:
     assert "ratio" not in RunReader(run_dir).load(["ratio"]).series
 
 
-def test_fork_replays_its_inherited_part_with_the_parents_code(tmp_path: Path) -> None:
-    root = _project(tmp_path / "proj")
-    _train(root, V1, FLOWILLOWER_RUN_ID="parent")
-    parent = root / ".flowillower" / "runs" / "parent"
-    data = RunReader(parent).load(["loss"])
-    col = data.loop_names.index("epoch")
-    series = data.series["loss"]
-    step_at = {int(data.ctx_coords[c][col]): int(s) for c, s in zip(series.ctx, series.step)}
-    _train(root, V2, "--from", "3", FORK_FROM="parent", FORK_STEP=str(step_at[2]))
-    child = root / ".flowillower" / "runs" / "child"
+def test_fork_replays_its_inherited_part_with_the_parents_code(recorded: dict) -> None:
+    root, parent, child = recorded["root"], recorded["parent"], recorded["child"]
     assert json.loads((child / "run.json").read_text())["fork_of"]["run"] == "parent"
-    ref = _project(tmp_path / "ref")
-    _train(ref, _with(V1, PROBE), FLOWILLOWER_RUN_ID="ref-v1")
-    _train(ref, _with(V2, PROBE), "--from", "3", FLOWILLOWER_RUN_ID="ref-v2")
-    v1 = _by_epoch(ref / ".flowillower" / "runs" / "ref-v1", "probe")
-    v2 = _by_epoch(ref / ".flowillower" / "runs" / "ref-v2", "probe")
-    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE)).lstrip())
-    report = fw.replay("probe", runs="id == 'child'", dir=root, yes=True, echo=_quiet)
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE.replace(
+        '"probe"', '"probe_fork"'))).lstrip())
+    report = fw.replay("probe_fork", runs="id == 'child'", dir=root, yes=True, echo=_quiet)
     assert report.ok, str(report)
+    assert "inherited from run parent" in report.runs[0].code_version
+    v1, v2 = recorded["v1"], recorded["v2"]
     want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
-    assert _by_epoch(child, "probe") == want
-    assert "probe" not in RunReader(parent).load(["probe"]).series  # the parent untouched
+    assert _by_epoch(child, "probe_fork") == want
+    assert "probe_fork" not in RunReader(parent).load(["probe_fork"]).series  # untouched
 
 
 @pytest.mark.parametrize("engine", ["local", "slurm-local"])
