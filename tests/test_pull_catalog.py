@@ -108,6 +108,31 @@ def test_push_writes_a_row_per_run_for_its_exact_version(alice):
     assert (again["rows"], again["attempts"], again["error"]) == (0, 0, None)
 
 
+def test_a_push_reads_only_the_shards_it_changes(alice, monkeypatch):
+    """While the remote's catalog is the one this store wrote, a push with nothing new
+    reads no row, and a push of one run reads only that run's shard."""
+    import flowillower.gitops.catalogpush as catalogpush
+
+    store, remote = alice
+    reads: list[object] = []
+    real = catalogpush.read_catalog
+
+    def spy(git_dir, commit, only=None):
+        reads.append(only)
+        return real(git_dir, commit, only)
+
+    monkeypatch.setattr(catalogpush, "read_catalog", spy)
+    assert push(store, str(remote))["catalog"]["attempts"] == 0 and reads == []
+    _add_runs(store, None, {"20261201-110000-ccccccc2": "speech"})
+    assert push(store, str(remote))["catalog"]["rows"] == 1
+    assert reads == [{shard_of("20261201-110000-ccccccc2")}]
+    # Another machine's catalog (here: the remote's set back) is read whole, once.
+    reads.clear()
+    git(remote, "update-ref", CATALOG_REF, git(remote, "rev-parse", CATALOG_REF + "~1").strip())
+    assert push(store, str(remote))["catalog"]["rows"] == 1 and reads == [None]
+    assert push(store, str(remote))["catalog"]["attempts"] == 0 and reads == [None]
+
+
 def test_filter_pull_fetches_only_the_matching_runs(alice, tmp_path):
     store, remote = alice
     bob = tmp_path / "bob" / ".flowillower"

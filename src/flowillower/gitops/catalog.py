@@ -110,14 +110,16 @@ class Catalog:
     bad_shards: set[str] = field(default_factory=set)  # unreadable: rebuilt from scratch
 
 
-def _valid_row(row: Any) -> bool:
+def _valid_row(row: Any, measure: bool) -> bool:
+    """A row of the right shape (and, if `measure`, within `ROW_MAX` bytes: a shard
+    smaller than that cannot hold a larger row)."""
     if not isinstance(row, dict) or not isinstance(row.get("commit"), str) \
             or not _COMMIT.match(row["commit"]):
         return False
     if row.get("partial") is True:
         return True
     return isinstance(row.get("meta"), dict) and isinstance(row.get("summary"), dict) \
-        and len(json.dumps(row, separators=(",", ":"))) <= ROW_MAX
+        and (not measure or len(json.dumps(row, separators=(",", ":"))) <= ROW_MAX)
 
 
 def _entries(git_dir: Path, tree: str) -> dict[bytes, tuple[int, str]]:
@@ -139,9 +141,11 @@ def _sizes(git_dir: Path, shas: list[str]) -> dict[str, tuple[str, int]]:
     return found
 
 
-def read_catalog(git_dir: Path, commit: str | None) -> Catalog:
+def read_catalog(git_dir: Path, commit: str | None, only: set[str] | None = None
+                 ) -> Catalog:
     """The rows of catalog `commit` (present in the store), keeping only what passes the
-    checks above; a catalog that cannot be read at all is an empty one."""
+    checks above; a catalog that cannot be read at all is an empty one. With `only` (shard
+    paths), just those shards' rows are read (every shard's blob id still is)."""
     catalog = Catalog(commit=commit)
     if not commit:
         return catalog
@@ -158,18 +162,22 @@ def read_catalog(git_dir: Path, commit: str | None) -> Catalog:
                 catalog.shards[f"rows/{name.decode()}"] = sha
     except ValueError:
         return Catalog(commit=commit)
-    sizes = _sizes(git_dir, list(catalog.shards.values()))
+    wanted = {path: sha for path, sha in catalog.shards.items()
+              if only is None or path in only}
+    sizes = _sizes(git_dir, list(wanted.values()))
     small = [sha for sha, (kind, size) in sizes.items() if kind == "blob" and size <= SHARD_MAX]
     blobs = read_objects(git_dir, small)
-    for path, sha in catalog.shards.items():
-        doc = _json_object(blobs.get(sha))
+    for path, sha in wanted.items():
+        data = blobs.get(sha)
+        doc = _json_object(data)
         if doc is None:
             catalog.bad_shards.add(path)
             continue
+        measure = len(data or b"") > ROW_MAX
         for run_id, row in doc.items():
             # a row filed under another shard, a name that is no run id, a wrong shape:
             # ignored (that run is looked at directly)
-            if valid_run_id(run_id) and shard_of(run_id) == path and _valid_row(row):
+            if valid_run_id(run_id) and shard_of(run_id) == path and _valid_row(row, measure):
                 catalog.rows[run_id] = row
     return catalog
 
@@ -185,12 +193,17 @@ def write_catalog(git_dir: Path, base: Catalog, rows: dict[str, dict[str, Any]],
     these rows winning), on `base` as parent, kept by `ref`. Only the shards holding
     `rows` (and any that could not be read) are written again; the others keep their
     blobs."""
-    touched = {shard_of(run_id) for run_id in rows} | base.bad_shards
+    touched: dict[str, dict[str, Any]] = {path: {} for path in base.bad_shards}
+    for run_id in rows:
+        touched.setdefault(shard_of(run_id), {})
+    for source in (base.rows, rows):  # theirs first, then ours over them
+        for run_id, row in source.items():
+            shard = touched.get(shard_of(run_id))
+            if shard is not None:
+                shard[run_id] = row
     files: dict[str, bytes | str] = {"format": _FORMAT}
     files.update({path: sha for path, sha in base.shards.items() if path not in touched})
-    for path in touched:
-        shard = {rid: row for rid, row in base.rows.items() if shard_of(rid) == path}
-        shard.update({rid: row for rid, row in rows.items() if shard_of(rid) == path})
+    for path, shard in touched.items():
         if shard:
             files[path] = json.dumps(shard, sort_keys=True, separators=(",", ":")).encode()
     return import_tree_commit(git_dir, files, [base.commit] if base.commit else [],

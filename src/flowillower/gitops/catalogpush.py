@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
-from .catalog import covers, fetch_catalog, read_catalog, rows_of_commits, seen_ref, write_catalog
+from .catalog import (
+    Catalog,
+    fetch_catalog,
+    read_catalog,
+    rows_of_commits,
+    seen_ref,
+    shard_of,
+    write_catalog,
+)
+from .pushstate import load_catalog_seen, save_catalog_seen
 from .refs import CATALOG_REF, RUN_REF_PREFIX, ls_remote
 from .repo import redact, store_git
 
@@ -47,6 +56,10 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
     remote's catalog. `there` is what the remote's refs were last seen as (its catalog
     ref included); the pushed runs' refs are taken as `pushed` at first.
 
+    What the catalog this store last wrote or read describes is remembered
+    (`pushstate.load_catalog_seen`), so while the remote's catalog is still that commit a
+    push reads no row at all, and one that adds rows reads only their shards.
+
     Returns `{"rows" (rows written), "attempts" (catalog pushes made), "seconds",
     "error" (why the catalog was left as it was, or None)}`; never raises for the
     remote's sake: the runs are pushed whatever happens here.
@@ -54,6 +67,8 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
     start = time.perf_counter()
     report: dict[str, Any] = {"rows": 0, "attempts": 0, "seconds": 0.0, "error": None}
     current = {**there, **{RUN_REF_PREFIX + rid: sha for rid, sha in pushed.items()}}
+    store_root, key = git_dir.parent, seen_ref(url).rsplit("/", 1)[-1]
+    seen = loaded = load_catalog_seen(store_root, key)
     try:
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
@@ -61,15 +76,23 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
                 time.sleep(min(3.0, random.uniform(0.05, 0.3) * 1.6 ** attempt))
                 current = ls_remote(git_dir, url, [RUN_REF_PREFIX + "*", CATALOG_REF])
             remote_catalog = current.get(CATALOG_REF)
-            base_commit = fetch_catalog(git_dir, url, remote_catalog) if remote_catalog \
-                else None
-            base = read_catalog(git_dir, base_commit)
+            base: Catalog | None = None
+            if remote_catalog and seen is not None and seen[0] == remote_catalog:
+                known = seen[1]
+            else:  # another machine's catalog (or none yet): read all of it once
+                base = read_catalog(git_dir, fetch_catalog(git_dir, url, remote_catalog)
+                                    if remote_catalog else None)
+                known = {rid: row["commit"] for rid, row in base.rows.items()}
+                if base.commit:
+                    seen = (base.commit, known)
             mine = {rid: sha for rid, sha in pushed.items()
-                    if current.get(RUN_REF_PREFIX + rid) == sha
-                    and not covers(base.rows.get(rid), sha)}
-            if not mine and not base.bad_shards:
+                    if current.get(RUN_REF_PREFIX + rid) == sha and known.get(rid) != sha}
+            if not mine and not (base and base.bad_shards):
                 report["error"] = None  # complete (perhaps thanks to another machine)
                 break
+            if base is None:  # only the shards our rows go to
+                base = read_catalog(git_dir, fetch_catalog(git_dir, url, remote_catalog),
+                                    {shard_of(rid) for rid in mine})
             rows = rows_of_commits(git_dir, mine)
             # our ref for the remote's catalog names the new version at once: it holds
             # the remote's as its parent, and the next try starts from the remote anyway
@@ -78,10 +101,13 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
             done, why = _push(git_dir, url, commit)
             if done:
                 report["rows"], report["error"] = len(rows), None
+                seen = (commit, {**known, **{rid: row["commit"] for rid, row in rows.items()}})
                 break
             report["error"] = redact(f"the remote's run catalog was not updated: {why}")
     except GitError as exc:
         report["error"] = f"the remote's run catalog was not updated: {exc}"
+    if seen is not None and seen is not loaded:
+        save_catalog_seen(store_root, key, *seen)
     return _finish(report, start)
 
 

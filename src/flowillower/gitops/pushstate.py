@@ -28,7 +28,8 @@ from typing import Any
 from ..store.provenance import local_dir
 from .incoming import LARGE_ARTIFACT
 
-__all__ = ["RunFiles", "scan_run", "load_commits", "save_commits", "SETTLE_SECONDS"]
+__all__ = ["RunFiles", "scan_run", "load_commits", "save_commits", "SETTLE_SECONDS",
+           "load_catalog_seen", "save_catalog_seen"]
 
 SETTLE_SECONDS = 2.0
 # Never sent: checkpoints (loading one runs code) and the run's own index row, which is
@@ -124,12 +125,40 @@ def save_commits(store_root: Path, runs: dict[str, dict[str, str]]) -> None:
 
     A failure to write (full disk, read-only store) only costs speed next time.
     """
-    path = _state_path(store_root)
+    _save(_state_path(store_root), {"version": _STATE_VERSION, "runs": runs})
+
+
+def _seen_path(store_root: Path, key: str) -> Path:
+    return local_dir(store_root) / "push" / f"catalog-{key}.json"
+
+
+def load_catalog_seen(store_root: Path, key: str) -> tuple[str, dict[str, str]] | None:
+    """(catalog commit, {run id: commit its row describes}) as this store last wrote or
+    read the catalog of remote `key`; None when unknown or unreadable. A hint like the
+    rest: it is only used while the remote's catalog is still that very commit."""
+    try:
+        raw = json.loads(_seen_path(store_root, key).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict) or raw.get("version") != _STATE_VERSION \
+            or not isinstance(raw.get("catalog"), str) or not isinstance(raw.get("rows"), dict):
+        return None
+    return raw["catalog"], {rid: sha for rid, sha in raw["rows"].items()
+                            if isinstance(sha, str)}
+
+
+def save_catalog_seen(store_root: Path, key: str, catalog: str, rows: dict[str, str]) -> None:
+    """Remember what catalog commit `catalog` of remote `key` describes (atomically)."""
+    _save(_seen_path(store_root, key), {"version": _STATE_VERSION, "catalog": catalog,
+                                        "rows": rows})
+
+
+def _save(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": _STATE_VERSION, "runs": runs}, fh, separators=(",", ":"))
+            json.dump(doc, fh, separators=(",", ":"))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
