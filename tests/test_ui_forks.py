@@ -67,6 +67,7 @@ def test_family_api_parent_forks_tree_and_segments(store_dir):
         segs = fam["segments"]
         assert [s["inherited"] for s in segs] == [True, False]
         assert (segs[0]["first_step"], segs[0]["last_step"]) == (0, 7)
+        assert segs[1]["first_step"] == 8 and segs[1]["rewind"] is None  # went on, no rewind
         # The resumed run: two segments, the second rewound to step 4.
         res = ok(c.get("/api/runs/resumed/family"))
         assert res["parent"] is None and res["tree"]["children"] == []
@@ -153,6 +154,13 @@ def test_run_page_draws_the_fork_tree_and_segments(store_dir, page):
         expect(rows.nth(1)).to_contain_text("step 4")
         expect(rows.nth(1)).to_contain_text("4–9")
         expect(page.locator(".family-card ul[role=tree]")).to_have_count(0)  # no forks
+        # On a 390 px phone the segments scroll inside the card, never the page.
+        page.set_viewport_size({"width": 390, "height": 800})
+        page.goto(f"{url}#/run/{ids['gen1']}")
+        expect(page.locator(".family-card .family-segments")).to_be_visible()
+        expect(page.locator(".diff-pick option").nth(1)).to_be_attached()  # the runs list
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.set_viewport_size({"width": 1400, "height": 900})
         # A run with no family gets no card.
         plain = _run(range(2), name="plain")
         page.goto(f"{url}#/run/{plain}")

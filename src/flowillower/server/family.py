@@ -136,9 +136,17 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _rewind(first: int | None, earlier: list[dict[str, Any]]) -> int | None:
+    """The step a segment restarted from when it went back over recorded steps (a
+    restart from a checkpoint); None when it went on past them (or is the first)."""
+    recorded = [s["last_step"] for s in earlier if s["last_step"] is not None]
+    return first if first is not None and recorded and first <= max(recorded) else None
+
+
 def segments_doc(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's segments (empty for a run never resumed or forked), oldest first:
-    index, first and last step (`rewind`: the step a resumed segment restarted from),
+    index, first and last step (`rewind`: the step a resumed segment went back to, when
+    it restarted before the last recorded step),
     code version, host, started, and how it ended."""
     files = [(p, s) for p, s in segment_files(run_dir) if _size(p)]  # claimed, never written
     count = max((seg for _p, seg in files), default=0)
@@ -168,7 +176,7 @@ def segments_doc(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
                                else f"summary.seg{seg}.json") or {}
         out.append({
             "index": seg, "first_step": min(los, default=None), "last_step": max(his, default=None),
-            "rewind": min(los, default=None) if seg > 1 else None,
+            "rewind": _rewind(min(los, default=None), out),
             "started": started if isinstance(started, (int, float)) else None,
             "ended": summary.get("ended") if isinstance(summary.get("ended"), (int, float))
             else None,

@@ -30,9 +30,10 @@ function code(git) {
 
 function segmentsTable(segs) {
   const steps = (s) => (s.first_step === null ? "—" : `${s.first_step}–${s.last_step}`);
-  return h("table", { class: "kv family-segments" },
+  const left = { textAlign: "left", fontWeight: "normal", paddingRight: "1.2em" };
+  const table = h("table", { class: "family-segments", style: { whiteSpace: "nowrap", borderCollapse: "collapse" } },
     h("tr", { class: "muted" }, ["segment", "steps", "rewound to", "code", "host", "started", "ended"]
-      .map((t) => h("th", { text: t, scope: "col" }))),
+      .map((t) => h("th", { text: t, scope: "col", style: left }))),
     segs.map((s) => h("tr", { dataset: { segment: String(s.index) } },
       h("td", { text: s.inherited ? `${s.index} (from the parent)` : String(s.index) }),
       h("td", { class: "num", text: steps(s) }),
@@ -41,6 +42,8 @@ function segmentsTable(segs) {
       h("td", { text: s.host || "—" }),
       h("td", { text: s.started ? fmtTime(s.started) : "—" }),
       h("td", { text: s.status ? `${s.status}${s.ended ? ` ${fmtTime(s.ended)}` : ""}` : "—" }))));
+  table.querySelectorAll("td").forEach((td) => { td.style.paddingRight = "1.2em"; });
+  return table;
 }
 
 /** The card's element for a family document, or null when there is nothing to show. */
@@ -65,7 +68,8 @@ export function familyCard(doc) {
     if (doc.cut) card.append(h("p", { class: "muted", text: `showing the first ${doc.nodes} runs of the family` }));
   }
   if (doc.segments.length) {
-    card.append(h("h3", { text: `Segments (${doc.segments.length})` }), segmentsTable(doc.segments));
+    card.append(h("h3", { text: `Segments (${doc.segments.length})` }),
+      h("div", { style: { overflowX: "auto" } }, segmentsTable(doc.segments)));  // narrow screens scroll it
   }
   return card;
 }

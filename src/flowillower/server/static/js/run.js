@@ -150,7 +150,8 @@ async function artifactCard(id, key) {
 // Diff against another run picked from the project's runs (newest first): args as
 // `flowillower diff` shows them, then the code diff or why there is none.
 function diffCard(id) {
-  const pick = h("select", { "aria-label": "diff against run", class: "diff-pick" },
+  // maxWidth: a long run name in the list must not widen a 390 px page.
+  const pick = h("select", { "aria-label": "diff against run", class: "diff-pick", style: { maxWidth: "100%" } },
     h("option", { value: "", text: "loading runs…" }));
   const find = h("input", { type: "search", placeholder: "find (name or id)", "aria-label": "find the other run" });
   const out = h("div", { class: "diff-out" });
