@@ -137,6 +137,11 @@ def test_run_page_draws_the_fork_tree_and_segments(store_dir, page):
         expect(tree.locator("li.current > .family-node")).to_contain_text("gen1")
         x_gen1 = tree.locator("li.current > .family-node").bounding_box()["x"]
         assert gen2.locator(".family-node").first.bounding_box()["x"] > x_gen1
+        # One link charts the whole family together.
+        href = card.locator("a.family-chart").get_attribute("href")
+        assert href.startswith("#/charts?runs=")
+        assert sorted(href.split("=", 1)[1].split(",")) == sorted(
+            ids[k] for k in ("gen0", "gen1", "gen2", "sibling"))
         # Its first segment is the parent's copy.
         expect(card.locator(".family-segments tr[data-segment='1']")).to_contain_text(
             "from the parent")

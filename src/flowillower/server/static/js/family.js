@@ -66,6 +66,14 @@ export function familyCard(doc) {
     tree.querySelectorAll("ul").forEach((ul) => { ul.style.listStyle = "none"; });
     card.append(tree);
     if (doc.cut) card.append(h("p", { class: "muted", text: `showing the first ${doc.nodes} runs of the family` }));
+    // Every run of the tree this site has, overlaid on the charts page (forks diverge there).
+    const ids = [];
+    (function walk(n) { if (!n.missing) ids.push(n.id); n.children.forEach(walk); })(doc.tree);
+    const shown = ids.slice(0, 50);
+    if (shown.length > 1) {
+      card.append(h("p", null, h("a", { class: "family-chart", href: `#/charts?runs=${shown.map(encodeURIComponent).join(",")}`,
+        text: `chart the family (${shown.length} runs)` })));
+    }
   }
   if (doc.segments.length) {
     card.append(h("h3", { text: `Segments (${doc.segments.length})` }),
