@@ -172,3 +172,17 @@ def test_run_page_draws_the_fork_tree_and_segments(store_dir, page):
         expect(page.locator("h1.run-name")).to_have_text("plain")
         expect(page.locator(".card h2", has_text="Environment")).to_be_visible()
         expect(page.locator(".family-card")).to_have_count(0)
+
+
+def test_earlier_segments_hosts_when_recorded(store_dir):
+    """run.json's `segments_host` (one host per earlier segment, as `segments_git`) names
+    where each stretch ran; a hostile value is left out."""
+    make_family()
+    path = store_dir / "runs" / "resumed" / "run.json"
+    meta = json.loads(path.read_text())
+    with TestClient(fw_app(store_dir), base_url=LOCAL) as c:
+        assert [s["host"] for s in ok(c.get("/api/runs/resumed/family"))["segments"]][0] is None
+        for hosts, first in ((["node-07"], "node-07"), ([{"x": 1}], None), ("node-07", None)):
+            path.write_text(json.dumps({**meta, "segments_host": hosts}))
+            segs = ok(c.get("/api/runs/resumed/family"))["segments"]
+            assert segs[0]["host"] == first and segs[1]["host"] == meta["host"]

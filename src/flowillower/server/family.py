@@ -154,6 +154,9 @@ def segments_doc(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     fork = parse_fork(meta)
     gits = meta.get("segments_git") if isinstance(meta.get("segments_git"), list) else []
+    # Hosts of earlier segments, where the continuation recorded them (run.json's
+    # `segments_host`, as `segments_git`) or the segment's `resume` event names one.
+    hosts = meta.get("segments_host") if isinstance(meta.get("segments_host"), list) else []
     out = []
     for seg in range(1, count + 1):
         facts = [_file_facts(p) for p, s in files if s == seg]
@@ -169,7 +172,7 @@ def segments_doc(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             git = gits[seg - 1] if seg - 1 < len(gits) else (
                 fork["git"] if fork and seg == 1 else None)
-            host = None
+            host = hosts[seg - 1] if seg - 1 < len(hosts) else None
         if events and isinstance(events[0].get("host"), str):
             host = events[0]["host"]
         summary = read_summary(run_dir, "summary.json" if seg == count
