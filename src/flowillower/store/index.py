@@ -59,11 +59,11 @@ _FINISHED_PARTS = ("", "replays", "notes")
 _LIVE_PARTS = ("", "replays", "notes", "data.fwl", "run.json")
 
 
-def _signature(run_dir: str | Path, live: bool = True, names: list[str] | None = None
-               ) -> str:
+def _signature(run_dir: str | Path, live: bool = True, names: list[str] | None = None,
+               own: os.stat_result | None = None) -> str:
     """Cheap change detector: a few stats, no reads (plain strings: pathlib costs more
     than the stat itself at 10,000 runs). `names`: the folder's listing, taken after its
-    own stat, when the caller has one: parts it lacks are not stat'ed."""
+    own stat (`own`), when the caller has them: parts it lacks are not stat'ed."""
     parts = []
     base = os.fspath(run_dir)
     for rel in (_LIVE_PARTS if live else _FINISHED_PARTS):
@@ -71,7 +71,8 @@ def _signature(run_dir: str | Path, live: bool = True, names: list[str] | None =
             parts.append("-")
             continue
         try:
-            st = os.stat(base + "/" + rel if rel else base)
+            st = own if own is not None and not rel else os.stat(base + "/" + rel if rel
+                                                                 else base)
             parts.append(f"{st.st_mtime_ns}:{st.st_size}")
         except OSError:
             parts.append("-")
@@ -97,10 +98,8 @@ def _first_look(path: str) -> tuple[str, list[str]] | None:
         names = os.listdir(path)
     except OSError:
         return None
-    head = f"{st.st_mtime_ns}:{st.st_size}"
     live = "summary.json" not in names
-    rest = _signature(path, live, names).split("|", 1)[1]
-    return f"{head}|{rest}", names
+    return _signature(path, live, names, st), names
 
 
 # Host parameters one SQLite statement may take (the library's floor since 3.32).
