@@ -149,3 +149,17 @@ def test_a_script_that_ends_waits_at_most_the_deadline(tmp_path):
         assert hung.bodies == []
     finally:
         hung.close()
+
+
+def test_flush_after_finish_includes_the_rules_last_check():
+    quick = SlowReceiver(delay=0.0)
+    try:
+        fw.init(project="alerts", snapshot=False)
+        rules = fw.alert_rules(quick.url, nan=["loss"], check_every=60)  # a check a minute
+        fw.log("loss", float("nan"), step=0)
+        fw.finish()  # the rules make their last check once the run has ended
+        assert flush_alerts(timeout=30) == 0
+        assert [b["alert"]["title"] for b in quick.bodies] == ["loss is nan"]
+        assert not rules.thread.is_alive()
+    finally:
+        quick.close()

@@ -58,6 +58,7 @@ def flush_alerts(timeout: float = EXIT_DEADLINE) -> int:
     end = time.monotonic() + timeout
     for rules in list(_rules.values()):
         if rules.run.status is not None and rules.thread is not threading.current_thread():
+            rules._wake.set()  # its last check now, not at its next tick
             rules.thread.join(max(0.0, end - time.monotonic()))
     return flush(max(0.0, end - time.monotonic()))
 
@@ -133,19 +134,25 @@ class AlertRules:
         self._silent_sent = False
         self._tails: dict[Path, _Tail] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # check now (`flush_alerts` after the run ended)
         self.thread = threading.Thread(target=self._loop, daemon=True,
                                        name=f"flowillower-alerts-{run.id}")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching (the run's end does this by itself) and wait for the thread."""
         self._stop.set()
+        self._wake.set()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
     def _loop(self) -> None:
         # Short waits: the last check comes within half a second of the run's end.
         due = time.monotonic() + self.check_every
-        while not self._stop.wait(min(0.5, self.check_every)):
+        while True:
+            self._wake.wait(min(0.5, self.check_every))
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             finished = self.run.status is not None
             if finished or time.monotonic() >= due:
                 self.check()
