@@ -209,13 +209,17 @@ class PayloadExecutor(Executor):
 
     def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
             on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
+        from concurrent.futures import ThreadPoolExecutor
+
         packer = Packer()
-        results = {}
-        for task in tasks:
-            payload = packer.pack(task)
+        payloads = [packer.pack(task) for task in tasks]
+        for payload in payloads:
             assert "/plain" not in payload.to_json()  # no driver path travels
-            out = run_payload(payload, packer.shared(payload.tree_key) or b"",
-                              packer.shared(payload.ckpt_key))
+        with ThreadPoolExecutor(self.workers) as pool:  # each payload in its own folder
+            outs = list(pool.map(lambda p: run_payload(p, packer.shared(p.tree_key) or b"",
+                                                       packer.shared(p.ckpt_key)), payloads))
+        results = {}
+        for task, out in zip(tasks, outs):
             unpack_result(task.scratch, out)
             self.ran += 1
             results[task.id] = TaskResult(task.id, out["returncode"], out["seconds"])
