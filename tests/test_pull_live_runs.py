@@ -162,7 +162,6 @@ def test_a_pulled_run_changed_here_and_a_run_made_here_are_only_joined(team):
     here = bob / "runs" / theirs.id
     Store(bob).annotate(theirs.id, notes="bob was here")  # Bob's note: changed here
     (note,) = (here / "notes").iterdir()
-    mine_before = tree_files(bob / "runs" / mine.id)
     run_json = (here / "run.json").read_bytes()
 
     fw.finish()  # Bob's run ends here; a teammate then pushes a "newer" version of it
