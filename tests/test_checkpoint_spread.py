@@ -40,7 +40,8 @@ def _record(tmp_path: Path, iterable, **policy) -> Path:
     # (a tensor's bytes are stored raw; numpy arrays' pickled size depends on the values).
     w = torch.zeros(8192)
     run = fw.init(dir=tmp_path, snapshot=False)
-    with fw.checkpointing(w=w, max_overhead=0.0, **policy):
+    policy.setdefault("max_overhead", 0.0)
+    with fw.checkpointing(w=w, **policy):
         for _epoch in fw.loop("epoch", iterable):
             for _step in fw.loop("step", range(2)):
                 w += 0.5
@@ -96,9 +97,11 @@ def test_a_disk_budget_for_eight_keeps_eight_spread_and_warns(tmp_path: Path) ->
     and the final state keeps 8 entry points spread over the whole loop (not the first
     8), and says so once."""
     sized = _record(tmp_path / "sized", range(200), min_entry_points=16)
-    sizes = [e["bytes"] for e in CheckpointStore(sized).entries.values()]
-    assert max(sizes) - min(sizes) < 8192  # the first also holds the RNG states
-    budget = int(10.5 * max(sizes))
+    files = {e["seq"]: e["bytes"] for e in CheckpointStore(sized).entries.values()}
+    first = files.pop(0)  # it also holds the tensors later files point to (RNG states)
+    each = max(files.values())
+    assert each - min(files.values()) < 512
+    budget = first + files[1] + 8 * each + each // 2
     with pytest.warns(UserWarning, match="holds only 8 of the 16 entry points") as caught:
         run_dir = _record(tmp_path / "capped", range(200), min_entry_points=16,
                           max_disk=budget)
@@ -110,6 +113,23 @@ def test_a_disk_budget_for_eight_keeps_eight_spread_and_warns(tmp_path: Path) ->
     assert store.final() is not None  # the final state was kept room for
     on_disk = sum(p.stat().st_size for p in store.dir.glob("c*"))
     assert on_disk <= budget
+
+
+def test_entry_points_win_the_disk_over_adaptive_captures(tmp_path: Path) -> None:
+    """A generous time budget would capture every iteration until max_disk is full and
+    then stop recording; under the entry policy the other captures leave room for the
+    entry points still to come (skipped, with a manifest line), and recording goes on."""
+    sized = _record(tmp_path / "sized", range(10), min_entry_points=16)
+    size = max(e["bytes"] for e in CheckpointStore(sized).entries.values())
+    run_dir = _record(tmp_path / "busy", range(100), min_entry_points=8,
+                      max_overhead=10.0, max_disk=12 * size)
+    starts = _starts(run_dir)
+    assert set(range(0, 100, 12)) <= set(starts) and len(starts) < 12
+    lines = [json.loads(x) for x in (run_dir / "checkpoints/manifest.jsonl").read_text()
+             .splitlines()]
+    assert not [x for x in lines if x["type"] in ("stopped", "thinned")]
+    assert [x for x in lines if x["type"] == "skipped" and "max_disk" in x["reason"]]
+    assert CheckpointStore(run_dir).final() is not None
 
 
 def test_unknown_length_thins_old_entry_points_and_keeps_shared_files(tmp_path: Path,

@@ -247,7 +247,9 @@ class Recorder(EntryPoints):
         self._iter, self._iter_t0 = index, now
         self._inner_time, self._n_inner = 0.0, 0
         self._ckpt_iter, take_start = self._decide(index, now)
-        forced = not take_start and self._entry_wanted(index)
+        # A start the entry policy wants is its own (kept on disk before other captures,
+        # thinned by it), unless `every=` asked for it.
+        forced = self._entry_wanted(index) and not (self.every and index % self.every == 0)
         take_start = take_start or forced
         if (self._ckpt_iter or take_start) and not self._room(index, "iteration",
                                                               wait=forced):
@@ -314,12 +316,15 @@ class Recorder(EntryPoints):
         size = tree_stats(tree)[0]
         took = _now() - t0
         self.spent += took
-        if forced and not self.entries.planned and not self._plan_entries(index, size):
+        if (forced and index and not self.entries.planned
+                and not self._plan_entries(index, size)):
             self._drop(kind, index)  # off the stride the disk budget allows
             return
-        reason = self._disk_refusal(size)
-        while reason is not None and self._thin(f"the disk budget ({reason})"):
-            reason = self._disk_refusal(size)
+        reason = self._disk_refusal(size + self._entry_reserve(kind, index, forced, size))
+        if reason is not None and self.entries is not None:
+            skipped, reason = self._entry_room(reason, kind, index, forced, size)
+            if skipped:
+                return
         if reason is not None:
             self._stop(reason, kind, index)
             return

@@ -139,12 +139,15 @@ class EntryPoints:
                 and writer.error is None and self.stopped is None)
 
     def _plan_entries(self, index: int, size: int) -> bool:
-        """At the first entry capture: stretch the stride to what the disk budget holds
-        (the final state kept free); whether iteration `index` is still an entry point."""
+        """At the first entry capture after iteration 0: stretch the stride to what the
+        disk budget holds (the final state kept room for); whether iteration `index` is
+        still an entry point. Waits once for the writer, so that the sizes are those of
+        real files (a file holds less than its capture's estimate, or more)."""
         writer = self._writer
+        writer.wait_until(lambda: writer.pending() == 0)
         queued = max(0, self._sizes - writer.sizes_done)
         room = disk_room(writer.bytes, queued, self.max_disk, self._free)
-        each = max(size, writer.last_bytes)
+        each = writer.last_bytes or size
         if room is not None and self.entries.fit_budget(room - each, each):
             self._warn_once("fit", f"the disk budget holds only {self.entries.fit} of the "
                             f"{self.entries.target} entry points asked for (min_entry_points"
@@ -169,6 +172,30 @@ class EntryPoints:
                             f"{self.entries.stride} iterations (min_entry_points="
                             f"{self.entries.target} asked for more)")
         return True
+
+    def _entry_reserve(self, kind: str, index: int, forced: bool, size: int) -> int:
+        """Bytes another capture must leave free for the entry points still to come and
+        the final state (a loop of known length): they win the disk over other captures."""
+        policy = self.entries
+        if policy is None or forced or kind == "final" or not policy.total:
+            return 0
+        later = (policy.total - 1) // policy.stride - index // policy.stride
+        return (max(0, later) + 1) * max(size, self._writer.last_bytes)
+
+    def _entry_room(self, reason: str, kind: str, index: int, forced: bool, size: int
+                    ) -> tuple[bool, str | None]:
+        """A `size`-byte capture would pass the disk budget (`reason`) under the entry
+        policy: (skipped, what still refuses it). Entry captures and the final state make
+        room by thinning the policy's older entry points (when nothing is left to thin,
+        recording stops as without the policy); other captures are skipped, with a
+        manifest line, so that recording and the entry points to come go on."""
+        if forced or kind == "final":
+            while reason is not None and self._thin(f"the disk budget ({reason})"):
+                reason = self._disk_refusal(size)
+            return False, reason
+        self._drop(kind, index)
+        self._note({"type": "skipped", "i": index, "kind": kind, "reason": reason})
+        return True, reason
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
