@@ -248,7 +248,7 @@ def demo(epochs: int, with_ray: bool = True, overrides: list[str] | None = None,
                 print(f"  flowillower {label}: failed\n{str(exc)[-2000:]}", flush=True)
                 return
             print(f"  {'flowillower ' + label:<64}{wall:6.1f} s wall  {cpu:6.1f} s CPU  "
-                  f"({train_s / wall:.1f}x faster than re-training)", flush=True)
+                  f"({train_s / wall:.1f}x re-training's speed)", flush=True)
             for line in report.splitlines():
                 if f"replayed  {name}" in line:
                     print(f"      {line.strip()}", flush=True)
