@@ -50,9 +50,7 @@ if start:
     w[:] = saved_w
     rng.set_state(saved_rng)
 with fw.checkpointing(w=w, rng=rng):
-    for epoch in fw.loop("epoch", range(epochs)):
-        if epoch < start:
-            continue
+    for epoch in fw.loop("epoch", range(start, epochs), start=start):
         for step in fw.loop("step", range(3)):
             w += LR * rng.randn(3)
         fw.log("loss", float((w ** 2).sum()) * SCALE)

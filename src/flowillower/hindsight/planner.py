@@ -78,25 +78,15 @@ def load_run_info(run_dir: Path) -> RunInfo:
     outer = store.meta["outer"] if store.exists else outer_from_events(data.events)
     args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
     present = {name for name, s in data.series.items() if s.role == "metric"}
-    iter_times: list[float] = []
-    inner_times: list[float] = []
+    times: dict[int, tuple[float, float]] = {}
     if store.exists and store.iters:
-        count = 0
-        while count in store.iters:
-            count += 1
-        iter_times = [store.iters[i]["t"] for i in range(count)]
-        inner_times = [store.iters[i]["inner"] for i in range(count)]
+        times = {i: (e["t"], e["inner"]) for i, e in store.iters.items()}
     elif outer is not None and f"time/{outer}" in data.series:
         series = data.series[f"time/{outer}"]
         col = data.loop_names.index(outer)
         coords = data.ctx_coords[series.ctx]
-        by_index = {int(c[col]): float(v) for c, v in zip(coords, series.values)
-                    if c[col] >= 0 and (c >= 0).sum() == 1}
-        count = 0
-        while count in by_index:
-            count += 1
-        iter_times = [by_index[i] for i in range(count)]
-        inner_times = [0.0] * count
+        times = {int(c[col]): (float(v), 0.0) for c, v in zip(coords, series.values)
+                 if c[col] >= 0 and (c >= 0).sum() == 1}
     loop_start = loop_end = None
     for ev in data.events:
         if ev.get("loop") == outer and ev.get("depth") == 1:
@@ -113,11 +103,28 @@ def load_run_info(run_dir: Path) -> RunInfo:
     teardown = max(0.0, ended - loop_end) if ended and loop_end else 0.0
     loop_ended = (store.ended is not None) if store.exists else (
         loop_end is not None and bool(summary and summary.get("status") == "success"))
-    if store.exists and store.ended is not None:
-        iter_times = iter_times[:store.ended]
+    first, iter_times, inner_times = iteration_span(
+        times, ended=store.ended if store.exists else None)
     return RunInfo(reader.id, Path(run_dir), meta, summary, reader.status, args, outer,
                    len(iter_times), loop_ended, iter_times, inner_times, float(setup),
-                   float(teardown), store, present, unrecorded, changed)
+                   float(teardown), store, present, unrecorded, changed, first=first)
+
+
+def iteration_span(times: dict[int, tuple[float, float]], stop: int | None = None,
+                   ended: int | None = None) -> tuple[int, list[float], list[float]]:
+    """(first index, per-index wall times, inner-loop times) of the outer iterations
+    that ran one after another from the first recorded one (`times`: index -> (wall,
+    inner)), up to `stop`. `ended`: how many the loop ran to its end (the manifest's
+    count: a loop started at K by `fw.loop(..., start=K)` ends at K + ended). Indices
+    before the first have zero times (a resumed segment starts at its rewind point)."""
+    first = min(times, default=0)
+    end = first
+    while end in times and (stop is None or end < stop):
+        end += 1
+    if ended is not None:
+        end = min(end, first + ended)
+    return (first, [times[i][0] if i in times else 0.0 for i in range(end)],
+            [times[i][1] if i in times else 0.0 for i in range(end)])
 
 
 # -- tasks and the schedule ----------------------------------------------------------------------

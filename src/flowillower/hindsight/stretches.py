@@ -26,7 +26,7 @@ from ..store.reader import RunReader, decode_values
 from ..store.segments import NO_CUTOFF, cutoffs, file_rewinds, segment_files, still_read
 from .ckpt_files import MANIFEST
 from .ckpt_store import CheckpointStore
-from .planner import RunInfo, outer_from_events
+from .planner import RunInfo, iteration_span, outer_from_events
 
 
 @dataclass
@@ -214,14 +214,9 @@ def stretch_info(stretch: Stretch, whole: RunInfo | None = None) -> RunInfo:
         for c, v in zip(data.ctx_coords[series.ctx], series.values):
             if c[col] >= 0 and (c >= 0).sum() == 1:
                 times[int(c[col])] = (float(v), 0.0)
-    first = min(times, default=0)
-    end = first
-    while end in times and end < stretch.loop_end(outer):
-        end += 1
-    if store.meta and store.ended is not None:
-        end = min(end, store.ended)
-    iter_times = [times[i][0] if i in times else 0.0 for i in range(end)]
-    inner_times = [times[i][1] if i in times else 0.0 for i in range(end)]
+    first, iter_times, inner_times = iteration_span(
+        times, stretch.loop_end(outer), store.ended if store.meta else None)
+    end = len(iter_times)
     args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
     if whole is not None:
         args = {**whole.args, **args}
