@@ -245,3 +245,27 @@ fw.log("scale_at_start", SCALE)
     assert report.ok, str(report)
     series = RunReader(run_dir).load(["scale_at_start"]).series["scale_at_start"]
     assert series.values.tolist() == [1000.0]  # v2's, once (v1's is rewound)
+
+
+def test_replay_workers_never_resume_or_fork_in_the_real_store(
+        recorded: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's script forks when FORK_FROM is set and finds the store through
+    $FLOWILLOWER_DIR: with both in the replay's environment its workers would continue
+    or fork runs of the real store (and fail: `child` exists). They start fresh runs in
+    their scratch stores instead; the store gains nothing but the replay file."""
+    root, child = recorded["root"], recorded["child"]
+    store = root / ".flowillower"
+    monkeypatch.setenv("FLOWILLOWER_DIR", str(root))
+    monkeypatch.setenv("FORK_FROM", "parent")
+    monkeypatch.setenv("FORK_STEP", "2")
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE.replace(
+        '"probe"', '"probe_env"'))).lstrip())
+    runs_before = sorted(p.name for p in (store / "runs").iterdir())
+    files_before = sorted(p.name for p in child.iterdir())
+    report = fw.replay("probe_env", runs="id == 'child'", dir=root, yes=True, echo=_quiet)
+    assert report.ok, str(report)
+    assert sorted(p.name for p in (store / "runs").iterdir()) == runs_before
+    assert sorted(p.name for p in child.iterdir()) == sorted({*files_before, "replays"})
+    v1, v2 = recorded["v1"], recorded["v2"]
+    want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
+    assert _by_epoch(child, "probe_env") == want

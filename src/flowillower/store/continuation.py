@@ -27,7 +27,7 @@ from .layout import runs_dir
 from .resolve import check_ref, run_path
 from .segments import data_file_name, next_segment
 
-__all__ = ["RESUME_MODES", "Continuation", "resolve", "remember", "id_file",
+__all__ = ["RESUME_MODES", "Continuation", "resolve", "remember", "id_file", "in_replay_worker",
            "environment_id", "parse_fork", "write_fork", "continuation_fields",
            "set_aside_summary", "data_file_name"]
 
@@ -105,13 +105,25 @@ def _status(run_dir: Path) -> str:
     return run_status(run_dir)
 
 
+def in_replay_worker() -> bool:
+    """Whether this process is a hindsight replay worker (`$FLOWILLOWER_REPLAY`, the name
+    `hindsight.session.REPLAY_ENV`, read without importing hindsight): its run records
+    into a scratch store, so resuming or forking must not touch the real one."""
+    return bool(os.environ.get("FLOWILLOWER_REPLAY"))
+
+
 def resolve(store_root: Path, run_id: str | None, resume: str) -> Continuation:
     """The continuation `fw.init(id=run_id, resume=resume)` asks for; raises
-    FlowillowerError with what to do when the request cannot be met."""
+    FlowillowerError with what to do when the request cannot be met. A replay worker
+    always starts a fresh run: the replay feeds it the recorded segment's args and
+    state, and nothing of the store (an id file, a segment claimed in a real run found
+    through `$SLURM_JOB_ID`) may change."""
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")
     if run_id is not None:
         check_ref(run_id)
+    if in_replay_worker():
+        return Continuation(run_id)
     remember_at = None
     from_file = False
     if resume == "auto" and run_id is None:
@@ -245,6 +257,8 @@ def write_fork(store_root: Path, parent_id: str, step: int, child_id: str
     from .format import encode_rows
     from .reader import RunReader
 
+    if in_replay_worker():  # the replay merges what the fork inherited: copy nothing
+        return {"fork_of": {"run": parent_id, "step": step}, "args": {}}
     parent_dir = run_path(runs_dir(store_root), parent_id)
     reader = RunReader(parent_dir)
     data = reader.load()
