@@ -91,8 +91,11 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
                 report["error"] = None  # complete (perhaps thanks to another machine)
                 break
             if base is None:  # only the shards our rows go to
-                base = read_catalog(git_dir, fetch_catalog(git_dir, url, remote_catalog),
-                                    {shard_of(rid) for rid in mine})
+                if fetch_catalog(git_dir, url, remote_catalog) != remote_catalog:
+                    seen = None  # that version is gone here: read the remote's whole
+                    report["error"] = "the remote's run catalog changed while it was read"
+                    continue
+                base = read_catalog(git_dir, remote_catalog, {shard_of(rid) for rid in mine})
             rows = rows_of_commits(git_dir, mine)
             # our ref for the remote's catalog names the new version at once: it holds
             # the remote's as its parent, and the next try starts from the remote anyway
