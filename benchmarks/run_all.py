@@ -29,6 +29,7 @@ QUICK: dict[str, list[str]] = {
     "bench_hindsight.py": ["--epochs", "8", "--repeats", "1"],
     "bench_index.py": ["--runs", "300", "--repeats", "1"],
     "bench_integrations.py": ["--steps", "5000", "--repeats", "3"],
+    "bench_lightning_replay.py": ["--epochs", "4", "--batches", "24", "--width", "128"],
     "bench_logging.py": ["--repeats", "3"],
     "bench_model.py": ["--rounds", "5"],
     "bench_resolve.py": ["--rounds", "1", "--repeats", "3"],
