@@ -136,6 +136,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     series = data.series["loss"]
     step_at = {int(data.ctx_coords[c][col]): int(s) for c, s in zip(series.ctx, series.step)}
     _train(root, V2, "--from", "3", FORK_FROM="parent", FORK_STEP=str(step_at[2]))
+    # Killed in epoch 1 under v1, restarted from scratch under v2: v1 owns nothing.
+    _train(root, V1, "--die-at", "1", expect=-9, FLOWILLOWER_RUN_ID="restarted")
+    _train(root, V2, FLOWILLOWER_RUN_ID="restarted")
     return {"root": root, "run": root / ".flowillower" / "runs" / "resumed-run",
             "parent": parent, "child": root / ".flowillower" / "runs" / "child",
             "v1": _by_epoch(ref / ".flowillower" / "runs" / "ref-v1", "probe"),
@@ -269,3 +272,39 @@ def test_replay_workers_never_resume_or_fork_in_the_real_store(
     v1, v2 = recorded["v1"], recorded["v2"]
     want = {e: v1[e] for e in range(3)} | {e: v2[e] for e in range(3, EPOCHS)}
     assert _by_epoch(child, "probe_env") == want
+
+
+def test_a_fork_whose_parent_is_gone_says_what_it_replays(recorded: dict) -> None:
+    root, parent, child = recorded["root"], recorded["parent"], recorded["child"]
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE.replace(
+        '"probe"', '"probe_orphan"'))).lstrip())
+    aside = parent.parent.parent / "parent-aside"
+    parent.rename(aside)
+    try:
+        report = fw.replay("probe_orphan", runs="id == 'child'", dir=root, yes=True,
+                           echo=_quiet)
+    finally:
+        aside.rename(parent)
+    assert report.ok, str(report)
+    (outcome,) = report.runs
+    assert any("computed by run parent" in n and "left without the new values" in n
+               for n in outcome.notes), outcome.notes
+    v2 = recorded["v2"]
+    assert _by_epoch(child, "probe_orphan") == {e: v2[e] for e in range(3, EPOCHS)}
+
+
+def test_a_segment_rewound_entirely_is_not_replayed(recorded: dict) -> None:
+    root = recorded["root"]
+    run_dir = root / ".flowillower" / "runs" / "restarted"
+    (root / "train.py").write_text(textwrap.dedent(_with(V2, PROBE.replace(
+        '"probe"', '"probe_restarted"'))).lstrip())
+    report = fw.replay("probe_restarted", runs="id == 'restarted'", dir=root, yes=True,
+                       echo=_quiet)
+    assert report.ok, str(report)
+    (outcome,) = report.runs
+    assert outcome.tasks == 1  # segment 2 alone
+    assert any("segment 1 of 2: every iteration it ran was rewound" in n
+               for n in outcome.notes), outcome.notes
+    got = _by_epoch(run_dir, "probe_restarted")
+    assert sorted(got) == list(range(EPOCHS))
+    assert all(abs(v) > 10 for v in got.values())  # v2's scale: all from segment 2

@@ -53,11 +53,25 @@ def stretch_jobs(job: Job, store: Store, script: Path | None,
     group = [Job(job.outcome, stretch=part) for part in parts]
     for sub in group:
         assert sub.stretch is not None
-        sub.group = group
         own = sub.stretch.run_dir == run_dir
         prepare_job(sub, stretch_info(sub.stretch, whole if own else None), store, script)
+    # A stretch later segments rewound entirely has nothing to give to loop statements.
+    kept = [sub for sub in group if not _owns_nothing(sub)] or group[-1:]
+    for sub in group:
+        if sub not in kept and sub.stretch is not None:
+            notes.append(f"{sub.stretch.label}: every iteration it ran was rewound by a "
+                         "later segment; not replayed")
+    for sub in kept:
+        sub.group = kept
     job.outcome.notes += notes
-    return group
+    return kept
+
+
+def _owns_nothing(job: Job) -> bool:
+    plan = job.plan
+    if plan is None or plan.info.outer is None or plan.info.completed > plan.info.first:
+        return False
+    return all(s.place in ("outer", "inner") for s in plan.statements)
 
 
 def all_done(job: Job) -> bool:
