@@ -184,6 +184,11 @@ def test_hostile_author_and_host_are_cut_and_shown_as_text(team):
     # the group of that author is one group, its name cut the same way
     groups = ls_json(store, "-g", "author")
     assert row["author"] in {g["value"] for g in groups}
+    shown = CliRunner().invoke(cli, ["show", HOSTILE_ID, "--dir", str(store)])
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert f"  author    {row['author']}   host {row['host']}" in shown.stdout.splitlines()
+    assert f"  origin    pulled from {row['origin']}" in shown.stdout.splitlines()
 
 
 def test_ls_does_not_import_other_commands_modules(team):

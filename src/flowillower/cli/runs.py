@@ -123,6 +123,11 @@ def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
     click.echo(click.style(f"{row['name']}  ({run_id})", bold=True))
     click.echo(f"  status    {row['status']}")
     click.echo(f"  project   {row['project']}")
+    # Who and where as the index keeps them: a pulled run.json's names are cut and
+    # carry no control characters to the terminal.
+    click.echo(f"  author    {row.get('author') or '-'}   host {row.get('host') or '-'}")
+    if row.get("origin"):
+        click.echo(f"  origin    pulled from {row['origin']}")
     click.echo(f"  started   {fmt_time(row['created'])}   duration {fmt_duration(row['duration'])}")
     if isinstance(meta.get("segments"), int) and meta["segments"] > 1:  # resumed
         click.echo(f"  segments  {meta['segments']} (resumed {meta['segments'] - 1} time(s))")
@@ -135,7 +140,7 @@ def show_command(run: str, store_dir: str | None, as_json: bool) -> None:
         click.echo(f"  notes     {row['notes']}")
     click.echo(f"  git       head {git.get('head') or '-'} branch {git.get('branch') or '-'}"
                f" dirty {git.get('dirty')} snapshot {(git.get('snapshot') or '-')[:12]}")
-    click.echo(f"  host      {meta.get('host')}  python {meta.get('python')}  "
+    click.echo(f"  python    {meta.get('python')}  "
                + " ".join(f"{k} {v}" for k, v in (meta.get("packages") or {}).items()))
     if row["error"]:
         click.echo("  error     " + row["error"].strip().splitlines()[-1])
