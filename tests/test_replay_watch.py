@@ -184,20 +184,35 @@ def test_replayed_statistics_are_a_fresh_watched_runs_bit_for_bit(
     again = fw.replay(watch="model", dir=root, yes=True, echo=quiet)
     assert again.runs[0].status == "skipped"
     assert "already has fw.watch statistics" in again.runs[0].message
+    # --force-watch gets past that (here to the next refusal: no such registered name).
+    from click.testing import CliRunner
+
+    from flowillower.cli import main
+
+    forced = CliRunner().invoke(main, ["replay", "--watch", "net", "--force-watch", "-y",
+                                       "--dir", str(root / ".flowillower")])
+    assert "registered no 'net' with fw.checkpointing" in forced.output, forced.output
 
 
 def test_segments_as_self_contained_payloads(runs: dict,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The path of the Ray and Slurm executors: each task packed, run where neither the
-    store nor the repository is, its files (the side file too) shipped back."""
+    store nor the repository is, its files (the side file too) shipped back. With a
+    value name too: one replay, one file."""
     root = _copy(runs, "payload")
+    script = root / "train.py"
+    script.write_text(script.read_text().replace(
+        '    fw.log("val", ', '    fw.log("w_norm", net[0].weight.norm().item())\n'
+        '                fw.log("val", '))
     _split(monkeypatch)
     executor = PayloadExecutor(workers=2)
-    report = fw.replay(watch="model", dir=root, workers=2, yes=True, echo=quiet,
-                       executor=executor)
+    report = fw.replay("w_norm", watch="model", dir=root, script=script, workers=2, yes=True,
+                       echo=quiet, executor=executor)
     assert report.ok, str(report)
     assert report.runs[0].tasks == 2 and executor.ran == 2
+    assert report.runs[0].values["w_norm"] == 8  # 4 epochs x 2 validation batches
     assert watch_values(_run_dir(root)) == runs["want"]
+    assert len(list((_run_dir(root) / "replays").glob("*.fwl"))) == 1
 
 
 class PayloadExecutor(Executor):
