@@ -71,6 +71,7 @@ class _Replayer:
                  executor: Executor | str | None, trust: TrustArg = False,
                  watch: WatchRequest | None = None) -> None:
         self.names, self.watch = names, watch
+        self.shown = names + ([watch.label] if watch else [])  # what is printed as asked
         self.trust = TrustPolicy(trust)
         self.left_out: list[Origin] = []  # runs from elsewhere, not trusted
         self.filter = runs
@@ -267,17 +268,17 @@ class _Replayer:
     def _run(self) -> ReplayReport:
         t0 = time.perf_counter()
         outcomes = self.select()
-        report = ReplayReport(self.replay_id, self.names, outcomes)
+        report = ReplayReport(self.replay_id, self.shown, outcomes)
         if self.left_out:
             self.echo(left_out_summary(self.left_out))
         if not self.jobs:
             if not self.left_out:  # otherwise the line above said why
                 self.echo("nothing to replay: " + ("every selected run already has "
-                          + ", ".join(self.names) if outcomes else "no runs match"))
+                          + ", ".join(self.shown) if outcomes else "no runs match"))
             return report
         estimate = self.plan_all()
         report.estimate = estimate
-        self.echo(describe(self.names, self.workers, self.jobs, estimate))
+        self.echo(describe(self.shown, self.workers, self.jobs, estimate))
         runnable = [j for j in self.jobs if not j.finished]
         if not runnable:
             report.seconds = time.perf_counter() - t0
