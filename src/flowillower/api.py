@@ -314,8 +314,7 @@ def log_artifact(name: str, path: str | os.PathLike[str], step: int | None = Non
 
 def loop(name: str, iterable: Iterable[Any], progress: bool | None = None, *,
          start: int = 0) -> Iterator[Any]:
-    """Iterate while keying everything logged inside by this loop's index; `start`: the
-    first item's index (a script restarted from its checkpoint at epoch K passes K)."""
+    """Iterate while keying everything logged inside by this loop's index (from `start`)."""
     run = active_run()
     if run is None:
         return iter(iterable)
