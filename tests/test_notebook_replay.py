@@ -144,8 +144,9 @@ def test_cells_run_out_of_the_notebooks_order_are_noted() -> None:
 
 
 def test_a_run_without_recorded_cells_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(NotReplayable, match="no executed cells"):
+    with pytest.raises(NotReplayable, match="no executed cells") as refused:
         job_sources(tmp_path, {})
+    assert "Jupyter notebook" in str(refused.value) and "nbconvert" in str(refused.value)
     (tmp_path / "notebook.json").write_text(json.dumps({"path": "x", "cells": [],
                                                         "left_out": "a secret pattern"}))
     with pytest.raises(NotReplayable, match="a secret pattern"):

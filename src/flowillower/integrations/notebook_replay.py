@@ -187,7 +187,18 @@ def job_sources(run_dir: Path, meta: dict[str, Any], current: Path | None = None
 
     The old script is the run's executed cells; the new one is built from `current` (a
     .py script given with `--script`, or an .ipynb), by default the notebook at the path
-    the run recorded."""
+    the run recorded. Raises `NotReplayable` saying why not, and the way out."""
+    try:
+        return _job_sources(run_dir, meta, current)
+    except NotReplayable as exc:
+        raise NotReplayable(
+            f"the run was started in a Jupyter notebook and its cells cannot be replayed: "
+            f"{exc}; or export the notebook (jupyter nbconvert --to script NOTEBOOK.ipynb), "
+            "run that script as a new run, and replay that run") from None
+
+
+def _job_sources(run_dir: Path, meta: dict[str, Any], current: Path | None
+                 ) -> tuple[str, str, str, list[str]]:
     old = replay_source(recorded_cells(run_dir))
     record = json.loads((Path(run_dir) / "notebook.json").read_text(encoding="utf-8"))
     path = Path(current) if current is not None else Path(record.get("path") or "")
