@@ -29,9 +29,10 @@ from typing import Any
 
 from .notify import EXIT_DEADLINE, flush, send_later, webhook_body
 
-__all__ = ["alert", "alert_rules", "flush_alerts", "AlertRules", "LEVELS"]
+__all__ = ["alert", "alert_rules", "flush_alerts", "AlertRules", "LEVELS", "FINISH_DEADLINE"]
 
 LEVELS = ("info", "warn", "error")
+FINISH_DEADLINE = 5.0  # seconds fw.finish() waits for the alerts still queued
 ENV_WEBHOOK = "FLOWILLOWER_WEBHOOK"
 
 
