@@ -200,3 +200,70 @@ def test_a_capture_whose_bytes_changed_is_never_loaded(recorded, tmp_path: Path)
     ledger_file(run_copy).unlink()
     unrecorded = LightningCheckpoints(run_copy)
     assert unrecorded.skippable() == set() and len(unrecorded.unrecorded) == 6
+
+
+class _Small(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(store: Path, callback, epochs: int = 2, **trainer_options):
+    """Train `_Small` in this process with the callback; returns the run's folder."""
+    from flowillower.integrations.lightning import FlowillowerLogger
+
+    data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+    logger = FlowillowerLogger(project="small", dir=store)
+    trainer = pl.Trainer(max_epochs=epochs, logger=logger, callbacks=[callback],
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", **trainer_options)
+    trainer.fit(_Small(), torch.utils.data.DataLoader(data, batch_size=8),
+                torch.utils.data.DataLoader(data, batch_size=32))
+    run = logger.experiment
+    logger.finish()
+    return None if run is None else run.dir
+
+
+def test_epochs_validated_before_their_end_are_not_skippable(tmp_path: Path) -> None:
+    from flowillower.integrations.lightning import FlowillowerCheckpoint
+
+    callback = FlowillowerCheckpoint()
+    run_dir = _fit(tmp_path / ".flowillower", callback, val_check_interval=0.5)
+    store = LightningCheckpoints(run_dir)
+    assert store.mid_validation == {0, 1} and store.skippable() == set()
+    assert callback.captured == []
+
+
+def test_every_and_max_disk_bound_the_captures(tmp_path: Path) -> None:
+    from flowillower.integrations.lightning import FlowillowerCheckpoint
+
+    every = FlowillowerCheckpoint(every=2)
+    run_dir = _fit(tmp_path / "a" / ".flowillower", every, epochs=4)
+    assert every.captured == [0, 2] and sorted(LightningCheckpoints(run_dir).epochs) == [0, 2]
+    tiny = FlowillowerCheckpoint(max_disk="1KB")
+    with pytest.warns(UserWarning, match="checkpoints stopped at epoch 0: .*max_disk"):
+        run_dir = _fit(tmp_path / "b" / ".flowillower", tiny)
+    assert tiny.captured == [] and LightningCheckpoints(run_dir).skippable() == set()
+
+
+def test_debug_mode_captures_nothing(tmp_path: Path) -> None:
+    from flowillower.integrations.lightning import FlowillowerCheckpoint
+
+    callback = FlowillowerCheckpoint()
+    fw.debug(True)
+    try:
+        assert _fit(tmp_path / ".flowillower", callback) is None
+    finally:
+        fw.debug(False)
+    assert callback.captured == [] and not (tmp_path / ".flowillower" / "runs").exists()

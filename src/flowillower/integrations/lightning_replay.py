@@ -121,10 +121,9 @@ class FlowillowerCheckpoint(Callback):
     def _find_run(self, trainer: Any) -> Run | None:
         if api.is_debug():
             return None
-        from .lightning import FlowillowerLogger
-
         for logger in trainer.loggers:
-            if isinstance(logger, FlowillowerLogger):
+            # FlowillowerLogger, named rather than imported (lightning.py imports us).
+            if type(logger).__module__ == f"{__package__}.lightning":
                 run = logger.experiment
                 return run if isinstance(run, Run) else None
         return api.open_run()
