@@ -267,3 +267,12 @@ def test_debug_mode_captures_nothing(tmp_path: Path) -> None:
     finally:
         fw.debug(False)
     assert callback.captured == [] and not (tmp_path / ".flowillower" / "runs").exists()
+
+
+def test_the_schedule_can_say_what_a_worker_skips(recorded, tmp_path: Path) -> None:
+    from flowillower.integrations.lightning_state import replay_note
+
+    _root, run_dir = recorded
+    assert replay_note(run_dir).startswith("Lightning: the worker skips the training "
+                                           "batches of 6 captured epoch(s)")
+    assert replay_note(tmp_path) is None

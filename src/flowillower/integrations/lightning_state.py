@@ -254,3 +254,17 @@ class LightningCheckpoints:
             if seq not in used:
                 del self._cache[seq]
         return tree
+
+
+def replay_note(run_dir: Path) -> str | None:
+    """What a replay worker of this run will skip, for the replay's schedule (None: the
+    run has no Lightning captures). Imports neither Lightning nor torch."""
+    store = LightningCheckpoints(run_dir)
+    if not store.exists:
+        return None
+    epochs = sorted(store.skippable())
+    if not epochs:
+        return "Lightning run recorded with FlowillowerCheckpoint, but no epoch is skippable"
+    return (f"Lightning: the worker skips the training batches of {len(epochs)} captured "
+            "epoch(s) (FlowillowerCheckpoint), unless a replayed statement may run per "
+            "batch")
