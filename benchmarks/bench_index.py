@@ -5,10 +5,11 @@ Each version trains its own store: `--runs` real runs (1,000; 10,000 with `--ful
 written through the API (args, 5 steps of two metrics, finish) by `--workers` processes,
 so each store holds what that version's writers leave (this one: a row per run). Then,
 with no index yet, each command runs as a user types it (a fresh `python -m flowillower`
-process; "warm ls" is the best of `--repeats`). Each figure is wall-clock seconds and, in
-brackets, the CPU seconds the command used (on a loaded machine the wall clock mostly
-measures the wait for a core). The previous package is `git archive BASELINE_REV`
-unpacked in a temporary folder (benchmarks/_baseline.py). A second table reads this
+process): each case `--repeats` times, the two versions taking turns, and the median
+printed. Each figure is wall-clock seconds and, in brackets, the CPU seconds the command
+used (on a loaded machine the wall clock mostly measures the wait for a core). The
+previous package is `git archive BASELINE_REV` (or `--baseline REV`: e.g. the commit
+before a change) unpacked in a temporary folder (benchmarks/_baseline.py). A second table reads this
 store's rows serially, in threads and in processes (how `reindex` could spread the work).
 Run: python benchmarks/bench_index.py [--runs 1000] [--full] [--workers 4] [--repeats 3]
      [--baseline REV]
@@ -92,17 +93,42 @@ assert len(Store(sys.argv[1]).runs()) == int(sys.argv[2])
 """
 
 
-def measure(store: Path, runs: int, workers: int, repeats: int, env: dict[str, str]
-            ) -> dict[str, Timing]:
-    out = {"train": train(store, runs, workers, env)}
-    out["first ls"] = cli(store, env, "ls")
-    out["warm ls"] = min(cli(store, env, "ls") for _ in range(repeats))
-    out["warm page"] = min(_timed([[sys.executable, "-c", PAGE, str(store), str(runs)]], env)
-                           for _ in range(repeats))
-    out["reindex"] = cli(store, env, "reindex")
+def _forget_index(store: Path) -> None:
     for suffix in ("", "-wal", "-shm"):  # a store never indexed, as after training
         (store / f"index.sqlite{suffix}").unlink(missing_ok=True)
-    out["first table"] = _timed([[sys.executable, "-c", TABLE, str(store), str(runs)]], env)
+
+
+def _case(name: str, store: Path, runs: int, env: dict[str, str]) -> Timing:
+    """One command as a user types it, from the state the case names."""
+    if name in ("first ls", "first table"):
+        _forget_index(store)
+    if name == "first table":
+        return _timed([[sys.executable, "-c", TABLE, str(store), str(runs)]], env)
+    if name == "warm page":
+        return _timed([[sys.executable, "-c", PAGE, str(store), str(runs)]], env)
+    if name == "reindex":
+        return cli(store, env, "reindex")
+    return cli(store, env, "ls")  # first ls, warm ls (after the first)
+
+
+CASES = ("first ls", "warm ls", "warm page", "reindex", "first table")
+
+
+def measure(stores: dict[str, tuple[Path, dict[str, str]]], runs: int, workers: int,
+            repeats: int) -> dict[str, dict[str, Timing]]:
+    """Train each version's store, then time each case `repeats` times, the versions
+    taking turns (a shared machine's load falls on both alike); the median of each."""
+    out: dict[str, dict[str, Timing]] = {}
+    for label, (store, env) in stores.items():
+        out[label] = {"train": train(store, runs, workers, env)}
+    for case in CASES:
+        times: dict[str, list[Timing]] = {label: [] for label in stores}
+        for _ in range(repeats):
+            for label, (store, env) in stores.items():
+                times[label].append(_case(case, store, runs, env))
+        for label, got in times.items():
+            got.sort()
+            out[label][case] = got[len(got) // 2]
     return out
 
 
@@ -150,27 +176,28 @@ def main() -> int:
     runs = 10_000 if opts.full else opts.runs
     with tempfile.TemporaryDirectory() as tmp:
         old_src = previous_package(opts.baseline, Path(tmp))
-        results: dict[str, dict[str, Timing]] = {}
+        stores: dict[str, tuple[Path, dict[str, str]]] = {}
         for label, src in (("previous", old_src), ("this", None)):
             if label == "previous" and src is None:
                 continue
             env = env_running(src)
             env.pop("FLOWILLOWER_DIR", None)
-            store = Path(tmp) / f"{label}-store" / ".flowillower"
-            results[label] = measure(store, runs, opts.workers, opts.repeats, env)
+            stores[label] = (Path(tmp) / f"{label}-store" / ".flowillower", env)
+        results = measure(stores, runs, opts.workers, opts.repeats)
         ways = spread(Path(tmp) / "this-store" / ".flowillower")
     print(f"\nindex at {runs:,} runs, {opts.workers} training processes: seconds wall "
-          "(CPU), a fresh CLI process each")
-    print(f"{'case':34}{'previous':>16}{'this':>16}{'this/prev':>11}")  # wall ratio
+          f"(CPU), a fresh CLI process each, median of {opts.repeats} taking turns; "
+          f"previous = {opts.baseline}")
+    print(f"{'case':34}{'previous':>16}{'this':>16}{'this/prev':>15}")  # wall (CPU)
     names = {"train": f"train {runs:,} runs (writers)", "first ls": "first `ls` after training",
              "first table": "first `Store.runs()` (UI table)",
-             "reindex": "`reindex` from scratch", "warm ls": "warm `ls` (best)",
+             "reindex": "`reindex` from scratch", "warm ls": "warm `ls`",
              "warm page": "warm first 50 rows + CLI imports"}
     for key, title in names.items():
         prev = results.get("previous", {}).get(key)
         this = results["this"][key]
-        ratio = f"{this[0] / prev[0]:>11.2f}" if prev else f"{'-':>11}"
-        print(f"{title:34}{_cell(prev):>16}{_cell(this):>16}{ratio}")
+        ratio = f"{this[0] / prev[0]:.2f} ({this[1] / prev[1]:.2f})" if prev else "-"
+        print(f"{title:34}{_cell(prev):>16}{_cell(this):>16}{ratio:>15}")
     print(f"\nreading the {runs:,} rows (this store): seconds wall (CPU)")
     for label, wall, cpu in ways:
         print(f"{label:34}{f'{wall:.2f} ({cpu:.2f})':>16}")
