@@ -144,7 +144,9 @@ def test_push_no_code_sends_no_snapshot(project, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "no code snapshots" in proc.stdout
     refs = git(remote, "for-each-ref", "--format=%(refname)").split()
-    assert len(refs) == 1 and refs[0].startswith("refs/flowillower/runs/")
+    # the run, and the remote's run catalog (its row names the snapshot, as run.json does)
+    assert len(refs) == 2 and refs[1].startswith("refs/flowillower/runs/")
+    assert refs[0] == "refs/flowillower/catalog"
     blobs = _all_blobs(remote)
     assert (project / "train.py").read_bytes() not in blobs
     assert any(b'"snapshot"' in blob for blob in blobs)  # the run itself did travel
