@@ -247,7 +247,9 @@ def demo(epochs: int, with_ray: bool = True, overrides: list[str] | None = None,
             except SystemExit as exc:  # shown, and the other rows still measured
                 print(f"  flowillower {label}: failed\n{str(exc)[-2000:]}", flush=True)
                 return
-            print(f"  {'flowillower ' + label:<64}{wall:6.1f} s wall  {cpu:6.1f} s CPU  "
+            # Ray's workers are the head's children, not ours: their CPU time is not seen.
+            shown = "   n/a" if env else f"{cpu:6.1f}"
+            print(f"  {'flowillower ' + label:<64}{wall:6.1f} s wall  {shown} s CPU  "
                   f"({train_s / wall:.1f}x re-training's speed)", flush=True)
             for line in report.splitlines():
                 if f"replayed  {name}" in line:
