@@ -155,11 +155,9 @@ def _timed_cli(repo: Path, *args: str, env_extra: dict[str, str] | None = None
     return wall, cpu, out.stdout + out.stderr
 
 
-# Ray stays on 127.0.0.1; and without token auth: a local ray.init() would otherwise
-# write a token into ~/.ray, turning auth on for every later Ray cluster of this user.
+# On 127.0.0.1, without token auth (else ray.init() leaves a token in ~/.ray for all).
 RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-# A one-node Ray cluster owned by this process: it lives while our pipe stays open, and
-# stopping it ends only its own processes (`ray stop` would end every Ray on the box).
+# A private Ray head, alive while our pipe is open (`ray stop` would end every Ray here).
 RAY_HEAD = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False, "
             "_node_ip_address='127.0.0.1', log_to_driver=False); "
             "print(ray.get_runtime_context().gcs_address, flush=True); "
