@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..model.schedule import Schedule
 from .ckpt_files import CheckpointError
 
 SIDE_FILE = "watch.jsonl"  # in the task's scratch folder
@@ -32,27 +33,22 @@ class WatchNotRegistered(CheckpointError):
     """`replay --watch NAME`: the replayed code never registered NAME, or not a model."""
 
 
-def _schedule_class() -> type:
-    from ..model.schedule import Schedule
+class ReplaySchedule(Schedule):
+    """A fresh run's `every` rule, closed until the segment is live; weight statistics on
+    every watched step (the driver picks a fresh run's); each watched step noted."""
 
-    class ReplaySchedule(Schedule):
-        """A fresh run's `every` rule, closed until the segment is live; weight
-        statistics on every watched step (the driver picks); each watched step noted."""
+    def __init__(self, owner: WorkerWatch, every: int) -> None:
+        super().__init__(every)
+        self.owner = owner
 
-        def __init__(self, owner: WorkerWatch, every: int) -> None:
-            super().__init__(every)
-            self.owner = owner
+    def watched(self, step: int) -> bool:
+        if not self.owner.live or not super().watched(step):
+            return False
+        self.owner.note_watched(step)
+        return True
 
-        def watched(self, step: int) -> bool:
-            if not self.owner.live or not super().watched(step):
-                return False
-            self.owner.note_watched(step)
-            return True
-
-        def params_due(self, step: int) -> bool:
-            return True
-
-    return ReplaySchedule
+    def params_due(self, step: int) -> bool:
+        return True
 
 
 class WorkerWatch:
@@ -70,7 +66,7 @@ class WorkerWatch:
         # `log_at_step` will find it when the watcher reports that step (one step later).
         self._tracker = run.on_step(self._track)
         self.watcher = api.watch(model, every=every, sink=self._sink)
-        self.watcher.schedule = _schedule_class()(self, every)
+        self.watcher.schedule = ReplaySchedule(self, every)
 
     def _track(self, step: int) -> None:
         self._coords[step] = self.run.thread_state().coords
