@@ -256,5 +256,10 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
                                  *(ref.removeprefix(RUN_REF_PREFIX) for ref in pending)})
     result["pushed"] = result["new"] + result["updated"]
     result["runs"] = len(run_ids) - len(result["rejected"])
-    result["catalog"] = update_catalog(git_dir, url, landed, there)
+    # A local working clone is a staging repository (a Space deploy's), whose own `git
+    # push` forwards the run refs to the host: a catalog started there could not
+    # fast-forward the host's, so none is written (the host's stays as it is).
+    staging = Path(url).is_dir() and (Path(url) / ".git").exists()
+    result["catalog"] = update_catalog(git_dir, url, landed, there) if not staging else {
+        "rows": 0, "attempts": 0, "seconds": 0.0, "error": None}
     return result
