@@ -23,7 +23,7 @@ from flowillower.gitops.pullselect import RunSelection
 from flowillower.gitops.sync import pull, push
 from flowillower.queries.filters import parse_filter
 from flowillower.store.catalog import Store
-from flowillower.store.provenance import pulled_info
+from flowillower.store.provenance import forget_run, mark_pulled, pulled_info
 from tests.conftest import require_browser, ui_server, wait_for
 from tests.conftest_git import bare_remote, isolate_home, make_run
 
@@ -112,6 +112,19 @@ def test_ls_filters_by_author_host_origin_and_date(team):
     assert Store(store).index.rebuild() == 5
     assert names(ls_json(store, "author == 'alice' and origin != None")) == ["alice-aa",
                                                                              "alice-bb"]
+
+
+def test_origin_follows_a_pull_record_written_after_indexing(tmp_path):
+    store = tmp_path / "solo" / ".flowillower"
+    run = fw.init(project="p", name="solo", dir=str(store), snapshot=False)
+    fw.log_metrics({"loss": 1.0}, step=0)
+    fw.finish()
+    assert [r["origin"] for r in ls_json(store)] == [None]
+    mark_pulled(store, run.dir.name, "team-remote", author="alice")
+    assert [r["origin"] for r in ls_json(store)] == ["team-remote"]
+    assert names(ls_json(store, "origin == 'team-remote'")) == ["solo"]
+    forget_run(store, run.dir.name)  # its record gone: made here again
+    assert [r["origin"] for r in ls_json(store)] == [None]
 
 
 def test_unknown_names_suggest_the_new_fields(team):

@@ -28,10 +28,11 @@ from .index_rows import (
     row_record,
     run_status,
     scan_run,
+    shown_text,
 )
 from .layout import runs_dir
 from .provenance import pulled_origins
-from .segments import segment_number
+from .signature import FINISHED_PARTS, first_look, signature
 
 SCHEMA_VERSION = 3
 # author: run.json's `user`; origin: the remote a pulled run came from (`provenance`),
@@ -50,56 +51,6 @@ CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, name TEXT, role TEXT, kind TEXT
 CREATE INDEX IF NOT EXISTS metrics_name ON metrics(name);
 CREATE INDEX IF NOT EXISTS args_name ON args(name);
 """
-
-
-# What may change in a run folder, and where it shows. Creating summary.json, replays/ or
-# notes/ changes the folder's own mtime; a new replay or note changes its subfolder's;
-# only a live run appends to data.fwl without any folder noticing.
-_FINISHED_PARTS = ("", "replays", "notes")
-_LIVE_PARTS = ("", "replays", "notes", "data.fwl", "run.json")
-
-
-def _signature(run_dir: str | Path, live: bool = True, names: list[str] | None = None,
-               own: os.stat_result | None = None) -> str:
-    """Cheap change detector: a few stats, no reads (plain strings: pathlib costs more
-    than the stat itself at 10,000 runs). `names`: the folder's listing, taken after its
-    own stat (`own`), when the caller has them: parts it lacks are not stat'ed."""
-    parts = []
-    base = os.fspath(run_dir)
-    for rel in (_LIVE_PARTS if live else _FINISHED_PARTS):
-        if rel and names is not None and rel not in names:
-            parts.append("-")
-            continue
-        try:
-            st = own if own is not None and not rel else os.stat(base + "/" + rel if rel
-                                                                 else base)
-            parts.append(f"{st.st_mtime_ns}:{st.st_size}")
-        except OSError:
-            parts.append("-")
-    if live:  # a resumed run appends to its newest segment file (store/segments.py)
-        try:
-            segs = [n for n in (os.listdir(base) if names is None else names)
-                    if n.startswith("data.seg")]
-            if segs:
-                st = os.stat(base + "/" + max(segs, key=segment_number))
-                parts.append(f"{st.st_mtime_ns}:{st.st_size}")
-        except OSError:
-            parts.append("-")
-    return "|".join(parts)
-
-
-def _first_look(path: str) -> tuple[str, list[str]] | None:
-    """The signature and listing of a run folder the index has never seen: the folder's
-    stat first, then its listing, then its parts (a change after the stat shows at the
-    next sync, never hides). The short signature when the run has finished
-    (summary.json), the long one otherwise. None when the folder is gone."""
-    try:
-        st = os.stat(path)
-        names = os.listdir(path)
-    except OSError:
-        return None
-    live = "summary.json" not in names
-    return _signature(path, live, names, st), names
 
 
 # Host parameters one SQLite statement may take (the library's floor since 3.32).
@@ -195,8 +146,13 @@ class Index:
     def sync(self) -> int:
         """Re-index run directories that changed; drop vanished ones. Returns #updated."""
         conn = self.connect()
-        known = {run_id: (sig, status) for run_id, sig, status in
-                 conn.execute("SELECT id, signature, status FROM runs")}
+        known: dict[str, tuple[str, str]] = {}
+        origin_of: dict[str, str] = {}
+        for run_id, sig, status, origin in conn.execute(
+                "SELECT id, signature, status, origin FROM runs"):
+            known[run_id] = (sig, status)
+            if origin is not None:
+                origin_of[run_id] = origin
         base = runs_dir(self.root)
         present: set[str] = set()
         changed: list[tuple[str, str]] = []
@@ -210,12 +166,14 @@ class Index:
                 changed.append((entry.path, None, True))
                 continue
             old_sig, old_status = known[entry.name]
-            sig = _signature(entry.path, live=old_status == "running")
+            sig = signature(entry.path, live=old_status == "running")
             if old_sig == sig and not (old_status == "running"
                                        and self._may_have_died(entry.name)):
                 continue
             changed.append((entry.path, sig, old_status == "running"))
         updated = self._index_paths(conn, changed)
+        updated += self._follow_origins(conn, origin_of, present - {
+            os.path.basename(path) for path, _sig, _live in changed})
         gone = set(known) - present
         if gone or updated:
             self._rows_cache = None
@@ -226,6 +184,23 @@ class Index:
                     conn.execute(f"DELETE FROM {table} WHERE {col}=?", (run_id,))
             conn.execute("COMMIT")
         return updated
+
+    def _follow_origins(self, conn: sqlite3.Connection, indexed: dict[str, str],
+                        ids: set[str]) -> int:
+        """Set the origin of runs in `ids` whose pull record changed since they were
+        indexed (a record written after the run was first seen); their files did not
+        change, so their signature says nothing. Cheap: the records are cached."""
+        pulled = pulled_origins(self.root)
+        fixes = []
+        for run_id in ids if pulled or indexed else ():
+            now = shown_text(pulled.get(run_id))
+            if now != indexed.get(run_id):
+                fixes.append((now, run_id))
+        if fixes:
+            conn.execute("BEGIN")
+            conn.executemany("UPDATE runs SET origin=? WHERE id=?", fixes)
+            conn.execute("COMMIT")
+        return len(fixes)
 
     def add_runs(self, ids: Iterable[str]) -> int:
         """Index these runs now (e.g. the ones `pull` just brought), without walking the
@@ -242,7 +217,7 @@ class Index:
             if os.path.isdir(path) and not os.path.islink(path):
                 if read_row(path) is None and os.path.exists(path + "/summary.json"):
                     record_finish(Path(path))  # best effort: without it, scanned below
-                paths.append((path, _signature(path), True))
+                paths.append((path, signature(path), True))
         updated = self._index_paths(self.connect(), paths)
         if updated:
             self._rows_cache = None
@@ -261,7 +236,7 @@ class Index:
             for path, sig, live in paths:
                 names = None
                 if sig is None:
-                    look = _first_look(path)
+                    look = first_look(path)
                     if look is None:
                         continue  # gone meanwhile
                     sig, names = look
@@ -272,7 +247,7 @@ class Index:
                 if live:  # a new or live run: the short signature once it has finished
                     status = parts.status if parts is not None else run_status(Path(path))
                     if status != "running":  # the finished parts come first in the long one
-                        sig = "|".join(sig.split("|")[:len(_FINISHED_PARTS)])
+                        sig = "|".join(sig.split("|")[:len(FINISHED_PARTS)])
                 if parts is None:
                     if not os.path.exists(path + "/run.json") \
                             and not os.path.exists(path + "/data.fwl"):
