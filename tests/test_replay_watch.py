@@ -34,7 +34,9 @@ from flowillower.store.reader import RunReader
 PY = sys.executable
 
 # Training with a validation loop after the training loop: both report steps to a
-# watcher, so the weight statistics' schedule depends on every earlier step.
+# watcher, so the weight statistics' schedule depends on every earlier step (at the start
+# of epoch 2, where the replay is split, a fresh run last measured the weights at
+# validation step 2: a segment that took its first iteration for step 0 would measure).
 SCRIPT = '''
     import os
     import torch
@@ -54,8 +56,8 @@ SCRIPT = '''
                 raise RuntimeError("injected failure")
             net.train()
             perm = torch.randperm(64)
-            for step in fw.loop("step", range(4)):
-                idx = perm[step * 16:(step + 1) * 16]
+            for step in fw.loop("step", range(6)):
+                idx = perm[step * 10:(step + 1) * 10]
                 loss = torch.nn.functional.mse_loss(net(X[idx]), Y[idx])
                 opt.zero_grad()
                 loss.backward()
