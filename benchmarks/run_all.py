@@ -35,7 +35,7 @@ QUICK: dict[str, list[str]] = {
     "bench_resolve.py": ["--rounds", "1", "--repeats", "3"],
     "bench_replay_cluster.py": ["--epochs", "20", "--long-epochs", "100"],
     "bench_server_stack.py": ["--seconds", "2"],
-    "bench_sync.py": ["--runs", "300"],
+    "bench_sync.py": ["--runs", "300", "--filter-runs", "100"],
     "bench_system_metrics.py": ["--seconds", "12"],
     "bench_ui.py": ["--runs", "1000", "--chart-runs", "50"],
     "bench_ui_series.py": ["--small", "20x100000", "--large", "2000000"],
