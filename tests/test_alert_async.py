@@ -163,3 +163,23 @@ def test_flush_after_finish_includes_the_rules_last_check():
         assert not rules.thread.is_alive()
     finally:
         quick.close()
+
+
+def test_finish_sends_pending_alerts_waiting_at_most_its_deadline(slow):
+    fw.init(project="alerts", snapshot=False)
+    fw.log("loss", 1.0, step=0)
+    fw.alert("before the end", webhook=slow.url)  # the receiver answers after 2 s
+    fw.finish()
+    assert [b["alert"]["title"] for b in slow.bodies] == ["before the end"]
+    hung = SlowReceiver(delay=120.0)
+    try:
+        fw.init(project="alerts", snapshot=False)
+        fw.log("loss", 1.0, step=0)
+        for i in range(10):  # 50 s of posts (each given up after 5 s)
+            fw.alert(f"stuck {i}", webhook=hung.url)
+        start = time.monotonic()
+        fw.finish()
+        assert time.monotonic() - start < 30  # FINISH_DEADLINE (5 s), with room for the box
+    finally:
+        hung.close()
+        flush_alerts(60)

@@ -67,3 +67,16 @@ def test_summary_and_records_show_the_logged_value(tmp_path):
     assert last["loss"] == 1.0 / 3
     series = RunReader(run.dir).load().series
     assert series["config"].last() == {"opt": {"betas": [0.9, 0.99]}, "layers": 2}
+
+
+def test_summary_args_show_the_recorded_value(tmp_path):
+    run = fw.init(dir=tmp_path, snapshot=False)
+    layers = fw.arg("layers", [64, 64])  # returns the very default list
+    config = {"opt": {"betas": [0.9, 0.99]}}
+    fw.config(config)
+    fw.log("x", 1.0)
+    layers.append(1)
+    config["opt"]["betas"].append(5)
+    fw.finish()
+    args = json.loads((run.dir / "summary.json").read_text())["args"]
+    assert args["layers"] == [64, 64] and args["opt.betas"] == [0.9, 0.99]

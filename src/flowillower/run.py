@@ -33,12 +33,8 @@ from .rows import queue_known, queue_new
 from .runinfo import Setup, atomic_write_json, default_name, max_buffer_bytes, meta_document
 from .store.buffer import BufferSet
 from .store.continuation import continuation_fields, data_file_name, set_aside_summary
-from .store.layout import (
-    ensure_store,
-    find_store_root,
-    new_run_id,
-    runs_dir,
-)
+from .store.latest import owned
+from .store.layout import ensure_store, find_store_root, new_run_id, runs_dir
 from .store.writer import FrameWriter
 from .threadstate import NO_STEP as _NO_STEP
 from .threadstate import Definitions, ThreadState, ThreadStates
@@ -258,7 +254,7 @@ class Run(LoopSurface):
             self.log_metrics(values, role="arg")
         finally:
             st.coords, st.ctx, st.step = saved
-        self.args.update(values)
+        self.args.update({name: owned(value) for name, value in values.items()})  # copies
 
     def config(self, obj: Any) -> Any:
         """Record a whole config (dict, Namespace, dataclass, OmegaConf); returns it."""
@@ -376,6 +372,8 @@ class Run(LoopSurface):
                                               self._defs.names(), self._defs.roles)
             if self.rank == 0:  # after the summary: the row is checked against it
                 lifecycle.record_index_row(self, True, writer=writer, summary=summary)
+        from .alerts import FINISH_DEADLINE, flush_alerts  # posting stays off import
+        flush_alerts(FINISH_DEADLINE)  # the alerts raised so far go out, waiting at most that
         if summary["unused_kwargs"]:
             warnings.warn("flowillower: --kwargs given but never read by fw.arg(): "
                           + ", ".join(summary["unused_kwargs"]), stacklevel=2)
