@@ -318,8 +318,9 @@ class Index:
         rows = {}
         for rec in cur:
             row = dict(zip(cols, rec))
-            row["tags"] = json.loads(row["tags"] or "[]")
-            row["loops"] = json.loads(row["loops"] or "[]")
+            tags, loops = row["tags"], row["loops"]  # mostly "[]": no parse for those
+            row["tags"] = json.loads(tags) if tags and tags != "[]" else []
+            row["loops"] = json.loads(loops) if loops and loops != "[]" else []
             row["hidden"] = bool(row["hidden"])
             row["args"], row["metrics"] = {}, {}
             rows[row["id"]] = row
