@@ -9,10 +9,12 @@ give a fresh run's values:
 * the watcher ignores steps until the segment's start state is restored (a worker's
   first outer iteration would otherwise look like the run's very first step), and
 * weight statistics (`param/...`, recorded by a fresh run at most once every
-  `param_every` steps, a rule that depends on every earlier watched step) are taken on
-  every watched step and written to `watch.jsonl` in the scratch folder with the order of
-  the watched steps; the driver, which sees every segment, keeps those of the steps a
-  fresh run would have chosen (`watch_replay.param_rows`).
+  `param_every` steps, a rule that depends on every earlier watched step) go to
+  `watch.jsonl` in the scratch folder, with the order of the watched steps; the driver,
+  which sees every segment, keeps those of the steps a fresh run would have chosen
+  (`WatchRequest.rows`). A segment that starts from a checkpoint does not know the
+  earlier steps, so it takes them on every watched step; the run's first segment follows
+  the rule itself (it has seen every step: it costs what `fw.watch` costs).
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ class WatchNotRegistered(CheckpointError):
 
 class ReplaySchedule(Schedule):
     """A fresh run's `every` rule, closed until the segment is live; weight statistics on
-    every watched step (the driver picks a fresh run's); each watched step noted."""
+    every watched step unless the segment starts with the run (`from_start`: the fresh
+    run's rule); each watched step noted."""
 
-    def __init__(self, owner: WorkerWatch, every: int) -> None:
+    def __init__(self, owner: WorkerWatch, every: int, from_start: bool) -> None:
         super().__init__(every)
-        self.owner = owner
+        self.owner, self.from_start = owner, from_start
 
     def watched(self, step: int) -> bool:
         if not self.owner.live or not super().watched(step):
@@ -48,7 +51,7 @@ class ReplaySchedule(Schedule):
         return True
 
     def params_due(self, step: int) -> bool:
-        return True
+        return super().params_due(step) if self.from_start else True
 
 
 class WorkerWatch:
@@ -66,7 +69,7 @@ class WorkerWatch:
         # `log_at_step` will find it when the watcher reports that step (one step later).
         self._tracker = run.on_step(self._track)
         self.watcher = api.watch(model, every=every, sink=self._sink)
-        self.watcher.schedule = ReplaySchedule(self, every)
+        self.watcher.schedule = ReplaySchedule(self, every, from_start=live)
 
     def _track(self, step: int) -> None:
         self._coords[step] = self.run.thread_state().coords
