@@ -177,3 +177,19 @@ def test_unknown_length_thins_old_entry_points_and_keeps_shared_files(tmp_path: 
                 w += 1
     fw.finish()
     assert rec.entries is None and rec.stats()["start_iterations"] == [0]
+
+
+def test_bad_min_entry_points_fail_before_anything_is_recorded(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    fw.init(dir=tmp_path, snapshot=False)
+    try:
+        with pytest.raises(ValueError, match="must not be negative"):
+            with fw.checkpointing(w=np.zeros(2), min_entry_points=-1):
+                pass
+        monkeypatch.setenv("FLOWILLOWER_REPLAY_PARALLELISM", "lots")
+        with pytest.raises(ValueError, match="FLOWILLOWER_REPLAY_PARALLELISM"):
+            with fw.checkpointing(w=np.zeros(2)):
+                pass
+    finally:
+        fw.finish()
+    assert not list(tmp_path.rglob("manifest.jsonl"))  # no checkpoint folder started
