@@ -16,16 +16,21 @@ outer iteration so that at least N evenly spread entry points are kept:
 Who wins when they conflict:
 
 * `every=` and adaptive captures still happen; entry points are added where they leave
-  gaps (and are never thinned: only the policy's own captures are);
+  gaps. A start the policy wants is the policy's own (it may thin it later) unless
+  `every=` asked for it; `every=` captures are never thinned;
 * `max_overhead`: entry points are taken whatever they cost (the user asked for them);
   if the loop's capture time passes `max_overhead` because of them, a warning says so once;
 * back-pressure: an entry capture waits for the writer (`when_behind` does not skip it);
-* the disk budget wins over everything: with a known length, the first entry capture's
-  size tells how many fit in `max_disk` (and above the free-space floor), and the stride
-  grows so that they stay evenly spread over the whole loop; with an unknown length, a
-  capture that would pass the budget first thins the kept entry points. Either way one
-  warning says how many of the N asked for fit. A file a kept capture still points into
-  (de-duplicated tensors) is never deleted. Thinning only ever touches the run being
+* other captures leave room on the disk for the entry points still to come and the final
+  state; past that they are skipped (a manifest line says so) and recording goes on;
+* the disk budget wins over everything: with a known length, the first entry capture
+  after iteration 0 waits once for the writer, measures the files written, and the
+  stride grows so that the entry points that fit in `max_disk` (and above the free-space
+  floor, the final state kept room for) stay evenly spread over the whole loop; with an
+  unknown length, an entry capture (or the final state) that would pass the budget first
+  thins the kept entry points. Either way one warning says how many of the N asked for
+  fit. A file a kept capture still points into (de-duplicated tensors) is never deleted
+  (it stays whole, and so stays an entry point). Thinning only ever touches the run being
   recorded, and replays skip running runs, so no replay can need a thinned capture.
 """
 
