@@ -55,12 +55,15 @@ with fw.checkpointing(w=w, rng=rng):
             w += LR * rng.randn(3)
         fw.log("loss", float((w ** 2).sum()) * SCALE)
         (ckdir / f"epoch{{epoch}}.pkl").write_bytes(pickle.dumps((w.copy(), rng.get_state())))
-        if epoch == die_at:
+        if epoch == die_at:  # once the snapshot and the last iteration are on disk
             fw.flush()
-            meta = fw.current_run().dir / "run.json"
+            run_dir = fw.current_run().dir
+            done = f'"type":"iter","i":{{epoch - 1}},'
             deadline = time.time() + 60
-            while time.time() < deadline and '"snapshot"' not in (
-                    meta.read_text() if meta.exists() else ""):
+            while time.time() < deadline and not all(
+                    p.exists() and text in p.read_text() for p, text in
+                    ((run_dir / "run.json", '"snapshot"'),
+                     (run_dir / "checkpoints" / "manifest.jsonl", done))):
                 time.sleep(0.01)
             os.kill(os.getpid(), 9)
 fw.finish()
@@ -91,13 +94,16 @@ def _project(path: Path) -> Path:
     for args in (["init", "-q"], ["config", "user.email", "t@example.com"],
                  ["config", "user.name", "t"]):
         subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
-    (path / "ckpt").mkdir()
     return path
 
 
-def _train(root: Path, source: str, *argv: str, expect: int = 0, **env: str) -> None:
+def _train(root: Path, source: str, *argv: str, ckpt: str, expect: int = 0,
+           **env: str) -> None:
+    """Run the script; `ckpt`: its own checkpoint folder (one per line of runs: a restart
+    loads what its earlier process saved there, no other run overwrites it)."""
     (root / "train.py").write_text(textwrap.dedent(source).lstrip())
-    proc = subprocess.run([PY, "train.py", str(EPOCHS), str(root / "ckpt"), *argv],
+    (root / ckpt).mkdir(exist_ok=True)
+    proc = subprocess.run([PY, "train.py", str(EPOCHS), str(root / ckpt), *argv],
                           cwd=root, env=_env(**env), capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == expect, proc.stderr
@@ -123,22 +129,22 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     references: v1 with the probe, v2 with the probe restarted from the same epoch 2."""
     base = tmp_path_factory.mktemp("resumed")
     root = _project(base / "proj")
-    _train(root, V1, "--die-at", "3", expect=-9, FLOWILLOWER_RUN_ID="resumed-run")
-    _train(root, V2, "--from", "3", FLOWILLOWER_RUN_ID="resumed-run")
+    _train(root, V1, "--die-at", "3", ckpt="c1", expect=-9, FLOWILLOWER_RUN_ID="resumed-run")
+    _train(root, V2, "--from", "3", ckpt="c1", FLOWILLOWER_RUN_ID="resumed-run")
     ref = _project(base / "ref")
-    _train(ref, _with(V1, PROBE), FLOWILLOWER_RUN_ID="ref-v1")
-    _train(ref, _with(V2, PROBE), "--from", "3", FLOWILLOWER_RUN_ID="ref-v2")
+    _train(ref, _with(V1, PROBE), ckpt="c1", FLOWILLOWER_RUN_ID="ref-v1")
+    _train(ref, _with(V2, PROBE), "--from", "3", ckpt="c1", FLOWILLOWER_RUN_ID="ref-v2")
     # A finished v1 run, and a v2 variant forked off it after epoch 2.
-    _train(root, V1, FLOWILLOWER_RUN_ID="parent")
+    _train(root, V1, ckpt="c2", FLOWILLOWER_RUN_ID="parent")
     parent = root / ".flowillower" / "runs" / "parent"
     data = RunReader(parent).load(["loss"])
     col = data.loop_names.index("epoch")
     series = data.series["loss"]
     step_at = {int(data.ctx_coords[c][col]): int(s) for c, s in zip(series.ctx, series.step)}
-    _train(root, V2, "--from", "3", FORK_FROM="parent", FORK_STEP=str(step_at[2]))
+    _train(root, V2, "--from", "3", ckpt="c2", FORK_FROM="parent", FORK_STEP=str(step_at[2]))
     # Killed in epoch 1 under v1, restarted from scratch under v2: v1 owns nothing.
-    _train(root, V1, "--die-at", "1", expect=-9, FLOWILLOWER_RUN_ID="restarted")
-    _train(root, V2, FLOWILLOWER_RUN_ID="restarted")
+    _train(root, V1, "--die-at", "1", ckpt="c3", expect=-9, FLOWILLOWER_RUN_ID="restarted")
+    _train(root, V2, ckpt="c3", FLOWILLOWER_RUN_ID="restarted")
     return {"root": root, "run": root / ".flowillower" / "runs" / "resumed-run",
             "parent": parent, "child": root / ".flowillower" / "runs" / "child",
             "v1": _by_epoch(ref / ".flowillower" / "runs" / "ref-v1", "probe"),
@@ -165,6 +171,10 @@ def test_each_segment_replays_with_its_own_code(recorded: dict) -> None:
     schedule = "\n".join(lines)
     assert "segment 1 of 2" in schedule and "segment 2 of 2" in schedule
     assert "owns iterations 0..2 of 'epoch'" in schedule
+    # Segment 1 with its checkpoints, segment 2 (none of its own) from its script's start.
+    assert "segment 1 of 2: outer loop (epoch); inner loops skipped" in outcome.strategy
+    assert "segment 2 of 2: re-executed from the start" in outcome.strategy
+    assert "no checkpoints of its own" in schedule
     (replay_file,) = (run_dir / "replays").glob("*.fwl")
     from flowillower.store.reader import decode_values
 

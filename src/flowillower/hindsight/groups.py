@@ -37,16 +37,15 @@ def stretch_jobs(job: Job, store: Store, script: Path | None,
     fork's parent is trusted like any run, else its inherited values are left out)."""
     run_dir = store.run_dir(job.outcome.run_id)
     meta = read_meta(run_dir) or {}
-    parent_dir = None
-    fork = meta.get("fork_of")
-    if isinstance(fork, dict):
+
+    def find_parent(fork_meta: dict[str, Any]) -> Path | None:
         try:
-            parent_dir = store.run_dir(str(fork.get("run")))
-        except FlowillowerError:
-            parent_dir = None
-        if parent_dir is not None and not trusted(origin(store.root, parent_dir)):
-            parent_dir = None
-    parts, notes = stretches(run_dir, meta, parent_dir)
+            parent_dir = store.run_dir(str(fork_meta["fork_of"].get("run")))
+        except (FlowillowerError, KeyError, AttributeError):
+            return None
+        return parent_dir if trusted(origin(store.root, parent_dir)) else None
+
+    parts, notes = stretches(run_dir, meta, find_parent)
     if not parts:
         return None
     whole = load_run_info(run_dir)

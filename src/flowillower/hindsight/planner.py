@@ -16,6 +16,7 @@ from typing import Any
 
 from .analysis import StatementInfo
 from .ckpt_store import CheckpointStore
+from .iterations import iteration_span, outer_from_events, recorded_times
 
 # Cost model constants (seconds), calibrated on a 2-core CPU box.
 PROCESS_EXIT_S = 0.15  # finishing the run and leaving the interpreter
@@ -57,14 +58,6 @@ class RunInfo:
     no_checkpoints: str = ""  # why it has none, when not for want of fw.checkpointing
 
 
-def outer_from_events(events: list[dict[str, Any]]) -> str | None:
-    """The outermost `fw.loop` a run entered (its first depth-1 loop_start)."""
-    for ev in events:
-        if ev.get("event") == "loop_start" and ev.get("depth") == 1:
-            return ev.get("loop")
-    return None
-
-
 def load_run_info(run_dir: Path) -> RunInfo:
     """Read a run's metadata, args, loop timings and checkpoint manifest."""
     from ..store.reader import RunReader
@@ -78,15 +71,7 @@ def load_run_info(run_dir: Path) -> RunInfo:
     outer = store.meta["outer"] if store.exists else outer_from_events(data.events)
     args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
     present = {name for name, s in data.series.items() if s.role == "metric"}
-    times: dict[int, tuple[float, float]] = {}
-    if store.exists and store.iters:
-        times = {i: (e["t"], e["inner"]) for i, e in store.iters.items()}
-    elif outer is not None and f"time/{outer}" in data.series:
-        series = data.series[f"time/{outer}"]
-        col = data.loop_names.index(outer)
-        coords = data.ctx_coords[series.ctx]
-        times = {int(c[col]): (float(v), 0.0) for c, v in zip(coords, series.values)
-                 if c[col] >= 0 and (c >= 0).sum() == 1}
+    times = recorded_times(data, outer, store)
     loop_start = loop_end = None
     for ev in data.events:
         if ev.get("loop") == outer and ev.get("depth") == 1:
@@ -108,23 +93,6 @@ def load_run_info(run_dir: Path) -> RunInfo:
     return RunInfo(reader.id, Path(run_dir), meta, summary, reader.status, args, outer,
                    len(iter_times), loop_ended, iter_times, inner_times, float(setup),
                    float(teardown), store, present, unrecorded, changed, first=first)
-
-
-def iteration_span(times: dict[int, tuple[float, float]], stop: int | None = None,
-                   ended: int | None = None) -> tuple[int, list[float], list[float]]:
-    """(first index, per-index wall times, inner-loop times) of the outer iterations
-    that ran one after another from the first recorded one (`times`: index -> (wall,
-    inner)), up to `stop`. `ended`: how many the loop ran to its end (the manifest's
-    count: a loop started at K by `fw.loop(..., start=K)` ends at K + ended). Indices
-    before the first have zero times (a resumed segment starts at its rewind point)."""
-    first = min(times, default=0)
-    end = first
-    while end in times and (stop is None or end < stop):
-        end += 1
-    if ended is not None:
-        end = min(end, first + ended)
-    return (first, [times[i][0] if i in times else 0.0 for i in range(end)],
-            [times[i][1] if i in times else 0.0 for i in range(end)])
 
 
 # -- tasks and the schedule ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ segment's files only; `Stretch.keeps` says which replayed values the run reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from ..store.reader import RunReader, decode_values
 from ..store.segments import NO_CUTOFF, cutoffs, file_rewinds, segment_files, still_read
 from .ckpt_files import MANIFEST
 from .ckpt_store import CheckpointStore
-from .planner import RunInfo, iteration_span, outer_from_events
+from .iterations import iteration_span, outer_from_events, recorded_times
+from .planner import RunInfo
 
 
 @dataclass
@@ -135,16 +137,23 @@ def checkpoint_segment(run_dir: Path, count: int, created: float) -> int | None:
     return owner
 
 
-def stretches(run_dir: Path, meta: dict[str, Any], parent_dir: Path | None = None
-              ) -> tuple[list[Stretch], list[str]]:
+ParentFinder = Callable[[dict[str, Any]], "Path | None"]
+
+
+def stretches(run_dir: Path, meta: dict[str, Any], find_parent: ParentFinder | None = None,
+              seen: frozenset[str] = frozenset()) -> tuple[list[Stretch], list[str]]:
     """The stretches a run is replayed as, in order, and notes for the schedule; no
     stretches for a run of one segment that is not a fork (replayed as a whole).
-    `parent_dir`: a fork's parent run folder when its code may run here (else its
-    inherited values are left out, with a note)."""
+    `find_parent`: a fork's run.json -> its parent's run folder when the parent's code
+    may run here, else None (its inherited values are then left out, with a note); a
+    parent that is a fork itself is followed the same way (`seen`: no cycles)."""
     count = max((seg for _p, seg in segment_files(run_dir)), default=0)
     fork = meta.get("fork_of") if isinstance(meta.get("fork_of"), dict) else None
     if count <= 1 and fork is None:
         return [], []
+    parent_dir = find_parent(meta) if fork is not None and find_parent else None
+    if parent_dir is not None and parent_dir.name in seen | {Path(run_dir).name}:
+        parent_dir = None  # a hostile run.json naming a fork's own descendant
     cuts = cutoffs(run_rewinds(run_dir))
     created = meta.get("created") if isinstance(meta.get("created"), (int, float)) else 0.0
     owner = checkpoint_segment(run_dir, count, float(created))
@@ -154,7 +163,8 @@ def stretches(run_dir: Path, meta: dict[str, Any], parent_dir: Path | None = Non
     for seg in range(1, count + 1):
         cut = cuts.get(seg, {})
         if seg == 1 and fork is not None:
-            inherited, why = _inherited(fork, parent_dir, cut)
+            inherited, why = _inherited(fork, parent_dir, cut, find_parent,
+                                        seen | {Path(run_dir).name})
             out += inherited
             if why:
                 notes.append(why)
@@ -167,7 +177,8 @@ def stretches(run_dir: Path, meta: dict[str, Any], parent_dir: Path | None = Non
     return out, notes
 
 
-def _inherited(fork: dict[str, Any], parent_dir: Path | None, cut: dict[str, int]
+def _inherited(fork: dict[str, Any], parent_dir: Path | None, cut: dict[str, int],
+               find_parent: ParentFinder | None, seen: frozenset[str]
                ) -> tuple[list[Stretch], str]:
     """A fork's copied values, replayed with its parent's stretches (or a note why not)."""
     parent, step = fork.get("run"), fork.get("step")
@@ -178,7 +189,7 @@ def _inherited(fork: dict[str, Any], parent_dir: Path | None, cut: dict[str, int
                     "(the fork's parent), which is not in this store or not trusted here: "
                     "they are left without the new values")
     meta = read_meta(parent_dir) or {}
-    parts, notes = stretches(parent_dir, meta)  # a parent that is a fork: one level
+    parts, notes = stretches(parent_dir, meta, find_parent, seen)
     if not parts:  # a parent of one segment
         store = CheckpointStore(parent_dir)
         parts = [Stretch(parent_dir.name, parent_dir, 1, meta, checkpoints=store.exists)]
@@ -188,7 +199,8 @@ def _inherited(fork: dict[str, Any], parent_dir: Path | None, cut: dict[str, int
         out.append(replace(
             part, cuts=[*part.cuts, *([cut] if cut else [])], last=False,
             max_step=step if part.max_step is None else min(step, part.max_step),
-            label=f"inherited from run {parent} (its code{where}, steps up to {step})"))
+            label=part.label if part.label.startswith("inherited") else
+            f"inherited from run {parent} (its code{where}, steps up to {step})"))
     return out, "; ".join(notes)
 
 
@@ -205,17 +217,9 @@ def stretch_info(stretch: Stretch, whole: RunInfo | None = None) -> RunInfo:
         store.iters.clear()
         unrecorded, changed = [], []
     outer = store.meta["outer"] if store.meta else outer_from_events(data.events)
-    times: dict[int, tuple[float, float]] = {}
-    if store.meta and store.iters:
-        times = {i: (e["t"], e["inner"]) for i, e in store.iters.items()}
-    elif outer is not None and f"time/{outer}" in data.series:
-        series = data.series[f"time/{outer}"]
-        col = data.loop_names.index(outer)
-        for c, v in zip(data.ctx_coords[series.ctx], series.values):
-            if c[col] >= 0 and (c >= 0).sum() == 1:
-                times[int(c[col])] = (float(v), 0.0)
     first, iter_times, inner_times = iteration_span(
-        times, stretch.loop_end(outer), store.ended if store.meta else None)
+        recorded_times(data, outer, store), stretch.loop_end(outer),
+        store.ended if store.meta else None)
     end = len(iter_times)
     args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
     if whole is not None:
