@@ -94,7 +94,9 @@ def summarize(job: Job) -> None:
         note = f"{_label(j)}: code {j.version}, {_iterations(j)}"
         if note not in j.plan.notes:
             j.plan.notes.insert(0, note)
-        out.notes += [f"{_label(j)}: {n}" for n in j.plan.notes[1:] if n not in out.notes]
+        for text in (f"{_label(j)}: {n}" for n in j.plan.notes[1:]):
+            if text not in out.notes:
+                out.notes.append(text)
 
 
 def _label(job: Job) -> str:
