@@ -34,6 +34,7 @@ QUICK: dict[str, list[str]] = {
     "bench_model.py": ["--rounds", "5"],
     "bench_resolve.py": ["--rounds", "1", "--repeats", "3"],
     "bench_replay_cluster.py": ["--epochs", "20", "--long-epochs", "100"],
+    "bench_replay_watch.py": ["--epochs", "4", "--steps", "150"],
     "bench_server_stack.py": ["--seconds", "2"],
     "bench_sync.py": ["--runs", "300", "--filter-runs", "100"],
     "bench_system_metrics.py": ["--seconds", "12"],
