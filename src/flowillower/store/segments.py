@@ -106,22 +106,6 @@ def file_rewinds(decoded: Any) -> dict[str, int]:
     return points
 
 
-def run_rewinds(run_dir: Path) -> dict[int, dict[str, int]]:
-    """Every segment of the run -> its rewind points (all its rank files together)."""
-    from .reader import decode_values
-
-    out: dict[int, dict[str, int]] = {}
-    for path, seg in segment_files(run_dir):
-        points = out.setdefault(seg, {})
-        try:
-            found = file_rewinds(decode_values(path.read_bytes()))
-        except OSError:
-            continue
-        for kind, low in found.items():
-            points[kind] = min(points.get(kind, NO_CUTOFF), low)
-    return out
-
-
 def still_read(cut: dict[str, int], coords: dict[str, int], step: int) -> bool:
     """Whether a stepped value of a segment whose cutoffs are `cut` (see `cutoffs`) is
     read, not superseded: its outermost loop's index, else its step, below the cutoff
