@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import lifecycle
 from .notify import EXIT_DEADLINE, flush, send_later, webhook_body
 
 __all__ = ["alert", "alert_rules", "flush_alerts", "AlertRules", "LEVELS", "FINISH_DEADLINE"]
@@ -63,6 +64,9 @@ def flush_alerts(timeout: float = EXIT_DEADLINE) -> int:
             rules.thread.join(max(0.0, end - time.monotonic()))
     return flush(max(0.0, end - time.monotonic()))
 
+
+# fw.finish() waits for the alerts raised so far (this module is above run.py).
+lifecycle.wait_at_finish(lambda: flush_alerts(FINISH_DEADLINE))
 
 def alert(title: str, text: str = "", level: str = "warn", *, webhook: str | None = None
           ) -> bool:

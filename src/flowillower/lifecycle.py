@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import args as _args
@@ -39,6 +40,9 @@ class Run(Protocol):
 
 
 _open_runs: list[Run] = []
+# Work a finished run waits for, at most its own deadline (alerts still being posted):
+# registered by modules above run.py, so neither imports the other.
+_finish_waits: list[Callable[[], object]] = []
 _installed = False
 _lock = threading.Lock()
 
@@ -97,6 +101,18 @@ def _at_exit() -> None:
             open_run.finish("success")
         except Exception as exc:  # pragma: no cover - reported, never raised at exit
             print(f"flowillower: could not finish run {open_run.id}: {exc}", file=sys.stderr)
+
+
+def wait_at_finish(wait: Callable[[], object]) -> None:
+    """Have every `Run.finish` call `wait()` once its summary is written."""
+    if wait not in _finish_waits:
+        _finish_waits.append(wait)
+
+
+def finish_waits() -> None:
+    """Run the registered waits (each bounds its own time)."""
+    for wait in list(_finish_waits):
+        wait()
 
 
 def forget(run: Run) -> None:

@@ -372,8 +372,7 @@ class Run(LoopSurface):
                                               self._defs.names(), self._defs.roles)
             if self.rank == 0:  # after the summary: the row is checked against it
                 lifecycle.record_index_row(self, True, writer=writer, summary=summary)
-        from .alerts import FINISH_DEADLINE, flush_alerts  # posting stays off import
-        flush_alerts(FINISH_DEADLINE)  # the alerts raised so far go out, waiting at most that
+        lifecycle.finish_waits()  # e.g. the alerts raised so far go out (at most 5 s)
         if summary["unused_kwargs"]:
             warnings.warn("flowillower: --kwargs given but never read by fw.arg(): "
                           + ", ".join(summary["unused_kwargs"]), stacklevel=2)
