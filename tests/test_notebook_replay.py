@@ -16,7 +16,7 @@ import pytest
 
 import flowillower as fw
 from flowillower.hindsight.transplant import transplant
-from flowillower.integrations.notebook_replay import (
+from flowillower.hindsight.notebook import (
     NotReplayable,
     job_sources,
     out_of_order,
@@ -78,6 +78,7 @@ def test_executed_cells_replay_a_new_statement_to_fresh_notebook_values(
     monkeypatch.setenv("PYTHONPATH", str(Path(fw.__file__).resolve().parent.parent))
     for var in ("JPY_SESSION_NAME", "FLOWILLOWER_NOTEBOOK"):
         monkeypatch.delenv(var, raising=False)
+    subprocess.run(["git", "init", "-q", str(folder)], check=True)  # a snapshot to replay
     _execute(folder, CELLS, folder / ".flowillower")
     (run_dir,) = (folder / ".flowillower" / "runs").iterdir()
     meta = RunReader(run_dir).meta
@@ -112,6 +113,13 @@ def test_executed_cells_replay_a_new_statement_to_fresh_notebook_values(
     assert replayed == expected and len(expected) == 4  # bit-identical, keyed by epoch
     assert [c for c, _ in expected] == [(0,), (1,), (2,), (3,)]
     assert _values(replay_store, "loss") == _values(folder / ".flowillower", "loss")
+
+    # The same end to end through fw.replay: the driver builds the script itself and
+    # stores the values in the notebook's run.
+    report = fw.replay("w_sum", dir=folder, yes=True, echo=lambda *_: None)
+    (outcome,) = report.runs
+    assert outcome.status == "replayed", str(report)
+    assert _values(folder / ".flowillower", "w_sum") == expected
 
 
 @pytest.mark.parametrize("cell, why", [

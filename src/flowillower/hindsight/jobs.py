@@ -46,6 +46,7 @@ class Job:
     started: float = 0.0
     attempt: int = 0
     finished: bool = False
+    notebook: bool = False  # the script is the run's executed notebook cells
     # A resumed run or a fork is replayed as several jobs, one per stretch (its own code
     # and checkpoints: stretches.py), sharing the run's outcome; `group` lists them all.
     stretch: Stretch | None = None
@@ -86,10 +87,14 @@ def prepare_job(job: Job, info: RunInfo, store: Store, script: Path | None) -> N
         run_script = os.path.join(meta.get("cwd") or "", argv[0])
     if (info.run_dir / "notebook.json").is_file() \
             or os.path.basename(run_script or "") == "ipykernel_launcher.py":
-        raise FlowillowerError(
-            "the run was started in a Jupyter notebook and a replay executes a script: "
-            "export the notebook (jupyter nbconvert --to script NOTEBOOK.ipynb), run that "
-            "script as a new run, and replay that run")
+        # The kernel's executed cells are the script (NotReplayable says why not).
+        from .notebook import job_sources
+
+        job.relpath, old_src, new_src, notes = job_sources(info.run_dir, meta, script)
+        job.notebook = True
+        out.notes += notes
+        _transplanted(job, info, old_src, new_src, sha)
+        return
     if not run_script or not run_script.endswith(".py"):
         raise FlowillowerError(f"the run was not started from a Python script "
                                f"(argv: {argv[:2]}); only scripts can be replayed")
@@ -97,17 +102,6 @@ def prepare_job(job: Job, info: RunInfo, store: Store, script: Path | None) -> N
     if rel.startswith(".."):
         raise FlowillowerError(f"the script {run_script} lies outside the snapshot root {root}")
     job.relpath = rel
-    if script is not None:
-        new_path = script
-    else:
-        # The script as it is now: where the run found it, else in this project.
-        candidates = [root / rel, store.root.parent / rel, Path.cwd() / rel]
-        new_path = next((c for c in candidates if c.is_file()), candidates[0])
-    try:
-        new_src = new_path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowillowerError(f"cannot read the current script {new_path}: {exc}; pass "
-                               "script= (--script) to name it") from None
     try:
         old_src = read_file(store.git_dir, sha, rel)
     except Exception as exc:
@@ -115,6 +109,27 @@ def prepare_job(job: Job, info: RunInfo, store: Store, script: Path | None) -> N
                                f"({type(exc).__name__}: {exc})") from None
     if isinstance(old_src, bytes):
         old_src = old_src.decode("utf-8")
+    if not out.names and script is None:
+        new_src = old_src  # only `--watch`: nothing to carry over, the script may be gone
+    else:
+        new_src = _current_script(script, [root / rel, store.root.parent / rel,
+                                           Path.cwd() / rel])
+    _transplanted(job, info, old_src, new_src, sha)
+
+
+def _current_script(script: Path | None, candidates: list[Path]) -> str:
+    """The script as it is now: `script`, else where the run found it, else here."""
+    new_path = script or next((c for c in candidates if c.is_file()), candidates[0])
+    try:
+        return new_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowillowerError(f"cannot read the current script {new_path}: {exc}; pass "
+                               "script= (--script) to name it") from None
+
+
+def _transplanted(job: Job, info: RunInfo, old_src: str, new_src: str, sha: str) -> None:
+    """Carry the new statements into `old_src` and plan the replay."""
+    out, rel = job.outcome, job.relpath
     result = transplant(old_src, new_src, out.names, label=f"snapshot {sha[:10]}")
     job.source = result.source
     job.placements = [
@@ -162,7 +177,8 @@ def materialize(job: Job, base: Path, git_dir: Path) -> None:
     cwd = tree / cwd_rel if not cwd_rel.startswith("..") else tree
     cwd.mkdir(parents=True, exist_ok=True)
     script = tree / job.relpath
-    argv = list(meta.get("argv") or [])[1:]
+    # A notebook's kernel command line (`-f kernel.json`) is not the script's.
+    argv = [] if job.notebook else list(meta.get("argv") or [])[1:]
     import flowillower
 
     package_parent = str(Path(flowillower.__file__).resolve().parent.parent)

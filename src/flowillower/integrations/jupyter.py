@@ -140,9 +140,8 @@ def _record(run: Run) -> None:
                 _copied[run] = (path, stat.st_size, stat.st_mtime_ns)
     doc = {"path": str(path) if path else None, "copy": copied,
            "cells": [{"index": i + 1, "source": source} for i, source in enumerate(cells)],
-           "replay": "a replay executes a script, and a notebook is not one: export the "
-                     "notebook (jupyter nbconvert --to script), run the script, and replay "
-                     "that run"}
+           "replay": "a replay runs these cells, in execution order, as one script "
+                     "(flowillower replay NAME); magics and shell escapes are refused"}
     _write(run, doc)
 
 
