@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 import flowillower as fw
-from flowillower.hindsight.transplant import transplant
 from flowillower.hindsight.notebook import (
     NotReplayable,
     job_sources,
     out_of_order,
     replay_source,
 )
+from flowillower.hindsight.transplant import transplant
 from flowillower.store.reader import RunReader
 
 nbformat = pytest.importorskip("nbformat")
