@@ -70,7 +70,7 @@ META_FIELDS: dict[str, Check] = {
     "created": _number, "rank": _integer, "pid": _integer, "pid_start": _integer,
     "host": _text, "user": _text, "argv": _texts, "cwd": _text, "python": _text,
     "platform": _text, "packages": _mapping,
-    "segments": _integer, "fork_of": _mapping, "segments_git": _listing,
+    "segments": _integer, "fork_of": _mapping, "segments_git": _listing, "segments_env": _listing,
 }
 SUMMARY_FIELDS: dict[str, Check] = {
     "id": _text, "status": _text, "created": _number_or_none, "ended": _number_or_none,

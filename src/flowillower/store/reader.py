@@ -19,7 +19,14 @@ from ..heartbeat import liveness
 from .decode import Block, FileValues, decode_values
 from .documents import read_meta, read_summary
 from .layout import pid_alive
-from .segments import NO_CUTOFF, RUN_LEVEL, STEPPED_ROLES, cutoffs, segment_files
+from .segments import (
+    NO_CUTOFF,
+    RUN_LEVEL,
+    STEPPED_ROLES,
+    cutoffs,
+    file_rewinds,
+    segment_files,
+)
 
 __all__ = ["STATUSES", "read_json", "Series", "RunData", "Block", "FileValues",
            "decode_values", "ContextTable", "RunReader"]
@@ -191,26 +198,8 @@ class _Collector:
         """The file's rewind points (see `segments`), over every key (not only the
         wanted ones: what a segment supersedes must not depend on the query)."""
         points = self.rewinds.setdefault(segment, {})
-        ids = [kid for kid, (_n, role) in decoded.keys.items() if role in STEPPED_ROLES]
-        if not ids:
-            return
-        wanted = np.array(ids, np.int64)
-        for _events, blocks in decoded.frames:
-            for block in blocks:
-                sel = np.isin(block.key, wanted)
-                if not sel.any():
-                    continue
-                ctx, step = block.ctx[sel], block.step[sel]
-                for c in np.unique(ctx).tolist():
-                    coords = decoded.contexts.get(c) or {}
-                    if coords:  # inside loops: the outermost loop's index
-                        kind, low = next(iter(coords.items()))
-                    else:
-                        real = step[(ctx == c) & (step >= 0)]
-                        if not len(real):
-                            continue
-                        kind, low = RUN_LEVEL, int(real.min())
-                    points[kind] = min(points.get(kind, NO_CUTOFF), int(low))
+        for kind, low in file_rewinds(decoded).items():
+            points[kind] = min(points.get(kind, NO_CUTOFF), low)
 
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
         key = (name, role == "arg" and self.wanted is not None)  # see `RunData`
