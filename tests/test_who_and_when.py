@@ -249,3 +249,18 @@ def test_ui_shows_author_host_and_origin(team, page):
         env = page.locator(".card", has_text="Environment").locator("table.kv").first
         user = env.locator("tr", has_text="user").locator("td").nth(1).text_content()
         assert user == row_author(team["store"])  # the index's cut text, not 10 MB
+
+
+def test_a_run_without_code_snapshot_still_has_an_author(tmp_path):
+    """snapshot=False captures no environment; the login name is still recorded, so
+    `author == ...` finds the run."""
+    import getpass
+
+    store = tmp_path / ".flowillower"
+    run = fw.init(project="p", name="quick", dir=str(store), snapshot=False)
+    fw.log("x", 1.0)
+    fw.finish()
+    meta = json.loads((run.dir / "run.json").read_text())
+    assert meta["user"] == getpass.getuser()
+    rows = Store(store).runs(parse_filter(f"author == '{getpass.getuser()}'"))
+    assert [r["name"] for r in rows] == ["quick"]

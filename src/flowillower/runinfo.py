@@ -89,4 +89,11 @@ def meta_document(fields: dict[str, Any], extra: dict[str, Any]) -> dict[str, An
     meta["pid"] = os.getpid()
     meta["pid_start"] = process_start_ticks(os.getpid())
     meta.setdefault("host", socket.gethostname())
+    if not isinstance(meta.get("user"), str):  # snapshot=False captures no environment
+        import getpass
+
+        try:  # who made the run: `author` in ls and the table
+            meta["user"] = getpass.getuser()
+        except Exception:  # no login name (some containers): the run has no author
+            pass
     return meta
