@@ -173,6 +173,12 @@ def test_pull_runs_by_author_writes_only_theirs(team, tmp_path, monkeypatch):
     got = pull(carol, team["url"], runs=RunSelection.parse("author == 'alice'", parse_filter))
     assert got["runs_added"] == 2
     assert sorted(p.name for p in (carol / "runs").iterdir()) == sorted(ALICE)
+    # pull indexed what it brought: the rows are there before any reader looked
+    import sqlite3
+
+    with sqlite3.connect(carol / "index.sqlite") as db:
+        indexed = sorted(r[0] for r in db.execute("SELECT id FROM runs"))
+    assert indexed == sorted(ALICE) and got["runs_indexed"] == 2
     dave = tmp_path / "dave" / ".flowillower"
     result = CliRunner().invoke(cli, ["pull", team["url"], "--runs",
                                       "author == 'alice' and created < '2026-11-01'",

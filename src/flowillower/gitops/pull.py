@@ -13,6 +13,7 @@ a pull brings is remembered as pulled (`store.provenance`), with its remote.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,8 @@ def pull(store_root: Path, remote: str, run_ids: list[str] | None = None, *,
             else:
                 result["runs_refused"].append([run_id, plan])
         write_runs(git_dir, store_root, plans, origin, result)
+        if plans and not media_only:  # the index learns of them now, not at the first look
+            result["runs_indexed"] = _index(store_root, [plan.run_id for plan in plans])
         if media_only:  # the rest of a newer version is not here: the next pull writes it
             _restore_refs(git_dir, before, list(commits))
         result["media_left"] = sum(plan.record.get("media_left", 0) for plan in plans)
@@ -216,3 +219,15 @@ def _adopt_code_refs(git_dir: Path) -> int:
         lines.append(f"delete {ref}\n")
     store_git(git_dir, ["update-ref", "--stdin"], input="".join(lines).encode())
     return refused
+
+
+def _index(store_root: Path, run_ids: list[str]) -> int:
+    """Index the pulled runs; a failure only leaves them to the first reader's scan."""
+    from ..store.index import Index
+
+    try:
+        return Index(store_root).add_runs(run_ids)
+    except Exception as exc:  # e.g. a locked or damaged index: readers rebuild it
+        print(f"flowillower: pulled runs not indexed yet ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+        return 0
