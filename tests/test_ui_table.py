@@ -211,12 +211,12 @@ def test_best_values_beyond_the_loaded_rows(page, server):
       const flipped0 = m.bestValues(cols, { "last:widgets": "min" }, loaded, false, cache, all, () => { redraws += 1; });
       await until(2);
       const flipped = m.bestValues(cols, { "last:widgets": "min" }, loaded, false, cache, all, () => {});
-      // Without an explicit scope, the link's filter is the table's.
-      history.replaceState(null, "", "#/?sort=name&desc=0&q=" + encodeURIComponent("lr > 0.25"));
+      // The table's filter is the scope of the question.
+      const filtered = { q: "lr > 0.25", hidden: false };
       const linked = new Map();
-      m.bestValues(cols, {}, loaded, false, linked, () => {}, () => { redraws += 1; });
+      m.bestValues(cols, {}, loaded, false, linked, filtered, () => { redraws += 1; });
       await until(3);
-      const scoped = m.bestValues(cols, {}, loaded, false, linked, () => {}, () => {});
+      const scoped = m.bestValues(cols, {}, loaded, false, linked, filtered, () => {});
       const local = m.bestValues(cols, { "last:widgets": "min" }, loaded, true, new Map(), all, () => {});
       window.fetch = realFetch;
       const names = ["train/loss", "val_accuracy", "fid", "heatmap_size", "mAP", "step_time",

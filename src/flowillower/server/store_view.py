@@ -259,7 +259,8 @@ class StoreView:
         out_rows = []
         for r in page:
             out = {k: r.get(k) for k in ("id", "name", "status", "created", "duration",
-                                         "tags", "notes", "hidden", "host", "git_branch",
+                                         "tags", "notes", "hidden", "host", "author",
+                                         "origin", "git_branch",
                                          "project")}
             out["cells"] = {k: cell(r, k) for k in wanted}
             out["replayed"] = sorted(m for m, s in r["metrics"].items() if s.get("replayed"))

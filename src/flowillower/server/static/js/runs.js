@@ -182,15 +182,10 @@ export async function render(root, { params }) {
   function bests(cols) {
     const rows = loadedRows();
     const epoch = st.epoch;
-    // One question at a time (a cold sort of 10,000 rows is ~0.3 s of server time: pages
-    // asked while scrolling go between them), and none left over from an older filter.
-    const ask = (key, goal) => (bestQueue = bestQueue.catch(() => {}).then(async () => (epoch !== st.epoch ? []
-      : (await api.get("runs", { q: st.q, hidden: st.hidden, sort: key, desc: goal === "max",
-        limit: 20, col: [key] })).rows)));
-    return bestValues(cols, st.goals, rows, rows.length >= st.matched, st.bestCache, ask,
-      () => { if (epoch === st.epoch) draw(); });
+    // One /api/best request for every column not answered yet, in this table's scope.
+    return bestValues(cols, st.goals, rows, rows.length >= st.matched, st.bestCache,
+      { q: st.q, hidden: st.hidden }, () => { if (epoch === st.epoch) draw(); });
   }
-  let bestQueue = Promise.resolve();
 
   function markBest(td, best) {
     td.classList.add("best");

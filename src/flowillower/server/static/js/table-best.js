@@ -2,7 +2,6 @@
 // matched runs (min for losses and errors, max for accuracies and scores; the user flips
 // a column whose name says neither, and the choice travels in the URL as `best`).
 import { api } from "./api.js";
-import { params } from "./state.js";
 
 // Whole words of a metric name (split at / _ . - and spaces) that say which way is better.
 const MIN_WORDS = new Set(["loss", "losses", "err", "error", "errors", "mae", "mse", "rmse",
@@ -47,18 +46,11 @@ export function bestOf(values, goal) {
   return best;
 }
 
-// The filter the table shows, as its link says: the runs table writes `q` and `hidden`
-// into the URL before it draws (views are links), so the link is the table's scope.
-function linkedScope() {
-  const p = params();
-  return { q: p.get("q") || "", hidden: p.get("hidden") === "1" };
-}
-
 /** Best values of the marked columns, computed here when every matched row is loaded and
  * asked of the server when only some are: every column not yet known in ONE request
  * (`/api/best`, one pass over the matched runs; a static export answers it from its
  * rows). `loaded` are the rows in hand, `complete` whether they are all the matched
- * ones, `scope` the table's {q, hidden} (else, e.g. a function, the link's). Answers
+ * ones, `scope` the table's {q, hidden}. Answers
  * land in `cache` (key|goal -> value, or null for none) and `done()` redraws. */
 export function bestValues(cols, overrides, loaded, complete, cache, scope, done) {
   const out = new Map();
@@ -80,8 +72,7 @@ export function bestValues(cols, overrides, loaded, complete, cache, scope, done
     if (v !== undefined && v !== null) out.set(col.key, { value: v, goal });
   }
   if (asking.length) {
-    const where = scope && typeof scope === "object" ? scope : linkedScope();
-    api.get("best", { q: where.q, hidden: where.hidden, col: asking.map((a) => a.key), goal: asking.map((a) => a.goal) })
+    api.get("best", { q: scope.q, hidden: scope.hidden, col: asking.map((a) => a.key), goal: asking.map((a) => a.goal) })
       .then((res) => {
         for (const a of asking) {
           const b = res.best?.[a.key];

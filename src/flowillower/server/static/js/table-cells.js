@@ -5,7 +5,7 @@ import { clear, fmtDuration, fmtNum, fmtTime, fmtValue, h, statusBadge } from ".
 const NUMERIC = (k) => /^(last|best|min|max|count):/.test(k) || k === "duration";
 // Run fields each row of /api/runs carries; other run fields come as cells.
 export const ROW_FIELDS = new Set(["id", "name", "status", "created", "duration", "tags", "notes",
-  "hidden", "host", "git_branch", "project"]);
+  "hidden", "host", "author", "origin", "git_branch", "project"]);
 const SHORT = 40;  // characters of a name a cell shows; the whole name is its tooltip
 
 /** Who made a run, where, where it came from: text (never markup), cut when long. */
