@@ -6,7 +6,9 @@ another, and `learning_rate < 0.002` matched nothing without a word."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -196,11 +198,13 @@ def test_javascript_port_resolves_names_the_same_way(tmp_path):
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    source = Path(flowillower.__file__).parent / "server" / "static" / "js" / "filter.js"
-    shutil.copy(source, tmp_path / "filter.mjs")  # .mjs: node loads it as an ES module
-    script = tmp_path / "run.mjs"
+    js_dir = Path(flowillower.__file__).parent / "server" / "static" / "js"
+    for name in ("filter.js", "when.js"):  # filter.js imports when.js
+        shutil.copy(js_dir / name, tmp_path / name)
+    (tmp_path / "package.json").write_text('{"type": "module"}')  # node: .js are ES modules
+    script = tmp_path / "run.js"
     script.write_text(
-        "import { compileFilter, exampleFilter } from './filter.mjs';\n"
+        "import { compileFilter, exampleFilter } from './filter.js';\n"
         f"const rows = {json.dumps(DEMO)}, texts = {json.dumps(PARITY)};\n"
         "const out = texts.map((t) => { try { const c = compileFilter(t, rows);\n"
         "  return { ids: rows.filter(c.pred).map((r) => r.id),\n"
@@ -212,3 +216,118 @@ def test_javascript_port_resolves_names_the_same_way(tmp_path):
     answer = json.loads(done.stdout)
     assert answer["out"] == [_python_answer(t) for t in PARITY]
     assert answer["example"] == example_filter(DEMO)
+
+
+# -- who and when: author / origin fields and dates written as text, in both engines -------
+# Under a zone that is not UTC (Newfoundland: -3:30 / -2:30, summer time until 1 Nov 2026
+# 02:00), so a date read as UTC instead of local time gives other runs.
+ZONE = "America/St_Johns"
+
+
+def _utc(text: str) -> float:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+WHO = [  # w1: 31 Oct 22:30 local; w2: 1 Nov 01:30 local; w3: 1 Jul 09:30 local
+    {"id": "w1", "author": "alice", "host": "a-box", "origin": None, "status": "success",
+     "created": _utc("2026-11-01T01:00"), "ended": _utc("2026-11-01T02:00"), "tags": [],
+     "args": {}, "metrics": {}},
+    {"id": "w2", "author": "bob", "host": "b-box", "origin": "team", "status": "success",
+     "created": _utc("2026-11-01T04:00"), "ended": _utc("2026-12-15T12:00"), "tags": [],
+     "args": {}, "metrics": {}},
+    {"id": "w3", "author": "bob", "host": "b-box", "origin": "/srv/team.git",
+     "status": "running", "created": _utc("2026-07-01T12:00"), "ended": None, "tags": [],
+     "args": {}, "metrics": {}},
+]
+# filter -> the runs it keeps in ZONE (an error: a string the message starts with)
+WHO_CASES = {
+    "author == 'bob'": ["w2", "w3"],
+    "author in ['alice', 'carol']": ["w1"],
+    "origin == 'team'": ["w2"],
+    "origin != 'team'": ["w1", "w3"],
+    "not origin": ["w1"],
+    "origin == '/srv/team.git' and status == 'running'": ["w3"],
+    "created > '2026-11-01'": ["w2"],  # date only: local midnight (UTC's would add w1)
+    "created < '2026-10-31 22:31'": ["w1", "w3"],  # no zone: local (UTC's: w3 only)
+    "created < '2026-11-01 01:30:00.5'": ["w1", "w2", "w3"],  # (UTC's: w1, w3)
+    "created >= '20261101'": ["w2"],
+    "created == '2026-11-01T04:00:00Z'": ["w2"],
+    "created == '2026-11-01T01:30-02:30'": ["w2"],
+    "created < '2026-11-01T01:00:00+0000'": ["w3"],
+    "'2026-11-01' < created": ["w2"],
+    "created > '2026-07-01T09:29' and created < '2026-07-01 09:31'": ["w3"],  # summer time
+    "ended > '2026-12-01'": ["w2"],
+    "ended != '2026-12-01'": ["w1", "w2", "w3"],
+    "created > 'yesterday'": [],  # not a date: no match, as a text never orders with a time
+    "created > '2026-13-01'": [],
+    "created > '1700000000'": [],
+    "created > 1785000000": ["w1", "w2"],
+    "created < ended": ["w1", "w2"],
+    "${'created':'>2026-11-01', 'author':'bob'}$": ["w2"],
+    "orign == 'team'": "unknown name `orign`; did you mean `origin`",
+    "athor == 'bob'": "unknown name `athor`; did you mean `author`",
+}
+
+
+def _engines_in_zone(tmp_path) -> tuple[list, list, str]:
+    """Each filter of WHO_CASES run by the Python engine and by filter.js, both in ZONE
+    (separate processes: the zone is the process's); plus node's idea of the offset."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import flowillower
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    env = {**os.environ, "TZ": ZONE}
+    texts = list(WHO_CASES)
+    py = subprocess.run(
+        [sys.executable, "-c",
+         "import json, sys\n"
+         "from flowillower.queries.filters import FilterNameError, compile_filter\n"
+         "rows, texts = json.loads(sys.stdin.read())\n"
+         "def one(t):\n"
+         "    try:\n"
+         "        c = compile_filter(t, rows)\n"
+         "    except FilterNameError as e:\n"
+         "        return {'error': str(e)}\n"
+         "    return {'ids': [r['id'] for r in rows if c.predicate(r)]}\n"
+         "print(json.dumps([one(t) for t in texts]))\n"],
+        input=json.dumps([WHO, texts]), capture_output=True, text=True, env=env,
+        timeout=120, check=True)
+    js_dir = Path(flowillower.__file__).parent / "server" / "static" / "js"
+    for name in ("filter.js", "when.js"):
+        shutil.copy(js_dir / name, tmp_path / name)
+    (tmp_path / "package.json").write_text('{"type": "module"}')  # node: .js are ES modules
+    script = tmp_path / "who.js"
+    script.write_text(
+        "import { compileFilter } from './filter.js';\n"
+        f"const rows = {json.dumps(WHO)}, texts = {json.dumps(texts)};\n"
+        "const out = texts.map((t) => { try { const c = compileFilter(t, rows);\n"
+        "  return { ids: rows.filter(c.pred).map((r) => r.id) }; }\n"
+        "  catch (e) { return { error: e.message }; } });\n"
+        "console.log(JSON.stringify({ out, offset: new Date(2026, 9, 31).getTimezoneOffset() }));\n")
+    done = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60,
+                          env=env, check=True)
+    answer = json.loads(done.stdout)
+    return json.loads(py.stdout), answer["out"], str(answer["offset"])
+
+
+def _check(answers: list, engine: str) -> None:
+    for text, got in zip(WHO_CASES, answers):
+        want = WHO_CASES[text]
+        if isinstance(want, str):
+            assert got.get("error", "").startswith(want), (engine, text, got)
+        else:
+            assert got == {"ids": want}, (engine, text, got)
+
+
+def test_author_origin_and_dates_filter_the_same_in_python_and_javascript(tmp_path):
+    python, javascript, offset = _engines_in_zone(tmp_path)
+    assert offset == "150"  # node ran in ZONE (2:30 behind UTC on 31 Oct 2026)
+    _check(python, "python")
+    _check(javascript, "filter.js")
+    assert javascript == python

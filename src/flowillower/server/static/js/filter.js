@@ -3,19 +3,23 @@
 //   fitlog:      ${'hyper-lr':'<0.3', 'hyper-lr':[0.1,0.3], 'x':'0.1<&&<0.3', 'and_filters':0}$
 //   expression:  lr < 0.3 and status == "finished"
 //   plain text:  every word appears in the run's id, name, tags, notes or args
+// `created` / `ended` also compare with dates written as text (when.js: local time unless
+// a zone is given), as the Python engine's do.
+import { When, asTime, parseTime } from "./when.js";
 
 const MISSING = Symbol("missing");
 const FIELDS = new Set(["id", "name", "project", "status", "created", "ended", "duration", "tags",
-  "notes", "host", "hidden", "git_branch", "git_head", "snapshot"]);
+  "notes", "host", "author", "origin", "hidden", "git_branch", "git_head", "snapshot"]);
 const ALIASES = { branch: "git_branch", head: "git_head", run: "id", run_id: "id" };
 const STATUS = { finished: "success", done: "success", crashed: "failed" };
 const STATS = new Set(["min", "max", "last", "count"]);
+const TIME_FIELDS = new Set(["created", "ended"]);
 
 export class FilterError extends Error {}
 
 export function lookup(row, name) {
   name = ALIASES[name] || name;
-  if (FIELDS.has(name) && name in row) return row[name];
+  if (FIELDS.has(name) && name in row) return TIME_FIELDS.has(name) ? asTime(row[name]) : row[name];
   const args = row.args || {}, metrics = row.metrics || {};
   for (const p of ["hyper-", "hyper.", "args.", "arg.", "config."]) {
     if (name.startsWith(p)) { const k = name.slice(p.length); return k in args ? args[k] : MISSING; }
@@ -44,6 +48,9 @@ const OPS = {
 };
 
 function coerce(a, b) {
+  // A run's time against text: a date (else no number reading of the text, as in Python).
+  if (a instanceof When) return typeof b === "string" ? [a.t, parseTime(b) ?? b] : coerce(a.t, b);
+  if (b instanceof When) return typeof a === "string" ? [parseTime(a) ?? a, b.t] : coerce(a, b.t);
   if (typeof a === "string" && typeof b === "number" && a.trim() !== "" && !Number.isNaN(Number(a))) return [Number(a), b];
   if (typeof b === "string" && typeof a === "number" && b.trim() !== "" && !Number.isNaN(Number(b))) return [a, Number(b)];
   return [a, b];
@@ -150,7 +157,7 @@ class Parser {
   }
 }
 
-const truth = (v) => v !== MISSING && Boolean(v);
+const truth = (v) => v !== MISSING && Boolean(v instanceof When ? v.t : v);
 function contains(container, item) {
   if (container === MISSING || item === MISSING) return false;
   if (typeof container === "string") return container.includes(String(item));
@@ -324,6 +331,7 @@ export function resolveName(name, v) {
 
 function getterOf(u) {
   const { key, stat } = u;
+  if (u.kind === "field" && TIME_FIELDS.has(key)) return (r) => (key in r ? asTime(r[key]) : MISSING);
   if (u.kind === "field") return (r) => (key in r ? r[key] : MISSING);
   if (u.kind === "arg") return (r) => (key in (r.args || {}) ? r.args[key] : MISSING);
   if (u.kind === "tag") return (r) => (r.tags || []).map(String).includes(key);
