@@ -3,10 +3,18 @@ two series wherever they are read, never one merged series."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import warnings
+
 import pytest
 
 import flowillower as fw
+from flowillower.store import index_journal
+from flowillower.store.index_rows import scan_run
 from flowillower.store.reader import RunReader
+from tests.conftest import ok
 
 
 @pytest.fixture
@@ -56,3 +64,78 @@ def test_an_arg_alone_reads_as_before(tmp_path):
     assert set(series) == {"lr", "loss"} and series["lr"].role == "arg"
     assert fw.dataframe("args.lr", "loss", dir=tmp_path)["args.lr"].tolist() == [0.1]
     assert fw.dataframe("lr", "loss", dir=tmp_path)["lr"].tolist() == [0.1]
+
+
+@pytest.fixture(params=["finish row", "scanned"])
+def store_root(request, run_dir):
+    """The store of `run_dir`, its index row as the run wrote it at finish (from the
+    writer's statistics) or gone (readers decode the run: `index_rows.scan_run`)."""
+    if request.param == "scanned":
+        (run_dir / index_journal.ROW_FILE).unlink()
+    return run_dir.parent.parent
+
+
+def test_the_runs_table_and_filters_keep_them_apart(store_root, run_dir, tmp_path):
+    table = fw.runs(dir=tmp_path)
+    assert table["lr"].tolist() == [0.1] and table["metric.lr"].tolist() == [0.03]
+    assert table["metric.lr.min"].tolist() == [0.01]
+    assert table["metric.lr.max"].tolist() == [0.03]
+    assert len(fw.runs("args.lr == 0.1", dir=tmp_path)) == 1
+    assert len(fw.runs("metrics.lr > 0.02", dir=tmp_path)) == 1
+    assert len(fw.runs("metrics.lr < 0.02", dir=tmp_path)) == 0
+    series = RunReader(run_dir).load().series  # a whole-run load too
+    assert series["lr"].role == "metric" and series["lr"].values.tolist() == [0.01, 0.02, 0.03]
+    assert (series["args.lr"].name, series["args.lr"].role, series["args.lr"].last()) == (
+        "lr", "arg", 0.1)
+
+
+def test_the_index_row_keeps_them_apart(store_root, run_dir):
+    parts = scan_run(run_dir)
+    assert parts.args == [("lr", "0.1")]
+    assert [m[:7] for m in parts.metrics if m[0] == "lr"] == [
+        ("lr", "metric", "float", 3, "0.03", 0.01, 0.03)]
+    row = index_journal.read_row(run_dir)
+    if row is not None:  # the writer's own row says the same as the reader's scan
+        assert (row.args, row.metrics) == (parts.args, parts.metrics)
+
+
+def test_ls_json_keeps_them_apart(store_root):
+    def ls(*args: str) -> list[dict]:
+        proc = subprocess.run([sys.executable, "-m", "flowillower", "ls", *args, "--json",
+                               "--dir", str(store_root)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    [row] = ls()
+    assert row["args"] == {"lr": 0.1}
+    stats = row["metrics"]["lr"]
+    assert (stats["last"], stats["min"], stats["max"], stats["count"]) == (0.03, 0.01, 0.03, 3)
+    assert len(ls("args.lr == 0.1")) == 1 and len(ls("args.lr > 0.1")) == 0
+    assert len(ls("metrics.lr == 0.03")) == 1 and len(ls("metrics.lr == 0.1")) == 0
+
+
+def test_the_uis_runs_table_keeps_them_apart(store_root):
+    with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to fix
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    from flowillower.server.app import create_app
+
+    with TestClient(create_app(store_root, sync_interval=0.1),
+                    base_url="http://127.0.0.1:8686") as client:
+        data = ok(client.get("/api/runs", params={"col": ["arg:lr", "last:lr", "best:lr"]}))
+        columns = {c["key"]: c for c in data["columns"]}
+        assert columns["arg:lr"]["group"] == "args" and columns["last:lr"]["group"] == "metrics"
+        assert data["rows"][0]["cells"] == {"arg:lr": 0.1, "last:lr": 0.03, "best:lr": 0.03}
+        for q, matched in (("args.lr == 0.1", 1), ("metrics.lr == 0.1", 0),
+                           ("metrics.lr < 0.05", 1), ("args.lr < 0.05", 0)):
+            assert ok(client.get("/api/runs", params={"q": q}))["matched"] == matched, q
+
+
+def test_a_replay_plans_with_the_arg_not_the_metric(run_dir):
+    from flowillower.hindsight.planner import load_run_info
+
+    info = load_run_info(run_dir)
+    assert info.args == {"lr": 0.1}  # the run's hyper-parameter, as a replay passes it on
+    assert {"lr", "loss"} <= info.present  # the metric is one the run already has

@@ -167,7 +167,7 @@ def _varied_run(store: Path, fault: Faults | None = None) -> fw.Run:
         if fault is not None and epoch == 1:
             fault.code = None  # the disk is back: everything pending is caught up
         fw.log("mixed", epoch if epoch != 1 else 0.5)  # an int and a float
-        fw.log("lr", 0.1 / (epoch + 1))  # an arg's name as a metric: one series
+        fw.log("lr", 0.1 / (epoch + 1))  # an arg's name as a metric: two series
     for th in threads:
         th.join()
     fw.finish()
@@ -187,11 +187,17 @@ def _compare_row_with_scan(run: fw.Run) -> dict:
 
 
 def test_a_varied_runs_finish_row_is_the_readers_row(tmp_path):
-    metrics = _compare_row_with_scan(_varied_run(tmp_path / ".flowillower"))
+    run = _varied_run(tmp_path / ".flowillower")
+    metrics = _compare_row_with_scan(run)
+    args = dict(json.loads((run.dir / index_journal.ROW_FILE).read_text())["args"])
+    assert args["lr"] == "0.1" and args["name"] == '"varied"'
     assert metrics["shared"][3] == 600 and metrics["odd"][5:7] == [2.5, 2.5]
     assert metrics["acc"][2] == "int" and metrics["mixed"][2] == "float"
     assert metrics["note"][2] == "object" and metrics["sample"][2] == "object"
     assert metrics["big"][4] == str(2**70 + 49)
+    # the metric `lr` and the arg `lr` (fw.config) are two entries, each with its values
+    assert metrics["lr"][1:5] == ["metric", "float", 3, json.dumps(0.1 / 3)]
+    assert metrics["lr"][5:7] == [0.1 / 3, 0.1]
 
 
 def test_a_run_whose_disk_failed_and_caught_up_gets_the_readers_row(tmp_path, monkeypatch,

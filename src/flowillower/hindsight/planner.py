@@ -69,7 +69,7 @@ def load_run_info(run_dir: Path) -> RunInfo:
     store = CheckpointStore(run_dir)
     unrecorded, changed = store.keep_recorded()
     outer = store.meta["outer"] if store.exists else outer_from_events(data.events)
-    args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
+    args = {s.name: s.last() for s in data.series.values() if s.role == "arg"}
     present = {name for name, s in data.series.items() if s.role == "metric"}
     times = recorded_times(data, outer, store)
     loop_start = loop_end = None

@@ -221,7 +221,7 @@ def stretch_info(stretch: Stretch, whole: RunInfo | None = None) -> RunInfo:
         recorded_times(data, outer, store), stretch.loop_end(outer),
         store.ended if store.meta else None)
     end = len(iter_times)
-    args = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
+    args = {s.name: s.last() for s in data.series.values() if s.role == "arg"}
     if whole is not None:
         args = {**whole.args, **args}
     setup = store.meta.get("setup_s") if store.meta else None

@@ -103,7 +103,8 @@ def scan_run(run_dir: Path) -> RunParts:
         ended = max(float(s.time.max()) for s in data.series.values() if len(s.time))
     parts = RunParts(reader.id, meta, reader.status, created, ended, summary.get("error"),
                      list(data.loop_names))
-    for name, series in data.series.items():
+    for series in data.series.values():
+        name = series.name  # an arg sharing a metric's name is keyed `args.<name>`
         if series.role == "arg":
             parts.args.append((name, to_json(series.last())))
             continue

@@ -76,14 +76,12 @@ def _py(value: Any) -> Any:
 class RunData:
     """Everything recorded in a run's frame files, merged across ranks and replays.
 
-    `series` is keyed by name. Loaded by name (`load(["lr", ...])`: `fw.dataframe`, the
-    UI's charts), an arg and a metric of one name (`fw.arg("lr", ...)` and
-    `fw.log("lr", ...)`) are two series: the metric under `lr`, the arg under `args.lr`
-    (each Series keeps its own `name` and `role`); `load(["args.lr"])` or
+    `series` is keyed by name. An arg and a metric of one name (`fw.arg("lr", ...)` and
+    `fw.log("lr", ...)`) are two series, whether loaded whole or by name: the metric
+    under `lr`, the arg under `args.lr` (each Series keeps its own `name` and `role`, so
+    read an arg's name from `Series.name`, not from its key); `load(["args.lr"])` or
     `load(["metrics.lr"])` asks for one role by the filter engine's spelling, and that
-    series also comes under the spelling, named so (a column of that name). A whole-run
-    `load()` still gives them as one series, as the index's finish rows
-    (`store.written`) do, until those keep them apart too."""
+    series also comes under the spelling, named so (a column of that name)."""
 
     loop_names: list[str] = field(default_factory=list)
     ctx_coords: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), np.int64))
@@ -202,7 +200,7 @@ class _Collector:
             points[kind] = min(points.get(kind, NO_CUTOFF), low)
 
     def _add(self, name, role, kind, replayed, ctx, step, time, values) -> None:
-        key = (name, role == "arg" and self.wanted is not None)  # see `RunData`
+        key = (name, role == "arg")  # an arg never merges with a metric: see `RunData`
         self.roles.setdefault(key, role)
         self.parts.setdefault(key, []).append(
             (kind, replayed, ctx, step, time, values, self.frame_seq, self.segment))

@@ -286,15 +286,17 @@ class WrittenStats:
         from .index_rows import to_json  # at finish only: `import flowillower` stays light
 
         loops = sorted(self._loops, key=self._loops.__getitem__)
-        named: dict[str, list[tuple[_Key, str]]] = {}
+        # (name, is an arg) -> its keys: an arg and a metric of one name are two entries,
+        # as the reader keeps them (`reader.RunData`)
+        named: dict[tuple[str, bool], list[tuple[_Key, str]]] = {}
         for kid, st in sorted(self._stats.items(), key=lambda item: item[1].first):
             if kid in self._keys:  # a value whose definition never reached the file
                 name, role = self._keys[kid]  # is left out by readers too
-                named.setdefault(name, []).append((st, role))
-        lasts = {name: max(group, key=lambda g: g[0].order)[0] for name, group in named.items()}
+                named.setdefault((name, role == "arg"), []).append((st, role))
+        lasts = {key: max(group, key=lambda g: g[0].order)[0] for key, group in named.items()}
         args: list[tuple[str, str]] = []
         metrics: list[tuple] = []
-        for name, group in named.items():
+        for (name, is_arg), group in named.items():
             role = group[0][1]
             if role == "sys":
                 continue
@@ -302,7 +304,7 @@ class WrittenStats:
             for st, _ in group:
                 kinds |= st.kinds
             kind = "object" if kinds >> OBJECT & 1 else "float" if kinds & 1 else "int"
-            last = lasts[name]
+            last = lasts[name, is_arg]
             value = float(last.value) if kind == "float" else last.value
             if role == "arg":
                 args.append((name, to_json(value)))

@@ -68,7 +68,7 @@ def load_run(store: Any, run_id: str) -> tuple[Config, dict[str, Any], dict[str,
 
     reader = store.reader(run_id)
     data = reader.load()
-    recorded = {name: s.last() for name, s in data.series.items() if s.role == "arg"}
+    recorded = {s.name: s.last() for s in data.series.values() if s.role == "arg"}
     try:
         cfg = from_dict(recorded)
     except ConfigError as exc:
