@@ -164,13 +164,14 @@ RAY_HEAD = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False, "
             "sys.stdin.read(); ray.shutdown()")
 
 
-def _ray_head() -> tuple[subprocess.Popen, str] | None:
-    """(process, address) of a private 2-CPU Ray head, or None without Ray."""
+def _ray_head(repo: Path) -> tuple[subprocess.Popen, str] | None:
+    """(process, address) of a private 2-CPU Ray head whose workers import the scratch
+    copy's package (not the checkout's), or None without Ray."""
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
         return None
-    env = {**os.environ, **RAY_LOOPBACK}
+    env = {**os.environ, **RAY_LOOPBACK, "PYTHONPATH": str(repo / "src")}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([sys.executable, "-c", RAY_HEAD], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -265,7 +266,7 @@ def demo(epochs: int, with_ray: bool = True, overrides: list[str] | None = None,
                "--workers", "1")
         replay("replay grad_norm --workers 2 -y      (inner loop)", "grad_norm",
                "--workers", "2")
-        head = _ray_head() if with_ray else None
+        head = _ray_head(repo) if with_ray else None
         if head is not None:
             replay("replay grad_norm --executor ray=127.0.0.1:PORT --workers 2 -y",
                    "grad_norm", "--executor", f"ray={head[1]}", "--workers", "2",
