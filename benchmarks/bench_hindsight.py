@@ -165,8 +165,7 @@ RAY_HEAD = ("import sys, ray; ray.init(num_cpus=2, include_dashboard=False, "
 
 
 def _ray_head(repo: Path) -> tuple[subprocess.Popen, str] | None:
-    """(process, address) of a private 2-CPU Ray head whose workers import the scratch
-    copy's package (not the checkout's), or None without Ray."""
+    """(process, address) of a private 2-CPU Ray head running `repo`'s package, or None."""
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
