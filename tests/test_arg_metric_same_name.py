@@ -139,3 +139,19 @@ def test_a_replay_plans_with_the_arg_not_the_metric(run_dir):
     info = load_run_info(run_dir)
     assert info.args == {"lr": 0.1}  # the run's hyper-parameter, as a replay passes it on
     assert {"lr", "loss"} <= info.present  # the metric is one the run already has
+
+
+def test_a_metric_named_like_the_args_spelling_loses_nothing(tmp_path):
+    run = fw.init(dir=tmp_path, snapshot=False)
+    fw.arg("lr", 0.1)
+    fw.log("args.lr", 7.0, step=0)  # odd, but a name the user may pick
+    fw.log("lr", 0.5, step=0)
+    fw.finish()
+    series = RunReader(run.dir).load().series
+    by_role = sorted((s.name, s.role, s.last()) for s in series.values())
+    assert by_role == [("args.lr", "metric", 7.0), ("lr", "arg", 0.1), ("lr", "metric", 0.5)]
+    written = json.loads((run.dir / index_journal.ROW_FILE).read_text())
+    parts = scan_run(run.dir)  # the reader's row is the writer's, all three in it
+    assert written["args"] == [list(a) for a in parts.args] == [["lr", "0.1"]]
+    assert written["metrics"] == [list(m) for m in parts.metrics]
+    assert sorted(m[0] for m in parts.metrics) == ["args.lr", "lr"]

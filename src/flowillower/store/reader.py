@@ -233,10 +233,17 @@ class _Collector:
     def finish(self) -> RunData:
         self._superseded()
         series = {}
+        taken = {name for name, _ in self.parts}  # each name is some series' key
         for (name, is_arg), parts in self.parts.items():
             one = _merge(name, self.roles[name, is_arg], parts)
-            # an arg sharing its name with a metric is `args.<name>`; the metric keeps it
-            series[ARG_PREFIX + name if is_arg and (name, False) in self.parts else name] = one
+            key = name
+            if is_arg and (name, False) in self.parts:
+                # an arg sharing its name with a metric is `args.<name>`; the metric keeps
+                # it (and a metric named `args.<name>` too: `args.args.<name>`, never lost)
+                key = ARG_PREFIX + name
+                while key in taken:
+                    key = ARG_PREFIX + key
+            series[key] = one
             asked = (self.as_arg if is_arg else self.as_metric).get(name)
             if asked is not None and not any((asked, a) in self.parts for a in (False, True)):
                 # asked for by its explicit spelling (and no key is named so): under it
