@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -57,6 +58,9 @@ from .routing import sanitize
 from .series import Loaded, hist_series
 
 MARKER = "data/index.json"
+# Row fields a published site never carries: a pulled run's `origin` names the team's
+# remote (a URL or a path on someone's disk), which is this machine's business only.
+PRIVATE_FIELDS = ("origin",)
 _WATCH = ("act/", "grad/", "param/")
 
 
@@ -205,7 +209,8 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     """
     t0 = time.perf_counter()
     store = Store(store_root, must_exist=True)
-    rows = store.runs(row_filter(runs_filter), include_hidden=include_hidden)
+    rows = [{k: v for k, v in row.items() if k not in PRIVATE_FIELDS}
+            for row in store.runs(row_filter(runs_filter), include_hidden=include_hidden)]
     out = Path(out_dir)
     _prepare(out)
     shutil.copytree(STATIC_DIR, out / "static",
@@ -273,7 +278,11 @@ def export_site(store_root: str | Path, out_dir: str | Path, runs_filter: str | 
     panels = export_panels(store, kept, out, lambda path, obj: _dump(path, obj, twins))
     # No timestamp: the same runs export to the same bytes (a redeploy pushes nothing).
     rows = kept
-    _dump(out / MARKER, {"version": __version__, "filter": runs_filter, "runs": rows}, twins)
+    # The filter text is shown as the site's selection, unless it names a private field
+    # (`--runs "origin == '/srv/team.git'"` would publish the path it meant to keep).
+    shown = None if runs_filter and re.search(rf"\b({'|'.join(PRIVATE_FIELDS)})\b",
+                                              runs_filter) else runs_filter
+    _dump(out / MARKER, {"version": __version__, "filter": shown, "runs": rows}, twins)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"runs": len(rows), "bytes": size, "seconds": time.perf_counter() - t0,
             "out": str(out), "serve": serve_command(out), "url": "http://127.0.0.1:8000/",

@@ -17,8 +17,15 @@ async function json(path) {
 const index = () => json("data/index.json");
 const fail = (status, message) => { throw Object.assign(new Error(message), { status }); };
 
-const RUN_FIELDS = ["name", "status", "created", "duration", "tags", "notes", "id", "host", "git_branch", "project"];
+const RUN_FIELDS = ["name", "status", "created", "duration", "tags", "notes", "id", "author", "host", "origin", "git_branch", "project"];
 const DEFAULT_FIELDS = new Set(["status", "name", "created", "duration", "tags", "notes"]);
+// Who made a run and where (as columns.py's `_telling_fields`): shown by default once they
+// tell the runs apart (two authors or hosts; any run with an origin, i.e. pulled).
+function telling(rows) {
+  const out = new Set(["author", "host"].filter((f) => new Set(rows.map((r) => r[f] ?? null)).size > 1));
+  if (rows.some((r) => r.origin)) out.add("origin");
+  return out;
+}
 const WATCH = /^(act|grad|param)\//;
 const LOWER = /loss|err|ppl|perplex|mse|mae|nll|wer|cer|latency|time|regret|dist|div/i;
 const chartable = (s) => s.kind === "float" || s.kind === "int";
@@ -77,7 +84,8 @@ function columns(rows) {
     }
   }
   const n = rows.length;
-  const cols = RUN_FIELDS.map((f) => ({ key: f, label: f.replace("git_", ""), group: "run", constant: false, visible: DEFAULT_FIELDS.has(f) }));
+  const who = telling(rows);
+  const cols = RUN_FIELDS.map((f) => ({ key: f, label: f.replace("git_", ""), group: "run", constant: false, visible: DEFAULT_FIELDS.has(f) || who.has(f) }));
   [...argVals.keys()].sort().forEach((k) => {
     const constant = n > 1 && argVals.get(k).size === 1 && argCount.get(k) === n;
     const col = { key: `arg:${k}`, label: k, group: "args", constant, count: argCount.get(k), visible: true };
@@ -117,7 +125,7 @@ async function table(p) {
   const { runs } = await index();
   const out = ordered.slice(offset, offset + limit).map((r) => ({
     id: r.id, name: r.name, status: r.status, created: r.created, duration: r.duration, tags: r.tags,
-    notes: r.notes, hidden: r.hidden, host: r.host, git_branch: r.git_branch, project: r.project,
+    notes: r.notes, hidden: r.hidden, host: r.host, author: r.author, origin: r.origin, git_branch: r.git_branch, project: r.project,
     cells: Object.fromEntries(wanted.map((k) => [k, cell(r, k)])),
     replayed: Object.entries(r.metrics).filter(([, s]) => s.replayed).map(([k]) => k).sort(),
     group: group ? cell(r, group) : undefined,
