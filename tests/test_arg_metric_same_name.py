@@ -155,3 +155,14 @@ def test_a_metric_named_like_the_args_spelling_loses_nothing(tmp_path):
     assert written["args"] == [list(a) for a in parts.args] == [["lr", "0.1"]]
     assert written["metrics"] == [list(m) for m in parts.metrics]
     assert sorted(m[0] for m in parts.metrics) == ["args.lr", "lr"]
+
+
+def test_a_fork_inherits_the_arg_and_the_metric_apart(run_dir):
+    child = fw.init(fork_from=(run_dir.name, 1), dir=run_dir.parent.parent.parent,
+                    snapshot=False)
+    fw.log("lr", 0.5, step=2)  # the child's own schedule from the fork on
+    fw.finish()
+    assert json.loads((child.dir / "summary.json").read_text())["args"] == {"lr": 0.1}
+    series = RunReader(child.dir).load().series
+    assert series["args.lr"].last() == 0.1  # the parent's hyper-parameter, as it was
+    assert series["lr"].values.tolist() == [0.01, 0.02, 0.5]  # its values to step 1, then ours
