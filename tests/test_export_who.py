@@ -107,6 +107,10 @@ def _check_page(page, url: str) -> None:
     type_filter(page, "origin == None")  # the site knows no origin: none to compare
     assert names(page, 0) == set()
     expect(page.locator(".error")).to_have_text("")  # a filter that works, not an error
+    type_filter(page, "")
+    names(page, 3)
+    page.select_option("select[title='group rows by an arg']", value="author")
+    expect(page.locator("table.runs th", has_text="group: author")).to_have_count(1)
     assert not page.errors
 
 
