@@ -331,3 +331,15 @@ def test_author_origin_and_dates_filter_the_same_in_python_and_javascript(tmp_pa
     _check(python, "python")
     _check(javascript, "filter.js")
     assert javascript == python
+
+
+def test_a_hyphen_inside_quotes_stays_text():
+    """Dashed names (`my-arg > 1`) are protected before parsing, but never inside a quoted
+    string: a remote like `git@host:team/ml-runs.git` must compare as written."""
+    from flowillower.queries.filters import parse_filter
+
+    row = {"name": "a b-c", "origin": "git@host:team/ml-runs.git", "args": {"my-arg": 2}}
+    assert parse_filter("name == 'a b-c'")(row)
+    assert parse_filter("origin == 'git@host:team/ml-runs.git' and my-arg > 1")(row)
+    assert parse_filter('name == "a b-c" or name == \'it\\\'s-x\'')(row)
+    assert not parse_filter("origin == 'git@host:team/ml-runz.git'")(row)

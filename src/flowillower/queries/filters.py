@@ -192,6 +192,8 @@ def _parse_fitlog(text: str, getter: Getter = _plain) -> Predicate:
 _AST_OPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
             ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _DASHED = re.compile(r"(?<![\w.'\"])([A-Za-z_][\w.]*(?:-[A-Za-z_][\w.]*)+)")
+# A quoted string is skipped whole, so a hyphen inside it ('ml-runs') stays text.
+_QUOTED_OR_DASHED = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|""" + _DASHED.pattern)
 _PLACEHOLDER = "__fwname{}__"
 
 
@@ -265,13 +267,17 @@ def _contains(container: Any, item: Any) -> bool:
 def _parse_expression(text: str, getter: Getter = _plain) -> Predicate:
     names: dict[str, str] = {}
 
-    def protect(match: re.Match) -> str:
+    def protect_name(name: str) -> str:
         key = _PLACEHOLDER.format(len(names))
-        names[key] = match.group(1)
+        names[key] = name
         return key
 
+    def protect(match: re.Match) -> str:
+        return protect_name(match.group(1))
+
     source = re.sub(r"`([^`]+)`", lambda m: protect(m), text)
-    source = _DASHED.sub(protect, source)
+    source = _QUOTED_OR_DASHED.sub(
+        lambda m: m.group(1) or protect_name(m.group(2)), source)
     try:
         tree = ast.parse(source.strip(), mode="eval").body
     except SyntaxError as exc:
