@@ -166,3 +166,33 @@ def test_a_fork_inherits_the_arg_and_the_metric_apart(run_dir):
     series = RunReader(child.dir).load().series
     assert series["args.lr"].last() == 0.1  # the parent's hyper-parameter, as it was
     assert series["lr"].values.tolist() == [0.01, 0.02, 0.5]  # its values to step 1, then ours
+
+
+def test_a_row_from_before_the_split_is_not_trusted(tmp_path):
+    """Rows written before args and metrics of one name were kept apart (version 1) are
+    checked against the summary, so old runs show the right values too."""
+    run = fw.init(dir=tmp_path, snapshot=False)
+    fw.arg("lr", 0.1)
+    for step in range(3):
+        fw.log("lr", 0.01 * (step + 1), step=step)
+    fw.finish()
+    path = run.dir / index_journal.ROW_FILE
+    doc = json.loads(path.read_text())
+    # the merged form the old writer recorded, its summary stamp intact
+    doc.update(version=1, args=[["lr", "0.03"]],
+               metrics=[m for m in doc["metrics"] if m[0] != "lr"])
+    path.write_text(json.dumps(doc))
+    [row] = fw.runs(dir=tmp_path).to_dict("records")
+    assert row["lr"] == 0.1 and row["metric.lr"] == 0.03
+
+
+def test_one_column_never_mixes_one_runs_arg_with_anothers_metric(tmp_path):
+    with fw.init(dir=tmp_path, name="with-arg", snapshot=False):
+        fw.arg("lr", 0.1)
+        fw.log("loss", 1.0, step=0)
+    with fw.init(dir=tmp_path, name="with-metric", snapshot=False):
+        fw.log("lr", 0.03, step=0)
+    rows = {r["run_name"]: r for r in fw.runs(dir=tmp_path).to_dict("records")}
+    assert rows["with-arg"]["lr"] == 0.1
+    assert rows["with-metric"]["metric.lr"] == 0.03
+    assert rows["with-metric"]["lr"] != rows["with-metric"]["lr"]  # NaN: it has no such arg

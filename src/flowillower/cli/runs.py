@@ -89,7 +89,10 @@ def ls_command(filter: str | None, show_all: bool, limit: int, group_by: str | N
     args = _varying_args(rows)
     metrics = list(dict.fromkeys(m for r in rows for m, stats in r["metrics"].items()
                                  if stats["role"] == "metric"))[:4]
-    headers = ["id", "name", "status", "start", "duration", *who, *args, *metrics]
+    both = set(args) & set(metrics)  # an arg and a metric of one name: say which is which
+    headers = ["id", "name", "status", "start", "duration", *who,
+               *[f"args.{a}" if a in both else a for a in args],
+               *[f"metrics.{m}" if m in both else m for m in metrics]]
     table = []
     for r in rows:
         table.append([r["id"], r["name"], r["status"], fmt_time(r["created"]),

@@ -56,6 +56,9 @@ def runs(runs: RunSelection = None, *, dir: str | os.PathLike[str] | None = None
     """
     store = Store(dir)
     rows = _select(store, runs, include_hidden)
+    # a metric whose name is any listed run's arg is `metric.<name>` in every run: one
+    # column never holds one run's arg and another's metric
+    arg_names = {name for row in rows for name in row["args"]}
     records = []
     for row in rows:
         record: dict[str, Any] = {
@@ -66,7 +69,7 @@ def runs(runs: RunSelection = None, *, dir: str | os.PathLike[str] | None = None
         for name, value in row["args"].items():
             record[name] = value
         for name, stats in row["metrics"].items():
-            key = name if name not in record else f"metric.{name}"
+            key = name if name not in record and name not in arg_names else f"metric.{name}"
             record[key] = stats["last"]
             if stats["min"] is not None and stats["kind"] != "object":
                 record[f"{key}.min"] = stats["min"]

@@ -34,7 +34,7 @@ from .layout import runs_dir
 from .provenance import pulled_origins
 from .signature import FINISHED_PARTS, first_look, signature
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # author: run.json's `user`; origin: the remote a pulled run came from (`provenance`),
 # None for runs made here. Both, and host, as `index_rows.shown_text` keeps them.
 SCHEMA = """

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .written import WrittenStats
 
 ROW_FILE = "index-row.json"
-ROW_VERSION = 1
+ROW_VERSION = 2  # 2: an arg and a metric of one name are two entries (1 merged them)
 _STATUSES = ("running", "success", "failed", "killed")
 _DATA_FILE = re.compile(r"data(\.rank\d+)?(\.seg\d+)?\.fwl\Z")
 
@@ -192,7 +192,7 @@ def _checked_meta(meta: Any) -> dict[str, Any] | None:
 
 def _parse(doc: Any, run_id: str) -> RunParts | None:
     """The row's parts when every field has the type the writer gives it."""
-    if not (type(doc) is dict and doc.get("version") == ROW_VERSION
+    if not (type(doc) is dict and doc.get("version") in (1, ROW_VERSION)
             and doc.get("id") == run_id and doc.get("status") in _STATUSES):
         return None
     meta = _checked_meta(doc.get("meta"))
@@ -262,7 +262,7 @@ def read_row(run_dir: str | Path, names: list[str] | None = None) -> RunParts | 
         if parts.status == "running":
             return None  # finished since: the row is from the start
         stamp = doc.get("summary")
-        if stamp is not None and stamp == _summary_stamp(base):
+        if stamp is not None and stamp == _summary_stamp(base) and doc["version"] == ROW_VERSION:
             return parts  # written right after this very summary, by the run itself
         summary = read_summary(Path(base))
         return parts if summary is not None and _agrees(parts, summary) else None
