@@ -119,9 +119,11 @@ def test_hostile_entries_are_refused_and_good_runs_arrive(hostile_remote, tmp_pa
         assert "/checkpoints/" not in path and "/vendor" not in path
     runs = store / "runs"
     assert sorted(p.name for p in runs.iterdir()) == [GOOD, MIXED]
-    assert _files(runs / GOOD) == set(_files_of(_good_run(GOOD)))
+    # plus the index row pull records for each run it indexed (local: rows never travel)
+    assert _files(runs / GOOD) == set(_files_of(_good_run(GOOD))) | {"index-row.json"}
     assert (runs / GOOD / "data.fwl").read_bytes() == FRAMES
-    assert _files(runs / MIXED) == set(_files_of(_good_run(MIXED))) | {"notes/ok.json"}
+    assert _files(runs / MIXED) == set(_files_of(_good_run(MIXED))) | {"notes/ok.json",
+                                                                       "index-row.json"}
     # The output names each refused run and entry with its reason.
     for text in (f"refused run {BAD_JSON}: run.json is not a JSON object",
                  f"refused run {WRONG_ID}: run.json names another run",
@@ -158,7 +160,8 @@ def test_paths_leaving_the_run_are_refused(hostile_remote, tmp_path):
         ["../../evil", "a path leaving the run folder"],
         [".git/config", "a path leaving the run folder"],
         ["media/../../../evil", "a path leaving the run folder"]]
-    assert _files(store / "runs" / escape) == set(_files_of(_good_run(escape)))
+    assert _files(store / "runs" / escape) == set(_files_of(_good_run(escape))) | {
+        "index-row.json"}  # the index row pull recorded (local, never travels)
     assert (store / "runs" / GOOD / "data.fwl").read_bytes() == FRAMES
 
 
