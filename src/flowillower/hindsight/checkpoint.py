@@ -22,7 +22,7 @@ see `state.py`); pickling, de-duplication of unchanged tensors and file writes h
 a background thread (`ckpt_files.py`), which records each file's digest for replay
 (`ledger.py`). Copies waiting for it are bounded in count and bytes, for `every=` and
 adaptive captures alike (`capture_budget.py`). Files live in `<run>/checkpoints/` (local
-only). Disk use is bounded too: by `max_disk` when given, and always by a floor of free
+only; a resumed segment's in `checkpoints/seg<N>/` once an earlier one recorded). Disk use is bounded too: by `max_disk` when given, and always by a floor of free
 space (`free_floor`: 2% of the disk, at least 1 GiB, at most 10 GiB); once a capture
 would cross either, recording stops with a warning and replays re-execute the
 iterations after it. `min_entry_points` keeps enough evenly spread iteration starts for
@@ -50,6 +50,7 @@ from .ckpt_files import (
     CheckpointError,
     WriteJob,
     bit_equal,
+    segment_subdir,
     torch_module,
 )
 from .ckpt_store import CheckpointStore
@@ -78,9 +79,7 @@ __all__ = ["CKPT_DIRNAME", "MANIFEST", "BlobRef", "CheckpointError", "Checkpoint
 
 _now = time.perf_counter
 _torch = torch_module
-# Kept under their old names for callers of this module.
-_bit_equal = bit_equal
-_has_device_tensor = has_device_tensor
+_bit_equal, _has_device_tensor = bit_equal, has_device_tensor  # old names, for callers
 
 
 def _free_bytes(path: Path) -> tuple[int, int]:
@@ -137,10 +136,11 @@ class Recorder(EntryPoints):
         self.entries = EntryPolicy(target) if target else None
         self._forced = False  # the capture being taken is the entry policy's
         self._warned: set[str] = set()
+        self.subdir = ""  # `seg<N>`: a resumed segment's own folder (see _outer_start)
 
     @property
     def directory(self) -> Path:
-        return self.run.dir / CKPT_DIRNAME
+        return self.run.dir / CKPT_DIRNAME / self.subdir  # "" adds nothing
 
     # Called by the run at loop start / iteration start / loop end (see Run.on_loop).
     def hook(self, event: str, name: str, depth: int, index: int) -> None:
@@ -171,16 +171,22 @@ class Recorder(EntryPoints):
     def _outer_start(self, name: str) -> None:
         self.outer = name
         self.run.ensure_on_disk()  # checkpoints live in the run directory
+        segment = getattr(self.run, "segment", 1)
+        if (self.directory / MANIFEST).exists() and isinstance(segment, int) and segment > 1:
+            # A resumed segment: its own folder, so a replay enters it at its own captures
+            # and never touches the earlier segments' files (stretches.py).
+            self.subdir = segment_subdir(segment)
         if (self.directory / MANIFEST).exists():
-            # A second checkpointed loop in the same run: replays follow the first one
-            # (see CheckpointStore), and its files must not be overwritten by this one's.
+            # A second checkpointed loop in the same run (or segment): replays follow the
+            # first one, and its files must not be overwritten by this one's.
             self.done = True
             return
         try:
             digests = ledger.ledger_path(self.run.store_root, self.run.id)
         except ValueError:
             digests = None  # not a run id: nothing recorded, so replay never loads them
-        self._writer = BackgroundWriter(self.directory, digests)
+        self._writer = BackgroundWriter(self.directory, digests,
+                                        f"{self.subdir}/" if self.subdir else "")
         started = process_start_time()
         torch = _torch()
         self._writer.submit(WriteJob(-1, {

@@ -26,6 +26,14 @@ from . import ledger
 CKPT_DIRNAME = "checkpoints"
 MANIFEST = "manifest.jsonl"
 FORMAT_VERSION = 1
+
+
+def segment_subdir(segment: int) -> str:
+    """The folder under `checkpoints/` where segment `segment` (> 1) of a resumed run
+    records its own checkpoints when an earlier segment already recorded the run's."""
+    if not isinstance(segment, int) or segment < 2:
+        raise ValueError(f"not a later segment: {segment!r}")
+    return f"seg{segment}"
 _now = time.perf_counter
 
 
@@ -100,9 +108,13 @@ class BackgroundWriter:
     in memory, queued or being written: the recorder's back-pressure reads them.
     """
 
-    def __init__(self, directory: Path, ledger_file: Path | None = None) -> None:
+    def __init__(self, directory: Path, ledger_file: Path | None = None,
+                 ledger_prefix: str = "") -> None:
         self.dir = directory
         self.ledger = ledger_file
+        # A later segment's folder (`seg<N>/`): its files are recorded under that prefix,
+        # so they never shadow the first recording's names in the run's one ledger.
+        self.ledger_prefix = ledger_prefix
         self._jobs: list[WriteJob | None] = []
         self._cond = threading.Condition()
         self._busy = False
@@ -211,7 +223,7 @@ class BackgroundWriter:
         os.replace(tmp, self.dir / name)  # whole files only: a kill leaves no torn checkpoint
         digest = out.digest()
         if self.ledger is not None:
-            ledger.record(self.ledger, name, digest)
+            ledger.record(self.ledger, self.ledger_prefix + name, digest)
         took = _now() - t0
         self.write_s += took
         self.write_cpu_s += time.thread_time() - cpu0

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 from . import ledger
 from .ckpt_files import CKPT_DIRNAME, MANIFEST, BlobRef
+
+_SUBDIR = re.compile(r"^seg[1-9][0-9]*$")  # never `..` or a path
 
 
 def _safe_globals() -> list[Any]:
@@ -72,9 +75,14 @@ def load_checkpoint_file(path: Path, expected: ledger.Digest | None) -> tuple[An
 class CheckpointStore:
     """A run's recorded checkpoints: the manifest and lazy loading of captured states."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, subdir: str | None = None) -> None:
+        """`subdir`: a resumed segment's own folder (`seg<N>`, see `segment_subdir`);
+        None: the run's first recording."""
+        if subdir is not None and not _SUBDIR.match(subdir):
+            raise ValueError(f"not a segment's checkpoint folder: {subdir!r}")
         self.run_dir = Path(run_dir)
-        self.dir = self.run_dir / CKPT_DIRNAME
+        self.subdir = subdir
+        self.dir = self.run_dir / CKPT_DIRNAME / (subdir or "")
         self.meta: dict[str, Any] | None = None
         self.entries: dict[tuple[str, int, int], dict[str, Any]] = {}  # (kind, i, m) -> line
         self.iters: dict[int, dict[str, Any]] = {}
@@ -115,12 +123,16 @@ class CheckpointStore:
 
     @property
     def digests(self) -> dict[str, ledger.Digest]:
-        """What this machine recorded writing for this run (file name -> digest)."""
+        """What this machine recorded writing for this folder (file name -> digest): a
+        segment's files are recorded as `seg<N>/<file>`, the first recording's bare."""
         if self._digests is None:
             try:
-                self._digests = ledger.read(ledger.run_ledger(self.run_dir))
+                recorded = ledger.read(ledger.run_ledger(self.run_dir))
             except ValueError:  # not a run folder name: nothing can have been recorded
-                self._digests = {}
+                recorded = {}
+            prefix = f"{self.subdir}/" if self.subdir else ""
+            self._digests = {name[len(prefix):]: d for name, d in recorded.items()
+                             if name.startswith(prefix) and "/" not in name[len(prefix):]}
         return self._digests
 
     def keep_recorded(self) -> tuple[list[str], list[str]]:
