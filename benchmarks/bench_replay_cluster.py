@@ -83,41 +83,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _stop_own(cluster) -> None:
-    """Stop this benchmark's cluster only: its second node, then every process whose
-    command line names its temp folders (`ray stop` would end every Ray on the box,
-    other people's test clusters included)."""
-    import signal
-
-    if cluster.node.poll() is None:
-        cluster.node.send_signal(signal.SIGTERM)
-        try:
-            cluster.node.wait(30)
-        except subprocess.TimeoutExpired:
-            cluster.node.kill()
-    marks = [str(cluster.head_dir).encode(), str(cluster.node_dir).encode()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = []
-        for proc in Path("/proc").iterdir():
-            try:
-                cmd = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
-            except OSError:
-                continue
-            if any(m in cmd for m in marks) and int(proc.name) != os.getpid():
-                pids.append(int(proc.name))
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
-        deadline = time.time() + 20
-        while pids and time.time() < deadline:
-            pids = [pid for pid in pids if _alive(pid)]
-            time.sleep(0.2)
-    shutil.rmtree(cluster.head_dir, ignore_errors=True)
-    shutil.rmtree(cluster.node_dir, ignore_errors=True)
-
-
 def _values(project: Path) -> dict:
     from flowillower.store.reader import RunReader
 
@@ -219,7 +184,7 @@ def main() -> int:
         return 0
     finally:
         if cluster is not None:
-            _stop_own(cluster)
+            cluster.stop()  # this cluster's processes only
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -8,8 +8,9 @@ non-head node ("Multi-node Ray clusters are not supported on Windows and OSX"); 
 it, it resolves 127.0.0.1 to the network address, where the head's GCS does not listen.
 The second node is therefore started as `ray start` itself starts one
 (`ray._private.node.Node(head=False)`: its own raylet, object store and temp dir) by
-`python -m tests.ray_cluster node ADDRESS TEMP_DIR`, a separate process. `ray stop` ends
-everything at the end, also when a test failed.
+`python -m tests.ray_cluster node ADDRESS TEMP_DIR`, a separate process. At the end
+(also when a test failed) every process naming the cluster's temp folders is stopped:
+this cluster's, never another one on the machine.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,32 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _pids_naming(marks: list[bytes]) -> list[int]:
+    """Processes whose command line contains one of `marks`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(mark in cmd for mark in marks):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie has exited; only its parent has not reaped it yet
+        return (Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0]) != "Z"
+    except OSError:
+        return False
 
 
 def _ray_bin() -> str:
@@ -48,15 +76,29 @@ class RayCluster:
     node: subprocess.Popen
 
     def stop(self) -> None:
-        """Stop the second node, then every Ray process (`ray stop`), and clean up."""
+        """Stop the second node, then every process whose command line names this
+        cluster's temp folders, and clean up. Not `ray stop`: it would end every Ray
+        cluster on the machine, other sessions' included."""
         if self.node.poll() is None:
             self.node.send_signal(signal.SIGTERM)
             try:
                 self.node.wait(30)
             except subprocess.TimeoutExpired:
                 self.node.kill()
-        subprocess.run([_ray_bin(), "stop", "--force"], env={**os.environ, **LOOPBACK_ENV},
-                       capture_output=True, timeout=120)
+        marks = [str(self.head_dir).encode(), str(self.node_dir).encode()]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = [pid for pid in _pids_naming(marks) if pid != os.getpid()]
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + 20
+            while pids and time.monotonic() < deadline:
+                pids = [pid for pid in pids if _alive(pid)]
+                time.sleep(0.1)
+            if not pids:
+                break
         shutil.rmtree(self.head_dir, ignore_errors=True)
         shutil.rmtree(self.node_dir, ignore_errors=True)
 
