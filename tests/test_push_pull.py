@@ -59,8 +59,10 @@ def test_teammate_pulls_runs_and_their_code(alice, tmp_path):
     got = pull(bob, f"file://{remote}")
     assert (got["runs_added"], got["runs_updated"]) == (2, 0)
     for run_id in (RUN_A, RUN_B):
-        mine = tree_files(alice / ".flowillower/runs" / run_id, skip=("checkpoints",))
-        assert tree_files(bob / "runs" / run_id) == mine  # identical, checkpoints stay home
+        local = ("checkpoints", "index-row.json")  # never travel (pull writes its own row)
+        mine = tree_files(alice / ".flowillower/runs" / run_id, skip=local)
+        assert tree_files(bob / "runs" / run_id, skip=local) == mine  # identical
+        assert (bob / "runs" / run_id / "index-row.json").is_file()  # indexed at pull
     assert not (bob / "runs" / RUN_A / "checkpoints").exists()
     assert (bob / ".gitignore").exists()
     # The teammate can check out the code of a pulled run.
