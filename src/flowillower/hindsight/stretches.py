@@ -25,7 +25,7 @@ from ..store.continuation import SEGMENT_ENV
 from ..store.documents import read_meta
 from ..store.reader import RunReader, decode_values
 from ..store.segments import NO_CUTOFF, cutoffs, file_rewinds, segment_files, still_read
-from .ckpt_files import MANIFEST
+from .ckpt_files import CKPT_DIRNAME, MANIFEST, segment_subdir
 from .ckpt_store import CheckpointStore
 from .iterations import iteration_span, outer_from_events, recorded_times
 from .planner import RunInfo
@@ -41,7 +41,8 @@ class Stretch:
     meta: dict[str, Any]  # run.json as that segment's process would have written it
     cuts: list[dict[str, int]] = field(default_factory=list)  # owned: below all of these
     max_step: int | None = None  # a fork's inherited values: steps up to the fork step
-    checkpoints: bool = False  # the run's checkpoints/ were recorded by this segment
+    checkpoints: bool = False  # this segment recorded checkpoints the replay may enter
+    ckpt_subdir: str | None = None  # where: `seg<N>` under checkpoints/, None: the folder
     last: bool = False  # statements after the loops replay here (the run's last segment)
     label: str = ""
 
@@ -137,6 +138,15 @@ def checkpoint_segment(run_dir: Path, count: int, created: float) -> int | None:
     return owner
 
 
+def own_checkpoints(run_dir: Path, segment: int) -> str | None:
+    """The folder under checkpoints/ where a later segment recorded its own captures
+    (an earlier segment had recorded the run's first), or None."""
+    if segment < 2:
+        return None
+    subdir = segment_subdir(segment)
+    return subdir if (run_dir / CKPT_DIRNAME / subdir / MANIFEST).is_file() else None
+
+
 ParentFinder = Callable[[dict[str, Any]], "Path | None"]
 
 
@@ -171,8 +181,10 @@ def stretches(run_dir: Path, meta: dict[str, Any], find_parent: ParentFinder | N
             continue
         seg_meta, seg_notes = segment_meta(meta, seg, count)
         notes += seg_notes
+        subdir = own_checkpoints(Path(run_dir), seg) if owner != seg else None
         out.append(Stretch(run_id, Path(run_dir), seg, seg_meta, [cut] if cut else [],
-                           checkpoints=owner == seg, last=seg == count,
+                           checkpoints=owner == seg or subdir is not None,
+                           ckpt_subdir=subdir, last=seg == count,
                            label=f"segment {seg} of {count}"))
     return out, notes
 
@@ -209,7 +221,7 @@ def stretch_info(stretch: Stretch, whole: RunInfo | None = None) -> RunInfo:
     recorded them) checkpoints; iterations it does not own are left out."""
     reader = _SegmentReader(stretch.run_dir, stretch.segment)
     data = reader.load()
-    store = CheckpointStore(stretch.run_dir)
+    store = CheckpointStore(stretch.run_dir, stretch.ckpt_subdir)
     unrecorded, changed = store.keep_recorded()
     if not stretch.checkpoints:
         store.meta, store.ended = None, None
@@ -239,6 +251,6 @@ def stretch_info(stretch: Stretch, whole: RunInfo | None = None) -> RunInfo:
                    whole.teardown_s if whole is not None and stretch.last else 0.0,
                    store, present, unrecorded, changed, first=first, last=stretch.last,
                    no_checkpoints="" if stretch.checkpoints else (
-                       "no checkpoints of its own (fw.checkpointing records a run's first "
-                       "checkpointed loop only): its script is re-executed from the start "
-                       "with its recorded command line"))
+                       "no checkpoints of its own (recorded before flowillower kept a "
+                       "resumed segment's own, or its loop was not checkpointed): its script "
+                       "is re-executed from the start with its recorded command line"))

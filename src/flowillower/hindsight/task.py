@@ -110,7 +110,7 @@ def needed_files(run_dir: Path, plan: dict[str, Any]) -> list[str] | None:
     run's manifest lines do not list those (`refs`, written since issue 18): then all."""
     from .ckpt_store import CheckpointStore
 
-    store = CheckpointStore(run_dir)
+    store = CheckpointStore(run_dir, plan.get("ckpt_subdir"))
     wanted: list[dict[str, Any] | None] = []
     if plan.get("restore_first") and plan.get("first", 0) < plan.get("stop", 0):
         wanted.append(store.start(plan["first"]))
@@ -135,15 +135,17 @@ def needed_files(run_dir: Path, plan: dict[str, Any]) -> list[str] | None:
 
 
 def checkpoint_archive(run_dir: Path, names: list[str] | None = None,
-                       with_record: bool = True) -> bytes:
+                       with_record: bool = True, subdir: str | None = None) -> bytes:
     """A tar of a run's checkpoint files `names` (None: the whole folder, manifest
     included), laid out as a worker's private store; `with_record` adds the manifest and
-    this machine's digest record of the run's files."""
+    this machine's digest record of the run's files. `subdir`: a resumed segment's own
+    folder (`seg<N>`, checked by `CheckpointStore`) instead of the run's first."""
     from . import ledger
+    from .ckpt_store import CheckpointStore
 
     run_id = Path(run_dir).name
-    folder = Path(run_dir) / CKPT_DIRNAME
-    inside = f"store/runs/{run_id}/{CKPT_DIRNAME}"
+    folder = CheckpointStore(run_dir, subdir).dir if subdir else Path(run_dir) / CKPT_DIRNAME
+    inside = f"store/runs/{run_id}/{CKPT_DIRNAME}" + (f"/{subdir}" if subdir else "")
     if names is None:
         add = [(folder, inside)]
     else:
@@ -162,7 +164,7 @@ class Packer:
     def __init__(self) -> None:
         self.trees: dict[str, bytes] = {}
         self.ckpts: dict[str, bytes] = {}  # one per checkpoint file (and run record)
-        self._sets: dict[str, tuple[Path, list[str] | None]] = {}  # a task's whole set
+        self._sets: dict[str, tuple[Path, list[str] | None, str | None]] = {}  # a task's whole set
         self._set_bytes: dict[str, bytes] = {}
 
     def pack(self, task: Any) -> Payload:
@@ -180,13 +182,15 @@ class Packer:
         ckpt_key, parts = None, []
         if plan.get("checkpoints"):
             names = needed_files(run_dir, plan)
-            parts = [self._part(run_dir, None, "record")]
+            sub = plan.get("ckpt_subdir")  # a resumed segment's own folder, if any
+            parts = [self._part(run_dir, None, "record", sub)]
             if names is None:  # a run recorded before refs: its whole folder
-                parts.append(self._part(run_dir, None, "all"))
+                parts.append(self._part(run_dir, None, "all", sub))
             else:
-                parts += [self._part(run_dir, [name], name) for name in names]
-            ckpt_key = "ckptset:" + _key(str(run_dir) + "\n" + "\n".join(names or ["*"]))
-            self._sets[ckpt_key] = (run_dir, names)
+                parts += [self._part(run_dir, [name], name, sub) for name in names]
+            ckpt_key = "ckptset:" + _key(f"{run_dir}\n{sub or ''}\n" + "\n".join(
+                names or ["*"]))
+            self._sets[ckpt_key] = (run_dir, names, sub)
         # Paths on the driver mean nothing there: the worker fills in its own.
         plan["run_dir"] = plan["scratch"] = None
         script = Path(task.argv[1]).relative_to(tree).as_posix()
@@ -195,17 +199,19 @@ class Packer:
         return Payload(task.id, run_id, tree_key, ckpt_key, plan, script, cwd,
                        list(task.argv[2:]), env, parts)
 
-    def _part(self, run_dir: Path, names: list[str] | None, what: str) -> str:
+    def _part(self, run_dir: Path, names: list[str] | None, what: str,
+              sub: str | None = None) -> str:
         """The key of one shared checkpoint archive ("record": manifest and digest
-        record; "all": the whole folder; else the file named)."""
-        key = "ckpt:" + _key(f"{run_dir}\n{what}")
+        record; "all": the whole folder; else the file named) of the run's first
+        recording, or of a resumed segment's own folder `sub`."""
+        key = "ckpt:" + _key(f"{run_dir}\n{sub or ''}\n{what}")
         if key not in self.ckpts:
             if what == "record":
-                self.ckpts[key] = checkpoint_archive(run_dir, [])
+                self.ckpts[key] = checkpoint_archive(run_dir, [], subdir=sub)
             elif what == "all":
-                self.ckpts[key] = checkpoint_archive(run_dir, None, with_record=False)
+                self.ckpts[key] = checkpoint_archive(run_dir, None, False, sub)
             else:
-                self.ckpts[key] = checkpoint_archive(run_dir, names, with_record=False)
+                self.ckpts[key] = checkpoint_archive(run_dir, names, False, sub)
         return key
 
     def shared(self, key: str | None) -> bytes | None:
@@ -215,8 +221,8 @@ class Packer:
             return None
         if key in self._sets:
             if key not in self._set_bytes:
-                run_dir, names = self._sets[key]
-                self._set_bytes[key] = checkpoint_archive(run_dir, names)
+                run_dir, names, sub = self._sets[key]
+                self._set_bytes[key] = checkpoint_archive(run_dir, names, subdir=sub)
             return self._set_bytes[key]
         return self.trees.get(key, self.ckpts.get(key))
 
