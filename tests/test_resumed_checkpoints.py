@@ -251,3 +251,18 @@ def test_workers_and_self_contained_tasks_use_segment_two_captures(
     (outcome,) = report.runs
     assert "segment 2 of 2: outer loop (epoch); inner loops skipped" in outcome.strategy
     assert _by_epoch(run_dir, name) == resumed["want"]
+
+
+def test_min_entry_points_spread_from_a_resumed_loops_first_index(tmp_path: Path) -> None:
+    """A segment's loop restarted at epoch 5 of 45 (`fw.loop(..., start=5)`) with
+    min_entry_points=4 gets its own four evenly spread entry points: 5, 15, 25, 35."""
+    w = np.zeros(64)
+    run = fw.init(dir=tmp_path, snapshot=False)
+    with pytest.warns(UserWarning, match="entry points win"):
+        with fw.checkpointing(w=w, max_overhead=0.0, min_entry_points=4):
+            for _epoch in fw.loop("epoch", range(40), start=5):
+                for _step in fw.loop("step", range(2)):
+                    w += 0.5
+    fw.finish()
+    store = CheckpointStore(run.dir)
+    assert sorted(i for kind, i, _m in store.entries if kind == "start") == [5, 15, 25, 35]

@@ -41,6 +41,7 @@ import os
 import warnings
 from typing import Any
 
+from ..loops import StartAt
 from .capture_budget import disk_room
 from .ckpt_files import WriteJob
 
@@ -76,16 +77,20 @@ class EntryPolicy:
         self.owned: dict[int, int] = {}  # iteration -> seq of the policy's own captures
         self.planned = False  # stride fitted to the disk budget (known length)
         self.fit: int | None = None  # entry points the disk budget holds, when fewer
+        # The loop's first index: a resumed segment's loop (`fw.loop(..., start=K)`)
+        # spreads its own entry points from K, so the policy holds per segment.
+        self.origin = 0
 
-    def set_total(self, total: int | None) -> None:
-        """The outer loop's length (None: unknown): fixes the stride for a known one."""
-        self.total = total
+    def set_total(self, total: int | None, origin: int = 0) -> None:
+        """The outer loop's length (None: unknown) and first index: fixes the stride
+        for a known length."""
+        self.total, self.origin = total, origin
         if total:
             self.stride = max(1, total // self.target)
 
     def wanted(self, index: int) -> bool:
         """Whether iteration `index` must be an entry point."""
-        return index % self.stride == 0
+        return (index - self.origin) % self.stride == 0
 
     def taken(self, index: int, seq: int) -> None:
         """The policy captured the start of iteration `index` as file `seq`."""
@@ -113,12 +118,12 @@ class EntryPolicy:
     def thin(self) -> list[tuple[int, int]]:
         """Double the stride and give up the policy's captures off it: (iteration, seq)."""
         self.stride *= 2
-        victims = sorted(i for i in self.owned if i % self.stride)
+        victims = sorted(i for i in self.owned if (i - self.origin) % self.stride)
         return [(i, self.owned.pop(i)) for i in victims]
 
     def victims_available(self) -> bool:
         """Whether doubling the stride would free any of the policy's captures."""
-        return any(i % (self.stride * 2) for i in self.owned)
+        return any((i - self.origin) % (self.stride * 2) for i in self.owned)
 
 
 class EntryPoints:
@@ -132,10 +137,12 @@ class EntryPoints:
         loop's length (when it has one) for the entry policy."""
         if (self.entries is not None and self.outer is None
                 and depth - self.base_depth == 1):
+            # `fw.loop(..., start=K)` (a resumed segment's loop) numbers its items from K
+            origin = iterable.start if isinstance(iterable, StartAt) else 0
             try:
-                self.entries.set_total(len(iterable))
+                self.entries.set_total(len(iterable), origin)
             except TypeError:
-                self.entries.set_total(None)  # a generator: thinned as it goes
+                self.entries.set_total(None, origin)  # a generator: thinned as it goes
         return enumerate(iterable)
 
     def _entry_wanted(self, index: int) -> bool:
@@ -184,7 +191,7 @@ class EntryPoints:
         policy = self.entries
         if policy is None or forced or kind == "final" or not policy.total:
             return 0
-        later = (policy.total - 1) // policy.stride - index // policy.stride
+        later = (policy.total - 1) // policy.stride - (index - policy.origin) // policy.stride
         return (max(0, later) + 1) * max(size, self._writer.last_bytes)
 
     def _entry_room(self, reason: str, kind: str, index: int, forced: bool, size: int
