@@ -23,7 +23,7 @@ import flowillower as fw
 from flowillower.hindsight import ledger
 from flowillower.hindsight.ckpt_store import CheckpointStore
 from flowillower.store.reader import RunReader
-from flowillower.store.usage import measure
+from flowillower.store.usage import measure, plan_prune
 
 # argv: EPOCHS [--die-at E]. Restarts from the user's own `ckpt.pkl` (overwritten each
 # epoch, git-ignored), as the colleague's reproduction did.
@@ -181,6 +181,10 @@ def test_du_counts_the_segment_folders(resumed: dict) -> None:
     seg2 = sum(p.stat().st_size for p in (run_dir / "checkpoints" / "seg2").rglob("*")
                if p.is_file())
     assert seg2 > 0 and usage.kinds["checkpoints"] == on_disk
+    # gc frees the whole folder, the segment's own included (values are never touched).
+    (cand,) = plan_prune([{"id": "resumed", "created": 0.0, "status": "success"}],
+                         run_dir.parent.parent, keep_last=0, older_than_days=None)
+    assert cand.bytes["checkpoints"] == on_disk and "values" not in cand.bytes
 
 
 def test_replay_enters_segment_two_at_its_own_checkpoints(resumed: dict) -> None:
