@@ -361,5 +361,6 @@ def plan_json(plan: RunPlan, task: TaskPlan, scratch: Path, project: str | None)
     return json.dumps({
         "version": 1, "run_dir": str(plan.info.run_dir), "scratch": str(scratch),
         "outer": plan.info.outer, "checkpoints": plan.checkpoints,
+        "ckpt_subdir": plan.info.store.subdir,
         "args": plan.info.args, "project": project, **task.plan_fields(),
     }, default=str)

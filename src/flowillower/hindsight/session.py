@@ -81,7 +81,8 @@ class ReplaySession:
         self.emit_from = int(plan.get("emit_from", self.first))
         self.skip = set(plan.get("skip", []))
         self.post_loop = bool(plan.get("post_loop", True))
-        self.store = CheckpointStore(Path(plan["run_dir"])) if plan.get("checkpoints") else None
+        self.store = (CheckpointStore(Path(plan["run_dir"]), plan.get("ckpt_subdir"))
+                      if plan.get("checkpoints") else None)
         self.objects: dict[str, Any] = {}
         self.run: Run | None = None
         self.outer_depth: int | None = None
