@@ -15,13 +15,11 @@ notes, host, author, origin, branch, hidden; `created` / `ended` compare with da
 as text, ``created > '2026-11-01'``, local time unless a zone is given), ``hyper-X`` /
 ``args.X`` (an arg), ``metric-X`` / ``metrics.X`` (a metric's last value), ``X.min`` /
 ``X.max`` / ``X.last`` / ``X.count``, and a bare ``X`` (an arg if the run has one by that
-name, else a metric's last value). A value the run
-lacks fails every comparison except ``!=``.
+name, else a metric's last value). A value the run lacks fails every comparison but ``!=``.
 
 `compile_filter(text, rows)` (the CLI and the UI) resolves each name once against the runs
-being filtered instead (`queries.names`): it reports how each name resolved and rejects an
-unknown or ambiguous name with "did you mean" spellings rather than matching nothing or
-silently picking the arg in one run and the metric in another.
+being filtered (`queries.names`): it reports how each name resolved and rejects an unknown
+or ambiguous name with "did you mean" spellings, never matching nothing silently.
 """
 
 from __future__ import annotations
@@ -191,9 +189,10 @@ def _parse_fitlog(text: str, getter: Getter = _plain) -> Predicate:
 # -- expressions ---------------------------------------------------------------------
 _AST_OPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
             ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_DASHED = re.compile(r"(?<![\w.'\"])([A-Za-z_][\w.]*(?:-[A-Za-z_][\w.]*)+)")
-# A quoted string is skipped whole, so a hyphen inside it ('ml-runs') stays text.
-_QUOTED_OR_DASHED = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|""" + _DASHED.pattern)
+# Dashed names (`my-arg`) are protected before parsing; a quoted string is skipped
+# whole, so a hyphen inside it ('ml-runs') stays text.
+_QUOTED_OR_DASHED = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+                               r"""|(?<![\w.'"])([A-Za-z_][\w.]*(?:-[A-Za-z_][\w.]*)+)""")
 _PLACEHOLDER = "__fwname{}__"
 
 
@@ -272,12 +271,8 @@ def _parse_expression(text: str, getter: Getter = _plain) -> Predicate:
         names[key] = name
         return key
 
-    def protect(match: re.Match) -> str:
-        return protect_name(match.group(1))
-
-    source = re.sub(r"`([^`]+)`", lambda m: protect(m), text)
-    source = _QUOTED_OR_DASHED.sub(
-        lambda m: m.group(1) or protect_name(m.group(2)), source)
+    source = re.sub(r"`([^`]+)`", lambda m: protect_name(m.group(1)), text)
+    source = _QUOTED_OR_DASHED.sub(lambda m: m.group(1) or protect_name(m.group(2)), source)
     try:
         tree = ast.parse(source.strip(), mode="eval").body
     except SyntaxError as exc:
