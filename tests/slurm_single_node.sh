@@ -30,5 +30,7 @@ NodeName=$H NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 CONF
 pgrep -x munged >/dev/null || su -s /bin/sh munge -c /usr/sbin/munged
-pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
+# -c: start with no jobs; a test killed mid-run (a timeout) leaves its jobs in the saved
+# state, and recovered they would hold the node's CPUs ahead of the next test's jobs.
+pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld -c
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
