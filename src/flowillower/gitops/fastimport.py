@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -150,58 +151,82 @@ def _similar_first(item: tuple[str, tuple[str, str, str]]) -> tuple[str, str, st
     return (name.rsplit(".", 1)[-1], name, rel)
 
 
+@dataclass
+class _Session:
+    """One `git fast-import` being fed: its input, the scratch ref its commits go on,
+    and, once it has finished, {mark: object id} of what it wrote."""
+
+    out: IO[bytes]
+    scratch: bytes
+    marks: dict[int, str] = field(default_factory=dict)
+
+    def commit(self, mark: int, message: bytes, parents: Iterable[str]) -> None:
+        """Start commit `mark` with the fixed identity and date (the same files on the
+        same parents give the same commit on any machine) and an empty tree."""
+        who = f"{IDENTITY['GIT_AUTHOR_NAME']} <{IDENTITY['GIT_AUTHOR_EMAIL']}> {FIXED_DATE}"
+        self.out.write(b"reset %s\ncommit %s\nmark :%d\n" % (self.scratch, self.scratch, mark))
+        self.out.write(b"author %s\ncommitter %s\n" % (who.encode(), who.encode()))
+        self.out.write(b"data %d\n%s" % (len(message), message))
+        for kind, parent in zip(("from", "merge", "merge"), parents):
+            self.out.write(f"{kind} {parent}\n".encode())
+        self.out.write(b"deleteall\n")  # the tree is what follows, not the parent's plus
+
+
+@contextmanager
+def _fast_import(git_dir: Path, ref: str | None = None) -> Iterator[_Session]:
+    """A `git fast-import` to feed; its marks are read once it finished. Without `ref`
+    the commits go on a scratch ref of this call's own (two pushes of one process may
+    run at once), which the caller resets."""
+    scratch = ref or f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
+    with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
+        marks = Path(tmp) / "marks"
+        proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
+                                     f"--export-marks={marks}"], stdout=None)
+        assert proc.stdin is not None
+        session = _Session(proc.stdin, scratch.encode())
+        try:
+            yield session
+        except BaseException:
+            abandon(proc)
+            raise
+        finish(proc)
+        for line in marks.read_text().splitlines():
+            mark, _, sha = line.partition(" ")
+            session.marks[int(mark.lstrip(":"))] = sha
+
+
 def import_commits(git_dir: Path, commits: list[RunCommit], have: set[str]
                    ) -> dict[str, str]:
     """Write `commits` with one `git fast-import`; {run id: commit id}.
 
     Blobs in `have` are already in the repository and are named, not sent; the others
-    are sent first, alike ones together. No ref is left behind: the caller points the run refs at the commits (one transaction).
+    are sent first, alike ones together. No ref is left behind: the caller points the run
+    refs at the commits (one transaction).
     """
     if not commits:
         return {}
-    with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
-        marks = Path(tmp) / "marks"
-        # a name of this call's own: two pushes of one process may run at once
-        scratch = f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
-        proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
-                                     f"--export-marks={marks}"], stdout=None)
-        assert proc.stdin is not None
-        who = f"{IDENTITY['GIT_AUTHOR_NAME']} <{IDENTITY['GIT_AUTHOR_EMAIL']}> {FIXED_DATE}"
-        try:
-            out = proc.stdin
-            new: dict[str, tuple[str, str, str]] = {}
-            for commit in commits:
-                for file, blob in zip(commit.files, commit.blobs):
-                    if blob not in have:
-                        new.setdefault(blob, file)
-            marks_of: dict[str, int] = {}
-            for mark, (blob, (_rel, mode, path)) in enumerate(
-                    sorted(new.items(), key=_similar_first), start=len(commits) + 1):
-                _send_blob(out, mark, mode, path)
-                marks_of[blob] = mark  # what was sent, even if the file changed meanwhile
-            for mark, commit in enumerate(commits, start=1):
-                message = f"flowillower run {commit.run_id}\n".encode()
-                out.write(b"reset %s\ncommit %s\nmark :%d\n" % (scratch.encode(),
-                                                                 scratch.encode(), mark))
-                out.write(b"author %s\ncommitter %s\n" % (who.encode(), who.encode()))
-                out.write(b"data %d\n%s" % (len(message), message))
-                for kind, parent in zip(("from", "merge", "merge"), commit.parents):
-                    out.write(f"{kind} {parent}\n".encode())
-                out.write(b"deleteall\n")  # the tree is the folder, not the parent's plus
-                for (rel, mode, _path), blob in zip(commit.files, commit.blobs):
-                    ref = b":%d" % marks_of[blob] if blob in marks_of else blob.encode()
-                    out.write(b"M %s %s %s\n" % (mode.encode(), ref, _quote(rel)))
-                out.write(b"\n")
-            out.write(b"reset %s\ndone\n" % scratch.encode())  # leave no scratch ref
-        except BaseException:
-            abandon(proc)
-            raise
-        finish(proc)
-        ids: dict[int, str] = {}
-        for line in marks.read_text().splitlines():
-            mark, _, sha = line.partition(" ")
-            ids[int(mark.lstrip(":"))] = sha
-    result = {commit.run_id: ids[mark] for mark, commit in enumerate(commits, start=1)}
+    with _fast_import(git_dir) as session:
+        out = session.out
+        new: dict[str, tuple[str, str, str]] = {}
+        for commit in commits:
+            for file, blob in zip(commit.files, commit.blobs):
+                if blob not in have:
+                    new.setdefault(blob, file)
+        marks_of: dict[str, int] = {}
+        for mark, (blob, (_rel, mode, path)) in enumerate(
+                sorted(new.items(), key=_similar_first), start=len(commits) + 1):
+            _send_blob(out, mark, mode, path)
+            marks_of[blob] = mark  # what was sent, even if the file changed meanwhile
+        for mark, commit in enumerate(commits, start=1):
+            session.commit(mark, f"flowillower run {commit.run_id}\n".encode(), commit.parents)
+            for (rel, mode, _path), blob in zip(commit.files, commit.blobs):
+                ref = b":%d" % marks_of[blob] if blob in marks_of else blob.encode()
+                out.write(b"M %s %s %s\n" % (mode.encode(), ref, _quote(rel)))
+            out.write(b"\n")
+        out.write(b"reset %s\ndone\n" % session.scratch)  # leave no scratch ref
+    ids = session.marks
+    result = {commit.run_id: ids[mark] for mark, commit in enumerate(commits, start=1)
+              if mark in ids}
     if len(result) != len(commits):
         raise GitError("git fast-import did not report every run commit")
     return result
@@ -211,42 +236,21 @@ def import_tree_commit(git_dir: Path, files: dict[str, bytes | str], parents: li
                        message: str, ref: str | None = None) -> str:
     """One commit whose tree holds exactly `files` ({path: content, or the id of a blob
     the repository has}), written by one `git fast-import`; its id. `ref` is pointed at
-    it (forced); without one no ref is left behind.
-
-    Like run commits it gets the fixed identity and date, so the same files on the same
-    parents give the same commit on any machine.
+    it (forced); without one no ref is left behind. Like run commits it gets the fixed
+    identity and date.
     """
-    with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
-        marks = Path(tmp) / "marks"
-        scratch = ref or f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
-        proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
-                                     f"--export-marks={marks}"], stdout=None)
-        assert proc.stdin is not None
-        who = f"{IDENTITY['GIT_AUTHOR_NAME']} <{IDENTITY['GIT_AUTHOR_EMAIL']}> {FIXED_DATE}"
-        try:
-            out = proc.stdin
-            text = message.encode()
-            out.write(b"reset %s\ncommit %s\nmark :1\n" % (scratch.encode(), scratch.encode()))
-            out.write(b"author %s\ncommitter %s\n" % (who.encode(), who.encode()))
-            out.write(b"data %d\n%s" % (len(text), text))
-            for kind, parent in zip(("from", "merge", "merge"), parents):
-                out.write(f"{kind} {parent}\n".encode())
-            out.write(b"deleteall\n")
-            for path in sorted(files):
-                content = files[path]
-                if isinstance(content, str):
-                    out.write(b"M 100644 %s %s\n" % (content.encode(), _quote(path)))
-                else:
-                    out.write(b"M 100644 inline %s\ndata %d\n" % (_quote(path), len(content)))
-                    out.write(content + b"\n")
-            out.write(b"\n" if ref else b"\nreset %s\n" % scratch.encode())
-            out.write(b"done\n")
-        except BaseException:
-            abandon(proc)
-            raise
-        finish(proc)
-        for line in marks.read_text().splitlines():
-            mark, _, sha = line.partition(" ")
-            if mark == ":1":
-                return sha
-    raise GitError("git fast-import did not report the commit")
+    with _fast_import(git_dir, ref) as session:
+        out = session.out
+        session.commit(1, message.encode(), parents)
+        for path in sorted(files):
+            content = files[path]
+            if isinstance(content, str):
+                out.write(b"M 100644 %s %s\n" % (content.encode(), _quote(path)))
+            else:
+                out.write(b"M 100644 inline %s\ndata %d\n" % (_quote(path), len(content)))
+                out.write(content + b"\n")
+        out.write(b"\n" if ref else b"\nreset %s\n" % session.scratch)
+        out.write(b"done\n")
+    if 1 not in session.marks:
+        raise GitError("git fast-import did not report the commit")
+    return session.marks[1]

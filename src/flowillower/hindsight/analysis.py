@@ -20,6 +20,7 @@ never tainted. The planner turns the result into worker tasks.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,18 +55,20 @@ class StatementInfo:
 # -- static analysis -----------------------------------------------------------------------------
 
 
-def _registered_names(tree: ast.AST) -> set[str]:
-    """Variables handed to `fw.checkpointing(...)`: the replay restores them in place."""
-    found = set()
+def checkpointing_keywords(tree: ast.AST) -> Iterator[ast.keyword]:
+    """The named arguments of every `fw.checkpointing(...)` call in `tree`."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
             fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if fname == "checkpointing":
-                for kw in node.keywords:
-                    if kw.arg and isinstance(kw.value, ast.Name):
-                        found.add(kw.value.id)
-    return found
+                yield from (kw for kw in node.keywords if kw.arg)
+
+
+def _registered_names(tree: ast.AST) -> set[str]:
+    """Variables handed to `fw.checkpointing(...)`: the replay restores them in place."""
+    return {kw.value.id for kw in checkpointing_keywords(tree)
+            if isinstance(kw.value, ast.Name)}
 
 
 def _functions_with_loops(tree: ast.AST) -> set[str]:

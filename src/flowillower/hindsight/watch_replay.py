@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FlowillowerError
-from .analysis import StatementInfo
+from .analysis import StatementInfo, checkpointing_keywords
 from .planner import RunInfo, TaskPlan, plan_run
 from .report import RunOutcome
 from .watch_worker import PARAM_PREFIX, SIDE_FILE
@@ -196,14 +196,7 @@ def registered_names(source: str) -> set[str]:
         tree = ast.parse(source)
     except SyntaxError:
         return set()
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if fname == "checkpointing":
-                found |= {kw.arg for kw in node.keywords if kw.arg}
-    return found
+    return {str(kw.arg) for kw in checkpointing_keywords(tree)}
 
 
 def _coords(pairs: Any) -> dict[str, int]:
