@@ -64,6 +64,18 @@ def run_script(tmp_path):
     return run
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child script: no flowillower or test settings
+    leaking in, this checkout's package on PYTHONPATH, then `extra`."""
+    import flowillower
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FLOWILLOWER_", "FW_TEST_")) and k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(Path(flowillower.__file__).resolve().parent.parent)
+    env.update(extra)
+    return env
+
+
 def only_run(store: Path):
     """The single run directory in a store (fails if there isn't exactly one)."""
     runs = sorted((store / "runs").iterdir())

@@ -8,7 +8,6 @@ host memory under `max_memory`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import flowillower as fw
 from flowillower.hindsight import checkpoint as ck
 from flowillower.hindsight import ckpt_files, state
 from flowillower.store.reader import RunReader
+from tests.conftest import clean_env
 
 PY = sys.executable
 
@@ -88,14 +88,6 @@ NEW = SCRIPT.replace('            fw.log("wnorm_then", float(net[0].weight.norm(
                      '            fw.log("wnorm", float(net[0].weight.norm()))')
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOWILLOWER_", "FW_TEST_")) and k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(Path(fw.__file__).resolve().parent.parent)
-    env.update(extra)
-    return env
-
-
 def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
@@ -106,7 +98,7 @@ def _record(root: Path, source: str, stats: Path, *kwargs: str) -> dict:
         _git(root, "init", "-q")
     (root / "train.py").write_text(textwrap.dedent(source).lstrip())
     argv = [PY, "train.py"] + (["--kwargs", *kwargs] if kwargs else [])
-    proc = subprocess.run(argv, cwd=root, env=_env(FW_TEST_STATS=str(stats)),
+    proc = subprocess.run(argv, cwd=root, env=clean_env(FW_TEST_STATS=str(stats)),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(stats.read_text())

@@ -8,7 +8,6 @@ file fast; failure modes use numpy scripts (no torch import per process).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,18 +20,9 @@ import pytest
 import flowillower as fw
 from flowillower.hindsight import planner
 from flowillower.store.reader import RunReader
-from tests.conftest import wait_for
+from tests.conftest import clean_env, wait_for
 
 PY = sys.executable
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FLOWILLOWER_") and k != "PYTHONPATH"}
-    src = str(Path(fw.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = src
-    env.update(extra)
-    return env
 
 
 def _git(root: Path, *args: str) -> str:
@@ -51,7 +41,7 @@ def make_project(path: Path) -> Path:
 def run_script(root: Path, script: str, source: str, *kwargs: str,
                store: Path | None = None, expect_ok: bool = True) -> subprocess.CompletedProcess:
     (root / script).write_text(textwrap.dedent(source).lstrip())
-    env = _env(**({"FLOWILLOWER_DIR": str(store)} if store else {}))
+    env = clean_env(**({"FLOWILLOWER_DIR": str(store)} if store else {}))
     argv = [PY, script] + (["--kwargs", *kwargs] if kwargs else [])
     proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=120)
     if expect_ok:
@@ -185,7 +175,7 @@ def torch_project(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for where, source in ((root, OLD_TORCH), (ref_root, NEW_TORCH)):
         (where / "train.py").write_text(textwrap.dedent(source).lstrip())
         procs.append(subprocess.Popen([PY, "train.py", "--kwargs", "epochs=5", "lr=0.02",
-                                       "seed=3"], cwd=where, env=_env(),
+                                       "seed=3"], cwd=where, env=clean_env(),
                                       stderr=subprocess.PIPE, text=True))
     for proc in procs:
         _out, err = proc.communicate(timeout=120)
@@ -402,7 +392,7 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     code = "import flowillower as fw; fw.replay('slow', yes=True)"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    proc = subprocess.Popen([PY, "-c", code], cwd=root, env=_env(TMPDIR=str(scratch)),
+    proc = subprocess.Popen([PY, "-c", code], cwd=root, env=clean_env(TMPDIR=str(scratch)),
                             stderr=subprocess.PIPE, text=True)
 
     def in_slow_epoch() -> bool:

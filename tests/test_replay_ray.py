@@ -24,8 +24,8 @@ import flowillower as fw
 from flowillower.hindsight.executor import Executor, Task, TaskResult
 from flowillower.hindsight.task import Packer, unpack_result
 from flowillower.store.reader import RunReader
-from tests.conftest import wait_for
-from tests.test_hindsight_replay import _env, make_project, quiet, run_ids, run_script, values
+from tests.conftest import clean_env, wait_for
+from tests.test_hindsight_replay import make_project, quiet, run_ids, run_script, values
 
 # Ray is imported only once the fixture has set its loopback variable (read at import).
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -115,7 +115,7 @@ class IsolatedExecutor(Executor):
                     "Path('result.pkl').write_bytes(pickle.dumps(r))")
             self.project.rename(hidden)
             try:
-                proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=_env(),
+                proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=clean_env(),
                                       capture_output=True, text=True, timeout=120)
             finally:
                 hidden.rename(self.project)
@@ -182,7 +182,7 @@ def test_cli_ray_replay_is_bit_identical_to_local_and_fresh(tmp_path: Path,
     shutil.copytree(root, tmp_path / "local")
     for project in (root, tmp_path / "local"):
         use_new_script(project)
-    env = _env(**{"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    env = clean_env(**{"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     proc = subprocess.run(
         [sys.executable, "-m", "flowillower", "replay", "gstep", "--executor",
          f"ray={cluster}", "-w", "2", "-y", "--json", "--dir", str(root / ".flowillower")],
@@ -304,7 +304,7 @@ def test_lab_default_executor_comes_from_the_environment(tmp_path: Path) -> None
     """`$FLOWILLOWER_REPLAY_EXECUTOR` is read when --executor is not given; the flag wins."""
     root = make_project(tmp_path / "proj")
     record(root, "epochs=1")
-    env = _env(FLOWILLOWER_REPLAY_EXECUTOR="kubernetes")
+    env = clean_env(FLOWILLOWER_REPLAY_EXECUTOR="kubernetes")
     argv = [sys.executable, "-m", "flowillower", "replay", "loss", "-y", "--dir",
             str(root / ".flowillower")]
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -365,7 +365,7 @@ def test_unreachable_ray_cluster_is_an_error_at_once(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "flowillower", "replay", "gstep", "-y", "--executor",
          f"ray=127.0.0.1:{port}", "--dir", str(root / ".flowillower")],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert f"cannot connect to the Ray cluster at 127.0.0.1:{port}" in proc.stderr
     assert not list((root / ".flowillower" / "runs").glob("*/replays/*"))

@@ -11,7 +11,6 @@ each epoch once, and nothing at all when one stretch's worker fails.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 
 import flowillower as fw
 from flowillower.store.reader import RunReader
+from tests.conftest import clean_env
 
 PY = sys.executable
 HANDED_NOT = "cannot be handed to this replay's workers"  # groups.py's note
@@ -82,14 +82,6 @@ def _with(source: str, statement: str) -> str:
     return source.replace(anchor, statement)
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FLOWILLOWER_") and k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(Path(fw.__file__).resolve().parent.parent)
-    env.update(extra)
-    return env
-
-
 def _project(path: Path) -> Path:
     path.mkdir(parents=True)
     for args in (["init", "-q"], ["config", "user.email", "t@example.com"],
@@ -105,7 +97,7 @@ def _train(root: Path, source: str, *argv: str, ckpt: str, expect: int = 0,
     (root / "train.py").write_text(textwrap.dedent(source).lstrip())
     (root / ckpt).mkdir(exist_ok=True)
     proc = subprocess.run([PY, "train.py", str(EPOCHS), str(root / ckpt), *argv],
-                          cwd=root, env=_env(**env), capture_output=True, text=True,
+                          cwd=root, env=clean_env(**env), capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == expect, proc.stderr
 

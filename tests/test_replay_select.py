@@ -7,12 +7,13 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.test_replay_trust import NEW, OLD, PY, _env, _project, _replay_cli, _values
+from tests.conftest import clean_env
+from tests.test_replay_trust import NEW, OLD, PY, _project, _replay_cli, _values
 
 
 def test_runs_filter_selects_which_runs_replay(tmp_path: Path) -> None:
     root = _project(tmp_path / "proj")  # seed 0
-    proc = subprocess.run([PY, "train.py", "--kwargs", "seed=1"], cwd=root, env=_env(),
+    proc = subprocess.run([PY, "train.py", "--kwargs", "seed=1"], cwd=root, env=clean_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     runs = {}

@@ -9,7 +9,6 @@ marker file whenever it runs with $FW_TEST_MARKER set (a replay worker inherits 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from flowillower.cli import main
 from flowillower.hindsight import ledger
 from flowillower.store.provenance import local_dir, mark_pulled
 from flowillower.store.reader import RunReader
+from tests.conftest import clean_env
 
 PY = sys.executable
 
@@ -49,13 +49,6 @@ NEW = OLD.replace('            fw.log("loss", float(w.sum()))',
                   '            fw.log("wmin", float(w.min()))')
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOWILLOWER_", "FW_TEST_")) and k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(Path(fw.__file__).resolve().parent.parent)
-    return env
-
-
 def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
@@ -67,7 +60,7 @@ def _project(path: Path, source: str = OLD) -> Path:
     _git(path, "config", "user.email", "t@example.com")
     _git(path, "config", "user.name", "t")
     (path / "train.py").write_text(textwrap.dedent(source).lstrip())
-    proc = subprocess.run([PY, "train.py"], cwd=path, env=_env(), capture_output=True,
+    proc = subprocess.run([PY, "train.py"], cwd=path, env=clean_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return path
@@ -299,7 +292,7 @@ def test_run_pulled_for_real_is_not_executed_without_trust(tmp_path: Path,
     cli = [PY, "-m", "flowillower"]
     for args in (["push", str(remote), "--dir", str(alice)],
                  ["pull", str(remote), "--dir", str(tmp_path / "bob")]):
-        proc = subprocess.run([*cli, *args], env=_env(), capture_output=True, text=True,
+        proc = subprocess.run([*cli, *args], env=clean_env(), capture_output=True, text=True,
                               timeout=120, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
     bob = tmp_path / "bob"

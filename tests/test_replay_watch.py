@@ -11,7 +11,6 @@ One recorded run and one watched reference serve the whole file (module fixture)
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from flowillower.hindsight.watch_replay import fresh_param_steps
 from flowillower.model.schedule import Schedule
 from flowillower.store.provenance import mark_pulled
 from flowillower.store.reader import RunReader
+from tests.conftest import clean_env
 
 PY = sys.executable
 
@@ -68,13 +68,6 @@ SCRIPT = '''
                 for vb in fw.loop("val", range(2)):
                     fw.log("val", torch.nn.functional.mse_loss(net(X[vb::2]), Y[vb::2]).item())
 '''
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FLOWILLOWER_") and k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(Path(fw.__file__).resolve().parent.parent)
-    return env
 
 
 def _project(path: Path, watched: bool) -> Path:
@@ -120,7 +113,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     plain = _project(base / "plain", watched=False)
     ref = _project(base / "ref", watched=True)
     procs = [subprocess.Popen([PY, "train.py", "--kwargs", "seed=7", "epochs=4"], cwd=where,
-                              env=_env(), stderr=subprocess.PIPE, text=True)
+                              env=clean_env(), stderr=subprocess.PIPE, text=True)
              for where in (plain, ref)]
     for proc in procs:
         _out, err = proc.communicate(timeout=180)

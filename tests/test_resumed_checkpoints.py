@@ -9,7 +9,6 @@ own folder with their own digests, hold the state segment 2 really had, leave se
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from flowillower.hindsight import ledger
 from flowillower.hindsight.ckpt_store import CheckpointStore
 from flowillower.store.reader import RunReader
 from flowillower.store.usage import measure, plan_prune
+from tests.conftest import clean_env
 
 # argv: EPOCHS [--die-at E]. Restarts from the user's own `ckpt.pkl` (overwritten each
 # epoch, git-ignored), as the colleague's reproduction did.
@@ -68,18 +68,10 @@ PROBE = LOSS + '''        fw.log("probe", float(w.sum()) * 3.0)
 '''
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FLOWILLOWER_") and k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(Path(fw.__file__).resolve().parent.parent)
-    env.update(extra)
-    return env
-
-
 def _train(root: Path, source: str, *argv: str, expect: int = 0) -> None:
     (root / "train.py").write_text(textwrap.dedent(source).lstrip())
     proc = subprocess.run([sys.executable, "train.py", "6", *argv], cwd=root,
-                          env=_env(FLOWILLOWER_RUN_ID="resumed"), capture_output=True,
+                          env=clean_env(FLOWILLOWER_RUN_ID="resumed"), capture_output=True,
                           text=True, timeout=180)
     assert proc.returncode == expect, proc.stderr
 
