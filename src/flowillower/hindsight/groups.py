@@ -9,9 +9,7 @@ superseding rule as the reader's), so each step appears once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from ..store.segments import RUN_LEVEL, cutoffs, still_read
 from .console import exit_text, tail
 from .frames import read_rows
 from .jobs import Job, force_inner, prepare_job, progress
-from .planner import TaskPlan, load_run_info, plan_json, plan_run
+from .planner import TaskPlan, load_run_info, plan_run
 from .stretches import stretch_info, stretches
 from .trust import Origin, origin
 
@@ -56,13 +54,6 @@ def stretch_jobs(job: Job, store: Store, script: Path | None,
         assert sub.stretch is not None
         own = sub.stretch.run_dir == run_dir
         prepare_job(sub, stretch_info(sub.stretch, whole if own else None), store, script)
-        if not _worker_finds(sub):
-            # Never let a worker restore another folder's captures in their place.
-            notes.append(f"{sub.stretch.label}: its own checkpoints (checkpoints/"
-                         f"{sub.stretch.ckpt_subdir}) cannot be handed to this replay's "
-                         "workers; its script is re-executed from the start")
-            sub.stretch = replace(sub.stretch, checkpoints=False, ckpt_subdir=None)
-            prepare_job(sub, stretch_info(sub.stretch, whole if own else None), store, script)
     # A stretch later segments rewound entirely has nothing to give to loop statements.
     kept = [sub for sub in group if not _owns_nothing(sub)] or group[-1:]
     for sub in group:
@@ -73,17 +64,6 @@ def stretch_jobs(job: Job, store: Store, script: Path | None,
         sub.group = kept
     job.outcome.notes += notes
     return kept
-
-
-def _worker_finds(job: Job) -> bool:
-    """Whether a worker of `job` opens the checkpoint folder it was planned with (a
-    resumed segment's own `seg<N>/` is named in the plan it is handed)."""
-    plan = job.plan
-    subdir = plan.info.store.subdir if plan is not None else None
-    if plan is None or not plan.checkpoints or not subdir or not plan.tasks:
-        return True
-    handed = json.loads(plan_json(plan, plan.tasks[0], Path("."), None))
-    return handed.get("ckpt_subdir") == subdir
 
 
 def _owns_nothing(job: Job) -> bool:
