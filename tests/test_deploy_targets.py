@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import flowillower as fw
 from flowillower.cli import main as cli
 from flowillower.errors import GitError
 from flowillower.server.demo import make_demo_store
@@ -197,6 +198,9 @@ def test_token_authenticates_and_is_never_written(http_hub, tmp_path, monkeypatc
     assert ("sdk: static" in head) == (kind == "hf")
     assert ("entry_file: index.html" in head) == (kind == "ms")
     assert len(git(bare, "for-each-ref", "refs/flowillower/runs/").splitlines()) == 2
+    # The run catalog went too, from the store's repository with the same token.
+    assert result["runs"]["catalog"]["error"] is None and result["runs"]["catalog"]["rows"] == 2
+    assert git(bare, "rev-parse", "refs/flowillower/catalog").strip()
     # The CLI, on the same remote: the runs are there already.
     res = CliRunner().invoke(cli, ["push", target, "--dir", str(store)])
     assert res.exit_code == 0, res.output
@@ -209,6 +213,7 @@ def test_token_authenticates_and_is_never_written(http_hub, tmp_path, monkeypatc
     assert (work / "repo" / ".git" / "config").is_file()
     assert secret not in _everything_under(work)
     assert secret not in _everything_under(home)
+    assert secret not in _everything_under(store)
     assert not (home / ".git-credentials").exists()
     assert TOKEN not in res.output and TOKEN not in repr(result)
 
@@ -303,3 +308,42 @@ def test_push_of_a_space_leaves_the_users_repo_alone(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, ["push", "space"])
     assert res.exit_code == 0 and "data of 1 run(s)" in res.output, res.output
     assert state() == before
+
+
+def _incoming(store: Path) -> list[str]:
+    listing = git(store / "git", "for-each-ref", "--format=%(refname:lstrip=3)",
+                  "refs/flowillower/incoming/")
+    return sorted(listing.split())
+
+
+def test_a_deployed_space_has_the_run_catalog_so_filtered_pulls_fetch_only_matches(
+        tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    bare = _bare(hub / "spaces" / "alice" / "runs")
+    isolate_home(monkeypatch, tmp_path,
+                 f'[url "file://{hub}/"]\n\tinsteadOf = https://huggingface.co/\n')
+    store = tmp_path / "proj" / ".flowillower"
+    ids = make_demo_store(store, runs=3, steps=20, names=["a", "b", "c"], model=False,
+                          media=False)
+    first = share_push("hf:alice/runs", dir=store)
+    assert first["runs"]["pushed"] == 3
+    assert first["runs"]["catalog"]["rows"] == 3 and first["runs"]["catalog"]["error"] is None
+    catalog = git(bare, "rev-parse", "refs/flowillower/catalog").strip()
+    # A teammate pulls one run by a filter from the Space's address: the catalog says
+    # which, and only that run's ref is fetched (no full fetch to look).
+    space = "https://huggingface.co/spaces/alice/runs"
+    mate = tmp_path / "mate" / ".flowillower"
+    got = fw.pull(space, runs="name == 'b'", dir=mate)
+    assert got["catalog"]["state"] == "used" and got["catalog"]["uncovered"] == 0
+    assert (got["catalog"]["matched"], got["catalog"]["skipped"]) == (1, 2)
+    assert got["runs_added"] == 1 and _incoming(mate) == [ids[1]]
+    assert sorted(p.name for p in (mate / "runs").iterdir()) == [ids[1]]
+    # A later deploy adds the new run's row on top of the same catalog (a fast-forward).
+    ids += make_demo_store(store, runs=1, steps=20, names=["d"], model=False, media=False,
+                           seed=5)
+    again = deploy(store, "hf:alice/runs")
+    assert again["runs"]["catalog"]["rows"] == 1 and again["runs"]["catalog"]["error"] is None
+    assert git(bare, "merge-base", "--is-ancestor", catalog, "refs/flowillower/catalog") == ""
+    got = fw.pull(space, runs="name == 'd'", dir=mate)
+    assert got["catalog"]["uncovered"] == 0 and got["runs_added"] == 1
+    assert _incoming(mate) == sorted([ids[1], ids[3]])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,16 +220,17 @@ def _resolve(git_dir: Path, names: list[str]) -> list[tuple[str, str] | None]:
             for fields in (line.split() for line in lines)]
 
 
-def fetch_catalog(git_dir: Path, url: str, commit: str) -> str:
+def fetch_catalog(git_dir: Path, url: str, commit: str,
+                  env: Mapping[str, str] | None = None) -> str:
     """Make the remote's catalog `commit` present here, under our ref for that remote
     (fetched only when this store lacks it); the commit now present (a newer one when
-    the remote moved meanwhile)."""
+    the remote moved meanwhile). `env`: extra variables for the fetch (credentials)."""
     have, ours = _resolve(git_dir, [commit, seen_ref(url)])
     if have is None or have[1] != "commit":
         proc = store_git(git_dir, ["fetch", "--quiet", "--no-tags", "--no-prune",
                                    "--no-recurse-submodules", url,
                                    f"+{CATALOG_REF}:{seen_ref(url)}"],
-                         transport=True, check=False)
+                         transport=True, check=False, env=env)
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
             raise GitError(redact(f"fetching the run catalog of {url} failed: {err}"))

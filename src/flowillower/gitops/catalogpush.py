@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,12 @@ __all__ = ["update_catalog", "MAX_ATTEMPTS"]
 MAX_ATTEMPTS = 10
 
 
-def _push(git_dir: Path, url: str, commit: str) -> tuple[bool, str]:
+def _push(git_dir: Path, url: str, commit: str, env: Mapping[str, str] | None
+          ) -> tuple[bool, str]:
     """Offer `commit` as the remote's catalog (a fast-forward only); (done, git's words)."""
     proc = store_git(git_dir, ["push", "--porcelain", "--no-verify", url,
-                               f"{commit}:{CATALOG_REF}"], transport=True, check=False)
+                               f"{commit}:{CATALOG_REF}"], transport=True, check=False,
+                     env=env)
     text = proc.stdout.decode(errors="replace")
     for line in text.splitlines():
         parts = line.split("\t")
@@ -51,10 +54,12 @@ def _push(git_dir: Path, url: str, commit: str) -> tuple[bool, str]:
 
 
 def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
-                   there: dict[str, str]) -> dict[str, Any]:
+                   there: dict[str, str], env: Mapping[str, str] | None = None
+                   ) -> dict[str, Any]:
     """Give the runs `pushed` ({run id: commit now on the remote}) their rows in the
     remote's catalog. `there` is what the remote's refs were last seen as (its catalog
-    ref included); the pushed runs' refs are taken as `pushed` at first.
+    ref included); the pushed runs' refs are taken as `pushed` at first. `env`: extra
+    variables for git's transfers (a deploy's credentials, `refs.transport_env`).
 
     What the catalog this store last wrote or read describes is remembered
     (`pushstate.load_catalog_seen`), so while the remote's catalog is still that commit a
@@ -74,13 +79,13 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
             if attempt:
                 # someone else moved the catalog: wait a random while, then look again
                 time.sleep(min(3.0, random.uniform(0.05, 0.3) * 1.6 ** attempt))
-                current = ls_remote(git_dir, url, [RUN_REF_PREFIX + "*", CATALOG_REF])
+                current = ls_remote(git_dir, url, [RUN_REF_PREFIX + "*", CATALOG_REF], env)
             remote_catalog = current.get(CATALOG_REF)
             base: Catalog | None = None
             if remote_catalog and seen is not None and seen[0] == remote_catalog:
                 known = seen[1]
             else:  # another machine's catalog (or none yet): read all of it once
-                base = read_catalog(git_dir, fetch_catalog(git_dir, url, remote_catalog)
+                base = read_catalog(git_dir, fetch_catalog(git_dir, url, remote_catalog, env)
                                     if remote_catalog else None)
                 known = {rid: row["commit"] for rid, row in base.rows.items()}
                 if base.commit:
@@ -91,7 +96,7 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
                 report["error"] = None  # complete (perhaps thanks to another machine)
                 break
             if base is None:  # only the shards our rows go to
-                if fetch_catalog(git_dir, url, remote_catalog) != remote_catalog:
+                if fetch_catalog(git_dir, url, remote_catalog, env) != remote_catalog:
                     seen = None  # that version is gone here: read the remote's whole
                     report["error"] = "the remote's run catalog changed while it was read"
                     continue
@@ -101,7 +106,7 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
             # the remote's as its parent, and the next try starts from the remote anyway
             commit = write_catalog(git_dir, base, rows, seen_ref(url))
             report["attempts"] += 1
-            done, why = _push(git_dir, url, commit)
+            done, why = _push(git_dir, url, commit, env)
             if done:
                 report["rows"], report["error"] = len(rows), None
                 seen = (commit, {**known, **{rid: row["commit"] for rid, row in rows.items()}})

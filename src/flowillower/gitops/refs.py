@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import GitError
 from .repo import redact, store_git
 
 __all__ = ["RUN_REF_PREFIX", "INCOMING_PREFIX", "INCOMING_CODE_PREFIX", "CODE_PREFIX",
-           "CATALOG_REF", "list_refs", "ls_remote", "project_dirs"]
+           "CATALOG_REF", "list_refs", "ls_remote", "project_dirs", "transport_env"]
 
 RUN_REF_PREFIX = "refs/flowillower/runs/"
 INCOMING_PREFIX = "refs/flowillower/incoming/"
@@ -26,10 +27,13 @@ def list_refs(git_dir: Path, prefix: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
 
 
-def ls_remote(git_dir: Path, url: str, patterns: list[str]) -> dict[str, str]:
+def ls_remote(git_dir: Path, url: str, patterns: list[str],
+              env: Mapping[str, str] | None = None) -> dict[str, str]:
     """{ref: object id} of the remote's refs named exactly or matched by a `prefix*`
-    pattern (one `git ls-remote`); GitError when the remote cannot be read."""
-    proc = store_git(git_dir, ["ls-remote", url, *patterns], transport=True, check=False)
+    pattern (one `git ls-remote`); GitError when the remote cannot be read. `env`: extra
+    variables for git (a deploy's credentials, `transport_env`)."""
+    proc = store_git(git_dir, ["ls-remote", url, *patterns], transport=True, check=False,
+                     env=env)
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
         raise GitError(redact(f"reading the refs of {url} failed: {err}"))
@@ -46,3 +50,18 @@ def ls_remote(git_dir: Path, url: str, patterns: list[str]) -> dict[str, str]:
 def project_dirs(store_root: Path) -> list[Path]:
     """Where a remote *name* is looked up: the project holding the store, then cwd."""
     return list(dict.fromkeys([Path(store_root).parent, Path.cwd()]))
+
+
+def transport_env(config: Sequence[str], env: Mapping[str, str] | None = None
+                  ) -> dict[str, str]:
+    """Git's `-c key=value` options (`config`: ["-c", "k=v", ...]) as environment
+    variables (`GIT_CONFIG_COUNT`, git >= 2.31), plus `env`: what a command given only an
+    environment (`ls_remote`, a catalog update) needs to authenticate as a deploy does."""
+    pairs = [config[i + 1] for i, arg in enumerate(config[:-1]) if arg == "-c"]
+    out = dict(env or {})
+    if pairs:
+        out["GIT_CONFIG_COUNT"] = str(len(pairs))
+        for i, pair in enumerate(pairs):
+            key, _, value = pair.partition("=")
+            out[f"GIT_CONFIG_KEY_{i}"], out[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    return out

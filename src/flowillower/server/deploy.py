@@ -167,7 +167,7 @@ def _push_runs(git: _Clone, store_root: Path, ids: list[str] | None, **options: 
 
     if ids == []:
         return {"runs": 0, "pushed": 0, "up_to_date": 0, "rejected": [], "code": 0,
-                "skipped_large": []}
+                "skipped_large": [], "catalog": None}
     local = push_runs(store_root, str(git.work), run_ids=ids, **options)
     result = {"runs": 0, "pushed": 0, "up_to_date": 0, "rejected": [], "code": local["code"],
               "skipped_large": local["skipped_large"]}
@@ -192,7 +192,33 @@ def _push_runs(git: _Clone, store_root: Path, ids: list[str] | None, **options: 
         err = proc.stderr.decode("utf-8", "replace").strip()
         result["error"] = redact(f"the remote refused the run refs: {err[-2000:]}")
     result["runs"] = total - len(result["rejected"]) - len(declined)
+    result["catalog"] = _push_catalog(git, store_root)
     return result
+
+
+def _push_catalog(git: _Clone, store_root: Path) -> dict[str, Any]:
+    """Bring the remote's run catalog up to date for the runs this deploy sent, so a
+    `pull --runs FILTER` from it fetches only matching runs. Written in the store's
+    repository (which has the run commits) and pushed from there as a fast-forward, with
+    the deploy's credentials, as `flowillower push` does it (`catalogpush`): the clone
+    cannot, its new catalog would not descend from the remote's. Never raises: the runs
+    are on the remote whatever happens here (`["error"]` says why the catalog is not)."""
+    from ..gitops.catalogpush import update_catalog
+    from ..gitops.refs import CATALOG_REF, RUN_REF_PREFIX, list_refs, ls_remote, transport_env
+
+    git_dir = store_root / "git"
+    env = transport_env(git.auth_args, git.auth_env)
+    sent = list_refs(git.work / ".git", RUN_REF_PREFIX)  # what this deploy staged
+    try:
+        there = ls_remote(git_dir, git.target.url, [RUN_REF_PREFIX + "*", CATALOG_REF], env)
+    except GitError as exc:
+        return {"rows": 0, "attempts": 0, "seconds": 0.0,
+                "error": f"the remote's run catalog was not updated: {exc}"}
+    # only runs whose ref on the remote is the version sent (a refused or newer one is
+    # left to whoever pushed it)
+    landed = {ref.removeprefix(RUN_REF_PREFIX): sha for ref, sha in sent.items()
+              if there.get(ref) == sha}
+    return update_catalog(git_dir, git.target.url, landed, there, env)
 
 
 def _send(git: _Clone, args: list[str], what: str) -> None:
@@ -217,8 +243,9 @@ def deploy(site_or_store: str | Path, target: str, *, runs_filter: str | None = 
     the throwaway repository there (a new folder, kept) instead of a temporary one.
     Returns ``{"url", "page", "kind", "branch", "pushed", "commit", "space", "lfs" (files
     sent through LFS), "skipped" (links left out), "runs" (None for a site folder, else
-    like `flowillower push`: runs, pushed, up_to_date, rejected, code, skipped_large, and
-    "error" when the remote refused them)}``.
+    like `flowillower push`: runs, pushed, up_to_date, rejected, code, skipped_large,
+    catalog (the remote's run catalog update, as `push` reports it), and "error" when
+    the remote refused them)}``.
     """
     tgt = parse_target(target)
     use_lfs = tgt.hosted if lfs is None else lfs
