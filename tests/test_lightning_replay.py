@@ -269,10 +269,42 @@ def test_debug_mode_captures_nothing(tmp_path: Path) -> None:
     assert callback.captured == [] and not (tmp_path / ".flowillower" / "runs").exists()
 
 
-def test_the_schedule_can_say_what_a_worker_skips(recorded, tmp_path: Path) -> None:
-    from flowillower.integrations.lightning_state import replay_note
+def _schedule(root: Path, script: Path) -> tuple[str, dict]:
+    """The schedule `fw.replay` prints for w_plan / val_plan (declined at the prompt),
+    and its JSON report."""
+    import json
 
-    _root, run_dir = recorded
-    assert replay_note(run_dir).startswith("Lightning: the worker skips the training "
-                                           "batches of 6 captured epoch(s)")
-    assert replay_note(tmp_path) is None
+    from flowillower.hindsight.replay import report_json
+
+    printed: list[str] = []
+    report = fw.replay("w_plan,val_plan", dir=root, script=script, echo=printed.append,
+                       confirm=lambda _question: False)
+    assert report.cancelled
+    return "\n".join(printed), json.loads(report_json(report))["runs"][0]
+
+
+def test_the_schedule_says_which_epochs_the_worker_skips(recorded, tmp_path: Path) -> None:
+    root, run_dir = recorded
+    script = tmp_path / "train.py"  # names no other test replays into the shared run
+    script.write_text(_edited().replace('"w_norm"', '"w_plan"').replace('"val_seen"',
+                                                                         '"val_plan"'))
+    printed, outcome = _schedule(root, script)
+    strategy = ("re-executed with its recorded command line; the training batches of 6 of 6 "
+                "epochs skipped (FlowillowerCheckpoint)")
+    assert f"strategy: {strategy}\n" in printed
+    assert "1 task (whole script)" in printed
+    assert ("note: FlowillowerCheckpoint: the worker skips the training batches of epochs "
+            "0-5 and restores each one's end state") in printed
+    assert "re-executed from the start" not in printed
+    assert outcome["strategy"] == strategy and outcome["status"] == "skipped"
+
+    # Captures this machine has no record of writing are never loaded: the schedule says
+    # every epoch is trained, as the worker will.
+    copy = tmp_path / "copy"
+    shutil.copytree(root / ".flowillower", copy / ".flowillower")
+    ledger_file(copy / ".flowillower" / "runs" / run_dir.name).unlink()
+    printed, outcome = _schedule(copy, script)
+    assert ("every epoch re-executed (FlowillowerCheckpoint recorded no epoch that can be "
+            "skipped)") in outcome["strategy"]
+    assert ("note: FlowillowerCheckpoint: 6 capture file(s) were not written on this "
+            "machine; every epoch is re-executed") in printed

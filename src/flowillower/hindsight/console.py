@@ -38,8 +38,9 @@ def describe(names: list[str], workers: int, jobs: Iterable[Job], estimate: floa
             lines.append(f"      + {', '.join(p['names'])} at line {p['line']} "
                          f"({p['where']}{extra})")
         lines.append(f"      strategy: {plan.strategy}")
+        whole = "whole script" if plan.info.outer is None else "after loops"
         tasks = ", ".join(f"[{t.emit_from},{t.stop})" if t.stop > t.first else
-                          ("after loops" if t.post_loop else "set-up") for t in plan.tasks)
+                          (whole if t.post_loop else "set-up") for t in plan.tasks)
         lines.append(f"      {len(plan.tasks)} task{'s' if len(plan.tasks) > 1 else ''}"
                      f" ({tasks}), estimated {fmt_s(plan.estimate)} of worker time")
         for note in plan.notes:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import StatementInfo
+from .callback_captures import Skips, skip_summary
 from .ckpt_store import CheckpointStore
 from .iterations import iteration_span, outer_from_events, recorded_times
 
@@ -56,6 +57,9 @@ class RunInfo:
     first: int = 0
     last: bool = True
     no_checkpoints: str = ""  # why it has none, when not for want of fw.checkpointing
+    # A run with no fw.loop whose framework callback captured its epochs (Lightning's
+    # FlowillowerCheckpoint): what its worker skips (callback_captures.py).
+    skips: Skips | None = None
 
 
 def load_run_info(run_dir: Path) -> RunInfo:
@@ -92,7 +96,8 @@ def load_run_info(run_dir: Path) -> RunInfo:
         times, ended=store.ended if store.exists else None)
     return RunInfo(reader.id, Path(run_dir), meta, summary, reader.status, args, outer,
                    len(iter_times), loop_ended, iter_times, inner_times, float(setup),
-                   float(teardown), store, present, unrecorded, changed, first=first)
+                   float(teardown), store, present, unrecorded, changed, first=first,
+                   skips=skip_summary(run_dir, data) if outer is None else None)
 
 
 # -- tasks and the schedule ----------------------------------------------------------------------
@@ -198,9 +203,15 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
     if info.outer is None:
         strategy = "re-executed from the start (the run recorded no fw.loop)"
         whole = task(0, 0, 0, [], True, True)
-        duration = (info.summary or {}).get("duration")
-        if duration:
-            whole.estimate = max(whole.estimate, float(duration) + PROCESS_EXIT_S)
+        duration = float((info.summary or {}).get("duration") or 0.0)
+        skips = info.skips
+        if skips is not None:  # the script runs whole, its callback skipping epochs' work
+            strategy = f"re-executed with its recorded command line; {skips.strategy()}"
+            notes.append(skips.note())
+            duration += (RESTORE_FIXED_S * len(skips.indices) - skips.saved_s
+                         + skips.load_bytes / LOAD_BYTES_PER_S)
+        if duration > 0:
+            whole.estimate = max(whole.estimate, duration + PROCESS_EXIT_S)
         return RunPlan(info, statements, strategy, [whole], notes, False, dropped)
     if not loopwork:
         if post and not (store.exists and store.final() is not None):

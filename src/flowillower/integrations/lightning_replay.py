@@ -58,6 +58,17 @@ EPOCH_HOOKS = frozenset({
 })
 
 
+# What a replay worker does with the captures, in the planner's words (the run's manifest
+# carries it: hindsight/callback_captures.py reads it without importing Lightning).
+REPLAY_DESCRIPTION = {
+    "by": "FlowillowerCheckpoint", "loop": "epoch", "inner": "step",
+    "skips": "training batches",
+    "unless": "a replayed statement may run per training batch (in training_step, a batch "
+              "hook or a helper function rather than an epoch-level hook), or the replayed "
+              "module, optimizers or schedulers differ from the recorded ones",
+}
+
+
 def _function_of(loc: Any) -> str | None:
     funcs = [c.name for c, _f, _k in loc.chain
              if isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef))]
@@ -155,7 +166,7 @@ class FlowillowerCheckpoint(Callback):
         torch = torch_module()
         package = sys.modules.get("lightning") or sys.modules.get("pytorch_lightning")
         self._note({"type": "meta", "format": state.FORMAT, "objects": self._kinds,
-                    "every": self.every, "time": time.time(),
+                    "replay": REPLAY_DESCRIPTION, "every": self.every, "time": time.time(),
                     "lightning": getattr(package, "__version__", None),
                     "torch_threads": torch.get_num_threads() if torch else None})
 

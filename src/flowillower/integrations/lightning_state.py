@@ -13,18 +13,20 @@ Files live in `<run>/checkpoints/lightning/` (local only, like every checkpoint:
 pushed, freed by `flowillower gc --checkpoints`), written by the same background writer
 as `fw.checkpointing`'s, with their digests in `<store>/local/checkpoints/<run
 id>.lightning.jsonl`; nothing is loaded unless its bytes are what this machine wrote.
+The manifest is read by `hindsight/callback_captures.py` (shared with the replay planner,
+which imports neither Lightning nor this module); loading a capture happens here.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 from ..hindsight import ledger
-from ..hindsight.ckpt_files import CKPT_DIRNAME, MANIFEST, BlobRef
+from ..hindsight.callback_captures import CapturedIterations
+from ..hindsight.ckpt_files import CKPT_DIRNAME, BlobRef
 from ..hindsight.ckpt_store import load_checkpoint_file
 from ..hindsight.state import (
     capture_object,
@@ -178,57 +180,29 @@ def restore(trainer: Any, module: Any, objects: dict[str, Any], kinds: dict[str,
     return {tuple(path): n for path, n in tree["totals"]}
 
 
-class LightningCheckpoints:
-    """A run's Lightning captures: the manifest, and verified lazy loading."""
+class LightningCheckpoints(CapturedIterations):
+    """A run's Lightning captures: the manifest (read by `CapturedIterations`, which the
+    replay planner shares), and verified lazy loading."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.dir = checkpoint_dir(run_dir)
-        self.ledger = ledger_file(run_dir)
-        self.meta: dict[str, Any] | None = None
-        self.epochs: dict[int, dict[str, Any]] = {}  # epoch -> its capture's line
-        self.mid_validation: set[int] = set()  # epochs validated before their last batch
-        self.unrecorded: list[str] = []  # files this machine has no record of writing
-        self._files: dict[int, str] = {}
+        super().__init__(run_dir, LIGHTNING_DIR)
         self._cache: dict[int, Any] = {}
-        self._read()
 
     @property
-    def exists(self) -> bool:
-        return self.meta is not None
+    def epochs(self) -> dict[int, dict[str, Any]]:
+        """Epoch -> its capture's manifest line."""
+        return self.entries
 
-    def _read(self) -> None:
-        try:
-            text = (self.dir / MANIFEST).read_text(encoding="utf-8")
-        except OSError:
-            return
-        digests = ledger.read(self.ledger)
-        for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                break  # a torn last line from a killed process
-            kind = entry.get("type")
-            if kind == "meta" and self.meta is None:
-                self.meta = entry
-            elif kind == "ckpt" and (self.dir / entry["file"]).exists():
-                if entry["file"] not in digests:
-                    self.unrecorded.append(entry["file"])
-                    continue
-                self.epochs[int(entry["i"])] = entry
-                self._files[int(entry["seq"])] = entry["file"]
-            elif kind == "mid_validation":
-                self.mid_validation.add(int(entry["i"]))
-        self._digests = digests
-
-    def skippable(self) -> set[int]:
-        """Epochs whose batches a replay may skip (captured, no validation inside)."""
-        return set(self.epochs) - self.mid_validation
+    @property
+    def mid_validation(self) -> set[int]:
+        """Epochs validated before their last batch (never skipped)."""
+        return self.unskippable
 
     def _file(self, seq: int) -> Any:
         if seq not in self._cache:
-            name = self._files[seq]
+            name = self.files[seq]
             self._cache[seq] = load_checkpoint_file(self.dir / name,
-                                                    self._digests.get(name))[0]
+                                                    self.digests.get(name))[0]
         return self._cache[seq]
 
     def load(self, epoch: int) -> dict[str, Any]:
@@ -254,17 +228,3 @@ class LightningCheckpoints:
             if seq not in used:
                 del self._cache[seq]
         return tree
-
-
-def replay_note(run_dir: Path) -> str | None:
-    """What a replay worker of this run will skip, for the replay's schedule (None: the
-    run has no Lightning captures). Imports neither Lightning nor torch."""
-    store = LightningCheckpoints(run_dir)
-    if not store.exists:
-        return None
-    epochs = sorted(store.skippable())
-    if not epochs:
-        return "Lightning run recorded with FlowillowerCheckpoint, but no epoch is skippable"
-    return (f"Lightning: the worker skips the training batches of {len(epochs)} captured "
-            "epoch(s) (FlowillowerCheckpoint), unless a replayed statement may run per "
-            "batch")
