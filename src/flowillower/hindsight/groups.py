@@ -139,13 +139,16 @@ def failures(job: Job) -> tuple[bool, list[str]]:
     return False, found
 
 
-def collect(job: Job) -> list[tuple]:
+def collect(job: Job, extra: Callable[[Job], list[tuple]] | None = None) -> list[tuple]:
     """The wanted values of every task of every job of the run, each row prefixed with
     its sort key (outer iteration, then job and task order): only the iterations each
     task emits, and of a stretch only what the run reads from it. The new values rewind
     too: a later stretch's new values supersede an earlier one's from their own rewind
     points (a statement before the loop logs at step 0 in every segment), so each
-    position is read once, as the reader's rule would read a run that logged them."""
+    position is read once, as the reader's rule would read a run that logged them.
+    `extra`: more rows of one job (`replay --watch`'s statistics), already keyed by
+    (outer iteration, task order) and limited to what its tasks own; they are kept and
+    rewound by the same rules."""
     wanted = set(job.outcome.names)
     found: dict[int, list[tuple]] = {}
     for rank, member in enumerate(members(job)):
@@ -153,6 +156,9 @@ def collect(job: Job) -> list[tuple]:
         outer = member.plan.info.outer
         stretch = member.stretch
         kept = found.setdefault(rank, [])
+        for row in extra(member) if extra is not None else []:
+            if stretch is None or stretch.keeps(row[5], row[6]):
+                kept.append((row[0], rank * 1_000_000 + row[1], *row[2:]))
         for order, task in enumerate(member.tasks):
             t: TaskPlan = task.meta["plan"]
             for data_file in sorted((task.scratch / "store" / "runs").glob("*/data*.fwl")):

@@ -133,25 +133,28 @@ class _Replayer:
         outcome.message = self.trust.refusal(run)
         self.left_out.append(run)
 
-    def prepare(self, job: Job) -> None:
-        """Transplant and plan one run (see `jobs.prepare_job`)."""
-        info = load_run_info(self.store.run_dir(job.outcome.run_id))
-        if self.watch is None:
-            return prepare_job(job, info, self.store, self.script)
-        with self.watch.hidden(job.outcome) as wanted:  # no statement: planned by itself
-            prepare_job(job, info, self.store, self.script)
-        if wanted:
-            self.watch.plan(job, info)
+    def _prepare(self, job: Job) -> list[Job]:
+        """Transplant and plan the run's jobs: itself, or one per stretch of a resumed
+        run or a fork (each with its own code version and checkpoints:
+        `groups.stretch_jobs`)."""
+        group = stretch_jobs(job, self.store, self.script, self.trust.allows)
+        if group is not None:
+            return group
+        prepare_job(job, load_run_info(self.store.run_dir(job.outcome.run_id)),
+                    self.store, self.script)
+        return [job]
 
     def prepare_run(self, job: Job) -> list[Job]:
-        """The run's jobs: itself, or one per stretch of a resumed run or a fork (each
-        with its own code version and checkpoints: `groups.stretch_jobs`)."""
-        group = stretch_jobs(job, self.store, self.script, self.trust.allows)
-        if group is None:
-            self.prepare(job)
-            return [job]
-        if self.watch is not None:
-            raise FlowillowerError("--watch of a resumed run or a fork is not supported yet")
+        """The run's jobs, planned; with `--watch`, each re-planned to watch the model
+        (the request has no statement to transplant: it is left out until then)."""
+        if self.watch is None:
+            return self._prepare(job)
+        with self.watch.hidden(job.outcome) as wanted:
+            group = self._prepare(job)
+        if wanted:
+            for member in group:
+                assert member.plan is not None
+                self.watch.plan(member, member.plan.info)
         return group
 
     def plan_all(self) -> float:
@@ -231,10 +234,8 @@ class _Replayer:
         assert job.plan is not None
         out = job.outcome
         run_dir = self.store.run_dir(out.run_id)
-        outer = job.plan.info.outer
-        rows = collect(job)
-        if watch := asked(self.watch, out):
-            rows += watch.rows(job, outer)
+        watch = asked(self.watch, out)
+        rows = collect(job, watch.rows if watch else None)
         rows.sort(key=lambda r: (r[0], r[1]))
         times = original_times(run_dir)
         counts: dict[str, int] = {}

@@ -9,6 +9,14 @@ had been called where `fw.checkpointing` starts; each worker watches the model
 owns, picks the weight statistics of the steps a fresh run would have chosen, and hands
 them to the replay's one atomic `replays/<id>.fwl` file, with role "watch" like
 `fw.watch`'s own values (the reader marks values from replay files "replayed").
+
+A resumed run, or a fork, is replayed stretch by stretch (`groups.stretch_jobs`: each
+stretch with its own code version and checkpoints). Each stretch was one process of the
+original run, which would have called `fw.watch` afresh: its first worker watches from
+that process's start, and the weight statistics follow the schedule over that stretch's
+steps alone. Its statistics are kept for the iterations it still owns (the reader's
+superseding rule, `groups.collect`); a fork's inherited steps get the statistics of its
+parent's stretches up to the fork step, as a fork of a watched parent copies them.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ class WatchRequest:
     name: str
     every: int = 1
     force: bool = False
-    depths: dict[str, int] = field(default_factory=dict)  # run id -> deepest loop nesting
+    # (run id, stretch part) -> the deepest loop nesting of the run that stretch is of
+    depths: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -83,21 +92,27 @@ class WatchRequest:
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, job: Any, info: RunInfo) -> None:
-        """Check NAME is a model the run registered, and re-plan with every inner loop
-        re-executed (the statistics come from the forward and backward passes)."""
+        """Check NAME is a model the run (or this stretch of it) registered, and re-plan
+        with every inner loop re-executed (the statistics come from the forward and
+        backward passes)."""
         assert job.plan is not None
+        stretch = job.stretch
+        whose = "the run" if stretch is None else f"{stretch.label} of the run"
         kinds = (info.store.meta or {}).get("objects") if info.store.exists else None
         if kinds is not None:
             if self.name not in kinds:
                 raise FlowillowerError(
-                    f"--watch {self.name}: the run registered no {self.name!r} with "
+                    f"--watch {self.name}: {whose} registered no {self.name!r} with "
                     f"fw.checkpointing (registered: {', '.join(sorted(kinds)) or 'none'})")
             if kinds[self.name] != "module":
                 raise FlowillowerError(f"--watch {self.name}: {self.name!r} was a "
-                                       f"{kinds[self.name]}, not a torch module")
+                                       f"{kinds[self.name]}, not a torch module"
+                                       + ("" if stretch is None else f" in {stretch.label}"))
         elif self.name not in registered_names(job.source):
+            code = "the run's script" if stretch is None else \
+                f"the script of {stretch.label} (code {job.version})"
             raise FlowillowerError(
-                f"--watch {self.name}: the run's script registers no {self.name!r} with "
+                f"--watch {self.name}: {code} registers no {self.name!r} with "
                 "fw.checkpointing(...); name the model as it was registered")
         statements = list(job.plan.statements)
         statements.append(StatementInfo([], 0, "inner", {"inner"}, "fw.watch"))
@@ -105,25 +120,37 @@ class WatchRequest:
             statements.append(StatementInfo([], 0, "post", set(), "fw.watch"))
         job.plan = plan_run(info, statements)
         out = job.outcome
-        out.strategy = job.plan.strategy
-        out.notes += [n for n in job.plan.notes if n not in out.notes]
-        self.depths[out.run_id] = _max_depth(info.run_dir)
+        if stretch is None:  # a group's outcome is summed up from its stretches
+            out.strategy = job.plan.strategy
+            out.notes += [n for n in job.plan.notes if n not in out.notes]
+        self.depths[(out.run_id, job.part)] = _max_depth(info.run_dir)
 
     def annotate(self, job: Any) -> None:
-        """Add the watch request to each task's plan file (after `jobs.materialize`)."""
+        """Add the watch request to each task's plan file (after `jobs.materialize`).
+        `from_start`: the task starts where the process it replays started (the run's
+        first iteration, or a resumed segment's or a fork's own first one), so it watches
+        from its first step on, as `fw.watch` in that process did."""
+        assert job.plan is not None
+        info = job.plan.info
+        start = min(info.first, info.completed)
         for task in job.tasks:
             path = Path(task.scratch) / "plan.json"
             plan = json.loads(path.read_text(encoding="utf-8"))
             plan["watch"] = {"name": self.name, "every": self.every,
-                             "max_depth": self.depths.get(job.outcome.run_id, 0)}
+                             "max_depth": self.depths.get((job.outcome.run_id, job.part), 0),
+                             "from_start": task.meta["plan"].first <= start}
             path.write_text(json.dumps(plan), encoding="utf-8")
 
     # -- merging ------------------------------------------------------------------------------
-    def rows(self, job: Any, outer: str | None) -> list[SortedRow]:
-        """The statistics of every task, each kept for the iterations its task owns; the
-        weight statistics of the steps a fresh run would have recorded them on."""
+    def rows(self, job: Any) -> list[SortedRow]:
+        """The statistics of every task of one job (a whole run, or one stretch of it),
+        each kept for the iterations its task owns; the weight statistics of the steps a
+        fresh process would have recorded them on (the schedule runs over this job's
+        steps alone: each stretch was a process of its own, with its own `fw.watch`)."""
         from ..store.reader import decode_values
 
+        assert job.plan is not None
+        outer = job.plan.info.outer
         out: list[SortedRow] = []
         trace: list[tuple[int, int, int]] = []  # (task order, watched index, step), in order
         payload: dict[tuple[int, int], list[Any]] = {}

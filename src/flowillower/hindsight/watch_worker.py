@@ -14,7 +14,9 @@ give a fresh run's values:
   which sees every segment, keeps those of the steps a fresh run would have chosen
   (`WatchRequest.rows`). A segment that starts from a checkpoint does not know the
   earlier steps, so it takes them on every watched step; the run's first segment follows
-  the rule itself (it has seen every step: it costs what `fw.watch` costs).
+  the rule itself (it has seen every step: it costs what `fw.watch` costs). So does the
+  first worker of a resumed segment or a fork's own part: the process it replays called
+  `fw.watch` afresh where that segment began (`start`'s `from_start`).
 """
 
 from __future__ import annotations
@@ -114,7 +116,12 @@ class WorkerWatch:
 
 def start(run: Any, objects: dict[str, Any], spec: dict[str, Any], scratch: Path,
           live: bool) -> WorkerWatch:
-    """Watch the object registered as `spec["name"]`; raises `WatchNotRegistered`."""
+    """Watch the object registered as `spec["name"]`; raises `WatchNotRegistered`.
+    `live`: whether the worker starts with the run; the plan's `from_start` overrides it
+    (a resumed segment's or a fork's first worker starts where its process started,
+    which watched from its own first step)."""
+    if "from_start" in spec:
+        live = bool(spec["from_start"])
     name = spec["name"]
     model = objects[name]
     try:
