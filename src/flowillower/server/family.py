@@ -2,10 +2,12 @@
 them, as a tree), and, for a resumed run, its segments.
 
 `fw.init(fork_from=(RUN, step))` writes `fork_of` into the child's run.json and a
-continued run keeps one frame file per segment (`store.segments`). The index has no
-`fork_of` column, so forks are found from each run's run.json: `ForkIndex` re-reads a
-run.json only when its size or mtime changed, so a page after the first costs one
-`stat` per run. Every field read from a run.json is type-checked (a pulled run may be
+continued run keeps one frame file per segment (`store.segments`). The index keeps each
+run's parent (its `fork_of` / `fork_step` columns, in the rows as `fork_of`), recorded
+with the run's index row at start, so the server finds a family in the rows it already
+holds, reading no run.json. `ForkIndex` reads run.json itself, for folders without an
+index (an export's runs): it re-reads one only when its size or mtime changed. Either
+way the same check applies (`store.index_rows.fork_parent`; a pulled run may be
 hostile): a malformed `fork_of` is no fork.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.documents import read_meta, read_summary
-from ..store.resolve import InvalidRunRefError, check_ref
+from ..store.index_rows import fork_parent
 from ..store.segments import STEPPED_ROLES, segment_files
 
 __all__ = ["ForkIndex", "family_doc", "has_family", "parse_fork", "segments_doc"]
@@ -29,19 +31,12 @@ MAX_DEPTH = 100  # ancestors followed at most (a cycle of hostile run.json ends 
 
 def parse_fork(meta: Any) -> dict[str, Any] | None:
     """`fork_of` of a run.json (or an index row) as {"run", "step", "git"} when
-    well-formed, else None."""
-    fork = meta.get("fork_of") if isinstance(meta, dict) else None
-    if not isinstance(fork, dict):
+    well-formed (`fork_parent`), else None."""
+    link = fork_parent(meta)
+    if link is None:
         return None
-    run, step = fork.get("run"), fork.get("step")
-    if not isinstance(run, str) or isinstance(step, bool) or not isinstance(step, int):
-        return None
-    try:
-        check_ref(run)
-    except InvalidRunRefError:
-        return None
-    git = fork.get("git") if isinstance(fork.get("git"), dict) else None
-    return {"run": run, "step": step, "git": git}
+    git = meta["fork_of"].get("git")
+    return {"run": link[0], "step": link[1], "git": git if isinstance(git, dict) else None}
 
 
 class ForkIndex:

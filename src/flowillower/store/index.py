@@ -30,28 +30,10 @@ from .index_rows import (
     scan_run,
     shown_text,
 )
+from .index_schema import INSERT_RUN, prepare
 from .layout import runs_dir
 from .provenance import pulled_origins
 from .signature import FINISHED_PARTS, first_look, signature
-
-SCHEMA_VERSION = 4
-# author: run.json's `user`; origin: the remote a pulled run came from (`provenance`),
-# None for runs made here. Both, and host, as `index_rows.shown_text` keeps them.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, project TEXT, name TEXT, status TEXT, created REAL, ended REAL,
-    duration REAL, tags TEXT, notes TEXT, hidden INTEGER DEFAULT 0, host TEXT,
-    git_head TEXT, git_branch TEXT, git_dirty INTEGER, snapshot TEXT, signature TEXT,
-    meta TEXT, error TEXT, loops TEXT, author TEXT, origin TEXT);
-CREATE TABLE IF NOT EXISTS args (run_id TEXT, name TEXT, value, value_json TEXT,
-    PRIMARY KEY (run_id, name));
-CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, name TEXT, role TEXT, kind TEXT,
-    count INTEGER, last, last_json TEXT, min REAL, max REAL, last_step INTEGER,
-    replayed INTEGER, PRIMARY KEY (run_id, name));
-CREATE INDEX IF NOT EXISTS metrics_name ON metrics(name);
-CREATE INDEX IF NOT EXISTS args_name ON args(name);
-"""
-
 
 # Host parameters one SQLite statement may take (the library's floor since 3.32).
 _MAX_PARAMS = 32766
@@ -88,24 +70,28 @@ class _Batch:
         self.runs: list[tuple] = []
         self.args: list[tuple] = []
         self.metrics: list[tuple] = []
+        self.known: list[tuple[str]] = []  # runs the index had: their old args go first
 
-    def add(self, parts: RunParts, row: tuple) -> None:
+    def add(self, parts: RunParts, row: tuple, known: bool = True) -> None:
         self.runs.append(row)
         self.args.extend(arg_records(parts))
         self.metrics.extend(metric_records(parts))
+        if known:
+            self.known.append((row[0],))
 
     def write(self, conn: sqlite3.Connection) -> None:
         """Inside the caller's transaction: a run's row and its args/metrics go together."""
         if not self.runs:
             return
-        ids = [(row[0],) for row in self.runs]
-        conn.executemany("DELETE FROM args WHERE run_id=?", ids)
-        conn.executemany("DELETE FROM metrics WHERE run_id=?", ids)
-        conn.executemany("INSERT OR REPLACE INTO runs VALUES (" + ",".join("?" * len(
-            self.runs[0])) + ")", self.runs)
-        conn.executemany("INSERT INTO args VALUES (?,?,?,?)", self.args)
-        conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?)", self.metrics)
-        self.runs, self.args, self.metrics = [], [], []
+        if self.known:  # a run new to the index has none (a first sync: no deletes at all)
+            conn.executemany("DELETE FROM args WHERE run_id=?", self.known)
+            conn.executemany("DELETE FROM metrics WHERE run_id=?", self.known)
+        # OR REPLACE: another reader may have indexed a "new" run since this one looked.
+        conn.executemany(INSERT_RUN, self.runs)
+        conn.executemany("INSERT OR REPLACE INTO args VALUES (?,?,?,?)", self.args)
+        conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                         self.metrics)
+        self.runs, self.args, self.metrics, self.known = [], [], [], []
 
 
 class Index:
@@ -127,12 +113,7 @@ class Index:
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:  # an old cache: drop it, it is rebuilt below
-                for table in ("runs", "args", "metrics"):
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.executescript(SCHEMA)
+            prepare(conn)  # an older version's index: migrated, or dropped and rebuilt
             self._local.conn = conn
         return conn
 
@@ -234,8 +215,8 @@ class Index:
         conn.execute("BEGIN")  # a transaction per batch of runs: a commit per run costs more
         try:
             for path, sig, live in paths:
-                names = None
-                if sig is None:
+                names, new = None, sig is None  # new: not in the index when sync looked
+                if new:
                     look = first_look(path)
                     if look is None:
                         continue  # gone meanwhile
@@ -255,7 +236,8 @@ class Index:
                     parts = scan_run(Path(path))
                 # The signature says whether notes/ exists (its third part): no stat here.
                 notes = latest_annotation(Path(path)) if sig.split("|")[2] != "-" else {}
-                batch.add(parts, row_record(parts, notes, sig, origins.get(parts.run_id)))
+                batch.add(parts, row_record(parts, notes, sig, origins.get(parts.run_id)),
+                          known=not new)
                 updated += 1
                 if len(batch.runs) >= 500:  # let other readers' writes in now and then
                     batch.write(conn)
@@ -310,8 +292,8 @@ class Index:
         conn = self.connect()
         cur = conn.execute("SELECT id, project, name, status, created, ended, duration, tags, "
                            "notes, hidden, host, git_head, git_branch, git_dirty, snapshot, "
-                           "error, loops, author, origin FROM runs" + ("" if include_hidden else
-                                                        " WHERE hidden=0")
+                           "error, loops, author, origin, fork_of, fork_step FROM runs"
+                           + ("" if include_hidden else " WHERE hidden=0")
                            + " ORDER BY created DESC, id DESC"
                            + ("" if limit is None else f" LIMIT {int(limit)}"))
         cols = [d[0] for d in cur.description]
@@ -322,6 +304,9 @@ class Index:
             row["tags"] = json.loads(tags) if tags and tags != "[]" else []
             row["loops"] = json.loads(loops) if loops and loops != "[]" else []
             row["hidden"] = bool(row["hidden"])
+            step = row.pop("fork_step")  # fork_of: {"run", "step"} of a fork, else None
+            if row["fork_of"] is not None:
+                row["fork_of"] = {"run": row["fork_of"], "step": step}
             row["args"], row["metrics"] = {}, {}
             rows[row["id"]] = row
         only, params = "", ()

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from .written import WrittenStats
 
 ROW_FILE = "index-row.json"
-ROW_VERSION = 2  # 2: an arg and a metric of one name are two entries (1 merged them)
+# 2: an arg and a metric of one name are two entries (1 merged them); 3: `meta_stamp`,
+# run.json's stamp (older rows' run.json is read again: the row's copy may be stale).
+ROW_VERSION = 3
 _STATUSES = ("running", "success", "failed", "killed")
 _DATA_FILE = re.compile(r"data(\.rank\d+)?(\.seg\d+)?\.fwl\Z")
 
@@ -52,14 +54,24 @@ def frame_files(run_dir: str, names: list[str] | None = None) -> dict[str, int]:
     return found
 
 
-def _summary_stamp(run_dir: str) -> list[int] | None:
+def _stamp(path: str) -> list[int] | None:
     try:
-        st = os.stat(run_dir + "/summary.json")
+        st = os.stat(path)
     except OSError:
         return None
     # ctime and inode: no copy (tar, rsync -a, a git checkout) can carry them over, so a
-    # row that came with its run from elsewhere is always checked against the summary.
+    # row that came with its run from elsewhere is always checked against the file.
     return [st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size]
+
+
+def _summary_stamp(run_dir: str) -> list[int] | None:
+    return _stamp(run_dir + "/summary.json")
+
+
+def _meta_stamp(run_dir: str) -> list[int] | None:
+    """run.json's stamp: taken before its fields are read (or right after the writer
+    wrote them), so a later rewrite makes the row's copy stale, never the stamp."""
+    return _stamp(run_dir + "/run.json")
 
 
 def _write(run_dir: Path, document: dict[str, Any]) -> bool:
@@ -85,7 +97,7 @@ def record_start(run_dir: Path, meta: dict[str, Any], args: dict[str, Any]) -> b
                     "error": None, "loops": [],
                     "args": [[name, to_json(value)] for name, value in args.items()],
                     "metrics": [], "files": frame_files(os.fspath(run_dir)),
-                    "summary": None}
+                    "summary": None, "meta_stamp": _meta_stamp(os.fspath(run_dir))}
     except Exception:
         return False
     return _write(run_dir, document)
@@ -111,6 +123,7 @@ def record_written(run_dir: Path, written: WrittenStats | None,
     try:
         files = frame_files(base)
         if written is not None and files == {written.name: written.size}:
+            meta_stamp = _meta_stamp(base)
             meta = read_meta(run_dir) or {"id": run_dir.name}
             loops, args, metrics = written.row_parts()
             document = {"version": ROW_VERSION, "id": run_dir.name,
@@ -119,7 +132,7 @@ def record_written(run_dir: Path, written: WrittenStats | None,
                         "ended": summary.get("ended"), "error": summary.get("error"),
                         "loops": loops, "args": [list(a) for a in args],
                         "metrics": [list(m) for m in metrics], "files": files,
-                        "summary": _summary_stamp(base)}
+                        "summary": _summary_stamp(base), "meta_stamp": meta_stamp}
     except Exception:  # a row is optional: without it readers scan, as before
         document = None
     return _record_or_remove(run_dir, document)
@@ -130,14 +143,15 @@ def record_finish(run_dir: Path) -> bool:
     that arrived without one (rows never travel); False when it could not."""
     base = os.fspath(run_dir)
     try:
-        files = frame_files(base)
+        files, meta_stamp = frame_files(base), _meta_stamp(base)
         parts = scan_run(run_dir)  # the readers' own decoder: the row says what they would
         document = {"version": ROW_VERSION, "id": parts.run_id, "status": parts.status,
                     "meta": parts.meta, "created": parts.created, "ended": parts.ended,
                     "error": parts.error, "loops": parts.loops,
                     "args": [list(a) for a in parts.args],
                     "metrics": [list(m) for m in parts.metrics],
-                    "files": files, "summary": _summary_stamp(base)}
+                    "files": files, "summary": _summary_stamp(base),
+                    "meta_stamp": meta_stamp}
     except Exception:
         document = None
     return _record_or_remove(run_dir, document)
@@ -192,7 +206,7 @@ def _checked_meta(meta: Any) -> dict[str, Any] | None:
 
 def _parse(doc: Any, run_id: str) -> RunParts | None:
     """The row's parts when every field has the type the writer gives it."""
-    if not (type(doc) is dict and doc.get("version") in (1, ROW_VERSION)
+    if not (type(doc) is dict and doc.get("version") in (1, 2, ROW_VERSION)
             and doc.get("id") == run_id and doc.get("status") in _STATUSES):
         return None
     meta = _checked_meta(doc.get("meta"))
@@ -241,30 +255,63 @@ def _agrees(parts: RunParts, summary: dict[str, Any]) -> bool:
     return all(_same(json.loads(shown[name]), value) for name, value in last.items())
 
 
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes with two system calls fewer than `open()` (a cold index reads
+    10,000 rows). A short read ends it: a row cut short is no JSON, so never trusted."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        chunks = [os.read(fd, 8192)]
+        while len(chunks[-1]) == 8192:
+            chunks.append(os.read(fd, 8192))
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _with_current_meta(parts: RunParts, doc: dict[str, Any], base: str) -> RunParts | None:
+    """`parts` with run.json's fields as they are now: the row's copy while run.json is
+    the file it was taken from (its stamp), else run.json read again (rewritten since:
+    a set-up that completed it, a resume, an edit; or a row older than the stamp)."""
+    stamp = doc.get("meta_stamp")
+    if stamp is not None and stamp == _meta_stamp(base):
+        return parts
+    meta = read_meta(Path(base)) or {"id": parts.run_id}  # what a reader would see
+    if meta.get("id", parts.run_id) != parts.run_id:
+        return None
+    parts.meta = meta
+    return parts
+
+
 def read_row(run_dir: str | Path, names: list[str] | None = None) -> RunParts | None:
     """The run's recorded row when it is intact and still true of the run's files;
     None means: scan the run. `names`: the folder's listing when the caller has just
     taken one (taken before the row is read, so a change after it makes the row stale,
-    never the listing)."""
+    never the listing). run.json's fields are the file's own even when it changed after
+    the row was written (`_with_current_meta`)."""
     base = os.fspath(run_dir)
     try:
         if names is not None and ROW_FILE not in names:
             return None
-        with open(base + "/" + ROW_FILE, "rb") as fh:
-            doc = json.loads(fh.read().decode())  # the writer writes UTF-8
+        doc = json.loads(_read_bytes(base + "/" + ROW_FILE).decode())  # the writer's UTF-8
         if names is None:
             names = os.listdir(base)
         parts = _parse(doc, os.path.basename(base))
         if parts is None or frame_files(base, names) != doc.get("files"):
             return None
         if "summary.json" not in names:
-            return parts if parts.status == "running" else None
+            return _with_current_meta(parts, doc, base) if parts.status == "running" else None
         if parts.status == "running":
             return None  # finished since: the row is from the start
         stamp = doc.get("summary")
-        if stamp is not None and stamp == _summary_stamp(base) and doc["version"] == ROW_VERSION:
-            return parts  # written right after this very summary, by the run itself
+        # Rows since version 2 keep an arg and a metric of one name apart (1 merged them).
+        if stamp is not None and stamp == _summary_stamp(base) and doc["version"] >= 2:
+            return _with_current_meta(parts, doc, base)  # written right after this summary
         summary = read_summary(Path(base))
-        return parts if summary is not None and _agrees(parts, summary) else None
+        if summary is None or not _agrees(parts, summary):
+            return None
+        return _with_current_meta(parts, doc, base)
     except (OSError, ValueError, TypeError, RecursionError):
         return None

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidRunRefError
 from ..heartbeat import liveness
 from ..procfs import pid_alive
 from .documents import read_meta, read_summary
+from .resolve import check_ref
 
 
 def sql_value(value: Any) -> Any:
@@ -141,13 +143,38 @@ def shown_text(value: Any, limit: int = SHOWN_TEXT_LIMIT) -> str | None:
     return "".join(c if c.isprintable() else "\ufffd" for c in cut)
 
 
+def fork_parent(meta: Any) -> tuple[str, int] | None:
+    """(parent run, step) of a run.json's `fork_of` (`fw.init(fork_from=...)`), when it
+    is well-formed: a mapping whose `run` could name a run (`resolve.check_ref`: no
+    path, no `..`) and whose `step` is a 64-bit int (not a bool); None otherwise. A
+    pulled run's run.json may be hostile: anything else is no fork."""
+    fork = meta.get("fork_of") if type(meta) is dict else None
+    if type(fork) is not dict:
+        return None
+    run, step = fork.get("run"), fork.get("step")
+    if type(run) is not str or type(step) is not int or not -(2**63) <= step < 2**63:
+        return None
+    try:
+        check_ref(run)
+    except InvalidRunRefError:
+        return None
+    return run, step
+
+
+# The `runs` table's columns, in `row_record`'s order (`store.index_schema` creates them).
+RUN_COLUMNS = ("id", "project", "name", "status", "created", "ended", "duration", "tags",
+               "notes", "hidden", "host", "git_head", "git_branch", "git_dirty", "snapshot",
+               "signature", "error", "loops", "author", "origin", "fork_of", "fork_step")
+
+
 def row_record(parts: RunParts, notes: dict[str, Any], sig: str,
                origin: str | None = None) -> tuple:
-    """The `runs` table's columns for `parts`, user edits (`notes`) applied; `origin`:
-    the remote the run was pulled from (None for a run made here)."""
+    """The `runs` table's columns (`RUN_COLUMNS`) for `parts`, user edits (`notes`)
+    applied; `origin`: the remote the run was pulled from (None for a run made here)."""
     meta = parts.meta
     git = meta.get("git") or {}
     created, ended = parts.created, parts.ended
+    fork = fork_parent(meta) if "fork_of" in meta else None
     return (
         parts.run_id, meta.get("project"), meta.get("name") or parts.run_id, parts.status,
         created, ended, (ended - created) if (ended and created) else None,
@@ -155,8 +182,9 @@ def row_record(parts: RunParts, notes: dict[str, Any], sig: str,
         notes.get("notes", meta.get("notes", "")), int(bool(notes.get("hidden", False))),
         shown_text(meta.get("host")), git.get("head"), git.get("branch"),
         None if git.get("dirty") is None else int(bool(git.get("dirty"))),
-        git.get("snapshot"), sig, to_json(meta), parts.error, to_json(parts.loops),
+        git.get("snapshot"), sig, parts.error, to_json(parts.loops),
         shown_text(meta.get("user")), shown_text(origin),
+        fork[0] if fork else None, fork[1] if fork else None,
     )
 
 
