@@ -197,6 +197,7 @@ def test_cli_ray_replay_is_bit_identical_to_local_and_fresh(tmp_path: Path,
     local = fw.replay("gstep", dir=tmp_path / "local", workers=2, yes=True, echo=quiet)
     assert local.ok, str(local)
     (run_id,) = run_ids(root / ".flowillower")
+    assert f"ray segments: {run_id[-8:]} 0 done, 2 running, 0 queued" in proc.stderr
     got = values(root / ".flowillower" / "runs" / run_id, "gstep")
     assert len(got) == 24 and got == want
     assert got == values(tmp_path / "local" / ".flowillower" / "runs" / run_id, "gstep")

@@ -77,12 +77,19 @@ def test_slurm_replay_retries_a_killed_job_and_is_bit_identical(tmp_path: Path,
     record(root, f"marks={marks}", "kills=1")
     want = fresh(tmp_path / "ref", f"marks={marks}", "kills=1")
     use_new_script(root)
-    executor = SlurmExecutor(tmp_path / "submitit", workers=2, cluster=cluster)
+    lines: list[str] = []
+    executor = SlurmExecutor(tmp_path / "submitit", workers=2, cluster=cluster,
+                             echo=lines.append)
     report = fw.replay("gstep", dir=root, workers=2, yes=True, echo=quiet, executor=executor)
     assert report.ok, str(report)
     assert report.runs[0].tasks == 2
     assert marks.read_text() == "x"  # one job's process was killed, its resubmission ran
     assert sorted(executor.attempts.values()) == [1, 2]
+    # Progress per run from the loop every engine shares, then the jobs it took.
+    assert lines[0] == f"slurm segments: {report.runs[0].run_id[-8:]} 0 done, 2 running, " \
+        "0 queued", lines
+    assert lines[-1].startswith("slurm: 2 task(s) as 3 job(s) (1 resubmitted); "), lines
+    assert executor.bytes_written > 0
     (run_id,) = run_ids(root / ".flowillower")
     run_dir = root / ".flowillower" / "runs" / run_id
     assert values(run_dir, "gstep") == want

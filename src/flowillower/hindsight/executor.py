@@ -1,9 +1,12 @@
-"""Running replay tasks: a small interface, and a local process pool behind it.
+"""Running replay tasks: the seam every engine plugs into, and a local process pool.
 
 A task is a command (argv, working directory, environment, scratch directory) on this
-machine. The planner never sees how tasks run: a cluster engine implements
-`Executor.run`, packing each task into a self-contained payload (`task.py`) so that its
-workers need no shared filesystem (`ray_executor.py`); `engines.make_executor` picks one.
+machine. The planner never sees how tasks run: an engine implements `Executor.run`,
+usually by mixing in `task_loop.TaskLoop` (the one poll loop: worker bound, progress,
+failures, Ctrl-C) and saying only how to submit, wait for, collect and cancel a task. A
+cluster engine packs each task into a self-contained payload (`task.py`) so that its
+workers need no shared filesystem (`ray_executor.py`, `slurm_executor.py`);
+`engines.make_executor` picks one.
 """
 
 from __future__ import annotations
@@ -14,40 +17,11 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import IO, NamedTuple
 
+from .task_loop import Task, TaskLoop, TaskResult
 
-@dataclass
-class Task:
-    """One worker process of a replay."""
-
-    id: str
-    argv: list[str]
-    cwd: Path
-    env: dict[str, str]
-    scratch: Path
-    estimate: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)  # opaque to executors
-
-    @property
-    def log_path(self) -> Path:
-        return self.scratch / "output.log"
-
-
-@dataclass
-class TaskResult:
-    """How a task ended."""
-
-    task_id: str
-    returncode: int | None
-    seconds: float
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and not self.interrupted
+__all__ = ["Executor", "LocalExecutor", "Task", "TaskResult"]
 
 
 class Executor(ABC):
@@ -77,51 +51,44 @@ class Executor(ABC):
         tasks interrupted, set `self.interrupted` and return (never raise)."""
 
 
-class LocalExecutor(Executor):
+class _Proc(NamedTuple):
+    proc: subprocess.Popen
+    log: IO[bytes]
+
+
+class LocalExecutor(TaskLoop, Executor):
     """Subprocesses on this machine."""
 
     poll_interval = 0.05
+    label = "local"
 
-    def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
-            on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
-        pending = list(tasks)
-        running: dict[str, tuple[Task, subprocess.Popen, float, Any]] = {}
-        results: dict[str, TaskResult] = {}
+    def submit(self, task: Task) -> _Proc:
+        log = open(task.log_path, "wb")
         try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    task = pending.pop(0)
-                    task.scratch.mkdir(parents=True, exist_ok=True)
-                    log = open(task.log_path, "wb")
-                    # Own session: a Ctrl-C in the terminal reaches only us; we stop the
-                    # workers ourselves and know which parts are incomplete.
-                    proc = subprocess.Popen(task.argv, cwd=task.cwd, env=task.env,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-                    running[task.id] = (task, proc, time.perf_counter(), log)
-                for task_id, (task, proc, t0, log) in list(running.items()):
-                    code = proc.poll()
-                    if code is None:
-                        continue
-                    log.close()
-                    del running[task_id]
-                    result = TaskResult(task_id, code, time.perf_counter() - t0)
-                    results[task_id] = result
-                    on_done(task, result)
-                if on_tick is not None:
-                    on_tick()
-                if running:
-                    time.sleep(self.poll_interval)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            for task_id, (_task, proc, t0, log) in running.items():
-                _stop(proc)
-                log.close()
-                results[task_id] = TaskResult(task_id, proc.returncode,
-                                              time.perf_counter() - t0, interrupted=True)
-            for task in pending:
-                results[task.id] = TaskResult(task.id, None, 0.0, interrupted=True)
-        return results
+            # Own session: a Ctrl-C in the terminal reaches only us; we stop the workers
+            # ourselves and know which parts are incomplete.
+            proc = subprocess.Popen(task.argv, cwd=task.cwd, env=task.env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        except BaseException:
+            log.close()
+            raise
+        return _Proc(proc, log)
+
+    def wait(self, handles: list[_Proc], timeout: float) -> list[_Proc]:
+        done = [h for h in handles if h.proc.poll() is not None]
+        if not done:
+            time.sleep(timeout)
+        return done
+
+    def collect(self, handle: _Proc, task: Task) -> int | None:
+        handle.log.close()
+        return handle.proc.returncode
+
+    def cancel(self, handle: _Proc) -> int | None:
+        _stop(handle.proc)
+        handle.log.close()
+        return handle.proc.returncode
 
 
 def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:

@@ -4,9 +4,11 @@ Workers share no disk with the driver: each task travels as a `task.Payload`; th
 snapshot tree and each checkpoint file a segment needs go into Ray's object store once
 (`ray.put`, one object per capture) and every segment that needs one gets the same
 reference, so Ray moves each to a node at most once and a segment fetches only the
-captures it starts from (`task.needed_files`). A worker process that dies mid-task (node lost, OOM kill) is retried by
-Ray (`max_retries`); a task that still fails gets the reason in its log and fails its
-run's replay only. Ctrl-C cancels every remote task (`ray.cancel(force=True)`).
+captures it starts from (`task.needed_files`). A worker process that dies mid-task (node
+lost, OOM kill) is retried by Ray (`max_retries`); a task that still fails gets the
+reason in its log and fails its run's replay only. Ctrl-C cancels every remote task
+(`ray.cancel(force=True)`). The loop around these (worker bound, progress, Ctrl-C) is
+`task_loop.TaskLoop`, shared with the other engines.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .executor import Executor, Task, TaskResult
-from .task import Packer, run_payload, unpack_result, write_failure
+from .executor import Executor
+from .task import Packer, run_payload, unpack_result
+from .task_loop import Task, TaskFailed, TaskLoop
 
 
 def _remote_entry(payload: dict[str, Any], tree: bytes, *ckpts: bytes) -> dict[str, Any]:
@@ -34,10 +37,11 @@ def _noop() -> float:
     return time.time()
 
 
-class RayExecutor(Executor):
+class RayExecutor(TaskLoop, Executor):
     """Runs replay tasks as Ray tasks (one CPU each), at most `workers` at a time."""
 
     poll_interval = 0.2
+    label = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None,
                  max_retries: int = 2, echo: Callable[[str], None] | None = None) -> None:
@@ -52,6 +56,10 @@ class RayExecutor(Executor):
         self.ckpt_shipped: dict[str, int] = {}  # task id -> of which checkpoint archives
         self.bytes_put = 0  # bytes put into the object store (each archive once)
         self.nodes: dict[str, str] = {}  # task id -> the Ray node that ran it
+        self._ray: Any = None  # the module, once connected
+        self._remote: Any = None  # the remote function of the current run
+        self._packer: Packer | None = None
+        self._refs: dict[str, Any] = {}  # shared archive key -> its object-store reference
 
     # -- the cluster -------------------------------------------------------------------
     def connect(self) -> Any:
@@ -134,107 +142,65 @@ class RayExecutor(Executor):
             self._overhead = sorted(times)[len(times) // 2]
         return self._overhead
 
-    # -- running -------------------------------------------------------------------------
-    def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
-            on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
-        ray = self.connect()
+    # -- running: what the shared loop (`task_loop.TaskLoop`) asks of Ray ----------------
+    def begin(self, tasks: list[Task]) -> None:
+        self._ray = ray = self.connect()
         # SPREAD: segments of one run go to different nodes first (each node then
         # fetches the run's archives once).
-        remote = ray.remote(num_cpus=1, max_retries=self.max_retries,
-                            scheduling_strategy="SPREAD")(_remote_entry)
-        packer = Packer()
-        refs: dict[str, Any] = {}
-        pending = list(tasks)
-        running: dict[Any, tuple[Task, float]] = {}
-        results: dict[str, TaskResult] = {}
+        self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries,
+                                  scheduling_strategy="SPREAD")(_remote_entry)
+        self._packer = Packer()
+        self._refs = {}
 
-        def shared(key: str | None) -> Any:
-            if key is None:
-                return None
-            if key not in refs:
-                data = packer.shared(key)
-                assert data is not None
-                refs[key] = ray.put(data)
-                self.bytes_put += len(data)
-            return refs[key]
+    def end(self) -> None:
+        # The archives leave the object store with their last reference.
+        self._refs, self._packer = {}, None
 
-        last_line = ""
-        last_shown = 0.0
+    def _shared(self, key: str | None) -> Any:
+        """The object-store reference of a shared archive, put there once per run."""
+        if key is None:
+            return None
+        if key not in self._refs:
+            assert self._packer is not None
+            data = self._packer.shared(key)
+            assert data is not None
+            self._refs[key] = self._ray.put(data)
+            self.bytes_put += len(data)
+        return self._refs[key]
+
+    def submit(self, task: Task) -> Any:
+        packer = self._packer
+        assert packer is not None
+        payload = packer.pack(task)
+        ckpt = sum(len(packer.shared(k) or b"") for k in payload.ckpt_parts)
+        self.ckpt_shipped[task.id] = ckpt
+        self.bytes_shipped[task.id] = (
+            len(payload.to_json()) + len(packer.shared(payload.tree_key) or b"") + ckpt)
+        return self._remote.remote(dict(payload.__dict__), self._shared(payload.tree_key),
+                                   *[self._shared(k) for k in payload.ckpt_parts])
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        return ready
+
+    def collect(self, handle: Any, task: Task) -> int | None:
         try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    task = pending.pop(0)
-                    task.scratch.mkdir(parents=True, exist_ok=True)
-                    payload = packer.pack(task)
-                    ckpt = sum(len(packer.shared(k) or b"") for k in payload.ckpt_parts)
-                    self.ckpt_shipped[task.id] = ckpt
-                    self.bytes_shipped[task.id] = (
-                        len(payload.to_json()) + len(packer.shared(payload.tree_key) or b"")
-                        + ckpt)
-                    ref = remote.remote(dict(payload.__dict__), shared(payload.tree_key),
-                                        *[shared(k) for k in payload.ckpt_parts])
-                    running[ref] = (task, time.perf_counter())
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_interval)
-                for ref in ready:
-                    task, t0 = running.pop(ref)
-                    result = self._collect(ray, ref, task, t0)
-                    results[task.id] = result
-                    on_done(task, result)
-                now = time.perf_counter()
-                if self.echo is not None and now - last_shown >= 1.0:
-                    line = _segments_line(tasks, results, running, pending)
-                    if line != last_line:
-                        self.echo(line)
-                        last_line, last_shown = line, now
-                if on_tick is not None:
-                    on_tick()
-        except KeyboardInterrupt:
-            self.interrupted = True
-            for ref, (task, t0) in running.items():
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:
-                    pass
-                results[task.id] = TaskResult(task.id, None, time.perf_counter() - t0,
-                                              interrupted=True)
-            for task in pending:
-                results[task.id] = TaskResult(task.id, None, 0.0, interrupted=True)
-        finally:
-            refs.clear()  # the archives leave the object store with their last reference
-        if self.echo is not None and self.nodes:
-            self.echo(f"ray: {len(self.nodes)} task(s) on {len(set(self.nodes.values()))} "
-                      f"node(s); {self.bytes_put / 1e6:.2f} MB put into the object store")
-        return results
-
-    def _collect(self, ray: Any, ref: Any, task: Task, t0: float) -> TaskResult:
-        seconds = time.perf_counter() - t0
-        try:
-            out = ray.get(ref)
+            out = self._ray.get(handle)
         except Exception as exc:  # retries used up, or the task itself raised
             reason = str(exc).strip().splitlines()
-            write_failure(task.scratch, f"ray: the task failed after up to "
-                          f"{self.max_retries} retries: {type(exc).__name__}: "
-                          + (reason[0] if reason else ""))
-            return TaskResult(task.id, None, seconds)
+            raise TaskFailed(f"ray: the task failed after up to {self.max_retries} "
+                             f"retries: {type(exc).__name__}: "
+                             + (reason[0] if reason else "")) from None
         unpack_result(task.scratch, out)
         self.nodes[task.id] = str(out.get("node"))
-        return TaskResult(task.id, out["returncode"], seconds)
+        return out["returncode"]
 
+    def cancel(self, handle: Any) -> int | None:
+        self._ray.cancel(handle, force=True)
+        return None
 
-def _segments_line(tasks: list[Task], results: dict[str, TaskResult],
-                   running: dict[Any, tuple[Task, float]], pending: list[Task]) -> str:
-    """`ray segments: <run> 2 done, 1 running, 3 queued ...` per run."""
-    runs: dict[str, list[int]] = {}
-    busy = {task.id for task, _ in running.values()}
-    queued = {task.id for task in pending}
-    for task in tasks:
-        run = str(task.meta["plan"].run_id)[-8:] if "plan" in task.meta else task.id
-        counts = runs.setdefault(run, [0, 0, 0])
-        if task.id in results:
-            counts[0] += 1
-        elif task.id in busy:
-            counts[1] += 1
-        elif task.id in queued:
-            counts[2] += 1
-    parts = [f"{run} {d} done, {r} running, {q} queued" for run, (d, r, q) in runs.items()]
-    return "ray segments: " + "; ".join(parts)
+    def summary(self) -> str:
+        if not self.nodes:
+            return ""
+        return (f"ray: {len(self.nodes)} task(s) on {len(set(self.nodes.values()))} "
+                f"node(s); {self.bytes_put / 1e6:.2f} MB put into the object store")

@@ -4,11 +4,13 @@ Slurm moves a job's inputs and outputs through a folder on the cluster's shared 
 (that is how `sbatch` and `submitit` work: the pickled call and its pickled result live
 there), so that folder is the one shared path: each run's snapshot and each checkpoint
 file a segment needs (`task.Packer`, one archive per capture) are written there once,
-and a segment reads only the captures it starts from. Workers still never read the store, the user's repository or the driver's
-disk: only the submitit folder (default `~/.flowillower-submitit`, or
-`$FLOWILLOWER_SUBMITIT_FOLDER`). A job that dies without a result (pre-empted, node
-lost, OOM-killed, cancelled by an administrator) is submitted again up to `max_retries`
-times; Ctrl-C cancels every job (`scancel`).
+and a segment reads only the captures it starts from. Workers still never read the
+store, the user's repository or the driver's disk: only the submitit folder (default
+`~/.flowillower-submitit`, or `$FLOWILLOWER_SUBMITIT_FOLDER`). A job that dies without a
+result (pre-empted, node lost, OOM-killed, cancelled by an administrator) is submitted
+again up to `max_retries` times; Ctrl-C cancels every job (`scancel`). The loop around
+these (worker bound, progress, Ctrl-C) is `task_loop.TaskLoop`, shared with the other
+engines.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .executor import Executor, Task, TaskResult
-from .task import Packer, run_payload, unpack_result, write_failure
+from .executor import Executor
+from .task import Packer, run_payload, unpack_result
+from .task_loop import Task, TaskFailed, TaskLoop
 
 FOLDER_ENV = "FLOWILLOWER_SUBMITIT_FOLDER"
 
@@ -33,11 +37,12 @@ def _slurm_entry(payload: dict[str, Any], tree: str, *ckpts: str) -> dict[str, A
     return run_payload(payload, tree_bytes, *(Path(c).read_bytes() for c in ckpts))
 
 
-class SlurmExecutor(Executor):
+class SlurmExecutor(TaskLoop, Executor):
     """Runs replay tasks as submitit jobs (`cluster="slurm"`; "local" runs submitit's
     local executor: the same code path without `sbatch`)."""
 
     poll_interval = 1.0
+    label = "slurm"
 
     def __init__(self, folder: str | os.PathLike[str] | None = None, workers: int | None = None,
                  cluster: str = "slurm", max_retries: int = 2, timeout_min: int = 24 * 60,
@@ -52,6 +57,11 @@ class SlurmExecutor(Executor):
         self.echo = echo
         self.parameters = dict(parameters or {})
         self.attempts: dict[str, int] = {}  # task id -> jobs submitted for it
+        self.bytes_written = 0  # archive bytes written to the submitit folder (each once)
+        self._ex: Any = None
+        self._packer: Packer | None = None
+        self._shared = self.folder / "shared"
+        self._written: list[Path] = []
 
     def _executor(self) -> Any:
         try:
@@ -86,82 +96,95 @@ class SlurmExecutor(Executor):
             return False
         return not Path(job.paths.result_pickle).exists()
 
-    def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
-            on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
-        ex = self._executor()
-        packer = Packer()
-        shared = self.folder / "shared"
-        shared.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
+    # -- running: what the shared loop (`task_loop.TaskLoop`) asks of submitit ----------
+    def begin(self, tasks: list[Task]) -> None:
+        self._ex = self._executor()
+        self._packer = Packer()
+        self._shared = self.folder / "shared"
+        self._shared.mkdir(parents=True, exist_ok=True)
 
-        def archive(key: str | None) -> str | None:
-            if key is None:
-                return None
-            path = shared / (key.replace(":", "-") + ".tar")
-            if path not in written:
-                tmp = path.with_name(path.name + ".part")
-                tmp.write_bytes(packer.shared(key) or b"")
-                os.replace(tmp, path)
-                written.append(path)
-            return str(path)
+    def end(self) -> None:
+        for path in self._written:
+            path.unlink(missing_ok=True)
+        self._written, self._packer = [], None
 
-        pending = list(tasks)
-        running: dict[str, tuple[Task, Any, tuple, float]] = {}
-        results: dict[str, TaskResult] = {}
+    def _archive(self, key: str | None) -> str | None:
+        """The path of a shared archive in the submitit folder, written once per run."""
+        if key is None:
+            return None
+        path = self._shared / (key.replace(":", "-") + ".tar")
+        if path not in self._written:
+            assert self._packer is not None
+            data = self._packer.shared(key) or b""
+            tmp = path.with_name(path.name + ".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            self._written.append(path)
+            self.bytes_written += len(data)
+        return str(path)
+
+    def submit(self, task: Task) -> _Job:
+        assert self._packer is not None
+        payload = self._packer.pack(task)
+        args = (dict(payload.__dict__), self._archive(payload.tree_key),
+                *[self._archive(k) for k in payload.ckpt_parts])
+        job = _Job(task.id, self._ex.submit(_slurm_entry, *args), args)
+        self.attempts[task.id] = 1
+        return job
+
+    def wait(self, handles: list[_Job], timeout: float) -> list[_Job]:
+        done = [h for h in handles if self._settled(h)]
+        if not done:
+            time.sleep(timeout)
+        return done
+
+    def _settled(self, handle: _Job) -> bool:
+        """Whether the job ended for good: with a result, or without one and no retry
+        left (a job that died without a result is submitted again)."""
+        job = handle.job
+        gone = not job.done() and self._vanished(job)
+        if not job.done() and not gone:
+            return False
         try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    task = pending.pop(0)
-                    task.scratch.mkdir(parents=True, exist_ok=True)
-                    payload = packer.pack(task)
-                    args = (dict(payload.__dict__), archive(payload.tree_key),
-                            *[archive(k) for k in payload.ckpt_parts])
-                    running[task.id] = (task, ex.submit(_slurm_entry, *args), args,
-                                        time.perf_counter())
-                    self.attempts[task.id] = 1
-                for task_id, (task, job, args, t0) in list(running.items()):
-                    gone = not job.done() and self._vanished(job)
-                    if not job.done() and not gone:
-                        continue
-                    try:
-                        if gone:
-                            raise RuntimeError(f"job {job.job_id} left the queue without a "
-                                               "result")
-                        out = job.result()
-                    except Exception as exc:  # the job died without a result
-                        if self.attempts[task_id] <= self.max_retries:
-                            self.attempts[task_id] += 1
-                            running[task_id] = (task, ex.submit(_slurm_entry, *args), args,
-                                                t0)
-                            continue
-                        reason = str(exc).strip().splitlines()
-                        write_failure(task.scratch, f"slurm: job {job.job_id} failed after "
-                                      f"{self.max_retries} retries: {type(exc).__name__}: "
-                                      + (reason[0] if reason else ""))
-                        out = None
-                    del running[task_id]
-                    if out is not None:
-                        unpack_result(task.scratch, out)
-                    result = TaskResult(task_id, out["returncode"] if out else None,
-                                        time.perf_counter() - t0)
-                    results[task_id] = result
-                    on_done(task, result)
-                if on_tick is not None:
-                    on_tick()
-                if running:
-                    time.sleep(self.poll_interval)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            for task_id, (_task, job, _args, t0) in running.items():
-                try:
-                    job.cancel(check=False)
-                except Exception:
-                    pass
-                results[task_id] = TaskResult(task_id, None, time.perf_counter() - t0,
-                                              interrupted=True)
-            for task in pending:
-                results[task.id] = TaskResult(task.id, None, 0.0, interrupted=True)
-        finally:
-            for path in written:
-                path.unlink(missing_ok=True)
-        return results
+            if gone:
+                raise RuntimeError(f"job {job.job_id} left the queue without a result")
+            handle.out = job.result()
+            return True
+        except Exception as exc:  # the job died without a result
+            if self.attempts[handle.task_id] <= self.max_retries:
+                self.attempts[handle.task_id] += 1
+                handle.job = self._ex.submit(_slurm_entry, *handle.args)
+                return False
+            reason = str(exc).strip().splitlines()
+            handle.error = (f"slurm: job {job.job_id} failed after {self.max_retries} "
+                            f"retries: {type(exc).__name__}: " + (reason[0] if reason else ""))
+            return True
+
+    def collect(self, handle: _Job, task: Task) -> int | None:
+        if handle.error is not None:
+            raise TaskFailed(handle.error)
+        unpack_result(task.scratch, handle.out)
+        return handle.out["returncode"]
+
+    def cancel(self, handle: _Job) -> int | None:
+        handle.job.cancel(check=False)
+        return None
+
+    def summary(self) -> str:
+        if not self.attempts:
+            return ""
+        jobs = sum(self.attempts.values())
+        return (f"slurm: {len(self.attempts)} task(s) as {jobs} job(s) "
+                f"({jobs - len(self.attempts)} resubmitted); "
+                f"{self.bytes_written / 1e6:.2f} MB written to {self._shared}")
+
+
+@dataclass(eq=False)  # a handle: hashed by identity
+class _Job:
+    """One task's current submitit job, what it was submitted with, and how it ended."""
+
+    task_id: str
+    job: Any
+    args: tuple
+    out: Any = None
+    error: str | None = None
