@@ -308,3 +308,27 @@ def test_the_schedule_says_which_epochs_the_worker_skips(recorded, tmp_path: Pat
             "skipped)") in outcome["strategy"]
     assert ("note: FlowillowerCheckpoint: 6 capture file(s) were not written on this "
             "machine; every epoch is re-executed") in printed
+
+
+def test_the_plan_trains_every_epoch_for_a_statement_that_may_run_per_batch(recorded) -> None:
+    """Given the replayed code, the planner decides as the worker will: a statement in
+    `training_step` (or a helper) gets every epoch trained, one in an epoch hook does not."""
+    from flowillower.hindsight.analysis import analyze
+    from flowillower.hindsight.planner import load_run_info, plan_run
+
+    _root, run_dir = recorded
+    info = load_run_info(run_dir)
+    in_step = textwrap.dedent(SCRIPT).replace(
+        '        note("train")\n', '        note("train")\n        fw.log("g", 1.0)\n')
+    line = 1 + in_step.splitlines().index('        fw.log("g", 1.0)')
+    plan = plan_run(info, analyze(in_step, ["g"], None), in_step)
+    assert plan.strategy == ("re-executed with its recorded command line; every epoch "
+                             f"re-executed: the statement(s) at line {line} in "
+                             "training_step() may run per training batch "
+                             "(FlowillowerCheckpoint)")
+    assert batch_level_statements(in_step, lambda names: set()) == [
+        f"line {line} in training_step()"]  # the worker's own decision, the same
+    epoch_end = _edited()
+    plan = plan_run(info, analyze(epoch_end, ["w_norm", "val_seen"], None), epoch_end)
+    assert plan.strategy.endswith("the training batches of 6 of 6 epochs skipped "
+                                  "(FlowillowerCheckpoint)")

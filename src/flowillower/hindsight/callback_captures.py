@@ -6,8 +6,11 @@ callbacks (the Lightning integration's `FlowillowerCheckpoint`) keeps its captur
 
 * a first `meta` line whose `replay` entry says in plain words what a replay worker does
   with them: `{"by": "FlowillowerCheckpoint", "loop": "epoch", "inner": "step",
-  "skips": "training batches", "unless": "..."}` (`loop`: the loop coordinate a capture
-  ends, `inner`: the one whose `time/<inner>` values time what is skipped);
+  "skips": "training batches", "per": "training batch", "unless": "...", "hooks":
+  [...]}` (`loop`: the loop
+  coordinate a capture ends, `inner`: the one whose `time/<inner>` values time what is
+  skipped, `hooks`: the functions a replayed statement may sit in for the worker to
+  skip; one in any other function may run per skipped unit);
 * one `ckpt` line per capture (`i`: the `loop` index whose `skips` it replaces);
 * `mid_validation` lines for indices that cannot be skipped as one block.
 
@@ -21,15 +24,18 @@ integration can share the same reading: both layers import it, it imports neithe
 
 from __future__ import annotations
 
+import ast
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import ledger
 from .ckpt_files import CKPT_DIRNAME, MANIFEST
+from .syntax import COMPOUND, Loc, walk_statements
 
-__all__ = ["CapturedIterations", "Skips", "skip_summary"]
+__all__ = ["CapturedIterations", "Skips", "innermost_function", "skip_summary"]
 
 
 class CapturedIterations:
@@ -99,9 +105,36 @@ class Skips:
     saved_s: float  # recorded seconds of the skipped work
     load_bytes: int  # capture bytes a worker reads to restore them
     unrecorded: int = 0  # capture files this machine has no record of writing
+    hooks: list[str] = field(default_factory=list)  # functions it skips around
+    per: str = "skipped unit"  # what one skipped piece of work is ("training batch")
+    blocked: str = ""  # why the worker skips nothing for the replayed statements
+
+    def checked(self, source: str, lines: Iterable[int]) -> Skips:
+        """These skips for the replayed code `source` whose statements at `lines` are
+        being replayed: none when one sits in a function outside `hooks` (it may run
+        inside the work skipped), as the worker will decide."""
+        if not self.hooks:
+            return self
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return self
+        wanted, found = set(lines), []
+        for stmt, loc in walk_statements(tree.body):
+            func = innermost_function(loc)
+            if stmt.lineno in wanted and not isinstance(stmt, COMPOUND) \
+                    and func is not None and func not in self.hooks:
+                found.append(f"line {stmt.lineno} in {func}()")
+        if not found:
+            return self
+        return replace(self, indices=[], saved_s=0.0, load_bytes=0,
+                       blocked=f"the statement(s) at {', '.join(found)} may run per "
+                               f"{self.per}")
 
     def strategy(self) -> str:
         """The strategy's words: how much the worker skips."""
+        if self.blocked:
+            return f"every {self.loop} re-executed: {self.blocked} ({self.by})"
         if not self.indices:
             return (f"every {self.loop} re-executed ({self.by} recorded no {self.loop} "
                     "that can be skipped)")
@@ -110,6 +143,10 @@ class Skips:
 
     def note(self) -> str:
         """The schedule's note: which indices, and when the worker skips none."""
+        if self.blocked:
+            return (f"{self.by}: {self.blocked}, so the worker re-executes every "
+                    f"{self.loop} in full (statements in {', '.join(self.hooks[:4])}, ... "
+                    f"let it skip the {self.what})")
         if not self.indices:
             why = (f"{self.unrecorded} capture file(s) were not written on this machine"
                    if self.unrecorded else "no capture was written, or none can stand for a "
@@ -118,6 +155,13 @@ class Skips:
         return (f"{self.by}: the worker skips the {self.what} of {self.loop}s "
                 f"{_ranges(self.indices)} and restores each one's end state from the run's "
                 f"captures; it re-executes every {self.loop} instead if {self.unless}")
+
+
+def innermost_function(loc: Loc) -> str | None:
+    """The name of the innermost function around a statement (None: module level)."""
+    funcs = [c.name for c, _f, _k in loc.chain
+             if isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return funcs[-1] if funcs else None
 
 
 def _ranges(indices: list[int]) -> str:
@@ -172,5 +216,7 @@ def skip_summary(run_dir: Path, data: Any) -> Skips | None:
                      str(desc.get("unless") or "the replayed code needs it"), indices,
                      max(ran, default=-1) + 1, sum(inner.get(i, 0.0) for i in indices),
                      sum(int(captures.entries[i].get("bytes", 0)) for i in indices),
-                     len(captures.unrecorded))
+                     len(captures.unrecorded),
+                     [str(h) for h in desc.get("hooks") or [] if isinstance(h, str)],
+                     str(desc.get("per") or "skipped unit"))
     return None

@@ -147,8 +147,11 @@ def _restore_cost(store: CheckpointStore) -> float:
     return RESTORE_FIXED_S + biggest / LOAD_BYTES_PER_S
 
 
-def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
-    """Choose the cheapest correct way to get the statements' values for one run."""
+def plan_run(info: RunInfo, statements: list[StatementInfo],
+             source: str | None = None) -> RunPlan:
+    """Choose the cheapest correct way to get the statements' values for one run
+    (`source`: the code that will run, the transplanted script the statements' lines
+    refer to; needed to tell whether a framework callback's skips apply to them)."""
     notes: list[str] = []
     dropped: list[str] = []
     if info.unrecorded:
@@ -205,6 +208,8 @@ def plan_run(info: RunInfo, statements: list[StatementInfo]) -> RunPlan:
         whole = task(0, 0, 0, [], True, True)
         duration = float((info.summary or {}).get("duration") or 0.0)
         skips = info.skips
+        if skips is not None and source is not None:
+            skips = skips.checked(source, [s.line for s in statements])
         if skips is not None:  # the script runs whole, its callback skipping epochs' work
             strategy = f"re-executed with its recorded command line; {skips.strategy()}"
             notes.append(skips.note())

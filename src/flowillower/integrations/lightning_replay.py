@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import api
 from ..hindsight import session
+from ..hindsight.callback_captures import innermost_function
 from ..hindsight.capture_budget import free_floor
 from ..hindsight.ckpt_files import MANIFEST, BackgroundWriter, WriteJob, torch_module
 from ..hindsight.state import copies_landed, tree_stats
@@ -62,17 +63,12 @@ EPOCH_HOOKS = frozenset({
 # carries it: hindsight/callback_captures.py reads it without importing Lightning).
 REPLAY_DESCRIPTION = {
     "by": "FlowillowerCheckpoint", "loop": "epoch", "inner": "step",
-    "skips": "training batches",
+    "skips": "training batches", "per": "training batch",
     "unless": "a replayed statement may run per training batch (in training_step, a batch "
               "hook or a helper function rather than an epoch-level hook), or the replayed "
               "module, optimizers or schedulers differ from the recorded ones",
+    "hooks": sorted(EPOCH_HOOKS),
 }
-
-
-def _function_of(loc: Any) -> str | None:
-    funcs = [c.name for c, _f, _k in loc.chain
-             if isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    return funcs[-1] if funcs else None
 
 
 def batch_level_statements(source: str, present: Any) -> list[str]:
@@ -86,7 +82,7 @@ def batch_level_statements(source: str, present: Any) -> list[str]:
             continue
         names = logged_names(stmt, aliases)
         if names:
-            found.append((names, stmt.lineno, _function_of(loc)))
+            found.append((names, stmt.lineno, innermost_function(loc)))
     have = present({n for names, _l, _f in found for n in names})
     return [f"line {line} in {func}()" for names, line, func in found
             if set(names) - have and func is not None and func not in EPOCH_HOOKS]
