@@ -24,8 +24,10 @@ size: N runs (1,000; 10,000 with --full) of ~1 MB of logged values (`--run-mb`) 
 store by this package, which goes by the remote's run catalog, against the same pull from
 the same remote with its catalog ref removed (the full fetch of every run ref that a
 filtered pull made before the catalog, and still makes from a remote an older version
-pushed), and plain `git fetch` of the 16 matching refs (the floor): seconds and bytes
-fetched. With it, what the catalog costs a push: its share of the first push and of a
+pushed), the same pull from a copy of the remote whose big blobs are deltas of other
+runs' ones (as pushes stored them before `fastimport.WHOLE_ABOVE`: the remote must then
+rebuild and search deltas for the runs it sends), and plain `git fetch` of the 16
+matching refs (the floor): seconds and bytes fetched, and the remote's MB per run. With it, what the catalog costs a push: its share of the first push and of a
 push of one new run, and its bytes on the remote.
 
 Run: python benchmarks/bench_sync.py [--runs N] [--full] [--no-baseline]
@@ -257,10 +259,10 @@ def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> N
     selection = RunSelection.parse("project == 'target'", parse_filter)
     rows = {}
 
-    def timed_pull(label: str) -> None:
-        fresh = tmp / "big" / label.split()[0]
+    def timed_pull(label: str, source: Path = remote) -> None:
+        fresh = tmp / "big" / f"fresh-{len(rows)}"
         t0 = time.perf_counter()
-        got = pull(fresh, str(remote), runs=selection)
+        got = pull(fresh, str(source), runs=selection)
         rows[label] = (time.perf_counter() - t0, git_bytes(fresh / "git"), got["runs_added"])
 
     timed_pull("catalog (this package)")
@@ -272,6 +274,9 @@ def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> N
     timed_pull("baseline: full-ref fetch")
     subprocess.run(["git", f"--git-dir={remote}", "update-ref", "refs/flowillower/catalog",
                     saved], check=True)
+    deltas = _as_deltas(remote, tmp / "big" / "deltas.git")
+    remote_bytes = {"this package": git_bytes(remote), "big blobs as deltas": git_bytes(deltas)}
+    timed_pull("baseline: big blobs as deltas", deltas)
     floor_dir = tmp / "big" / "floor.git"
     subprocess.run(["git", "init", "-q", "--bare", str(floor_dir)], check=True)
     wanted = [line.split("\t")[1] for line in subprocess.run(
@@ -295,8 +300,21 @@ def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> N
     for label, (secs, report) in pushes.items():
         print(f"{label:<34}{secs:>10.2f}{report['seconds']:>12.2f}{report['rows']:>14}")
     print(f"catalog on the remote: {catalog_bytes / 1024:.0f} KB packed "
-          f"({catalog_bytes / (count + 1):.0f} bytes per run; the runs: "
-          f"{git_bytes(remote) / (count + 1) / 2**20:.2f} MB per run)")
+          f"({catalog_bytes / (count + 1):.0f} bytes per run)")
+    print(f"the runs on the remote, MB per run (store's run folders: "
+          f"{size / count / 2**20:.2f}): " + ", ".join(
+              f"{label} {got / (count + 1) / 2**20:.3f}" for label, got in remote_bytes.items()))
+
+
+def _as_deltas(remote: Path, copy: Path) -> Path:
+    """A copy of `remote` repacked with git's default delta search over every blob, as
+    this package pushed before big blobs went whole (and as `git gc --aggressive` leaves
+    a remote): the same-run baseline of what a filtered pull costs a remote whose record
+    files and images are deltas of other runs' ones."""
+    subprocess.run(["git", "clone", "-q", "--mirror", str(remote), str(copy)], check=True)
+    subprocess.run(["git", f"--git-dir={copy}", "repack", "-q", "-a", "-d", "-F",
+                    "--no-write-bitmap-index", "--window=10", "--depth=50"], check=True)
+    return copy
 
 
 def _catalog_bytes(remote: Path) -> int:

@@ -24,9 +24,23 @@ from ..errors import GitError
 from .repo import FIXED_DATE, IDENTITY, abandon, finish, store_git, store_popen
 
 __all__ = ["RunCommit", "object_format", "hash_files", "tree_id", "existing", "import_commits",
-           "import_tree_commit"]
+           "import_tree_commit", "WHOLE_ABOVE", "whole_blobs"]
 
 _CHUNK = 1 << 20
+# Blobs larger than this (record files, images, artifacts of real runs) are stored and
+# pushed whole, never as a delta of another run's blob: a remote then sends any subset
+# of runs as they are stored (git skips the delta search between two objects it holds
+# whole in one pack), instead of rebuilding delta chains and searching new deltas for
+# every filtered pull. What whole storage costs on the remote is small: values of
+# different runs hardly delta anyway, only shared headers do.
+WHOLE_ABOVE = 64 * 1024
+
+
+def whole_blobs() -> list[str]:
+    """git options (`-c`) making a command that packs objects (`push`, `gc`) keep blobs
+    over `WHOLE_ABOVE` bytes whole: no delta search for them (deltas already stored are
+    reused as they are)."""
+    return ["-c", f"core.bigFileThreshold={WHOLE_ABOVE}"]
 
 
 @dataclass
@@ -144,8 +158,9 @@ def _send_blob(out: IO[bytes], mark: int, mode: str, path: str) -> None:
 
 def _similar_first(item: tuple[str, tuple[str, str, str]]) -> tuple[str, str, str]:
     """Sort key putting files of one kind together (every run.json, every data.fwl):
-    fast-import stores each blob as a delta of the one before, so neighbours that look
-    alike make a small pack, and pushes reuse those deltas."""
+    fast-import stores each small blob as a delta of the one before, so neighbours that
+    look alike make a small pack, and pushes reuse those deltas (blobs over
+    `WHOLE_ABOVE` are stored whole)."""
     rel = item[1][0]
     name = rel.rsplit("/", 1)[-1]
     return (name.rsplit(".", 1)[-1], name, rel)
@@ -180,7 +195,9 @@ def _fast_import(git_dir: Path, ref: str | None = None) -> Iterator[_Session]:
     scratch = ref or f"refs/flowillower/import/{os.getpid()}-{os.urandom(6).hex()}"
     with tempfile.TemporaryDirectory(prefix="fw-import-") as tmp:
         marks = Path(tmp) / "marks"
+        # big blobs are written whole (not as a delta of the blob sent before them)
         proc = store_popen(git_dir, ["fast-import", "--quiet", "--done", "--force",
+                                     f"--big-file-threshold={WHOLE_ABOVE}",
                                      f"--export-marks={marks}"], stdout=None)
         assert proc.stdin is not None
         session = _Session(proc.stdin, scratch.encode())

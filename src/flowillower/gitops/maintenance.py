@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GitError
+from .fastimport import whole_blobs
 from .repo import ensure_store_repo, store_git
 
 __all__ = ["store_lock", "collect_garbage", "touch_ref", "GRACE", "LOCK_NAME"]
@@ -146,6 +147,7 @@ def collect_garbage(store_root: Path, *, grace: float = GRACE, timeout: float = 
                       input="".join(f"delete {ref}\n" for ref in doomed).encode())
         result["refs_removed"] = doomed
         # gc.packRefs=false: loose refs keep their mtime, which the grace period reads.
-        store_git(git_dir, ["-c", "gc.packRefs=false", "gc", "--quiet",
+        # Big blobs stay whole, as run commits wrote them (pushes reuse what gc packs).
+        store_git(git_dir, [*whole_blobs(), "-c", "gc.packRefs=false", "gc", "--quiet",
                             f"--prune={max(int(grace), 0)}.seconds.ago"])
     return result

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import GitError
 from .catalogpush import update_catalog
+from .fastimport import whole_blobs
 from .incoming import LARGE_ARTIFACT, valid_run_id
 from .maintenance import store_lock
 from .pull import pull
@@ -97,21 +98,23 @@ def _code_refs(git_dir: Path, snapshots: set[str]) -> list[str]:
     return have
 
 
-def _send(git_dir: Path, url: str, refs: list[str], all_runs: bool
+def _send(git_dir: Path, url: str, refs: list[str], all_runs: bool, whole: bool
           ) -> dict[str, tuple[str, str]]:
     """`git push` of `refs` (same name there); {ref: (porcelain flag, summary)}.
 
     git matches each named refspec against every local ref (quadratic in thousands of
     runs), so `all_runs` (every local run ref is to be pushed) sends the run refs as one
     pattern; otherwise refspecs go in chunks (a command line has a length limit).
+    `whole`: big blobs go whole, never as deltas of another run's (`whole_blobs`).
     """
+    config = whole_blobs() if whole else []
     specs = [f"{ref}:{ref}" for ref in refs
              if not (all_runs and ref.startswith(RUN_REF_PREFIX))]
     if all_runs:
         specs.insert(0, f"{RUN_REF_PREFIX}*:{RUN_REF_PREFIX}*")
     status: dict[str, tuple[str, str]] = {}
     for start in range(0, len(specs), _CHUNK):
-        proc = store_git(git_dir, ["push", "--porcelain", "--no-verify", url,
+        proc = store_git(git_dir, [*config, "push", "--porcelain", "--no-verify", url,
                                    *specs[start:start + _CHUNK]], transport=True, check=False)
         found: dict[str, tuple[str, str]] = {}
         for line in proc.stdout.decode(errors="replace").splitlines():
@@ -229,7 +232,11 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
         # being pushed (a few named refs are cheaper: the pattern makes git look at all).
         all_runs = (attempt == 0 and len(pending) > _CHUNK // 4
                     and set(list_refs(git_dir, RUN_REF_PREFIX)) <= selected)
-        status = _send(git_dir, url, sorted(pending) + sorted(code_refs), all_runs)
+        # Only new runs: their big blobs go whole (a remote then serves any subset of runs
+        # without searching deltas again). A run the remote has an older version of keeps
+        # git's delta search: its grown record file goes as a delta of that version.
+        whole = not any(ref in there for ref in pending)
+        status = _send(git_dir, url, sorted(pending) + sorted(code_refs), all_runs, whole)
         behind = []
         for ref in list(pending):
             flag, summary = status.get(ref, ("!", "not reported"))

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import GitError, StoreError
+from ..gitops.fastimport import whole_blobs
 from ..gitops.repo import redact, run_git
 from . import deploy_lfs
 from .deploy_targets import Target, parse_target
@@ -171,8 +172,10 @@ def _push_runs(git: _Clone, store_root: Path, ids: list[str] | None, **options: 
     local = push_runs(store_root, str(git.work), run_ids=ids, **options)
     result = {"runs": 0, "pushed": 0, "up_to_date": 0, "rejected": [], "code": local["code"],
               "skipped_large": local["skipped_large"]}
-    proc = git(["push", "--porcelain", "--no-verify", "origin", _RUN_REFS], check=False,
-               remote=True)
+    # big blobs go whole (as the store keeps them): the host serves a filtered pull of
+    # some runs without searching deltas again
+    proc = git([*whole_blobs(), "push", "--porcelain", "--no-verify", "origin", _RUN_REFS],
+               check=False, remote=True)
     total, declined = 0, []
     for line in proc.stdout.decode("utf-8", "replace").splitlines():
         parts = line.split("\t")
