@@ -95,3 +95,40 @@ def test_slurm_replay_retries_a_killed_job_and_is_bit_identical(tmp_path: Path,
     assert values(run_dir, "gstep") == want
     assert len(list((run_dir / "replays").glob("*.fwl"))) == 1
     assert not list((tmp_path / "submitit" / "shared").iterdir())  # archives cleaned up
+
+
+def test_ctrl_c_cancels_slurm_jobs(tmp_path: Path, slurm_cluster: str) -> None:
+    """Ctrl-C while a segment's job runs: the job is cancelled (the remote script stops),
+    the run is interrupted with no values, and the shared archives are removed."""
+    import time
+
+    from flowillower.hindsight.replay import run_replay
+    from flowillower.hindsight.slurm_executor import SlurmExecutor
+
+    beat = tmp_path / "beat"
+    root = make_project(tmp_path / "proj")
+    record(root, f"beat={beat}")
+    use_new_script(root)
+
+    class CtrlC(SlurmExecutor):
+        def run(self, tasks, on_done, on_tick=None):  # type: ignore[no-untyped-def]
+            def tick() -> None:
+                if beat.exists():
+                    raise KeyboardInterrupt  # where the driver's loop would get it
+            return super().run(tasks, on_done, tick)
+
+    executor = CtrlC(tmp_path / "submitit", workers=2, cluster=slurm_cluster)
+    report = run_replay("gstep", dir=root, workers=2, yes=True, echo=quiet,
+                        executor=executor)
+    assert report.interrupted and report.runs[0].status == "interrupted", str(report)
+    sizes: list[tuple[float, int]] = []
+
+    def still() -> bool:  # the remote script stopped: the file no longer grows
+        sizes.append((time.monotonic(), beat.stat().st_size))
+        old = [s for t, s in sizes if t < sizes[-1][0] - 2.0]
+        return bool(old) and old[-1] == sizes[-1][1]
+
+    wait_for(still, timeout=90, interval=0.2, what="the cancelled job to stop")
+    (run_id,) = run_ids(root / ".flowillower")
+    assert not list((root / ".flowillower" / "runs" / run_id).glob("replays/*"))
+    assert not list((tmp_path / "submitit" / "shared").iterdir())
