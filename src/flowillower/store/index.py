@@ -10,7 +10,6 @@ records while it still matches the run's files and summary, and scan the run oth
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -22,8 +21,10 @@ from ..errors import RunNotFoundError
 from .documents import read_annotation
 from .index_journal import read_row, record_finish
 from .index_rows import (
+    RUN_COLUMNS,
     RunParts,
     arg_records,
+    assemble_rows,
     metric_records,
     row_record,
     run_status,
@@ -37,22 +38,6 @@ from .signature import FINISHED_PARTS, first_look, signature
 
 # Host parameters one SQLite statement may take (the library's floor since 3.32).
 _MAX_PARAMS = 32766
-_JSON_WORDS = {"true": True, "false": False, "null": None}
-
-
-def _decode(value: Any, value_json: str) -> Any:
-    """A stored value: the typed SQL column when it is exact, JSON otherwise (bools,
-    NaN, huge ints, lists). Skipping json.loads halves loading 10,000 runs."""
-    first = value_json[:1]
-    if first in ("[", "{") or value is None:
-        return _JSON_WORDS[value_json] if value_json in _JSON_WORDS else json.loads(value_json)
-    if isinstance(value, str) and first != '"':  # an int too big for SQLite
-        return json.loads(value_json)
-    if value_json in _JSON_WORDS:
-        return _JSON_WORDS[value_json]
-    return value
-
-
 def latest_annotation(run_dir: Path) -> dict[str, Any]:
     """Merged user edits (notes, hidden, tags) from `notes/*.json`, newest last."""
     merged: dict[str, Any] = {}
@@ -66,11 +51,12 @@ def latest_annotation(run_dir: Path) -> dict[str, Any]:
 class _Batch:
     """Rows of several runs, written with one statement per table."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: tuple[list, list, list] | None = None) -> None:
         self.runs: list[tuple] = []
         self.args: list[tuple] = []
         self.metrics: list[tuple] = []
         self.known: list[tuple[str]] = []  # runs the index had: their old args go first
+        self.kept = keep  # every record written, when the caller keeps them
 
     def add(self, parts: RunParts, row: tuple, known: bool = True) -> None:
         self.runs.append(row)
@@ -91,7 +77,16 @@ class _Batch:
         conn.executemany("INSERT OR REPLACE INTO args VALUES (?,?,?,?)", self.args)
         conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                          self.metrics)
+        if self.kept is not None:
+            for kept, written in zip(self.kept, (self.runs, self.args, self.metrics)):
+                kept.extend(written)
         self.runs, self.args, self.metrics, self.known = [], [], [], []
+
+
+def _newest_first(record: tuple) -> tuple:
+    """Sort key of a `runs` record, reversed: ORDER BY created DESC, id DESC (NULL last)."""
+    created = record[4]
+    return created is not None, created or 0.0, record[0]
 
 
 class Index:
@@ -152,12 +147,21 @@ class Index:
                                        and self._may_have_died(entry.name)):
                 continue
             changed.append((entry.path, sig, old_status == "running"))
-        updated = self._index_paths(conn, changed)
-        updated += self._follow_origins(conn, origin_of, present - {
+        # An empty index (a first sync): the rows are the records this sync writes, so
+        # they need not be read back (`assemble_rows` gives what `_load_rows` would).
+        kept: tuple[list, list, list] | None = ([], [], []) if not known else None
+        updated = self._index_paths(conn, changed, kept)
+        moved = self._follow_origins(conn, origin_of, present - {
             os.path.basename(path) for path, _sig, _live in changed})
+        updated += moved
         gone = set(known) - present
         if gone or updated:
             self._rows_cache = None
+        if kept is not None and kept[0] and not moved and conn.execute(
+                "SELECT count(*) FROM runs").fetchone()[0] == len(kept[0]):
+            # (unless another reader indexed runs meanwhile: then they are read back)
+            kept[0].sort(key=_newest_first, reverse=True)  # as _load_rows' ORDER BY
+            self._rows_cache = assemble_rows(*kept)
         if gone:
             conn.execute("BEGIN")
             for run_id in gone:
@@ -205,11 +209,12 @@ class Index:
         return updated
 
     def _index_paths(self, conn: sqlite3.Connection,
-                     paths: list[tuple[str, str | None, bool]]) -> int:
+                     paths: list[tuple[str, str | None, bool]],
+                     keep: tuple[list, list, list] | None = None) -> int:
         """Index run folders: from their recorded rows where those hold, else by scanning.
         `paths`: (folder, its signature or None for a first look, whether that is the
-        long one of a live run)."""
-        batch = _Batch()
+        long one of a live run); `keep`: lists the records written are added to."""
+        batch = _Batch(keep)
         updated = 0
         origins = pulled_origins(self.root) if paths else {}
         conn.execute("BEGIN")  # a transaction per batch of runs: a commit per run costs more
@@ -290,41 +295,19 @@ class Index:
     def _load_rows(self, limit: int | None = None, include_hidden: bool = True
                    ) -> dict[str, dict[str, Any]]:
         conn = self.connect()
-        cur = conn.execute("SELECT id, project, name, status, created, ended, duration, tags, "
-                           "notes, hidden, host, git_head, git_branch, git_dirty, snapshot, "
-                           "error, loops, author, origin, fork_of, fork_step FROM runs"
-                           + ("" if include_hidden else " WHERE hidden=0")
-                           + " ORDER BY created DESC, id DESC"
-                           + ("" if limit is None else f" LIMIT {int(limit)}"))
-        cols = [d[0] for d in cur.description]
-        rows = {}
-        for rec in cur:
-            row = dict(zip(cols, rec))
-            tags, loops = row["tags"], row["loops"]  # mostly "[]": no parse for those
-            row["tags"] = json.loads(tags) if tags and tags != "[]" else []
-            row["loops"] = json.loads(loops) if loops and loops != "[]" else []
-            row["hidden"] = bool(row["hidden"])
-            step = row.pop("fork_step")  # fork_of: {"run", "step"} of a fork, else None
-            if row["fork_of"] is not None:
-                row["fork_of"] = {"run": row["fork_of"], "step": step}
-            row["args"], row["metrics"] = {}, {}
-            rows[row["id"]] = row
+        records = conn.execute(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+            + ("" if include_hidden else " WHERE hidden=0") + " ORDER BY created DESC, id DESC"
+            + ("" if limit is None else f" LIMIT {int(limit)}")).fetchall()
         only, params = "", ()
         if limit is not None:
-            only, params = f" WHERE run_id IN ({','.join('?' * len(rows))})", tuple(rows)
-        for run_id, name, value, value_json in conn.execute(
-                "SELECT run_id, name, value, value_json FROM args" + only, params):
-            if run_id in rows:
-                rows[run_id]["args"][name] = _decode(value, value_json)
-        for run_id, name, role, kind, count, last, last_json, lo, hi, last_step, replayed in (
-                conn.execute("SELECT run_id, name, role, kind, count, last, last_json, min, "
-                             "max, last_step, replayed FROM metrics" + only, params)):
-            if run_id in rows:
-                rows[run_id]["metrics"][name] = {
-                    "role": role, "kind": kind, "count": count,
-                    "last": _decode(last, last_json), "min": lo,
-                    "max": hi, "last_step": last_step, "replayed": bool(replayed)}
-        return rows
+            only, params = f" WHERE run_id IN ({','.join('?' * len(records))})", tuple(
+                rec[0] for rec in records)
+        return assemble_rows(
+            records, conn.execute("SELECT run_id, name, value, value_json FROM args" + only,
+                                  params),
+            conn.execute("SELECT run_id, name, role, kind, count, last, last_json, min, max, "
+                         "last_step, replayed FROM metrics" + only, params))
 
     def ids_named(self, name: str) -> list[str]:
         """Ids of the runs named exactly `name` (no pattern matching)."""

@@ -6,7 +6,8 @@ rebuilt. Version 4 (the one before `fork_of`) is migrated in place instead: rebu
 means reading every run again, and runs recorded before runs kept their own index row
 (`index_journal`) would be decoded one by one. Version 4 kept each run's whole run.json
 in a `meta` column that nothing read; its `fork_of` is taken from there, then the column
-goes (it cost a JSON encoding per run and most of the table's bytes).
+goes (it cost a JSON encoding per run and most of the table's bytes), and so do the
+indexes of args and metrics by name, which no query used.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlite3
 
 from .index_rows import RUN_COLUMNS, fork_parent
 
-SCHEMA_VERSION = 5  # 5: fork_of / fork_step columns, no meta column
+SCHEMA_VERSION = 5  # 5: fork_of / fork_step columns; no meta column, no name indexes
 # author: run.json's `user`; origin: the remote a pulled run came from (`provenance`),
 # None for runs made here. Both, and host, as `index_rows.shown_text` keeps them.
 # fork_of / fork_step: the parent and step of a fork (`index_rows.fork_parent`).
@@ -31,10 +32,9 @@ CREATE TABLE IF NOT EXISTS args (run_id TEXT, name TEXT, value, value_json TEXT,
 CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, name TEXT, role TEXT, kind TEXT,
     count INTEGER, last, last_json TEXT, min REAL, max REAL, last_step INTEGER,
     replayed INTEGER, PRIMARY KEY (run_id, name));
-CREATE INDEX IF NOT EXISTS metrics_name ON metrics(name);
-CREATE INDEX IF NOT EXISTS args_name ON args(name);
-CREATE INDEX IF NOT EXISTS runs_fork_of ON runs(fork_of);
 """
+# Version 4's indexes by name, which no query used: each insert paid for them.
+_DROPPED = ("DROP INDEX IF EXISTS metrics_name", "DROP INDEX IF EXISTS args_name")
 
 # A run's row, by column name: an index migrated from version 4 orders its columns
 # differently from a new one (ALTER TABLE appends).
@@ -63,6 +63,8 @@ def _migrate_from_4(conn: sqlite3.Connection) -> bool:
             fixes.append((fork[0], fork[1], run_id))
     conn.executemany("UPDATE runs SET fork_of=?, fork_step=? WHERE id=?", fixes)
     conn.execute("ALTER TABLE runs DROP COLUMN meta")
+    for statement in _DROPPED:
+        conn.execute(statement)
     return True
 
 
