@@ -19,15 +19,17 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import flowillower as fw
 from flowillower.hindsight import groups
 from flowillower.hindsight.replay import run_replay
+from flowillower.hindsight.task import Packer
 from flowillower.store.reader import RunReader
 from tests.conftest import clean_env
-from tests.test_replay_watch import watch_values
+from tests.test_replay_watch import PayloadExecutor, watch_values
 
 PY = sys.executable
 EPOCHS = 4
@@ -130,7 +132,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     projects' processes run side by side, step by step)."""
     pytest.importorskip("torch")
     base = tmp_path_factory.mktemp("watch_resumed")
-    plain, ref = _project(base / "plain"), _project(base / "ref")
+    plain, ref = _project(base / "unwatched"), _project(base / "watched")
     both = [(plain, False), (ref, True)]
     _wait([_train(r, V1, w, "--die-at", str(DIE_AT), FLOWILLOWER_RUN_ID="resumed")
            for r, w in both], -9)
@@ -182,7 +184,7 @@ def test_refusals_name_the_stretch_and_a_failed_stretch_stores_nothing(
     (outcome,) = failed.runs
     assert outcome.status == "failed", str(failed)
     assert "segment 1 of 2" in outcome.message and "injected failure in v1" in outcome.message
-    assert not (resumed / "replays").exists() or not list((resumed / "replays").iterdir())
+    assert _replay_files(resumed) == []
     assert watch_values(resumed) == {}
 
 
@@ -217,11 +219,32 @@ def test_a_resumed_run_gets_a_fresh_watched_runs_statistics(
                for c, _s, _v in got["param/0.weight/norm"])
 
 
-def test_a_fork_gets_its_parents_statistics_up_to_the_fork_step(recorded: dict) -> None:
+def test_a_fork_gets_its_parents_statistics_up_to_the_fork_step(
+        recorded: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the Ray / Slurm executors' path: each stretch's task a self-contained
+    payload (its own code tree and checkpoint folder), run where the store is not."""
     root, child = recorded["plain"], recorded["runs"]["child"]["plain"]
+    pack = Packer.pack
+
+    def checked(self: Packer, task: Any) -> Any:
+        payload = pack(self, task)
+        assert str(root / ".flowillower") not in payload.to_json()  # no store path travels
+        return payload
+
+    monkeypatch.setattr(Packer, "pack", checked)
+    parent = recorded["runs"]["resumed"]["plain"]
+    before = _replay_files(parent)
+    executor = PayloadExecutor(workers=2)
     report = fw.replay(watch="model", runs="id == 'child'", dir=root, workers=2, yes=True,
-                       echo=_quiet)
+                       echo=_quiet, executor=executor)
     assert report.ok, str(report)
     (outcome,) = report.runs
+    assert executor.ran == outcome.tasks >= 3  # the parent's two segments, the fork's own
     assert "inherited from run resumed" in outcome.code_version
     _check(child, outcome, recorded["want"]["child"])
+    assert _replay_files(parent) == before  # the parent gets nothing from the fork's
+
+
+def _replay_files(run_dir: Path) -> list[str]:
+    folder = run_dir / "replays"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
