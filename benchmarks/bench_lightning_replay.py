@@ -10,13 +10,15 @@ without it (the recording overhead). The script then gets two identical statemen
   (the recorded script re-executed from the start, every epoch trained).
 
 Both replays must give bit-identical values. Prints wall times (each replay includes
-starting Python, torch and Lightning in the worker), the speed-up and the load average.
+starting Python, torch and Lightning in the worker), the speed-up, the load average, and
+what each replay's schedule said beforehand: its strategy and estimate.
 Run: python benchmarks/bench_lightning_replay.py [--epochs 6] [--batches 64] [--width 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -88,7 +90,8 @@ CPU: dict[float, float] = {}  # wall seconds of a command -> its CPU seconds
 
 
 def _timed(argv: list[str], root: Path, env: dict[str, str]) -> float:
-    """Wall seconds of a command; its CPU seconds (children's user + system) go to CPU."""
+    """Wall seconds of a command; its CPU seconds (children's user + system) go to CPU,
+    its last output line to SAID."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
@@ -97,14 +100,22 @@ def _timed(argv: list[str], root: Path, env: dict[str, str]) -> float:
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU[wall] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    SAID[wall] = (proc.stdout.strip().splitlines() or [""])[-1]
     return wall
 
 
-def _replay(name: str, root: Path, env: dict[str, str]) -> float:
-    code = ("import flowillower as fw\n"
+SAID: dict[float, str] = {}
+
+
+def _replay(name: str, root: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, the schedule's estimate, its strategy) of replaying `name`."""
+    code = ("import json\nimport flowillower as fw\n"
             f"r = fw.replay({name!r}, yes=True, echo=lambda *a: None)\n"
-            "assert r.ok, str(r)\n")
-    return _timed([sys.executable, "-c", code], root, env)
+            "assert r.ok, str(r)\n"
+            "print(json.dumps([r.runs[0].estimate, r.runs[0].strategy]))\n")
+    wall = _timed([sys.executable, "-c", code], root, env)
+    estimate, strategy = json.loads(SAID[wall])
+    return wall, float(estimate), str(strategy)
 
 
 def _values(run_dir: Path, name: str) -> list[float]:
@@ -145,11 +156,11 @@ def main() -> None:
         size = sum(f.stat().st_size for f in captures.iterdir())
         assert OLD in script
         (root / "train.py").write_text(script.replace(OLD, NEW))
-        t_skip = _replay("w_norm", root, env)
+        t_skip, est_skip, said_skip = _replay("w_norm", root, env)
         aside = Path(tmp) / "aside"
         shutil.move(str(captures), aside)
         try:
-            t_full = _replay("w_norm_full", root, env)
+            t_full, est_full, said_full = _replay("w_norm_full", root, env)
         finally:
             shutil.move(str(aside), captures)
         skip, full = _values(run_dir, "w_norm"), _values(run_dir, "w_norm_full")
@@ -169,6 +180,9 @@ def main() -> None:
           f"{CPU[t_full] / CPU[t_skip]:.2f}x CPU")
     print(f"captures: {args.epochs} files, {size / 1e6:.1f} MB; values bit-identical: "
           f"{skip == full}")
+    print("what each replay's schedule said beforehand:")
+    print(f"  from the captures: estimated {est_skip:.1f}s, took {t_skip:.1f}s; {said_skip}")
+    print(f"  baseline:          estimated {est_full:.1f}s, took {t_full:.1f}s; {said_full}")
 
 
 if __name__ == "__main__":

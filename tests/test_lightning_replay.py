@@ -321,7 +321,7 @@ def test_the_plan_trains_every_epoch_for_a_statement_that_may_run_per_batch(reco
     in_step = textwrap.dedent(SCRIPT).replace(
         '        note("train")\n', '        note("train")\n        fw.log("g", 1.0)\n')
     line = 1 + in_step.splitlines().index('        fw.log("g", 1.0)')
-    plan = plan_run(info, analyze(in_step, ["g"], None), in_step)
+    plan = blocked = plan_run(info, analyze(in_step, ["g"], None), in_step)
     assert plan.strategy == ("re-executed with its recorded command line; every epoch "
                              f"re-executed: the statement(s) at line {line} in "
                              "training_step() may run per training batch "
@@ -332,3 +332,9 @@ def test_the_plan_trains_every_epoch_for_a_statement_that_may_run_per_batch(reco
     plan = plan_run(info, analyze(epoch_end, ["w_norm", "val_seen"], None), epoch_end)
     assert plan.strategy.endswith("the training batches of 6 of 6 epochs skipped "
                                   "(FlowillowerCheckpoint)")
+    # Estimates from the recorder's timing of its process (imports of torch and Lightning
+    # included), less the recorded batch time of the epochs skipped.
+    skips = info.skips
+    assert skips.setup_s > 0.5 and skips.saved_s > 0
+    assert blocked.estimate >= skips.setup_s + (info.summary["ended"] - skips.started)
+    assert plan.estimate < blocked.estimate

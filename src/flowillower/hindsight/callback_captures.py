@@ -107,6 +107,8 @@ class Skips:
     unrecorded: int = 0  # capture files this machine has no record of writing
     hooks: list[str] = field(default_factory=list)  # functions it skips around
     per: str = "skipped unit"  # what one skipped piece of work is ("training batch")
+    setup_s: float | None = None  # the recording process's seconds before training
+    started: float | None = None  # when training started (Unix time)
     blocked: str = ""  # why the worker skips nothing for the replayed statements
 
     def checked(self, source: str, lines: Iterable[int]) -> Skips:
@@ -178,6 +180,11 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
+def _number(meta: dict[str, Any] | None, key: str) -> float | None:
+    value = (meta or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _per_index(data: Any, name: str, loop: str) -> dict[int, float]:
     """`loop` index -> the sum of the `name` values logged inside it (`data`: RunData)."""
     series = data.series.get(name)
@@ -218,5 +225,6 @@ def skip_summary(run_dir: Path, data: Any) -> Skips | None:
                      sum(int(captures.entries[i].get("bytes", 0)) for i in indices),
                      len(captures.unrecorded),
                      [str(h) for h in desc.get("hooks") or [] if isinstance(h, str)],
-                     str(desc.get("per") or "skipped unit"))
+                     str(desc.get("per") or "skipped unit"),
+                     _number(captures.meta, "setup_s"), _number(captures.meta, "time"))
     return None

@@ -213,6 +213,10 @@ def plan_run(info: RunInfo, statements: list[StatementInfo],
         if skips is not None:  # the script runs whole, its callback skipping epochs' work
             strategy = f"re-executed with its recorded command line; {skips.strategy()}"
             notes.append(skips.note())
+            ended = (info.summary or {}).get("ended")
+            if skips.setup_s is not None and skips.started and isinstance(ended, (int, float)):
+                # The recorder timed the process from its start: imports included.
+                duration = skips.setup_s + max(0.0, float(ended) - skips.started)
             duration += (RESTORE_FIXED_S * len(skips.indices) - skips.saved_s
                          + skips.load_bytes / LOAD_BYTES_PER_S)
         if duration > 0:

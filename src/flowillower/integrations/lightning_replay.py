@@ -36,6 +36,7 @@ from ..hindsight.capture_budget import free_floor
 from ..hindsight.ckpt_files import MANIFEST, BackgroundWriter, WriteJob, torch_module
 from ..hindsight.state import copies_landed, tree_stats
 from ..hindsight.syntax import COMPOUND, fw_aliases, logged_names, walk_statements
+from ..procfs import process_start_time
 from ..run import Run
 from ..sizes import parse_size
 from . import lightning_state as state
@@ -161,8 +162,10 @@ class FlowillowerCheckpoint(Callback):
         self._writer = BackgroundWriter(directory, state.ledger_file(run.dir))
         torch = torch_module()
         package = sys.modules.get("lightning") or sys.modules.get("pytorch_lightning")
+        started = process_start_time()  # what a replay pays before training starts
         self._note({"type": "meta", "format": state.FORMAT, "objects": self._kinds,
                     "replay": REPLAY_DESCRIPTION, "every": self.every, "time": time.time(),
+                    "setup_s": None if started is None else round(time.time() - started, 4),
                     "lightning": getattr(package, "__version__", None),
                     "torch_threads": torch.get_num_threads() if torch else None})
 
