@@ -27,6 +27,7 @@ import flowillower as fw
 from flowillower.hindsight import groups
 from flowillower.hindsight.replay import run_replay
 from flowillower.hindsight.task import Packer
+from flowillower.store.provenance import mark_pulled
 from flowillower.store.reader import RunReader
 from tests.conftest import clean_env
 from tests.test_replay_watch import PayloadExecutor, watch_values
@@ -186,6 +187,17 @@ def test_refusals_name_the_stretch_and_a_failed_stretch_stores_nothing(
     assert "segment 1 of 2" in outcome.message and "injected failure in v1" in outcome.message
     assert _replay_files(resumed) == []
     assert watch_values(resumed) == {}
+    # A fork whose parent came from elsewhere (untrusted): its own part is watched, its
+    # inherited steps are left without statistics, and the report says so.
+    mark_pulled(root / ".flowillower", "resumed", "origin", author="mallory", host="far")
+    child = root / ".flowillower" / "runs" / "child"
+    report = fw.replay(watch="model", runs="id == 'child'", dir=root, yes=True, echo=_quiet)
+    (outcome,) = report.runs
+    assert outcome.status == "replayed" and outcome.tasks == 1, str(report)
+    assert any("computed by run resumed" in n and "left without the new values" in n
+               for n in outcome.notes), outcome.notes
+    own = {k: [r for r in v if r[0][0] > DIE_AT] for k, v in recorded["want"]["child"].items()}
+    assert watch_values(child) == {k: v for k, v in own.items() if v}
 
 
 def _check(run_dir: Path, outcome, want: dict) -> dict:
