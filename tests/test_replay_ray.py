@@ -258,8 +258,7 @@ def test_planner_splits_into_as_many_segments_as_workers_pay_for(tmp_path: Path)
     info = load_run_info(root / ".flowillower" / "runs" / run_id)
     assert len(info.iter_times) == 12 and info.setup_s > 0  # the run recorded its timings
     # What a quiet machine records for this script (4 steps of 50 ms per epoch, all in the
-    # inner loop); on a
-    # loaded one the recorded start-up alone can make splitting into 8 not pay.
+    # inner loop); on a loaded one the recorded start-up alone can make 8 splits not pay.
     info = dataclasses.replace(info, iter_times=[0.2] * 12, inner_times=[0.2] * 12,
                                setup_s=0.4, teardown_s=0.0)
     plan = plan_run(info, analyze(textwrap.dedent(new_script()), ["gstep"], info.outer))
