@@ -11,8 +11,11 @@ used (on a loaded machine the wall clock mostly measures the wait for a core). T
 previous package is `git archive BASELINE_REV` (or `--baseline REV`: e.g. the commit
 before a change) unpacked in a temporary folder (benchmarks/_baseline.py). A second table reads this
 store's rows serially, in threads and in processes (how `reindex` could spread the work).
+`--keep DIR` keeps both stores in DIR, and a later run with the same DIR reuses them
+(trained once, timed many times; its train row then reads "-": delete DIR after
+changing what writers write).
 Run: python benchmarks/bench_index.py [--runs 1000] [--full] [--workers 4] [--repeats 3]
-     [--baseline REV]
+     [--baseline REV] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ def measure(stores: dict[str, tuple[Path, dict[str, str]]], runs: int, workers: 
     taking turns (a shared machine's load falls on both alike); the median of each."""
     out: dict[str, dict[str, Timing]] = {}
     for label, (store, env) in stores.items():
-        out[label] = {"train": train(store, runs, workers, env)}
+        kept = (store / "runs").is_dir() and len(os.listdir(store / "runs")) == runs
+        out[label] = {} if kept else {"train": train(store, runs, workers, env)}
     for case in CASES:
         times: dict[str, list[Timing]] = {label: [] for label in stores}
         for _ in range(repeats):
@@ -172,9 +176,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=BASELINE_REV)
+    parser.add_argument("--keep", metavar="DIR", help="keep the trained stores here; reuse "
+                        "them when DIR already holds stores of --runs runs")
     opts, _ = parser.parse_known_args()
     runs = 10_000 if opts.full else opts.runs
     with tempfile.TemporaryDirectory() as tmp:
+        stores_dir = Path(opts.keep).resolve() if opts.keep else Path(tmp)
         old_src = previous_package(opts.baseline, Path(tmp))
         stores: dict[str, tuple[Path, dict[str, str]]] = {}
         for label, src in (("previous", old_src), ("this", None)):
@@ -182,9 +189,9 @@ def main() -> int:
                 continue
             env = env_running(src)
             env.pop("FLOWILLOWER_DIR", None)
-            stores[label] = (Path(tmp) / f"{label}-store" / ".flowillower", env)
+            stores[label] = (stores_dir / f"{label}-store" / ".flowillower", env)
         results = measure(stores, runs, opts.workers, opts.repeats)
-        ways = spread(Path(tmp) / "this-store" / ".flowillower")
+        ways = spread(stores_dir / "this-store" / ".flowillower")
     print(f"\nindex at {runs:,} runs, {opts.workers} training processes: seconds wall "
           f"(CPU), a fresh CLI process each, median of {opts.repeats} taking turns; "
           f"previous = {opts.baseline}")
@@ -195,7 +202,10 @@ def main() -> int:
              "warm page": "warm first 50 rows + CLI imports"}
     for key, title in names.items():
         prev = results.get("previous", {}).get(key)
-        this = results["this"][key]
+        this = results["this"].get(key)
+        if this is None:  # kept stores: not trained this time
+            print(f"{title:34}{_cell(prev):>16}{_cell(this):>16}")
+            continue
         ratio = f"{this[0] / prev[0]:.2f} ({this[1] / prev[1]:.2f})" if prev else "-"
         print(f"{title:34}{_cell(prev):>16}{_cell(this):>16}{ratio:>15}")
     print(f"\nreading the {runs:,} rows (this store): seconds wall (CPU)")
