@@ -210,6 +210,16 @@ def test_a_first_sync_gives_the_rows_sqlite_gives_back(store_dir, monkeypatch, r
     assert odd["metrics"]["text"]["last"] == "s3" and odd["metrics"]["flag"]["last"] is False
     assert {r["name"]: r["status"] for r in cold}["killed"] == "killed"
     assert first.run_rows(include_hidden=False) == [r for r in again if not r["hidden"]]
+    # `ls` after a first sync: only the first page of what it wrote, hidden runs left out.
+    _forget_index(store_dir)
+    paged = Index(store_dir)
+    monkeypatch.setattr(Index, "_load_rows", lambda *a, **k: pytest.fail("read back"))
+    paged.sync()
+    shown = [r for r in again if not r["hidden"]]
+    assert paged.run_rows(include_hidden=False, limit=3) == shown[:3]
+    assert paged.run_rows(include_hidden=False, limit=0) == []
+    assert paged.run_rows(include_hidden=True, limit=100) == again
+    assert paged.run_rows() == again
 
 
 def test_two_readers_filling_a_new_index_at_once_agree(store_dir, monkeypatch):

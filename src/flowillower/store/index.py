@@ -83,6 +83,9 @@ class _Batch:
         self.runs, self.args, self.metrics, self.known = [], [], [], []
 
 
+_HIDDEN = RUN_COLUMNS.index("hidden")
+
+
 def _newest_first(record: tuple) -> tuple:
     """Sort key of a `runs` record, reversed: ORDER BY created DESC, id DESC (NULL last)."""
     created = record[4]
@@ -98,6 +101,11 @@ class Index:
         self._local = threading.local()
         # Parsed rows of the last run_rows() call, dropped whenever sync changes anything.
         self._rows_cache: dict[str, dict[str, Any]] | None = None
+        # The records a first sync wrote (runs, args, metrics): the rows, once assembled.
+        self._written: tuple[list, list, list] | None = None
+
+    def _forget_rows(self) -> None:
+        self._rows_cache = self._written = None
 
     # -- connection ------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
@@ -156,12 +164,11 @@ class Index:
         updated += moved
         gone = set(known) - present
         if gone or updated:
-            self._rows_cache = None
+            self._forget_rows()
         if kept is not None and kept[0] and not moved and conn.execute(
                 "SELECT count(*) FROM runs").fetchone()[0] == len(kept[0]):
             # (unless another reader indexed runs meanwhile: then they are read back)
-            kept[0].sort(key=_newest_first, reverse=True)  # as _load_rows' ORDER BY
-            self._rows_cache = assemble_rows(*kept)
+            self._written = kept  # assembled by run_rows, as far as it needs them
         if gone:
             conn.execute("BEGIN")
             for run_id in gone:
@@ -205,7 +212,7 @@ class Index:
                 paths.append((path, signature(path), True))
         updated = self._index_paths(self.connect(), paths)
         if updated:
-            self._rows_cache = None
+            self._forget_rows()
         return updated
 
     def _index_paths(self, conn: sqlite3.Connection,
@@ -262,7 +269,7 @@ class Index:
     def rebuild(self) -> int:
         """Forget everything and index all runs again (`flowillower reindex`)."""
         self.close()
-        self._rows_cache = None
+        self._forget_rows()
         for suffix in ("", "-wal", "-shm"):
             try:
                 os.remove(str(self.path) + suffix)
@@ -279,6 +286,13 @@ class Index:
         Rows are cached between syncs that change nothing; callers get copies of the
         list, and must not mutate the row dicts.
         """
+        if self._rows_cache is None and self._written is not None:
+            records, args, metrics = self._written
+            records.sort(key=_newest_first, reverse=True)  # as _load_rows' ORDER BY
+            if ids is None and limit is not None and limit >= 0:  # the first page only
+                page = [r for r in records if include_hidden or not r[_HIDDEN]][:limit]
+                return list(assemble_rows(page, args, metrics).values())
+            self._rows_cache, self._written = assemble_rows(records, args, metrics), None
         if self._rows_cache is None and ids is None and limit is not None \
                 and 0 <= limit <= _MAX_PARAMS:
             # The first page of a cold process: load only those runs' args and metrics.
