@@ -22,12 +22,14 @@ from click.testing import CliRunner
 import flowillower as fw
 from flowillower.cli import main as cli
 from flowillower.errors import GitError
+from flowillower.gitops.fastimport import WHOLE_ABOVE
 from flowillower.server.demo import make_demo_store
 from flowillower.server.deploy import deploy
 from flowillower.server.deploy_targets import is_hosted, parse_target, readme
 from flowillower.server.share import push as share_push
 from tests.conftest_git import bare_remote, git, isolate_home
 from tests.test_deploy_lfs import require_lfs
+from tests.test_sync_whole_blobs import _pack_kinds
 
 TOKEN = "hf_Sup3rSecretTok3n_do_not_leak_8f2c"
 
@@ -347,3 +349,22 @@ def test_a_deployed_space_has_the_run_catalog_so_filtered_pulls_fetch_only_match
     got = fw.pull(space, runs="name == 'd'", dir=mate)
     assert got["catalog"]["uncovered"] == 0 and got["runs_added"] == 1
     assert _incoming(mate) == sorted([ids[1], ids[3]])
+
+
+def test_a_deploy_sends_big_blobs_whole(tmp_path, monkeypatch):
+    # Packs stay packs on the remote (as for any push of more than 100 objects).
+    isolate_home(monkeypatch, tmp_path, "[transfer]\n\tunpackLimit = 1\n")
+    bare = _bare(tmp_path / "site.git")
+    store = tmp_path / "proj" / ".flowillower"
+    ids = make_demo_store(store, runs=2, steps=20, names=["a", "b"], model=False, media=False)
+    shared = os.urandom(3 * WHOLE_ABOVE)  # ideal delta material, in both runs
+    for run_id in ids:
+        (store / "runs" / run_id / "artifacts").mkdir(exist_ok=True)
+        (store / "runs" / run_id / "artifacts" / "state.bin").write_bytes(
+            shared + os.urandom(2048))
+    result = deploy(store, str(bare))
+    assert result["pushed"] and result["runs"]["pushed"] == 2
+    big = [git(bare, "rev-parse", f"refs/flowillower/runs/{rid}:artifacts/state.bin").strip()
+           for rid in ids]
+    kinds = _pack_kinds(bare)
+    assert set(big) <= set(kinds) and [sha for sha in big if kinds[sha]] == []

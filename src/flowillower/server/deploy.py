@@ -287,7 +287,7 @@ def deploy(site_or_store: str | Path, target: str, *, runs_filter: str | None = 
             if through_lfs:
                 _send(git, ["lfs", "push", "origin", "HEAD"],
                       f"uploading {len(through_lfs)} file(s) to the LFS storage of")
-            _send(git, ["push", "--quiet", "--no-verify", "origin",
+            _send(git, [*whole_blobs(), "push", "--quiet", "--no-verify", "origin",
                         f"HEAD:refs/heads/{branch}"], "pushing the site to")
             result.update(pushed=True,
                           commit=git(["rev-parse", "HEAD"]).stdout.decode().strip())
