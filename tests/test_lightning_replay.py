@@ -108,6 +108,21 @@ def recorded(tmp_path_factory):
     return root, run_dir
 
 
+@pytest.fixture(scope="module")
+def fresh(recorded, tmp_path_factory) -> dict[str, dict[tuple, float]]:
+    """w_norm / val_seen of the edited script run from scratch in this process (same
+    libraries and threads as the replay workers)."""
+    root, _run_dir = recorded
+    store = tmp_path_factory.mktemp("fresh") / ".flowillower"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("BATCH_LOG", raising=False)
+        patch.setenv("FLOWILLOWER_DIR", str(store))
+        patch.chdir(root)
+        exec(compile(_edited(), str(root / "train.py"), "exec"), {"__name__": "m"})
+        fw.finish()
+    return {name: _values(store, name) for name in ("w_norm", "val_seen")}
+
+
 def _edited() -> str:
     new = SCRIPT.replace("    def on_train_epoch_end(self):\n", EPOCH_END)
     new = new.replace("    def on_validation_epoch_end(self):\n", VAL_END)
@@ -139,7 +154,7 @@ def test_captures_cover_every_epoch_and_stay_local(recorded) -> None:
 
 
 def test_epoch_level_statements_replay_without_training_to_fresh_values(
-        recorded, tmp_path: Path, monkeypatch) -> None:
+        recorded, fresh, tmp_path: Path, monkeypatch) -> None:
     root, run_dir = recorded
     (root / "train.py").write_text(_edited())
     batches = tmp_path / "replay-batches.log"
@@ -153,16 +168,8 @@ def test_epoch_level_statements_replay_without_training_to_fresh_values(
     assert [c for c, _ in replayed["w_norm"]] == [(e,) for e in range(6)]
     assert RunReader(run_dir).load(["w_norm"]).series["w_norm"].replayed.all()
 
-    # The edited script from scratch, in this process (same libraries and threads).
-    monkeypatch.delenv("BATCH_LOG")
-    fresh_store = tmp_path / "fresh" / ".flowillower"
-    monkeypatch.setenv("FLOWILLOWER_DIR", str(fresh_store))
-    monkeypatch.chdir(root)
-    exec(compile(_edited(), str(root / "train.py"), "exec"), {"__name__": "m"})
-    fw.finish()
     for name in ("w_norm", "val_seen"):
-        fresh = _values(fresh_store, name)
-        assert fresh == replayed[name], name  # bit-identical, same coordinates and steps
+        assert fresh[name] == replayed[name], name  # bit-identical, same coordinates, steps
     assert len(set(replayed["w_norm"].values())) == 6  # a real comparison: values moved
 
 
@@ -338,3 +345,36 @@ def test_the_plan_trains_every_epoch_for_a_statement_that_may_run_per_batch(reco
     assert skips.setup_s > 0.5 and skips.saved_s > 0
     assert blocked.estimate >= skips.setup_s + (info.summary["ended"] - skips.started)
     assert plan.estimate < blocked.estimate
+
+
+def test_epochs_without_a_capture_train_on_from_a_restored_one(
+        recorded, fresh, tmp_path: Path, monkeypatch) -> None:
+    """Epochs 1, 3 and 5 without a usable capture (as with `every=2`, or files this
+    machine has no record of): the worker restores epoch 0's end state, trains epoch 1
+    from there, and so on; the values still equal a fresh run's, bit for bit."""
+    import json
+
+    root, run_dir = recorded
+    copy = tmp_path / "copy" / ".flowillower"
+    shutil.copytree(root / ".flowillower", copy)
+    run_copy = copy / "runs" / run_dir.name
+    captures = LightningCheckpoints(run_copy)
+    forget = {captures.epochs[e]["file"] for e in (1, 3, 5)}
+    for e in (2, 4):  # the captures kept need nothing from the ones forgotten
+        assert not {captures.files[r] for r in captures.epochs[e]["refs"]} & forget
+    ledger = ledger_file(run_copy)
+    ledger.write_text("".join(line + "\n" for line in ledger.read_text().splitlines()
+                              if json.loads(line)["file"] not in forget))
+    assert sorted(LightningCheckpoints(run_copy).skippable()) == [0, 2, 4]
+    script = tmp_path / "train.py"  # names no other test replays
+    script.write_text(_edited().replace('"w_norm"', '"w_mix"').replace('"val_seen"',
+                                                                        '"val_mix"'))
+    batches = tmp_path / "batches.log"
+    monkeypatch.setenv("BATCH_LOG", str(batches))
+    report = fw.replay("w_mix,val_mix", dir=copy, script=script, yes=True,
+                       echo=lambda *a, **k: None)
+    assert report.ok, str(report)
+    assert "the training batches of 3 of 6 epochs skipped" in report.runs[0].strategy
+    assert batches.read_text().split().count("train") == 3 * 12  # epochs 1, 3, 5 trained
+    assert _values(copy, "w_mix") == fresh["w_norm"]
+    assert _values(copy, "val_mix") == fresh["val_seen"]
