@@ -10,8 +10,10 @@ have to) with the min / max taken in Python. Stores of N runs x 5 metrics are wr
 bench_ui.py's fast writer and served by the real app over HTTP. Cold: the first request
 for a filter (nothing cached); the one-pass and per-column ways share no cache.
 
-Also printed: the run page's family card (`/api/runs/ID/family`, forks found from each
-run.json, re-read only when it changed) against reading every run.json per request.
+Also printed: the run page's family card (`/api/runs/ID/family`: parents from the index's
+`fork_of` column, in the rows the server holds), first request and later ones, against
+the previous way in the same run (`ForkIndex`: every run.json read once, then one `stat`
+per run per new generation of rows) and the naive one (every run.json per request).
 
 Run: python benchmarks/bench_ui_table.py [--runs 1000] [--steps 50]  (docs/ui.md: --runs 1000,10000)
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -85,14 +88,17 @@ def pick(values: list, g: str) -> float:
 
 def make_forks(root: Path, every: int = 100) -> list[str]:
     """Turn every `every`-th run into a fork of the run before it (run.json's `fork_of`,
-    as `fw.init(fork_from=...)` writes it): chains of one generation; returns the forks."""
+    as `fw.init(fork_from=...)` writes it): chains of one generation; returns the forks.
+    run.json is replaced as writers replace it (a new file), so the index sees it."""
     ids = sorted(p.name for p in (root / "runs").iterdir())
     forks = []
     for i in range(every, len(ids), every):
         path = root / "runs" / ids[i] / "run.json"
         meta = json.loads(path.read_text())
         meta["fork_of"] = {"run": ids[i - 1], "step": 10, "name": None, "git": None}
-        path.write_text(json.dumps(meta))
+        tmp = path.with_name(".run.json.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, path)
         forks.append(ids[i])
     return forks
 
@@ -103,6 +109,21 @@ def family(client, run_id: str) -> float:
     r.raise_for_status()
     assert r.json()["parent"] is not None
     return time.perf_counter() - t0
+
+
+def previous_family(root: Path) -> tuple[float, float]:
+    """(first, later) seconds of the previous way to find every fork: `ForkIndex` over
+    every run (each run.json read the first time, one `stat` per run after)."""
+    from flowillower.server.family import ForkIndex
+
+    runs = root / "runs"
+    ids = sorted(p.name for p in runs.iterdir())
+    forks = ForkIndex()
+    t0 = time.perf_counter()
+    assert forks.parents(runs, ids)
+    t1 = time.perf_counter()
+    forks.parents(runs, ids)
+    return t1 - t0, time.perf_counter() - t1
 
 
 def naive_family(root: Path) -> float:
@@ -150,10 +171,14 @@ def main() -> None:
                           f"{str(same):>10}")
                     fam_cold = family(c, forks[0])
                     fam_warm = statistics.median(family(c, f) for f in forks[1:6] or forks)
+                    prev_cold, prev_warm = previous_family(root)
                     fam_naive = statistics.median(naive_family(root) for _ in range(3))
                     print(f"{'':>6} family of a fork ({len(forks)} forks in {n} runs): "
-                          f"cold {fam_cold:.3f} s, warm {fam_warm:.3f} s; naive (read every "
-                          f"run.json per request) {fam_naive:.3f} s")
+                          f"index (fork_of column) first {fam_cold:.3f} s, later "
+                          f"{fam_warm:.3f} s; previous (ForkIndex over every run.json, "
+                          f"finding forks only) first {prev_cold:.3f} s, later "
+                          f"{prev_warm:.3f} s; naive (read every run.json per request) "
+                          f"{fam_naive:.3f} s")
             finally:
                 srv.stop()
 

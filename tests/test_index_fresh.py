@@ -161,6 +161,24 @@ def test_a_killed_writers_half_written_row_is_ignored(store_dir):
     assert Store(store_dir).runs()[0]["metrics"]["loss"]["count"] == 10
 
 
+@pytest.mark.parametrize("where", ["arg", "last value"])
+def test_a_row_whose_values_are_no_json_is_read_from_the_run(store_dir, where):
+    """A row file of the right shape whose value texts do not decode (damaged on disk):
+    the run is read instead, and the listing of every other run goes on."""
+    other = _finished(store_dir, "other", lr=0.5)
+    run = _finished(store_dir, "r")
+    path = run.dir / index_journal.ROW_FILE
+    doc = json.loads(path.read_text())
+    if where == "arg":
+        doc["args"][0][1] = "not json"
+    else:
+        doc["metrics"][0][4] = "{"
+    _replace_json(path, doc)
+    rows = {r["name"]: r for r in Store(store_dir).runs()}
+    assert rows["r"]["args"] == {"lr": 0.3} and rows["other"]["id"] == other.id
+    assert rows["r"]["metrics"]["loss"]["last"] == pytest.approx(0.03)
+
+
 def _varied_store(store_root: Path, run_script) -> None:
     """Runs whose values stress the way back from SQLite: ints as REAL, bools, NaN, huge
     ints, lists, text values, hidden runs, notes, a fork, a run without a row, a run

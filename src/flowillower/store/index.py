@@ -59,9 +59,11 @@ class _Batch:
         self.kept = keep  # every record written, when the caller keeps them
 
     def add(self, parts: RunParts, row: tuple, known: bool = True) -> None:
+        """Add one run, all of it or (when its values do not decode) none of it."""
+        args, metrics = arg_records(parts), metric_records(parts)
         self.runs.append(row)
-        self.args.extend(arg_records(parts))
-        self.metrics.extend(metric_records(parts))
+        self.args.extend(args)
+        self.metrics.extend(metrics)
         if known:
             self.known.append((row[0],))
 
@@ -241,6 +243,7 @@ class Index:
                     status = parts.status if parts is not None else run_status(Path(path))
                     if status != "running":  # the finished parts come first in the long one
                         sig = "|".join(sig.split("|")[:len(FINISHED_PARTS)])
+                from_row = parts is not None
                 if parts is None:
                     if not os.path.exists(path + "/run.json") \
                             and not os.path.exists(path + "/data.fwl"):
@@ -248,8 +251,14 @@ class Index:
                     parts = scan_run(Path(path))
                 # The signature says whether notes/ exists (its third part): no stat here.
                 notes = latest_annotation(Path(path)) if sig.split("|")[2] != "-" else {}
-                batch.add(parts, row_record(parts, notes, sig, origins.get(parts.run_id)),
-                          known=not new)
+                origin = origins.get(parts.run_id)
+                try:
+                    batch.add(parts, row_record(parts, notes, sig, origin), known=not new)
+                except (ValueError, RecursionError):
+                    if not from_row:
+                        raise
+                    parts = scan_run(Path(path))  # a row whose value texts are no JSON
+                    batch.add(parts, row_record(parts, notes, sig, origin), known=not new)
                 updated += 1
                 if len(batch.runs) >= 500:  # let other readers' writes in now and then
                     batch.write(conn)
