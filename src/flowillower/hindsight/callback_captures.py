@@ -147,8 +147,8 @@ class Skips:
         """The schedule's note: which indices, and when the worker skips none."""
         if self.blocked:
             return (f"{self.by}: {self.blocked}, so the worker re-executes every "
-                    f"{self.loop} in full (statements in {', '.join(self.hooks[:4])}, ... "
-                    f"let it skip the {self.what})")
+                    f"{self.loop} in full (it skips the {self.what} only for statements in "
+                    f"{self.loop}-level hooks, outside any function or after training)")
         if not self.indices:
             why = (f"{self.unrecorded} capture file(s) were not written on this machine"
                    if self.unrecorded else "no capture was written, or none can stand for a "
