@@ -378,3 +378,30 @@ def test_epochs_without_a_capture_train_on_from_a_restored_one(
     assert batches.read_text().split().count("train") == 3 * 12  # epochs 1, 3, 5 trained
     assert _values(copy, "w_mix") == fresh["w_norm"]
     assert _values(copy, "val_mix") == fresh["val_seen"]
+
+
+def test_a_doctored_manifest_cannot_drive_the_schedule(recorded, tmp_path: Path) -> None:
+    """The words the schedule prints come from the run's manifest: escape sequences are
+    dropped, and values of the wrong type neither crash the planner nor count."""
+    import json
+
+    from flowillower.hindsight.planner import load_run_info, plan_run
+
+    root, run_dir = recorded
+    copy = tmp_path / ".flowillower"
+    shutil.copytree(root / ".flowillower", copy, ignore=shutil.ignore_patterns("git"))
+    run_copy = copy / "runs" / run_dir.name
+    manifest = checkpoint_dir(run_copy) / "manifest.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    lines[0]["replay"].update(by="Evil\x1b[2J\x1b]0;owned\x07", hooks="on_train_epoch_end",
+                              per=["x"])
+    for line in lines:
+        if line["type"] == "ckpt":
+            line["bytes"] = "a lot"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    plan = plan_run(load_run_info(run_copy), [])
+    text = plan.strategy + "\n".join(plan.notes)
+    assert "\x1b" not in text and "\x07" not in text
+    assert plan.strategy.endswith("the training batches of 6 of 6 epochs skipped "
+                                  "(Evil[2J]0;owned)")
+    assert plan.info.skips.load_bytes == 0 and plan.info.skips.hooks == []

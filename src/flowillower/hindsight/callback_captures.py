@@ -180,6 +180,18 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
+def _text(value: Any, default: str, limit: int = 400) -> str:
+    """A manifest's words as the schedule prints them: printable characters only (a
+    copied-in manifest must not drive the terminal), cut at `limit`."""
+    if not isinstance(value, str):
+        return default
+    return "".join(c for c in value if c.isprintable())[:limit] or default
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
 def _number(meta: dict[str, Any] | None, key: str) -> float | None:
     value = (meta or {}).get(key)
     return float(value) if isinstance(value, (int, float)) else None
@@ -213,18 +225,18 @@ def skip_summary(run_dir: Path, data: Any) -> Skips | None:
         except ValueError:  # a folder name that cannot name a ledger
             continue
         desc = captures.replay
-        loop = str(desc.get("loop") or "")
+        loop = _text(desc.get("loop"), "")
         if not loop:
             continue
         indices = sorted(captures.skippable())
-        inner = _per_index(data, f"time/{desc.get('inner')}", loop)
+        inner = _per_index(data, f"time/{_text(desc.get('inner'), '')}", loop)
         ran = set(_per_index(data, f"time/{loop}", loop)) | set(inner) | set(captures.entries)
-        return Skips(str(desc.get("by") or name), loop, str(desc.get("skips") or "work"),
-                     str(desc.get("unless") or "the replayed code needs it"), indices,
+        hooks = desc.get("hooks") if isinstance(desc.get("hooks"), list) else []
+        return Skips(_text(desc.get("by"), name), loop, _text(desc.get("skips"), "work"),
+                     _text(desc.get("unless"), "the replayed code needs it"), indices,
                      max(ran, default=-1) + 1, sum(inner.get(i, 0.0) for i in indices),
-                     sum(int(captures.entries[i].get("bytes", 0)) for i in indices),
-                     len(captures.unrecorded),
-                     [str(h) for h in desc.get("hooks") or [] if isinstance(h, str)],
-                     str(desc.get("per") or "skipped unit"),
+                     sum(_count(captures.entries[i].get("bytes")) for i in indices),
+                     len(captures.unrecorded), [_text(h, "") for h in hooks],
+                     _text(desc.get("per"), "skipped unit"),
                      _number(captures.meta, "setup_s"), _number(captures.meta, "time"))
     return None
