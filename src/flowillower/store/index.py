@@ -141,7 +141,8 @@ class Index:
                 origin_of[run_id] = origin
         base = runs_dir(self.root)
         present: set[str] = set()
-        changed: list[tuple[str, str]] = []
+        changed: list[tuple[str, str | None, bool]] = []
+        looked: set[str] = set()  # the names of `changed`
         entries = sorted(os.scandir(base), key=lambda e: e.name) if base.is_dir() else []
         for entry in entries:
             # Never a symlink: a link in runs/ may lead anywhere on disk (store boundary).
@@ -150,6 +151,7 @@ class Index:
             present.add(entry.name)
             if entry.name not in known:  # new: its signature comes with its listing
                 changed.append((entry.path, None, True))
+                looked.add(entry.name)
                 continue
             old_sig, old_status = known[entry.name]
             sig = signature(entry.path, live=old_status == "running")
@@ -157,12 +159,12 @@ class Index:
                                        and self._may_have_died(entry.name)):
                 continue
             changed.append((entry.path, sig, old_status == "running"))
+            looked.add(entry.name)
         # An empty index (a first sync): the rows are the records this sync writes, so
         # they need not be read back (`assemble_rows` gives what `_load_rows` would).
         kept: tuple[list, list, list] | None = ([], [], []) if not known else None
         updated = self._index_paths(conn, changed, kept)
-        moved = self._follow_origins(conn, origin_of, present - {
-            os.path.basename(path) for path, _sig, _live in changed})
+        moved = self._follow_origins(conn, origin_of, present - looked)
         updated += moved
         gone = set(known) - present
         if gone or updated:

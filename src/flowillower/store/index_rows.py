@@ -247,14 +247,19 @@ def assemble_rows(records: list[tuple], args: Iterable[tuple], metrics: Iterable
             row["fork_of"] = {"run": row["fork_of"], "step": step}
         row["args"], row["metrics"] = {}, {}
         rows[row["id"]] = row
+    # A float is exact as stored (`sql_value`): most values skip `stored_value`.
+    get = rows.get
     for run_id, name, value, value_json in args:
-        if run_id in rows:
-            rows[run_id]["args"][name] = stored_value(value, value_json)
+        row = get(run_id)
+        if row is not None:
+            row["args"][name] = value if type(value) is float else stored_value(value,
+                                                                                value_json)
     for run_id, name, role, kind, count, last, last_json, lo, hi, last_step, replayed in (
             metrics):
-        if run_id in rows:
-            rows[run_id]["metrics"][name] = {
+        row = get(run_id)
+        if row is not None:
+            row["metrics"][name] = {
                 "role": role, "kind": kind, "count": count,
-                "last": stored_value(last, last_json), "min": lo, "max": hi,
-                "last_step": last_step, "replayed": bool(replayed)}
+                "last": last if type(last) is float else stored_value(last, last_json),
+                "min": lo, "max": hi, "last_step": last_step, "replayed": replayed == 1}
     return rows
