@@ -317,6 +317,21 @@ def test_the_schedule_says_which_epochs_the_worker_skips(recorded, tmp_path: Pat
             "machine; every epoch is re-executed") in printed
 
 
+def test_the_printed_schedule_names_a_per_batch_statement(recorded, tmp_path: Path) -> None:
+    """End to end: the schedule the user sees (the plan made from the transplanted code)
+    says every epoch is trained because of the statement in training_step, and where."""
+    root, _run_dir = recorded
+    script = tmp_path / "train.py"
+    edited = _edited().replace('"w_norm"', '"w_plan"').replace('"val_seen"', '"val_plan"')
+    edited = edited.replace('        note("train")\n',
+                            '        note("train")\n        fw.log("val_plan", 1.0)\n', 1)
+    script.write_text(edited)
+    printed, outcome = _schedule(root, script)
+    assert "every epoch re-executed: the statement(s) at line" in outcome["strategy"]
+    assert "in training_step() may run per training batch" in outcome["strategy"]
+    assert "the training batches of 6 of 6 epochs skipped" not in printed
+
+
 def test_the_plan_trains_every_epoch_for_a_statement_that_may_run_per_batch(recorded) -> None:
     """Given the replayed code, the planner decides as the worker will: a statement in
     `training_step` (or a helper) gets every epoch trained, one in an epoch hook does not."""

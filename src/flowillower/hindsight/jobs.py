@@ -141,7 +141,7 @@ def _transplanted(job: Job, info: RunInfo, old_src: str, new_src: str, sha: str)
     digest = hashlib.sha256(result.source.encode()).hexdigest()[:12]
     job.version = f"{sha[:10]}+{digest}" if result.changed else sha[:10]
     statements = analyze(result.source, out.names, info.outer)
-    job.plan = plan_run(info, statements)
+    job.plan = plan_run(info, statements, result.source)
     if job.stretch is None:  # else the run's outcome is the group's (see replay.py)
         out.code_version = job.version
         out.notes += job.plan.notes
