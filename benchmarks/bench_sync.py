@@ -24,10 +24,12 @@ size: N runs (1,000; 10,000 with --full) of ~1 MB of logged values (`--run-mb`) 
 store by this package, which goes by the remote's run catalog, against the same pull from
 the same remote with its catalog ref removed (the full fetch of every run ref that a
 filtered pull made before the catalog, and still makes from a remote an older version
-pushed), the same pull from a copy of the remote whose big blobs are deltas of other
-runs' ones (as pushes stored them before `fastimport.WHOLE_ABOVE`: the remote must then
-rebuild and search deltas for the runs it sends), and plain `git fetch` of the 16
-matching refs (the floor): seconds and bytes fetched, and the remote's MB per run. With it, what the catalog costs a push: its share of the first push and of a
+pushed), the same pull from a second remote the same runs were first pushed to by the
+package before big blobs went whole (`WHOLE_REV`, `fastimport.WHOLE_ABOVE`: its
+fast-import stored each record file and image as a delta of another run's, so the remote
+must rebuild and search deltas for the runs it sends; skipped with --no-baseline), and
+plain `git fetch` of the 16 matching refs (the floor): seconds and bytes fetched, the
+first push of both, and the remote's MB per run for both. With it, what the catalog costs a push: its share of the first push and of a
 push of one new run, and its bytes on the remote.
 
 Run: python benchmarks/bench_sync.py [--runs N] [--full] [--no-baseline]
@@ -50,6 +52,7 @@ from pathlib import Path
 from _baseline import env_running, previous_package
 
 BASELINE_REV = "739ba5f~1"  # the last commit before incremental push and batched pull
+WHOLE_REV = "5984204~1"  # the last commit before big blobs were stored and pushed whole
 
 CHILD = r"""
 import json, sys, time
@@ -228,7 +231,8 @@ def git_bytes(git_dir: Path) -> int:
     return folder_bytes(git_dir / "objects")[0] if git_dir.is_dir() else 0
 
 
-def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> None:
+def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float,
+                      before_rev: str | None = WHOLE_REV) -> None:
     """The second table (see the module)."""
     from flowillower.gitops.pullselect import RunSelection
     from flowillower.gitops.sync import pull, push
@@ -274,9 +278,13 @@ def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> N
     timed_pull("baseline: full-ref fetch")
     subprocess.run(["git", f"--git-dir={remote}", "update-ref", "refs/flowillower/catalog",
                     saved], check=True)
-    deltas = _as_deltas(remote, tmp / "big" / "deltas.git")
-    remote_bytes = {"this package": git_bytes(remote), "big blobs as deltas": git_bytes(deltas)}
-    timed_pull("baseline: big blobs as deltas", deltas)
+    remote_bytes = {"this package": git_bytes(remote)}
+    if before_rev:
+        before = _pushed_before(store, tmp / "big" / "before", before_rev)
+        if before is not None:
+            pushes[f"first push, before ({before_rev})"] = (before[1], None)
+            remote_bytes[f"before ({before_rev})"] = git_bytes(before[0])
+            timed_pull(f"before ({before_rev})", before[0])
     floor_dir = tmp / "big" / "floor.git"
     subprocess.run(["git", "init", "-q", "--bare", str(floor_dir)], check=True)
     wanted = [line.split("\t")[1] for line in subprocess.run(
@@ -298,7 +306,10 @@ def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> N
     print(f"\n{'push, ' + str(count) + ' runs':<34}{'seconds':>10}{'catalog s':>12}"
           f"{'rows':>14}")
     for label, (secs, report) in pushes.items():
-        print(f"{label:<34}{secs:>10.2f}{report['seconds']:>12.2f}{report['rows']:>14}")
+        if report is None:
+            print(f"{label:<34}{secs:>10.2f}{'-':>12}{'-':>14}")
+        else:
+            print(f"{label:<34}{secs:>10.2f}{report['seconds']:>12.2f}{report['rows']:>14}")
     print(f"catalog on the remote: {catalog_bytes / 1024:.0f} KB packed "
           f"({catalog_bytes / (count + 1):.0f} bytes per run)")
     print(f"the runs on the remote, MB per run (store's run folders: "
@@ -306,15 +317,29 @@ def filter_pull_table(tmp: Path, template: Path, count: int, run_mb: float) -> N
               f"{label} {got / (count + 1) / 2**20:.3f}" for label, got in remote_bytes.items()))
 
 
-def _as_deltas(remote: Path, copy: Path) -> Path:
-    """A copy of `remote` repacked with git's default delta search over every blob, as
-    this package pushed before big blobs went whole (and as `git gc --aggressive` leaves
-    a remote): the same-run baseline of what a filtered pull costs a remote whose record
-    files and images are deltas of other runs' ones."""
-    subprocess.run(["git", "clone", "-q", "--mirror", str(remote), str(copy)], check=True)
-    subprocess.run(["git", f"--git-dir={copy}", "repack", "-q", "-a", "-d", "-F",
-                    "--no-write-bitmap-index", "--window=10", "--depth=50"], check=True)
-    return copy
+def _pushed_before(store: Path, work: Path, rev: str) -> tuple[Path, float] | None:
+    """The store's runs (hard links, no git state) first pushed to a new bare remote by
+    the package as of `rev`, whose fast-import stored each big blob as a delta of the
+    one before it (another run's): (that remote, seconds of the push). A filtered pull
+    from it shows what a remote pays to rebuild and search those deltas again."""
+    work.mkdir(parents=True)
+    src = previous_package(rev, work)
+    if src is None:
+        return None
+    copy = work / "store"
+    shutil.copytree(store / "runs", copy / "runs", copy_function=os.link)
+    remote = work / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    here = str(Path(__file__).parent)
+    env = env_running(src)
+    env["PYTHONPATH"] = os.pathsep.join([str(src), here, os.environ.get("PYTHONPATH", "")])
+    code = ("import sys; from pathlib import Path; from _baseline import check_imported_from; "
+            "check_imported_from(Path(sys.argv[1])); "
+            "from flowillower.gitops.sync import push; push(Path(sys.argv[2]), sys.argv[3])")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, str(src), str(copy), str(remote)], env=env,
+                   check=True, capture_output=True)
+    return remote, time.perf_counter() - t0
 
 
 def _catalog_bytes(remote: Path) -> int:
@@ -350,7 +375,7 @@ def main() -> None:
         template = make_template(tmp / "template")
         if not args.no_filter:
             filter_pull_table(tmp, template, 10_000 if args.full else args.filter_runs,
-                              args.run_mb)
+                              args.run_mb, None if args.no_baseline else WHOLE_REV)
         if args.only_filter:
             return
         store = tmp / "store"
