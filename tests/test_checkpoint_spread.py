@@ -132,6 +132,35 @@ def test_entry_points_win_the_disk_over_adaptive_captures(tmp_path: Path) -> Non
     assert CheckpointStore(run_dir).final() is not None
 
 
+def test_a_file_being_finished_is_never_counted_twice(tmp_path: Path, monkeypatch) -> None:
+    """Between a file's write and its job's end (its manifest line) the writer's count
+    must not hold the capture both as written and as still queued: that made a capture
+    that fits look past max_disk, and an entry capture then thinned the kept ones. The
+    manifest line is slowed here so the training thread decides inside that window."""
+    import threading
+    import time
+
+    from flowillower.hindsight.ckpt_files import BackgroundWriter
+
+    line = BackgroundWriter._line
+
+    def slow_line(self, entry):
+        if entry.get("type") == "ckpt" and threading.current_thread().name.startswith(
+                "flowillower-checkpoints"):
+            time.sleep(0.02)
+        return line(self, entry)
+
+    sized = _record(tmp_path / "sized", range(10), min_entry_points=16)
+    size = max(e["bytes"] for e in CheckpointStore(sized).entries.values())
+    monkeypatch.setattr(BackgroundWriter, "_line", slow_line)
+    run_dir = _record(tmp_path / "busy", range(100), min_entry_points=8,
+                      max_overhead=10.0, max_disk=12 * size)
+    assert set(range(0, 100, 12)) <= set(_starts(run_dir))
+    lines = [json.loads(x) for x in (run_dir / "checkpoints/manifest.jsonl").read_text()
+             .splitlines()]
+    assert not [x for x in lines if x["type"] in ("stopped", "thinned")]
+
+
 def test_unknown_length_thins_old_entry_points_and_keeps_shared_files(tmp_path: Path,
                                                                       monkeypatch) -> None:
     """A generator (no len): entry points double their stride at 2N, the odd ones' files

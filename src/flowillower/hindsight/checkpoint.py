@@ -357,11 +357,11 @@ class Recorder(EntryPoints):
         Counted at most: what is on disk plus the full size of the captures still
         queued (de-duplication only ever writes less).
         """
-        writer = self._writer
-        queued = max(0, self._sizes - writer.sizes_done)
-        if self.max_disk is not None and writer.bytes + queued + size > self.max_disk:
+        written, done, _held = self._writer.accounted()
+        queued = max(0, self._sizes - done)
+        if self.max_disk is not None and written + queued + size > self.max_disk:
             return (f"its checkpoints would pass max_disk={self.max_disk:,} bytes "
-                    f"({writer.bytes + queued:,} written or queued, the next one up to "
+                    f"({written + queued:,} written or queued, the next one up to "
                     f"{size:,})")
         try:
             free, total = _free_bytes(self.run.dir)

@@ -125,6 +125,7 @@ class BackgroundWriter:
         self.write_cpu_s = 0.0  # of which the writer thread was on a CPU
         self.bytes = 0
         self.sizes_done = 0  # `WriteJob.size` of the captures handled so far (written or not)
+        self._written_now = 0  # bytes of the file the current job wrote
         self.last_bytes = 0  # bytes of the latest file written
         self.thinned: list[str] = []  # files deleted by `thin` jobs
         self._files: dict[int, tuple[str, int, frozenset[int]]] = {}  # seq -> name, bytes, refs
@@ -138,6 +139,13 @@ class BackgroundWriter:
         """Jobs (captures and manifest lines) not written yet."""
         with self._cond:
             return len(self._jobs) + (1 if self._busy else 0)
+
+    def accounted(self) -> tuple[int, int, int]:
+        """(bytes of the files on disk, sizes of the captures handled, sizes of those still
+        held in memory), read together: read one by one while a job ends, a capture
+        could be counted both as written and as still queued."""
+        with self._cond:
+            return self.bytes, self.sizes_done, self.held_bytes
 
     def held(self) -> int:
         """Captures in memory: queued or being written."""
@@ -172,14 +180,16 @@ class BackgroundWriter:
                 self._busy = job is not None
             if job is None:
                 break
+            self._written_now = 0
             try:
                 if self.error is None:  # after a failure only drain: training goes on
                     self._write(job)
             except BaseException as exc:  # disk full, unpicklable state...
                 self.error = exc
             finally:
-                self.sizes_done += job.size
-                with self._cond:
+                with self._cond:  # one step for readers of `accounted`
+                    self.bytes += self._written_now
+                    self.sizes_done += job.size
                     self._busy = False
                     if job.tree is not None:
                         self._held -= 1
@@ -227,7 +237,7 @@ class BackgroundWriter:
         took = _now() - t0
         self.write_s += took
         self.write_cpu_s += time.thread_time() - cpu0
-        self.bytes += digest.bytes
+        self._written_now = digest.bytes  # counted with the job's end (`accounted`)
         self.last_bytes = digest.bytes
         self._files[job.seq] = (name, digest.bytes, frozenset(refs))
         self._line({**job.entry, "file": name, "bytes": digest.bytes, "refs": sorted(refs),
@@ -248,7 +258,8 @@ class BackgroundWriter:
             # A reader skips a capture whose file is missing (`CheckpointStore`).
             (self.dir / name).unlink(missing_ok=True)
             del self._files[seq]
-            self.bytes -= size
+            with self._cond:
+                self.bytes -= size
             deleted.append(name)
             for path, (_, ref) in list(self._last.items()):
                 if ref.seq == seq:

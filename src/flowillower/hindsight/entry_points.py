@@ -157,8 +157,8 @@ class EntryPoints:
         real files (a file holds less than its capture's estimate, or more)."""
         writer = self._writer
         writer.wait_until(lambda: writer.pending() == 0)
-        queued = max(0, self._sizes - writer.sizes_done)
-        room = disk_room(writer.bytes, queued, self.max_disk, self._free)
+        written, done, _held = writer.accounted()
+        room = disk_room(written, max(0, self._sizes - done), self.max_disk, self._free)
         each = writer.last_bytes or size
         if room is not None and self.entries.fit_budget(room - each, each):
             self._warn_once("fit", f"the disk budget holds only {self.entries.fit} of the "

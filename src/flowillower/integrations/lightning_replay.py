@@ -224,7 +224,8 @@ class FlowillowerCheckpoint(Callback):
     def _disk_refusal(self, size: int) -> str | None:
         writer = self._writer
         assert writer is not None and self._run is not None
-        if self.max_disk is not None and writer.bytes + writer.held_bytes + size > self.max_disk:
+        written, _done, held = writer.accounted()
+        if self.max_disk is not None and written + held + size > self.max_disk:
             return f"its checkpoints would pass max_disk={self.max_disk:,} bytes"
         try:
             usage = shutil.disk_usage(self._run.dir)
