@@ -172,7 +172,8 @@ class Index:
         if kept is not None and kept[0] and not moved and conn.execute(
                 "SELECT count(*) FROM runs").fetchone()[0] == len(kept[0]):
             # (unless another reader indexed runs meanwhile: then they are read back)
-            self._written = kept  # assembled by run_rows, as far as it needs them
+            kept[0].sort(key=_newest_first, reverse=True)  # as _load_rows' ORDER BY
+            self._written = kept  # never changed again: run_rows assembles what it needs
         if gone:
             conn.execute("BEGIN")
             for run_id in gone:
@@ -299,7 +300,6 @@ class Index:
         """
         if self._rows_cache is None and self._written is not None:
             records, args, metrics = self._written
-            records.sort(key=_newest_first, reverse=True)  # as _load_rows' ORDER BY
             if ids is None and limit is not None and limit >= 0:  # the first page only
                 page = [r for r in records if include_hidden or not r[_HIDDEN]][:limit]
                 return list(assemble_rows(page, args, metrics).values())
