@@ -262,6 +262,27 @@ def test_host_refusing_the_run_refs_keeps_the_site_and_says_so(tmp_path, monkeyp
     assert "site unchanged" in res.output and "only branches here" in res.output
 
 
+def test_host_refusing_only_the_catalog_keeps_the_runs_and_says_so(tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    bare = _bare(hub / "spaces" / "alice" / "runs")
+    hook = bare / "hooks" / "pre-receive"  # takes the site and the runs, not the catalog
+    hook.write_text("#!/bin/sh\nwhile read old new ref; do case $ref in "
+                    "refs/flowillower/catalog) echo \"no catalog here\" >&2; exit 1;; esac; "
+                    "done\n")
+    hook.chmod(0o755)
+    isolate_home(monkeypatch, tmp_path,
+                 f'[url "file://{hub}/"]\n\tinsteadOf = https://huggingface.co/\n')
+    store = tmp_path / "proj" / ".flowillower"
+    (run_id,) = make_demo_store(store, runs=1, steps=20, names=["a"], model=False,
+                                media=False)
+    res = CliRunner().invoke(cli, ["deploy", "hf:alice/runs", "--dir", str(store)])
+    assert res.exit_code == 0, res.output
+    assert "pushed the data of 1 run(s)" in res.output
+    assert "`pull --runs FILTER` fetches the runs it lacks whole" in res.output
+    assert run_id in git(bare, "for-each-ref", "refs/flowillower/")
+    assert "refs/flowillower/catalog" not in git(bare, "for-each-ref", "refs/flowillower/")
+
+
 def test_wrong_token_error_names_the_address_not_the_token(http_hub, tmp_path, monkeypatch):
     server, root = http_hub
     _bare(root / "spaces" / "alice" / "runs")

@@ -112,6 +112,9 @@ def report_deploy(result: dict[str, Any], as_json: bool = False) -> None:
     if runs.get("rejected"):
         click.echo(f"{len(runs['rejected'])} run(s) changed on the remote too: pull, then "
                    f"deploy again: {', '.join(runs['rejected'])}", err=True)
+    if (runs.get("catalog") or {}).get("error"):
+        click.echo(f"{runs['catalog']['error']} (the runs went; `pull --runs FILTER` "
+                   "fetches the runs it lacks whole)", err=True)
 
 
 @click.command("pull")
