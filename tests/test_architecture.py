@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import clean_env
 
 PKG = "flowillower"
 SRC = Path(__file__).resolve().parents[1] / "src" / PKG
@@ -35,7 +39,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # The logging core: a `Run`, its per-thread state and loops, what it records about
     # itself and how it ends. It knows nothing of replays, models or the user API:
     # those plug in from above through its public surface.
-    ("run", ["run", "rows", "threadstate", "runinfo", "loops", "lifecycle"]),
+    ("run", ["run", "rows", "threadstate", "runinfo", "loops", "lifecycle", "runhooks"]),
     # What a script or notebook calls: the `fw.*` functions, hindsight checkpoints and
     # replays, model graphs and watching, queries over the store, push / pull, fitlog.
     # Hindsight's `fw.checkpointing` finds the current run through `api` (same layer).
@@ -346,3 +350,24 @@ def test_api_accessors_replace_reads_of_api_underscores(tmp_path: Path) -> None:
         assert api.is_debug() and api.active_run() is None
     finally:
         api.debug(False)
+
+
+def test_the_package_and_the_store_load_no_logging_core() -> None:
+    """`import flowillower` (and so every `flowillower.store.*` import of the CLI and the
+    UI) loads neither the logging core nor heavy libraries; the `fw.*` names resolve on
+    first use, and the run-creation hooks are registered from the start."""
+    code = (
+        "import sys, flowillower as fw, flowillower.store.index\n"
+        "heavy = ['flowillower.api', 'flowillower.run', 'flowillower.store.writer',\n"
+        "         'flowillower.lifecycle', 'numpy', 'pandas',\n"
+        "         'torch', 'git']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "from flowillower.runhooks import creation_hooks\n"
+        "print(len(creation_hooks), fw.init.__module__, fw.Run.__module__)\n"
+        "from flowillower import log_metrics, FlowillowerError\n"
+        "print(log_metrics.__module__, 'init' in dir(fw))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "3 flowillower.api flowillower.run",
+                                       "flowillower.api True"]

@@ -15,28 +15,8 @@ import os
 from typing import Any
 
 from . import args as _args
-from . import heartbeat as _heartbeat
-from . import sysmetrics as _sysmetrics
-from .api import (
-    arg,
-    config,
-    current_run,
-    debug,
-    finish,
-    flush,
-    init,
-    iteration,
-    log,
-    log_artifact,
-    log_image,
-    log_metrics,
-    log_model,
-    loop,
-    unwatch,
-    watch,
-)
 from .errors import FlowillowerError
-from .run import Run, on_run_created
+from .runhooks import on_run_created
 
 __version__ = "0.1.0"
 
@@ -44,7 +24,7 @@ __version__ = "0.1.0"
 _args.install_from_sys_argv()
 
 
-def _join_replay(run: Run) -> None:
+def _join_replay(run: Any) -> None:
     """Inside a hindsight replay worker, the run follows the replay's plan. The logging
     core knows nothing of replays: the replay plugs in here, from above. The variable is
     `hindsight.session.REPLAY_ENV`, read here without importing hindsight (import cost)."""
@@ -54,12 +34,32 @@ def _join_replay(run: Run) -> None:
         join_replay(run)
 
 
-on_run_created(_join_replay)
-on_run_created(_heartbeat.attach)  # every live run beats ($FLOWILLOWER_HEARTBEAT)
-on_run_created(_sysmetrics.attach_from_env)  # $FLOWILLOWER_SYSTEM_METRICS=<seconds>
+def _attach_heartbeat(run: Any) -> None:
+    """Every live run beats ($FLOWILLOWER_HEARTBEAT)."""
+    from .heartbeat import attach
 
-# Heavier functions, resolved on first use: name -> "module:attribute".
+    attach(run)
+
+
+def _attach_system_metrics(run: Any) -> None:
+    """$FLOWILLOWER_SYSTEM_METRICS=<seconds> samples system metrics for every run."""
+    from .sysmetrics import attach_from_env
+
+    attach_from_env(run)
+
+
+on_run_created(_join_replay)
+on_run_created(_attach_heartbeat)
+on_run_created(_attach_system_metrics)
+
+# Resolved on first use, name -> "module:attribute": the store, the CLI and the UI import
+# this package without loading the logging core (api, run, writer), nor pandas, torch, git.
+_API = ("arg", "config", "current_run", "debug", "finish", "flush", "init", "iteration",
+        "log", "log_artifact", "log_image", "log_metrics", "log_model", "loop", "unwatch",
+        "watch")
 _LAZY = {
+    **{name: f"flowillower.api:{name}" for name in _API},
+    "Run": "flowillower.run:Run",
     "dataframe": "flowillower.queries.dataframe:dataframe",
     "query": "flowillower.queries.sql:query",
     "runs": "flowillower.queries.dataframe:runs",
@@ -93,9 +93,4 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = [
-    "init", "log", "log_metrics", "arg", "config", "log_image", "log_artifact", "loop",
-    "iteration", "finish", "flush", "debug", "current_run", "Run", "FlowillowerError",
-    "log_model", "watch", "unwatch",
-    *_LAZY,
-]
+__all__ = ["FlowillowerError", *_LAZY]

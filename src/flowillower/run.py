@@ -21,15 +21,17 @@ import time
 import traceback
 import warnings
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import args as _args
 from . import lifecycle
 from .errors import FlowillowerError, UnsupportedValueError
-from .loops import LoopSurface, StepHook
+from .loops import LoopSurface
 from .rows import queue_known, queue_new
+from .runhooks import creation_hooks as _creation_hooks
+from .runhooks import on_run_created as on_run_created  # its home before runhooks
 from .runinfo import Setup, atomic_write_json, default_name, max_buffer_bytes, meta_document
 from .store.buffer import BufferSet
 from .store.continuation import continuation_fields, data_file_name, set_aside_summary
@@ -42,19 +44,6 @@ from .values import check_name, normalize
 
 _now = time.time
 _is_float = float.__instancecheck__  # isinstance(v, float) without a per-call lookup
-# Called with each new Run before its set-up starts (see `on_run_created`).
-_creation_hooks: list[Callable[[Run], None]] = []
-
-
-def on_run_created(hook: Callable[[Run], None]) -> StepHook:
-    """Call `hook(run)` for every `Run` created from now on in this process, before the
-    run starts capturing its set-up: the hook may still `redirect_output` or set
-    `capture_code`. This is how layers above plug in (a hindsight replay worker sends its
-    run to a scratch store). Registering the same hook twice has no effect; `.remove()`
-    on the returned handle unregisters it."""
-    if hook not in _creation_hooks:
-        _creation_hooks.append(hook)
-    return StepHook(_creation_hooks, hook)
 
 
 class Run(LoopSurface):
