@@ -35,7 +35,7 @@ from . import ledger
 from .ckpt_files import CKPT_DIRNAME, MANIFEST
 from .syntax import COMPOUND, Loc, walk_statements
 
-__all__ = ["CapturedIterations", "Skips", "innermost_function", "skip_summary"]
+__all__ = ["CapturedIterations", "Skips", "innermost_function", "ranges", "skip_summary"]
 
 
 class CapturedIterations:
@@ -110,6 +110,7 @@ class Skips:
     setup_s: float | None = None  # the recording process's seconds before training
     started: float | None = None  # when training started (Unix time)
     blocked: str = ""  # why the worker skips nothing for the replayed statements
+    times: dict[int, float] = field(default_factory=dict)  # index -> recorded wall seconds
 
     def checked(self, source: str, lines: Iterable[int]) -> Skips:
         """These skips for the replayed code `source` whose statements at `lines` are
@@ -155,7 +156,7 @@ class Skips:
                    f"whole {self.loop}'s {self.what}")
             return f"{self.by}: {why}; every {self.loop} is re-executed"
         return (f"{self.by}: the worker skips the {self.what} of {self.loop}s "
-                f"{_ranges(self.indices)} and restores each one's end state from the run's "
+                f"{ranges(self.indices)} and restores each one's end state from the run's "
                 f"captures; it re-executes every {self.loop} instead if {self.unless}")
 
 
@@ -166,7 +167,7 @@ def innermost_function(loc: Loc) -> str | None:
     return funcs[-1] if funcs else None
 
 
-def _ranges(indices: list[int]) -> str:
+def ranges(indices: list[int]) -> str:
     """`0-3, 5` for [0, 1, 2, 3, 5]."""
     parts: list[str] = []
     start = prev = indices[0]
@@ -230,7 +231,8 @@ def skip_summary(run_dir: Path, data: Any) -> Skips | None:
             continue
         indices = sorted(captures.skippable())
         inner = _per_index(data, f"time/{_text(desc.get('inner'), '')}", loop)
-        ran = set(_per_index(data, f"time/{loop}", loop)) | set(inner) | set(captures.entries)
+        walls = _per_index(data, f"time/{loop}", loop)
+        ran = set(walls) | set(inner) | set(captures.entries)
         hooks = desc.get("hooks") if isinstance(desc.get("hooks"), list) else []
         return Skips(_text(desc.get("by"), name), loop, _text(desc.get("skips"), "work"),
                      _text(desc.get("unless"), "the replayed code needs it"), indices,
@@ -238,5 +240,6 @@ def skip_summary(run_dir: Path, data: Any) -> Skips | None:
                      sum(_count(captures.entries[i].get("bytes")) for i in indices),
                      len(captures.unrecorded), [_text(h, "") for h in hooks],
                      _text(desc.get("per"), "skipped unit"),
-                     _number(captures.meta, "setup_s"), _number(captures.meta, "time"))
+                     _number(captures.meta, "setup_s"), _number(captures.meta, "time"),
+                     times=walls or inner)
     return None

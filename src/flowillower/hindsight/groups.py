@@ -123,16 +123,20 @@ def failures(job: Job) -> tuple[bool, list[str]]:
         if result.interrupted:
             return True, []
         where = f"{_label(job)}, " if job.group else ""
+        span = f"{where}{t.loop or 'iteration'}s {t.emit_from}..{t.stop - 1}"
         if result.returncode != 0:
-            found.append(f"worker {t.index} ({where}iterations {t.emit_from}..{t.stop - 1}) "
-                         f"exited with {exit_text(result.returncode)}:\n"
-                         + tail(task.log_path))
+            found.append(f"worker {t.index} ({span}) exited with "
+                         f"{exit_text(result.returncode)}:\n" + tail(task.log_path))
             continue
         done, marks = progress(task.scratch)
         expected = max(0, t.stop - t.emit_from)
-        if done < expected or (job.plan and job.plan.info.outer and "loop_end" not in marks
-                               and (t.post_loop or t.stop >= job.plan.info.completed)):
-            found.append(f"worker {t.index} ({where}iterations {t.emit_from}..{t.stop - 1}) "
+        if t.loop:  # a share of a callback-captured run's epochs: no fw.loop to reach
+            if done < expected:
+                found.append(f"worker {t.index} ({span}) ended after {done} of {expected} "
+                             f"{t.loop}s\n" + tail(task.log_path))
+        elif done < expected or (job.plan and job.plan.info.outer and "loop_end" not in marks
+                                 and (t.post_loop or t.stop >= job.plan.info.completed)):
+            found.append(f"worker {t.index} ({span}) "
                          f"ended after {done} of {expected} iterations (did the replayed "
                          f"script reach fw.loop({job.plan.info.outer if job.plan else None!r})?)"
                          "\n" + tail(task.log_path))
@@ -166,6 +170,10 @@ def collect(job: Job, extra: Callable[[Job], list[tuple]] | None = None) -> list
                     coords, step = row[3], row[4]
                     if outer is not None and outer in coords:
                         if not t.emit_from <= coords[outer] < t.stop:
+                            continue
+                    elif t.loop and t.loop in coords:  # a share of a run's epochs
+                        if not (t.emit_from <= coords[t.loop]
+                                and (t.post_loop or coords[t.loop] < t.stop)):
                             continue
                     elif not t.emit_run_level:
                         continue

@@ -17,6 +17,7 @@ from typing import Any
 from .analysis import StatementInfo
 from .callback_captures import Skips, skip_summary
 from .ckpt_store import CheckpointStore
+from .epoch_split import EpochSplit
 from .iterations import iteration_span, outer_from_events, recorded_times
 
 # Cost model constants (seconds), calibrated on a 2-core CPU box.
@@ -118,11 +119,13 @@ class TaskPlan:
     emit_run_level: bool
     estimate: float
     index: int = 0
+    loop: str = ""  # a callback-captured run's epochs [first, stop) (epoch_split.py)
 
     def plan_fields(self) -> dict[str, Any]:
         return {"first": self.first, "stop": self.stop, "emit_from": self.emit_from,
                 "skip": self.skip, "restore_first": self.restore_first,
-                "post_loop": self.post_loop, "restore_final": self.restore_final}
+                "post_loop": self.post_loop, "restore_final": self.restore_final,
+                "callback_loop": self.loop or None}
 
 
 @dataclass
@@ -136,6 +139,7 @@ class RunPlan:
     notes: list[str]
     checkpoints: bool
     dropped: list[str] = field(default_factory=list)  # names that cannot be replayed here
+    epochs: EpochSplit | None = None  # how a callback-captured run's epochs may be shared
 
     @property
     def estimate(self) -> float:
@@ -221,7 +225,14 @@ def plan_run(info: RunInfo, statements: list[StatementInfo],
                          + skips.load_bytes / LOAD_BYTES_PER_S)
         if duration > 0:
             whole.estimate = max(whole.estimate, duration + PROCESS_EXIT_S)
-        return RunPlan(info, statements, strategy, [whole], notes, False, dropped)
+        # Every epoch trains again: workers may share them, each from a capture.
+        epochs = (EpochSplit.of(info.skips, whole.estimate, RESTORE_FIXED_S + info.skips.load_bytes
+                                / max(1, len(info.skips.indices)) / LOAD_BYTES_PER_S)
+                  if skips is not None and skips.blocked and info.skips else None)
+        if epochs is not None:  # one cost model for the whole run and its shares
+            whole.estimate = epochs.cost(0, epochs.total)
+            notes.append(epochs.note())
+        return RunPlan(info, statements, strategy, [whole], notes, False, dropped, epochs)
     if not loopwork:
         if post and not (store.exists and store.final() is not None):
             # No final state recorded: the loop has to run to get there.
@@ -272,11 +283,13 @@ def _lpt(costs: list[float], workers: int) -> float:
 
 def _splittable(plan: RunPlan) -> bool:
     needs = set().union(*(s.needs for s in plan.statements)) if plan.statements else set()
-    return plan.checkpoints and not ({"carried", "loop"} & needs)
+    return plan.epochs is not None or (plan.checkpoints and not ({"carried", "loop"} & needs))
 
 
 def _split(plan: RunPlan, t: TaskPlan) -> tuple[TaskPlan, TaskPlan] | None:
     """Split a task at the checkpointed iteration closest to its cost midpoint."""
+    if plan.epochs is not None:
+        return plan.epochs.split_task(t)
     store = plan.info.store
     candidates = [i for i in range(t.emit_from + 1, t.stop) if store.start(i) is not None]
     if not candidates:
@@ -367,7 +380,7 @@ def scale_out(plan: RunPlan, worker_counts: list[int],
     rows = []
     for workers in worker_counts:
         trial = RunPlan(plan.info, plan.statements, plan.strategy, list(plan.tasks),
-                        plan.notes, plan.checkpoints, plan.dropped)
+                        plan.notes, plan.checkpoints, plan.dropped, plan.epochs)
         estimate = schedule([trial], workers, task_overhead)
         rows.append({"workers": workers, "estimate": estimate,
                      "segments": len(trial.tasks),

@@ -124,6 +124,7 @@ class FlowillowerCheckpoint(Callback):
         self._pending: int | None = None
         self._seq = 0
         self._mid_validation: set[int] = set()
+        self._share: tuple[int, int, bool] | None = None  # epochs [first, stop), last?
 
     # -- which run -------------------------------------------------------------------------
     def _find_run(self, trainer: Any) -> Run | None:
@@ -239,6 +240,9 @@ class FlowillowerCheckpoint(Callback):
     def _start_replay(self, trainer: Any, replay: Any) -> None:
         run_dir = Path(replay.plan["run_dir"])
         store = state.LightningCheckpoints(run_dir)
+        if replay.plan.get("callback_loop"):  # one worker's share of the run's epochs
+            self._start_share(trainer, store, replay)
+            return
         if not store.exists:
             return
         why = self._why_not_skip(store, replay, run_dir)
@@ -250,6 +254,46 @@ class FlowillowerCheckpoint(Callback):
         _say(f"Lightning replay: the training batches of {len(epochs)} epoch(s) are skipped "
              f"(epochs {', '.join(map(str, epochs))}), their end state restored from "
              "the run's checkpoints")
+
+    def _start_share(self, trainer: Any, store: state.LightningCheckpoints | None,
+                     replay: Any) -> None:
+        """Train epochs [first, stop) only: restore the capture of epoch first-1 where
+        epoch 0's batches would start, stop after stop-1 unless this worker ends the run
+        (its values outside those epochs are the driver's to drop: hindsight/groups.py)."""
+        plan = replay.plan
+        first, stop, last = int(plan["first"]), int(plan["stop"]), bool(plan["post_loop"])
+        what = f"this worker's epochs {first}..{stop - 1}"
+        assert store is not None
+        if first > 0 and store.meta is not None and store.meta.get("objects") != self._kinds:
+            raise RuntimeError(f"flowillower: {what} cannot start from the capture of epoch "
+                               f"{first - 1}: the trainer's optimizers, schedulers or module "
+                               "differ from what the run recorded")
+        extra = ""
+        if first > 0 and not store.exists:
+            # An executor that ships no Lightning captures to its workers: train from the
+            # start instead (the same values; the driver drops those of earlier epochs).
+            extra, store = (f"; no capture reached this worker, so it trains epochs "
+                            f"0..{first - 1} first (their values are dropped)"), None
+        elif first > 0 and first - 1 not in store.skippable():
+            raise RuntimeError(f"flowillower: {what} start from the capture of epoch "
+                               f"{first - 1}, which this machine has no usable record of")
+        self._store, self._replay, self._share = store, replay, (first, stop, last)
+        if not last and (trainer.min_epochs or 0) > stop:
+            extra += (f"; min_epochs={trainer.min_epochs} keeps it training past epoch "
+                     f"{stop - 1} (those epochs' values are dropped)")
+        _say(f"Lightning replay: {what} are trained"
+             + (f", from the capture of epoch {first - 1}" if first and store else "")
+             + ("" if last else ", then it stops") + extra)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._share is None or self._replay is None:
+            return
+        first, stop, last = self._share
+        epoch = trainer.current_epoch
+        if first <= epoch and (last or epoch < stop):
+            self._replay.mark(f"iter {epoch}")  # the driver's progress and check
+        if not last and epoch >= stop - 1:
+            trainer.should_stop = True
 
     def _why_not_skip(self, store: state.LightningCheckpoints, replay: Any,
                       run_dir: Path) -> str | None:
@@ -276,13 +320,15 @@ class FlowillowerCheckpoint(Callback):
     def _skip_now(self, trainer: Any) -> bool:
         assert self._store is not None
         epoch = trainer.current_epoch
-        if self._loop.batch_progress.current.ready != 0 or epoch not in self._store.epochs:
+        if self._loop.batch_progress.current.ready != 0:
             return False
+        if self._share is not None:  # only to jump to the share's first epoch
+            return epoch == 0 and self._share[0] > 0 and not self.captured
         return epoch in self._store.skippable()
 
     def _restore(self, trainer: Any, pl_module: Any, epoch: int) -> None:
         assert self._store is not None and self._run is not None
-        if not self.captured and self._replay is not None:
+        if not self.captured and self._replay is not None and self._share is None:
             # Marked before the first skip: a crash after it makes the driver retry
             # with every epoch trained.
             self._replay.mark("skipped")
@@ -301,7 +347,8 @@ class FlowillowerCheckpoint(Callback):
 
         def advance(data_fetcher: Any, *args: Any, **kwargs: Any) -> Any:
             if self._store is not None and self._skip_now(trainer):
-                self._pending = trainer.current_epoch
+                share = self._share
+                self._pending = share[0] - 1 if share else trainer.current_epoch
                 return None
             return real_advance(data_fetcher, *args, **kwargs)
 
