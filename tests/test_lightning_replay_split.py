@@ -205,6 +205,22 @@ def test_a_share_starts_only_after_a_captured_epoch(recorded, cheap_workers,
             assert abs(head.estimate - tail.estimate) <= max(plan.epochs.times) + 0.1
 
 
+def test_the_files_a_share_starts_from(recorded) -> None:
+    """What an executor without a shared disk would hand the worker starting at epoch
+    e: the capture of e-1 and the earlier files its tensors point into, and nothing else."""
+    _root, run_dir = recorded
+    captures = LightningCheckpoints(run_dir)
+    for epoch in range(6):
+        names = captures.needed_files(epoch)
+        entry = captures.epochs[epoch]
+        assert names[0] == entry["file"]
+        assert names[1:] == [captures.files[seq] for seq in entry["refs"]]
+        # Restoring needs no other file: the others removed, the capture still loads.
+        keep = LightningCheckpoints(run_dir)
+        keep.files = {seq: name for seq, name in keep.files.items() if name in names}
+        assert keep.load(epoch)["loops"]
+
+
 def test_a_failed_share_fails_the_run_and_stores_nothing(recorded, cheap_workers,
                                                          tmp_path: Path) -> None:
     """The captures a second worker would start from are corrupted (same size, other

@@ -87,6 +87,14 @@ class CapturedIterations:
             except (ValueError, KeyError, TypeError, AttributeError):
                 break  # a torn last line from a killed process, or not ours
 
+    def needed_files(self, index: int) -> list[str]:
+        """The files restoring the capture of loop index `index` reads (its own, then
+        the earlier ones its tensors point into): what a worker starting right after
+        `index` must be handed when it shares no disk with this machine."""
+        entry = self.entries[index]
+        refs = entry.get("refs") if isinstance(entry.get("refs"), list) else []
+        return [entry["file"], *(self.files[r] for r in refs if r in self.files)]
+
     def skippable(self) -> set[int]:
         """Loop indices whose work a replay worker may skip (captured, recorded here)."""
         return set(self.entries) - self.unskippable
