@@ -141,15 +141,54 @@ def require_browser():
     return sync_api
 
 
+# One chromium serves a stretch of browser modules in a row (the test_ui_* files): starting
+# Playwright and chromium costs about a second and a half per module. It is closed before
+# a module that uses no browser runs, because a live sync Playwright keeps an asyncio loop
+# running in this thread (asyncio.run() would refuse in that module).
+_shared_browser: dict = {}
+
+
+def _close_browser() -> None:
+    if _shared_browser:
+        try:
+            _shared_browser.pop("browser").close()
+        finally:
+            _shared_browser.pop("playwright").__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _browser_closed_at_the_end() -> Iterator[None]:
+    yield
+    _close_browser()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _browser_only_in_browser_modules(request) -> None:
+    module = request.module
+    if not any("browser" in item.fixturenames for item in request.session.items
+               if getattr(item, "module", None) is module):
+        _close_browser()
+
+
 @pytest.fixture(scope="module")
 def browser():
-    """Headless chromium for a test module (started once, closed after the module)."""
+    """Headless chromium for a test module (shared with the browser modules run right
+    after it; each test still gets a fresh context through `page`)."""
     sync_api = require_browser()
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
+    if _shared_browser and not _shared_browser["browser"].is_connected():
+        _close_browser()  # a crashed chromium is started afresh
+    if not _shared_browser:
+        manager = sync_api.sync_playwright()
+        p = manager.__enter__()
+        _shared_browser["playwright"] = manager
+        try:
+            _shared_browser["browser"] = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking"])
+        except BaseException:
+            _shared_browser.pop("playwright").__exit__(None, None, None)
+            raise
+    return _shared_browser["browser"]
 
 
 @pytest.fixture
