@@ -74,18 +74,17 @@ def fresh(recorded, tmp_path_factory) -> dict[str, dict[tuple, float]]:
     return {kind: values(store, f"{kind}_fresh") for kind in ("g", "w")}
 
 
-@pytest.fixture
-def cheap_workers(monkeypatch):
-    """The planner's per-worker cost fixed at 10 ms (see the module's docstring)."""
+def cheap_workers(monkeypatch) -> None:
+    """The planner's per-worker cost fixed at one recorded epoch's (see the module's
+    docstring): the epochs are shared among up to as many workers as asked."""
     real = epoch_split.EpochSplit.of.__func__
+    monkeypatch.setattr(epoch_split.EpochSplit, "of", classmethod(
+        lambda cls, *a: _cheap(real(cls, *a))))
 
-    def of(cls, skips, whole_s, restore_s):
-        split = real(cls, skips, whole_s, restore_s)
-        if split is not None:
-            split.fixed = 0.01
-        return split
 
-    monkeypatch.setattr(epoch_split.EpochSplit, "of", classmethod(of))
+@pytest.fixture
+def cheap(monkeypatch) -> None:
+    cheap_workers(monkeypatch)
 
 
 def values(store: Path, name: str) -> dict[tuple, float]:
@@ -112,7 +111,7 @@ def replay(root: Path, store: Path, tag: str, workers: int, tmp: Path):
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_shared_epochs_give_the_values_of_a_fresh_run(
-        recorded, fresh, cheap_workers, workers: int, tmp_path: Path) -> None:
+        recorded, fresh, cheap, workers: int, tmp_path: Path) -> None:
     root, run_dir = recorded
     tag = f"x{workers}"
     report, printed = replay(root, root / ".flowillower", tag, workers, tmp_path)
@@ -152,9 +151,7 @@ def test_the_schedule_prints_the_split_only_where_it_pays(recorded, tmp_path: Pa
         return "\n".join(printed)
 
     assert "1 task (whole script)" in _tasks_line(schedule(3))
-    real = epoch_split.EpochSplit.of.__func__
-    monkeypatch.setattr(epoch_split.EpochSplit, "of", classmethod(
-        lambda cls, *a: _cheap(real(cls, *a))))
+    cheap_workers(monkeypatch)
     printed = schedule(3)
     line = _tasks_line(printed)
     spans = [(int(a), int(b)) for a, b in re.findall(r"\[(\d+),(\d+)\)", line)]
@@ -166,11 +163,12 @@ def test_the_schedule_prints_the_split_only_where_it_pays(recorded, tmp_path: Pa
 
 
 def _cheap(split):
-    split.fixed = 0.01
+    if split is not None:
+        split.fixed = sum(split.times) / len(split.times)
     return split
 
 
-def test_a_share_starts_only_after_a_captured_epoch(recorded, cheap_workers,
+def test_a_share_starts_only_after_a_captured_epoch(recorded, cheap,
                                                     tmp_path: Path) -> None:
     """Without a usable capture of epoch 2, no worker may start at epoch 3."""
     import json
@@ -221,7 +219,7 @@ def test_the_files_a_share_starts_from(recorded) -> None:
         assert keep.load(epoch)["loops"]
 
 
-def test_a_failed_share_fails_the_run_and_stores_nothing(recorded, cheap_workers,
+def test_a_failed_share_fails_the_run_and_stores_nothing(recorded, cheap,
                                                          tmp_path: Path) -> None:
     """The captures a second worker would start from are corrupted (same size, other
     bytes): that worker fails on the digest check, the run's replay fails with the
@@ -261,19 +259,22 @@ class _Counted(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-@pytest.mark.parametrize("min_epochs", [None, 5])
-def test_a_share_without_captures_trains_from_the_start_then_stops(
-        tmp_path: Path, monkeypatch, min_epochs) -> None:
+@pytest.mark.parametrize("min_epochs,captures", [(None, "none"), (5, "none"),
+                                                 (None, "another trainer's")])
+def test_a_share_without_usable_captures_trains_from_the_start_then_stops(
+        recorded, tmp_path: Path, monkeypatch, min_epochs, captures) -> None:
     """A worker handed epochs [2, 4) of 6 whose captures did not reach it (an executor
-    that ships none) trains from epoch 0 and stops after epoch 3, marking epochs 2 and 3
-    only; `min_epochs=5` keeps it training to epoch 4 (the driver drops those values)."""
+    that ships none), or were taken of another trainer (other optimizers), trains from
+    epoch 0 and stops after epoch 3, marking epochs 2 and 3 only; `min_epochs=5` keeps it
+    training to epoch 4 (the driver drops those values)."""
     from flowillower.hindsight import session
     from flowillower.integrations.lightning import FlowillowerCheckpoint, FlowillowerLogger
 
     marks: list[str] = []
 
     class Replay:
-        plan = {"run_dir": str(tmp_path / "elsewhere"), "callback_loop": "epoch",
+        plan = {"run_dir": str(recorded[1] if captures != "none" else tmp_path / "none"),
+                "callback_loop": "epoch",
                 "first": 2, "stop": 4, "post_loop": False, "scratch": str(tmp_path)}
 
         def mark(self, text: str) -> None:

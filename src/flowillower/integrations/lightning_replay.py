@@ -264,16 +264,15 @@ class FlowillowerCheckpoint(Callback):
         first, stop, last = int(plan["first"]), int(plan["stop"]), bool(plan["post_loop"])
         what = f"this worker's epochs {first}..{stop - 1}"
         assert store is not None
-        if first > 0 and store.meta is not None and store.meta.get("objects") != self._kinds:
-            raise RuntimeError(f"flowillower: {what} cannot start from the capture of epoch "
-                               f"{first - 1}: the trainer's optimizers, schedulers or module "
-                               "differ from what the run recorded")
         extra = ""
-        if first > 0 and not store.exists:
-            # An executor that ships no Lightning captures to its workers: train from the
-            # start instead (the same values; the driver drops those of earlier epochs).
-            extra, store = (f"; no capture reached this worker, so it trains epochs "
-                            f"0..{first - 1} first (their values are dropped)"), None
+        if first > 0 and (not store.exists or (store.meta or {}).get("objects") != self._kinds):
+            # No capture reached this worker (an executor that ships none), or the code's
+            # trainer differs from the recorded one: train from the start instead (the
+            # same values; the driver drops those of the earlier epochs).
+            why = ("no capture reached this worker" if not store.exists else "the trainer's "
+                   "optimizers, schedulers or module differ from what the run recorded")
+            extra, store = (f"; {why}, so it trains epochs 0..{first - 1} first (their "
+                            "values are dropped)"), None
         elif first > 0 and first - 1 not in store.skippable():
             raise RuntimeError(f"flowillower: {what} start from the capture of epoch "
                                f"{first - 1}, which this machine has no usable record of")
