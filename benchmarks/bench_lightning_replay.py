@@ -9,10 +9,14 @@ without it (the recording overhead). The script then gets two identical statemen
 * `w_norm_full` with the captures moved away: the baseline, what a replay did before
   (the recorded script re-executed from the start, every epoch trained).
 
-Both replays must give bit-identical values. Prints wall times (each replay includes
+Both replays must give bit-identical values. With `--workers N` (N > 1), a statement in
+`training_step` (which makes every epoch train again) is replayed twice more on the same
+run: by one worker (the baseline) and by N workers sharing the epochs (each restoring the
+capture of the epoch before its share); both must give bit-identical values. Prints wall times (each replay includes
 starting Python, torch and Lightning in the worker), the speed-up, the load average, and
 what each replay's schedule said beforehand: its strategy and estimate.
 Run: python benchmarks/bench_lightning_replay.py [--epochs 6] [--batches 64] [--width 256]
+     [--workers 2]
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Net(pl.LightningModule):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         self.log("train_loss", loss, on_epoch=True)
+        self.steps_seen = getattr(self, "steps_seen", 0) + 1
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -80,6 +85,9 @@ NEW = ('    def on_train_epoch_end(self):\n'
        '        fw.log("w_norm", float(self.net[2].weight.detach().norm()))\n'
        '        self.epochs_seen = getattr(self, "epochs_seen", 0) + 1\n'
        '        fw.log("w_norm_full", float(self.net[2].weight.detach().norm()))\n')
+STEP_OLD = '        self.steps_seen = getattr(self, "steps_seen", 0) + 1\n'
+STEP_NEW = ('        fw.log("g_one", float(loss.detach()))\n' + STEP_OLD
+            + '        fw.log("g_split", float(loss.detach()))\n')
 
 
 def _git(root: Path, *args: str) -> None:
@@ -107,15 +115,20 @@ def _timed(argv: list[str], root: Path, env: dict[str, str]) -> float:
 SAID: dict[float, str] = {}
 
 
-def _replay(name: str, root: Path, env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, the schedule's estimate, its strategy) of replaying `name`."""
+def _replay(name: str, root: Path, env: dict[str, str], workers: int = 1
+            ) -> tuple[float, float, str]:
+    """(wall seconds, the schedule's estimate, its strategy) of replaying `name`; the
+    number of worker tasks goes to TASKS."""
     code = ("import json\nimport flowillower as fw\n"
-            f"r = fw.replay({name!r}, yes=True, echo=lambda *a: None)\n"
+            f"r = fw.replay({name!r}, workers={workers}, yes=True, echo=lambda *a: None)\n"
             "assert r.ok, str(r)\n"
-            "print(json.dumps([r.runs[0].estimate, r.runs[0].strategy]))\n")
+            "print(json.dumps([r.runs[0].estimate, r.runs[0].strategy, r.runs[0].tasks]))\n")
     wall = _timed([sys.executable, "-c", code], root, env)
-    estimate, strategy = json.loads(SAID[wall])
+    estimate, strategy, TASKS[wall] = json.loads(SAID[wall])
     return wall, float(estimate), str(strategy)
+
+
+TASKS: dict[float, int] = {}
 
 
 def _values(run_dir: Path, name: str) -> list[float]:
@@ -129,6 +142,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batches", type=int, default=64)
     parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also replay a training_step statement by 1 and N workers")
     args, _unknown = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "proj"
@@ -155,7 +170,8 @@ def main() -> None:
         captures = run_dir / "checkpoints" / "lightning"
         size = sum(f.stat().st_size for f in captures.iterdir())
         assert OLD in script
-        (root / "train.py").write_text(script.replace(OLD, NEW))
+        assert STEP_OLD in script
+        (root / "train.py").write_text(script.replace(OLD, NEW).replace(STEP_OLD, STEP_NEW))
         t_skip, est_skip, said_skip = _replay("w_norm", root, env)
         aside = Path(tmp) / "aside"
         shutil.move(str(captures), aside)
@@ -166,6 +182,14 @@ def main() -> None:
         skip, full = _values(run_dir, "w_norm"), _values(run_dir, "w_norm_full")
         if skip != full or len(skip) != args.epochs:
             raise SystemExit(f"values differ: {skip} vs {full}")
+        shared = None
+        if args.workers > 1:
+            t_one, est_one, _said = _replay("g_one", root, env)
+            t_split, est_split, _said = _replay("g_split", root, env, args.workers)
+            one, split = _values(run_dir, "g_one"), _values(run_dir, "g_split")
+            if one != split or len(one) != args.epochs * args.batches:
+                raise SystemExit("values of the shared epochs differ from one worker's")
+            shared = (t_one, est_one, t_split, est_split)
     load = os.getloadavg()[0]
     print(f"Lightning replay, {args.epochs} epochs x {args.batches} batches, MLP width "
           f"{args.width}; load average {load:.1f}")
@@ -173,6 +197,12 @@ def main() -> None:
             ("record with FlowillowerCheckpoint", t_record, t_plain),
             ("replay, every epoch re-trained (baseline: captures moved away)", t_full, t_full),
             ("replay from the captures (training batches skipped)", t_skip, t_full)]
+    if shared is not None:
+        t_one, est_one, t_split, est_split = shared
+        rows += [("training_step statement, 1 worker (baseline)", t_one, t_one),
+                 (f"training_step statement, {args.workers} workers "
+                  f"({TASKS[t_split]} share{'s' if TASKS[t_split] != 1 else ''})", t_split,
+                  t_one)]
     print(f"{'case':<64} {'wall s':>7} {'CPU s':>7} {'wall vs baseline':>17}")
     for label, wall, base in rows:
         print(f"{label:<64} {wall:7.1f} {CPU[wall]:7.1f} {wall / base:16.2f}x")
@@ -183,6 +213,10 @@ def main() -> None:
     print("what each replay's schedule said beforehand:")
     print(f"  from the captures: estimated {est_skip:.1f}s, took {t_skip:.1f}s; {said_skip}")
     print(f"  baseline:          estimated {est_full:.1f}s, took {t_full:.1f}s; {said_full}")
+    if shared is not None:
+        print(f"  training_step, 1 worker: estimated {shared[1]:.1f}s, took {shared[0]:.1f}s; "
+              f"{args.workers} workers: estimated {shared[3]:.1f}s, took {shared[2]:.1f}s; "
+              "values bit-identical: True")
 
 
 if __name__ == "__main__":
