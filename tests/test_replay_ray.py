@@ -90,16 +90,15 @@ class IsolatedExecutor(Executor):
     elsewhere, while the project (repo and store) is renamed away: a worker that read
     the driver's disk would fail."""
 
-    def __init__(self, project: Path, workers: int = 1) -> None:
+    def __init__(self, projects: list[Path], workers: int = 1) -> None:
         super().__init__(workers)
-        self.project = project
+        self.projects = projects  # the replayed one and where its run was recorded
         self.payloads: list[str] = []
 
     def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
             on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
         packer = Packer()
         results = {}
-        hidden = self.project.with_name(self.project.name + "-hidden")
         for task in tasks:
             payload = packer.pack(task)
             self.payloads.append(payload.to_json())
@@ -114,12 +113,14 @@ class IsolatedExecutor(Executor):
                     "c = Path('ckpt.tar').read_bytes() or None; "
                     "r = run_payload(p, Path('tree.tar').read_bytes(), c); "
                     "Path('result.pkl').write_bytes(pickle.dumps(r))")
-            self.project.rename(hidden)
+            for project in self.projects:
+                project.rename(project.with_name(project.name + "-hidden"))
             try:
                 proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=clean_env(),
                                       capture_output=True, text=True, timeout=120)
             finally:
-                hidden.rename(self.project)
+                for project in self.projects:
+                    project.with_name(project.name + "-hidden").rename(project)
             assert proc.returncode == 0, proc.stderr
             import pickle
 
@@ -132,14 +133,31 @@ class IsolatedExecutor(Executor):
         return results
 
 
-def test_payload_worker_needs_neither_store_nor_repo(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "proj")
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One run of OLD with its default args, and the gstep values a fresh run of the new
+    script gives (the marks/kills/beat args change nothing outside a replay): shared by
+    the tests, which each replay a copy of the project."""
+    base = tmp_path_factory.mktemp("ray-recorded")
+    root = make_project(base / "proj")
     record(root)
-    want = fresh(tmp_path / "ref")
+    # A replay reads the current script where the run was recorded (its git root).
+    use_new_script(root)
+    return {"root": root, "want": fresh(base / "ref")}
+
+
+def copy_project(recorded: dict, target: Path) -> Path:
+    shutil.copytree(recorded["root"], target, symlinks=True)
+    return target
+
+
+def test_payload_worker_needs_neither_store_nor_repo(tmp_path: Path, recorded: dict) -> None:
+    root = copy_project(recorded, tmp_path / "proj")
+    want = recorded["want"]
     shutil.copytree(root, tmp_path / "local")
     use_new_script(root)
     use_new_script(tmp_path / "local")
-    iso = IsolatedExecutor(root, workers=2)
+    iso = IsolatedExecutor([root, recorded["root"]], workers=2)
     report = fw.replay("gstep", dir=root, workers=2, yes=True, echo=quiet, executor=iso)
     assert report.ok, str(report)
     assert report.runs[0].tasks == 2  # two segments, each from its own checkpoint
@@ -177,11 +195,10 @@ def cluster() -> Iterator[str]:
                 os.environ[key] = value
 
 
-def test_cli_ray_replay_is_bit_identical_to_local_and_fresh(tmp_path: Path,
-                                                             cluster: str) -> None:
-    root = make_project(tmp_path / "proj")
-    record(root)
-    want = fresh(tmp_path / "ref")
+def test_cli_ray_replay_is_bit_identical_to_local_and_fresh(tmp_path: Path, cluster: str,
+                                                             recorded: dict) -> None:
+    root = copy_project(recorded, tmp_path / "proj")
+    want = recorded["want"]
     shutil.copytree(root, tmp_path / "local")
     for project in (root, tmp_path / "local"):
         use_new_script(project)
@@ -204,13 +221,13 @@ def test_cli_ray_replay_is_bit_identical_to_local_and_fresh(tmp_path: Path,
     assert got == values(tmp_path / "local" / ".flowillower" / "runs" / run_id, "gstep")
 
 
-def test_killed_ray_worker_is_retried(tmp_path: Path, cluster: str) -> None:
+def test_killed_ray_worker_is_retried(tmp_path: Path, cluster: str, recorded: dict) -> None:
     from flowillower.hindsight.ray_executor import RayExecutor
 
     marks = tmp_path / "marks"
     root = make_project(tmp_path / "proj")
     record(root, f"marks={marks}", "kills=1")
-    want = fresh(tmp_path / "ref", f"marks={marks}", "kills=1")
+    want = recorded["want"]  # a fresh run's values: the args act only in a replay
     use_new_script(root)
     executor = RayExecutor(cluster, workers=2, max_retries=2)
     report = fw.replay("gstep", dir=root, workers=2, yes=True, echo=quiet, executor=executor)
