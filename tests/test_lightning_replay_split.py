@@ -47,7 +47,9 @@ def edited(tag: str) -> str:
     new = textwrap.dedent(SCRIPT).lstrip()
     new = new.replace('        note("train")\n', STEP.replace("NAME", tag), 1)
     new = new.replace("    def on_train_epoch_end(self):\n", EPOCH_END.replace("NAME", tag))
-    assert new.count("fw.log(") == 2
+    # After fit, outside any epoch: kept from the worker that ends the run only.
+    new += f'fw.log("a_{tag}", float(trainer.global_step) + float(trainer.current_epoch))\n'
+    assert new.count("fw.log(") == 3
     return new
 
 
@@ -71,7 +73,7 @@ def fresh(recorded, tmp_path_factory) -> dict[str, dict[tuple, float]]:
         patch.chdir(root)
         exec(compile(edited("fresh"), str(root / "train.py"), "exec"), {"__name__": "m"})
         fw.finish()
-    return {kind: values(store, f"{kind}_fresh") for kind in ("g", "w")}
+    return {kind: values(store, f"{kind}_fresh") for kind in ("g", "w", "a")}
 
 
 def cheap_workers(monkeypatch) -> None:
@@ -103,7 +105,7 @@ def replay(root: Path, store: Path, tag: str, workers: int, tmp: Path):
     script = tmp / f"train_{tag}.py"
     script.write_text(edited(tag))
     printed: list[str] = []
-    report = fw.replay(f"g_{tag},w_{tag}", dir=store.parent, script=script,
+    report = fw.replay(f"g_{tag},w_{tag},a_{tag}", dir=store.parent, script=script,
                        workers=workers, yes=True, echo=lambda *a, **k: printed.append(
                            " ".join(map(str, a))))
     return report, "\n".join(printed)
@@ -122,10 +124,13 @@ def test_shared_epochs_give_the_values_of_a_fresh_run(
         assert outcome.tasks == 1
     else:
         assert outcome.tasks >= workers  # the epochs really were shared
-    got = {kind: values(root / ".flowillower", f"{kind}_{tag}") for kind in ("g", "w")}
+    got = {kind: values(root / ".flowillower", f"{kind}_{tag}") for kind in ("g", "w", "a")}
     assert [c for c, _ in got["w"]] == [(e,) for e in range(6)]
     assert len(got["g"]) == 6 * 12  # one per training batch, each epoch from one worker
     assert got["g"] == fresh["g"] and got["w"] == fresh["w"]  # bit-identical
+    # After fit: one value, from the share that ends the run (the others stopped early).
+    assert len(RunReader(run_dir).load([f"a_{tag}"]).series[f"a_{tag}"].values) == 1
+    assert got["a"] == fresh["a"] and len(fresh["a"]) == 1
     assert len(set(got["w"].values())) == 6  # a real comparison: values moved
     assert RunReader(run_dir).load([f"w_{tag}"]).series[f"w_{tag}"].replayed.all()
 
