@@ -332,6 +332,19 @@ def test_the_printed_schedule_names_a_per_batch_statement(recorded, tmp_path: Pa
     assert "the training batches of 6 of 6 epochs skipped" not in printed
 
 
+def test_workers_get_the_thread_count_the_lightning_run_recorded(recorded) -> None:
+    """CPU float sums depend on the thread count: a worker of a run recorded through
+    FlowillowerCheckpoint (no fw.checkpointing) gets the recording's, unless set."""
+    from flowillower.hindsight.jobs import recorded_threads
+    from flowillower.hindsight.planner import load_run_info, plan_run
+
+    _root, run_dir = recorded
+    plan = plan_run(load_run_info(run_dir), [])
+    want = str(torch.get_num_threads())
+    assert recorded_threads(plan, {}) == {"OMP_NUM_THREADS": want, "MKL_NUM_THREADS": want}
+    assert recorded_threads(plan, {"OMP_NUM_THREADS": "3"}) == {"MKL_NUM_THREADS": want}
+
+
 def test_the_plan_trains_every_epoch_for_a_statement_that_may_run_per_batch(recorded) -> None:
     """Given the replayed code, the planner decides as the worker will: a statement in
     `training_step` (or a helper) gets every epoch trained, one in an epoch hook does not."""

@@ -119,6 +119,7 @@ class Skips:
     started: float | None = None  # when training started (Unix time)
     blocked: str = ""  # why the worker skips nothing for the replayed statements
     times: dict[int, float] = field(default_factory=dict)  # index -> recorded wall seconds
+    threads: int | None = None  # the recording's torch threads (float sums depend on them)
 
     def checked(self, source: str, lines: Iterable[int]) -> Skips:
         """These skips for the replayed code `source` whose statements at `lines` are
@@ -249,5 +250,12 @@ def skip_summary(run_dir: Path, data: Any) -> Skips | None:
                      len(captures.unrecorded), [_text(h, "") for h in hooks],
                      _text(desc.get("per"), "skipped unit"),
                      _number(captures.meta, "setup_s"), _number(captures.meta, "time"),
-                     times=walls or inner)
+                     times=walls or inner, threads=_threads(captures.meta))
     return None
+
+
+def _threads(meta: dict[str, Any] | None) -> int | None:
+    """The recorded thread count, when it is a sane one (the manifest is data)."""
+    value = (meta or {}).get("torch_threads")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 \
+        else None

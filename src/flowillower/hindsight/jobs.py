@@ -208,6 +208,8 @@ def recorded_threads(plan: RunPlan, env: dict[str, str]) -> dict[str, str]:
     on them), unless the environment already fixes them."""
     meta = plan.info.store.meta or {}
     threads = meta.get("torch_threads")
+    if not isinstance(threads, int) and plan.info.skips is not None:
+        threads = plan.info.skips.threads  # a framework callback's recording
     if not isinstance(threads, int) or threads < 1:
         return {}
     return {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
