@@ -15,9 +15,16 @@ the per-worker cost the planner estimates (`EpochSplit.of`) to split anyway.
 
 from __future__ import annotations
 
+import io
+import pickle
 import re
 import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,8 +34,11 @@ torch = pytest.importorskip("torch")
 
 import flowillower as fw  # noqa: E402
 from flowillower.hindsight import epoch_split  # noqa: E402
+from flowillower.hindsight.executor import Executor, Task, TaskResult  # noqa: E402
+from flowillower.hindsight.task import Packer, unpack_result  # noqa: E402
 from flowillower.integrations.lightning_state import LightningCheckpoints, checkpoint_dir  # noqa: E402
 from flowillower.store.reader import RunReader  # noqa: E402
+from tests.conftest import clean_env  # noqa: E402
 from tests.test_hindsight_replay import make_project, run_script  # noqa: E402
 from tests.test_lightning_replay import SCRIPT  # noqa: E402
 
@@ -308,3 +318,98 @@ def test_a_share_without_usable_captures_trains_from_the_start_then_stops(
     assert marks == ["iter 2", "iter 3"]
     last = 4 if min_epochs else 3
     assert module.trained == [e for e in range(last + 1) for _ in range(2)]
+
+
+class IsolatedWorkers(Executor):
+    """An executor as Ray's or Slurm's: each task packed (`Packer`), its shared archives
+    (`ckpt_parts`, each shipped once) unpacked by `run_payload` in a process and folder
+    of its own while the project (repo and store) is renamed away. Keeps each worker's
+    log and the files it was handed, by the epoch its share starts at."""
+
+    def __init__(self, project: Path, workers: int) -> None:
+        super().__init__(workers)
+        self.project = project
+        self.logs: dict[int, str] = {}
+        self.members: dict[int, set[str]] = {}
+
+    def run(self, tasks: list[Task], on_done: Callable[[Task, TaskResult], None],
+            on_tick: Callable[[], None] | None = None) -> dict[str, TaskResult]:
+        code = ("import pickle; from pathlib import Path; "
+                "from flowillower.hindsight.task import run_payload; "
+                "p, tree, parts = pickle.loads(Path('job.pkl').read_bytes()); "
+                "r = run_payload(p, tree, *parts); "
+                "Path('out.pkl').write_bytes(pickle.dumps(r))")
+        packer, works, firsts = Packer(), [], []
+        base = Path(tempfile.mkdtemp(prefix="fw-lsplit-"))  # outside the project
+        for n, task in enumerate(tasks):
+            payload = packer.pack(task)
+            assert str(self.project) not in payload.to_json()  # no driver path travels
+            parts = [packer.shared(k) for k in payload.ckpt_parts]
+            handed = set().union(*map(_tar_files, parts)) if parts else set()
+            # The one-archive form (`ckpt_key`) holds exactly the files of the parts.
+            assert _tar_files(packer.shared(payload.ckpt_key)) == handed
+            firsts.append(int(payload.plan["first"]))
+            self.members[firsts[-1]] = handed
+            works.append(base / str(n))
+            works[-1].mkdir()
+            (works[-1] / "job.pkl").write_bytes(pickle.dumps(
+                (payload.__dict__, packer.shared(payload.tree_key), parts)))
+        hidden = self.project.with_name(self.project.name + "-hidden")
+        self.project.rename(hidden)
+        try:  # the workers side by side, as a cluster's nodes would run them
+            procs = [subprocess.Popen([sys.executable, "-c", code], cwd=work,
+                                      env=clean_env(), stderr=subprocess.PIPE, text=True)
+                     for work in works]
+            errors = [proc.communicate(timeout=300)[1] for proc in procs]
+        finally:
+            hidden.rename(self.project)
+        results = {}
+        for task, work, first, proc, err in zip(tasks, works, firsts, procs, errors):
+            assert proc.returncode == 0, err
+            out = pickle.loads((work / "out.pkl").read_bytes())
+            task.scratch.mkdir(parents=True, exist_ok=True)
+            unpack_result(task.scratch, out)
+            self.logs[first] = out["files"].get("output.log", b"").decode()
+            results[task.id] = TaskResult(task.id, out["returncode"], out["seconds"])
+            on_done(task, results[task.id])
+        shutil.rmtree(base)
+        return results
+
+
+def _tar_files(data: bytes | None) -> set[str]:
+    if data is None:
+        return set()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name for m in tar.getmembers() if m.isfile()}
+
+
+def test_a_share_on_a_worker_without_the_drivers_disk_restores_its_capture(
+        recorded, fresh, cheap, tmp_path: Path) -> None:
+    """Shares run as a cluster executor runs them (self-contained payloads, the project
+    out of reach): the second share is handed the capture of the epoch before its first
+    (with the manifest and digest record) and restores it instead of training from epoch
+    0; the values are the fresh run's, bit for bit."""
+    root, run_dir = recorded
+    script = tmp_path / "train_iso.py"
+    script.write_text(edited("iso"))
+    iso = IsolatedWorkers(root, workers=2)
+    report = fw.replay("g_iso,w_iso,a_iso", dir=root, script=script, workers=2, yes=True,
+                       echo=lambda *a, **k: None, executor=iso)
+    assert report.ok, str(report)
+    assert report.runs[0].tasks == 2
+    starts = sorted(iso.logs)
+    assert starts[0] == 0 and len(starts) == 2
+    second = iso.logs[starts[1]]
+    assert (f"epochs {starts[1]}..5 are trained, from the capture of epoch "
+            f"{starts[1] - 1}") in second, second
+    assert "no capture reached this worker" not in second
+    # The first share ships no capture; the second only those it restores from.
+    assert iso.members[0] == set()
+    inside = f"store/runs/{run_dir.name}/checkpoints/lightning"
+    assert iso.members[starts[1]] == {
+        *(f"{inside}/{n}" for n in LightningCheckpoints(run_dir).needed_files(starts[1] - 1)),
+        f"{inside}/manifest.jsonl",
+        f"store/local/checkpoints/{run_dir.name}.lightning.jsonl"}
+    got = {kind: values(root / ".flowillower", f"{kind}_iso") for kind in ("g", "w", "a")}
+    assert got["g"] == fresh["g"] and got["w"] == fresh["w"] and got["a"] == fresh["a"]
+    assert len(got["g"]) == 6 * 12 and len(set(got["w"].values())) == 6

@@ -7,7 +7,9 @@ its segment reads (`needed_files`: the start it enters at, the inner-loop ends o
 iterations it skips, the final state, and the earlier files their tensors point into),
 each its own small tar shared by every segment that needs it, plus the run's manifest
 and this machine's digest record of its files (loaded only after the worker checks them
-against that record exactly as a local replay does), the plan with its paths made
+against that record exactly as a local replay does); for a share of a callback-captured
+run's epochs (Lightning), the recorder's capture it starts from, the files that capture
+points into, and that recorder's manifest and record; the plan with its paths made
 relative, the recorded argv and the thread counts. `run_payload` runs on
 the worker: it unpacks into a private temporary folder, runs the script there and
 returns what the scratch folder holds afterwards (the value frames, the progress marks,
@@ -158,6 +160,27 @@ def checkpoint_archive(run_dir: Path, names: list[str] | None = None,
     return _tar(add)
 
 
+def capture_folder(run_dir: Path, loop: str) -> Any:
+    """The callback recorder's captures of the run at `run_dir` whose manifest says its
+    captures end `loop` indices (a `CapturedIterations`; None: no such recorder). The
+    plan names the loop, never the recorder: hindsight knows no framework."""
+    from .callback_captures import CapturedIterations
+
+    base = Path(run_dir) / CKPT_DIRNAME
+    try:
+        folders = sorted(p.name for p in base.iterdir() if (p / MANIFEST).is_file())
+    except OSError:
+        return None
+    for name in folders:
+        try:
+            captures = CapturedIterations(Path(run_dir), name)
+        except ValueError:  # a folder name that cannot name a ledger
+            continue
+        if captures.replay.get("loop") == loop:
+            return captures
+    return None
+
+
 class Packer:
     """Builds payloads; each tree and checkpoint archive is built (and shipped) once."""
 
@@ -166,6 +189,8 @@ class Packer:
         self.ckpts: dict[str, bytes] = {}  # one per checkpoint file (and run record)
         self._sets: dict[str, tuple[Path, list[str] | None, str | None]] = {}  # a task's whole set
         self._set_bytes: dict[str, bytes] = {}
+        # A share of a callback-captured run's epochs: its capture files, one archive.
+        self._capture_sets: dict[str, list[tuple[Path, str]]] = {}
 
     def pack(self, task: Any) -> Payload:
         """The payload of `task` (an `executor.Task` made by `jobs.materialize`)."""
@@ -191,6 +216,9 @@ class Packer:
             ckpt_key = "ckptset:" + _key(f"{run_dir}\n{sub or ''}\n" + "\n".join(
                 names or ["*"]))
             self._sets[ckpt_key] = (run_dir, names, sub)
+        elif plan.get("callback_loop") and plan.get("restore_first"):
+            ckpt_key, parts = self._capture_parts(run_dir, str(plan["callback_loop"]),
+                                                  int(plan["first"]) - 1)
         # Paths on the driver mean nothing there: the worker fills in its own.
         plan["run_dir"] = plan["scratch"] = None
         script = Path(task.argv[1]).relative_to(tree).as_posix()
@@ -214,6 +242,35 @@ class Packer:
                 self.ckpts[key] = checkpoint_archive(run_dir, names, False, sub)
         return key
 
+    def _capture_parts(self, run_dir: Path, loop: str,
+                       index: int) -> tuple[str | None, list[str]]:
+        """The archive key and shared parts of the callback recorder's capture of `loop`
+        index `index` (a share of a run's epochs starts right after it): its manifest
+        and this machine's digest record of its files, then each file restoring it
+        reads, laid out as the worker's private store. (None, []) when no recorder of
+        `loop` captured `index`: the worker then says why it trains from the start."""
+        captures = capture_folder(run_dir, loop)
+        if captures is None or index not in captures.entries:
+            return None, []
+        store_root = run_dir.parent.parent
+
+        def arc(path: Path) -> str:
+            return "store/" + path.relative_to(store_root).as_posix()
+
+        names = captures.needed_files(index)
+        record = [(captures.dir / MANIFEST, arc(captures.dir / MANIFEST)),
+                  (captures.ledger, arc(captures.ledger))]
+        files = [[(captures.dir / n, arc(captures.dir / n))] for n in names]
+        parts = []
+        for add in [record, *files]:
+            key = "ckpt:" + _key(f"{run_dir}\n{captures.dir.name}\n{add[0][1]}")
+            if key not in self.ckpts:
+                self.ckpts[key] = _tar(add)
+            parts.append(key)
+        set_key = "ckptset:" + _key(f"{run_dir}\n{captures.dir.name}\n" + "\n".join(names))
+        self._capture_sets[set_key] = [pair for add in [record, *files] for pair in add]
+        return set_key, parts
+
     def shared(self, key: str | None) -> bytes | None:
         """The bytes of a shared archive: a tree, one checkpoint part, or (`ckpt_key`) a
         task's checkpoint files in one archive."""
@@ -223,6 +280,10 @@ class Packer:
             if key not in self._set_bytes:
                 run_dir, names, sub = self._sets[key]
                 self._set_bytes[key] = checkpoint_archive(run_dir, names, subdir=sub)
+            return self._set_bytes[key]
+        if key in self._capture_sets:
+            if key not in self._set_bytes:
+                self._set_bytes[key] = _tar(self._capture_sets[key])
             return self._set_bytes[key]
         return self.trees.get(key, self.ckpts.get(key))
 
