@@ -160,7 +160,7 @@ def checkpoint_archive(run_dir: Path, names: list[str] | None = None,
     return _tar(add)
 
 
-def capture_folder(run_dir: Path, loop: str) -> Any:
+def _capture_folder(run_dir: Path, loop: str) -> Any:
     """The callback recorder's captures of the run at `run_dir` whose manifest says its
     captures end `loop` indices (a `CapturedIterations`; None: no such recorder). The
     plan names the loop, never the recorder: hindsight knows no framework."""
@@ -249,7 +249,7 @@ class Packer:
         and this machine's digest record of its files, then each file restoring it
         reads, laid out as the worker's private store. (None, []) when no recorder of
         `loop` captured `index`: the worker then says why it trains from the start."""
-        captures = capture_folder(run_dir, loop)
+        captures = _capture_folder(run_dir, loop)
         if captures is None or index not in captures.entries:
             return None, []
         store_root = run_dir.parent.parent
