@@ -11,6 +11,7 @@ weights, the module's own list of step losses, Lightning's epoch-reduced logged 
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -21,6 +22,7 @@ pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
 
 import flowillower as fw  # noqa: E402
+from flowillower.hindsight.ckpt_files import MANIFEST  # noqa: E402
 from flowillower.hindsight.ledger import UntrustedCheckpoint  # noqa: E402
 from flowillower.integrations.lightning_replay import batch_level_statements  # noqa: E402
 from flowillower.integrations.lightning_state import (  # noqa: E402
@@ -340,7 +342,10 @@ def test_workers_get_the_thread_count_the_lightning_run_recorded(recorded) -> No
 
     _root, run_dir = recorded
     plan = plan_run(load_run_info(run_dir), [])
-    want = str(torch.get_num_threads())
+    # What the recording process had (not this test process: other tests change its own).
+    meta = json.loads((checkpoint_dir(run_dir) / MANIFEST).read_text().splitlines()[0])
+    assert isinstance(meta["torch_threads"], int) and meta["torch_threads"] >= 1
+    want = str(meta["torch_threads"])
     assert recorded_threads(plan, {}) == {"OMP_NUM_THREADS": want, "MKL_NUM_THREADS": want}
     assert recorded_threads(plan, {"OMP_NUM_THREADS": "3"}) == {"MKL_NUM_THREADS": want}
 
