@@ -265,10 +265,11 @@ def test_host_refusing_the_run_refs_keeps_the_site_and_says_so(tmp_path, monkeyp
 def test_host_refusing_only_the_catalog_keeps_the_runs_and_says_so(tmp_path, monkeypatch):
     hub = tmp_path / "hub"
     bare = _bare(hub / "spaces" / "alice" / "runs")
+    tries = tmp_path / "catalog-tries"
     hook = bare / "hooks" / "pre-receive"  # takes the site and the runs, not the catalog
     hook.write_text("#!/bin/sh\nwhile read old new ref; do case $ref in "
-                    "refs/flowillower/catalog) echo \"no catalog here\" >&2; exit 1;; esac; "
-                    "done\n")
+                    f"refs/flowillower/catalog) echo x >> {tries}; "
+                    "echo \"no catalog here\" >&2; exit 1;; esac; done\n")
     hook.chmod(0o755)
     isolate_home(monkeypatch, tmp_path,
                  f'[url "file://{hub}/"]\n\tinsteadOf = https://huggingface.co/\n')
@@ -281,6 +282,7 @@ def test_host_refusing_only_the_catalog_keeps_the_runs_and_says_so(tmp_path, mon
     assert "`pull --runs FILTER` fetches the runs it lacks whole" in res.output
     assert run_id in git(bare, "for-each-ref", "refs/flowillower/")
     assert "refs/flowillower/catalog" not in git(bare, "for-each-ref", "refs/flowillower/")
+    assert tries.read_text() == "x\n"  # a refusal is not a race: no retries
 
 
 def test_wrong_token_error_names_the_address_not_the_token(http_hub, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from .catalog import (
     write_catalog,
 )
 from .pushstate import load_catalog_seen, save_catalog_seen
-from .refs import CATALOG_REF, RUN_REF_PREFIX, ls_remote
+from .refs import BEHIND_REASONS, CATALOG_REF, RUN_REF_PREFIX, ls_remote
 from .repo import redact, store_git
 
 __all__ = ["update_catalog", "MAX_ATTEMPTS"]
@@ -112,6 +112,8 @@ def update_catalog(git_dir: Path, url: str, pushed: dict[str, str],
                 seen = (commit, {**known, **{rid: row["commit"] for rid, row in rows.items()}})
                 break
             report["error"] = redact(f"the remote's run catalog was not updated: {why}")
+            if not any(word in why for word in BEHIND_REASONS):
+                break  # refused (a hook, permissions), not raced: trying again changes nothing
     except GitError as exc:
         report["error"] = f"the remote's run catalog was not updated: {exc}"
     if seen is not None and seen is not loaded:

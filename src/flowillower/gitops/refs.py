@@ -18,6 +18,9 @@ INCOMING_CODE_PREFIX = "refs/flowillower/incoming-code/"
 CODE_PREFIX = "refs/flowillower/code/"
 # A remote's catalog of its runs' filter rows (`catalog`); only ever a hint.
 CATALOG_REF = "refs/flowillower/catalog"
+# git's words for a push refused because the remote moved meanwhile (a race: fetch and
+# try again); any other refusal (a hook, permissions) stays a refusal.
+BEHIND_REASONS = ("fetch first", "non-fast-forward", "stale info", "already exists")
 
 
 def list_refs(git_dir: Path, prefix: str) -> dict[str, str]:

@@ -30,7 +30,14 @@ from .fastimport import whole_blobs
 from .incoming import LARGE_ARTIFACT, valid_run_id
 from .maintenance import store_lock
 from .pull import pull
-from .refs import CATALOG_REF, INCOMING_PREFIX, RUN_REF_PREFIX, list_refs, project_dirs
+from .refs import (
+    BEHIND_REASONS,
+    CATALOG_REF,
+    INCOMING_PREFIX,
+    RUN_REF_PREFIX,
+    list_refs,
+    project_dirs,
+)
 from .repo import ensure_store_ignored, redact, resolve_remote, store_git
 from .runcommits import commit_runs, is_ancestor
 from .snapshot import SNAPSHOT_REF_PREFIX
@@ -38,7 +45,6 @@ from .snapshot import SNAPSHOT_REF_PREFIX
 __all__ = ["push", "pull", "commit_run", "RUN_REF_PREFIX", "LARGE_ARTIFACT", "MAX_ATTEMPTS"]
 
 MAX_ATTEMPTS = 10  # pushes per call: the first, then retries after fetching what changed
-_BEHIND = ("fetch first", "non-fast-forward", "stale info", "already exists")
 _CHUNK = 1000  # refspecs per `git push` command line
 
 
@@ -243,7 +249,7 @@ def push(store_root: Path, remote: str, run_ids: list[str] | None = None,
             if flag != "!":
                 result["updated" if ref in there else "new"] += 1
                 landed[ref.removeprefix(RUN_REF_PREFIX)] = pending.pop(ref)
-            elif any(word in summary for word in _BEHIND):
+            elif any(word in summary for word in BEHIND_REASONS):
                 behind.append(ref.removeprefix(RUN_REF_PREFIX))
         code_refs = {ref: sha for ref, sha in code_refs.items()
                      if status.get(ref, ("!",))[0] == "!"}
