@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -220,20 +220,26 @@ def _per_index(data: Any, name: str, loop: str) -> dict[int, float]:
     return out
 
 
-def skip_summary(run_dir: Path, data: Any) -> Skips | None:
-    """What a replay worker of the run at `run_dir` skips (`data`: its RunData, for the
-    recorded timings), from the first callback recorder that describes itself; None when
-    no recorder captured anything for it."""
+def recorders(run_dir: Path) -> Iterator[CapturedIterations]:
+    """Each callback recorder's captures of the run at `run_dir` (a folder under its
+    checkpoints with a manifest), in name order."""
     base = Path(run_dir) / CKPT_DIRNAME
     try:
         folders = sorted(p.name for p in base.iterdir() if (p / MANIFEST).is_file())
     except OSError:
-        return None
+        return
     for name in folders:
         try:
-            captures = CapturedIterations(Path(run_dir), name)
+            yield CapturedIterations(Path(run_dir), name)
         except ValueError:  # a folder name that cannot name a ledger
             continue
+
+
+def skip_summary(run_dir: Path, data: Any) -> Skips | None:
+    """What a replay worker of the run at `run_dir` skips (`data`: its RunData, for the
+    recorded timings), from the first callback recorder that describes itself; None when
+    no recorder captured anything for it."""
+    for captures in recorders(run_dir):
         desc = captures.replay
         loop = _text(desc.get("loop"), "")
         if not loop:
@@ -243,7 +249,7 @@ def skip_summary(run_dir: Path, data: Any) -> Skips | None:
         walls = _per_index(data, f"time/{loop}", loop)
         ran = set(walls) | set(inner) | set(captures.entries)
         hooks = desc.get("hooks") if isinstance(desc.get("hooks"), list) else []
-        return Skips(_text(desc.get("by"), name), loop, _text(desc.get("skips"), "work"),
+        return Skips(_text(desc.get("by"), captures.dir.name), loop, _text(desc.get("skips"), "work"),
                      _text(desc.get("unless"), "the replayed code needs it"), indices,
                      max(ran, default=-1) + 1, sum(inner.get(i, 0.0) for i in indices),
                      sum(_count(captures.entries[i].get("bytes")) for i in indices),

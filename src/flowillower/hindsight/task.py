@@ -164,21 +164,9 @@ def _capture_folder(run_dir: Path, loop: str) -> Any:
     """The callback recorder's captures of the run at `run_dir` whose manifest says its
     captures end `loop` indices (a `CapturedIterations`; None: no such recorder). The
     plan names the loop, never the recorder: hindsight knows no framework."""
-    from .callback_captures import CapturedIterations
+    from .callback_captures import recorders
 
-    base = Path(run_dir) / CKPT_DIRNAME
-    try:
-        folders = sorted(p.name for p in base.iterdir() if (p / MANIFEST).is_file())
-    except OSError:
-        return None
-    for name in folders:
-        try:
-            captures = CapturedIterations(Path(run_dir), name)
-        except ValueError:  # a folder name that cannot name a ledger
-            continue
-        if captures.replay.get("loop") == loop:
-            return captures
-    return None
+    return next((c for c in recorders(run_dir) if c.replay.get("loop") == loop), None)
 
 
 class Packer:
